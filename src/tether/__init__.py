@@ -1,0 +1,63 @@
+"""Tether: use accelerators on other machines from unmodified Python programs.
+
+The public surface is what this module exports; everything in ``tether._*`` and
+in the sub-packages' ``_modules`` is private.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tether._errors import (
+    AuthenticationError,
+    ConnectError,
+    DeviceLost,
+    FrameTooLarge,
+    ObjectReleased,
+    PoolError,
+    ProtocolError,
+    ProtocolVersionMismatch,
+    RemoteModuleNotFound,
+    RemoteTraceback,
+    SessionClosed,
+    SessionError,
+    TetherError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # for type checkers; at run time these load on first use
+    from tether._api import connect
+    from tether.client._session import Session
+
+
+def __getattr__(name: str) -> object:
+    # connect() and Session pull in the client: load them on first use only.
+    if name == "connect":
+        from tether._api import connect
+
+        return connect
+    if name == "Session":
+        from tether.client._session import Session
+
+        return Session
+    raise AttributeError(f"module 'tether' has no attribute {name!r}")
+
+__all__ = [
+    "AuthenticationError",
+    "ConnectError",
+    "DeviceLost",
+    "FrameTooLarge",
+    "ObjectReleased",
+    "PoolError",
+    "ProtocolError",
+    "ProtocolVersionMismatch",
+    "RemoteModuleNotFound",
+    "RemoteTraceback",
+    "Session",
+    "SessionClosed",
+    "SessionError",
+    "TetherError",
+    "__version__",
+    "connect",
+]

@@ -1,0 +1,107 @@
+"""The user's Tether configuration file: where the pool is, and the token to use.
+
+The file is TOML at ``$TETHER_CONFIG`` if set, else ``$XDG_CONFIG_HOME/tether/config.toml``,
+else ``~/.config/tether/config.toml``. Only the ``[pool]`` table is read here::
+
+    [pool]
+    url = "http://pool.example.org:8600"
+    token = "tether_..."
+
+Precedence, highest first: command-line flag, environment (``TETHER_POOL``,
+``TETHER_POOL_TOKEN``), then this file. :func:`write_pool` is what ``tether up``
+uses to record a freshly started local pool; it writes the file with mode 0600
+because it holds a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tether._errors import TetherError
+
+__all__ = ["PoolConfig", "config_path", "resolve_pool", "write_pool"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolConfig:
+    """Where the pool is and how to authenticate; either may be ``None`` (not configured)."""
+
+    url: str | None
+    token: str | None
+
+
+def config_path() -> Path:
+    """The path of the configuration file, whether or not it exists."""
+    explicit = os.environ.get("TETHER_CONFIG")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tether" / "config.toml"
+
+
+def _read_file(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TetherError(f"cannot read the Tether config file {path}: {exc}") from exc
+    pool = data.get("pool", {})
+    if not isinstance(pool, dict):
+        raise TetherError(f"{path}: [pool] must be a table")
+    return pool
+
+
+def resolve_pool(url: str | None = None, token: str | None = None) -> PoolConfig:
+    """Combine flags (the arguments), environment and config file, in that order.
+
+    Raises :class:`TetherError` when the config file exists but cannot be parsed.
+    """
+    env_url = os.environ.get("TETHER_POOL") or None
+    env_token = os.environ.get("TETHER_POOL_TOKEN") or None
+    if (url or env_url) and (token or env_token):
+        return PoolConfig(url=url or env_url, token=token or env_token)
+    section = _read_file(config_path())
+    file_url = section.get("url")
+    file_token = section.get("token")
+    return PoolConfig(
+        url=url or env_url or (file_url if isinstance(file_url, str) else None),
+        token=token or env_token or (file_token if isinstance(file_token, str) else None),
+    )
+
+
+def _toml_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def write_pool(url: str, token: str, path: Path | None = None) -> Path:
+    """Record the pool URL and token in the config file (other tables are kept).
+
+    The file is rewritten whole with mode 0600. Returns the path written.
+    """
+    target = path or config_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kept: list[str] = []
+    if target.exists():
+        # Keep every line outside the [pool] table, so other settings survive.
+        in_pool = False
+        for line in target.read_text().splitlines():
+            stripped = line.strip()
+            if stripped.startswith("[") and stripped.endswith("]"):
+                in_pool = stripped == "[pool]"
+            if not in_pool:
+                kept.append(line)
+    body = "\n".join(kept).strip()
+    text = (body + "\n\n" if body else "") + (
+        f"[pool]\nurl = {_toml_string(url)}\ntoken = {_toml_string(token)}\n"
+    )
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(target, 0o600)
+    return target

@@ -1,0 +1,101 @@
+"""Every error Tether raises on purpose derives from :class:`TetherError`.
+
+The hierarchy::
+
+    TetherError
+    ├── ProtocolError              the peer sent bytes that break the wire protocol
+    │   ├── FrameTooLarge          a frame over the negotiated size limit
+    │   └── ProtocolVersionMismatch  client and acceptor speak different versions
+    ├── ConnectError               the acceptor (or pool) could not be reached
+    ├── AuthenticationError        missing, wrong or expired token or ticket
+    ├── SessionError               something is wrong with one session
+    │   ├── SessionClosed          the session was closed by this side
+    │   ├── DeviceLost             the worker died or the connection dropped
+    │   ├── ObjectReleased         a proxy whose remote object was released
+    │   └── RemoteModuleNotFound   the acceptor cannot import a remoted module
+    └── PoolError                  the pool refused a request (see tether.pool)
+
+Exceptions raised *by remote code* are not wrapped: the client raises the same
+type (a builtin, or a local mirror class deriving from the nearest builtin base),
+with the worker's traceback attached as ``__cause__`` in a
+:class:`RemoteTraceback`, so ``except RuntimeError:`` works as it would locally.
+Lower-layer errors (``OSError`` from sockets, ``pickle`` errors from decoding) are
+translated once, at the boundary where they occur, and chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    """Root of every error Tether raises on purpose."""
+
+
+class ProtocolError(TetherError):
+    """The peer sent something the wire protocol does not allow.
+
+    Garbage on the wire only ever raises this class (or a subclass); the
+    connection that produced it is unusable afterwards.
+    """
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame is larger than the size limit of the connection."""
+
+
+class ProtocolVersionMismatch(ProtocolError):
+    """Client and acceptor speak different protocol versions."""
+
+
+class ConnectError(TetherError):
+    """The acceptor or the pool could not be reached."""
+
+
+class AuthenticationError(TetherError):
+    """A token or ticket was missing, wrong, expired or revoked."""
+
+
+class SessionError(TetherError):
+    """Something went wrong with one session; other sessions are unaffected."""
+
+
+class SessionClosed(SessionError):
+    """The session was closed by this side and cannot be used any more."""
+
+
+class DeviceLost(SessionError):
+    """The worker died or the connection to it dropped.
+
+    Every object of the session is gone with it; open a new session to go on.
+    """
+
+
+class ObjectReleased(SessionError):
+    """A proxy was used after its remote object had been released."""
+
+
+class RemoteModuleNotFound(SessionError, ModuleNotFoundError):
+    """The acceptor's environment cannot import a module the client remoted.
+
+    Also a :class:`ModuleNotFoundError`, so code that guards optional imports
+    with ``except ImportError`` keeps working.
+    """
+
+
+class PoolError(TetherError):
+    """The pool refused or could not serve a request."""
+
+
+class RemoteTraceback(Exception):
+    """The worker-side traceback of a remote exception, attached as ``__cause__``.
+
+    Printing an uncaught remote exception therefore shows the remote frames
+    first, then "The above exception was the direct cause of ...", then the
+    script's own frames, as :mod:`multiprocessing` does.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'

@@ -1,0 +1,76 @@
+"""Anchors for references inside pickles exchanged by client and worker.
+
+Both ends import this module, so a pickle can name ``tether._refs.handle`` as a
+global. The functions here are never called during a session: each end's
+unpickler maps these names to its own resolver (the client builds proxies, the
+worker looks objects up in its handle table). Called directly they explain
+that, instead of doing something surprising.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+NAMES = frozenset(
+    {"handle", "interned", "cls", "module", "ref", "attr", "code", "exc_class", "tuple_mirror",
+     "client_file", "client_obj", "local", "synced"}
+)  # fmt: skip
+
+
+def _outside(name: str) -> NoReturn:
+    raise RuntimeError(
+        f"tether._refs.{name} can only be resolved while a Tether session decodes a "
+        "message; this object refers to a remote session's state"
+    )
+
+
+def handle(*args: Any) -> NoReturn:
+    _outside("handle")
+
+
+def cls(*args: Any) -> NoReturn:
+    _outside("cls")
+
+
+def module(*args: Any) -> NoReturn:
+    _outside("module")
+
+
+def ref(*args: Any) -> NoReturn:
+    _outside("ref")
+
+
+def attr(*args: Any) -> NoReturn:
+    _outside("attr")
+
+
+def code(*args: Any) -> NoReturn:
+    _outside("code")
+
+
+def exc_class(*args: Any) -> NoReturn:
+    _outside("exc_class")
+
+
+def tuple_mirror(*args: Any) -> NoReturn:
+    _outside("tuple_mirror")
+
+
+def interned(*args: Any) -> NoReturn:
+    _outside("interned")
+
+
+def client_file(*args: Any) -> NoReturn:
+    _outside("client_file")
+
+
+def client_obj(*args: Any) -> NoReturn:
+    _outside("client_obj")
+
+
+def local(*args: Any) -> NoReturn:
+    _outside("local")
+
+
+def synced(*args: Any) -> NoReturn:
+    _outside("synced")
