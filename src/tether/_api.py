@@ -1,0 +1,62 @@
+"""``tether.connect()``: the public way to open a session from Python."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from tether._errors import ConnectError
+from tether.client._connect import open_session
+from tether.client._session import Session, install_ordered_streams
+
+
+def _token_from_env() -> str | None:
+    token = os.environ.get("TETHER_TOKEN")
+    if token:
+        return token.strip()
+    path = os.environ.get("TETHER_TOKEN_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConnectError(f"cannot read TETHER_TOKEN_FILE {path}: {exc.strerror}") from None
+    return None
+
+
+def connect(
+    url: str | None = None,
+    token: str | None = None,
+    *,
+    remote: Iterable[str] = (),
+    ordered_output: bool = True,
+) -> Session:
+    """Open a session on an acceptor and return it (also a context manager).
+
+    ``url`` and ``token`` default to the ``TETHER_CONNECT`` and ``TETHER_TOKEN``
+    (or ``TETHER_TOKEN_FILE``) environment variables. With no URL at all, an
+    acceptor is started on loopback in this process (it uses this machine's
+    devices, the CPU if nothing else) and stopped when the session closes.
+
+    ``remote`` names the modules that this session remotes (their objects never
+    travel by value). With ``ordered_output`` the script's own prints wait for
+    pending remote work first, so output stays in program order.
+    """
+    url = url or os.environ.get("TETHER_CONNECT") or None
+    token = token if token is not None else _token_from_env()
+    on_close = None
+    if url is None:
+        from tether.acceptor._server import EmbeddedAcceptor
+
+        embedded = EmbeddedAcceptor()
+        url = str(embedded.start())
+        token = embedded.token
+        on_close = embedded.stop
+    elif token is None:
+        raise ConnectError(
+            f"no token for {url}: pass token=..., or set TETHER_TOKEN or TETHER_TOKEN_FILE"
+        )
+    session = open_session(url, token, remote=remote, on_close=on_close)
+    if ordered_output:
+        install_ordered_streams(session)
+    return session

@@ -1,0 +1,19 @@
+# Loaded by `tether run` in the script's interpreter (through PYTHONPATH) before
+# the script starts: it makes the remoted modules import from the worker.
+# Then it runs any other sitecustomize the environment has, which this file
+# shadows.
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+if os.environ.get("TETHER_REMOTE"):
+    from tether.client._bootstrap import activate
+
+    activate()
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+_spec = importlib.machinery.PathFinder.find_spec("sitecustomize", sys.path)
+if _spec is not None and _spec.loader is not None:
+    _module = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_module)

@@ -1,0 +1,222 @@
+"""Holding a pool slice for a client: request, wait in the queue, heartbeat, release.
+
+``tether run --pool`` uses :func:`acquire` before it starts the script and
+:meth:`Lease.release` after it exits (also when it crashed or was killed by a
+signal the launcher saw). Between the two a daemon thread renews the lease
+every ``interval`` seconds and writes each fresh ticket the pool answers with
+into ``ticket_file``, which the script reads (``TETHER_TOKEN_FILE``) when it
+connects, so a script that connects late never shows an expired ticket.
+
+If the launcher itself dies without a word (SIGKILL), nothing releases the
+lease: the pool ends it when neither the client's heartbeats nor the
+acceptor's (which renew the leases of the sessions it still runs) arrive for
+its lease timeout.
+
+Standard library only (plus :mod:`tether.pool._client`), like every client piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from tether._errors import ConnectError, PoolError
+
+__all__ = ["Lease", "acquire", "slice_request"]
+
+#: Seconds between lease heartbeats (the pool's default lease timeout is 90 s).
+DEFAULT_HEARTBEAT_S = 10.0
+
+
+def slice_request(
+    *,
+    gpus: float | None = None,
+    memory: str | None = None,
+    vendor: str | None = None,
+    model: str | None = None,
+    frameworks: list[str] | None = None,
+    node: str | None = None,
+    team: str | None = None,
+    wait: bool = True,
+    queue_timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """The pool's request body for ``tether run``'s options.
+
+    ``gpus`` in (0, 1] is a fraction of one device; a whole number above 1 is a
+    count of whole devices. With neither ``gpus`` nor ``memory``, one whole device.
+    Raises ValueError for a value that is neither.
+    """
+    body: dict[str, Any] = {}
+    if gpus is not None:
+        if gpus <= 0:
+            raise ValueError(f"--gpus must be positive, not {gpus:g}")
+        if gpus <= 1:
+            body["fraction"] = float(gpus)
+        elif float(gpus).is_integer():
+            body["count"] = int(gpus)
+        else:
+            raise ValueError(
+                f"--gpus {gpus:g}: use a fraction of one device (0.5) or a whole number (2)"
+            )
+    elif memory is None:
+        body["fraction"] = 1.0
+    if memory is not None:
+        body["memory"] = memory
+    extra = {
+        "vendor": vendor,
+        "model": model,
+        "node": node,
+        "team": team,
+        "queue_timeout_s": queue_timeout_s,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    if frameworks:
+        body["frameworks"] = list(frameworks)
+    body["wait"] = wait
+    return body
+
+
+class _PositionLine:
+    """The live 'waiting in the queue' line on stderr (redrawn on a terminal)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.shown = False
+        self.started = time.monotonic()
+
+    def __call__(self, position: int, reason: str) -> None:
+        waited = time.monotonic() - self.started
+        text = f"tether: waiting for a slice: position {position} in the queue"
+        if reason:
+            text += f" ({reason})"
+        text += f", {waited:.0f}s so far"
+        if self.tty:
+            self.out.write("\r\x1b[K" + text)
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown and self.tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+@dataclass
+class Lease:
+    """A placed slice held by this process; see the module docstring."""
+
+    client: Any  # tether.pool._client.PoolClient
+    session: dict[str, Any]
+    ticket_file: Path | None = None
+    out: TextIO | None = None
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ended_reason: str | None = None
+        if self.ticket_file is not None:
+            self._write_ticket(self.session)
+
+    @property
+    def id(self) -> str:
+        return str(self.session["id"])
+
+    @property
+    def address(self) -> str:
+        return str(self.session["address"])
+
+    @property
+    def ticket(self) -> str:
+        return str(self.session["ticket"])
+
+    def describe(self) -> str:
+        devices = ", ".join(
+            f"{d['id']} x{d['fraction']:.2f}" for d in self.session.get("devices", [])
+        )
+        memory = self.session.get("memory_bytes") or 0
+        return (
+            f"session {self.id} on node {self.session.get('node')} ({self.address}): "
+            f"{devices or '?'}, memory {_gib(memory)}"
+        )
+
+    def start_heartbeat(self, interval: float = DEFAULT_HEARTBEAT_S) -> None:
+        """Renew the lease from a daemon thread until :meth:`release`."""
+        self._thread = threading.Thread(
+            target=self._beat, args=(interval,), name="tether-lease", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self, interval: float) -> None:
+        from tether.pool._problems import Gone, NotFound
+
+        while not self._stop.wait(interval):
+            try:
+                current = self.client.heartbeat(self.id)
+            except (Gone, NotFound) as exc:
+                self.ended_reason = str(exc)
+                if self.out is not None:
+                    self.out.write(f"tether: the pool ended this session's lease: {exc}\n")
+                    self.out.flush()
+                return
+            except (ConnectError, PoolError):
+                continue  # transient: the acceptor's heartbeats renew it meanwhile
+            self._write_ticket(current)
+
+    def _write_ticket(self, session: Mapping[str, Any]) -> None:
+        ticket = session.get("ticket")
+        if self.ticket_file is None or not ticket:
+            return
+        tmp = self.ticket_file.with_name(self.ticket_file.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(ticket) + "\n")
+        tmp.replace(self.ticket_file)  # atomic: the script never reads half a ticket
+
+    def release(self) -> None:
+        """Stop the heartbeats and end the lease (best effort: the pool's timeout
+        ends it anyway if the pool cannot be reached now)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with contextlib.suppress(ConnectError, PoolError):
+            self.client.release(self.id)
+
+
+def acquire(
+    client: Any,
+    request: Mapping[str, Any],
+    *,
+    out: TextIO | None = None,
+    ticket_file: Path | None = None,
+    poll_interval: float = 0.5,
+) -> Lease:
+    """Ask ``client``'s pool for a slice and wait until it is placed.
+
+    While queued, a position line goes to ``out`` (default stderr). Raises
+    :class:`tether.pool._problems.Refused` (over quota, nothing fits with
+    ``wait=False``, queue timeout) with the pool's message, ConnectError or
+    AuthenticationError. An interrupted wait withdraws the request.
+    """
+    stream = out if out is not None else sys.stderr
+    line = _PositionLine(stream)
+    try:
+        session = client.wait_for_slice(on_position=line, poll_interval=poll_interval, **request)
+    finally:
+        line.done()
+    return Lease(client, session, ticket_file=ticket_file, out=stream)
+
+
+def _gib(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f}GiB"
+    return f"{n / (1 << 20):.0f}MiB"

@@ -1,0 +1,458 @@
+"""Local stand-ins for remote objects: proxies, mirror classes, proxy modules.
+
+Every remote class the client meets gets a *mirror class*: a real local class,
+created by the :class:`RemoteType` metaclass, named like the remote one, whose
+bases mirror the remote bases. Proxies of remote objects are instances of their
+class's mirror, so ``isinstance(x, torch.Tensor)``, ``type(x).__name__`` and
+``class Net(nn.Module)`` work with no round trip. A mirror carries only the
+special methods its remote class supports (so ``callable``, ``len`` and
+iteration answer as they would locally); each forwards to the session.
+
+Subclassing a mirror (``class Net(nn.Module): ...``) builds the real class in
+the worker from the class body, and returns that class's mirror.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import sys
+import types
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from tether.client._trycheck import note_remote_with
+from tether.wire._ops import STOP, Op
+
+if TYPE_CHECKING:
+    from tether.client._session import Session
+
+
+class RemoteObject:
+    """Base of every proxy: an object that lives in a worker."""
+
+    __slots__ = ("__weakref__", "_t_id", "_t_s")
+    _t_tid: ClassVar[int] = 0
+    _t_methods: ClassVar[frozenset[str]] = frozenset()
+    _t_s: Session
+    _t_id: int
+
+    def __del__(self) -> None:
+        # No contextlib here: __del__ runs for every proxy and must stay cheap.
+        try:  # noqa: SIM105
+            self._t_s._release(self._t_id)
+        except Exception:  # interpreter shutdown, or never fully built
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_t_"):
+            raise AttributeError(name)
+        if name in type(self)._t_methods:
+            return LazyMethod(self, name)
+        return self._t_s.getattr(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("_t_s", "_t_id"):
+            object.__setattr__(self, name, value)
+        else:
+            # An object of the script's stored on a remote object stays the
+            # script's object (model.meter = meter; later model.meter is meter).
+            self._t_s.apply_none(setattr, self, name, self._t_s.share(value))
+
+    def __delattr__(self, name: str) -> None:
+        self._t_s.apply_none(delattr, self, name)
+
+    def __repr__(self) -> str:
+        return self._t_s.value(repr, self)  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        return self._t_s.value(str, self)  # type: ignore[no-any-return]
+
+    def __format__(self, spec: str) -> str:
+        return self._t_s.value(format, self, spec)  # type: ignore[no-any-return]
+
+    def __dir__(self) -> list[str]:
+        return self._t_s.value(dir, self)  # type: ignore[no-any-return]
+
+    def __copy__(self) -> Any:
+        return self._t_s.apply(copy.copy, self)
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        # The copy is made where the object lives, and stays there.
+        return self._t_s.apply(copy.deepcopy, self)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"cannot pickle a proxy of a remote {type(self).__qualname__} locally; "
+            "pass it to remote code instead, or fetch a local copy first"
+        )
+
+
+def _value(fn: Any) -> Any:
+    def method(self: RemoteObject, *args: Any) -> Any:
+        return self._t_s.value(fn, self, *args)
+
+    return method
+
+
+def _apply(fn: Any) -> Any:
+    def method(self: RemoteObject, *args: Any) -> Any:
+        return self._t_s.apply(fn, self, *args)
+
+    return method
+
+
+def _reflected(fn: Any) -> Any:
+    def method(self: RemoteObject, other: Any) -> Any:
+        return self._t_s.apply(fn, other, self)
+
+    return method
+
+
+def _none(fn: Any) -> Any:
+    def method(self: RemoteObject, *args: Any) -> None:
+        self._t_s.apply_none(fn, self, *args)
+
+    return method
+
+
+def _call(self: RemoteObject, *args: Any, **kwargs: Any) -> Any:
+    return self._t_s.call(self, args, kwargs)
+
+
+def _iter(self: RemoteObject) -> Any:
+    return RemoteIterator(self._t_s, self)
+
+
+def _next(self: RemoteObject) -> Any:
+    item = self._t_s.value_op(Op.NEXT, self)
+    if isinstance(item, str) and item == STOP:
+        raise StopIteration
+    return item
+
+
+def _enter(self: RemoteObject) -> Any:
+    note_remote_with(sys._getframe(1))
+    return self._t_s.callmethod(self, "__enter__", (), {})
+
+
+def _exit(self: RemoteObject, et: Any, ev: Any, tb: Any) -> Any:
+    if et is None:
+        # The with-statement ignores the result on a normal exit: don't wait for it.
+        self._t_s.callmethod(self, "__exit__", (None, None, None), {}, discard=True)
+        return None
+    return self._t_s.value_method(self, "__exit__", (et, ev, None))
+
+
+def _bool(self: RemoteObject) -> bool:
+    return self._t_s.value(bool, self)  # type: ignore[no-any-return]
+
+
+def _array(self: RemoteObject, *args: Any, **kwargs: Any) -> Any:
+    return self._t_s.value_method(self, "__array__", args, kwargs)
+
+
+_BINOPS = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul,
+    "matmul": operator.matmul, "truediv": operator.truediv,
+    "floordiv": operator.floordiv, "mod": operator.mod, "divmod": divmod,
+    "pow": pow, "lshift": operator.lshift, "rshift": operator.rshift,
+    "and": operator.and_, "xor": operator.xor, "or": operator.or_,
+}  # fmt: skip
+_INPLACE = {
+    "iadd": operator.iadd, "isub": operator.isub, "imul": operator.imul,
+    "imatmul": operator.imatmul, "itruediv": operator.itruediv,
+    "ifloordiv": operator.ifloordiv, "imod": operator.imod, "ipow": operator.ipow,
+    "ilshift": operator.ilshift, "irshift": operator.irshift,
+    "iand": operator.iand, "ixor": operator.ixor, "ior": operator.ior,
+}  # fmt: skip
+
+#: special method name -> the local implementation that forwards it
+SPECIALS: dict[str, Any] = {
+    "__call__": _call,
+    "__iter__": _iter,
+    "__next__": _next,
+    "__enter__": _enter,
+    "__exit__": _exit,
+    "__bool__": _bool,
+    "__len__": _value(len),
+    "__int__": _value(int),
+    "__float__": _value(float),
+    "__complex__": _value(complex),
+    "__index__": _value(operator.index),
+    "__hash__": _value(hash),
+    "__contains__": _value(operator.contains),
+    "__bytes__": _value(bytes),
+    "__fspath__": _value(__import__("os").fspath),
+    "__array__": _array,
+    "__getitem__": _apply(operator.getitem),
+    "__setitem__": _none(operator.setitem),
+    "__delitem__": _none(operator.delitem),
+    "__reversed__": _apply(reversed),
+    "__neg__": _apply(operator.neg),
+    "__pos__": _apply(operator.pos),
+    "__abs__": _apply(abs),
+    "__invert__": _apply(operator.invert),
+    "__round__": _apply(round),
+    "__trunc__": _apply(__import__("math").trunc),
+    "__floor__": _apply(__import__("math").floor),
+    "__ceil__": _apply(__import__("math").ceil),
+    "__lt__": _apply(operator.lt),
+    "__le__": _apply(operator.le),
+    "__gt__": _apply(operator.gt),
+    "__ge__": _apply(operator.ge),
+    "__eq__": _apply(operator.eq),
+    "__ne__": _apply(operator.ne),
+}
+for _name, _fn in _BINOPS.items():
+    SPECIALS[f"__{_name}__"] = _apply(_fn)
+    SPECIALS[f"__r{_name}__"] = _reflected(_fn)
+for _name, _fn in _INPLACE.items():
+    SPECIALS[f"__{_name}__"] = _apply(_fn)
+
+#: Names the metaclass answers locally (AttributeError) instead of asking the
+#: worker: introspection probes by typing, inspect, abc, dataclasses ...
+_LOCAL_CLASS_ATTRS = frozenset(
+    {
+        "__signature__", "__wrapped__", "__origin__", "__args__", "__parameters__",
+        "__abstractmethods__", "__isabstractmethod__", "__orig_bases__", "__orig_class__",
+        "__mro_entries__", "__class_getitem__", "__set_name__", "__dataclass_fields__",
+        "__attrs_attrs__", "__pydantic_core_schema__", "__get_pydantic_core_schema__",
+        "__tether_wrapped__", "__getstate__", "__reduce_ex__", "__reduce__", "__copy__",
+        "__deepcopy__",
+    }
+)  # fmt: skip
+
+
+class RemoteType(type):
+    """Metaclass of mirror classes; see the module docstring."""
+
+    _t_s: Session
+    _t_cid: int  # the class's handle (instances keep theirs in the _t_id slot)
+    _t_tid: int
+    _t_methods: frozenset[str]
+    _t_attrs: dict[str, Any]
+
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kwds: Any
+    ) -> RemoteType:
+        if ns.pop("_t_internal", False):
+            return super().__new__(mcls, name, bases, ns)
+        session = next(b._t_s for b in bases if isinstance(b, RemoteType))
+        return session.make_class(name, bases, ns, kwds)
+
+    def __init__(cls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kwds: Any) -> None:
+        super().__init__(name, bases, ns)
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("_t_") or name in _LOCAL_CLASS_ATTRS:
+            raise AttributeError(name)
+        attrs = cls.__dict__.get("_t_attrs")
+        if attrs is None:
+            attrs = {}
+            type.__setattr__(cls, "_t_attrs", attrs)
+        try:
+            return attrs[name]
+        except KeyError:
+            value = attrs[name] = cls._t_s.getattr(cls, name)
+            return value
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        if name.startswith("_t_") or (name.startswith("__") and name.endswith("__")):
+            type.__setattr__(cls, name, value)
+            return
+        cls.__dict__.get("_t_attrs", {}).pop(name, None)
+        cls._t_s.apply_none(setattr, cls, name, value)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._t_s.call(cls, args, kwargs)
+
+    def __getitem__(cls, item: Any) -> Any:
+        return cls._t_s.apply(operator.getitem, cls, item)
+
+
+class LazyMethod:
+    """``proxy.method`` before it is called: calling it is one message."""
+
+    __slots__ = ("_t_name", "_t_obj")
+
+    def __init__(self, obj: RemoteObject, name: str) -> None:
+        self._t_obj = obj
+        self._t_name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        obj = self._t_obj
+        return obj._t_s.callmethod(obj, self._t_name, args, kwargs)
+
+    def _t_materialize(self) -> Any:
+        obj = self._t_obj
+        return obj._t_s.getattr(obj, self._t_name)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_t_"):
+            raise AttributeError(name)
+        return getattr(self._t_materialize(), name)
+
+    def __repr__(self) -> str:
+        return repr(self._t_materialize())
+
+
+class RemoteIterator:
+    """Iteration over a remote object.
+
+    When the worker knows how many items are left (sequences, DataLoaders), the
+    items are fetched pipelined, without a round trip each; the iterator's end
+    is then confirmed once.
+    """
+
+    __slots__ = ("_it", "_left", "_s")
+
+    def __init__(self, session: Session, obj: Any) -> None:
+        self._s = session
+        self._it, self._left = session.value_op(Op.ITER, obj)
+
+    def __iter__(self) -> RemoteIterator:
+        return self
+
+    def __next__(self) -> Any:
+        left = self._left
+        if left:
+            self._left = left - 1
+            return self._s.next_item(self._it, more=True)
+        item = self._s.next_item(self._it, more=False)
+        if isinstance(item, str) and item == STOP:
+            raise StopIteration
+        if left == 0:
+            self._left = None  # the length was wrong: go on one by one
+        return item
+
+
+class RemoteModule(types.ModuleType):
+    """A module that lives in the worker; its attributes are cached."""
+
+    _t_s: Session
+    _t_id: int
+
+    def __init__(self, session: Session, hid: int, name: str) -> None:
+        super().__init__(name)
+        d = self.__dict__
+        d["_t_s"] = session
+        d["_t_id"] = hid
+        d["__path__"] = []  # a package, as far as the import system is concerned
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_t_") or name in _LOCAL_CLASS_ATTRS:
+            raise AttributeError(name)
+        value = self._t_s.getattr(self, name)
+        self.__dict__[name] = value
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (name.startswith("__") and name.endswith("__")) or isinstance(value, RemoteModule):
+            self.__dict__[name] = value
+            return
+        self.__dict__.pop(name, None)
+        self._t_s.apply_none(setattr, self, name, value)
+
+    def __dir__(self) -> list[str]:
+        return self._t_s.value(dir, self)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<remote module {self.__name__!r} on {self._t_s.address}>"
+
+
+def build_mirror(session: Session, desc: Any, bases: tuple[type, ...]) -> RemoteType:
+    """Create the mirror class for a type descriptor."""
+    ns: dict[str, Any] = {
+        "_t_internal": True,
+        "__slots__": (),
+        "__module__": desc.module,
+        "__qualname__": desc.qualname,
+        "_t_tid": desc.tid,
+        "_t_methods": desc.methods,
+        "_t_s": session,
+    }
+    for name in desc.dunders:
+        fn = SPECIALS.get(name)
+        if fn is not None:
+            ns[name] = fn
+    if "__hash__" not in desc.dunders:
+        ns["__hash__"] = None
+    return RemoteType(desc.name, bases or (RemoteObject,), ns)
+
+
+# -- exceptions ------------------------------------------------------------------
+_exception_mirrors: dict[tuple[str, str], type[BaseException]] = {}
+
+
+def exception_class(lineage: tuple[tuple[str, str], ...]) -> type[BaseException]:
+    """The local class for a remote exception class.
+
+    Builtin exceptions are themselves; others become local subclasses of their
+    mirrored parent, down to the nearest builtin, so ``except RuntimeError``
+    and ``except torch.cuda.OutOfMemoryError`` both catch what they should.
+    """
+    module, qualname = lineage[0]
+    if module == "builtins":
+        import builtins
+
+        found = getattr(builtins, qualname, None)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            return found
+    # A class the client has itself (the script's own exceptions, shipped to the
+    # worker by value, and Tether's errors) is that very class, so that
+    # `except StopTraining:` catches it.
+    local = sys.modules.get(module)
+    if local is not None and not isinstance(local, RemoteModule):
+        obj: Any = local
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            return obj
+    key = (module, qualname)
+    cls = _exception_mirrors.get(key)
+    if cls is None:
+        base = exception_class(lineage[1:]) if len(lineage) > 1 else Exception
+        cls = type(
+            qualname.rpartition(".")[2],
+            (base,),
+            {"__module__": module, "__qualname__": qualname, "_t_lineage": lineage},
+        )
+        _exception_mirrors[key] = cls
+    return cls
+
+
+# -- tuples that travel by value but keep their remote type's face ----------------------
+_tuple_mirrors: dict[tuple[int, int], type] = {}
+
+
+def tuple_mirror(
+    session: Session, cls_hid: int, tid: int, items: tuple[Any, ...], r: str, s: str
+) -> Any:
+    key = (id(session), tid)
+    cls = _tuple_mirrors.get(key)
+    if cls is None:
+        desc = session.types[tid]
+        cls = type(
+            desc.name,
+            (_TupleMirror,),
+            {"__module__": desc.module, "__qualname__": desc.qualname, "_t_hid": cls_hid},
+        )
+        _tuple_mirrors[key] = cls
+    obj = cls(items)
+    obj._t_repr = r
+    obj._t_str = s
+    return obj
+
+
+class _TupleMirror(tuple[Any, ...]):
+    """A remote tuple subclass (``torch.Size``) as a real local tuple."""
+
+    _t_hid: ClassVar[int]
+    _t_repr: str
+    _t_str: str
+
+    def __repr__(self) -> str:
+        return self._t_repr
+
+    def __str__(self) -> str:
+        return self._t_str

@@ -1,0 +1,108 @@
+"""Answers to the worker's requests: the script's modules and the user's files.
+
+The worker asks only for what it lacks. Modules are served only when they are
+the user's own code: a module that lives in the standard library or in an
+installed distribution is never shipped (the worker must have its own copy),
+which also keeps optional-import probes of frameworks from pulling client code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import site
+import sys
+import sysconfig
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+
+@cache
+def _system_dirs() -> tuple[str, ...]:
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        with contextlib.suppress(KeyError):
+            dirs.add(sysconfig.get_path(key))
+    try:
+        dirs.update(site.getsitepackages())
+        dirs.add(site.getusersitepackages())
+    except AttributeError:
+        pass
+    dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tether itself
+    return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
+
+
+def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, bool, str] | None:
+    """(filename, source, is_package, sha256) of one of the user's own modules."""
+    if name.partition(".")[0] in remote:
+        return None
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None) if module is not None else None
+    if spec is None:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    origin = os.path.realpath(spec.origin)
+    if origin.startswith(_system_dirs()):
+        return None
+    try:
+        with open(origin, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    source = raw.decode("utf-8")
+    digest = hashlib.sha256(raw).hexdigest()
+    return spec.origin, source, spec.submodule_search_locations is not None, digest
+
+
+#: The answer to "objattr" when the attribute is a method: call it with objcall.
+CALLABLE = "__tether_callable__"
+
+
+def serve_request(
+    kind: str,
+    payload: Any,
+    remote: frozenset[str],
+    exported: dict[int, Any],
+    share: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Answer one of the worker's requests; exceptions go back to the worker."""
+    if kind == "objattr":
+        oid, name = payload
+        value = getattr(exported[oid], name)
+        if callable(value) and not isinstance(value, type):
+            return CALLABLE
+        return share(value) if share is not None else value
+    if kind == "objsetattr":
+        oid, name, value = payload
+        setattr(exported[oid], name, value)
+        return None
+    if kind == "objcall":
+        oid, method, args, *rest = payload
+        kwargs = rest[0] if rest else {}
+        return getattr(exported[oid], method)(*args, **kwargs)
+    if kind == "objsnapshot":
+        return list(exported[payload])
+    if kind == "module":
+        return user_module_source(payload, remote)
+    if kind == "listdir":
+        return os.listdir(payload)
+    if kind == "stat":
+        return os.stat(payload)
+    if kind == "isdir":
+        return os.path.isdir(payload)
+    if kind == "read":
+        with open(payload, "rb") as f:
+            return f.read()
+    if kind == "write":
+        path, data, append = payload
+        with open(path, "ab" if append else "wb") as f:
+            f.write(data)
+        return None
+    raise ValueError(f"unknown request {kind!r}")

@@ -1,0 +1,637 @@
+"""A session: one client's attachment to one worker.
+
+Theory of operation
+-------------------
+The session is blocking and single-threaded (guarded by a lock for scripts
+that use threads). Each operation on a proxy becomes one CALL frame. Whether
+the client waits for it is decided here:
+
+* Operations whose *value* the script needs (``bool``, ``len``, ``repr``,
+  ``.item()`` ...) are synchronous: CALL with the SYNC flag, then wait for the
+  REPLY, handling OUTPUT, REQUEST and NOTICE frames that come first.
+* Other operations are *pipelined* once the session has seen what they return:
+  a per-site prediction (keyed by the remote type and method, the function, or
+  the operator and operand types) remembers the shape of the last result
+  (None, a handle of type T, or a small list/tuple of those). The client
+  allocates the handle ids itself, builds the proxies at once, and sends the
+  call without waiting. The first call of each site is synchronous, to learn.
+* Inside a ``try ... except`` that could catch a remote error (see
+  :mod:`tether.client._trycheck`) every operation is synchronous, so errors
+  raise in place. Elsewhere a failed pipelined call is raised at the next
+  synchronous point (the worker skips everything after it meanwhile), which is
+  where it would have ended the script anyway.
+* Before the script writes to stdout or stderr, pending calls are synced, so
+  the worker's prints and the script's stay in order.
+
+Frames are batched: pipelined calls are queued and written when the script
+next waits, or when enough have accumulated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import operator
+import pickle
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tether._errors import (
+    DeviceLost,
+    ProtocolError,
+    RemoteModuleNotFound,
+    RemoteTraceback,
+    SessionClosed,
+    TetherError,
+)
+from tether.client._codec import CallEncoder, ClientUnpickler, _Shared, dumps_code, is_shared
+from tether.client._proxy import (
+    RemoteModule,
+    RemoteObject,
+    RemoteType,
+    build_mirror,
+    exception_class,
+    tuple_mirror,
+)
+from tether.client._serve import serve_request
+from tether.client._trycheck import in_handler
+from tether.transport import Channel, ChannelClosed
+from tether.wire import Flag, Kind
+from tether.wire._ops import ANY, DISCARD, NONE, Op, TypeDesc, pack_batch, pack_ids
+
+_FLUSH_EVERY = 64  # pipelined calls queued before they are written anyway
+_FLUSH_BYTES = 256 * 1024
+_SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
+_BATCH = int(Flag.BATCH)
+_CALL = int(Kind.CALL)
+_RELEASE_BATCH = 256  # released handles sent together (or with the next sync)
+_NONE_AFTER = 3  # a site must return None this often before None is assumed
+_FUNCTION_TYPES = frozenset(
+    {"builtin_function_or_method", "function", "method", "method-wrapper",
+     "cython_function_or_method", "fused_cython_function", "_lru_cache_wrapper",
+     "partial", "wrapper_descriptor", "method_descriptor", "classmethod_descriptor"}
+)  # fmt: skip
+
+_new: Any = object.__new__
+_set_s: Any = RemoteObject.__dict__["_t_s"].__set__
+_set_id: Any = RemoteObject.__dict__["_t_id"].__set__
+
+
+class _Prediction:
+    __slots__ = ("count", "never", "template")
+
+    def __init__(self) -> None:
+        self.template: Any = None
+        self.count = 0
+        self.never = False
+
+
+class Session:
+    """One session; use :func:`tether.connect` to make one."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        address: str,
+        session_id: str,
+        remote_modules: frozenset[str] = frozenset(),
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.address = address
+        self.session_id = session_id
+        self.remote_modules = remote_modules
+        self.types: dict[int, TypeDesc] = {}
+        self._mirrors: dict[int, RemoteType] = {0: RemoteObject}  # type: ignore[dict-item]
+        self._modules: dict[int, RemoteModule] = {}
+        self._classes: dict[int, RemoteType] = {}
+        self._pred: dict[Any, _Prediction] = {}
+        self._async_keys: dict[int, Any] = {}
+        self._released: list[int] = []
+        self._interned: dict[int, RemoteObject] = {}
+        self._exported: dict[int, Any] = {}
+        self._encoder = CallEncoder(self._export)
+        self._batch: list[bytes] = []
+        self._batch_seq = 0
+        self._next_id = 1
+        self._seq = 0
+        self._queued = 0
+        self._unsynced = False
+        self._lost: str | None = None
+        self._closed = False
+        self._lock = threading.RLock()
+        self._on_close = on_close
+        self._out = sys.__stdout__
+        self._err = sys.__stderr__
+        self.stats = {"sync": 0, "async": 0}
+        self.resolvers: dict[str, Callable[..., Any]] = {
+            "handle": self._mk_handle,
+            "interned": self._mk_interned,
+            "local": self._exported.__getitem__,
+            "cls": self._mk_class,
+            "module": self._mk_module,
+            "exc_class": exception_class,
+            "tuple_mirror": lambda hid, tid, items, r, s: tuple_mirror(self, hid, tid, items, r, s),
+        }
+
+    # -- public -------------------------------------------------------------------
+    def import_module(self, name: str) -> Any:
+        """The worker's module ``name``, as a proxy module (cached)."""
+        for mod in self._modules.values():
+            if mod.__name__ == name:
+                return mod
+        try:
+            module = self._sync(Op.IMPORT, (name,))
+        except ModuleNotFoundError as exc:
+            if isinstance(exc, RemoteModuleNotFound):
+                raise
+            raise RemoteModuleNotFound(
+                f"No module named {exc.name or name!r} on the acceptor at {self.address}; "
+                "install it in the acceptor's environment",
+                name=exc.name or name,
+            ) from None
+        return module
+
+    def sync(self) -> None:
+        """Wait until every call sent so far has run; raise a pending error."""
+        with self._lock:
+            self._sync(Op.PING, ())
+
+    def release(self, obj: Any) -> None:
+        """Free the remote object behind ``obj`` now, without waiting for GC.
+
+        Using ``obj`` afterwards raises :class:`~tether.ObjectReleased`.
+        """
+        if not isinstance(obj, RemoteObject) or obj._t_s is not self:
+            raise TypeError(f"not a proxy of this session: {type(obj).__qualname__}")
+        with self._lock:
+            self._released.append(obj._t_id)
+            self._check_open()
+            ids, self._released = self._released, []
+            self._frame(Kind.RELEASE, 0, 0, pack_ids(ids))
+
+    def close(self) -> None:
+        """End the session; the worker exits and frees everything it held."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._lost is None:
+                try:
+                    self._frame(Kind.BYE, 0, 0, b"")
+                    self.channel.flush()
+                except (ChannelClosed, OSError, ProtocolError):
+                    pass
+            self.channel.close()
+            if self._on_close is not None:
+                self._on_close()
+
+    def finish(self) -> None:
+        """Sync (raising any pending remote error), then close."""
+        try:
+            if not self._closed and self._lost is None:
+                self.sync()
+        finally:
+            self.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("lost" if self._lost else "open")
+        return f"<tether.Session {self.session_id} on {self.address} ({state})>"
+
+    # -- operations used by proxies ----------------------------------------------------
+    def getattr(self, obj: Any, name: str) -> Any:
+        with self._lock:
+            return self._sync(Op.GETATTR, (obj, name))
+
+    def value(self, fn: Any, *args: Any) -> Any:
+        with self._lock:
+            return self._sync(Op.CALL, (fn, args, {}))
+
+    def value_op(self, op: Op, target: Any) -> Any:
+        with self._lock:
+            return self._sync(op, (target,))
+
+    def value_method(self, obj: Any, name: str, args: Any, kwargs: Any = None) -> Any:
+        with self._lock:
+            return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs or {}))
+
+    def apply(self, fn: Any, *args: Any) -> Any:
+        key: tuple[Any, ...] = ("o", fn, *map(_kind, args))
+        if fn is operator.getitem and type(args[1]) in (int, str):
+            # Containers hold objects of different classes (nn.Sequential): the
+            # class of seq[1] says nothing about seq[2]. Each index learns alone.
+            key += (args[1],)
+        return self._predicted(key, Op.CALL, (fn, args, {}))
+
+    def apply_none(self, fn: Any, *args: Any) -> None:
+        with self._lock:
+            if in_handler():
+                self._sync(Op.CALL, (fn, args, {}))
+            else:
+                self._send(Op.CALL, NONE, (fn, args, {}))
+
+    def call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if isinstance(target, RemoteType):
+            key: Any = ("c", target.__dict__.get("_t_cid"))
+        else:
+            tid = type(target)._t_tid
+            desc = self.types.get(tid)
+            fn_like = desc is not None and desc.qualname in _FUNCTION_TYPES
+            key = ("c", target._t_id) if fn_like else ("ct", tid)
+        return self._predicted(key, Op.CALL, (target, args, kwargs))
+
+    def callmethod(
+        self,
+        obj: Any,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        discard: bool = False,
+    ) -> Any:
+        if discard:
+            with self._lock:
+                if in_handler():
+                    return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs))
+                self._send(Op.CALLMETHOD, DISCARD, (obj, name, args, kwargs))
+                return None
+        key = ("m", type(obj)._t_tid, name)
+        return self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
+
+    def next_item(self, it: Any, *, more: bool) -> Any:
+        tid = type(it)._t_tid
+        desc = self.types.get(tid)
+        # Items of builtin iterators and generators (a list's items, modules())
+        # vary in class: fetch each one. Iterators of library types (DataLoader)
+        # yield the same structure every time and are pipelined.
+        if not more or desc is None or desc.module == "builtins":
+            with self._lock:
+                return self._sync(Op.NEXT, (it,))
+        return self._predicted(("n", tid), Op.NEXT, (it,))
+
+    def make_class(
+        self, name: str, bases: tuple[type, ...], ns: dict[str, Any], kwds: dict[str, Any]
+    ) -> RemoteType:
+        """Build a subclass of remote classes in the worker; return its mirror."""
+        cell = ns.pop("__classcell__", None)
+        ns.pop("_t_internal", None)
+        blob = dumps_code(ns)
+        with self._lock:
+            cls = self._sync(Op.MAKECLASS, (name, bases, _Code(blob), kwds))
+        if cell is not None:
+            cell.cell_contents = cls
+        return cls  # type: ignore[no-any-return]
+
+    def _release(self, hid: int) -> None:
+        if not self._closed:
+            self._released.append(hid)
+
+    # -- prediction ----------------------------------------------------------------------
+    def _predicted(self, key: Any, op: Op, fields: tuple[Any, ...]) -> Any:
+        with self._lock:
+            p = self._pred.get(key)
+            if (
+                p is None
+                or p.never
+                or p.template is None
+                or (p.template == NONE and p.count < _NONE_AFTER)
+                or in_handler()
+            ):
+                value, flags = self._sync_flags(op, fields)
+                self._learn(key, value, flags)
+                return value
+            shape, result = self._instantiate(p.template)
+            seq = self._send(op, shape, fields)
+            self._async_keys[seq] = key
+            return result
+
+    def _learn(self, key: Any, value: Any, flags: int) -> None:
+        p = self._pred.get(key)
+        if p is None:
+            p = self._pred[key] = _Prediction()
+        if flags & Flag.NOPIPE:
+            p.never = True
+            return
+        template = _template(value)
+        if template == p.template:
+            p.count += 1
+        else:
+            p.template, p.count = template, 1
+
+    def _instantiate(self, template: Any) -> tuple[Any, Any]:
+        if template == NONE:
+            return NONE, None
+        if template[0] == "H":
+            hid = self._next_id
+            self._next_id += 1
+            return ("H", hid, template[1]), self._mk_handle(hid, template[1])
+        shapes, values = [], []
+        for sub in template[1]:
+            s, v = self._instantiate(sub)
+            shapes.append(s)
+            values.append(v)
+        container = list if template[0] == "L" else tuple
+        return (template[0], tuple(shapes)), container(values)
+
+    # -- frames --------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._lost is not None:
+            raise DeviceLost(self._lost)
+        if self._closed:
+            raise SessionClosed(f"session {self.session_id} is closed")
+
+    def _send(self, op: Op, shape: Any, fields: tuple[Any, ...], flags: int = 0) -> int:
+        self._check_open()
+        sync = flags & _SYNC
+        if len(self._released) >= _RELEASE_BATCH or (sync and self._released):
+            ids, self._released = self._released, []
+            self._frame(Kind.RELEASE, 0, 0, pack_ids(ids))
+        try:
+            meta, buffers = self._encoder.dumps((int(op), shape, *fields))
+        except Exception as exc:
+            raise TypeError(f"cannot send this call to the worker: {exc}") from exc
+        self._seq += 1
+        seq = self._seq
+        if sync or buffers:
+            self._frame(_CALL, flags, seq, meta, [b.raw() for b in buffers])
+        else:
+            # Pipelined calls travel together: one frame, one header to check
+            # and one send for up to _FLUSH_EVERY of them.
+            if not self._batch:
+                self._batch_seq = seq
+            self._batch.append(meta)
+        if sync:
+            self.stats["sync"] += 1
+        else:
+            self.stats["async"] += 1
+            self._unsynced = True
+            self._queued += 1
+            if self._queued >= _FLUSH_EVERY or self.channel.pending_output >= _FLUSH_BYTES:
+                self._flush()
+        return seq
+
+    def _emit_batch(self) -> None:
+        metas = self._batch
+        if metas:
+            self._batch = []
+            if len(metas) == 1:
+                self.channel.send(_CALL, 0, self._batch_seq, metas[0])
+            else:
+                self.channel.send(_CALL, _BATCH, self._batch_seq, pack_batch(metas))
+
+    def _frame(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any = ()) -> None:
+        """Send one frame after the pipelined calls queued before it."""
+        self._emit_batch()
+        self.channel.send(kind, flags, seq, meta, buffers)
+
+    def _flush(self) -> None:
+        self._queued = 0
+        self._emit_batch()
+        try:
+            self.channel.flush()
+        except ChannelClosed as exc:
+            self._lose(str(exc))
+
+    def _sync(self, op: Op, fields: tuple[Any, ...]) -> Any:
+        return self._sync_flags(op, fields)[0]
+
+    def _sync_flags(self, op: Op, fields: tuple[Any, ...]) -> tuple[Any, int]:
+        seq = self._send(op, ANY, fields, _SYNC)
+        self._queued = 0
+        return self._wait(seq)
+
+    def _wait(self, seq: int) -> tuple[Any, int]:
+        channel = self.channel
+        while True:
+            try:
+                frame = channel.recv()
+            except ChannelClosed as exc:
+                self._lose(str(exc))
+            kind = frame.kind
+            if kind == Kind.REPLY:
+                if frame.seq < seq:
+                    continue  # the answer to a wait that was interrupted (Ctrl-C)
+                if frame.seq != seq:
+                    raise ProtocolError(f"reply to call {frame.seq} while waiting for {seq}")
+                self._unsynced = False
+                self._async_keys.clear()
+                if frame.flags & Flag.ERROR:
+                    if frame.flags & Flag.DEFERRED:
+                        self._frame(Kind.RESUME, 0, 0, b"")
+                    raise self._exception(frame.meta)
+                return self._decode(frame.meta, frame.buffers), frame.flags
+            if kind == Kind.OUTPUT:
+                self._write_output(frame.meta, bool(frame.flags & Flag.STDERR))
+            elif kind == Kind.REQUEST:
+                self._answer(frame.seq, frame.meta, frame.buffers)
+            elif kind == Kind.NOTICE:
+                key = self._async_keys.get(frame.seq)
+                if key is not None and key in self._pred:
+                    self._pred[key].never = True
+
+    def _answer(self, rid: int, meta: bytes, buffers: Any) -> None:
+        """Serve one request of the worker's (files, modules, shared objects)."""
+        flags = 0
+        try:
+            kind, payload = self._decode(meta, buffers)
+            result: Any = serve_request(
+                kind, payload, self.remote_modules, self._exported, self._share
+            )
+        except Exception as exc:
+            flags, result = Flag.ERROR, exc
+        try:
+            out, bufs = self._encoder.dumps(result)
+        except Exception as exc:
+            flags = Flag.ERROR
+            out, bufs = self._encoder.dumps(TypeError(f"cannot send the answer: {exc}"))
+        self._frame(Kind.RESPONSE, flags, rid, out, [b.raw() for b in bufs])
+
+    def _decode(self, meta: bytes, buffers: Any) -> Any:
+        try:
+            types_, blob = pickle.loads(meta)
+            for desc in types_:
+                self.types[desc.tid] = TypeDesc(*desc)
+            return ClientUnpickler(self, io.BytesIO(blob), buffers).load()
+        except TetherError:
+            raise
+        except Exception as exc:
+            raise ProtocolError(f"cannot decode the worker's reply: {exc!r}") from exc
+
+    def _exception(self, meta: bytes) -> BaseException:
+        info = pickle.loads(meta)
+        cls = exception_class(tuple(info["lineage"]))
+        args: Any = (info["message"],)
+        state: Any = None
+        if info["args"] is not None:
+            with contextlib.suppress(Exception):
+                args, state = pickle.loads(info["args"])
+        exc: BaseException
+        try:
+            exc = cls(*args)
+        except Exception:
+            # A constructor with other parameters (like pickle, rebuild without it).
+            exc = cls.__new__(cls)
+            exc.args = tuple(args)
+        if isinstance(state, dict):
+            with contextlib.suppress(Exception):
+                exc.__dict__.update(state)
+        exc.__cause__ = RemoteTraceback(info["traceback"])
+        exc.__suppress_context__ = True
+        return exc
+
+    def _write_output(self, data: bytes, stderr: bool) -> None:
+        text = data.decode("utf-8", "surrogateescape")
+        stream = _original(sys.stderr if stderr else sys.stdout)
+        stream.write(text)
+        if stderr:
+            stream.flush()
+
+    def _lose(self, why: str) -> Any:
+        self._lost = (
+            f"lost the worker of session {self.session_id} on {self.address} ({why}); "
+            "its objects are gone: open a new session"
+        )
+        self.channel.close()
+        raise DeviceLost(self._lost)
+
+    # -- barrier for local output --------------------------------------------------------
+    def barrier(self) -> None:
+        """Sync if pipelined calls are outstanding (before local output)."""
+        if self._unsynced and self._lost is None and not self._closed:
+            with self._lock:
+                if self._unsynced:
+                    self._sync(Op.PING, ())
+
+    # -- resolvers for the worker's references ----------------------------------------
+    def _mirror(self, tid: int) -> RemoteType:
+        m = self._mirrors.get(tid)
+        if m is None:
+            desc = self.types[tid]
+            bases = tuple(self._mirror(b) for b in desc.bases)
+            m = self._mirrors[tid] = build_mirror(self, desc, bases)
+        return m
+
+    def _mk_handle(self, hid: int, tid: int) -> RemoteObject:
+        obj = _new(self._mirror(tid))
+        _set_s(obj, self)
+        _set_id(obj, hid)
+        return obj  # type: ignore[no-any-return]
+
+    def _mk_interned(self, hid: int, tid: int) -> RemoteObject:
+        obj = self._interned.get(hid)
+        if obj is None:
+            obj = self._interned[hid] = self._mk_handle(hid, tid)
+        return obj
+
+    def share(self, value: Any) -> Any:
+        """``value`` as remote code should hold it: shared if it is script state."""
+        return self._share(value)
+
+    def _share(self, value: Any) -> Any:
+        """An attribute of a shared script object, as the worker should see it."""
+        return _Shared(self._export(value)) if is_shared(value) else value
+
+    def _export(self, obj: Any) -> int:
+        """Lend a local object (an open file) to the worker for the session."""
+        oid = id(obj)
+        self._exported[oid] = obj
+        return oid
+
+    def _mk_class(self, hid: int, tid: int) -> RemoteType:
+        cls = self._classes.get(hid)
+        if cls is None:
+            cls = self._classes[hid] = self._mirror(tid)
+            type.__setattr__(cls, "_t_cid", hid)
+        return cls
+
+    def _mk_module(self, hid: int, name: str) -> RemoteModule:
+        mod = self._modules.get(hid)
+        if mod is None:
+            mod = self._modules[hid] = RemoteModule(self, hid, name)
+            if name.partition(".")[0] in self.remote_modules:
+                sys.modules.setdefault(name, mod)
+        return mod
+
+
+class _Code:
+    """A namespace already pickled by value (see :meth:`Session.make_class`)."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __reduce__(self) -> Any:
+        from tether import _refs
+
+        return (_refs.code, (self.blob,))
+
+
+def _kind(x: Any) -> Any:
+    t = type(x)
+    tid = getattr(t, "_t_tid", None)
+    return t if tid is None else tid
+
+
+def _template(value: Any) -> Any:
+    """The prediction template of a result, or None if it cannot be predicted."""
+    if value is None:
+        return NONE
+    t = type(value)
+    if isinstance(value, RemoteObject):
+        return ("H", t._t_tid)
+    if (t is list or t is tuple) and 0 < len(value) <= 16:
+        subs = tuple(_template(v) for v in value)
+        if all(s is not None and s != NONE for s in subs):
+            return ("L" if t is list else "T", subs)
+    return None
+
+
+def _original(stream: Any) -> Any:
+    return getattr(stream, "_t_wrapped", stream)
+
+
+class OrderedStream:
+    """Wraps sys.stdout/sys.stderr: sync pending remote work before writing.
+
+    Keeps the worker's prints (which arrive when the client syncs) and the
+    script's own prints in program order.
+    """
+
+    def __init__(self, wrapped: Any, barrier: Callable[[], None]) -> None:
+        self._t_wrapped = wrapped
+        self._t_barrier = barrier
+
+    def write(self, s: str) -> int:
+        self._t_barrier()
+        return self._t_wrapped.write(s)  # type: ignore[no-any-return]
+
+    def writelines(self, lines: Any) -> None:
+        self._t_barrier()
+        self._t_wrapped.writelines(lines)
+
+    def flush(self) -> None:
+        self._t_wrapped.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t_wrapped, name)
+
+
+def install_ordered_streams(session: Session) -> None:
+    if not isinstance(sys.stdout, OrderedStream):
+        sys.stdout = OrderedStream(sys.stdout, session.barrier)
+    if not isinstance(sys.stderr, OrderedStream):
+        sys.stderr = OrderedStream(sys.stderr, session.barrier)

@@ -1,0 +1,138 @@
+"""Which call sites would catch a remote error: read from the exception table."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+
+from tether.client._trycheck import in_handler
+
+
+def probe() -> bool:
+    return in_handler(2)
+
+
+def in_except() -> bool:
+    try:
+        return probe()
+    except RuntimeError:
+        return False
+
+
+def in_with() -> bool:
+    with open(__file__):
+        return probe()
+
+
+def in_finally() -> bool:
+    try:
+        return probe()
+    finally:
+        pass
+
+
+def only_keyboard_interrupt() -> bool:
+    try:
+        return probe()
+    except KeyboardInterrupt:
+        return False
+
+
+def with_inside_try() -> bool:
+    try:
+        with open(__file__):
+            return probe()
+    except Exception:
+        return False
+
+
+def bare_except() -> bool:
+    try:
+        return probe()
+    except:  # noqa: E722
+        return False
+
+
+def caller_catches() -> bool:
+    try:
+        return in_finally()
+    except (ValueError, IndexError):
+        return False
+
+
+def after_the_try() -> bool:
+    with contextlib.suppress(Exception):
+        pass
+    return probe()
+
+
+def second_clause_catches() -> bool:
+    try:
+        return probe()
+    except KeyboardInterrupt:
+        return False
+    except ValueError:
+        return False
+
+
+def in_local_with_that_may_swallow() -> bool:
+    import contextlib
+
+    with contextlib.suppress(RuntimeError):
+        return probe()
+
+
+class RemoteLike:
+    """Enters like a proxy does: records its with statement as remote."""
+
+    def __enter__(self) -> RemoteLike:
+        from tether.client._trycheck import note_remote_with
+
+        note_remote_with(sys._getframe(1))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def in_remote_with() -> bool:
+    with RemoteLike():
+        return probe()
+
+
+def remote_with_inside_try() -> bool:
+    try:
+        with RemoteLike():
+            return probe()
+    except RuntimeError:
+        return False
+
+
+CASES = {
+    "in_except": True,
+    "bare_except": True,
+    "with_inside_try": True,
+    "second_clause_catches": True,
+    "caller_catches": True,
+    "in_with": True,
+    "in_local_with_that_may_swallow": True,
+    "in_remote_with": False,
+    "remote_with_inside_try": True,
+    "in_finally": True,
+    "only_keyboard_interrupt": False,
+    "after_the_try": False,
+}
+
+
+def test_handlers_are_classified_like_python_would_catch() -> None:
+    # Run outside pytest: pytest's own frames have handlers around every test.
+    out = subprocess.run(
+        [sys.executable, __file__], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert json.loads(out) == CASES
+
+
+if __name__ == "__main__":
+    print(json.dumps({name: globals()[name]() for name in CASES}))
