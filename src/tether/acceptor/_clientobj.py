@@ -1,0 +1,83 @@
+"""Objects of the script's that remote code uses in place: its lists, dicts, sets.
+
+A callback shipped from the script (a forward hook, a gradient hook, a
+collate function) that records into a list or dict of the script's must change
+the script's own object, not a copy. Such containers reach the worker as
+:class:`ClientObject`: every operation on it is a request to the client, which
+applies it to the real object. Iteration and ``repr`` read a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+RequestFn = Callable[[str, Any], Any]
+CALLABLE = "__tether_callable__"  # the client's answer for a method (client/_serve.py)
+
+
+class ClientObject:
+    __slots__ = ("_oid", "_request")
+
+    def __init__(self, request: RequestFn, oid: int) -> None:
+        self._request = request
+        self._oid = oid
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._request("objcall", (self._oid, method, args, kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = self._request("objattr", (self._oid, name))
+        if not (isinstance(value, str) and value == CALLABLE):
+            return value
+
+        def method(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, *args, **kwargs)
+
+        method.__name__ = name
+        return method
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ClientObject.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            self._request("objsetattr", (self._oid, name, value))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._call("__getitem__", key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._call("__setitem__", key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._call("__delitem__", key)
+
+    def __len__(self) -> int:
+        return self._call("__len__")  # type: ignore[no-any-return]
+
+    def __contains__(self, item: Any) -> bool:
+        return self._call("__contains__", item)  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._request("objsnapshot", self._oid))
+
+    def __bool__(self) -> bool:
+        return bool(self._call("__len__"))
+
+    def __eq__(self, other: object) -> bool:
+        return self._call("__eq__", other)  # type: ignore[no-any-return]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return self._call("__repr__")  # type: ignore[no-any-return]
+
+    def __iadd__(self, other: Any) -> ClientObject:
+        self._call("__iadd__", other)
+        return self
+
+    def __ior__(self, other: Any) -> ClientObject:
+        self._call("__ior__", other)
+        return self

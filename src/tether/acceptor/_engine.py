@@ -1,0 +1,485 @@
+"""The worker's engine: a session's handle table and the execution of its calls.
+
+Theory of operation
+-------------------
+The client names results itself. A synchronous call (shape ANY) gets a REPLY
+with its value, pickled by :class:`WorkerPickler`: plain data by value, other
+objects as new worker-numbered handles (negative ids). A pipelined call carries
+the shape the client assumed (handle ids it allocated, or None) and gets no
+reply: the engine binds the result to those ids.
+
+When a pipelined call fails the engine enters the *failed* state: it remembers
+the error, poisons the call's result ids, and skips every later call (poisoning
+their results too), because locally the script would never have got past the
+failing line. The next synchronous call is answered with that error, flagged
+DEFERRED; the client raises it where the script can catch it and sends RESUME,
+which returns the engine to normal. Calls that use a poisoned handle fail with
+the original error.
+
+The engine does no I/O itself: it is given ``send(kind, flags, seq, meta,
+buffers)`` and ``request(kind, payload)`` (a blocking round trip to the client,
+used to fetch the client's modules and files).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import io
+import operator
+import pickle
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tether._errors import ObjectReleased, ProtocolError
+from tether.acceptor._clientobj import ClientObject
+from tether.acceptor._codec import (
+    ByRef,
+    TypeRegistry,
+    WorkerPickler,
+    error_payload,
+    exact_length,
+    is_plain,
+    iter_functions,
+)
+from tether.acceptor._files import ClientFile
+from tether.wire import Flag, Kind
+from tether.wire._ops import DISCARD, NONE, STOP, Op, unpack_batch, unpack_ids
+
+SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
+RequestFn = Callable[[str, Any], Any]
+
+
+class _Mispredicted(Exception):
+    pass
+
+
+_SYNC = int(Flag.SYNC)
+_BATCH = int(Flag.BATCH)
+_CONTAINERS = (list, dict, set, bytearray)
+# Iterating an existing container yields its items, which are places too.
+_CONTAINER_ITERATORS = frozenset(
+    {"list_iterator", "tuple_iterator", "dict_valueiterator", "list_reverseiterator"}
+)
+
+
+class Engine:
+    """Executes one session's calls; see the module docstring."""
+
+    def __init__(
+        self,
+        send: SendFn,
+        request: RequestFn,
+        *,
+        value_modules: frozenset[str] = frozenset(),
+    ) -> None:
+        self._send = send
+        self.request = request
+        self.value_modules = value_modules
+        self.handles: dict[int, Any] = {}
+        self.poisoned: dict[int, BaseException] = {}
+        self._next_hid = -1
+        self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
+        self.types = TypeRegistry()
+        self.failed: BaseException | None = None
+        self.client_files: set[str] = set()
+        self.touched_client = False
+        self.output: list[tuple[bool, str]] = []
+        self._client_objects: dict[int, ClientObject] = {}
+        self.resolved: dict[tuple[str, str], Any] = {}
+        self.calls = 0
+
+    # -- handles --------------------------------------------------------------
+    def new_handle(self, obj: Any) -> int:
+        hid = self._next_hid
+        self._next_hid -= 1
+        self.handles[hid] = obj
+        return hid
+
+    def intern(self, obj: Any) -> int:
+        hid = self._interned.get(id(obj))
+        if hid is None:
+            hid = self.new_handle(obj)
+            self._interned[id(obj)] = hid
+        return hid
+
+    def lookup(self, hid: int) -> Any:
+        try:
+            return self.handles[hid]
+        except KeyError:
+            pass
+        err = self.poisoned.get(hid)
+        if err is not None:
+            raise err
+        raise ObjectReleased(f"remote object #{hid} was released or never existed")
+
+    def client_object(self, oid: int) -> ClientObject:
+        obj = self._client_objects.get(oid)
+        if obj is None:
+            obj = self._client_objects[oid] = ClientObject(self.request, oid)
+        return obj
+
+    def synced_function(
+        self,
+        fn: Any,
+        globals_oid: int,
+        names: tuple[str, ...],
+        cells: tuple[tuple[int, int], ...] = (),
+    ) -> Any:
+        """Wrap a shipped function that rebinds the script's variables (module
+        globals with ``global``, enclosing variables with ``nonlocal``): it
+        reads them from the client before each call and writes them back after."""
+        script_globals = self.client_object(globals_oid)
+        own = fn.__globals__
+        closure = fn.__closure__ or ()
+        remote_cells = [(closure[i], self.client_object(oid)) for i, oid in cells]
+
+        @functools.wraps(fn)
+        def synced(*args: Any, **kwargs: Any) -> Any:
+            for name in names:
+                if name in script_globals:
+                    own[name] = script_globals[name]
+            for cell, theirs in remote_cells:
+                cell.cell_contents = theirs.cell_contents
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                for name in names:
+                    if name in own:
+                        script_globals[name] = own[name]
+                for cell, theirs in remote_cells:
+                    theirs.cell_contents = cell.cell_contents
+
+        return synced
+
+    def release(self, hids: Sequence[int]) -> None:
+        interned = set(self._interned.values())
+        for hid in hids:
+            if hid in interned:
+                continue
+            self.handles.pop(hid, None)
+            self.poisoned.pop(hid, None)
+
+    # -- frames -----------------------------------------------------------------
+    def on_frame(
+        self, kind: int, flags: int, seq: int, meta: bytes, buffers: Sequence[Any]
+    ) -> None:
+        if kind == Kind.CALL:
+            if flags & _BATCH:
+                for i, sub in enumerate(unpack_batch(meta)):
+                    self.on_call(0, seq + i, sub, ())
+            else:
+                self.on_call(flags, seq, meta, buffers)
+        elif kind == Kind.RELEASE:
+            self.release(unpack_ids(meta))
+        elif kind == Kind.RESUME:
+            self.failed = None
+        else:
+            raise ProtocolError(f"the worker does not expect frame kind {kind} here")
+
+    def on_call(self, flags: int, seq: int, meta: bytes, buffers: Sequence[Any]) -> None:
+        self.calls += 1
+        sync = flags & _SYNC
+        if self.failed is not None:
+            if sync:
+                self._reply_error(seq, self.failed, deferred=True)
+            else:
+                self._poison_shape(self._peek_shape(meta, buffers), self.failed)
+            return
+        self.touched_client = False
+        shape: Any = None
+        try:
+            msg = self._loads(meta, buffers)
+            op, shape = msg[0], msg[1]
+            result = self._execute(op, msg[2:])
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not sync:
+                raise
+            if sync:
+                self._reply_error(seq, exc, deferred=False)
+            else:
+                self.failed = exc
+                self._poison_shape(shape, exc)
+            return
+        if sync:
+            # A list or dict read from an attribute or an item is a place the
+            # script may change in place: it stays remote. Other results are fresh.
+            place = (
+                op == Op.GETATTR
+                or (op == Op.CALL and msg[2] is operator.getitem)
+                or (op == Op.NEXT and type(msg[2]).__name__ in _CONTAINER_ITERATORS)
+            )
+            self._reply_value(
+                seq, ByRef(result) if place and type(result) in _CONTAINERS else result
+            )
+        else:
+            try:
+                self._bind(shape, result)
+            except _Mispredicted as exc:
+                self._notice(seq, str(exc))
+            else:
+                if self.touched_client:
+                    # It used the client's files or objects: the script must see
+                    # the effect when the call returns, so stop pipelining it.
+                    self._notice(seq, "the call uses the client's files or objects")
+
+    # -- execution ------------------------------------------------------------
+    def _execute(self, op: int, f: tuple[Any, ...]) -> Any:
+        if op == Op.CALLMETHOD:
+            target, name, args, kwargs = f
+            return getattr(target, name)(*args, **kwargs)
+        if op == Op.CALL:
+            fn, args, kwargs = f
+            return fn(*args, **kwargs)
+        if op == Op.GETATTR:
+            value = getattr(f[0], f[1])
+            if isinstance(f[0], types.ModuleType) and not is_plain(value):
+                self.intern(value)  # module constants stay one object on the client too
+            return value
+        if op == Op.NEXT:
+            try:
+                return next(f[0])
+            except StopIteration:
+                return STOP
+        if op == Op.ITER:
+            it = iter(f[0])
+            return (it, exact_length(it))
+        if op == Op.IMPORT:
+            return importlib.import_module(f[0])
+        if op == Op.MAKECLASS:
+            return self._make_class(*f)
+        if op == Op.PING:
+            return None
+        raise ProtocolError(f"unknown operation {op}")
+
+    def _make_class(
+        self, name: str, bases: tuple[Any, ...], namespace: dict[str, Any], kwds: dict[str, Any]
+    ) -> type:
+        # Zero-argument super() reads the class from a cell in each method's
+        # closure. The methods were shipped by value, each with its own empty
+        # cell (cloudpickle copies cell contents, not cells): fill them all.
+        namespace.pop("__classcell__", None)
+        cls = types.new_class(name, bases, kwds, lambda ns: ns.update(namespace))
+        self.adopt(cls)
+        for value in namespace.values():
+            for fn in iter_functions(value):
+                code = fn.__code__
+                if "__class__" in code.co_freevars and fn.__closure__:
+                    cell = fn.__closure__[code.co_freevars.index("__class__")]
+                    cell.cell_contents = cls
+        return cls
+
+    # -- results ----------------------------------------------------------------
+    def _bind(self, shape: Any, value: Any) -> None:
+        if shape == DISCARD:
+            return
+        if shape == NONE:
+            if value is not None:
+                raise _Mispredicted(f"expected None, got {type(value).__qualname__}")
+            return
+        tag = shape[0]
+        if tag == "H":
+            self.handles[shape[1]] = value
+            if self.types.tid(type(value)) != shape[2]:
+                raise _Mispredicted(f"result type changed to {type(value).__qualname__}")
+            return
+        expected = list if tag == "L" else tuple
+        parts = shape[1]
+        if type(value) is not expected or len(value) != len(parts):
+            err = TypeError(
+                f"a pipelined result changed shape (now {type(value).__qualname__}); "
+                "the proxies made for it cannot be used"
+            )
+            self._poison_shape(shape, err)
+            raise _Mispredicted(str(err))
+        for sub, item in zip(parts, value, strict=True):
+            self._bind(sub, item)
+
+    def _poison_shape(self, shape: Any, err: BaseException) -> None:
+        if not shape or shape in (NONE, DISCARD):
+            return
+        if shape[0] == "H":
+            self.poisoned[shape[1]] = err
+            self.handles.pop(shape[1], None)
+        else:
+            for sub in shape[1]:
+                self._poison_shape(sub, err)
+
+    def _peek_shape(self, meta: bytes, buffers: Sequence[Any]) -> Any:
+        """The shape of a call we are going to skip, without running anything."""
+        try:
+            return _ShapeOnly(io.BytesIO(meta), buffers=buffers).load()
+        except Exception:
+            return None
+
+    def dumps_value(self, value: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+        buf = io.BytesIO()
+        buffers: list[pickle.PickleBuffer] = []
+        WorkerPickler(
+            buf,
+            new_handle=self.new_handle,
+            intern=self.intern,
+            interned=self._interned,
+            types_=self.types,
+            value_modules=self.value_modules,
+            buffers=buffers,
+        ).dump(value)
+        inner = buf.getvalue()
+        return pickle.dumps((self.types.take_pending(), inner), protocol=5), buffers
+
+    def _reply_value(self, seq: int, value: Any) -> None:
+        try:
+            meta, buffers = self.dumps_value(value)
+        except Exception as exc:
+            self._reply_error(seq, exc, deferred=False)
+            return
+        flags = Flag.NOPIPE if self.touched_client else Flag.NONE
+        self.flush_output()
+        self._send(Kind.REPLY, flags, seq, meta, [b.raw() for b in buffers])
+
+    def _reply_error(self, seq: int, exc: BaseException, *, deferred: bool) -> None:
+        flags = Flag.ERROR | (Flag.DEFERRED if deferred else 0)
+        self.flush_output()
+        self._send(Kind.REPLY, flags, seq, error_payload(exc), ())
+
+    def _notice(self, seq: int, text: str) -> None:
+        self._send(Kind.NOTICE, 0, seq, pickle.dumps(("mispredicted", text)), ())
+
+    def loads(self, meta: bytes, buffers: Sequence[Any]) -> Any:
+        """Decode what the client sent (a call, or the answer to a request)."""
+        return self._loads(meta, buffers)
+
+    def _loads(self, meta: bytes, buffers: Sequence[Any]) -> Any:
+        return WorkerUnpickler(self, io.BytesIO(meta), buffers=buffers).load()
+
+    def loads_blob(self, blob: bytes) -> Any:
+        obj = self._loads(blob, ())
+        self.adopt(obj)
+        return obj
+
+    def adopt(self, obj: Any) -> None:
+        """Take in code shipped from the client.
+
+        Its files are the client's (``open`` in it opens the client's files),
+        and what the script's ``__main__`` defines is put in the worker's
+        ``__main__`` under the same name, so that pickle can save it by
+        reference (``torch.save(model)`` of a class of the script's writes a file
+        the script can load).
+        """
+        values = obj.values() if isinstance(obj, dict) else (obj,)
+        for value in values:
+            for fn in iter_functions(value):
+                self.client_files.add(fn.__code__.co_filename)
+        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+            main = sys.modules.get("__main__")
+            qualname = getattr(obj, "__qualname__", "")
+            if main is not None and "." not in qualname and "<" not in qualname:
+                setattr(main, qualname, obj)
+            _spawn_by_value(obj)
+
+    # -- output -----------------------------------------------------------------
+    def write_output(self, text: str, *, stderr: bool) -> None:
+        self.output.append((stderr, text))
+
+    def flush_output(self) -> None:
+        if not self.output:
+            return
+        chunks, self.output = self.output, []
+        # Merge consecutive writes to the same stream into one frame.
+        cur_err, cur = chunks[0][0], [chunks[0][1]]
+        for is_err, text in chunks[1:]:
+            if is_err == cur_err:
+                cur.append(text)
+            else:
+                self._send_output(cur_err, "".join(cur))
+                cur_err, cur = is_err, [text]
+        self._send_output(cur_err, "".join(cur))
+
+    def _send_output(self, stderr: bool, text: str) -> None:
+        flags = Flag.STDERR if stderr else Flag.NONE
+        self._send(Kind.OUTPUT, flags, 0, text.encode("utf-8", "surrogateescape"), ())
+
+
+class WorkerUnpickler(pickle.Unpickler):
+    """Resolves the client's references to this session's objects.
+
+    Globals are looked up once per session (``engine.resolved``): a call names
+    the same few functions over and over, and the import machinery's lookup
+    costs more than the rest of decoding a small call.
+    """
+
+    def __init__(self, engine: Engine, file: io.BytesIO, *, buffers: Sequence[Any]) -> None:
+        super().__init__(file, buffers=buffers)
+        self._engine = engine
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (module, name)
+        found = self._engine.resolved.get(key)
+        if found is None:
+            found = self._resolve(module, name)
+            self._engine.resolved[key] = found
+        return found
+
+    def _resolve(self, module: str, name: str) -> Any:
+        if module != "tether._refs":
+            return super().find_class(module, name)
+        e = self._engine
+        refs: dict[str, Any] = {
+            "ref": e.lookup,
+            "attr": lambda hid, attr: getattr(e.lookup(hid), attr),
+            "code": e.loads_blob,
+            "exc_class": _exception_class,
+            "client_obj": e.client_object,
+            "synced": e.synced_function,
+            "client_file": lambda oid, fname, mode: ClientFile(e.request, oid, fname, mode),
+            "tuple_mirror": lambda hid, items: e.lookup(hid)(items),
+        }
+        try:
+            return refs[name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"unknown reference kind {name!r}") from None
+
+
+class _ShapeOnly(pickle.Unpickler):
+    """Reads just enough of a call to find its shape (never imports anything)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return lambda *a, **k: None
+
+    def load(self) -> Any:
+        return super().load()[1]
+
+
+def _exception_class(lineage: Sequence[tuple[str, str]]) -> type:
+    module, qualname = lineage[0]
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def _spawn_by_value(obj: Any) -> None:
+    """Let processes the worker spawns (DataLoader workers with "spawn") receive
+    the script's classes and functions: their ``__main__`` is not the script's,
+    so multiprocessing's pickler must send these by value, not by name."""
+    from multiprocessing.reduction import ForkingPickler
+
+    if isinstance(obj, type):
+        ForkingPickler.register(obj, _by_value)
+    else:
+        # Functions bypass the dispatch table in the C pickler: override instead.
+        ForkingPickler.reducer_override = _function_by_value  # type: ignore[method-assign]
+
+
+def _by_value(obj: Any) -> Any:
+    import cloudpickle
+
+    return (cloudpickle.loads, (cloudpickle.dumps(obj),))
+
+
+def _function_by_value(pickler: Any, obj: Any) -> Any:
+    if type(obj) is types.FunctionType and obj.__module__ == "__main__":
+        return _by_value(obj)
+    return NotImplemented

@@ -1,0 +1,332 @@
+"""The acceptor: listens, checks each client's hello, starts its worker.
+
+One asyncio task per connection. A connection that authenticates is handed,
+socket and all, to a fresh worker process (the fd is inherited), so the session's
+traffic never passes through the acceptor. The acceptor keeps a table of live
+sessions, reaps workers when they exit, and terminates the rest when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tether._errors import ProtocolError
+from tether.transport import Address, bound_address, listen, tune
+from tether.wire import (
+    HEADER_SIZE,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    Hello,
+    Refused,
+    decode_handshake,
+    encode_handshake,
+    frame_bytes,
+)
+
+log = logging.getLogger("tether.acceptor")
+
+HELLO_TIMEOUT = 10.0
+#: A hello is small; anything bigger is not a Tether client.
+MAX_HELLO = 64 * 1024
+#: An authorizer that admits a pool session names it here (the pool's lease id):
+#: the worker's session then carries that name, so metering and "end this
+#: session" from the pool find it, and one lease can hold only one live session.
+POOL_SESSION_ENV = "TETHER_POOL_SESSION"
+
+
+@dataclass
+class SessionRecord:
+    session: str
+    pid: int
+    peer: str
+    started: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+#: Decides whether a hello may open a session: returns (ok, reason, slice env).
+Authorizer = Callable[[Hello], "tuple[bool, str, Mapping[str, str]]"]
+
+
+def token_authorizer(token: str) -> Authorizer:
+    expected = token.encode()
+
+    def check(hello: Hello) -> tuple[bool, str, Mapping[str, str]]:
+        if not hmac.compare_digest(hello.token.encode(), expected):
+            return False, "wrong or missing token: check --token-file / TETHER_TOKEN", {}
+        return True, "", {}
+
+    return check
+
+
+def read_or_create_token(path: Path) -> tuple[str, bool]:
+    """The token in ``path``; creates the file (mode 600) with a new one if missing."""
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token, True
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    return token, False
+
+
+class SessionObserver(Protocol):
+    """Told when a session's worker starts and ends (the pool agent meters them).
+
+    Both are called on the acceptor's event loop and must not block.
+    """
+
+    def session_started(self, session: str, pid: int, env: Mapping[str, str]) -> None: ...
+
+    def session_ended(self, session: str) -> None: ...
+
+
+class Acceptor:
+    """Accepts sessions on one address; see the module docstring."""
+
+    def __init__(
+        self,
+        address: Address,
+        authorize: Authorizer,
+        *,
+        python: str = sys.executable,
+        worker_env: Mapping[str, str] | None = None,
+        observer: SessionObserver | None = None,
+    ) -> None:
+        self.requested = address
+        self.authorize = authorize
+        self.python = python
+        self.worker_env = dict(worker_env or os.environ)
+        self.observer = observer
+        self.sessions: dict[str, SessionRecord] = {}
+        self.address: Address | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def end_session_threadsafe(self, session: str, reason: str) -> None:
+        """Terminate ``session``'s worker (any thread); unknown sessions are ignored."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._end_session, session, reason)
+
+    def _end_session(self, session: str, reason: str) -> None:
+        proc = self._procs.get(session)
+        if proc is not None and proc.returncode is None:
+            log.warning("ending session %s: %s", session, reason)
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+
+    async def serve(self, ready: Callable[[Address], None] | None = None) -> None:
+        """Serve until cancelled; ``ready(address)`` is called once listening."""
+        self.loop = asyncio.get_running_loop()
+        sock = listen(self.requested)
+        self.address = bound_address(sock, self.requested)
+        server = await asyncio.start_server(self._on_connection, sock=sock)
+        log.info("listening on %s", self.address)
+        if ready is not None:
+            ready(self.address)
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            await self._stop_workers()
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        peer = str(writer.get_extra_info("peername"))
+        try:
+            hello = await asyncio.wait_for(_read_hello(reader), HELLO_TIMEOUT)
+        except (TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:
+            log.warning("dropped connection from %s: %s", peer, exc or type(exc).__name__)
+            await _refuse(writer, "not a Tether client hello", "protocol")
+            return
+        if hello.protocol != PROTOCOL_VERSION:
+            await _refuse(
+                writer,
+                f"protocol version mismatch: the client speaks {hello.protocol}, this "
+                f"acceptor speaks {PROTOCOL_VERSION}; install the same Tether version on both",
+                "version",
+            )
+            return
+        ok, reason, slice_env = self.authorize(hello)
+        if not ok:
+            log.warning("refused %s: %s", peer, reason)
+            await _refuse(writer, reason, "auth")
+            return
+        await self._start_worker(writer, hello, peer, slice_env)
+
+    async def _start_worker(
+        self,
+        writer: asyncio.StreamWriter,
+        hello: Hello,
+        peer: str,
+        slice_env: Mapping[str, str],
+    ) -> None:
+        session = slice_env.get(POOL_SESSION_ENV) or secrets.token_hex(8)
+        if session in self.sessions:
+            # One lease, one worker: a ticket replayed while its session runs
+            # would otherwise double the slice it pays for.
+            log.warning("refused %s: session %s is already connected", peer, session)
+            await _refuse(
+                writer,
+                f"session {session} is already connected from another client: "
+                "one pool ticket opens one session at a time; ask the pool for another slice",
+                "auth",
+            )
+            return
+        # Claimed before the first await, so a concurrent replay sees it.
+        self.sessions[session] = SessionRecord(session, 0, peer, time.time())
+        sock = writer.get_extra_info("socket")
+        tune(sock)
+        fd = os.dup(sock.fileno())
+        try:
+            info = {k: v for k, v in hello.info.items() if k in ("values", "client")}
+            env = {**self.worker_env, **slice_env}
+            proc = await asyncio.create_subprocess_exec(
+                self.python,
+                "-m",
+                "tether.acceptor._worker",
+                "--fd",
+                str(fd),
+                "--session",
+                session,
+                "--info",
+                json.dumps(info),
+                pass_fds=(fd,),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            self.sessions.pop(session, None)
+            log.error("cannot start a worker: %s", exc)
+            await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
+            return
+        finally:
+            os.close(fd)
+        writer.transport.abort()  # our copy only: the worker holds the connection now
+        self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
+        self._procs[session] = proc
+        log.info("session %s for %s: worker pid %d", session, peer, proc.pid)
+        if self.observer is not None:
+            try:
+                self.observer.session_started(session, proc.pid, env)
+            except Exception:  # metering must never take a session down
+                log.exception("session observer failed for %s", session)
+        try:
+            code = await proc.wait()
+            log.info("session %s ended (worker exit status %s)", session, code)
+        finally:
+            self.sessions.pop(session, None)
+            self._procs.pop(session, None)
+            if self.observer is not None:
+                try:
+                    self.observer.session_ended(session)
+                except Exception:
+                    log.exception("session observer failed for %s", session)
+
+    async def _stop_workers(self) -> None:
+        procs = list(self._procs.values())
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.terminate()
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+
+
+async def _read_hello(reader: asyncio.StreamReader) -> Hello:
+    dec = FrameDecoder(max_frame=MAX_HELLO)
+    dec.feed(await reader.readexactly(HEADER_SIZE))
+    while (frame := dec.next_frame()) is None:
+        chunk = await reader.read(MAX_HELLO)
+        if not chunk:
+            raise ProtocolError("connection closed during the hello")
+        dec.feed(chunk)
+    msg = decode_handshake(frame)
+    if not isinstance(msg, Hello):
+        raise ProtocolError("the first frame must be a hello")
+    return msg
+
+
+async def _refuse(writer: asyncio.StreamWriter, reason: str, code: str) -> None:
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.write(frame_bytes(encode_handshake(Refused(reason=reason, code=code))))
+        await asyncio.wait_for(writer.drain(), 2)
+    writer.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(writer.wait_closed(), 2)
+
+
+class EmbeddedAcceptor:
+    """An acceptor on loopback in a background thread of this process.
+
+    ``tether run`` and ``tether.connect()`` use it when nothing is configured.
+    It makes its own token. Stopping it terminates its workers.
+    """
+
+    def __init__(self, *, python: str = sys.executable) -> None:
+        self.token = secrets.token_urlsafe(32)
+        self._acceptor = Acceptor(
+            Address("tcp", "127.0.0.1", 0), token_authorizer(self.token), python=python
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tether-acceptor", daemon=True)
+
+    def start(self) -> Address:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        assert self._acceptor.address is not None
+        return self._acceptor.address
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._task = loop.create_task(self._acceptor.serve(lambda _a: self._ready.set()))
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+            loop.close()
+
+    def stop(self) -> None:
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+        self._thread.join(10)

@@ -1,0 +1,167 @@
+"""The worker's engine, driven with frames and no sockets."""
+
+from __future__ import annotations
+
+import operator
+import pickle
+from typing import Any
+
+import pytest
+
+from tether import _refs
+from tether.acceptor._engine import Engine
+from tether.client._codec import dumps
+from tether.wire import Flag, Kind
+from tether.wire._ops import ANY, NONE, Op, pack_ids
+
+
+class Ref:
+    """A client-side reference to handle ``hid`` (what a proxy pickles as)."""
+
+    def __init__(self, hid: int) -> None:
+        self.hid = hid
+
+    def __reduce__(self) -> Any:
+        return (_refs.ref, (self.hid,))
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int, int, bytes]] = []
+        self.engine = Engine(self._send, self._request)
+        self.seq = 0
+
+    def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
+        self.sent.append((kind, flags, seq, meta))
+
+    def _request(self, kind: str, payload: Any) -> Any:
+        raise AssertionError(f"unexpected request {kind}")
+
+    def call(self, op: Op, shape: Any, *fields: Any, sync: bool = False) -> int:
+        self.seq += 1
+        meta, _ = dumps((op, shape, *fields), export=lambda obj: 0)
+        self.engine.on_call(Flag.SYNC if sync else 0, self.seq, meta, ())
+        return self.seq
+
+    def reply(self) -> tuple[int, Any]:
+        kind, flags, _seq, meta = self.sent.pop()
+        assert kind == Kind.REPLY
+        if flags & Flag.ERROR:
+            return flags, pickle.loads(meta)
+        _types, blob = pickle.loads(meta)
+        return flags, blob
+
+
+def test_pipelined_results_are_bound_to_the_client_ids_without_a_reply() -> None:
+    h = Harness()
+    h.call(Op.CALL, ("H", 1, h.engine.types.tid(list)), list, ((1, 2),), {})
+    h.call(Op.CALL, NONE, operator.setitem, (Ref(1), 0, 5), {})
+    assert h.sent == []
+    assert h.engine.handles[1] == [5, 2]
+    h.call(Op.CALL, ANY, len, (Ref(1),), {}, sync=True)
+    flags, blob = h.reply()
+    assert flags == 0 and pickle.loads(blob) == 2
+
+
+def test_a_failed_pipelined_call_is_deferred_to_the_next_sync_and_skips_the_rest() -> None:
+    h = Harness()
+    h.call(Op.CALL, ("H", 1, 0), operator.truediv, (1, 0), {})  # fails
+    h.call(Op.CALL, NONE, print, ("never runs",), {})
+    h.call(Op.CALL, ANY, len, ((1, 2, 3),), {}, sync=True)
+    flags, info = h.reply()
+    assert flags & Flag.ERROR and flags & Flag.DEFERRED
+    assert info["lineage"][0] == ("builtins", "ZeroDivisionError")
+    assert "division by zero" in info["traceback"]
+    assert h.engine.output == []  # the print was skipped
+    # Until the client resumes, everything is answered with the same error.
+    h.call(Op.PING, ANY, sync=True)
+    assert h.reply()[0] & Flag.DEFERRED
+    h.engine.on_frame(Kind.RESUME, 0, 0, b"", ())
+    h.call(Op.CALL, ANY, len, ((1, 2, 3),), {}, sync=True)
+    assert pickle.loads(h.reply()[1]) == 3
+    # The failed call's result stays poisoned with its error.
+    h.call(Op.CALL, ANY, len, (Ref(1),), {}, sync=True)
+    flags, info = h.reply()
+    assert flags & Flag.ERROR and info["lineage"][0] == ("builtins", "ZeroDivisionError")
+
+
+def test_released_handles_raise_object_released() -> None:
+    h = Harness()
+    h.call(Op.CALL, ("H", 7, h.engine.types.tid(list)), list, (), {})
+    h.engine.on_frame(Kind.RELEASE, 0, 0, pack_ids([7]), ())
+    assert 7 not in h.engine.handles
+    h.call(Op.CALL, ANY, len, (Ref(7),), {}, sync=True)
+    flags, info = h.reply()
+    assert flags & Flag.ERROR
+    assert info["lineage"][0] == ("tether._errors", "ObjectReleased")
+
+
+def test_non_plain_results_come_back_as_handles_with_type_descriptors() -> None:
+    h = Harness()
+
+    h.call(Op.CALL, ANY, dict, (), {}, sync=True)  # plain: by value
+    assert pickle.loads(h.reply()[1]) == {}
+    h.call(Op.CALL, ANY, iter, ([1],), {}, sync=True)
+    _kind, _flags, _seq, meta = h.sent.pop()
+    types_, blob = pickle.loads(meta)
+    assert [t[2] for t in types_] == ["list_iterator"]
+    assert b"tether._refs" in blob and b"handle" in blob
+
+
+class Base:
+    def hello(self) -> str:
+        return "base"
+
+    def bye(self) -> str:
+        return "bye"
+
+
+def test_make_class_fills_every_super_cell() -> None:
+    import cloudpickle
+
+    captured: dict[str, Any] = {}
+
+    class Capture(type):
+        # Stands in for the client's metaclass: keeps the class body, builds nothing.
+        def __new__(mcls, name: str, bases: Any, ns: dict[str, Any]) -> Any:  # type: ignore[misc]
+            captured.update(ns)
+            return None
+
+    class Child(Base, metaclass=Capture):
+        def hello(self) -> str:
+            return "child of " + super().hello()
+
+        def bye(self) -> str:
+            return "child says " + super().bye()
+
+    ns = pickle.loads(
+        cloudpickle.dumps({k: v for k, v in captured.items() if k != "__classcell__"})
+    )
+    h = Harness()
+    cls = h.engine._make_class("Child", (Base,), ns, {})
+    obj = cls()
+    assert (obj.hello(), obj.bye()) == ("child of base", "child says bye")
+
+
+@pytest.mark.parametrize("shape", [("L", (("H", 1, 0),)), ("T", (("H", 1, 0), ("H", 2, 0)))])
+def test_a_result_that_changes_shape_poisons_its_ids(shape: Any) -> None:
+    h = Harness()
+    h.call(Op.CALL, shape, int, (3,), {})
+    notice = h.sent.pop()
+    assert notice[0] == Kind.NOTICE
+    assert 1 in h.engine.poisoned
+
+
+def test_a_batch_of_pipelined_calls_runs_in_order() -> None:
+    from tether.wire._ops import pack_batch
+
+    h = Harness()
+    tid = h.engine.types.tid(list)
+    metas = [
+        dumps((Op.CALL, ("H", 1, tid), list, ((),), {}), export=lambda obj: 0)[0],
+        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (5,), {}), export=lambda obj: 0)[0],
+        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (6,), {}), export=lambda obj: 0)[0],
+    ]
+    h.engine.on_frame(Kind.CALL, Flag.BATCH, 10, pack_batch(metas), ())
+    assert h.engine.handles[1] == [5, 6]
+    assert h.sent == []

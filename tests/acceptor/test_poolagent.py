@@ -1,0 +1,119 @@
+"""The acceptor's ticket check, alone and behind a real listening Acceptor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tether._errors import AuthenticationError
+from tether._ticket import SessionTicket, issue, node_key
+from tether.acceptor._devices import Device
+from tether.acceptor._limits import SLICE_ENV
+from tether.acceptor._poolagent import TicketAuthorizer, registration_devices
+from tether.acceptor._server import POOL_SESSION_ENV, Acceptor
+from tether.client._connect import open_session
+from tether.transport import Address
+from tether.wire import PROTOCOL_VERSION, Hello
+
+KEY = node_key(b"s" * 32, "gpu7")
+CPU = Device(
+    id="cpu:0", vendor="cpu", model="Test CPU", index=0, pin="", memory_total=8 << 30,
+    memory_free=4 << 30, cores=2,
+)  # fmt: skip
+
+
+def ticket(*, node: str = "gpu7", device: str = "cpu:0", age: float = 0.0, ttl: float = 300.0,
+           key: bytes = KEY) -> str:  # fmt: skip
+    now = time.time() - age
+    return issue(
+        key,
+        SessionTicket(
+            session_id="s-123", node=node, device_ids=(device,), fraction=0.5,
+            memory_bytes=256 << 20, team="ml", user="ann", issued_at=now, expires_at=now + ttl,
+        ),
+    )  # fmt: skip
+
+
+def hello(token: str) -> Hello:
+    return Hello(protocol=PROTOCOL_VERSION, token=token, info={})
+
+
+def registered() -> TicketAuthorizer:
+    auth = TicketAuthorizer("gpu7", [CPU])
+    auth.key = KEY
+    return auth
+
+
+def test_a_valid_ticket_becomes_the_workers_slice() -> None:
+    ok, reason, env = registered()(hello(ticket()))
+    assert ok and reason == ""
+    assert env[POOL_SESSION_ENV] == "s-123"
+    limits = json.loads(env[SLICE_ENV])
+    assert limits["device_id"] == "cpu:0"
+    assert limits["memory_limit"] == 256 << 20
+    assert limits["compute_share"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (ticket(age=400), "expired"),
+        (ticket(key=node_key(b"x" * 32, "gpu7")), "signature does not match"),
+        (ticket(node="gpu8"), "for node 'gpu8'"),
+        (ticket(device="nvidia:GPU-0"), "no longer offers"),
+        ("hunter2", "not a Tether session ticket"),
+    ],
+    ids=["expired", "forged", "wrong-node", "unknown-device", "not-a-ticket"],
+)
+def test_bad_tickets_are_refused_with_the_reason(token: str, message: str) -> None:
+    ok, reason, env = registered()(hello(token))
+    assert not ok and message in reason and env == {}
+
+
+def test_nothing_is_admitted_before_the_node_registered() -> None:
+    ok, reason, _env = TicketAuthorizer("gpu7", [CPU])(hello(ticket()))
+    assert not ok and "has not registered" in reason
+
+
+def test_registration_records_carry_the_devices_and_frameworks() -> None:
+    from tether.acceptor._devices import Framework
+
+    (record,) = registration_devices([CPU], [Framework(name="torch", version="2.13.0")])
+    assert record == {
+        "id": "cpu:0", "vendor": "cpu", "model": "Test CPU", "memory": 8 << 30, "arch": "",
+        "frameworks": {"torch": "2.13.0"},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def acceptor_url() -> Iterator[str]:
+    """A real Acceptor on loopback with a registered TicketAuthorizer, in a thread."""
+    acceptor = Acceptor(Address("tcp", "127.0.0.1", 0), registered())
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    task = loop.create_task(acceptor.serve(lambda _a: ready.set()))
+
+    def run() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(task)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    try:
+        yield str(acceptor.address)
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(10)
+        loop.close()
+
+
+def test_the_client_sees_an_expired_ticket_as_authentication_error(acceptor_url: str) -> None:
+    with pytest.raises(AuthenticationError, match=r"expired .* ask the pool for a new one"):
+        open_session(acceptor_url, ticket(age=400))
