@@ -1,0 +1,415 @@
+"""The pool's HTTP JSON API (``/v1/...``), a thin FastAPI shell over :class:`PoolService`.
+
+Every route but ``/v1/openapi.json`` needs ``Authorization: Bearer TOKEN``
+(``/metrics`` too, unless the server was started with public metrics). Every
+error, whatever raised it, leaves as one JSON shape::
+
+    {"error": {"code": "bad-request", "message": "fraction must be ...", "detail": {}}}
+
+with 400 for bad input (malformed JSON, unknown fields, out-of-range values),
+401 for a missing, wrong or revoked token, 403 for what the caller may not do,
+404/409/410 for unknown, conflicting or ended things. Handlers are plain
+``def`` functions: FastAPI runs them in its thread pool, where the blocking
+service and database belong.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tether import __version__
+from tether._errors import AuthenticationError
+from tether.pool import _metrics
+from tether.pool import _schemas as s
+from tether.pool._auth import Principal
+from tether.pool._db import StoreUnavailable
+from tether.pool._problems import PoolRequestError
+from tether.pool._service import PoolService
+
+__all__ = ["create_app"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": s.ErrorBody, "description": text}
+    for code, text in (
+        (400, "bad input: nothing was changed"),
+        (401, "missing, wrong or revoked token"),
+        (403, "not allowed for this token"),
+        (404, "no such thing (among what this token may see)"),
+        (409, "conflict, or refused: see error.detail"),
+        (410, "the session has ended"),
+        (503, "the pool's database is unavailable; retry later"),
+    )
+}
+
+_bearer = HTTPBearer(auto_error=False, description="a user or node token: tu_... or tn_...")
+
+
+def _error(status: int, code: str, message: str, detail: dict[str, Any] | None = None) -> Any:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "detail": detail or {}}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            return "malformed JSON in the request body", []
+        if kind == "extra_forbidden":
+            text = f"unknown field {where!r}"
+        elif kind == "missing":
+            text = f"missing field {where!r}" if where else "missing request body"
+        else:
+            text = f"{where or 'body'}: {err.get('msg', 'invalid')}"
+        problems.append({"field": where, "problem": text})
+    message = "; ".join(p["problem"] for p in problems[:5]) or "invalid request"
+    return message, problems
+
+
+def principal(
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request,
+) -> Principal:
+    """The dependency that authenticates every route: the caller, or 401."""
+    if creds is None:
+        header = request.headers.get("authorization")
+        raise AuthenticationError(
+            "missing Authorization header: send 'Authorization: Bearer TOKEN'"
+            if not header
+            else "the Authorization header must be 'Bearer TOKEN'"
+        )
+    service: PoolService = request.app.state.service
+    return service.authenticate(creds.credentials)
+
+
+# Module level: FastAPI resolves the (string) annotations in this module's globals.
+Who = Annotated[Principal, Depends(principal)]
+
+
+def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI:
+    """The ASGI application serving ``service``."""
+    app = FastAPI(
+        title="Tether pool",
+        version=__version__,
+        description="Share accelerator hosts: inventory, fractional placement, quotas, usage.",
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = service
+
+    @app.exception_handler(RequestValidationError)
+    def _on_validation(request: Request, exc: RequestValidationError) -> Any:
+        message, problems = _validation_message(exc)
+        return _error(400, "bad-request", message, {"problems": problems} if problems else None)
+
+    @app.exception_handler(PoolRequestError)
+    def _on_pool(request: Request, exc: PoolRequestError) -> Any:
+        return _error(exc.status, exc.code, exc.message, exc.detail)
+
+    @app.exception_handler(AuthenticationError)
+    def _on_auth(request: Request, exc: AuthenticationError) -> Any:
+        return _error(401, "unauthorized", str(exc))
+
+    @app.exception_handler(StoreUnavailable)
+    def _on_store(request: Request, exc: StoreUnavailable) -> Any:
+        return _error(503, "unavailable", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    def _on_http(request: Request, exc: StarletteHTTPException) -> Any:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    def _on_crash(request: Request, exc: Exception) -> Any:
+        # The last line of defence: a JSON body, never a traceback, for any bug.
+        return _error(500, "internal", f"internal error: {type(exc).__name__}")
+
+    r = _ERRORS
+
+    # ------------------------------------------------------------ identity
+
+    @app.get("/v1/me", response_model=s.MeOut, responses=r, tags=["identity"])
+    def me(who: Who) -> Any:
+        """Who this token is: user (admin flag, teams) or node."""
+        return service.me(who)
+
+    @app.get("/v1/status", response_model=s.StatusOut, responses=r, tags=["identity"])
+    def status(who: Who) -> Any:
+        """Nodes, devices with their allocation, and the sessions this token may see."""
+        sessions = service.sessions(who) if who.kind == "user" else []
+        return {
+            "nodes": service.nodes(),
+            "sessions": sessions,
+            "queue_length": sum(1 for x in sessions if x["state"] == "queued"),
+        }
+
+    # --------------------------------------------------------------- teams
+
+    @app.get("/v1/teams", response_model=list[s.TeamOut], responses=r, tags=["admin"])
+    def list_teams(who: Who) -> Any:
+        """Teams: all of them for admins, your own for users."""
+        return service.teams(who)
+
+    @app.post("/v1/teams", response_model=s.TeamOut, status_code=201, responses=r, tags=["admin"])
+    def create_team(body: s.TeamIn, who: Who) -> Any:
+        """Create a team (admins)."""
+        return service.create_team(who, body.name)
+
+    @app.delete("/v1/teams/{team}", status_code=204, responses=r, tags=["admin"])
+    def delete_team(team: str, who: Who) -> Response:
+        """Delete a team that has no sessions on record (admins)."""
+        service.delete_team(who, team)
+        return Response(status_code=204)
+
+    @app.post("/v1/teams/{team}/members", response_model=s.UserOut, responses=r, tags=["admin"])
+    def add_member(team: str, body: s.MemberIn, who: Who) -> Any:
+        """Add a user to a team (admins)."""
+        return service.set_membership(who, team, body.user, member=True)
+
+    @app.delete(
+        "/v1/teams/{team}/members/{user}", response_model=s.UserOut, responses=r, tags=["admin"]
+    )
+    def remove_member(team: str, user: str, who: Who) -> Any:
+        """Remove a user from a team (admins)."""
+        return service.set_membership(who, team, user, member=False)
+
+    @app.get("/v1/teams/{team}/quota", response_model=s.QuotaOut, responses=r, tags=["admin"])
+    def get_quota(team: str, who: Who) -> Any:
+        """A team's quota (members and admins); null limits are unlimited."""
+        return service.quota(who, team)
+
+    @app.put("/v1/teams/{team}/quota", response_model=s.QuotaOut, responses=r, tags=["admin"])
+    def set_quota(team: str, body: s.QuotaIn, who: Who) -> Any:
+        """Set a team's quota (admins). Omitted or null limits are unlimited."""
+        return service.set_quota(
+            who,
+            team,
+            max_share=body.max_share,
+            max_memory=body.max_memory,
+            device_hours_per_month=body.device_hours_per_month,
+        )
+
+    # --------------------------------------------------------------- users
+
+    @app.get("/v1/users", response_model=list[s.UserOut], responses=r, tags=["admin"])
+    def list_users(who: Who) -> Any:
+        """Users: all for admins, yourself for users."""
+        return service.users(who)
+
+    @app.post("/v1/users", response_model=s.UserOut, status_code=201, responses=r, tags=["admin"])
+    def create_user(body: s.UserIn, who: Who) -> Any:
+        """Create a user, optionally an admin, optionally in teams (admins)."""
+        return service.create_user(who, name=body.name, admin=body.admin, teams=body.teams)
+
+    # -------------------------------------------------------------- tokens
+
+    @app.get("/v1/tokens", response_model=list[s.TokenOut], responses=r, tags=["admin"])
+    def list_tokens(who: Who, user: Annotated[str | None, Query(max_length=64)] = None) -> Any:
+        """Tokens (never their secrets): all or one user's for admins, your own for users."""
+        return service.tokens(who, user)
+
+    @app.post(
+        "/v1/tokens",
+        response_model=s.IssuedTokenOut,
+        status_code=201,
+        responses=r,
+        tags=["admin"],
+    )
+    def create_token(body: s.TokenIn, who: Who) -> Any:
+        """Issue a token; its secret is in this response only. Node tokens: admins."""
+        return service.create_token(
+            who, kind=body.kind, user=body.user, node=body.node, label=body.label
+        )
+
+    @app.delete("/v1/tokens/{token_id}", response_model=s.TokenOut, responses=r, tags=["admin"])
+    def revoke_token(token_id: str, who: Who) -> Any:
+        """Revoke a token: it stops working at once (admins; users: their own)."""
+        return service.revoke_token(who, token_id)
+
+    # --------------------------------------------------------------- nodes
+
+    @app.get("/v1/nodes", response_model=list[s.NodeOut], responses=r, tags=["nodes"])
+    def list_nodes(who: Who) -> Any:
+        """Nodes with their devices and allocated shares."""
+        return service.nodes()
+
+    @app.get("/v1/devices", response_model=list[s.DeviceOut], responses=r, tags=["nodes"])
+    def list_devices(who: Who) -> Any:
+        """Every registered device with its allocated share and memory."""
+        return service.devices()
+
+    @app.post(
+        "/v1/nodes",
+        response_model=s.NodeRegisterOut,
+        status_code=201,
+        responses=r,
+        tags=["nodes"],
+    )
+    def register_node(body: s.NodeRegisterIn, who: Who) -> Any:
+        """Register an acceptor and its devices (node token). 409 if the name is alive."""
+        return service.register_node(
+            who,
+            name=body.name,
+            address=body.address,
+            devices=[d.model_dump() for d in body.devices],
+            replace=body.replace,
+            sent_at=body.sent_at,
+        )
+
+    @app.post(
+        "/v1/nodes/{node}/heartbeat",
+        response_model=s.NodeHeartbeatOut,
+        responses=r,
+        tags=["nodes"],
+    )
+    def node_heartbeat(node: str, body: s.NodeHeartbeatIn, who: Who) -> Any:
+        """An acceptor is alive; renews the leases of the sessions it reports."""
+        return service.node_heartbeat(
+            who,
+            node,
+            sent_at=body.sent_at,
+            device_ids=body.device_ids,
+            sessions=[m.model_dump() for m in body.sessions],
+        )
+
+    @app.post(
+        "/v1/nodes/{node}/{action}", response_model=s.NodeStatusOut, responses=r, tags=["nodes"]
+    )
+    def node_action(node: str, action: Literal["cordon", "drain", "uncordon"], who: Who) -> Any:
+        """Cordon (no new slices), drain (end its leases too) or uncordon a node (admins)."""
+        return service.node_admin(who, node, action)
+
+    # ------------------------------------------------------------ sessions
+
+    @app.post(
+        "/v1/sessions",
+        response_model=s.SessionOut,
+        status_code=201,
+        responses={**r, 202: {"model": s.SessionOut, "description": "queued"}},
+        tags=["sessions"],
+    )
+    def request_slice(body: s.SliceIn, who: Who, response: Response) -> Any:
+        """Ask for a slice: 201 placed (address + ticket), 202 queued (position),
+        409 refused (error.detail says why: capacity, quota with its figures, ...)."""
+        session = service.request_slice(who, body.model_dump())
+        if session["state"] == "queued":
+            response.status_code = 202
+        return session
+
+    @app.get("/v1/sessions", response_model=list[s.SessionOut], responses=r, tags=["sessions"])
+    def list_sessions(
+        who: Who,
+        state: Literal["queued", "placed", "ended"] | None = None,
+        team: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Any:
+        """Sessions of your teams (admins: all); queued and placed unless a state is named."""
+        return service.sessions(who, state=state, team=team)
+
+    @app.get(
+        "/v1/sessions/{session_id}", response_model=s.SessionOut, responses=r, tags=["sessions"]
+    )
+    def get_session(session_id: str, who: Who) -> Any:
+        """A session: its queue position, or its address and a fresh ticket, or its end."""
+        return service.session(who, session_id)
+
+    @app.post(
+        "/v1/sessions/{session_id}/heartbeat",
+        response_model=s.SessionOut,
+        responses=r,
+        tags=["sessions"],
+    )
+    def session_heartbeat(session_id: str, who: Who) -> Any:
+        """Renew a lease; 410 if it has ended."""
+        return service.heartbeat(who, session_id)
+
+    @app.delete(
+        "/v1/sessions/{session_id}", response_model=s.SessionOut, responses=r, tags=["sessions"]
+    )
+    def release(session_id: str, who: Who) -> Any:
+        """Release a lease, or withdraw a queued request. Releasing twice is harmless."""
+        return service.release(who, session_id)
+
+    @app.post("/v1/tickets/verify", response_model=s.TicketOut, responses=r, tags=["sessions"])
+    def verify_ticket(body: s.TicketIn, who: Who) -> Any:
+        """Check a ticket as its acceptor would (node tokens, admins); 400 if invalid."""
+        return service.verify_ticket(who, body.ticket, body.node)
+
+    # --------------------------------------------------------------- usage
+
+    @app.get(
+        "/v1/usage",
+        response_model=s.UsageOut,
+        responses={
+            **r,
+            200: {
+                "description": "usage rows (JSON, or CSV with format=csv)",
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            },
+        },
+        tags=["usage"],
+    )
+    def usage(
+        who: Who,
+        team: Annotated[str | None, Query(max_length=64)] = None,
+        user: Annotated[str | None, Query(max_length=64)] = None,
+        month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        """Usage per team, user and month (UTC; default this month), with team totals (user *)."""
+        rows = service.usage(who, team=team, user=user, month=month)
+        if format == "csv":
+            return PlainTextResponse(_csv(rows), media_type="text/csv")
+        return {"rows": rows}
+
+    # ------------------------------------------------------------- metrics
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        if not public_metrics:
+            principal(_bearer_from(request), request)
+        return Response(_metrics.render(service.statistics()), media_type=_metrics.CONTENT_TYPE)
+
+    return app
+
+
+def _bearer_from(request: Request) -> HTTPAuthorizationCredentials | None:
+    header = request.headers.get("authorization") or ""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=value.strip())
+
+
+_CSV_FIELDS = (
+    "month",
+    "team",
+    "user",
+    "device_seconds",
+    "memory_gib_seconds",
+    "sessions",
+    "peak_share",
+)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in _CSV_FIELDS})
+    return out.getvalue()

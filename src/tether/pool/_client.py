@@ -1,0 +1,338 @@
+"""A small blocking client for the pool's HTTP API, standard library only.
+
+The user's machine (``tether run --pool URL``), the CLI and acceptors use it;
+none of them needs the pool's server-side dependencies. Every method is one
+HTTP request (except :meth:`PoolClient.wait_for_slice`, which polls), and every
+failure is one of Tether's errors:
+
+- the pool cannot be reached (refused, DNS, timeout): :class:`ConnectError`;
+- 401: :class:`AuthenticationError` with the server's reason;
+- other 4xx: the :mod:`tether.pool._problems` class the server named
+  (:class:`Refused`, :class:`Forbidden`, :class:`NotFound`, ...), carrying the
+  server's message and ``detail`` (for quota refusals: limit, used, left);
+- 5xx or a body that is not the API's JSON: :class:`PoolError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tether._errors import AuthenticationError, ConnectError, PoolError
+from tether.pool._problems import PoolRequestError, error_class_for
+
+__all__ = ["PoolClient"]
+
+JSON = dict[str, Any]
+
+
+class PoolClient:
+    """Talks to one pool as one principal (a user's or a node's token).
+
+    ``url`` is the pool's base URL (``http://host:8600``); ``timeout`` bounds each
+    request in seconds. Instances hold no connection and are safe to share.
+    """
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            url = "http://" + url
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    # -------------------------------------------------------------- transport
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        query: Mapping[str, Any] | None = None,
+        raw: bool = False,
+    ) -> Any:
+        """One API call; returns the decoded JSON (or the text, when ``raw``)."""
+        url = self.url + path
+        if query:
+            clean = {k: v for k, v in query.items() if v is not None}
+            if clean:
+                url += "?" + urllib.parse.urlencode(clean)
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                payload = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            exc.close()
+            raise self._error(exc.code, payload) from None
+        except (TimeoutError, urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConnectError(f"cannot reach the pool at {self.url}: {reason}") from exc
+        if raw:
+            return payload.decode("utf-8", "replace")
+        if status == 204 or not payload:
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError as exc:
+            raise PoolError(f"the pool at {self.url} sent a body that is not JSON") from exc
+
+    def _error(self, status: int, payload: bytes) -> Exception:
+        code: str | None = None
+        message = f"HTTP {status}"
+        detail: dict[str, Any] = {}
+        try:
+            info = json.loads(payload)["error"]
+            code = str(info.get("code"))
+            message = str(info.get("message", message))
+            detail = dict(info.get("detail") or {})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            text = payload.decode("utf-8", "replace").strip()
+            if text:
+                message = f"HTTP {status}: {text[:300]}"
+        cls = error_class_for(status, code)
+        if issubclass(cls, PoolRequestError):
+            return cls(message, detail)
+        if cls is AuthenticationError:
+            return AuthenticationError(message)
+        return PoolError(f"the pool failed: {message}")
+
+    # ---------------------------------------------------------------- whoami
+
+    def me(self) -> JSON:
+        return self.request("GET", "/v1/me")  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------- teams and users
+
+    def teams(self) -> list[JSON]:
+        return self.request("GET", "/v1/teams")  # type: ignore[no-any-return]
+
+    def create_team(self, name: str) -> JSON:
+        return self.request("POST", "/v1/teams", {"name": name})  # type: ignore[no-any-return]
+
+    def delete_team(self, name: str) -> None:
+        self.request("DELETE", f"/v1/teams/{_q(name)}")
+
+    def users(self) -> list[JSON]:
+        return self.request("GET", "/v1/users")  # type: ignore[no-any-return]
+
+    def create_user(
+        self, name: str, *, admin: bool = False, teams: list[str] | None = None
+    ) -> JSON:
+        body = {"name": name, "admin": admin, "teams": list(teams or [])}
+        return self.request("POST", "/v1/users", body)  # type: ignore[no-any-return]
+
+    def add_member(self, team: str, user: str) -> JSON:
+        return self.request(  # type: ignore[no-any-return]
+            "POST", f"/v1/teams/{_q(team)}/members", {"user": user}
+        )
+
+    def remove_member(self, team: str, user: str) -> None:
+        self.request("DELETE", f"/v1/teams/{_q(team)}/members/{_q(user)}")
+
+    # ----------------------------------------------------------------- tokens
+
+    def tokens(self, user: str | None = None) -> list[JSON]:
+        return self.request("GET", "/v1/tokens", query={"user": user})  # type: ignore[no-any-return]
+
+    def create_token(
+        self,
+        *,
+        user: str | None = None,
+        node: str | None = None,
+        kind: str = "user",
+        label: str = "",
+    ) -> JSON:
+        """Issue a token; the returned ``token`` field is the secret, shown only now."""
+        body = {"kind": kind, "user": user, "node": node, "label": label}
+        return self.request("POST", "/v1/tokens", body)  # type: ignore[no-any-return]
+
+    def revoke_token(self, token_id: str) -> JSON:
+        return self.request("DELETE", f"/v1/tokens/{_q(token_id)}")  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------- quotas
+
+    def quota(self, team: str) -> JSON:
+        return self.request("GET", f"/v1/teams/{_q(team)}/quota")  # type: ignore[no-any-return]
+
+    def set_quota(
+        self,
+        team: str,
+        *,
+        max_share: float | None = None,
+        max_memory: str | int | None = None,
+        device_hours_per_month: float | None = None,
+    ) -> JSON:
+        body = {
+            "max_share": max_share,
+            "max_memory": max_memory,
+            "device_hours_per_month": device_hours_per_month,
+        }
+        return self.request("PUT", f"/v1/teams/{_q(team)}/quota", body)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ nodes
+
+    def nodes(self) -> list[JSON]:
+        return self.request("GET", "/v1/nodes")  # type: ignore[no-any-return]
+
+    def devices(self) -> list[JSON]:
+        return self.request("GET", "/v1/devices")  # type: ignore[no-any-return]
+
+    def node_action(self, node: str, action: str) -> JSON:
+        """``action`` is ``cordon``, ``drain`` or ``uncordon`` (admins only)."""
+        return self.request("POST", f"/v1/nodes/{_q(node)}/{action}")  # type: ignore[no-any-return]
+
+    def register_node(
+        self,
+        name: str,
+        address: str,
+        devices: list[Mapping[str, Any]],
+        *,
+        replace: bool = False,
+    ) -> JSON:
+        """Register an acceptor (node token).
+
+        ``devices``: dicts with id, vendor, model, memory, arch, frameworks.
+        """
+        body = {
+            "name": name,
+            "address": address,
+            "devices": [dict(d) for d in devices],
+            "replace": replace,
+            "sent_at": time.time(),
+        }
+        return self.request("POST", "/v1/nodes", body)  # type: ignore[no-any-return]
+
+    def node_heartbeat(
+        self,
+        name: str,
+        *,
+        sessions: list[Mapping[str, Any]] | None = None,
+        device_ids: list[str] | None = None,
+    ) -> JSON:
+        """Tell the pool the node is alive, with per-session metering figures.
+
+        ``sessions``: dicts with ``session_id`` and the acceptor's ``SessionUsage``
+        fields (``wall_seconds``, ``memory_hwm``, ``device_memory_hwm``, ...); the
+        leases of the sessions listed are renewed.
+
+        Returns ``{"status": ..., "ended_sessions": [...]}``: sessions the acceptor
+        should stop because their lease is gone.
+        """
+        body: JSON = {"sent_at": time.time(), "sessions": [dict(s) for s in sessions or []]}
+        if device_ids is not None:
+            body["device_ids"] = list(device_ids)
+        return self.request(  # type: ignore[no-any-return]
+            "POST", f"/v1/nodes/{_q(name)}/heartbeat", body
+        )
+
+    # --------------------------------------------------------------- sessions
+
+    def request_slice(self, **request: Any) -> JSON:
+        """Ask for a slice; returns the session (``state`` placed or queued).
+
+        Keyword arguments are the API's fields: fraction, memory, count, vendor,
+        model, min_memory, frameworks, node, team, priority, wait,
+        queue_timeout_s, policy. Raises :class:`Refused` when refused at once.
+        """
+        body = {k: v for k, v in request.items() if v is not None}
+        return self.request("POST", "/v1/sessions", body)  # type: ignore[no-any-return]
+
+    def session(self, session_id: str) -> JSON:
+        return self.request("GET", f"/v1/sessions/{_q(session_id)}")  # type: ignore[no-any-return]
+
+    def sessions(self, *, state: str | None = None, team: str | None = None) -> list[JSON]:
+        return self.request(  # type: ignore[no-any-return]
+            "GET", "/v1/sessions", query={"state": state, "team": team}
+        )
+
+    def heartbeat(self, session_id: str) -> JSON:
+        return self.request(  # type: ignore[no-any-return]
+            "POST", f"/v1/sessions/{_q(session_id)}/heartbeat"
+        )
+
+    def release(self, session_id: str) -> JSON:
+        """End a lease (or withdraw a queued request)."""
+        return self.request("DELETE", f"/v1/sessions/{_q(session_id)}")  # type: ignore[no-any-return]
+
+    def wait_for_slice(
+        self,
+        *,
+        on_position: Callable[[int, str], None] | None = None,
+        poll_interval: float = 1.0,
+        **request: Any,
+    ) -> JSON:
+        """Ask for a slice and wait in the queue until it is placed.
+
+        ``on_position(position, reason)`` is called when the queue position
+        changes. Returns the placed session (with ``address`` and ``ticket``).
+        Raises :class:`Refused` when refused at once or when the request leaves
+        the queue without a slice (timeout), and withdraws the request if the
+        wait is interrupted (KeyboardInterrupt included).
+        """
+        from tether.pool._problems import Refused
+
+        session = self.request_slice(**request)
+        last: int | None = None
+        try:
+            while session["state"] == "queued":
+                position = int(session.get("position") or 0)
+                if on_position is not None and position != last:
+                    on_position(position, str(session.get("reason") or ""))
+                last = position
+                time.sleep(poll_interval)
+                session = self.session(session["id"])
+        except BaseException:
+            if session.get("state") == "queued":
+                # Best effort: the queue timeout ends it anyway.
+                with contextlib.suppress(Exception):
+                    self.release(session["id"])
+            raise
+        if session["state"] != "placed":
+            reason = session.get("end_reason") or "ended"
+            message = session.get("reason") or f"the request left the queue: {reason}"
+            raise Refused(str(message), {"reason": reason, "session": session["id"]})
+        return session
+
+    # ------------------------------------------------------------------ usage
+
+    def usage(
+        self, *, team: str | None = None, user: str | None = None, month: str | None = None
+    ) -> list[JSON]:
+        body = self.request("GET", "/v1/usage", query={"team": team, "user": user, "month": month})
+        return list(body["rows"])
+
+    def usage_csv(
+        self, *, team: str | None = None, user: str | None = None, month: str | None = None
+    ) -> str:
+        return str(
+            self.request(
+                "GET",
+                "/v1/usage",
+                query={"team": team, "user": user, "month": month, "format": "csv"},
+                raw=True,
+            )
+        )
+
+    def status(self) -> JSON:
+        return self.request("GET", "/v1/status")  # type: ignore[no-any-return]
+
+    def verify_ticket(self, ticket: str) -> JSON:
+        return self.request("POST", "/v1/tickets/verify", {"ticket": ticket})  # type: ignore[no-any-return]
+
+
+def _q(part: str) -> str:
+    return urllib.parse.quote(part, safe="")

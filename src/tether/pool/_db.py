@@ -1,0 +1,211 @@
+"""A thin, blocking database layer over sqlite3 and psycopg 3.
+
+Theory of operation: the store writes its SQL once, with ``?`` placeholders, and
+:class:`Database` adapts it to the driver (psycopg wants ``%s``). Each thread gets
+its own connection (sqlite3 and psycopg connections are not to be shared between
+threads mid-transaction); :meth:`Database.transaction` hands out a :class:`Tx`
+that commits when the block ends normally and rolls back on any exception.
+
+``serialize=True`` makes the transaction exclusive among every pool process that
+uses this database: SQLite takes the write lock up front (``BEGIN IMMEDIATE``),
+PostgreSQL takes a transaction-scoped advisory lock. Placement runs only inside
+such a transaction, which is what makes double allocation impossible even with
+several pool replicas on one PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Literal
+
+from tether._errors import PoolError
+
+__all__ = ["Database", "StoreUnavailable", "Tx", "open_database"]
+
+Dialect = Literal["sqlite", "postgresql"]
+Row = dict[str, Any]
+
+# Any constant works; it only has to be the same in every pool process.
+_ADVISORY_LOCK_KEY = 0x7E7E_0001
+
+
+class StoreUnavailable(PoolError):
+    """The pool's database cannot be opened or reached."""
+
+
+class Tx:
+    """One open transaction; valid only inside its ``with`` block."""
+
+    def __init__(self, dialect: Dialect, cursor: Any) -> None:
+        self._dialect = dialect
+        self._cursor = cursor
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    def _sql(self, sql: str) -> str:
+        if self._dialect == "postgresql":
+            return sql.replace("%", "%%").replace("?", "%s")
+        return sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+        self._cursor.execute(self._sql(sql), tuple(params))
+        return int(self._cursor.rowcount)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self._cursor.execute(self._sql(sql), tuple(params))
+        return [dict(r) for r in self._cursor.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self._cursor.execute(self._sql(sql), tuple(params))
+        row = self._cursor.fetchone()
+        return dict(row) if row is not None else None
+
+
+def _dict_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+
+class Database:
+    """Connections to one database, one per thread. Use :func:`open_database`."""
+
+    def __init__(self, url: str, dialect: Dialect, target: str) -> None:
+        self.url = url
+        self.dialect: Dialect = dialect
+        self._target = target
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+
+    def _connect(self) -> Any:
+        if self._closed:
+            raise StoreUnavailable("the pool database has been closed")
+        try:
+            if self.dialect == "sqlite":
+                memory = self._target == ":memory:"
+                # Threads must share one in-memory database: a named shared cache.
+                shared = f"file:tether-{id(self)}?mode=memory&cache=shared"
+                target = shared if memory else self._target
+                conn: Any = sqlite3.connect(
+                    target, timeout=30.0, isolation_level=None, check_same_thread=False, uri=memory
+                )
+                conn.row_factory = _dict_factory
+                conn.execute("PRAGMA foreign_keys = ON")
+                conn.execute("PRAGMA busy_timeout = 30000")
+                if self._target != ":memory:":
+                    conn.execute("PRAGMA journal_mode = WAL")
+            else:
+                import psycopg
+                from psycopg.rows import dict_row
+
+                conn = psycopg.connect(self._target, row_factory=dict_row, connect_timeout=10)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot open the pool database {self.url}: {exc}") from exc
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or (self.dialect == "postgresql" and conn.closed):
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+    @contextmanager
+    def transaction(self, *, serialize: bool = False) -> Iterator[Tx]:
+        """A transaction; ``serialize`` makes it exclusive among all pool processes.
+
+        Commits on normal exit, rolls back on exception (and re-raises it).
+        Driver errors that mean the connection is gone raise StoreUnavailable.
+        """
+        conn = self._connection()
+        if self.dialect == "sqlite":
+            cursor = conn.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE" if serialize else "BEGIN")
+            except sqlite3.OperationalError as exc:  # busy past the timeout, disk gone
+                cursor.close()
+                raise StoreUnavailable(
+                    f"the pool database {self.url} is unavailable: {exc}"
+                ) from exc
+            try:
+                yield Tx("sqlite", cursor)
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                try:
+                    conn.commit()
+                except sqlite3.OperationalError as exc:
+                    raise StoreUnavailable(
+                        f"the pool database {self.url} is unavailable: {exc}"
+                    ) from exc
+            finally:
+                cursor.close()
+            return
+        import psycopg
+
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                if serialize:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+                yield Tx("postgresql", cursor)
+        except psycopg.OperationalError as exc:
+            self._drop_connection()
+            raise StoreUnavailable(f"lost the pool database {self.url}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every connection this object opened, in any thread."""
+        self._closed = True
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with suppress(Exception):
+                conn.close()
+
+
+def open_database(url: str) -> Database:
+    """A :class:`Database` for ``url``.
+
+    ``postgresql://...`` (or ``postgres://``) uses psycopg 3; ``sqlite:///path``,
+    ``sqlite://:memory:`` or a plain file path uses SQLite, creating the file and its
+    directory on first use. Raises StoreUnavailable for other schemes.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise StoreUnavailable(
+                "PostgreSQL needs psycopg 3: pip install 'tether[pool]'"
+            ) from exc
+        return Database(url, "postgresql", url)
+    if url.startswith("sqlite:"):
+        # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db.
+        rest = url[len("sqlite:") :].removeprefix("//")
+        target = rest[1:] if rest.startswith("/") else rest
+        target = target or ":memory:"
+    elif "://" in url:
+        raise StoreUnavailable(
+            f"unsupported database URL {url!r}: use a file path, sqlite:///PATH or postgresql://..."
+        )
+    else:
+        target = url
+    if target != ":memory:":
+        Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        target = str(Path(target).expanduser())
+    return Database(url, "sqlite", target)

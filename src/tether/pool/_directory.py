@@ -1,0 +1,183 @@
+"""Who may use the pool: teams, users, memberships, tokens, and access checks.
+
+The part of :class:`~tether.pool._service.PoolService` that touches no policy:
+plain reads and writes of the store behind admin checks. A mixin, so the API
+sees one service object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tether.pool._auth import Principal
+from tether.pool._problems import Forbidden, NotFound, PoolRequestError
+from tether.pool._store import Store
+
+__all__ = ["Directory", "quota_out"]
+
+
+class Directory:
+    """Teams, users and tokens; access rules. Needs ``store`` and ``_clock``."""
+
+    store: Store
+    _clock: Callable[[], float]
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal of a bearer token; AuthenticationError if wrong or revoked."""
+        return self.store.authenticate(token)
+
+    def me(self, principal: Principal) -> dict[str, Any]:
+        with self.store.db.transaction() as tx:
+            ids = self.store.team_ids_tx(tx)
+        names = {v: k for k, v in ids.items()}
+        return {
+            "kind": principal.kind,
+            "user": principal.user_name,
+            "admin": principal.is_admin,
+            "teams": sorted(names[t] for t in principal.team_ids if t in names),
+            "node": principal.node_name,
+        }
+
+    def teams(self, principal: Principal) -> list[dict[str, Any]]:
+        self._require_user(principal)
+        return [
+            {"name": t.name, "created_at": t.created_at}
+            for t in self.store.teams()
+            if principal.can_see_team(t.id)
+        ]
+
+    def create_team(self, principal: Principal, name: str) -> dict[str, Any]:
+        self._require_admin(principal)
+        team = self.store.create_team(name, self._clock())
+        return {"name": team.name, "created_at": team.created_at}
+
+    def delete_team(self, principal: Principal, name: str) -> None:
+        self._require_admin(principal)
+        self.store.delete_team(name)
+
+    @staticmethod
+    def _user_out(user: Any) -> dict[str, Any]:
+        return {
+            "name": user.name,
+            "admin": user.is_admin,
+            "teams": list(user.teams),
+            "created_at": user.created_at,
+        }
+
+    def users(self, principal: Principal) -> list[dict[str, Any]]:
+        self._require_user(principal)
+        if principal.is_admin:
+            return [self._user_out(u) for u in self.store.users()]
+        assert principal.user_name is not None
+        return [self._user_out(self.store.user(principal.user_name))]
+
+    def create_user(
+        self, principal: Principal, *, name: str, admin: bool, teams: list[str]
+    ) -> dict[str, Any]:
+        self._require_admin(principal)
+        user = self.store.create_user(name, is_admin=admin, teams=teams, now=self._clock())
+        return self._user_out(user)
+
+    def set_membership(
+        self, principal: Principal, team: str, user: str, *, member: bool
+    ) -> dict[str, Any]:
+        self._require_admin(principal)
+        return self._user_out(self.store.set_membership(team, user, member=member))
+
+    @staticmethod
+    def _token_out(record: Any) -> dict[str, Any]:
+        return {
+            "id": record.id,
+            "kind": record.kind,
+            "user": record.user_name,
+            "node": record.node_name,
+            "label": record.label,
+            "created_at": record.created_at,
+            "revoked_at": record.revoked_at,
+        }
+
+    def tokens(self, principal: Principal, user: str | None) -> list[dict[str, Any]]:
+        self._require_user(principal)
+        if not principal.is_admin:
+            if user is not None and user != principal.user_name:
+                raise Forbidden("you can list only your own tokens")
+            user = principal.user_name
+        return [self._token_out(t) for t in self.store.tokens(user)]
+
+    def create_token(
+        self,
+        principal: Principal,
+        *,
+        kind: str,
+        user: str | None,
+        node: str | None,
+        label: str,
+    ) -> dict[str, Any]:
+        """Issue a token. Users may issue user tokens for themselves; the rest is admin's."""
+        self._require_user(principal)
+        if kind == "user":
+            if node is not None:
+                raise PoolRequestError("a user token cannot name a node")
+            user = user or principal.user_name
+            if user != principal.user_name and not principal.is_admin:
+                raise Forbidden("only admins can issue tokens for other users")
+        else:
+            self._require_admin(principal)
+            if user is not None:
+                raise PoolRequestError("a node token cannot name a user")
+        record, text = self.store.create_token(
+            kind="node" if kind == "node" else "user",
+            user=user,
+            node_name=node,
+            label=label,
+            now=self._clock(),
+        )
+        return {**self._token_out(record), "token": text}
+
+    def revoke_token(self, principal: Principal, token_id: str) -> dict[str, Any]:
+        self._require_user(principal)
+        record = self.store.token(token_id)
+        if not principal.is_admin and record.user_name != principal.user_name:
+            raise NotFound(f"no token with id {token_id!r} among yours")
+        return self._token_out(self.store.revoke_token(token_id, self._clock()))
+
+    def quota(self, principal: Principal, team: str) -> dict[str, Any]:
+        self._require_user(principal)
+        row = self.store.team(team)
+        self._require_team(principal, row.id, what=f"team {team!r}")
+        return quota_out(self.store.quota(team))
+
+    @staticmethod
+    def _require_admin(principal: Principal) -> None:
+        if not principal.is_admin:
+            raise Forbidden("this needs an admin token")
+
+    @staticmethod
+    def _require_user(principal: Principal) -> None:
+        if principal.kind != "user":
+            raise Forbidden("node tokens can only register and heartbeat nodes")
+
+    @staticmethod
+    def _require_node(principal: Principal, name: str) -> None:
+        if principal.kind != "node":
+            raise Forbidden("registering and heartbeating nodes needs a node token")
+        if principal.node_name is not None and principal.node_name != name:
+            raise Forbidden(f"this node token is for node {principal.node_name!r}, not {name!r}")
+
+    @staticmethod
+    def _require_team(principal: Principal, team_id: str, *, what: str) -> None:
+        if principal.kind != "user":
+            raise Forbidden("node tokens cannot see sessions or usage")
+        if not principal.can_see_team(team_id):
+            # 404, not 403: other teams' session ids are not to be probed.
+            raise NotFound(f"no {what} among your teams")
+
+
+def quota_out(row: Any) -> dict[str, Any]:
+    return {
+        "team": row.team,
+        "max_share": row.max_share,
+        "max_memory_bytes": row.max_memory_bytes,
+        "device_hours_per_month": row.device_hours_per_month,
+    }

@@ -1,0 +1,847 @@
+"""PoolState: the pool's policy as a pure state machine.
+
+Theory of operation
+-------------------
+The pool service (store + HTTP API) owns all I/O; this module owns every
+decision. The service turns what happens into events (``tether.pool._events``),
+stamps them with its clock (``now``), feeds them to :meth:`PoolState.handle`,
+persists the decisions that come back, and answers clients from them. Nothing
+here reads a clock, touches a socket or a database, or draws random numbers:
+the same events in the same order always give the same decisions, which is
+what the unit tests assert.
+
+Inventory. Nodes register with their devices and heartbeat. Each node has an
+admin state (active, cordoned, drained) and a liveness (up, lost); only
+devices of nodes that are up and active are in the placement index
+(``_placement.Inventory``), so cordoned, drained and lost nodes never get new
+slices. A node silent for ``node_timeout_s`` is lost on the next event: every
+lease on it ends with ``node-lost`` at the node's last heartbeat; a heartbeat
+or registration brings it back (admin state kept).
+
+Requests. A :class:`SliceRequested` is, in order: refused ``unsatisfiable`` if
+no registered device could ever hold it; refused ``quota`` if its team spent
+its monthly device-hours; placed if the placement policy finds a device (or
+whole devices on one node) with room and the team's concurrent limits allow
+it; else queued (or refused, when the request said not to wait). A team's
+later request never overtakes its own earlier one at the same or higher
+priority: while the team has such a request queued, a new one queues behind it.
+
+Queue. Whenever room appears (a lease ends, a node comes or comes back, a
+quota is raised), queued requests are tried in the queue's fair order (higher
+priority first; within a priority, teams take turns, the team using least share
+first; FIFO within a team). A request that still does not fit stays and blocks
+its own team's later requests; other teams' requests may go past it (backfill),
+so one big request does not idle the pool. Requests waiting longer than their
+timeout are refused ``timeout``.
+
+Leases end on release, on expiry (no heartbeat for ``lease_timeout_s``; ended
+at their last heartbeat), on node loss, on a device disappearing from the
+node's report, or on drain. Usage is computed from leases (``_usage``).
+
+Time. Events carry ``now``. Time may not go backwards by more than
+``clock_skew_s``; an event that does is rejected with :class:`PoolInputError`
+(and changes nothing); a smaller lag is read as the latest time seen. Every
+bad input raises before anything changes.
+
+Restart. :meth:`PoolState.restore` rebuilds the state from the database's
+nodes, open leases, queue and quotas. Everything restored gets one full timeout
+from the restore time to check in again, so a pool restart does not end every
+session; what does not check in ends at its last heartbeat as usual.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from tether.pool._events import (
+    Decision,
+    Event,
+    LeaseEnded,
+    LeaseHeartbeat,
+    LeaseReleased,
+    LeaseRenewed,
+    NodeCordoned,
+    NodeDrained,
+    NodeHeartbeat,
+    NodeHeartbeatRecorded,
+    NodeLost,
+    NodeRegistered,
+    NodeStatus,
+    NodeUncordoned,
+    NodeUpdated,
+    Placed,
+    Queued,
+    QuotaSet,
+    QuotaUpdated,
+    Refused,
+    RequestCancelled,
+    SliceRequested,
+    Tick,
+)
+from tether.pool._model import (
+    SHARE_SCALE,
+    EndReason,
+    Lease,
+    NodeSpec,
+    PlacementPolicy,
+    PoolConfig,
+    PoolConflictError,
+    PoolInputError,
+    PoolNotFoundError,
+    Quota,
+    SliceRequest,
+    share_units,
+)
+from tether.pool._placement import Inventory, Placement
+from tether.pool._queue import QueueEntry, RequestQueue
+from tether.pool._quota import QuotaDecision, TeamUse, check_quota
+from tether.pool._usage import month_bounds
+
+__all__ = ["AdminState", "NodeRecord", "PoolState", "PoolStatistics"]
+
+_EVENT_TYPES = (
+    NodeRegistered,
+    NodeHeartbeat,
+    NodeCordoned,
+    NodeDrained,
+    NodeUncordoned,
+    SliceRequested,
+    RequestCancelled,
+    LeaseHeartbeat,
+    LeaseReleased,
+    QuotaSet,
+    Tick,
+)
+
+#: What an admin set on a node; kept across loss and return.
+AdminState = Literal["active", "cordoned", "drained"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRecord:
+    """A node as the pool knows it (what the store keeps, what the API lists).
+
+    ``status`` is what people see (``lost`` wins over the admin state);
+    ``admin_state`` is what an admin set, kept while the node is lost.
+    """
+
+    node: NodeSpec
+    admin_state: AdminState = "active"
+    lost: bool = False
+    last_heartbeat: float
+
+    @property
+    def status(self) -> NodeStatus:
+        if self.lost:
+            return "lost"
+        return {"active": "ready", "cordoned": "cordoned", "drained": "drained"}[self.admin_state]  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolStatistics:
+    """Figures for metrics and the dashboard, at the state's latest time."""
+
+    nodes: dict[str, int]  # status -> count
+    devices: int  # registered
+    capacity_share: float  # devices (in device units) that can take new slices
+    allocated_share: float  # sum of open leases' shares
+    open_leases: int
+    queued: int
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    spec: NodeSpec
+    admin: AdminState
+    lost: bool
+    last_heartbeat: float
+    deadline: float  # lost once now reaches it
+    leases: set[str]
+
+    def record(self) -> NodeRecord:
+        return NodeRecord(
+            node=self.spec,
+            admin_state=self.admin,
+            lost=self.lost,
+            last_heartbeat=self.last_heartbeat,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class _Team:
+    share_units: int = 0
+    memory_bytes: int = 0
+    # Month accounting without walking the team's leases: closed leases'
+    # device-seconds this month, plus for open leases
+    # (open_units * (now - month_start) - open_offset) / SHARE_SCALE, where
+    # open_offset sums units * (max(start, month_start) - month_start).
+    closed_unit_seconds: float = 0.0
+    open_offset: float = 0.0
+
+
+class PoolState:
+    """The pool's inventory, leases, queue and quotas; see the module docstring.
+
+    Drive it with :meth:`handle`; read it with the query methods, which never
+    change anything. Not thread-safe: the service serialises events.
+    """
+
+    def __init__(self, config: PoolConfig | None = None) -> None:
+        self.config = config if config is not None else PoolConfig()
+        self._now = 0.0
+        self._month_start, self._month_end = month_bounds(0.0)
+        self._nodes: dict[str, _Node] = {}
+        self._inv = Inventory()
+        self._leases: dict[str, Lease] = {}
+        self._lease_deadline: dict[str, float] = {}
+        self._lease_heap: list[tuple[float, str]] = []
+        self._node_heap: list[tuple[float, str]] = []
+        self._teams: dict[str, _Team] = {}
+        self._team_share: dict[str, int] = {}  # mirror of _Team.share_units for the queue's order
+        self._quotas: dict[str, Quota] = {}
+        self._queue = RequestQueue()
+        self._seq = 0
+        self._pending_end: list[tuple[str, EndReason]] = []
+
+    # ================================================================== driving
+
+    def handle(self, event: Event) -> list[Decision]:
+        """Apply one event and return the decisions it led to, in order.
+
+        Time-driven changes due by ``event.now`` (lost nodes, expired leases,
+        queue timeouts) come first, then the event's own, then placements of
+        queued requests that the event made room for. Raises
+        :class:`PoolInputError`, :class:`PoolNotFoundError` or
+        :class:`PoolConflictError` for bad input, before changing anything.
+        """
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is None or not isinstance(event, _EVENT_TYPES):
+            raise PoolInputError(f"not a pool event: {event!r}")
+        now = self._accept_time(event.now)
+        self._validate(event)
+        out: list[Decision] = []
+        self._now = now
+        if now >= self._month_end:
+            self._roll_month(now)
+        room = self._expire(now, out)
+        room = handler(event, now, out) or room
+        if room:
+            self._serve_queue(now, out)
+        return out
+
+    @property
+    def now(self) -> float:
+        """The latest time the state has seen."""
+        return self._now
+
+    # ================================================================== queries
+
+    def node(self, node_id: str) -> NodeRecord:
+        return self._get_node(node_id).record()
+
+    def nodes(self) -> list[NodeRecord]:
+        return [self._nodes[k].record() for k in sorted(self._nodes)]
+
+    def device_usage(self, node_id: str) -> dict[str, tuple[float, int]]:
+        """Per device of the node: (allocated share in devices, allocated memory bytes)."""
+        self._get_node(node_id)
+        out = {}
+        for dev_id in self._inv.device_ids(node_id):
+            units, memory = self._inv.usage(node_id, dev_id)
+            out[dev_id] = (units / SHARE_SCALE, memory)
+        return out
+
+    def lease(self, lease_id: str) -> Lease:
+        try:
+            return self._leases[lease_id]
+        except KeyError:
+            raise PoolNotFoundError(
+                f"no open lease {lease_id!r} (it ended, or never existed)"
+            ) from None
+
+    def leases(self, *, team: str | None = None, node: str | None = None) -> list[Lease]:
+        """Open leases, by id, optionally of one team and/or on one node."""
+        return [
+            lease
+            for _, lease in sorted(self._leases.items())
+            if (team is None or lease.team == team) and (node is None or lease.node == node)
+        ]
+
+    def queued(self, *, team: str | None = None) -> list[QueueEntry]:
+        """Waiting requests in serve order (optionally one team's)."""
+        return [
+            e for e in self._queue.order(self._team_share) if team is None or e.request.team == team
+        ]
+
+    def queue_position(self, request_id: str) -> int:
+        """A waiting request's 1-based place in line; :class:`PoolNotFoundError` if not queued."""
+        return self._queue.position(request_id, self._team_share)
+
+    def quota(self, team: str) -> Quota | None:
+        return self._quotas.get(team)
+
+    def quotas(self) -> list[Quota]:
+        return [self._quotas[t] for t in sorted(self._quotas)]
+
+    def team_use(self, team: str) -> TeamUse:
+        """What ``team`` holds now and has used this month (open leases up to now)."""
+        t = self._teams.get(team)
+        if t is None:
+            return TeamUse(team=team)
+        open_us = t.share_units * (self._now - self._month_start) - t.open_offset
+        return TeamUse(
+            team=team,
+            share_units=t.share_units,
+            memory_bytes=t.memory_bytes,
+            month_device_seconds=(t.closed_unit_seconds + open_us) / SHARE_SCALE,
+        )
+
+    def statistics(self) -> PoolStatistics:
+        counts: dict[str, int] = {"ready": 0, "cordoned": 0, "drained": 0, "lost": 0}
+        for n in self._nodes.values():
+            counts[n.record().status] += 1
+        return PoolStatistics(
+            nodes=counts,
+            devices=self._inv.device_count,
+            capacity_share=self._inv.capacity_units / SHARE_SCALE,
+            allocated_share=self._inv.allocated_units / SHARE_SCALE,
+            open_leases=len(self._leases),
+            queued=len(self._queue),
+        )
+
+    def next_deadline(self) -> float | None:
+        """The next time something expires on its own: feed a :class:`Tick` then."""
+        self._clean_heaps()
+        times = [h[0][0] for h in (self._node_heap, self._lease_heap) if h]
+        q = self._queue.next_deadline()
+        if q is not None:
+            times.append(q)
+        if self._pending_end:
+            times.append(self._now)
+        return min(times) if times else None
+
+    # ================================================================== restore
+
+    @classmethod
+    def restore(
+        cls,
+        config: PoolConfig | None = None,
+        *,
+        now: float,
+        nodes: Iterable[NodeRecord] = (),
+        leases: Iterable[Lease] = (),
+        queue: Iterable[QueueEntry] = (),
+        quotas: Iterable[Quota] = (),
+    ) -> PoolState:
+        """Rebuild the state from what the store persisted.
+
+        ``leases``: the open leases, plus those closed in the current month
+        (they count towards monthly quotas; older closed leases may be left
+        out). ``queue``: waiting requests with their ``seq``. Every node and open
+        lease gets a full timeout from ``now`` to check in (a pool restart must
+        not end sessions that are alive). Open leases the restored inventory
+        cannot hold (unknown or lost node, missing device, over-commit) are
+        ended on the next :meth:`handle`: call ``handle(Tick(now=now))`` right
+        after restoring, and persist its decisions.
+        """
+        state = cls(config)
+        state._now = float(now)
+        state._month_start, state._month_end = month_bounds(now)
+        cfg = state.config
+        for rec in nodes:
+            node = _Node(
+                spec=rec.node,
+                admin=rec.admin_state,
+                lost=rec.lost,
+                last_heartbeat=rec.last_heartbeat,
+                deadline=max(rec.last_heartbeat, now) + cfg.node_timeout_s,
+                leases=set(),
+            )
+            state._nodes[rec.node.id] = node
+            state._inv.set_node(rec.node)
+            state._inv.set_eligible(rec.node.id, node.admin == "active" and not node.lost)
+            if not node.lost:
+                heapq.heappush(state._node_heap, (node.deadline, rec.node.id))
+        for lease in leases:
+            if lease.end is not None:
+                closed = state._teams.setdefault(lease.team, _Team())
+                span = lease.end - max(lease.start, state._month_start)
+                if span > 0:
+                    closed.closed_unit_seconds += span * lease.share_units
+                continue
+            if lease.id in state._leases:
+                raise PoolInputError(f"restore: lease {lease.id!r} appears twice")
+            state._leases[lease.id] = lease
+            owner = state._nodes.get(lease.node)
+            placement = Placement(
+                node_id=lease.node,
+                device_ids=lease.device_ids,
+                share_units=share_units(lease.fraction),
+                memory_bytes=lease.memory_bytes,
+            )
+            try:
+                if owner is None or owner.lost:
+                    raise PoolInputError("node unknown or lost")
+                state._inv.allocate(placement)
+            except PoolInputError:
+                reason: EndReason = "node-lost" if owner is None or owner.lost else "device-lost"
+                state._pending_end.append((lease.id, reason))
+                state._count_open(lease, +1)
+                continue
+            owner.leases.add(lease.id)
+            state._count_open(lease, +1)
+            deadline = max(lease.last_heartbeat, now) + cfg.lease_timeout_s
+            state._lease_deadline[lease.id] = deadline
+            heapq.heappush(state._lease_heap, (deadline, lease.id))
+        for entry in queue:
+            state._queue.push(entry)
+            state._seq = max(state._seq, entry.seq + 1)
+        for quota in quotas:
+            state._quotas[quota.team] = quota
+        return state
+
+    # ================================================================== event handlers
+
+    def _validate(self, event: Event) -> None:
+        if isinstance(event, NodeHeartbeat | NodeCordoned | NodeDrained | NodeUncordoned):
+            if event.node_id not in self._nodes:
+                raise PoolNotFoundError(
+                    f"node {event.node_id!r} is not registered: register it first"
+                )
+        elif isinstance(event, LeaseHeartbeat | LeaseReleased):
+            self.lease(event.lease_id)
+        elif isinstance(event, RequestCancelled):
+            self._queue.get(event.request_id)
+        elif isinstance(event, SliceRequested):
+            req = event.request
+            if req.id in self._leases or req.id in self._queue:
+                raise PoolConflictError(f"request id {req.id!r} is already in use")
+            timeout = req.queue_timeout_s
+            if timeout is not None and timeout > self.config.max_queue_timeout_s:
+                raise PoolInputError(
+                    f"queue timeout {timeout:g}s is over the pool's maximum of "
+                    f"{self.config.max_queue_timeout_s:g}s"
+                )
+
+    def _on_NodeRegistered(self, event: NodeRegistered, now: float, out: list[Decision]) -> bool:
+        spec = event.node
+        node = self._nodes.get(spec.id)
+        if node is None:
+            node = _Node(
+                spec=spec,
+                admin="active",
+                lost=False,
+                last_heartbeat=now,
+                deadline=0.0,
+                leases=set(),
+            )
+            self._nodes[spec.id] = node
+        else:
+            removed = set(self._inv.devices_removed_by(spec))
+            for lease_id in sorted(node.leases):
+                if removed.intersection(self._leases[lease_id].device_ids):
+                    self._end_lease(lease_id, "device-lost", node.last_heartbeat, out)
+        node.spec = spec
+        node.lost = False
+        self._beat(node, now)
+        self._inv.set_node(spec)
+        self._inv.set_eligible(spec.id, node.admin == "active")
+        out.append(self._node_updated(node))
+        return True
+
+    def _on_NodeHeartbeat(self, event: NodeHeartbeat, now: float, out: list[Decision]) -> bool:
+        node = self._nodes[event.node_id]
+        room = False
+        changed = node.lost
+        node.lost = False
+        seen_before = node.last_heartbeat  # the last time its devices were all known alive
+        self._beat(node, now)
+        if event.device_ids is not None:
+            seen = set(event.device_ids)
+            missing = [d.id for d in node.spec.devices if d.id not in seen]
+            if missing:
+                for lease_id in sorted(node.leases):
+                    if set(missing).intersection(self._leases[lease_id].device_ids):
+                        self._end_lease(lease_id, "device-lost", seen_before, out)
+                for dev_id in missing:
+                    self._inv.remove_device(node.spec.id, dev_id)
+                node.spec = replace(
+                    node.spec, devices=tuple(d for d in node.spec.devices if d.id in seen)
+                )
+                changed = True
+        if changed:
+            room = True
+            self._inv.set_eligible(node.spec.id, node.admin == "active")
+            out.append(self._node_updated(node))
+        else:
+            out.append(NodeHeartbeatRecorded(node_id=node.spec.id, last_heartbeat=now))
+        return room
+
+    def _on_NodeCordoned(self, event: NodeCordoned, now: float, out: list[Decision]) -> bool:
+        node = self._nodes[event.node_id]
+        if node.admin == "active":
+            node.admin = "cordoned"
+        self._inv.set_eligible(node.spec.id, False)
+        out.append(self._node_updated(node))
+        return False
+
+    def _on_NodeDrained(self, event: NodeDrained, now: float, out: list[Decision]) -> bool:
+        node = self._nodes[event.node_id]
+        node.admin = "drained"
+        self._inv.set_eligible(node.spec.id, False)
+        ended = sorted(node.leases)
+        for lease_id in ended:
+            self._end_lease(lease_id, "drained", now, out)
+        out.append(self._node_updated(node))
+        return bool(ended)  # the teams' quotas have room again
+
+    def _on_NodeUncordoned(self, event: NodeUncordoned, now: float, out: list[Decision]) -> bool:
+        node = self._nodes[event.node_id]
+        node.admin = "active"
+        self._inv.set_eligible(node.spec.id, not node.lost)
+        out.append(self._node_updated(node))
+        return True
+
+    def _on_SliceRequested(self, event: SliceRequested, now: float, out: list[Decision]) -> bool:
+        req = event.request
+        policy = event.policy or self.config.policy
+        if not self._inv.could_ever_fit(req):
+            out.append(
+                Refused(
+                    request_id=req.id,
+                    code="unsatisfiable",
+                    team=req.team,
+                    message=f"no device in the pool can ever hold {req.describe()}",
+                )
+            )
+            return False
+        never = self._quota_never(req)
+        if never is not None:
+            out.append(self._refuse_quota(req, never))
+            return False
+        quota = self._quotas.get(req.team)
+        use = self.team_use(req.team)
+        monthly = check_quota(quota, use, request_share_units=0, request_memory_bytes=0)
+        if not monthly.allowed:
+            out.append(self._refuse_quota(req, monthly))
+            return False
+        timeout = (
+            req.queue_timeout_s
+            if req.queue_timeout_s is not None
+            else self.config.default_queue_timeout_s
+        )
+        may_wait = req.wait and timeout > 0
+        if may_wait and self._queue.team_waiting(req.team, req.priority):
+            self._enqueue(
+                req, event.policy, now, timeout, f"behind earlier requests of team {req.team}", out
+            )
+            return False
+        placement = self._inv.find(req, policy)
+        if placement is not None:
+            decision = check_quota(
+                quota,
+                use,
+                request_share_units=placement.total_share_units,
+                request_memory_bytes=placement.total_memory_bytes,
+            )
+            if decision.allowed:
+                self._place(req, placement, now, out)
+                return False
+            if not may_wait:
+                out.append(self._refuse_quota(req, decision))
+                return False
+            self._enqueue(req, event.policy, now, timeout, decision.message, out)
+            return False
+        reason = f"no matching device has room for {req.describe()} now"
+        if not may_wait:
+            out.append(Refused(request_id=req.id, code="capacity", team=req.team, message=reason))
+            return False
+        self._enqueue(req, event.policy, now, timeout, reason, out)
+        return False
+
+    def _on_RequestCancelled(
+        self, event: RequestCancelled, now: float, out: list[Decision]
+    ) -> bool:
+        entry = self._queue.remove(event.request_id)
+        out.append(
+            Refused(
+                request_id=entry.id,
+                code="cancelled",
+                team=entry.request.team,
+                message="the request was cancelled while it waited",
+            )
+        )
+        return True  # the team's later requests are no longer blocked behind it
+
+    def _on_LeaseHeartbeat(self, event: LeaseHeartbeat, now: float, out: list[Decision]) -> bool:
+        lease = self._leases.get(event.lease_id)
+        if lease is None:  # ended by the expiry pass of this very event
+            return False
+        self._leases[lease.id] = replace(lease, last_heartbeat=now)
+        deadline = now + self.config.lease_timeout_s
+        self._lease_deadline[lease.id] = deadline
+        heapq.heappush(self._lease_heap, (deadline, lease.id))
+        out.append(LeaseRenewed(lease_id=lease.id, last_heartbeat=now))
+        return False
+
+    def _on_LeaseReleased(self, event: LeaseReleased, now: float, out: list[Decision]) -> bool:
+        if event.lease_id not in self._leases:
+            return False
+        self._end_lease(event.lease_id, "released", now, out)
+        return True
+
+    def _on_QuotaSet(self, event: QuotaSet, now: float, out: list[Decision]) -> bool:
+        self._quotas[event.quota.team] = event.quota
+        out.append(QuotaUpdated(quota=event.quota))
+        return True
+
+    def _on_Tick(self, event: Event, now: float, out: list[Decision]) -> bool:
+        return False
+
+    # ================================================================== mechanics
+
+    def _accept_time(self, t: float) -> float:
+        if t < self._now - self.config.clock_skew_s:
+            raise PoolInputError(
+                f"event time {t:.3f} is {self._now - t:.3f}s before the latest time the pool has "
+                f"seen ({self._now:.3f}); clocks may lag by at most {self.config.clock_skew_s:g}s"
+            )
+        return max(t, self._now)
+
+    def _roll_month(self, now: float) -> None:
+        self._month_start, self._month_end = month_bounds(now)
+        for team in self._teams.values():
+            team.closed_unit_seconds = 0.0
+            team.open_offset = 0.0  # every open lease now counts from the new month's start
+
+    def _beat(self, node: _Node, now: float) -> None:
+        node.last_heartbeat = now
+        node.deadline = now + self.config.node_timeout_s
+        heapq.heappush(self._node_heap, (node.deadline, node.spec.id))
+
+    def _clean_heaps(self) -> None:
+        heap = self._node_heap
+        while heap:
+            t, node_id = heap[0]
+            node = self._nodes.get(node_id)
+            if node is not None and not node.lost and node.deadline == t:
+                break
+            heapq.heappop(heap)
+        heap = self._lease_heap
+        while heap and self._lease_deadline.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+
+    def _expire(self, now: float, out: list[Decision]) -> bool:
+        room = False
+        while self._pending_end:
+            lease_id, reason = self._pending_end.pop(0)
+            if lease_id in self._leases:
+                lease = self._leases[lease_id]
+                self._end_lease(lease_id, reason, lease.last_heartbeat, out)
+                room = True
+        self._clean_heaps()
+        while self._node_heap and self._node_heap[0][0] <= now:
+            _, node_id = heapq.heappop(self._node_heap)
+            node = self._nodes[node_id]
+            node.lost = True
+            self._inv.set_eligible(node_id, False)
+            out.append(NodeLost(node_id=node_id, last_heartbeat=node.last_heartbeat, now=now))
+            for lease_id in sorted(node.leases):
+                lease = self._leases[lease_id]
+                self._end_lease(lease_id, "node-lost", max(node.last_heartbeat, lease.start), out)
+                room = True
+            self._clean_heaps()
+        while self._lease_heap and self._lease_heap[0][0] <= now:
+            _, lease_id = heapq.heappop(self._lease_heap)
+            lease = self._leases[lease_id]
+            self._end_lease(lease_id, "expired", lease.last_heartbeat, out)
+            room = True
+            self._clean_heaps()
+        for entry in self._queue.pop_expired(now):
+            out.append(
+                Refused(
+                    request_id=entry.id,
+                    code="timeout",
+                    team=entry.request.team,
+                    message=(
+                        f"waited {entry.deadline - entry.enqueued_at:g}s in the queue "
+                        f"without room for {entry.request.describe()}"
+                    ),
+                )
+            )
+            room = True
+        return room
+
+    def _count_open(self, lease: Lease, sign: int) -> None:
+        team = self._teams.setdefault(lease.team, _Team())
+        units = lease.share_units
+        team.share_units += sign * units
+        team.memory_bytes += sign * lease.total_memory_bytes
+        team.open_offset += sign * units * max(lease.start - self._month_start, 0.0)
+        self._team_share[lease.team] = team.share_units
+
+    def _place(
+        self, req: SliceRequest, placement: Placement, now: float, out: list[Decision]
+    ) -> None:
+        self._inv.allocate(placement)
+        lease = Lease(
+            id=req.id,
+            node=placement.node_id,
+            device_ids=placement.device_ids,
+            fraction=placement.share_units / SHARE_SCALE,
+            memory_bytes=placement.memory_bytes,
+            team=req.team,
+            user=req.user,
+            start=now,
+            last_heartbeat=now,
+        )
+        self._leases[lease.id] = lease
+        node = self._nodes[placement.node_id]
+        node.leases.add(lease.id)
+        self._count_open(lease, +1)
+        deadline = now + self.config.lease_timeout_s
+        self._lease_deadline[lease.id] = deadline
+        heapq.heappush(self._lease_heap, (deadline, lease.id))
+        out.append(Placed(lease=lease, address=node.spec.address))
+
+    def _end_lease(self, lease_id: str, reason: EndReason, end: float, out: list[Decision]) -> None:
+        lease = self._leases.pop(lease_id)
+        end = min(max(end, lease.start), self._now)
+        self._lease_deadline.pop(lease_id, None)
+        node = self._nodes.get(lease.node)
+        if node is not None and lease_id in node.leases:
+            node.leases.discard(lease_id)
+            self._inv.free(
+                lease.node, lease.device_ids, share_units(lease.fraction), lease.memory_bytes
+            )
+        self._count_open(lease, -1)
+        team = self._teams[lease.team]
+        span = end - max(lease.start, self._month_start)
+        if span > 0:
+            team.closed_unit_seconds += span * lease.share_units
+        out.append(LeaseEnded(lease=replace(lease, end=end, end_reason=reason)))
+
+    def _enqueue(
+        self,
+        req: SliceRequest,
+        policy: PlacementPolicy | None,
+        now: float,
+        timeout: float,
+        reason: str,
+        out: list[Decision],
+    ) -> None:
+        entry = QueueEntry(
+            request=req, enqueued_at=now, deadline=now + timeout, seq=self._seq, policy=policy
+        )
+        self._seq += 1
+        self._queue.push(entry)
+        position = self._queue.position(req.id, self._team_share)
+        out.append(
+            Queued(
+                request=req,
+                position=position,
+                reason=reason,
+                enqueued_at=now,
+                deadline=entry.deadline,
+            )
+        )
+
+    def _serve_queue(self, now: float, out: list[Decision]) -> None:
+        if not len(self._queue):
+            return
+        blocked: set[str] = set()
+        failed: set[tuple[object, ...]] = set()
+        order = self._queue.order(self._team_share)
+        teams_waiting = {e.request.team for e in order}
+        for entry in order:
+            req = entry.request
+            if req.team in blocked:
+                continue
+            policy = entry.policy or self.config.policy
+            shape = (
+                req.constraint_key(),
+                req.node,
+                req.count,
+                req.fraction,
+                req.memory_bytes,
+                policy,
+            )
+            if shape in failed:
+                blocked.add(req.team)
+            else:
+                quota = self._quotas.get(req.team)
+                use = self.team_use(req.team)
+                monthly = check_quota(quota, use, request_share_units=0, request_memory_bytes=0)
+                if not monthly.allowed:
+                    self._queue.remove(req.id)
+                    out.append(self._refuse_quota(req, monthly))
+                    continue
+                placement = self._inv.find(req, policy)
+                if placement is None:
+                    failed.add(shape)
+                    blocked.add(req.team)
+                else:
+                    decision = check_quota(
+                        quota,
+                        use,
+                        request_share_units=placement.total_share_units,
+                        request_memory_bytes=placement.total_memory_bytes,
+                    )
+                    if decision.allowed:
+                        self._queue.remove(req.id)
+                        self._place(req, placement, now, out)
+                    else:
+                        blocked.add(req.team)
+            if len(blocked) == len(teams_waiting):
+                break
+
+    def _quota_never(self, req: SliceRequest) -> QuotaDecision | None:
+        """A refusal when the request alone is over a concurrent limit (waiting cannot help)."""
+        quota = self._quotas.get(req.team)
+        if quota is None:
+            return None
+        units = SHARE_SCALE * req.count if req.count is not None else None
+        if req.fraction is not None:
+            units = share_units(req.fraction)
+        memory = req.memory_bytes
+        empty = TeamUse(team=req.team)
+        decision = check_quota(
+            replace(quota, max_device_hours_per_month=None),
+            empty,
+            request_share_units=units or 0,
+            request_memory_bytes=memory or 0,
+        )
+        return None if decision.allowed else decision
+
+    def _refuse_quota(self, req: SliceRequest, decision: QuotaDecision) -> Refused:
+        message = decision.message
+        if decision.limit in ("max_share", "max_memory_bytes") and decision.used == 0:
+            message += " (the request alone is over the team's limit)"
+        return Refused(
+            request_id=req.id,
+            code="quota",
+            team=req.team,
+            message=message,
+            limit=decision.limit,
+            used=decision.used,
+            limit_value=decision.limit_value,
+            left=decision.left,
+        )
+
+    @staticmethod
+    def _node_updated(node: _Node) -> NodeUpdated:
+        return NodeUpdated(
+            node=node.spec,
+            status=node.record().status,
+            admin_state=node.admin,
+            last_heartbeat=node.last_heartbeat,
+        )
+
+    def _get_node(self, node_id: str) -> _Node:
+        try:
+            return self._nodes[node_id]
+        except KeyError:
+            raise PoolNotFoundError(f"node {node_id!r} is not registered") from None
