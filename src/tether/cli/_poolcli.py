@@ -1,0 +1,96 @@
+"""Shared pieces of the pool's sub-commands (not a sub-command itself).
+
+Where the pool is and which token to use comes from, highest first: ``--pool``
+and ``--token``, the environment (``TETHER_POOL``, ``TETHER_POOL_TOKEN``), then
+the ``[pool]`` table of the config file (see :mod:`tether._config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from tether._errors import TetherError
+
+if TYPE_CHECKING:
+    from tether.pool._client import PoolClient
+
+__all__ = ["add_client_args", "ago", "client_from", "print_json", "table"]
+
+
+def add_client_args(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    group = parser.add_argument_group("pool connection")
+    group.add_argument(
+        "--pool",
+        metavar="URL",
+        help="the pool's URL, e.g. http://pool:8600 (default: $TETHER_POOL, then the config file)",
+    )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="API token (default: $TETHER_POOL_TOKEN, then the config file)",
+    )
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def client_from(args: argparse.Namespace) -> PoolClient:
+    from tether._config import config_path, resolve_pool
+    from tether.pool._client import PoolClient
+
+    cfg = resolve_pool(getattr(args, "pool", None), getattr(args, "token", None))
+    if not cfg.url:
+        raise TetherError(
+            "no pool configured: pass --pool URL, set TETHER_POOL, or put url = ... under "
+            f"[pool] in {config_path()}"
+        )
+    if not cfg.token:
+        raise TetherError(
+            "no API token: pass --token, set TETHER_POOL_TOKEN, or put token = ... under "
+            f"[pool] in {config_path()} (an admin issues tokens with `tether admin token create`)"
+        )
+    return PoolClient(cfg.url, cfg.token)
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table (numbers right-aligned)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    numeric = [
+        all(_is_number(r[i]) for r in cells[1:]) and len(cells) > 1 for i in range(len(headers))
+    ]
+    lines = []
+    for r in cells:
+        parts = [
+            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def ago(t: float | None, now: float | None = None) -> str:
+    if t is None:
+        return "-"
+    seconds = max(0.0, (now if now is not None else time.time()) - t)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"

@@ -1,0 +1,260 @@
+"""``tether serve``: the acceptor on a device host."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DESCRIPTION = """\
+Accept Tether sessions on this host. Each session gets its own worker process,
+which executes the client's remoted modules (torch, numpy, ...) here, and
+exits when the client disconnects or dies.
+
+Clients authenticate with the token in --token-file; the file is created with a
+new random token if it does not exist (copy it to the clients).
+
+With --pool, the acceptor instead registers this host's devices with a pool
+(authenticated by the node token in --node-token-file), heartbeats with each
+session's metering, and accepts only sessions that show a ticket the pool
+signed for this node; each session's worker is held to the ticket's slice.
+"""
+
+EPILOG = """\
+examples:
+  tether serve --listen tcp://0.0.0.0:7070 --token-file token
+  tether run --connect tcp://THISHOST:7070 --token-file token --remote torch -- python train.py
+
+  # in a pool (an admin issued the node token: tether admin token create --node gpu7)
+  tether serve --listen tcp://0.0.0.0:7070 --pool http://pool:8600 \
+      --node-token-file /etc/tether/node-token --name gpu7 --devices nvidia
+"""
+
+
+def _default_token_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return Path(base) / "tether" / "acceptor-token"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="accept sessions on this host (the acceptor)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--listen",
+        default="tcp://127.0.0.1:7070",
+        metavar="URL",
+        help="address to listen on (default tcp://127.0.0.1:7070; port 0 picks one)",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"token clients must present (default {_default_token_file()})",
+    )
+    p.add_argument(
+        "--ready-file", type=Path, metavar="PATH", help="write the address here once listening"
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    pool = p.add_argument_group("pool mode")
+    pool.add_argument(
+        "--pool", metavar="URL", help="register with this pool, e.g. http://pool:8600 "
+        "(default: $TETHER_POOL when --node-token-file or $TETHER_NODE_TOKEN is given)",
+    )  # fmt: skip
+    pool.add_argument(
+        "--node-token-file", type=Path, metavar="PATH",
+        help="file holding this node's token (or $TETHER_NODE_TOKEN)",
+    )  # fmt: skip
+    pool.add_argument(
+        "--name", metavar="NAME", help="this node's name in the pool (default: the host name)"
+    )
+    pool.add_argument(
+        "--advertise", metavar="URL", help="the address clients should connect to "
+        "(default: the listen address; the host name when listening on 0.0.0.0)",
+    )  # fmt: skip
+    pool.add_argument(
+        "--devices", default="all", metavar="SPEC",
+        help="devices to offer: all (default), vendors or ids, e.g. cpu:0,nvidia:1",
+    )  # fmt: skip
+    pool.add_argument(
+        "--replace", action="store_true",
+        help="take over this node name even if the pool still thinks it alive (after a restart)",
+    )  # fmt: skip
+    pool.add_argument(
+        "--heartbeat-interval", type=float, default=5.0, metavar="S",
+        help="seconds between heartbeats to the pool (default 5)",
+    )  # fmt: skip
+    p.set_defaults(handler=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from tether.acceptor._server import Acceptor, read_or_create_token, token_authorizer
+    from tether.transport import parse_address
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    try:
+        address = parse_address(args.listen)
+    except ValueError as exc:
+        print(f"tether serve: {exc}", file=sys.stderr)
+        return 2
+    pool_url = args.pool
+    node_token = os.environ.get("TETHER_NODE_TOKEN")
+    if pool_url is None and (args.node_token_file is not None or node_token):
+        pool_url = os.environ.get("TETHER_POOL")
+    if pool_url is not None:
+        return _serve_pool(args, address, pool_url)
+    if args.devices != "all":
+        print("tether serve: --devices needs --pool (it restricts what the pool may place here)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    token_file = args.token_file or _default_token_file()
+    try:
+        token, created = read_or_create_token(token_file)
+    except (OSError, ValueError) as exc:
+        print(f"tether serve: cannot use token file {token_file}: {exc}", file=sys.stderr)
+        return 2
+    if created:
+        print(f"tether: created token file {token_file} (copy it to your clients)", file=sys.stderr)
+    acceptor = Acceptor(address, token_authorizer(token))
+
+    def ready(addr: Any) -> None:
+        print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
+        _write_ready(args.ready_file, addr)
+
+    try:
+        asyncio.run(acceptor.serve(ready))
+    except OSError as exc:
+        print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _write_ready(path: Path | None, addr: Any) -> None:
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{addr}\n")
+        tmp.replace(path)
+
+
+def _advertised(listen: Any, bound: Any, advertise: str | None) -> str:
+    """The address the pool hands clients: --advertise, else where we listen."""
+    if advertise:
+        return advertise
+    if bound.scheme == "tcp" and bound.host in ("0.0.0.0", "::", ""):
+        import socket
+
+        return f"tcp://{socket.getfqdn()}:{bound.port}"
+    return str(bound)
+
+
+def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
+    """``tether serve --pool``: tickets only, registered with the pool, metered."""
+    import signal
+
+    from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
+    from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
+    from tether.acceptor._server import Acceptor
+    from tether.pool._client import PoolClient
+
+    node_token = os.environ.get("TETHER_NODE_TOKEN")
+    if args.node_token_file is not None:
+        try:
+            node_token = args.node_token_file.read_text().strip()
+        except OSError as exc:
+            print(f"tether serve: cannot read {args.node_token_file}: {exc.strerror}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    if not node_token:
+        print(
+            "tether serve: --pool needs this node's token: --node-token-file PATH or "
+            "$TETHER_NODE_TOKEN (an admin issues one: tether admin token create --node NAME)",
+            file=sys.stderr,
+        )
+        return 2
+    import socket
+
+    name = args.name or socket.gethostname().split(".")[0]
+    try:
+        from tether.acceptor._devices import filter_devices
+
+        devices = filter_devices(discover().devices, args.devices)
+    except DeviceFilterError as exc:
+        print(f"tether serve: {exc}", file=sys.stderr)
+        return 2
+    if not devices:
+        print("tether serve: no device to offer", file=sys.stderr)
+        return 2
+    if all(d.vendor == "cpu" for d in devices):
+        # Versions suffice for CPU devices (every build drives a CPU), and
+        # probing builds imports each framework: seconds at every start.
+        frameworks = _versions_only()
+    else:
+        frameworks = discover_frameworks()
+    authorizer = TicketAuthorizer(name, devices)
+    acceptor = Acceptor(address, authorizer)
+    stopping: list[str] = []
+
+    def fatal(message: str) -> None:
+        stopping.append(message)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    agent: PoolAgent | None = None
+
+    def ready(addr: Any) -> None:
+        nonlocal agent
+        advertised = _advertised(address, addr, args.advertise)
+        print(f"tether: listening on {addr}; registering node {name!r} ({advertised}) "
+              f"with {pool_url}", file=sys.stderr, flush=True)  # fmt: skip
+        agent = PoolAgent(
+            PoolClient(pool_url, node_token, timeout=10.0),
+            name=name,
+            address=advertised,
+            devices=registration_devices(devices, frameworks),
+            authorizer=authorizer,
+            end_session=acceptor.end_session_threadsafe,
+            on_fatal=fatal,
+            interval=args.heartbeat_interval,
+            replace=args.replace,
+            on_registered=lambda: _write_ready(args.ready_file, addr),
+        )
+        acceptor.observer = agent
+        agent.start()
+
+    def on_term(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        asyncio.run(acceptor.serve(ready))
+    except OSError as exc:
+        print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if agent is not None:
+            agent.stop()
+    if stopping:
+        print(f"tether serve: {stopping[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _versions_only() -> tuple[Any, ...]:
+    from tether.acceptor._devices import _FRAMEWORKS, Framework, _distribution_version
+
+    found = ((n, _distribution_version(*names)) for n, names in _FRAMEWORKS.items())
+    return tuple(Framework(name=n, version=v, build="cpu") for n, v in found if v is not None)
