@@ -1,0 +1,5 @@
+"""A small package beside the scripts (client-only), with a relative import."""
+
+from .metrics import accuracy, confusion
+
+__all__ = ["accuracy", "confusion"]
