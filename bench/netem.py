@@ -126,16 +126,34 @@ class EmulatedLink:
             try:
                 # burst must hold a GSO super-packet (64 KiB) and more: 4 MiB at 10 Gbit is
                 # ~3 ms of line rate, the usual setting for a host-level cap.
-                _run(["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root",
-                      "tbf", "rate", self.rate, "burst", "4mb", "latency", "10ms"])
+                _run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        ns,
+                        "tc",
+                        "qdisc",
+                        "add",
+                        "dev",
+                        dev,
+                        "root",
+                        "tbf",
+                        "rate",
+                        self.rate,
+                        "burst",
+                        "4mb",
+                        "latency",
+                        "10ms",
+                    ]
+                )
             except LinkUnavailable as exc:
                 self.notes.append(f"no rate cap on {dev}: {exc}")
 
     def teardown(self) -> None:
         """Delete both namespaces (their veth ends go with them); safe to call twice."""
         for ns in (self.ns_client, self.ns_server):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30,
-                           check=False)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30, check=False)
 
 
 # -- the delay relay ----------------------------------------------------------------------
@@ -207,8 +225,9 @@ def _relay_connection(client: socket.socket, backend: tuple[str, int], delay: fl
     server.close()
 
 
-def relay(routes: Sequence[tuple[tuple[str, int], tuple[str, int]]], delay: float,
-          ready_file: Path | None) -> None:
+def relay(
+    routes: Sequence[tuple[tuple[str, int], tuple[str, int]]], delay: float, ready_file: Path | None
+) -> None:
     """Forward each ``listen -> backend`` route with ``delay`` seconds each way, forever."""
     sys.setswitchinterval(1e-5)  # a spinning pump must not hold the GIL for 5 ms
     listeners = []
@@ -216,11 +235,13 @@ def relay(routes: Sequence[tuple[tuple[str, int], tuple[str, int]]], delay: floa
         sock = socket.create_server(listen)
         listeners.append((sock, backend))
     for sock, backend in listeners:
+
         def accept_loop(sock: socket.socket = sock, backend: tuple[str, int] = backend) -> None:
             while True:
                 conn, _ = sock.accept()
-                threading.Thread(target=_relay_connection, args=(conn, backend, delay),
-                                 daemon=True).start()
+                threading.Thread(
+                    target=_relay_connection, args=(conn, backend, delay), daemon=True
+                ).start()
 
         threading.Thread(target=accept_loop, daemon=True).start()
     if ready_file is not None:
@@ -239,8 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.netem")
     sub = parser.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("relay", help="run the delay relay (inside the server namespace)")
-    r.add_argument("--route", action="append", required=True,
-                   help="LISTEN_HOST:PORT=BACKEND_HOST:PORT (repeatable)")
+    r.add_argument(
+        "--route",
+        action="append",
+        required=True,
+        help="LISTEN_HOST:PORT=BACKEND_HOST:PORT (repeatable)",
+    )
     r.add_argument("--delay-us", type=float, default=DELAY_US, help="delay per direction")
     r.add_argument("--ready-file", type=Path)
     args = parser.parse_args(argv)

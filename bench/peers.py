@@ -116,13 +116,30 @@ def floor_server(host: str, port: int = 0) -> list[str]:
 
 
 def rpyc_server(host: str, port: int = 0, stock: bool = False) -> list[str]:
-    return [*python(), "-m", "bench.rpyc_peer", "serve", "--host", host, "--port", str(port),
-            *(["--stock"] if stock else [])]
+    return [
+        *python(),
+        "-m",
+        "bench.rpyc_peer",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *(["--stock"] if stock else []),
+    ]
 
 
 def tether_server(host: str, port: int, token_file: Path) -> list[str]:
-    return [*python(), "-m", "tether", "serve", "--listen", f"tcp://{host}:{port}",
-            "--token-file", str(token_file)]
+    return [
+        *python(),
+        "-m",
+        "tether",
+        "serve",
+        "--listen",
+        f"tcp://{host}:{port}",
+        "--token-file",
+        str(token_file),
+    ]
 
 
 def free_port() -> int:

@@ -48,7 +48,6 @@ def _bulk_array() -> object:
 _BULK: object = None
 
 
-
 def _source(frame: str) -> str:
     """The source line a py-spy frame ``func (path:line)`` points at, if it can be found."""
     import linecache
@@ -113,12 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, default=Path("/tmp/tether-profile"))
     p.add_argument("--native", action="store_true", help="also sample native frames")
-    p.add_argument("--idle", action="store_true",
-                   help="sample waiting threads too (wall clock). Misleading when client "
-                        "and worker share a vCPU: a sender preempted by the peer it woke "
-                        "is charged to sendmsg")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads in the worker (OMP_NUM_THREADS; 0 = default), as bench.run")
+    p.add_argument(
+        "--idle",
+        action="store_true",
+        help="sample waiting threads too (wall clock). Misleading when client "
+        "and worker share a vCPU: a sender preempted by the peer it woke "
+        "is charged to sendmsg",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in the worker (OMP_NUM_THREADS; 0 = default), as bench.run",
+    )
     args = p.parse_args(argv)
     if args.threads > 0:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
@@ -143,15 +149,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     procs = []
     for side, pid in (("client", os.getpid()), ("worker", workers[-1])):
-        cmd = [spy, "record", "-p", str(pid), "-r", str(args.rate), "-d",
-               str(int(args.seconds) + 1), "-f", "raw", "-o",
-               str(args.out / f"{args.case}-{side}.txt")]
+        cmd = [
+            spy,
+            "record",
+            "-p",
+            str(pid),
+            "-r",
+            str(args.rate),
+            "-d",
+            str(int(args.seconds) + 1),
+            "-f",
+            "raw",
+            "-o",
+            str(args.out / f"{args.case}-{side}.txt"),
+        ]
         if args.native:
             cmd.append("--native")
         if args.idle:
             cmd.append("--idle")
-        procs.append((side, subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.PIPE)))
+        procs.append(
+            (side, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        )
     time.sleep(0.5)
     cpu0 = (_cpu_seconds(os.getpid()), _cpu_seconds(workers[-1]))
     deadline = time.monotonic() + args.seconds
@@ -164,9 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait(timeout=60)
     peer.close()
     servers.stop_all()
-    print(f"case {args.case}: {rounds} rounds in {args.seconds:.0f} s; CPU per round: "
-          + ", ".join(f"{side} {1e3 * (b - a) / max(rounds, 1):.2f} ms"
-                      for side, a, b in zip(("client", "worker"), cpu0, cpu1, strict=True)))
+    print(
+        f"case {args.case}: {rounds} rounds in {args.seconds:.0f} s; CPU per round: "
+        + ", ".join(
+            f"{side} {1e3 * (b - a) / max(rounds, 1):.2f} ms"
+            for side, a, b in zip(("client", "worker"), cpu0, cpu1, strict=True)
+        )
+    )
     for side, proc in procs:
         path = args.out / f"{args.case}-{side}.txt"
         print(f"\n{side} ({path}):")

@@ -20,10 +20,10 @@ PEERS = ("local", "tether", "rpyc")
 
 @dataclass(frozen=True)
 class Row:
-    key: str          # case key in the runner's JSON
+    key: str  # case key in the runner's JSON
     label: str
-    kind: str         # "time" (lower is better) or "rate" / "bytes" (higher is better)
-    ref: str          # "floor:<name>" or "local"
+    kind: str  # "time" (lower is better) or "rate" / "bytes" (higher is better)
+    ref: str  # "floor:<name>" or "local"
     targets: dict[str, tuple[str, Callable[[float, float], bool]]]  # link -> (text, met?)
 
 
@@ -33,30 +33,81 @@ def _ratio_at_most(limit: float) -> Callable[[float, float], bool]:
 
 def rows_for(bulk_mib: list[int]) -> list[Row]:
     rows = [
-        Row("null", "null call (per call)", "time", "floor:ping_s",
-            {"loopback": ("<= 2x raw ping-pong", _ratio_at_most(2.0))}),
-        Row("pipelined", "pipelined calls", "rate", "floor:echo_fps",
-            {"loopback": (">= 50k/s and >= 1/3 raw echo",
-                          lambda value, ratio: value >= 50_000 and ratio <= 3.0)}),
-        Row("fine", "fine-grained tensor ops", "time", "local",
-            {"loopback": ("<= 3x local", _ratio_at_most(3.0))}),
-        Row("small", "small training (10k params)", "time", "local",
-            {"loopback": ("<= 1.3x local", _ratio_at_most(1.3)),
-             "dc": ("<= 1.5x local", _ratio_at_most(1.5))}),
-        Row("large", "larger training (512-1024-10)", "time", "local",
-            {"loopback": ("<= 1.05x local", _ratio_at_most(1.05)),
-             "dc": ("<= 1.1x local", _ratio_at_most(1.1))}),
+        Row(
+            "null",
+            "null call (per call)",
+            "time",
+            "floor:ping_s",
+            {"loopback": ("<= 2x raw ping-pong", _ratio_at_most(2.0))},
+        ),
+        Row(
+            "pipelined",
+            "pipelined calls",
+            "rate",
+            "floor:echo_fps",
+            {
+                "loopback": (
+                    ">= 50k/s and >= 1/3 raw echo",
+                    lambda value, ratio: value >= 50_000 and ratio <= 3.0,
+                )
+            },
+        ),
+        Row(
+            "fine",
+            "fine-grained tensor ops",
+            "time",
+            "local",
+            {"loopback": ("<= 3x local", _ratio_at_most(3.0))},
+        ),
+        Row(
+            "small",
+            "small training (10k params)",
+            "time",
+            "local",
+            {
+                "loopback": ("<= 1.3x local", _ratio_at_most(1.3)),
+                "dc": ("<= 1.5x local", _ratio_at_most(1.5)),
+            },
+        ),
+        Row(
+            "large",
+            "larger training (512-1024-10)",
+            "time",
+            "local",
+            {
+                "loopback": ("<= 1.05x local", _ratio_at_most(1.05)),
+                "dc": ("<= 1.1x local", _ratio_at_most(1.1)),
+            },
+        ),
     ]
     for mib in bulk_mib:
-        rows.append(Row(f"bulk{mib}", f"bulk {mib} MiB to worker", "bytes",
-                        f"floor:up_{mib}_Bps",
-                        {"loopback": (">= 50% raw socket", _ratio_at_most(2.0))}))
-        rows.append(Row(f"bulk{mib}_down", f"bulk {mib} MiB back", "bytes",
-                        f"floor:down_{mib}_Bps",
-                        {"loopback": (">= 50% raw socket", _ratio_at_most(2.0))}))
-    rows.append(Row("startup", "start-up to first result", "time", "local",
-                    {"loopback": ("< 1.5 s over local",
-                                  lambda value, ratio: value - value / ratio < 1.5)}))
+        rows.append(
+            Row(
+                f"bulk{mib}",
+                f"bulk {mib} MiB to worker",
+                "bytes",
+                f"floor:up_{mib}_Bps",
+                {"loopback": (">= 50% raw socket", _ratio_at_most(2.0))},
+            )
+        )
+        rows.append(
+            Row(
+                f"bulk{mib}_down",
+                f"bulk {mib} MiB back",
+                "bytes",
+                f"floor:down_{mib}_Bps",
+                {"loopback": (">= 50% raw socket", _ratio_at_most(2.0))},
+            )
+        )
+    rows.append(
+        Row(
+            "startup",
+            "start-up to first result",
+            "time",
+            "local",
+            {"loopback": ("< 1.5 s over local", lambda value, ratio: value - value / ratio < 1.5)},
+        )
+    )
     return rows
 
 
@@ -107,8 +158,17 @@ LINK_TITLES = {"loopback": "loopback", "dc": "emulated datacenter link"}
 def table(link: dict[str, Any], local: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows for one link. ``local`` is the run that holds the local column."""
     name = link["link"]
-    header = ["case", "local", "Tether", "RPyC", "floor", "Tether vs ref", "RPyC vs ref",
-              "target", "met?"]
+    header = [
+        "case",
+        "local",
+        "Tether",
+        "RPyC",
+        "floor",
+        "Tether vs ref",
+        "RPyC vs ref",
+        "target",
+        "met?",
+    ]
     out = []
     for row in rows_for(list(link.get("sizes", {}).get("bulk_mib", []))):
         cases = link.get("cases", {})
@@ -128,19 +188,22 @@ def table(link: dict[str, Any], local: dict[str, Any]) -> tuple[list[str], list[
                 met = "error"
         floor = ref if row.ref.startswith("floor:") else None
         # Locally from_numpy()/.numpy() share memory: there is no transfer to show.
-        local_cell = "no copy" if row.kind == "bytes" and local_rec else fmt(
-            row.kind, median(local_rec))
-        out.append([
-            row.label,
-            local_cell,
-            _cell(row.kind, recs.get("tether")),
-            _cell(row.kind, recs.get("rpyc")),
-            fmt(row.kind, floor),
-            fmt_ratio(row, tr, tv),
-            fmt_ratio(row, rr, rv),
-            target[0] if target else "-",
-            met,
-        ])
+        local_cell = (
+            "no copy" if row.kind == "bytes" and local_rec else fmt(row.kind, median(local_rec))
+        )
+        out.append(
+            [
+                row.label,
+                local_cell,
+                _cell(row.kind, recs.get("tether")),
+                _cell(row.kind, recs.get("rpyc")),
+                fmt(row.kind, floor),
+                fmt_ratio(row, tr, tv),
+                fmt_ratio(row, rr, rv),
+                target[0] if target else "-",
+                met,
+            ]
+        )
     return header, out
 
 
@@ -211,8 +274,10 @@ def output_mismatches(links: list[dict[str, Any]]) -> list[str]:
                     if key not in reference_out:
                         reference_out[key] = (where, outp)
                     elif not _close(outp, reference_out[key][1]):
-                        problems.append(f"{where}: {outp!r} differs from "
-                                        f"{reference_out[key][0]}: {reference_out[key][1]!r}")
+                        problems.append(
+                            f"{where}: {outp!r} differs from "
+                            f"{reference_out[key][0]}: {reference_out[key][1]!r}"
+                        )
     return problems
 
 
@@ -224,8 +289,10 @@ def pipelining_warnings(links: list[dict[str, Any]]) -> list[str]:
         for key in ("pipelined", "fine", "small"):
             calls = link.get("cases", {}).get(key, {}).get("tether", {}).get("calls")
             if calls and calls.get("sync", 0) > calls.get("async", 0):
-                out.append(f"{link['link']}/{key}: Tether sent {calls['sync']} calls "
-                           f"synchronously and pipelined {calls.get('async', 0)}")
+                out.append(
+                    f"{link['link']}/{key}: Tether sent {calls['sync']} calls "
+                    f"synchronously and pipelined {calls.get('async', 0)}"
+                )
     return out
 
 
@@ -257,8 +324,11 @@ def plot(links: list[dict[str, Any]], local: dict[str, Any], path: Path, title: 
         return False
     fig, axes = plt.subplots(len(links), 1, figsize=(11, 4.2 * len(links)), squeeze=False)
     for ax, link in zip(axes[:, 0], links, strict=True):
-        rows = [r for r in rows_for(list(link.get("sizes", {}).get("bulk_mib", [])))
-                if r.key in link.get("cases", {})]
+        rows = [
+            r
+            for r in rows_for(list(link.get("sizes", {}).get("bulk_mib", [])))
+            if r.key in link.get("cases", {})
+        ]
         labels, tether_r, rpyc_r, targets = [], [], [], []
         for row in rows:
             recs = link["cases"][row.key]
@@ -278,11 +348,15 @@ def plot(links: list[dict[str, Any]], local: dict[str, Any], path: Path, title: 
         ax.set_xticks(list(xs))
         ax.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
         ax.set_ylabel("x reference (lower is better)")
-        ax.set_title(f"{LINK_TITLES.get(link['link'], link['link'])}: {link_summary(link)}",
-                     fontsize=9)
+        ax.set_title(
+            f"{LINK_TITLES.get(link['link'], link['link'])}: {link_summary(link)}", fontsize=9
+        )
         ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"{title}\nreference = raw socket floor (null, pipelined, bulk) or local "
-                 "(others); red = target", fontsize=10)
+    fig.suptitle(
+        f"{title}\nreference = raw socket floor (null, pipelined, bulk) or local "
+        "(others); red = target",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -290,8 +364,13 @@ def plot(links: list[dict[str, Any]], local: dict[str, Any], path: Path, title: 
 
 
 def _target_ratio(row: Row, link: str, ref: float | None) -> float | None:
-    limits: dict[str, float | dict[str, float]] = {"null": 2.0, "pipelined": 3.0, "fine": 3.0,
-              "small": {"loopback": 1.3, "dc": 1.5}, "large": {"loopback": 1.05, "dc": 1.1}}
+    limits: dict[str, float | dict[str, float]] = {
+        "null": 2.0,
+        "pipelined": 3.0,
+        "fine": 3.0,
+        "small": {"loopback": 1.3, "dc": 1.5},
+        "large": {"loopback": 1.05, "dc": 1.1},
+    }
     if link not in row.targets:
         return None
     if row.key.startswith("bulk"):

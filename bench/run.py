@@ -58,9 +58,21 @@ def _rpyc_available() -> bool:
 
 
 def _runner_cmd(args: argparse.Namespace, out: Path, link: str, peers: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "bench.runner", "--out", str(out), "--link", link,
-           "--peers", ",".join(peers), "--cases", ",".join(args.cases),
-           "--budget", str(args.budget)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.runner",
+        "--out",
+        str(out),
+        "--link",
+        link,
+        "--peers",
+        ",".join(peers),
+        "--cases",
+        ",".join(args.cases),
+        "--budget",
+        str(args.budget),
+    ]
     if args.quick:
         cmd.append("--quick")
     if args.reps:
@@ -83,11 +95,13 @@ def _run_runner(cmd: list[str], out: Path, link: str, timeout: float) -> dict[st
     while True:
         left = deadline - time.monotonic()
         try:
-            status = subprocess.run(cmd, env=child_env(), cwd=REPO, timeout=max(1.0, left),
-                                    check=False).returncode
+            status = subprocess.run(
+                cmd, env=child_env(), cwd=REPO, timeout=max(1.0, left), check=False
+            ).returncode
         except subprocess.TimeoutExpired:
-            _say(f"{link}: the runner did not finish in {timeout:.0f} s; "
-                 "reporting what it measured")
+            _say(
+                f"{link}: the runner did not finish in {timeout:.0f} s; reporting what it measured"
+            )
             break
         if status != _CRASHED or resumes >= _MAX_RESUMES:
             break
@@ -98,15 +112,20 @@ def _run_runner(cmd: list[str], out: Path, link: str, timeout: float) -> dict[st
     try:
         data: dict[str, Any] = json.loads(out.read_text())
     except (OSError, ValueError):
-        data = {"link": link, "floors": {}, "cases": {}, "errors": {
-            "runner": "the runner wrote no results (see its output above)"}}
+        data = {
+            "link": link,
+            "floors": {},
+            "cases": {},
+            "errors": {"runner": "the runner wrote no results (see its output above)"},
+        }
     if status not in (None, 0, _CRASHED):
         data.setdefault("errors", {})["runner"] = f"the runner exited with status {status}"
     return data
 
 
-def _start_tether(servers: Servers, prefix: list[str], host: str, port: int
-                  ) -> tuple[str | None, Path | None, str | None]:
+def _start_tether(
+    servers: Servers, prefix: list[str], host: str, port: int
+) -> tuple[str | None, Path | None, str | None]:
     token_file = servers.workdir / "tether.token"
     try:
         url = servers.start("tether", [*prefix, *tether_server(host, port, token_file)])
@@ -129,8 +148,14 @@ def run_loopback(args: argparse.Namespace, peers: list[str], workdir: Path) -> d
             if url is None:
                 notes.append(f"tether serve failed to start: {err}")
             else:
-                cmd += ["--tether-url", url, "--tether-token-file", str(token_file),
-                        "--startup", "embedded"]
+                cmd += [
+                    "--tether-url",
+                    url,
+                    "--tether-token-file",
+                    str(token_file),
+                    "--startup",
+                    "embedded",
+                ]
         data = _run_runner(cmd, out, "loopback", args.timeout)
     data.setdefault("errors", {}).update({f"setup{i}": n for i, n in enumerate(notes)})
     return data
@@ -147,29 +172,46 @@ def run_dc(args: argparse.Namespace, peers: list[str], workdir: Path) -> dict[st
             cmd_extra = ["--floor", f"{link.server_address}:{_DC_RELAY['floor']}"]
             notes = list(link.notes)
             if "rpyc" in peers:
-                rp = servers.start("rpyc", [*b, *rpyc_server("127.0.0.1", _DC_PORTS["rpyc"],
-                                                           stock=args.rpyc_stock)])
+                rp = servers.start(
+                    "rpyc",
+                    [*b, *rpyc_server("127.0.0.1", _DC_PORTS["rpyc"], stock=args.rpyc_stock)],
+                )
                 routes.append(f"{link.server_address}:{_DC_RELAY['rpyc']}={rp}")
                 cmd_extra += ["--rpyc", f"{link.server_address}:{_DC_RELAY['rpyc']}"]
             if "tether" in peers:
-                url, token_file, err = _start_tether(servers, b, "127.0.0.1",
-                                                     _DC_PORTS["tether"])
+                url, token_file, err = _start_tether(servers, b, "127.0.0.1", _DC_PORTS["tether"])
                 if url is None:
                     notes.append(f"tether serve failed to start: {err}")
                 else:
                     routes.append(
                         f"{link.server_address}:{_DC_RELAY['tether']}=127.0.0.1:"
-                        f"{_DC_PORTS['tether']}")
-                    cmd_extra += ["--tether-url",
-                                  f"tcp://{link.server_address}:{_DC_RELAY['tether']}",
-                                  "--tether-token-file", str(token_file), "--startup", "connect"]
-            relay_cmd = [*b, sys.executable, "-m", "bench.netem", "relay",
-                         "--delay-us", str(args.delay_us)]
+                        f"{_DC_PORTS['tether']}"
+                    )
+                    cmd_extra += [
+                        "--tether-url",
+                        f"tcp://{link.server_address}:{_DC_RELAY['tether']}",
+                        "--tether-token-file",
+                        str(token_file),
+                        "--startup",
+                        "connect",
+                    ]
+            relay_cmd = [
+                *b,
+                sys.executable,
+                "-m",
+                "bench.netem",
+                "relay",
+                "--delay-us",
+                str(args.delay_us),
+            ]
             for r in routes:
                 relay_cmd += ["--route", r]
             servers.start("relay", relay_cmd)
-            cmd = [*link.exec_prefix(link.ns_client),
-                   *_runner_cmd(args, out, "dc", peers), *cmd_extra]
+            cmd = [
+                *link.exec_prefix(link.ns_client),
+                *_runner_cmd(args, out, "dc", peers),
+                *cmd_extra,
+            ]
             data = _run_runner(cmd, out, "dc", args.timeout)
             data.setdefault("errors", {}).update({f"setup{i}": n for i, n in enumerate(notes)})
             data["link_notes"] = notes
@@ -182,10 +224,20 @@ def run_dc(args: argparse.Namespace, peers: list[str], workdir: Path) -> dict[st
 def tree_description() -> str:
     """The commit measured, and whether src/ had uncommitted changes at the time."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown tree"
     return f"tether {head}" + (" + uncommitted changes in src/" if dirty else "")
@@ -200,48 +252,90 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return (f"{os.cpu_count()} vCPU {cpu}, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} vCPU {cpu}, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.run",
         description="Tether's benchmark suite: every case locally, through Tether and through "
-                    "RPyC classic mode, on loopback and on an emulated datacenter link.")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes, one repetition, loopback only (the CI smoke version)")
-    p.add_argument("--links", type=lambda s: s.split(","),
-                   help="comma-separated: loopback,dc (default: both; --quick: loopback)")
-    p.add_argument("--peers", default="local,tether,rpyc", type=lambda s: s.split(","),
-                   help="comma-separated subset of local,tether,rpyc")
-    p.add_argument("--cases", default=list(CASE_KEYS), type=lambda s: s.split(","),
-                   help=f"comma-separated subset of {','.join(CASE_KEYS)}")
+        "RPyC classic mode, on loopback and on an emulated datacenter link.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes, one repetition, loopback only (the CI smoke version)",
+    )
+    p.add_argument(
+        "--links",
+        type=lambda s: s.split(","),
+        help="comma-separated: loopback,dc (default: both; --quick: loopback)",
+    )
+    p.add_argument(
+        "--peers",
+        default="local,tether,rpyc",
+        type=lambda s: s.split(","),
+        help="comma-separated subset of local,tether,rpyc",
+    )
+    p.add_argument(
+        "--cases",
+        default=list(CASE_KEYS),
+        type=lambda s: s.split(","),
+        help=f"comma-separated subset of {','.join(CASE_KEYS)}",
+    )
     p.add_argument("--reps", type=int, help="repetitions per case (default 5; --quick 1)")
-    p.add_argument("--budget", type=float, default=30.0,
-                   help="seconds a peer may spend on a case before it stops repeating")
-    p.add_argument("--rpyc-stock", action="store_true",
-                   help="RPyC exactly as shipped, Nagle on (~40 ms stalls; slow)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads for every peer (OMP_NUM_THREADS; 0 = torch's "
-                        "default). Default 1: client and worker share the machine, and 2 "
-                        "OpenMP threads on a busy 2-vCPU VM run 10-20x slower and erratic")
-    p.add_argument("--delay-us", type=float, default=netem.DELAY_US,
-                   help="emulated one-way delay added by the relay (default 50)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=30.0,
+        help="seconds a peer may spend on a case before it stops repeating",
+    )
+    p.add_argument(
+        "--rpyc-stock",
+        action="store_true",
+        help="RPyC exactly as shipped, Nagle on (~40 ms stalls; slow)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads for every peer (OMP_NUM_THREADS; 0 = torch's "
+        "default). Default 1: client and worker share the machine, and 2 "
+        "OpenMP threads on a busy 2-vCPU VM run 10-20x slower and erratic",
+    )
+    p.add_argument(
+        "--delay-us",
+        type=float,
+        default=netem.DELAY_US,
+        help="emulated one-way delay added by the relay (default 50)",
+    )
     p.add_argument("--timeout", type=float, default=1500.0, help="seconds per link at most")
     p.add_argument("--json", type=Path, help="write all raw results to this JSON file")
     p.add_argument("--markdown", type=Path, help="write the tables as markdown to this file")
-    p.add_argument("--plot", type=Path,
-                   help="write the plot here (default: docs/performance.png, not with --quick)")
-    p.add_argument("--render", type=Path, metavar="JSON",
-                   help="measure nothing: print (and --plot/--markdown) a saved --json file")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        help="write the plot here (default: docs/performance.png, not with --quick)",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: print (and --plot/--markdown) a saved --json file",
+    )
     args = p.parse_args(argv)
     # Turn SIGTERM into SystemExit so the context managers stop the servers and delete the
     # namespaces (a background job started by a non-interactive shell ignores SIGINT).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     links = args.links or (["loopback"] if args.quick else ["loopback", "dc"])
-    bad = (set(links) - {"loopback", "dc"}) or (set(args.peers) - set(report.PEERS)) or (
-        set(args.cases) - set(CASE_KEYS))
+    bad = (
+        (set(links) - {"loopback", "dc"})
+        or (set(args.peers) - set(report.PEERS))
+        or (set(args.cases) - set(CASE_KEYS))
+    )
     if bad:
         p.error(f"unknown name(s): {', '.join(sorted(bad))}")
     if args.threads > 0:
@@ -278,8 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             except ServerFailed as exc:
                 # The raw floor or RPyC server could not start: nothing to measure against.
                 _say(f"{link}: a server did not start, skipping this link: {exc}")
-                results.append({"link": link, "skipped": f"a server did not start: {exc}",
-                                "floors": {}, "cases": {}})
+                results.append(
+                    {
+                        "link": link,
+                        "skipped": f"a server did not start: {exc}",
+                        "floors": {},
+                        "cases": {},
+                    }
+                )
     if all(d.get("skipped") for d in results):
         print("Nothing was measured.", file=sys.stderr)
         return 1
@@ -288,13 +388,16 @@ def main(argv: list[str] | None = None) -> int:
     return emit(args, results, stamp, machine_description(), tree_description())
 
 
-def emit(args: argparse.Namespace, results: list[dict[str, Any]], stamp: str, machine: str,
-         tree: str) -> int:
+def emit(
+    args: argparse.Namespace, results: list[dict[str, Any]], stamp: str, machine: str, tree: str
+) -> int:
     """Print the tables and checks; write the plot, markdown and JSON asked for."""
     local = results[0]
     md_parts = [f"Run {stamp} on {machine}; {tree}.", ""]
-    print(f"\nTether benchmark suite, {stamp}, {machine}; {tree}"
-          f"{' (quick sizes: figures are not meaningful)' if args.quick else ''}")
+    print(
+        f"\nTether benchmark suite, {stamp}, {machine}; {tree}"
+        f"{' (quick sizes: figures are not meaningful)' if args.quick else ''}"
+    )
     for data in results:
         title = report.LINK_TITLES.get(data["link"], data["link"])
         if data.get("skipped"):
@@ -336,9 +439,18 @@ def emit(args: argparse.Namespace, results: list[dict[str, Any]], stamp: str, ma
     if args.markdown:
         args.markdown.write_text("\n".join(md_parts) + "\n")
     if args.json and not args.render:
-        args.json.write_text(json.dumps({"date": stamp, "machine": machine, "tree": tree,
-                                         "links": results,
-                                         "mismatches": mismatches}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": stamp,
+                    "machine": machine,
+                    "tree": tree,
+                    "links": results,
+                    "mismatches": mismatches,
+                },
+                indent=1,
+            )
+        )
     return 1 if mismatches else 0
 
 

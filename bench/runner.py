@@ -51,8 +51,12 @@ def make_tether_peer(url: str, token: str) -> Peer:
         sess.close()
         raise
     stats = getattr(sess, "stats", None)
-    return Peer(name="tether", torch=torch, close=sess.close,
-                stats=(lambda: dict(stats)) if isinstance(stats, dict) else None)
+    return Peer(
+        name="tether",
+        torch=torch,
+        close=sess.close,
+        stats=(lambda: dict(stats)) if isinstance(stats, dict) else None,
+    )
 
 
 def _record() -> dict[str, Any]:
@@ -67,8 +71,13 @@ class Runner:
     def __init__(self, args: argparse.Namespace, sizes: Sizes) -> None:
         self.args = args
         self.sizes = sizes
-        self.result: dict[str, Any] = {"link": args.link, "floors": {}, "cases": {},
-                                       "errors": {}, "sizes": sizes.__dict__}
+        self.result: dict[str, Any] = {
+            "link": args.link,
+            "floors": {},
+            "cases": {},
+            "errors": {},
+            "sizes": sizes.__dict__,
+        }
         self.factories: dict[str, Callable[[], Peer]] = {}
         self.peers: dict[str, Peer] = {}
         if args.resume and Path(args.out).exists():
@@ -96,8 +105,9 @@ class Runner:
                 self.result["errors"][name] = _describe(exc)
                 del self.factories[name]
         # Recorded so the report can show that every peer computed with the same pool.
-        self.result["threads"] = {name: int(peer.torch.get_num_threads())
-                                  for name, peer in self.peers.items()}
+        self.result["threads"] = {
+            name: int(peer.torch.get_num_threads()) for name, peer in self.peers.items()
+        }
 
     def close_peers(self) -> None:
         for peer in self.peers.values():
@@ -106,8 +116,9 @@ class Runner:
 
     # -- measuring ----------------------------------------------------------------------
 
-    def run_case(self, key: str, fn: Callable[[Peer], Outcome], extra_keys: tuple[str, ...] = ()
-                 ) -> None:
+    def run_case(
+        self, key: str, fn: Callable[[Peer], Outcome], extra_keys: tuple[str, ...] = ()
+    ) -> None:
         if key in self.result["cases"] and not self.result["cases"][key].get("_partial"):
             return  # done before a resume
         failed = self.result["cases"].get(key, {})  # peers that crashed on this case
@@ -145,7 +156,8 @@ class Runner:
         self.result["cases"][key] = records
         done = ", ".join(
             f"{n} {_median(r['values']) or float('nan'):.4g}" + (" (error)" if r["error"] else "")
-            for n, r in records.items())
+            for n, r in records.items()
+        )
         print(f"[bench] {self.args.link}: {key}: {done}", file=sys.stderr, flush=True)
         for k in extra_keys:
             self.result["cases"][f"{key}_{k}"] = extras[k]
@@ -180,15 +192,17 @@ class Runner:
         if "fine" in wanted:
             self.run_case("fine", lambda p: cases.fine_grained(p, s.fine_iters))
         if "small" in wanted:
-            self.run_case("small", lambda p: cases.small_training(
-                p, s.small_steps, s.small_read_every))
+            self.run_case(
+                "small", lambda p: cases.small_training(p, s.small_steps, s.small_read_every)
+            )
         if "large" in wanted:
             self.run_case("large", lambda p: cases.large_training(p, s.large_steps))
         if "bulk" in wanted:
             for mib in s.bulk_mib:
                 array = cases.make_bulk_array(mib)
-                self.run_case(f"bulk{mib}", functools.partial(cases.bulk, array=array),
-                              extra_keys=("down",))
+                self.run_case(
+                    f"bulk{mib}", functools.partial(cases.bulk, array=array), extra_keys=("down",)
+                )
                 del array
         self.close_peers()
         if "startup" in wanted:
@@ -209,8 +223,7 @@ class Runner:
                 cmd = [sys.executable, "-m", "tether", "run"]
                 if a.startup == "connect":
                     cmd += ["--connect", a.tether_url, "--token-file", a.tether_token_file]
-                commands["tether"] = [*cmd, "--remote", "torch", "--", sys.executable,
-                                      str(script)]
+                commands["tether"] = [*cmd, "--remote", "torch", "--", sys.executable, str(script)]
             for name in commands:
                 records[name] = _record()
             if "rpyc" in a.peers and a.rpyc_startup:
@@ -224,8 +237,9 @@ class Runner:
                 if "rpyc" in records and records["rpyc"]["error"] is None:
                     _rpyc_startup_once(records["rpyc"], tmp, a.rpyc_stock)
         self.result["cases"]["startup"] = records
-        done = ", ".join(f"{n} {_median(r['values']) or float('nan'):.3g}" for n, r in
-                         records.items())
+        done = ", ".join(
+            f"{n} {_median(r['values']) or float('nan'):.3g}" for n, r in records.items()
+        )
         print(f"[bench] {a.link}: startup: {done}", file=sys.stderr, flush=True)
         self._save()
 
@@ -251,8 +265,9 @@ class Runner:
 def _startup_once(rec: dict[str, Any], cmd: list[str], cwd: str) -> None:
     t0 = time.time()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=cwd,
-                              env=child_env(), check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=180, cwd=cwd, env=child_env(), check=False
+        )
         stamp, value = cases.parse_first_result(proc.stdout)
         if proc.returncode != 0:
             raise RuntimeError(f"exit status {proc.returncode}: {proc.stderr[-2000:]}")
@@ -295,19 +310,29 @@ def _describe(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.runner")
     p.add_argument("--out", required=True, help="JSON file to write (rewritten after each case)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out after a crash (bench.run does this)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out after a crash (bench.run does this)",
+    )
     p.add_argument("--link", default="loopback")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int)
-    p.add_argument("--budget", type=float, default=30.0,
-                   help="seconds a peer may spend on one case before it stops repeating")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=30.0,
+        help="seconds a peer may spend on one case before it stops repeating",
+    )
     p.add_argument("--peers", default="local,tether,rpyc", type=lambda s: s.split(","))
     p.add_argument("--cases", default=",".join(CASE_KEYS), type=lambda s: s.split(","))
     p.add_argument("--floor", help="HOST:PORT of the raw floor server")
     p.add_argument("--rpyc", help="HOST:PORT of the RPyC classic server")
-    p.add_argument("--rpyc-startup", action="store_true",
-                   help="also time RPyC from a fresh server to a first result")
+    p.add_argument(
+        "--rpyc-startup",
+        action="store_true",
+        help="also time RPyC from a fresh server to a first result",
+    )
     p.add_argument("--rpyc-stock", action="store_true", help="RPyC with Nagle on, as shipped")
     p.add_argument("--tether-url")
     p.add_argument("--tether-token-file")

@@ -1,4 +1,4 @@
-"""The codebase stays ruff- and mypy-clean (the standards in pyproject.toml)."""
+"""The codebase stays ruff-formatted, ruff- and mypy-clean (the standards in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,14 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_check() -> None:
     pytest.importorskip("ruff", reason="ruff is not installed (it is in the test extra)")
-    out = _run("ruff", "check", "src", "tests", "bench")
+    out = _run("ruff", "check", "src", "tests", "bench", "examples")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format() -> None:
+    pytest.importorskip("ruff", reason="ruff is not installed (it is in the test extra)")
+    out = _run("ruff", "format", "--check", "src", "tests", "bench", "examples")
+    assert out.returncode == 0, "run `ruff format`:\n" + out.stdout + out.stderr
 
 
 @pytest.mark.slow

@@ -43,6 +43,7 @@ def __getattr__(name: str) -> object:
         return Session
     raise AttributeError(f"module 'tether' has no attribute {name!r}")
 
+
 __all__ = [
     "AuthenticationError",
     "ConnectError",

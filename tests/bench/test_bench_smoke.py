@@ -37,15 +37,29 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run_suite(tmp_path: Path, *args: str, timeout: float = 240,
-               env: dict[str, str] | None = None) -> tuple[dict, str]:
+def _run_suite(
+    tmp_path: Path, *args: str, timeout: float = 240, env: dict[str, str] | None = None
+) -> tuple[dict, str]:
     out = tmp_path / "results.json"
     proc = subprocess.run(
         # The suite's own --timeout ends a hung run first, so its servers are stopped.
-        [sys.executable, "-m", "bench.run", "--quick", "--timeout", str(timeout - 60),
-         "--json", str(out), *args],
-        cwd=REPO, env={**_env(), **(env or {})}, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--timeout",
+            str(timeout - 60),
+            "--json",
+            str(out),
+            *args,
+        ],
+        cwd=REPO,
+        env={**_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     text = f"stdout:\n{proc.stdout[-6000:]}\nstderr:\n{proc.stderr[-6000:]}"
     assert proc.returncode == 0, text
@@ -71,8 +85,9 @@ def test_quick_suite_completes_and_peers_agree(tmp_path: Path) -> None:
             assert rec is not None, f"{key}: no {peer} run\n{text}"
             assert rec["error"] is None, f"{key}/{peer}: {rec['error']}\n{text}"
             assert rec["outputs"], f"{key}/{peer}: no output\n{text}"
-    assert all(recs["tether"]["outputs"][0] is True for k, recs in cases.items()
-               if k.startswith("bulk")), "a bulk transfer did not come back intact"
+    assert all(
+        recs["tether"]["outputs"][0] is True for k, recs in cases.items() if k.startswith("bulk")
+    ), "a bulk transfer did not come back intact"
     assert "null call" in text and "met?" in text  # the table was printed
 
 
@@ -82,8 +97,14 @@ def test_quick_suite_completes_and_peers_agree(tmp_path: Path) -> None:
 def test_a_failing_case_is_recorded_and_the_rest_still_runs(tmp_path: Path) -> None:
     # The runner holds no try around measured code (Tether would stop pipelining), so a
     # failure ends it and bench.run resumes it; TETHER_BENCH_FAIL injects one.
-    data, text = _run_suite(tmp_path, "--peers", "local", "--cases", "null,fine",
-                            env={"TETHER_BENCH_FAIL": "null:local"})
+    data, text = _run_suite(
+        tmp_path,
+        "--peers",
+        "local",
+        "--cases",
+        "null,fine",
+        env={"TETHER_BENCH_FAIL": "null:local"},
+    )
     cases = data["links"][0]["cases"]
     assert "injected failure" in cases["null"]["local"]["error"], text
     assert cases["fine"]["local"]["error"] is None, text
@@ -108,19 +129,21 @@ def test_emulated_link_is_built_measured_and_torn_down(tmp_path: Path) -> None:
     reason = _can_build_namespaces()
     if reason:
         pytest.skip(reason)
-    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                            check=True).stdout
-    data, text = _run_suite(tmp_path, "--links", "dc", "--peers", "local",
-                            "--cases", "null")
+    before = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    data, text = _run_suite(tmp_path, "--links", "dc", "--peers", "local", "--cases", "null")
     (link,) = data["links"]
     assert "skipped" not in link, text
     floors = link["floors"]
     assert floors["ping_s"] > 0 and floors["echo_fps"] > 0, text
     assert link["cases"]["null"]["local"]["outputs"] == [True], text
-    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                           check=True).stdout
+    after = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=True
+    ).stdout
     leftover = {line.split()[0] for line in after.splitlines() if line.strip()} - {
-        line.split()[0] for line in before.splitlines() if line.strip()}
+        line.split()[0] for line in before.splitlines() if line.strip()
+    }
     assert not {ns for ns in leftover if ns.startswith("tbench")}, after
 
 
@@ -128,8 +151,7 @@ def test_emulated_link_is_built_measured_and_torn_down(tmp_path: Path) -> None:
 
 
 def _link(name: str, cases: dict, floors: dict | None = None) -> dict:
-    return {"link": name, "floors": floors or {}, "cases": cases,
-            "sizes": {"bulk_mib": [64]}}
+    return {"link": name, "floors": floors or {}, "cases": cases, "sizes": {"bulk_mib": [64]}}
 
 
 def _rec(*values: float, outputs: list | None = None) -> dict:
@@ -137,12 +159,16 @@ def _rec(*values: float, outputs: list | None = None) -> dict:
 
 
 def test_targets_are_judged_against_the_right_reference() -> None:
-    local = _link("loopback", {
-        "null": {"local": _rec(1e-7), "tether": _rec(30e-6, 20e-6, 25e-6)},
-        "small": {"local": _rec(1.0), "tether": _rec(1.4)},
-        "large": {"local": _rec(2.0), "tether": _rec(2.05)},
-        "pipelined": {"local": _rec(1e6), "tether": _rec(60_000)},
-    }, floors={"ping_s": 12e-6, "echo_fps": 200_000})
+    local = _link(
+        "loopback",
+        {
+            "null": {"local": _rec(1e-7), "tether": _rec(30e-6, 20e-6, 25e-6)},
+            "small": {"local": _rec(1.0), "tether": _rec(1.4)},
+            "large": {"local": _rec(2.0), "tether": _rec(2.05)},
+            "pipelined": {"local": _rec(1e6), "tether": _rec(60_000)},
+        },
+        floors={"ping_s": 12e-6, "echo_fps": 200_000},
+    )
     header, rows = report.table(local, local)
     by_case = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
     # 25 us against a 12 us floor is 2.08x: missed (<= 2x).
@@ -172,10 +198,19 @@ def test_emulated_link_uses_its_own_targets_and_the_local_column() -> None:
 
 
 def test_output_mismatches_are_reported_and_float_noise_is_not() -> None:
-    same = _link("loopback", {"small": {"local": _rec(1.0, outputs=[[0.5, 0.25]]),
-                                        "tether": _rec(1.0, outputs=[[0.5, 0.2500001]])}})
+    same = _link(
+        "loopback",
+        {
+            "small": {
+                "local": _rec(1.0, outputs=[[0.5, 0.25]]),
+                "tether": _rec(1.0, outputs=[[0.5, 0.2500001]]),
+            }
+        },
+    )
     assert report.output_mismatches([same]) == []
-    differ = _link("loopback", {"fine": {"local": _rec(1.0, outputs=[[1.0]]),
-                                         "rpyc": _rec(1.0, outputs=[[1.5]])}})
+    differ = _link(
+        "loopback",
+        {"fine": {"local": _rec(1.0, outputs=[[1.0]]), "rpyc": _rec(1.0, outputs=[[1.5]])}},
+    )
     (problem,) = report.output_mismatches([differ])
     assert "loopback/fine/rpyc" in problem

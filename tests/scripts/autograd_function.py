@@ -51,7 +51,9 @@ print("x.grad:", x.grad)
 
 ok = torch.autograd.gradcheck(lambda t: SmoothClamp.apply(t, 1.5), (x,), eps=1e-6, atol=1e-4)
 print(f"gradcheck SmoothClamp: {ok}")
-ok = torch.autograd.gradcheck(Cube.apply, (torch.randn(3, 3, dtype=torch.float64, requires_grad=True),))
+ok = torch.autograd.gradcheck(
+    Cube.apply, (torch.randn(3, 3, dtype=torch.float64, requires_grad=True),)
+)
 print(f"gradcheck Cube: {ok}")
 
 z = torch.linspace(-1, 1, 5, dtype=torch.float64, requires_grad=True)

@@ -30,7 +30,14 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     ds = Squares(8)
     print(f"dataset of {len(ds)}; ds[3] = {ds[3]}")
-    loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=pairs, multiprocessing_context="spawn", persistent_workers=True)
+    loader = DataLoader(
+        ds,
+        batch_size=3,
+        num_workers=2,
+        collate_fn=pairs,
+        multiprocessing_context="spawn",
+        persistent_workers=True,
+    )
     for xb, yb in loader:
         print(f"x {xb.squeeze(1).tolist()} y {yb.tolist()}")
     print(f"total of squares: {sum(int(yb.sum()) for _, yb in loader)}")

@@ -77,6 +77,7 @@ try:
 except RuntimeError as e:
     print(f"5 caught two frames below the try: {first_line(e)}")
 
+
 # The failing call's result is never used, and nothing after it needs a value.
 def fire_and_forget(v):
     v.view(7, 7)
@@ -109,7 +110,9 @@ try:
     torch.tensor([1, 2, 3]).float().mean(dim=5)
 except Exception as e:
     print(f"10 caught via Exception: {type(e).__name__}: {first_line(e)}")
-    print(f"   isinstance(e, RuntimeError): {isinstance(e, RuntimeError)}, IndexError: {isinstance(e, IndexError)}")
+    print(
+        f"   isinstance(e, RuntimeError): {isinstance(e, RuntimeError)}, IndexError: {isinstance(e, IndexError)}"
+    )
 
 events = []
 try:
@@ -132,6 +135,7 @@ for n in range(1, 5):
         failures += 1
         print(f"12 n={n} failed: {first_line(e)}")
 print(f"   failures: {failures}")
+
 
 # Raising from the script's own module code running in the worker.
 class Checked(torch.nn.Module):
@@ -156,6 +160,7 @@ except RuntimeError as e:
     print(f"14 outer caught: {e}; cause is TypeError: {isinstance(e.__cause__, TypeError)}")
 
 print(f"still working: {torch.arange(4).sum().item()}")
+
 
 # The same call sites succeed several times (so nothing waits on them), then fail two
 # frames below the caller's try; a try/finally in between must not swallow the error.

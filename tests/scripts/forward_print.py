@@ -36,7 +36,9 @@ print("script: before the first call")
 out = m(torch.ones(1, 2))
 print(f"script: after the first call, out.sum()={out.sum().item():.6f}")
 
-handle = m.register_forward_hook(lambda mod, inp, outp: print(f"  [hook] {type(mod).__name__} -> {tuple(outp.shape)}"))
+handle = m.register_forward_hook(
+    lambda mod, inp, outp: print(f"  [hook] {type(mod).__name__} -> {tuple(outp.shape)}")
+)
 for i in range(3):
     print(f"script: iteration {i}")
     m(torch.full((2, 2), float(i)))
@@ -59,7 +61,9 @@ def noisy_collate(batch):
     return torch.stack(batch)
 
 
-loader = torch.utils.data.DataLoader([torch.ones(2) * k for k in range(5)], batch_size=2, collate_fn=noisy_collate)
+loader = torch.utils.data.DataLoader(
+    [torch.ones(2) * k for k in range(5)], batch_size=2, collate_fn=noisy_collate
+)
 for b in loader:
     print(f"script: batch sum {b.sum().item()}")
 

@@ -48,11 +48,16 @@ def save_to(name):
     return hook
 
 
-handles = [model.enc.register_forward_hook(save_to("enc")), model.dec.register_forward_hook(save_to("dec"))]
+handles = [
+    model.enc.register_forward_hook(save_to("enc")),
+    model.dec.register_forward_hook(save_to("dec")),
+]
 out = model(torch.randn(5, 4))
 print(f"captured: {sorted(activations)}")
 for name in sorted(activations):
-    print(f"  {name}: shape {tuple(activations[name].shape)} mean {activations[name].mean().item():+.6f}")
+    print(
+        f"  {name}: shape {tuple(activations[name].shape)} mean {activations[name].mean().item():+.6f}"
+    )
 for h in handles:
     h.remove()
 
@@ -73,6 +78,8 @@ def counting_collate(samples):
     return torch.stack(samples)
 
 
-loader = torch.utils.data.DataLoader([torch.full((4,), float(i)) for i in range(10)], batch_size=4, collate_fn=counting_collate)
+loader = torch.utils.data.DataLoader(
+    [torch.full((4,), float(i)) for i in range(10)], batch_size=4, collate_fn=counting_collate
+)
 sizes = [len(b) for b in loader]
 print(f"batch sizes {sizes}, collate calls counted by the script: {n_batches}")

@@ -99,7 +99,10 @@ def main():
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
             opt.step()
         val = validate()
-        print("epoch %d val %.5f lr %.4f grad_enabled %s" % (epoch, val, opt.param_groups[0]["lr"], torch.is_grad_enabled()))  # noqa: UP031 (users still write this)
+        print(
+            "epoch %d val %.5f lr %.4f grad_enabled %s"  # noqa: UP031 (users still write this)
+            % (epoch, val, opt.param_groups[0]["lr"], torch.is_grad_enabled())
+        )
         if best_loss is None or val < best_loss:
             best_loss = val
             best_state = copy.deepcopy(model.state_dict())

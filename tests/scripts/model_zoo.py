@@ -50,7 +50,9 @@ for step in range(10):
     opt.step()
     sched.step()
     if step % 3 == 0:
-        print(f"cnn step {step}: loss {loss.item() * accum:.5f} grad-norm {norm:.4f} lr {sched.get_last_lr()[0]:.4f}")
+        print(
+            f"cnn step {step}: loss {loss.item() * accum:.5f} grad-norm {norm:.4f} lr {sched.get_last_lr()[0]:.4f}"
+        )
 print(f"bn running_mean: {[round(v, 4) for v in cnn.bn1.running_mean.tolist()]}")
 print(f"bn num_batches_tracked: {int(cnn.bn1.num_batches_tracked)}")
 cnn.eval()
@@ -69,7 +71,9 @@ class Tagger(nn.Module):
         self.out = nn.Linear(hidden, 2)
 
     def forward(self, tokens, lengths):
-        packed = pack_padded_sequence(self.emb(tokens), lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            self.emb(tokens), lengths, batch_first=True, enforce_sorted=False
+        )
         out, (h, c) = self.lstm(packed)
         unpacked, out_lengths = pad_packed_sequence(out, batch_first=True)
         return self.out(h[-1]), unpacked, out_lengths
@@ -81,18 +85,26 @@ lengths = torch.tensor([len(s) for s in seqs])
 print(f"padded tokens {tuple(tokens.shape)}, lengths {lengths.tolist()}")
 tagger = Tagger()
 logits, unpacked, out_lengths = tagger(tokens, lengths)
-print(f"tagger logits {tuple(logits.shape)}, unpacked {tuple(unpacked.shape)}, lengths {out_lengths.tolist()}")
+print(
+    f"tagger logits {tuple(logits.shape)}, unpacked {tuple(unpacked.shape)}, lengths {out_lengths.tolist()}"
+)
 print(f"padding positions are zero: {bool((unpacked[1, 3:] == 0).all())}")
 out, (h, c) = tagger.lstm(tagger.emb(tokens))
 print(f"plain lstm: out {tuple(out.shape)} h {tuple(h.shape)} c {tuple(c.shape)}")
 
-layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True)
+layer = nn.TransformerEncoderLayer(
+    d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True
+)
 encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
 seq = torch.randn(2, 5, 8)
 mask = torch.triu(torch.full((5, 5), float("-inf")), diagonal=1)
 print("causal mask:")
 print(mask)
 encoded = encoder(seq, mask=mask)
-print(f"encoded {tuple(encoded.shape)}, mean {encoded.mean().item():+.5f}, std {encoded.std().item():.5f}")
+print(
+    f"encoded {tuple(encoded.shape)}, mean {encoded.mean().item():+.5f}, std {encoded.std().item():.5f}"
+)
 prefix = encoder(seq[:, :3], mask=mask[:3, :3])
-print(f"causal: first 3 positions unchanged by later ones: {torch.allclose(prefix, encoded[:, :3], atol=1e-5)}")
+print(
+    f"causal: first 3 positions unchanged by later ones: {torch.allclose(prefix, encoded[:, :3], atol=1e-5)}"
+)

@@ -38,17 +38,23 @@ def init_weights(m):
 
 for m in seq.modules():  # the loop runs in the script
     init_weights(m)
-print(f"weights set by the script's loop: {[round(m.weight.sum().item(), 4) for m in seq if isinstance(m, nn.Linear)]}")
+print(
+    f"weights set by the script's loop: {[round(m.weight.sum().item(), 4) for m in seq if isinstance(m, nn.Linear)]}"
+)
 print("head slice:")
 print(seq[:2])
 seq.append(nn.Softmax(dim=-1))
 seq[2] = nn.Linear(8, 3)
-print(f"after append and replace: {[type(m).__name__ for m in seq]}, out_features {seq[2].out_features}")
+print(
+    f"after append and replace: {[type(m).__name__ for m in seq]}, out_features {seq[2].out_features}"
+)
 print(f"parameters: {sum(p.numel() for p in seq.parameters())}")
 seq.scale = nn.Parameter(torch.ones(1))
 seq.register_buffer("step", torch.zeros((), dtype=torch.long))
 print(f"named parameters: {[n for n, _ in seq.named_parameters()]}")
-print(f"buffers: {[n for n, _ in seq.named_buffers()]}, in state_dict: {'step' in seq.state_dict()}")
+print(
+    f"buffers: {[n for n, _ in seq.named_buffers()]}, in state_dict: {'step' in seq.state_dict()}"
+)
 del seq.scale
 print(f"after del: hasattr scale {hasattr(seq, 'scale')}, {len(list(seq.parameters()))} tensors")
 
@@ -68,10 +74,14 @@ for p in clf.backbone.parameters():
     p.requires_grad = False
 clf.head = nn.Linear(6, 5)  # new task, new head
 trainable = [n for n, p in clf.named_parameters() if p.requires_grad]
-print(f"trainable after freezing and a new head: {trainable}; output {tuple(clf(torch.ones(2, 4)).shape)}")
+print(
+    f"trainable after freezing and a new head: {trainable}; output {tuple(clf(torch.ones(2, 4)).shape)}"
+)
 
 md = nn.ModuleDict({"enc": nn.Linear(1, 1), "id": nn.Identity()})
-print(f"ModuleDict keys {list(md.keys())}, 'enc' in md: {'enc' in md}, values {[type(v).__name__ for v in md.values()]}")
+print(
+    f"ModuleDict keys {list(md.keys())}, 'enc' in md: {'enc' in md}, values {[type(v).__name__ for v in md.values()]}"
+)
 pl = nn.ParameterList([nn.Parameter(torch.ones(2) * i) for i in range(3)])
 print(f"ParameterList: {len(pl)} params, total {sum(p.sum().item() for p in pl)}")
 
@@ -86,7 +96,9 @@ def infer(x):
 
 
 y = infer(torch.ones(1, 4))
-print(f"inference_mode: requires_grad {y.requires_grad}, is_inference {y.is_inference()}, outside: {torch.is_inference_mode_enabled()}")
+print(
+    f"inference_mode: requires_grad {y.requires_grad}, is_inference {y.is_inference()}, outside: {torch.is_inference_mode_enabled()}"
+)
 try:
     json.dumps({"t": torch.ones(1)})
 except TypeError as e:

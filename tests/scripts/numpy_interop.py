@@ -38,7 +38,9 @@ ints = torch.arange(10, dtype=torch.int64).numpy()
 print(f"ints: {ints.tolist()} dtype {ints.dtype} sum {ints.sum()}")
 print(f"np.asarray(tensor): {np.asarray(torch.tensor([1.5, 2.5]))}")
 print(f"as_tensor of a list of np.float64: {torch.as_tensor([np.float64(1.25), np.float64(2.0)])}")
-print(f"torch.tensor(np array, dtype=float64): {torch.tensor(np.array([1, 2, 3]), dtype=torch.float64)}")
+print(
+    f"torch.tensor(np array, dtype=float64): {torch.tensor(np.array([1, 2, 3]), dtype=torch.float64)}"
+)
 bools = (torch.tensor([1, -1, 2]) > 0).numpy()
 print(f"bool array: {bools} {bools.dtype}")
 scalar = torch.tensor(3.0) * float(np.float32(2.0))
@@ -50,12 +52,16 @@ print(f"big: {big.nbytes // (1024 * 1024)} MiB, digest {digest(big)}, sum {big.s
 big_t = torch.from_numpy(big)
 print(f"remote sum {big_t.sum().item():.6f}, remote numel {big_t.numel()}")
 doubled = (big_t * 2).numpy()
-print(f"doubled back: {type(doubled).__module__}.{type(doubled).__name__} {doubled.dtype} {doubled.nbytes // (1024 * 1024)} MiB")
+print(
+    f"doubled back: {type(doubled).__module__}.{type(doubled).__name__} {doubled.dtype} {doubled.nbytes // (1024 * 1024)} MiB"
+)
 print(f"doubled digest {digest(doubled)}, equals 2*big: {np.array_equal(doubled, 2 * big)}")
 
 made = torch.randn(2048, 2048, dtype=torch.float64)  # 32 MiB made remotely
 arr = made.numpy()
-print(f"made remotely: {arr.shape} {arr.dtype} {arr.nbytes // (1024 * 1024)} MiB digest {digest(arr)}")
+print(
+    f"made remotely: {arr.shape} {arr.dtype} {arr.nbytes // (1024 * 1024)} MiB digest {digest(arr)}"
+)
 print(f"mean {arr.mean():.8f} std {arr.std():.8f}")
 again = torch.from_numpy(arr)
 print(f"round trip equal: {torch.equal(again, made)}")

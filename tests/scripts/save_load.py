@@ -48,18 +48,26 @@ print(f"a.weight shape {tuple(sd['a.weight'].shape)}, b.bias {sd['b.bias']}")
 fresh = Small()
 print(f"fresh differs: {not torch.equal(fresh(x).detach(), before)}")
 result = fresh.load_state_dict(torch.load("m.pt", map_location="cpu"))
-print(f"load_state_dict: missing={list(result.missing_keys)} unexpected={list(result.unexpected_keys)}")
+print(
+    f"load_state_dict: missing={list(result.missing_keys)} unexpected={list(result.unexpected_keys)}"
+)
 print(f"fresh now equal: {torch.equal(fresh(x).detach(), before)}")
 
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 model(x).sum().backward()
 opt.step()
 os.makedirs("ckpt", exist_ok=True)
-torch.save({"epoch": 3, "model": model.state_dict(), "opt": opt.state_dict(), "note": "after one step"},
-           os.path.join("ckpt", "last.pt"))
-print(f"ckpt/last.pt exists: {os.path.isfile('ckpt/last.pt')}; listdir: {sorted(os.listdir('ckpt'))}")
+torch.save(
+    {"epoch": 3, "model": model.state_dict(), "opt": opt.state_dict(), "note": "after one step"},
+    os.path.join("ckpt", "last.pt"),
+)
+print(
+    f"ckpt/last.pt exists: {os.path.isfile('ckpt/last.pt')}; listdir: {sorted(os.listdir('ckpt'))}"
+)
 ck = torch.load("ckpt/last.pt", weights_only=False)
-print(f"checkpoint: epoch={ck['epoch']} note={ck['note']!r} opt lr={ck['opt']['param_groups'][0]['lr']}")
+print(
+    f"checkpoint: epoch={ck['epoch']} note={ck['note']!r} opt lr={ck['opt']['param_groups'][0]['lr']}"
+)
 print(f"opt state steps: {[float(s['step']) for s in ck['opt']['state'].values()]}")
 
 try:

@@ -17,7 +17,9 @@ print("a =", a)
 print(f"repr: {a!r}")
 print(f"str:  {a!s}")
 print(f"shape {a.shape}, size(1) {a.size(1)}, ndim {a.ndim}, numel {a.numel()}, len {len(a)}")
-print(f"shape as tuple {tuple(a.shape)}, shape[0] {a.shape[0]}, shape == (3, 4): {a.shape == (3, 4)}")
+print(
+    f"shape as tuple {tuple(a.shape)}, shape[0] {a.shape[0]}, shape == (3, 4): {a.shape == (3, 4)}"
+)
 print(f"dtype {a.dtype}, device {a.device}, is_floating_point {a.is_floating_point()}")
 
 # Indexing and slicing.
@@ -57,7 +59,9 @@ print("zip of rows:", [(int(p), int(q)) for p, q in zip(a[0], a[1])])
 # Conversions.
 z = torch.tensor(0.0)
 one = torch.tensor([3])
-print(f"bool(z) {bool(z)}, bool(one) {bool(one)}, int(one) {int(one)}, float(a[1, 1]) {float(a[1, 1])}")
+print(
+    f"bool(z) {bool(z)}, bool(one) {bool(one)}, int(one) {int(one)}, float(a[1, 1]) {float(a[1, 1])}"
+)
 if (a > 10).any():
     print("some element exceeds 10")
 if not (a < 0).any():
@@ -106,7 +110,9 @@ best = min(range(len(losses)), key=lambda i: losses[i].item())
 print(f"losses: {[round(v.item(), 4) for v in losses]} best index {best}")
 print(f"isinstance(vals[0], torch.Tensor): {isinstance(vals[0], torch.Tensor)}")
 print(f"isinstance(3.0, torch.Tensor): {isinstance(3.0, torch.Tensor)}")
-print(f"isinstance(torch.nn.Parameter(a), torch.Tensor): {isinstance(torch.nn.Parameter(a), torch.Tensor)}")
+print(
+    f"isinstance(torch.nn.Parameter(a), torch.Tensor): {isinstance(torch.nn.Parameter(a), torch.Tensor)}"
+)
 
 # Views share storage.
 v = a.view(-1)

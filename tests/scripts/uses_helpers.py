@@ -29,7 +29,9 @@ class ScaledTower(Tower):
     def forward(self, x):
         logits = super().forward(x) * self.scale
         # The helper package runs inside the forward, i.e. in the worker.
-        self.last_acc = accuracy(logits, self.current_target) if self.current_target is not None else None
+        self.last_acc = (
+            accuracy(logits, self.current_target) if self.current_target is not None else None
+        )
         return logits
 
 
