@@ -160,7 +160,7 @@ def test_framework_requirement_parse() -> None:
 
 
 def test_fallback_version_compare() -> None:
-    from tether.pool._model import _fallback_matches
+    from tether.pool._request import _fallback_matches
 
     assert _fallback_matches("2.4.1+cu121", ">=2.4")
     assert not _fallback_matches("2.3.9", ">=2.4")

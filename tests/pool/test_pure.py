@@ -9,7 +9,17 @@ from pathlib import Path
 
 import tether.pool
 
-PURE = ("_model", "_events", "_placement", "_quota", "_queue", "_state", "_usage")
+PURE = (
+    "_values",
+    "_model",
+    "_request",
+    "_events",
+    "_placement",
+    "_quota",
+    "_queue",
+    "_state",
+    "_usage",
+)
 SRC = Path(tether.pool.__file__).parent
 
 

@@ -34,29 +34,30 @@ from tether.pool._events import (
     Tick,
 )
 from tether.pool._model import (
-    SHARE_SCALE,
     DeviceSpec,
     EndReason,
-    FrameworkRequirement,
     Lease,
     NodeSpec,
     PlacementPolicy,
     PoolConfig,
+    Quota,
+)
+from tether.pool._placement import Inventory, Placement
+from tether.pool._queue import QueueEntry, RequestQueue
+from tether.pool._quota import QuotaDecision, TeamUse, check_quota
+from tether.pool._request import FrameworkRequirement, SliceRequest
+from tether.pool._state import AdminState, NodeRecord, PoolState, PoolStatistics
+from tether.pool._usage import UsageRow, compute_usage, month_bounds, month_key
+from tether.pool._values import (
+    SHARE_SCALE,
     PoolConflictError,
     PoolInputError,
     PoolNotFoundError,
-    Quota,
-    SliceRequest,
     format_memory,
     format_share,
     parse_fraction,
     parse_memory,
 )
-from tether.pool._placement import Inventory, Placement
-from tether.pool._queue import QueueEntry, RequestQueue
-from tether.pool._quota import QuotaDecision, TeamUse, check_quota
-from tether.pool._state import AdminState, NodeRecord, PoolState, PoolStatistics
-from tether.pool._usage import UsageRow, compute_usage, month_bounds, month_key
 
 __all__ = [
     "SHARE_SCALE",

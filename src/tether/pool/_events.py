@@ -16,16 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from tether.pool._model import (
-    EndReason,
-    Lease,
-    NodeSpec,
-    PlacementPolicy,
-    Quota,
-    SliceRequest,
-    _check_id,
-    _check_time,
-)
+from tether.pool._model import EndReason, Lease, NodeSpec, PlacementPolicy, Quota
+from tether.pool._request import SliceRequest
+from tether.pool._values import check_id, check_time
 
 __all__ = [
     "Decision",
@@ -76,7 +69,7 @@ class _Event:
     now: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "now", _check_time(self.now, f"{type(self).__name__}.now"))
+        object.__setattr__(self, "now", check_time(self.now, f"{type(self).__name__}.now"))
 
 
 # --------------------------------------------------------------------------- events
@@ -105,7 +98,7 @@ class NodeHeartbeat(_Event):
 
     def __post_init__(self) -> None:
         _Event.__post_init__(self)
-        _check_id(self.node_id, "node id")
+        check_id(self.node_id, "node id")
         if self.device_ids is not None:
             object.__setattr__(self, "device_ids", tuple(self.device_ids))
 

@@ -48,15 +48,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.pool._model import (
-    SHARE_SCALE,
-    DeviceSpec,
-    NodeSpec,
-    PlacementPolicy,
-    PoolInputError,
-    SliceRequest,
-    share_units,
-)
+from tether.pool._model import DeviceSpec, NodeSpec, PlacementPolicy
+from tether.pool._request import SliceRequest
+from tether.pool._values import SHARE_SCALE, PoolInputError, share_units
 
 __all__ = ["Inventory", "Placement", "slice_size"]
 

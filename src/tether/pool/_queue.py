@@ -22,7 +22,9 @@ import heapq
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from tether.pool._model import PlacementPolicy, PoolConflictError, PoolNotFoundError, SliceRequest
+from tether.pool._model import PlacementPolicy
+from tether.pool._request import SliceRequest
+from tether.pool._values import PoolConflictError, PoolNotFoundError
 
 __all__ = ["QueueEntry", "RequestQueue"]
 

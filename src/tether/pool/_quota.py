@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tether.pool._model import SHARE_SCALE, Quota, format_memory, format_share, share_units
+from tether.pool._model import Quota
+from tether.pool._values import SHARE_SCALE, format_memory, format_share, share_units
 
 __all__ = ["QuotaDecision", "TeamUse", "check_quota"]
 

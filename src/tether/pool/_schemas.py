@@ -5,7 +5,7 @@ first line of validation: unknown fields are rejected (``extra="forbid"``), and
 ranges that can be said in JSON Schema (fractions in ``(0, 1]``, counts, sizes)
 are said here, so the published schema tells clients the truth. Everything
 else (memory strings, framework requirements, the team) is checked by
-``tether.pool._model`` when the service builds its records, with the same 400.
+``tether.pool._values`` when the service builds its records, with the same 400.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.pool._model import MAX_MEMORY_BYTES
+from tether.pool._values import MAX_MEMORY_BYTES
 
 _Strict = ConfigDict(extra="forbid")
 

@@ -68,17 +68,7 @@ from tether.pool._events import (
     SliceRequested,
     Tick,
 )
-from tether.pool._model import (
-    DeviceSpec,
-    NodeSpec,
-    PoolConfig,
-    PoolConflictError,
-    PoolInputError,
-    PoolNotFoundError,
-    Quota,
-    SliceRequest,
-    parse_memory,
-)
+from tether.pool._model import DeviceSpec, NodeSpec, PoolConfig, Quota
 from tether.pool._problems import (
     Conflict,
     Forbidden,
@@ -89,9 +79,11 @@ from tether.pool._problems import (
 from tether.pool._problems import (
     Refused as RefusedError,
 )
+from tether.pool._request import SliceRequest
 from tether.pool._state import PoolState
 from tether.pool._store import SessionRow, Store, new_id, session_lease
 from tether.pool._usage import compute_usage, month_bounds
+from tether.pool._values import PoolConflictError, PoolInputError, PoolNotFoundError, parse_memory
 
 __all__ = ["PoolService", "ServiceConfig"]
 

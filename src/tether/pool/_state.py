@@ -81,24 +81,19 @@ from tether.pool._events import (
     SliceRequested,
     Tick,
 )
-from tether.pool._model import (
-    SHARE_SCALE,
-    EndReason,
-    Lease,
-    NodeSpec,
-    PlacementPolicy,
-    PoolConfig,
-    PoolConflictError,
-    PoolInputError,
-    PoolNotFoundError,
-    Quota,
-    SliceRequest,
-    share_units,
-)
+from tether.pool._model import EndReason, Lease, NodeSpec, PlacementPolicy, PoolConfig, Quota
 from tether.pool._placement import Inventory, Placement
 from tether.pool._queue import QueueEntry, RequestQueue
 from tether.pool._quota import QuotaDecision, TeamUse, check_quota
+from tether.pool._request import SliceRequest
 from tether.pool._usage import month_bounds
+from tether.pool._values import (
+    SHARE_SCALE,
+    PoolConflictError,
+    PoolInputError,
+    PoolNotFoundError,
+    share_units,
+)
 
 __all__ = ["AdminState", "NodeRecord", "PoolState", "PoolStatistics"]
 

@@ -24,9 +24,10 @@ from tether._errors import AuthenticationError
 from tether.pool import _auth
 from tether.pool._db import Database, Tx, open_database
 from tether.pool._migrations import MIGRATIONS
-from tether.pool._model import DeviceSpec, Lease, NodeSpec, Quota, SliceRequest
+from tether.pool._model import DeviceSpec, Lease, NodeSpec, Quota
 from tether.pool._problems import Conflict, NotFound, PoolRequestError
 from tether.pool._queue import QueueEntry
+from tether.pool._request import SliceRequest
 from tether.pool._state import NodeRecord
 
 __all__ = [

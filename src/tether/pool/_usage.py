@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from tether.pool._model import SHARE_SCALE, Lease, PoolInputError
+from tether.pool._model import Lease
+from tether.pool._values import SHARE_SCALE, PoolInputError
 
 __all__ = ["UsageRow", "compute_usage", "lease_interval", "month_bounds", "month_key"]
 
