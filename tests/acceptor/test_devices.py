@@ -14,6 +14,11 @@ from tether.acceptor import _devices
 from tether.acceptor._devices import (
     Device,
     DeviceFilterError,
+    _amd,
+    _cpu,
+    _host,
+    _intel,
+    _nvidia,
     discover,
     discover_devices,
     discover_frameworks,
@@ -21,7 +26,7 @@ from tether.acceptor._devices import (
     parse_device_filter,
 )
 
-SRC = str(Path(_devices.__file__).resolve().parents[2])
+SRC = str(Path(_devices.__file__).resolve().parents[3])
 
 
 def _gpu(vendor: str, index: int, ident: str) -> Device:
@@ -37,7 +42,7 @@ def _gpu(vendor: str, index: int, ident: str) -> Device:
 
 
 HOST = [
-    _devices.probe_cpu().devices[0],
+    _cpu.probe_cpu().devices[0],
     _gpu("nvidia", 0, "GPU-aaaa"),
     _gpu("nvidia", 1, "GPU-bbbb"),
     _gpu("amd", 0, "0x1234"),
@@ -48,21 +53,21 @@ HOST = [
 
 
 def test_cpu_device_is_real() -> None:
-    probe = _devices.probe_cpu()
+    probe = _cpu.probe_cpu()
     assert probe.available
     (cpu,) = probe.devices
     assert cpu.id == "cpu:0" and cpu.vendor == "cpu" and cpu.index == 0
     assert cpu.cores == len(os.sched_getaffinity(0))
     assert 0 < cpu.memory_free <= cpu.memory_total
-    meminfo = _devices.parse_meminfo(Path("/proc/meminfo").read_text())
+    meminfo = _cpu.parse_meminfo(Path("/proc/meminfo").read_text())
     assert cpu.memory_total <= meminfo["MemTotal"]
-    assert cpu.model == _devices.parse_cpu_model(Path("/proc/cpuinfo").read_text())
+    assert cpu.model == _cpu.parse_cpu_model(Path("/proc/cpuinfo").read_text())
     assert cpu.compute_share_supported
 
 
 def test_parse_meminfo_in_bytes() -> None:
     text = "MemTotal:       24684084 kB\nMemAvailable:   23921732 kB\nHugePages_Total:       0\n"
-    assert _devices.parse_meminfo(text) == {
+    assert _cpu.parse_meminfo(text) == {
         "MemTotal": 24684084 * 1024,
         "MemAvailable": 23921732 * 1024,
         "HugePages_Total": 0,
@@ -81,7 +86,7 @@ def test_parse_meminfo_in_bytes() -> None:
     ],
 )
 def test_parse_cpu_model(cpuinfo: str, model: str) -> None:
-    assert _devices.parse_cpu_model(cpuinfo) == model
+    assert _cpu.parse_cpu_model(cpuinfo) == model
 
 
 # -------------------------------------------------------------------------- NVIDIA
@@ -104,7 +109,7 @@ def _nvml_state() -> str:
 def test_nvidia_probe_through_real_pynvml() -> None:
     pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
     state = _nvml_state()
-    probe = _devices.probe_nvidia()
+    probe = _nvidia.probe_nvidia()
     if state == "no library":
         # This machine: no NVIDIA driver. The probe says so and offers nothing.
         assert not probe.available
@@ -124,9 +129,9 @@ def test_nvidia_probe_through_real_pynvml() -> None:
 
 def test_mps_pipe_directory(tmp_path: Path) -> None:
     env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
-    assert _devices.mps_pipe_directory(env) is None
+    assert _nvidia.mps_pipe_directory(env) is None
     (tmp_path / "control").touch()
-    assert _devices.mps_pipe_directory(env) == tmp_path
+    assert _nvidia.mps_pipe_directory(env) == tmp_path
 
 
 # ----------------------------------------------------------------------- AMD/Intel
@@ -147,7 +152,7 @@ ROCM_SMI = json.dumps(
 
 
 def test_parse_rocm_smi_json() -> None:
-    first, second = _devices.parse_rocm_smi_json(ROCM_SMI)
+    first, second = _amd.parse_rocm_smi_json(ROCM_SMI)
     assert first.id == "amd:0x18f68e602b8a790f" and first.pin == "0"
     assert first.model == "AMD Instinct MI300X" and first.arch == "gfx942"
     assert first.memory_total == 206141652992
@@ -159,11 +164,11 @@ def test_parse_rocm_smi_json() -> None:
 @pytest.mark.parametrize("garbage", ["", "not json", "[1, 2]", '"card0"'])
 def test_parse_rocm_smi_json_rejects_garbage(garbage: str) -> None:
     with pytest.raises(ValueError):
-        _devices.parse_rocm_smi_json(garbage)
+        _amd.parse_rocm_smi_json(garbage)
 
 
 def test_amd_and_intel_probes_never_raise() -> None:
-    for probe in (_devices.probe_amd(), _devices.probe_intel()):
+    for probe in (_amd.probe_amd(), _intel.probe_intel()):
         assert probe.available or (probe.devices == () and probe.note)
 
 
@@ -225,7 +230,7 @@ def test_frameworks_report_torch_build() -> None:
 
 
 def test_framework_probe_timeout_is_reported() -> None:
-    rc, _out, err = _devices._run_python(sys.executable, "import time; time.sleep(30)", 0.5)
+    rc, _out, err = _host._run_python(sys.executable, "import time; time.sleep(30)", 0.5)
     assert rc == 124 and "timed out" in err
 
 

@@ -254,7 +254,8 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
 
 
 def _versions_only() -> tuple[Any, ...]:
-    from tether.acceptor._devices import _FRAMEWORKS, Framework, _distribution_version
+    from tether.acceptor._devices import Framework
+    from tether.acceptor._devices._frameworks import _FRAMEWORKS, _distribution_version
 
     found = ((n, _distribution_version(*names)) for n, names in _FRAMEWORKS.items())
     return tuple(Framework(name=n, version=v, build="cpu") for n, v in found if v is not None)
