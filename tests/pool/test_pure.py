@@ -18,6 +18,8 @@ PURE = (
     "_quota",
     "_queue",
     "_state",
+    "_books",
+    "_deadlines",
     "_usage",
 )
 SRC = Path(tether.pool.__file__).parent

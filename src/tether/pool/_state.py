@@ -51,11 +51,12 @@ session; what does not check in ends at its last heartbeat as usual.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from tether.pool._books import TeamBooks, quota_refusal
+from tether.pool._deadlines import Deadlines
 from tether.pool._events import (
     Decision,
     Event,
@@ -84,9 +85,8 @@ from tether.pool._events import (
 from tether.pool._model import EndReason, Lease, NodeSpec, PlacementPolicy, PoolConfig, Quota
 from tether.pool._placement import Inventory, Placement
 from tether.pool._queue import QueueEntry, RequestQueue
-from tether.pool._quota import QuotaDecision, TeamUse, check_quota
+from tether.pool._quota import TeamUse, check_quota
 from tether.pool._request import SliceRequest
-from tether.pool._usage import month_bounds
 from tether.pool._values import (
     SHARE_SCALE,
     PoolConflictError,
@@ -153,7 +153,6 @@ class _Node:
     admin: AdminState
     lost: bool
     last_heartbeat: float
-    deadline: float  # lost once now reaches it
     leases: set[str]
 
     def record(self) -> NodeRecord:
@@ -163,18 +162,6 @@ class _Node:
             lost=self.lost,
             last_heartbeat=self.last_heartbeat,
         )
-
-
-@dataclass(slots=True, eq=False)
-class _Team:
-    share_units: int = 0
-    memory_bytes: int = 0
-    # Month accounting without walking the team's leases: closed leases'
-    # device-seconds this month, plus for open leases
-    # (open_units * (now - month_start) - open_offset) / SHARE_SCALE, where
-    # open_offset sums units * (max(start, month_start) - month_start).
-    closed_unit_seconds: float = 0.0
-    open_offset: float = 0.0
 
 
 class PoolState:
@@ -187,16 +174,12 @@ class PoolState:
     def __init__(self, config: PoolConfig | None = None) -> None:
         self.config = config if config is not None else PoolConfig()
         self._now = 0.0
-        self._month_start, self._month_end = month_bounds(0.0)
         self._nodes: dict[str, _Node] = {}
         self._inv = Inventory()
         self._leases: dict[str, Lease] = {}
-        self._lease_deadline: dict[str, float] = {}
-        self._lease_heap: list[tuple[float, str]] = []
-        self._node_heap: list[tuple[float, str]] = []
-        self._teams: dict[str, _Team] = {}
-        self._team_share: dict[str, int] = {}  # mirror of _Team.share_units for the queue's order
-        self._quotas: dict[str, Quota] = {}
+        self._lease_deadlines = Deadlines()
+        self._node_deadlines = Deadlines()  # of nodes that are up
+        self._books = TeamBooks()
         self._queue = RequestQueue()
         self._seq = 0
         self._pending_end: list[tuple[str, EndReason]] = []
@@ -219,8 +202,8 @@ class PoolState:
         self._validate(event)
         out: list[Decision] = []
         self._now = now
-        if now >= self._month_end:
-            self._roll_month(now)
+        if now >= self._books.month_end:
+            self._books.roll_month(now)
         room = self._expire(now, out)
         room = handler(event, now, out) or room
         if room:
@@ -268,31 +251,24 @@ class PoolState:
     def queued(self, *, team: str | None = None) -> list[QueueEntry]:
         """Waiting requests in serve order (optionally one team's)."""
         return [
-            e for e in self._queue.order(self._team_share) if team is None or e.request.team == team
+            e
+            for e in self._queue.order(self._books.share)
+            if team is None or e.request.team == team
         ]
 
     def queue_position(self, request_id: str) -> int:
         """A waiting request's 1-based place in line; :class:`PoolNotFoundError` if not queued."""
-        return self._queue.position(request_id, self._team_share)
+        return self._queue.position(request_id, self._books.share)
 
     def quota(self, team: str) -> Quota | None:
-        return self._quotas.get(team)
+        return self._books.quota(team)
 
     def quotas(self) -> list[Quota]:
-        return [self._quotas[t] for t in sorted(self._quotas)]
+        return self._books.quotas()
 
     def team_use(self, team: str) -> TeamUse:
         """What ``team`` holds now and has used this month (open leases up to now)."""
-        t = self._teams.get(team)
-        if t is None:
-            return TeamUse(team=team)
-        open_us = t.share_units * (self._now - self._month_start) - t.open_offset
-        return TeamUse(
-            team=team,
-            share_units=t.share_units,
-            memory_bytes=t.memory_bytes,
-            month_device_seconds=(t.closed_unit_seconds + open_us) / SHARE_SCALE,
-        )
+        return self._books.use(team, self._now)
 
     def statistics(self) -> PoolStatistics:
         counts: dict[str, int] = {"ready": 0, "cordoned": 0, "drained": 0, "lost": 0}
@@ -309,11 +285,15 @@ class PoolState:
 
     def next_deadline(self) -> float | None:
         """The next time something expires on its own: feed a :class:`Tick` then."""
-        self._clean_heaps()
-        times = [h[0][0] for h in (self._node_heap, self._lease_heap) if h]
-        q = self._queue.next_deadline()
-        if q is not None:
-            times.append(q)
+        times = [
+            t
+            for t in (
+                self._node_deadlines.next(),
+                self._lease_deadlines.next(),
+                self._queue.next_deadline(),
+            )
+            if t is not None
+        ]
         if self._pending_end:
             times.append(self._now)
         return min(times) if times else None
@@ -344,7 +324,7 @@ class PoolState:
         """
         state = cls(config)
         state._now = float(now)
-        state._month_start, state._month_end = month_bounds(now)
+        state._books.roll_month(now)
         cfg = state.config
         for rec in nodes:
             node = _Node(
@@ -352,20 +332,17 @@ class PoolState:
                 admin=rec.admin_state,
                 lost=rec.lost,
                 last_heartbeat=rec.last_heartbeat,
-                deadline=max(rec.last_heartbeat, now) + cfg.node_timeout_s,
                 leases=set(),
             )
             state._nodes[rec.node.id] = node
             state._inv.set_node(rec.node)
             state._inv.set_eligible(rec.node.id, node.admin == "active" and not node.lost)
             if not node.lost:
-                heapq.heappush(state._node_heap, (node.deadline, rec.node.id))
+                deadline = max(rec.last_heartbeat, now) + cfg.node_timeout_s
+                state._node_deadlines.set(rec.node.id, deadline)
         for lease in leases:
             if lease.end is not None:
-                closed = state._teams.setdefault(lease.team, _Team())
-                span = lease.end - max(lease.start, state._month_start)
-                if span > 0:
-                    closed.closed_unit_seconds += span * lease.share_units
+                state._books.count_closed(lease, lease.end)
                 continue
             if lease.id in state._leases:
                 raise PoolInputError(f"restore: lease {lease.id!r} appears twice")
@@ -384,18 +361,18 @@ class PoolState:
             except PoolInputError:
                 reason: EndReason = "node-lost" if owner is None or owner.lost else "device-lost"
                 state._pending_end.append((lease.id, reason))
-                state._count_open(lease, +1)
+                state._books.count_open(lease, +1)
                 continue
             owner.leases.add(lease.id)
-            state._count_open(lease, +1)
-            deadline = max(lease.last_heartbeat, now) + cfg.lease_timeout_s
-            state._lease_deadline[lease.id] = deadline
-            heapq.heappush(state._lease_heap, (deadline, lease.id))
+            state._books.count_open(lease, +1)
+            state._lease_deadlines.set(
+                lease.id, max(lease.last_heartbeat, now) + cfg.lease_timeout_s
+            )
         for entry in queue:
             state._queue.push(entry)
             state._seq = max(state._seq, entry.seq + 1)
         for quota in quotas:
-            state._quotas[quota.team] = quota
+            state._books.set_quota(quota)
         return state
 
     # ================================================================== event handlers
@@ -430,7 +407,6 @@ class PoolState:
                 admin="active",
                 lost=False,
                 last_heartbeat=now,
-                deadline=0.0,
                 leases=set(),
             )
             self._nodes[spec.id] = node
@@ -513,15 +489,15 @@ class PoolState:
                 )
             )
             return False
-        never = self._quota_never(req)
+        never = self._books.never(req)
         if never is not None:
-            out.append(self._refuse_quota(req, never))
+            out.append(quota_refusal(req, never))
             return False
-        quota = self._quotas.get(req.team)
+        quota = self._books.quota(req.team)
         use = self.team_use(req.team)
         monthly = check_quota(quota, use, request_share_units=0, request_memory_bytes=0)
         if not monthly.allowed:
-            out.append(self._refuse_quota(req, monthly))
+            out.append(quota_refusal(req, monthly))
             return False
         timeout = (
             req.queue_timeout_s
@@ -546,7 +522,7 @@ class PoolState:
                 self._place(req, placement, now, out)
                 return False
             if not may_wait:
-                out.append(self._refuse_quota(req, decision))
+                out.append(quota_refusal(req, decision))
                 return False
             self._enqueue(req, event.policy, now, timeout, decision.message, out)
             return False
@@ -576,9 +552,7 @@ class PoolState:
         if lease is None:  # ended by the expiry pass of this very event
             return False
         self._leases[lease.id] = replace(lease, last_heartbeat=now)
-        deadline = now + self.config.lease_timeout_s
-        self._lease_deadline[lease.id] = deadline
-        heapq.heappush(self._lease_heap, (deadline, lease.id))
+        self._lease_deadlines.set(lease.id, now + self.config.lease_timeout_s)
         out.append(LeaseRenewed(lease_id=lease.id, last_heartbeat=now))
         return False
 
@@ -589,7 +563,7 @@ class PoolState:
         return True
 
     def _on_QuotaSet(self, event: QuotaSet, now: float, out: list[Decision]) -> bool:
-        self._quotas[event.quota.team] = event.quota
+        self._books.set_quota(event.quota)
         out.append(QuotaUpdated(quota=event.quota))
         return True
 
@@ -606,28 +580,9 @@ class PoolState:
             )
         return max(t, self._now)
 
-    def _roll_month(self, now: float) -> None:
-        self._month_start, self._month_end = month_bounds(now)
-        for team in self._teams.values():
-            team.closed_unit_seconds = 0.0
-            team.open_offset = 0.0  # every open lease now counts from the new month's start
-
     def _beat(self, node: _Node, now: float) -> None:
         node.last_heartbeat = now
-        node.deadline = now + self.config.node_timeout_s
-        heapq.heappush(self._node_heap, (node.deadline, node.spec.id))
-
-    def _clean_heaps(self) -> None:
-        heap = self._node_heap
-        while heap:
-            t, node_id = heap[0]
-            node = self._nodes.get(node_id)
-            if node is not None and not node.lost and node.deadline == t:
-                break
-            heapq.heappop(heap)
-        heap = self._lease_heap
-        while heap and self._lease_deadline.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
+        self._node_deadlines.set(node.spec.id, now + self.config.node_timeout_s)
 
     def _expire(self, now: float, out: list[Decision]) -> bool:
         room = False
@@ -637,9 +592,7 @@ class PoolState:
                 lease = self._leases[lease_id]
                 self._end_lease(lease_id, reason, lease.last_heartbeat, out)
                 room = True
-        self._clean_heaps()
-        while self._node_heap and self._node_heap[0][0] <= now:
-            _, node_id = heapq.heappop(self._node_heap)
+        while (node_id := self._node_deadlines.pop_due(now)) is not None:
             node = self._nodes[node_id]
             node.lost = True
             self._inv.set_eligible(node_id, False)
@@ -648,13 +601,10 @@ class PoolState:
                 lease = self._leases[lease_id]
                 self._end_lease(lease_id, "node-lost", max(node.last_heartbeat, lease.start), out)
                 room = True
-            self._clean_heaps()
-        while self._lease_heap and self._lease_heap[0][0] <= now:
-            _, lease_id = heapq.heappop(self._lease_heap)
-            lease = self._leases[lease_id]
-            self._end_lease(lease_id, "expired", lease.last_heartbeat, out)
+        while (expired := self._lease_deadlines.pop_due(now)) is not None:
+            lease = self._leases[expired]
+            self._end_lease(expired, "expired", lease.last_heartbeat, out)
             room = True
-            self._clean_heaps()
         for entry in self._queue.pop_expired(now):
             out.append(
                 Refused(
@@ -669,14 +619,6 @@ class PoolState:
             )
             room = True
         return room
-
-    def _count_open(self, lease: Lease, sign: int) -> None:
-        team = self._teams.setdefault(lease.team, _Team())
-        units = lease.share_units
-        team.share_units += sign * units
-        team.memory_bytes += sign * lease.total_memory_bytes
-        team.open_offset += sign * units * max(lease.start - self._month_start, 0.0)
-        self._team_share[lease.team] = team.share_units
 
     def _place(
         self, req: SliceRequest, placement: Placement, now: float, out: list[Decision]
@@ -696,27 +638,22 @@ class PoolState:
         self._leases[lease.id] = lease
         node = self._nodes[placement.node_id]
         node.leases.add(lease.id)
-        self._count_open(lease, +1)
-        deadline = now + self.config.lease_timeout_s
-        self._lease_deadline[lease.id] = deadline
-        heapq.heappush(self._lease_heap, (deadline, lease.id))
+        self._books.count_open(lease, +1)
+        self._lease_deadlines.set(lease.id, now + self.config.lease_timeout_s)
         out.append(Placed(lease=lease, address=node.spec.address))
 
     def _end_lease(self, lease_id: str, reason: EndReason, end: float, out: list[Decision]) -> None:
         lease = self._leases.pop(lease_id)
         end = min(max(end, lease.start), self._now)
-        self._lease_deadline.pop(lease_id, None)
+        self._lease_deadlines.discard(lease_id)
         node = self._nodes.get(lease.node)
         if node is not None and lease_id in node.leases:
             node.leases.discard(lease_id)
             self._inv.free(
                 lease.node, lease.device_ids, share_units(lease.fraction), lease.memory_bytes
             )
-        self._count_open(lease, -1)
-        team = self._teams[lease.team]
-        span = end - max(lease.start, self._month_start)
-        if span > 0:
-            team.closed_unit_seconds += span * lease.share_units
+        self._books.count_open(lease, -1)
+        self._books.count_closed(lease, end)
         out.append(LeaseEnded(lease=replace(lease, end=end, end_reason=reason)))
 
     def _enqueue(
@@ -733,7 +670,7 @@ class PoolState:
         )
         self._seq += 1
         self._queue.push(entry)
-        position = self._queue.position(req.id, self._team_share)
+        position = self._queue.position(req.id, self._books.share)
         out.append(
             Queued(
                 request=req,
@@ -749,7 +686,7 @@ class PoolState:
             return
         blocked: set[str] = set()
         failed: set[tuple[object, ...]] = set()
-        order = self._queue.order(self._team_share)
+        order = self._queue.order(self._books.share)
         teams_waiting = {e.request.team for e in order}
         for entry in order:
             req = entry.request
@@ -767,12 +704,12 @@ class PoolState:
             if shape in failed:
                 blocked.add(req.team)
             else:
-                quota = self._quotas.get(req.team)
+                quota = self._books.quota(req.team)
                 use = self.team_use(req.team)
                 monthly = check_quota(quota, use, request_share_units=0, request_memory_bytes=0)
                 if not monthly.allowed:
                     self._queue.remove(req.id)
-                    out.append(self._refuse_quota(req, monthly))
+                    out.append(quota_refusal(req, monthly))
                     continue
                 placement = self._inv.find(req, policy)
                 if placement is None:
@@ -792,39 +729,6 @@ class PoolState:
                         blocked.add(req.team)
             if len(blocked) == len(teams_waiting):
                 break
-
-    def _quota_never(self, req: SliceRequest) -> QuotaDecision | None:
-        """A refusal when the request alone is over a concurrent limit (waiting cannot help)."""
-        quota = self._quotas.get(req.team)
-        if quota is None:
-            return None
-        units = SHARE_SCALE * req.count if req.count is not None else None
-        if req.fraction is not None:
-            units = share_units(req.fraction)
-        memory = req.memory_bytes
-        empty = TeamUse(team=req.team)
-        decision = check_quota(
-            replace(quota, max_device_hours_per_month=None),
-            empty,
-            request_share_units=units or 0,
-            request_memory_bytes=memory or 0,
-        )
-        return None if decision.allowed else decision
-
-    def _refuse_quota(self, req: SliceRequest, decision: QuotaDecision) -> Refused:
-        message = decision.message
-        if decision.limit in ("max_share", "max_memory_bytes") and decision.used == 0:
-            message += " (the request alone is over the team's limit)"
-        return Refused(
-            request_id=req.id,
-            code="quota",
-            team=req.team,
-            message=message,
-            limit=decision.limit,
-            used=decision.used,
-            limit_value=decision.limit_value,
-            left=decision.left,
-        )
 
     @staticmethod
     def _node_updated(node: _Node) -> NodeUpdated:
