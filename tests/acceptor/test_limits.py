@@ -111,14 +111,14 @@ def test_malformed_slices_are_refused_clearly(text: str, message: str) -> None:
 
 
 def test_visibility_per_vendor() -> None:
-    nv = SliceLimits(vendor="nvidia", pin="GPU-1")
+    nv = SliceLimits(vendor="nvidia", pins=("GPU-1",))
     assert _limits.visibility_env(nv) == {
         "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         "CUDA_VISIBLE_DEVICES": "GPU-1",
     }
-    amd = _limits.visibility_env(SliceLimits(vendor="amd", pin="2"))
+    amd = _limits.visibility_env(SliceLimits(vendor="amd", pins=("2",)))
     assert amd == {"HIP_VISIBLE_DEVICES": "2", "CUDA_VISIBLE_DEVICES": None}
-    intel = _limits.visibility_env(SliceLimits(vendor="intel", pin="1"))
+    intel = _limits.visibility_env(SliceLimits(vendor="intel", pins=("1",)))
     assert intel["ZE_AFFINITY_MASK"] == "1" and intel["CUDA_VISIBLE_DEVICES"] == "-1"
     cpu = _limits.visibility_env(SliceLimits())
     assert cpu == {"CUDA_VISIBLE_DEVICES": "-1", "HIP_VISIBLE_DEVICES": "-1"}
@@ -270,7 +270,7 @@ def test_torch_over_the_cpu_limit_gets_its_normal_error() -> None:
 def test_torch_gpu_limit_is_queued_at_import_without_touching_the_device() -> None:
     pytest.importorskip("torch")
     slice = SliceLimits(
-        device_id="nvidia:GPU-test", vendor="nvidia", pin="GPU-test", memory_limit=1 << 30
+        device_ids=("nvidia:GPU-test",), vendor="nvidia", pins=("GPU-test",), memory_limit=1 << 30
     )
     report = _run(
         """
@@ -300,7 +300,7 @@ def test_torch_gpu_limit_is_queued_at_import_without_touching_the_device() -> No
 @pytest.mark.torch
 def test_torch_already_imported_is_limited_by_apply_slice_itself() -> None:
     pytest.importorskip("torch")
-    slice = SliceLimits(vendor="amd", pin="0", memory_limit=1 << 30)
+    slice = SliceLimits(vendor="amd", pins=("0",), memory_limit=1 << 30)
     env = _env(slice)
     code = textwrap.dedent(
         """
@@ -318,7 +318,7 @@ def test_torch_already_imported_is_limited_by_apply_slice_itself() -> None:
 
 
 def test_gpu_compute_share_without_mps_is_reported_not_enforced(tmp_path: Path) -> None:
-    slice = SliceLimits(vendor="nvidia", pin="GPU-1", compute_share=0.5)
+    slice = SliceLimits(vendor="nvidia", pins=("GPU-1",), compute_share=0.5)
     env: dict[str, str] = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
     enforced, why = _limits._compute_share(slice, {}, env)
     assert not enforced and "no CUDA MPS daemon" in why

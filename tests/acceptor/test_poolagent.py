@@ -55,7 +55,7 @@ def test_a_valid_ticket_becomes_the_workers_slice() -> None:
     assert ok and reason == ""
     assert env[POOL_SESSION_ENV] == "s-123"
     limits = json.loads(env[SLICE_ENV])
-    assert limits["device_id"] == "cpu:0"
+    assert limits["device_ids"] == ["cpu:0"]
     assert limits["memory_limit"] == 256 << 20
     assert limits["compute_share"] == 0.5
 

@@ -7,11 +7,13 @@ the worker in one environment variable, ``TETHER_SLICE`` (JSON). The worker
 calls :func:`apply_slice` first thing, before any user code and before any
 framework is imported; from then on the process holds itself to the slice:
 
-* **Device visibility** -- the vendor's variable names the slice's device alone
-  (``CUDA_VISIBLE_DEVICES=<GPU uuid>`` with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``,
-  ``HIP_VISIBLE_DEVICES=<index>``, ``ZE_AFFINITY_MASK=<index>``); a CPU slice
-  hides every GPU. These are read when the runtime initialises, so they must be
-  set before the framework first touches the device.
+* **Device visibility** -- the vendor's variable names the slice's devices and
+  no others, comma-separated in the slice's order, so the framework's device 0
+  is the slice's first (``CUDA_VISIBLE_DEVICES=<GPU uuid>,...`` with
+  ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, ``HIP_VISIBLE_DEVICES=<index>,...``,
+  ``ZE_AFFINITY_MASK=<index>,...``); a CPU slice hides every GPU. These are read
+  when the runtime initialises, so they must be set before the framework first
+  touches the device.
 * **CPU memory** -- ``setrlimit(RLIMIT_DATA)``, soft and hard, to the slice's
   limit plus headroom for the interpreter, the framework's own data and its
   threads' stacks (:func:`cpu_headroom`). RLIMIT_DATA counts private writable
@@ -23,7 +25,8 @@ framework is imported; from then on the process holds itself to the slice:
   ``MemoryError`` (``_ArrayMemoryError``), torch's ``RuntimeError:
   DefaultCPUAllocator: can't allocate memory``, Python's ``MemoryError``.
 * **GPU memory (torch)** -- ``set_per_process_memory_fraction`` on the caching
-  allocator (``torch.cuda`` for CUDA and ROCm, ``torch.xpu`` for Intel). It
+  allocator (``torch.cuda`` for CUDA and ROCm, ``torch.xpu`` for Intel), on
+  each of the slice's devices (the memory limit is per device). It
   needs torch, and calling it would initialise the device, so it is queued with
   torch's own ``_lazy_call`` (the mechanism behind ``torch.cuda.manual_seed``)
   and runs when the script first uses the device. A post-import hook on
@@ -99,10 +102,12 @@ class SliceError(TetherError, ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SliceLimits:
-    """What one session may use of one device.
+    """What one session may use of its devices: one, or several of one vendor.
 
-    ``pin`` is the device's value for the vendor's visibility variable
-    (:attr:`tether.acceptor._devices.Device.pin`). ``memory_limit`` is in bytes
+    ``device_ids`` are the devices in the order the worker numbers them (its
+    device 0 is the first); ``pins`` are their values for the vendor's
+    visibility variable (:attr:`tether.acceptor._devices.Device.pin`), in the
+    same order, and empty for the CPU. ``memory_limit`` is in bytes per device
     (None: no limit). ``compute_share`` is in (0, 1] (None: the whole device).
     ``cpus`` are the host cores the worker is pinned to (empty: no pinning; for a
     CPU slice with a ``compute_share`` the acceptor should name them, since only
@@ -110,9 +115,9 @@ class SliceLimits:
     :func:`cpu_headroom` for CPU slices.
     """
 
-    device_id: str = "cpu:0"
+    device_ids: tuple[str, ...] = ("cpu:0",)
     vendor: str = "cpu"
-    pin: str = ""
+    pins: tuple[str, ...] = ()
     memory_limit: int | None = None
     compute_share: float | None = None
     cpus: tuple[int, ...] = ()
@@ -121,8 +126,22 @@ class SliceLimits:
     def __post_init__(self) -> None:
         if self.vendor not in VENDORS:
             raise SliceError(f"slice vendor {self.vendor!r} is not one of {', '.join(VENDORS)}")
-        if self.vendor != "cpu" and not self.pin:
-            raise SliceError(f"a {self.vendor} slice needs the device's pin (uuid or index)")
+        if (
+            not self.device_ids
+            or not all(isinstance(d, str) and d for d in self.device_ids)
+            or len(set(self.device_ids)) != len(self.device_ids)
+        ):
+            raise SliceError(f"device_ids must be distinct device ids, not {self.device_ids!r}")
+        if not all(isinstance(p, str) and p and "," not in p for p in self.pins):
+            raise SliceError(f"pins must be visibility values without commas, not {self.pins!r}")
+        if self.vendor == "cpu":
+            if self.pins or len(self.device_ids) != 1:
+                raise SliceError("a cpu slice is one device and has no pins")
+        elif len(self.pins) != len(self.device_ids):
+            raise SliceError(
+                f"a {self.vendor} slice needs each device's pin (uuid or index): "
+                f"{len(self.device_ids)} device(s), {len(self.pins)} pin(s)"
+            )
         if self.memory_limit is not None and (
             not isinstance(self.memory_limit, int)
             or isinstance(self.memory_limit, bool)
@@ -138,6 +157,11 @@ class SliceLimits:
         if self.headroom is not None and self.headroom < 0:
             raise SliceError("headroom cannot be negative")
 
+    @property
+    def device_id(self) -> str:
+        """The first device: the worker's device 0."""
+        return self.device_ids[0]
+
     @classmethod
     def for_device(
         cls,
@@ -148,10 +172,40 @@ class SliceLimits:
         cpus: Sequence[int] = (),
     ) -> SliceLimits:
         """The slice of ``device`` with the given limits."""
+        return cls.for_devices(
+            [device], memory_limit=memory_limit, compute_share=compute_share, cpus=cpus
+        )
+
+    @classmethod
+    def for_devices(
+        cls,
+        devices: Sequence[Device],
+        *,
+        memory_limit: int | None = None,
+        compute_share: float | None = None,
+        cpus: Sequence[int] = (),
+    ) -> SliceLimits:
+        """The slice of ``devices``, in their order, with limits per device.
+
+        The worker always runs on the host's CPU, so the CPU device in a list
+        with GPUs adds nothing and is left out. Raises :class:`SliceError` for
+        no devices, or GPUs of several vendors: one worker's framework drives
+        one vendor's devices.
+        """
+        gpus = [d for d in devices if d.vendor != "cpu"]
+        chosen = gpus or list(devices)
+        if not chosen:
+            raise SliceError("a slice needs at least one device")
+        vendors = sorted({d.vendor for d in chosen})
+        if len(vendors) > 1:
+            raise SliceError(
+                f"a slice cannot span devices of several vendors ({', '.join(vendors)}): "
+                "a worker drives one vendor's devices; ask for devices of one vendor"
+            )
         return cls(
-            device_id=device.id,
-            vendor=device.vendor,
-            pin=device.pin,
+            device_ids=tuple(d.id for d in chosen),
+            vendor=vendors[0],
+            pins=tuple(d.pin for d in chosen) if vendors[0] != "cpu" else (),
             memory_limit=memory_limit,
             compute_share=compute_share,
             cpus=tuple(cpus),
@@ -173,10 +227,11 @@ class SliceLimits:
         unknown = sorted(set(data) - names)
         if unknown:
             raise SliceError(f"{SLICE_ENV} has unknown field(s) {unknown}")
-        if "cpus" in data:
-            if not isinstance(data["cpus"], list):
-                raise SliceError("cpus must be a list of core numbers")
-            data["cpus"] = tuple(data["cpus"])
+        for name, what in (("cpus", "core numbers"), ("device_ids", "ids"), ("pins", "pins")):
+            if name in data:
+                if not isinstance(data[name], list):
+                    raise SliceError(f"{name} must be a list of {what}")
+                data[name] = tuple(data[name])
         try:
             return cls(**data)
         except TypeError as exc:
@@ -233,21 +288,24 @@ def cpu_headroom(threads: int, stack_size: int = 8 * MiB) -> int:
 
 
 def visibility_env(slice: SliceLimits) -> dict[str, str | None]:
-    """The visibility variables that show a worker its slice's device alone.
+    """The visibility variables that show a worker its slice's devices and no others.
 
-    A value of None means "remove the variable".
+    Several devices are listed comma-separated in the slice's order, so the
+    framework's device ``i`` is the slice's ``i``-th. A value of None means
+    "remove the variable".
     """
+    pins = ",".join(slice.pins)
     if slice.vendor == "nvidia":
         # NVML numbers GPUs in PCI order, CUDA fastest-first by default: pin by
         # UUID and ask for PCI order so an index can never pick another GPU.
-        return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": slice.pin}
+        return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": pins}
     if slice.vendor == "amd":
         # HIP also honours CUDA_VISIBLE_DEVICES, re-indexing on top of HIP's.
-        return {"HIP_VISIBLE_DEVICES": slice.pin, "CUDA_VISIBLE_DEVICES": None}
+        return {"HIP_VISIBLE_DEVICES": pins, "CUDA_VISIBLE_DEVICES": None}
     # -1 is an invalid ordinal: CUDA and HIP enumerate no device at all.
     hidden: dict[str, str | None] = {"CUDA_VISIBLE_DEVICES": "-1", "HIP_VISIBLE_DEVICES": "-1"}
     if slice.vendor == "intel":
-        hidden["ZE_AFFINITY_MASK"] = slice.pin
+        hidden["ZE_AFFINITY_MASK"] = pins
     return hidden
 
 
@@ -334,9 +392,11 @@ def apply_slice(
             _install_post_import("torch", _on_torch_import)
             memory_enforced = True
             backend = "torch.xpu" if slice.vendor == "intel" else "torch.cuda"
+            each = " on each of its devices" if len(slice.device_ids) > 1 else ""
             memory = (
-                f"{backend} per-process memory fraction for {slice.memory_limit / MiB:.0f} MiB, "
-                "applied when torch initialises the device; other frameworks are not limited"
+                f"{backend} per-process memory fraction for {slice.memory_limit / MiB:.0f} MiB"
+                f"{each}, applied when torch initialises the device; other frameworks are "
+                "not limited"
             )
         _current = Enforcement(
             slice=slice,
@@ -464,7 +524,7 @@ def _vm_size() -> int:
 
 
 def limit_torch(torch: ModuleType | None = None) -> str:
-    """Limit torch's device allocator to the current slice's memory.
+    """Limit torch's device allocator to the current slice's memory, per device.
 
     Called automatically when ``torch`` finishes importing after
     :func:`apply_slice`; call it yourself only if you imported torch in some
@@ -485,11 +545,18 @@ def limit_torch(torch: ModuleType | None = None) -> str:
     backend = getattr(torch, "xpu" if enf.slice.vendor == "intel" else "cuda")
     limit = enf.slice.memory_limit
 
+    wanted = len(enf.slice.device_ids)
+
     def set_fraction() -> None:
-        total = int(backend.get_device_properties(0).total_memory)
-        fraction = min(1.0, limit / total)
-        backend.set_per_process_memory_fraction(fraction, 0)
-        _torch_state["fraction"] = fraction
+        # The limit is per device. The runtime may show fewer devices than the
+        # slice names (CUDA enumerates one MIG instance per process at most).
+        fractions = []
+        for index in range(min(wanted, int(backend.device_count()))):
+            total = int(backend.get_device_properties(index).total_memory)
+            fraction = min(1.0, limit / total)
+            backend.set_per_process_memory_fraction(fraction, index)
+            fractions.append(fraction)
+        _torch_state["fractions"] = fractions
 
     lazy: Callable[[Callable[[], None]], None] | None = getattr(backend, "_lazy_call", None)
     if lazy is not None and not backend.is_initialized():

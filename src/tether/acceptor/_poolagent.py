@@ -32,7 +32,7 @@ from typing import Any
 from tether._errors import AuthenticationError, ConnectError, PoolError
 from tether._ticket import DEFAULT_CLOCK_SKEW_S, TicketError, verify
 from tether.acceptor._devices import Device, Framework, frameworks_for
-from tether.acceptor._limits import SliceLimits
+from tether.acceptor._limits import SliceError, SliceLimits
 from tether.acceptor._meter import Meter, SessionUsage
 from tether.acceptor._server import POOL_SESSION_ENV
 from tether.wire import Hello
@@ -81,28 +81,30 @@ class TicketAuthorizer:
             )
         except TicketError as exc:
             return False, str(exc), {}
-        # A multi-device lease is pinned to its first device: SliceLimits holds one
-        # device (see docs/deploy.md, "limits").
-        device = self.devices.get(ticket.device_ids[0])
-        if device is None:
+        # The worker sees all of the lease's devices, in the ticket's order.
+        missing = [d for d in ticket.device_ids if d not in self.devices]
+        if missing:
             return (
                 False,
-                f"the ticket names device {ticket.device_ids[0]!r}, which this acceptor no "
+                f"the ticket names device {missing[0]!r}, which this acceptor no "
                 f"longer offers (it offers {', '.join(self.devices) or 'nothing'}); "
                 "ask the pool for a new slice",
                 {},
             )
-        limits = SliceLimits.for_device(
-            device,
-            memory_limit=ticket.memory_bytes,
-            compute_share=ticket.fraction if ticket.fraction < 1 else None,
-        )
+        try:
+            limits = SliceLimits.for_devices(
+                [self.devices[d] for d in ticket.device_ids],
+                memory_limit=ticket.memory_bytes,
+                compute_share=ticket.fraction if ticket.fraction < 1 else None,
+            )
+        except SliceError as exc:
+            return False, f"{exc} (the ticket names {', '.join(ticket.device_ids)})", {}
         log.info(
             "admitting session %s (team %s, user %s): %s x%.2f, memory %d bytes",
             ticket.session_id,
             ticket.team,
             ticket.user,
-            device.id,
+            ",".join(limits.device_ids),
             ticket.fraction,
             ticket.memory_bytes,
         )
