@@ -41,6 +41,7 @@ from tether._errors import PoolError
 from tether._ticket import SessionTicket, TicketError, node_key
 from tether._ticket import issue as issue_ticket
 from tether._ticket import verify as verify_ticket
+from tether.pool._accounts import new_id
 from tether.pool._auth import Principal
 from tether.pool._db import Tx
 from tether.pool._directory import Directory, quota_out
@@ -81,7 +82,7 @@ from tether.pool._problems import (
 )
 from tether.pool._request import SliceRequest
 from tether.pool._state import PoolState
-from tether.pool._store import SessionRow, Store, new_id, session_lease
+from tether.pool._store import SessionRow, Store, session_lease
 from tether.pool._usage import compute_usage, month_bounds
 from tether.pool._values import PoolConflictError, PoolInputError, PoolNotFoundError, parse_memory
 

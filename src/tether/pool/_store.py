@@ -1,4 +1,5 @@
-"""The pool's persistent state: teams, users, tokens, quotas, nodes, devices, sessions.
+"""The pool's persistent state: quotas, nodes, devices, sessions (and, through
+:class:`~tether.pool._accounts.AccountStore`, teams, users and tokens).
 
 Theory of operation: the database is the source of truth, and every change is one
 transaction. Whatever decides placement (``tether.pool._service``) runs inside a
@@ -15,17 +16,15 @@ the clock and the store never reads it.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tether._errors import AuthenticationError
-from tether.pool import _auth
+from tether.pool._accounts import AccountStore, TeamRow
 from tether.pool._db import Database, Tx, open_database
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._model import DeviceSpec, Lease, NodeSpec, Quota
-from tether.pool._problems import Conflict, NotFound, PoolRequestError
+from tether.pool._problems import NotFound, PoolRequestError
 from tether.pool._queue import QueueEntry
 from tether.pool._request import SliceRequest
 from tether.pool._state import NodeRecord
@@ -36,37 +35,7 @@ __all__ = [
     "QuotaRow",
     "SessionRow",
     "Store",
-    "TeamRow",
-    "TokenRecord",
-    "UserRow",
 ]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TeamRow:
-    id: str
-    name: str
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UserRow:
-    id: str
-    name: str
-    is_admin: bool
-    created_at: float
-    teams: tuple[str, ...]  # team names
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TokenRecord:
-    id: str
-    kind: _auth.TokenKind
-    user_name: str | None
-    node_name: str | None
-    label: str
-    created_at: float
-    revoked_at: float | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,10 +95,6 @@ class SessionRow:
     metering: dict[str, Any] | None
 
 
-def new_id() -> str:
-    return secrets.token_hex(8)
-
-
 def _session_from(row: dict[str, Any], devices: tuple[tuple[str, float, int], ...]) -> SessionRow:
     return SessionRow(
         id=row["id"],
@@ -162,7 +127,7 @@ _SESSION_SELECT = (
 )
 
 
-class Store:
+class Store(AccountStore):
     """Typed reads and writes of the pool database. Thread-safe (a connection per thread).
 
     Methods that take a ``tx`` run inside the caller's transaction; the others open
@@ -246,212 +211,6 @@ class Store:
         return value
 
     # ------------------------------------------------------------ teams, users
-
-    def create_team(self, name: str, now: float) -> TeamRow:
-        with self.db.transaction(serialize=True) as tx:
-            if tx.one("SELECT id FROM teams WHERE name = ?", (name,)):
-                raise Conflict(f"team {name!r} already exists")
-            team = TeamRow(id=new_id(), name=name, created_at=now)
-            tx.execute(
-                "INSERT INTO teams (id, name, created_at) VALUES (?, ?, ?)",
-                (team.id, team.name, team.created_at),
-            )
-            return team
-
-    def delete_team(self, name: str) -> None:
-        with self.db.transaction(serialize=True) as tx:
-            team = self._team(tx, name)
-            if tx.one("SELECT id FROM sessions WHERE team_id = ? LIMIT 1", (team.id,)):
-                raise Conflict(
-                    f"team {name!r} has sessions on record (its usage history); "
-                    "remove its members instead of the team"
-                )
-            tx.execute("DELETE FROM teams WHERE id = ?", (team.id,))
-
-    def _team(self, tx: Tx, name: str) -> TeamRow:
-        row = tx.one("SELECT * FROM teams WHERE name = ?", (name,))
-        if row is None:
-            raise NotFound(f"no team named {name!r}")
-        return TeamRow(id=row["id"], name=row["name"], created_at=float(row["created_at"]))
-
-    def team(self, name: str) -> TeamRow:
-        with self.db.transaction() as tx:
-            return self._team(tx, name)
-
-    def teams(self) -> list[TeamRow]:
-        with self.db.transaction() as tx:
-            rows = tx.all("SELECT * FROM teams ORDER BY name")
-        return [
-            TeamRow(id=r["id"], name=r["name"], created_at=float(r["created_at"])) for r in rows
-        ]
-
-    def create_user(
-        self, name: str, *, is_admin: bool, teams: Iterable[str], now: float
-    ) -> UserRow:
-        with self.db.transaction(serialize=True) as tx:
-            if tx.one("SELECT id FROM users WHERE name = ?", (name,)):
-                raise Conflict(f"user {name!r} already exists")
-            team_rows = [self._team(tx, t) for t in dict.fromkeys(teams)]
-            user_id = new_id()
-            tx.execute(
-                "INSERT INTO users (id, name, is_admin, created_at) VALUES (?, ?, ?, ?)",
-                (user_id, name, bool(is_admin), now),
-            )
-            for team in team_rows:
-                tx.execute(
-                    "INSERT INTO memberships (team_id, user_id) VALUES (?, ?)", (team.id, user_id)
-                )
-            return self._user(tx, name)
-
-    def _user(self, tx: Tx, name: str) -> UserRow:
-        row = tx.one("SELECT * FROM users WHERE name = ?", (name,))
-        if row is None:
-            raise NotFound(f"no user named {name!r}")
-        return self._user_row(tx, row)
-
-    def _user_row(self, tx: Tx, row: dict[str, Any]) -> UserRow:
-        teams = tx.all(
-            "SELECT t.name FROM memberships m JOIN teams t ON t.id = m.team_id "
-            "WHERE m.user_id = ? ORDER BY t.name",
-            (row["id"],),
-        )
-        return UserRow(
-            id=row["id"],
-            name=row["name"],
-            is_admin=bool(row["is_admin"]),
-            created_at=float(row["created_at"]),
-            teams=tuple(t["name"] for t in teams),
-        )
-
-    def user(self, name: str) -> UserRow:
-        with self.db.transaction() as tx:
-            return self._user(tx, name)
-
-    def users(self) -> list[UserRow]:
-        with self.db.transaction() as tx:
-            return [self._user_row(tx, r) for r in tx.all("SELECT * FROM users ORDER BY name")]
-
-    def user_count(self) -> int:
-        with self.db.transaction() as tx:
-            row = tx.one("SELECT COUNT(*) AS n FROM users")
-        return int(row["n"]) if row else 0
-
-    def set_membership(self, team: str, user: str, *, member: bool) -> UserRow:
-        with self.db.transaction(serialize=True) as tx:
-            t = self._team(tx, team)
-            u = self._user(tx, user)
-            if member and team not in u.teams:
-                tx.execute("INSERT INTO memberships (team_id, user_id) VALUES (?, ?)", (t.id, u.id))
-            elif not member:
-                if team not in u.teams:
-                    raise NotFound(f"user {user!r} is not a member of team {team!r}")
-                tx.execute(
-                    "DELETE FROM memberships WHERE team_id = ? AND user_id = ?", (t.id, u.id)
-                )
-            return self._user(tx, user)
-
-    # ------------------------------------------------------------------ tokens
-
-    def create_token(
-        self,
-        *,
-        kind: _auth.TokenKind,
-        user: str | None = None,
-        node_name: str | None = None,
-        label: str = "",
-        now: float,
-    ) -> tuple[TokenRecord, str]:
-        """Issue a token; returns its record and its text (shown once, never stored)."""
-        with self.db.transaction(serialize=True) as tx:
-            user_id = None
-            if kind == "user":
-                if user is None:
-                    raise PoolRequestError("a user token needs a user")
-                user_id = self._user(tx, user).id
-            issued = _auth.issue_token(kind)
-            tx.execute(
-                "INSERT INTO tokens (id, kind, user_id, node_name, label, hash, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (issued.id, kind, user_id, node_name, label, issued.hash, now),
-            )
-            return self._token(tx, issued.id), issued.text
-
-    def _token(self, tx: Tx, token_id: str) -> TokenRecord:
-        row = tx.one(
-            "SELECT k.*, u.name AS user_name FROM tokens k LEFT JOIN users u ON u.id = k.user_id "
-            "WHERE k.id = ?",
-            (token_id,),
-        )
-        if row is None:
-            raise NotFound(f"no token with id {token_id!r}")
-        return TokenRecord(
-            id=row["id"],
-            kind=row["kind"],
-            user_name=row["user_name"],
-            node_name=row["node_name"],
-            label=row["label"],
-            created_at=float(row["created_at"]),
-            revoked_at=row["revoked_at"],
-        )
-
-    def token(self, token_id: str) -> TokenRecord:
-        with self.db.transaction() as tx:
-            return self._token(tx, token_id)
-
-    def tokens(self, user: str | None = None) -> list[TokenRecord]:
-        with self.db.transaction() as tx:
-            if user is None:
-                ids = tx.all("SELECT id FROM tokens ORDER BY created_at, id")
-            else:
-                uid = self._user(tx, user).id
-                ids = tx.all(
-                    "SELECT id FROM tokens WHERE user_id = ? ORDER BY created_at, id", (uid,)
-                )
-            return [self._token(tx, r["id"]) for r in ids]
-
-    def revoke_token(self, token_id: str, now: float) -> TokenRecord:
-        with self.db.transaction(serialize=True) as tx:
-            record = self._token(tx, token_id)
-            if record.revoked_at is None:
-                tx.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now, token_id))
-            return self._token(tx, token_id)
-
-    def authenticate(self, text: str) -> _auth.Principal:
-        """The principal a token's text stands for; raises AuthenticationError."""
-        kind, token_id = _auth.split_token(text)
-        with self.db.transaction() as tx:
-            row = tx.one("SELECT * FROM tokens WHERE id = ? AND kind = ?", (token_id, kind))
-            token_row = (
-                None
-                if row is None
-                else _auth.TokenRow(
-                    id=row["id"],
-                    kind=row["kind"],
-                    hash=row["hash"],
-                    revoked=row["revoked_at"] is not None,
-                    user_id=row["user_id"],
-                    node_name=row["node_name"],
-                )
-            )
-            _auth.check_token(text, token_row)
-            assert token_row is not None
-            if kind == "node":
-                return _auth.Principal(
-                    kind="node", token_id=token_id, node_name=token_row.node_name
-                )
-            user = tx.one("SELECT * FROM users WHERE id = ?", (token_row.user_id,))
-            if user is None:  # the user was deleted: its tokens die with it
-                raise AuthenticationError("invalid token")
-            teams = tx.all("SELECT team_id FROM memberships WHERE user_id = ?", (user["id"],))
-            return _auth.Principal(
-                kind="user",
-                token_id=token_id,
-                user_id=user["id"],
-                user_name=user["name"],
-                is_admin=bool(user["is_admin"]),
-                team_ids=frozenset(t["team_id"] for t in teams),
-            )
-
     # ------------------------------------------------------------------ quotas
 
     def set_quota_tx(
