@@ -88,16 +88,16 @@ class RemoteLike:
     """Enters like a proxy does: records its with statement as remote."""
 
     def __enter__(self) -> RemoteLike:
-        from tether.client._trycheck import note_remote_with
+        from tether.client._trycheck import note_transparent_with
 
-        note_remote_with(sys._getframe(1))
+        note_transparent_with(sys._getframe(1))
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
 
-def in_remote_with() -> bool:
+def in_transparent_with() -> bool:
     with RemoteLike():
         return probe()
 
@@ -118,7 +118,7 @@ CASES = {
     "caller_catches": True,
     "in_with": True,
     "in_local_with_that_may_swallow": True,
-    "in_remote_with": False,
+    "in_transparent_with": False,
     "remote_with_inside_try": True,
     "in_finally": True,
     "only_keyboard_interrupt": False,

@@ -20,7 +20,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tether.client._trycheck import note_remote_with
+from tether.client._trycheck import note_transparent_with
 from tether.wire._ops import STOP, Op
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _next(self: RemoteObject) -> Any:
 
 
 def _enter(self: RemoteObject) -> Any:
-    note_remote_with(sys._getframe(1))
+    note_transparent_with(sys._getframe(1))
     return self._t_s.callmethod(self, "__enter__", (), {})
 
 

@@ -56,7 +56,7 @@ from tether.client._proxy import (
     tuple_mirror,
 )
 from tether.client._serve import serve_request
-from tether.client._trycheck import in_handler
+from tether.client._trycheck import in_handler, note_transparent_with
 from tether.transport import Channel, ChannelClosed
 from tether.wire import Flag, Kind
 from tether.wire._ops import ANY, DISCARD, NONE, Op, TypeDesc, pack_batch, pack_ids
@@ -198,6 +198,8 @@ class Session:
             self.close()
 
     def __enter__(self) -> Session:
+        # Closing never swallows an error: calls in the block stay pipelined.
+        note_transparent_with(sys._getframe(1))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,7 +16,7 @@ The handler there is classified by its first instructions:
   may swallow the error (``contextlib.suppress``, a ``@contextmanager`` with
   ``try``), so it catches, unless the context manager is a remote object
   (``torch.no_grad()``): proxies record the ``with`` statements that entered
-  them (:func:`note_remote_with`), and those only clean up.
+  them (:func:`note_transparent_with`), and those only clean up.
 * A handler that reaches ``RERAISE`` without matching is a ``finally``: it
   counts as catching too, because its body must run after the failing line and
   before anything else (a print in it must not be the point where a late error
@@ -44,15 +44,16 @@ _cache: dict[tuple[int, int], bool] = {}
 _codes: dict[int, types.CodeType] = {}
 #: Per frame position: 0 (passes errors on), 1 (catches), 2 (_STOP).
 _verdicts: dict[tuple[int, int], int] = {}
-#: (code, offset of BEFORE_WITH) of with statements whose manager is remote.
-_remote_with: set[tuple[types.CodeType, int]] = set()
+#: (code, offset of BEFORE_WITH) of with statements whose manager lets errors through.
+_transparent_with: set[tuple[types.CodeType, int]] = set()
 
 
-def note_remote_with(frame: types.FrameType) -> None:
-    """Record that the ``with`` statement ``frame`` is executing entered a proxy."""
+def note_transparent_with(frame: types.FrameType) -> None:
+    """Record that the ``with`` statement ``frame`` is executing entered a manager
+    whose ``__exit__`` never swallows an error (a proxy, a session)."""
     key = (frame.f_code, frame.f_lasti)
-    if key not in _remote_with:
-        _remote_with.add(key)
+    if key not in _transparent_with:
+        _transparent_with.add(key)
         _cache.clear()  # answers about this block were made assuming a local manager
         _verdicts.clear()
 
@@ -114,7 +115,7 @@ def _catches(code: types.CodeType, offset: int, depth: int) -> bool:
     if nxt.opname == "POP_TOP":
         return True  # bare except
     if nxt.opname == "WITH_EXCEPT_START":
-        if (code, _with_start(ordered, instrs, start)) in _remote_with:
+        if (code, _with_start(ordered, instrs, start)) in _transparent_with:
             return _reraise_caught(code, ordered, instrs, idx, depth)
         return True
     names: list[str] = []

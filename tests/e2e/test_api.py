@@ -1,0 +1,76 @@
+"""The Python API (``tether.connect``) used by a real script against a real acceptor.
+
+Scripts run as their own processes: under pytest every call would sit inside
+pytest's own ``try`` blocks, which makes every remote call synchronous.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from e2e_harness import Acceptor
+
+pytestmark = pytest.mark.slow
+
+
+def _run(acceptor: Acceptor, tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "api_script.py"
+    script.write_text(
+        "import sys\nimport tether\n\n"
+        "URL, TOKEN = sys.argv[1], open(sys.argv[2]).read().strip()\n" + textwrap.dedent(body)
+    )
+    return subprocess.run(
+        [sys.executable, str(script), acceptor.url, str(acceptor.token_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_calls_inside_the_session_block_are_pipelined(acceptor: Acceptor, tmp_path: Path) -> None:
+    """``with tether.connect() as s:`` closes the session but never swallows an
+    error, so it must not make every call inside it synchronous."""
+    out = _run(
+        acceptor,
+        tmp_path,
+        """
+        with tether.connect(URL, token=TOKEN) as s:
+            d = s.import_module("collections").deque()
+            for i in range(3):
+                d.append(i)  # the first calls of a site learn what it returns
+            before = dict(s.stats)
+            for i in range(3, 200):
+                d.append(i)
+            print(s.stats["sync"] - before["sync"], s.stats["async"] - before["async"])
+            print(len(d))
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["0 197", "200"]
+
+
+def test_a_pipelined_error_in_the_session_block_surfaces_at_the_next_value(
+    acceptor: Acceptor, tmp_path: Path
+) -> None:
+    out = _run(
+        acceptor,
+        tmp_path,
+        """
+        with tether.connect(URL, token=TOKEN) as s:
+            d = s.import_module("collections").deque([1])
+            for _ in range(4):
+                d.rotate(1)
+            d.rotate("not a number")  # pipelined: fails in the worker, later
+            print("never printed")  # printing first syncs: the error raises here
+        print("never printed either")  # the with block let the error through
+        """,
+    )
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert 'print("never printed")' in out.stderr  # the line the error surfaced at
+    last = out.stderr.splitlines()[-1]
+    assert last == "TypeError: 'str' object cannot be interpreted as an integer"
