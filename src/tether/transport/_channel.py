@@ -23,6 +23,7 @@ from tether.wire._frames import Buffer, encode_frame
 
 _READ_CHUNK = 256 * 1024
 _SENDMSG_MAX_PIECES = 64
+_RESPIN = 32  # waits without spinning before a spin is tried again
 
 
 def _spin_seconds() -> float:
@@ -58,6 +59,7 @@ class Channel:
         self._rbuf = bytearray(_READ_CHUNK)
         self._spin = _spin_seconds()
         self._last_wait = 0.0
+        self._missed = 0
         self._closed = False
 
     # -- sending ------------------------------------------------------------
@@ -119,15 +121,20 @@ class Channel:
         if self._read_available() and self._frames:
             return self._frames.popleft()
         start = time.perf_counter()
-        # Spin only while the peer has been answering quickly: then both ends
-        # stay awake and a round trip costs no wake-up. When answers take long
-        # (real work, or a busy machine), spinning would only steal CPU.
-        if self._spin and self._last_wait <= 4 * self._spin:
+        # Spin only while spinning pays: the last answer came within the spin,
+        # so both ends stay awake and a round trip costs no wake-up. When
+        # answers take longer (real work, or a busy machine where the spin
+        # steals the CPU the peer needs), sleep at once, and try spinning again
+        # only every _RESPIN waits.
+        if self._spin and (self._last_wait <= self._spin or self._missed >= _RESPIN):
+            self._missed = 0
             until = start + self._spin
             while time.perf_counter() < until:
                 if self._read_available() and self._frames:
                     self._last_wait = time.perf_counter() - start
                     return self._frames.popleft()
+        else:
+            self._missed += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._frames:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
