@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.pool._auth import Principal
+from tether.pool._db import Tx
 from tether.pool._problems import Forbidden, NotFound, PoolRequestError
 from tether.pool._store import Store
 
@@ -172,6 +173,21 @@ class Directory:
         if not principal.can_see_team(team_id):
             # 404, not 403: other teams' session ids are not to be probed.
             raise NotFound(f"no {what} among your teams")
+
+    def _visible_team_ids(self, tx: Tx, principal: Principal, team: str | None) -> list[str] | None:
+        """The ids of the teams whose sessions and usage ``principal`` asks to see.
+
+        ``team`` names one team (NotFound if there is none or the principal may
+        not see it); None means all the principal may see: every team (None)
+        for an admin, else the principal's own.
+        """
+        if team is not None:
+            ids = self.store.team_ids_tx(tx)
+            if team not in ids:
+                raise NotFound(f"no team named {team!r}")
+            self._require_team(principal, ids[team], what=f"team {team!r}")
+            return [ids[team]]
+        return None if principal.is_admin else sorted(principal.team_ids)
 
 
 def quota_out(row: Any) -> dict[str, Any]:

@@ -669,14 +669,7 @@ class PoolService(Directory):
         if state is not None and state not in ("queued", "placed", "ended"):
             raise PoolRequestError("state must be queued, placed or ended")
         with self.store.db.transaction() as tx:
-            ids = self.store.team_ids_tx(tx)
-            if team is not None:
-                if team not in ids:
-                    raise NotFound(f"no team named {team!r}")
-                self._require_team(principal, ids[team], what=f"team {team!r}")
-                team_ids: Iterable[str] | None = [ids[team]]
-            else:
-                team_ids = None if principal.is_admin else sorted(principal.team_ids)
+            team_ids = self._visible_team_ids(tx, principal, team)
             rows = self.store.sessions_tx(tx, states=states, team_ids=team_ids)
             addresses = {n.name: n.address for n in self.store.nodes_tx(tx)}
         out = []
@@ -795,14 +788,7 @@ class PoolService(Directory):
             month = month_key(now)
         start, end = _month_range(month)
         with self.store.db.transaction() as tx:
-            ids = self.store.team_ids_tx(tx)
-            if team is not None:
-                if team not in ids:
-                    raise NotFound(f"no team named {team!r}")
-                self._require_team(principal, ids[team], what=f"team {team!r}")
-                team_ids: Iterable[str] | None = [ids[team]]
-            else:
-                team_ids = None if principal.is_admin else sorted(principal.team_ids)
+            team_ids = self._visible_team_ids(tx, principal, team)
             leases = self.store.leases_tx(tx, overlapping=(start, end), team_ids=team_ids)
         if user is not None:
             leases = [lease for lease in leases if lease.user == user]
