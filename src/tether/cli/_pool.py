@@ -109,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
     import sys
 
-    from tether.pool._model import PoolConfig, PoolInputError
+    from tether.pool import PoolConfig, PoolInputError
     from tether.pool._server import ServeOptions, serve
     from tether.pool._service import ServiceConfig
 
@@ -147,7 +147,7 @@ def bar(share: float, width: int = BAR_WIDTH) -> str:
 def _memory(n: int | None) -> str:
     if not n:
         return "-"
-    from tether.pool._model import format_memory
+    from tether.pool import format_memory
 
     return format_memory(int(n))
 

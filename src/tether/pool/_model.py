@@ -27,7 +27,6 @@ from tether.pool._values import (
     check_id,
     check_positive_seconds,
     check_time,
-    format_memory,
     from_dict,
     parse_fraction,
     parse_memory,
@@ -44,9 +43,6 @@ __all__ = [
     "NodeSpec",
     "PlacementPolicy",
     "PoolConfig",
-    # Re-exported for the CLI, which imports them from here.
-    "PoolInputError",
-    "format_memory",
 ]
 
 #: Why a lease ended. ``released``: the client let it go. ``expired``: no lease
