@@ -1,0 +1,286 @@
+"""Sessions: asking the pool for a slice, watching it, keeping it alive and
+letting it go; and the signed tickets that let a client into its node.
+
+A session is a request that is queued, placed (a live lease) or ended. Changes
+go through :meth:`ServiceCore._mutate <tether.pool._core.ServiceCore._mutate>`;
+reads go to the database directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether._ticket import SessionTicket, TicketError, node_key
+from tether._ticket import issue as issue_ticket
+from tether._ticket import verify as verify_ticket
+from tether.pool._accounts import new_id
+from tether.pool._auth import Principal
+from tether.pool._core import ServiceCore, opt_memory
+from tether.pool._db import Tx
+from tether.pool._events import (
+    Event,
+    LeaseHeartbeat,
+    LeaseReleased,
+    Refused,
+    RequestCancelled,
+    SliceRequested,
+)
+from tether.pool._problems import Forbidden, Gone, NotFound, PoolRequestError
+from tether.pool._problems import Refused as RefusedError
+from tether.pool._request import SliceRequest
+from tether.pool._state import PoolState
+from tether.pool._store import SessionRow, session_lease
+from tether.pool._values import PoolInputError, PoolNotFoundError
+
+__all__ = ["Sessions"]
+
+
+class Sessions(ServiceCore):
+    """Requesting, reading, heartbeating and releasing sessions; their tickets."""
+
+    def request_slice(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """Place, queue or refuse a request (RefusedError). Returns the session."""
+        self._require_user(principal)
+        assert principal.user_id is not None and principal.user_name is not None
+        team_name, team_id = self._resolve_team(principal, body.get("team"))
+        session_id = new_id()
+        policy = body.get("policy")
+        try:
+            request = SliceRequest(
+                id=session_id,
+                fraction=body.get("fraction"),
+                memory_bytes=opt_memory(body.get("memory"), "requested memory"),
+                count=body.get("count"),
+                vendor=body.get("vendor"),
+                model=body.get("model"),
+                min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
+                frameworks=tuple(body.get("frameworks") or ()),
+                node=body.get("node"),
+                team=team_name,
+                user=principal.user_name,
+                priority=int(body.get("priority") or 0),
+                wait=bool(body.get("wait", True)),
+                queue_timeout_s=body.get("queue_timeout_s"),
+            )
+        except PoolInputError as exc:
+            raise PoolRequestError(str(exc)) from None
+        stored = {**request.to_dict(), "policy": policy}
+        context: dict[str, Any] = {
+            "new": (session_id, team_id, principal.user_id, stored, request.priority)
+        }
+
+        def work(tx: Tx, state: PoolState, now: float) -> Refused | None:
+            decisions = self._handle(state, SliceRequested(now=now, request=request, policy=policy))
+            self._persist(tx, decisions, context)
+            for d in decisions:
+                if isinstance(d, Refused) and d.request_id == session_id:
+                    return d
+            return None
+
+        refused = self._mutate(work)
+        if refused is not None:
+            detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
+            for key in ("limit", "used", "limit_value", "left"):
+                value = getattr(refused, key)
+                if value is not None:
+                    detail[key] = value
+            raise RefusedError(refused.message, detail)
+        return self.session(principal, session_id)
+
+    def _resolve_team(self, principal: Principal, team: str | None) -> tuple[str, str]:
+        with self.store.db.transaction() as tx:
+            ids = self.store.team_ids_tx(tx)
+        names = {v: k for k, v in ids.items()}
+        mine = sorted(names[t] for t in principal.team_ids if t in names)
+        if team is None:
+            if len(mine) == 1:
+                return mine[0], ids[mine[0]]
+            if not mine:
+                raise Forbidden(
+                    f"user {principal.user_name!r} belongs to no team: ask an admin to add you"
+                )
+            raise PoolRequestError(
+                f"you belong to several teams ({', '.join(mine)}): name one with team"
+            )
+        if team not in ids:
+            raise NotFound(f"no team named {team!r}")
+        if not principal.can_see_team(ids[team]):
+            raise Forbidden(f"you are not a member of team {team!r}")
+        return team, ids[team]
+
+    def session(self, principal: Principal, session_id: str) -> dict[str, Any]:
+        with self.store.db.transaction() as tx:
+            row = self.store.session_tx(tx, session_id)
+            address = None
+            if row.state == "placed" and row.node_name is not None:
+                addr = tx.one("SELECT address FROM nodes WHERE name = ?", (row.node_name,))
+                address = addr["address"] if addr else None
+        self._require_team(principal, row.team_id, what=f"session {session_id!r}")
+        out = self._session_out(row, address)
+        if row.state == "queued":
+            out["position"] = self._position(session_id)
+        if row.state == "placed" and principal.user_id == row.user_id:
+            out.update(self._ticket(row, address))
+        return out
+
+    def _position(self, session_id: str) -> int | None:
+        state = self._state
+        if state is None:
+            return None
+        with self._lock:
+            try:
+                return state.queue_position(session_id)
+            except PoolNotFoundError:
+                return None
+
+    def _ticket(self, row: SessionRow, address: str | None) -> dict[str, Any]:
+        lease = session_lease(row)
+        if lease is None:
+            return {}
+        now = self._clock()
+        ticket = SessionTicket(
+            session_id=row.id,
+            node=lease.node,
+            device_ids=lease.device_ids,
+            fraction=lease.fraction,
+            memory_bytes=lease.memory_bytes,
+            team=row.team,
+            user=row.user,
+            issued_at=now,
+            expires_at=now + self.config.ticket_ttl_s,
+        )
+        text = issue_ticket(node_key(self._secret, lease.node), ticket)
+        return {"ticket": text, "ticket_expires_at": ticket.expires_at}
+
+    def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> dict[str, Any]:
+        """Check a ticket as its acceptor would (for acceptors that ask, and for admins)."""
+        if principal.kind == "node":
+            node = principal.node_name or node
+        elif not principal.is_admin:
+            raise Forbidden("only node tokens and admins can verify tickets")
+        if node is None:
+            raise PoolRequestError("name the node the ticket is for")
+        try:
+            claims = verify_ticket(
+                node_key(self._secret, node), ticket, now=self._clock(), node=node
+            )
+        except TicketError as exc:
+            raise PoolRequestError(
+                f"invalid ticket: {exc}", {"ticket_error": type(exc).__name__}
+            ) from None
+        return {
+            "valid": True,
+            "claims": {
+                "session": claims.session_id,
+                "node": claims.node,
+                "devices": list(claims.device_ids),
+                "fraction": claims.fraction,
+                "memory_bytes": claims.memory_bytes,
+                "team": claims.team,
+                "user": claims.user,
+                "issued_at": claims.issued_at,
+                "expires_at": claims.expires_at,
+            },
+        }
+
+    @staticmethod
+    def _session_out(row: SessionRow, address: str | None) -> dict[str, Any]:
+        request = {k: v for k, v in row.request.items() if v is not None and k != "id"}
+        return {
+            "id": row.id,
+            "team": row.team,
+            "user": row.user,
+            "state": row.state,
+            "submitted_at": row.submitted_at,
+            "request": request,
+            "reason": row.message,
+            "queue_deadline": row.queue_deadline,
+            "node": row.node_name,
+            "address": address,
+            "devices": [{"id": d, "fraction": f, "memory_bytes": m} for d, f, m in row.devices],
+            "share": row.share,
+            "memory_bytes": row.memory_bytes,
+            "started_at": row.started_at,
+            "last_heartbeat": row.last_heartbeat,
+            "ended_at": row.ended_at,
+            "end_reason": row.end_reason,
+            "metering": row.metering,
+        }
+
+    def sessions(
+        self, principal: Principal, *, state: str | None = None, team: str | None = None
+    ) -> list[dict[str, Any]]:
+        states = (state,) if state else ("queued", "placed")
+        if state is not None and state not in ("queued", "placed", "ended"):
+            raise PoolRequestError("state must be queued, placed or ended")
+        with self.store.db.transaction() as tx:
+            team_ids = self._visible_team_ids(tx, principal, team)
+            rows = self.store.sessions_tx(tx, states=states, team_ids=team_ids)
+            addresses = {n.name: n.address for n in self.store.nodes_tx(tx)}
+        out = []
+        for row in rows:
+            item = self._session_out(row, addresses.get(row.node_name or ""))
+            if row.state == "queued":
+                item["position"] = self._position(row.id)
+            out.append(item)
+        return out
+
+    def heartbeat(self, principal: Principal, session_id: str) -> dict[str, Any]:
+        row = self._own_session(principal, session_id)
+        if row.state != "ended":
+
+            def work(tx: Tx, state: PoolState, now: float) -> None:
+                # Decided under the lock: the lease may have ended since the read above.
+                if _is_queued(state, session_id):
+                    return
+                try:
+                    state.lease(session_id)
+                except PoolNotFoundError:
+                    return
+                event = LeaseHeartbeat(now=now, lease_id=session_id)
+                self._persist(tx, self._handle(state, event), {})
+
+            self._mutate(work)
+        current = self.session(principal, session_id)
+        if current["state"] == "ended":
+            raise Gone(
+                f"session {session_id} has ended ({current['end_reason']})",
+                {"reason": current["end_reason"]},
+            )
+        return current
+
+    def release(self, principal: Principal, session_id: str) -> dict[str, Any]:
+        """End a lease or withdraw a queued request; releasing an ended one is harmless."""
+        row = self._own_session(principal, session_id)
+        if row.state != "ended":
+
+            def work(tx: Tx, state: PoolState, now: float) -> None:
+                event: Event
+                if _is_queued(state, session_id):
+                    event = RequestCancelled(now=now, request_id=session_id)
+                else:
+                    try:
+                        state.lease(session_id)
+                    except PoolNotFoundError:
+                        return  # it ended meanwhile
+                    event = LeaseReleased(now=now, lease_id=session_id)
+                self._persist(tx, self._handle(state, event), {})
+
+            self._mutate(work)
+        return self.session(principal, session_id)
+
+    def _own_session(self, principal: Principal, session_id: str) -> SessionRow:
+        with self.store.db.transaction() as tx:
+            row = self.store.session_tx(tx, session_id)
+        self._require_team(principal, row.team_id, what=f"session {session_id!r}")
+        if not principal.is_admin and principal.user_id != row.user_id:
+            raise Forbidden(f"session {session_id} belongs to {row.user}; only they can change it")
+        return row
+
+
+def _is_queued(state: PoolState, session_id: str) -> bool:
+    try:
+        state.queue_position(session_id)
+    except PoolNotFoundError:
+        return False
+    return True
