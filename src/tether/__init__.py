@@ -41,6 +41,15 @@ def __getattr__(name: str) -> object:
         from tether.client._session import Session
 
         return Session
+    if name in ("load_ipython_extension", "unload_ipython_extension"):
+        # `%load_ext tether` in IPython; the extension lives in tether._jupyter.
+        # IPython asks with hasattr(), which would hide an AttributeError of the import.
+        try:
+            from tether import _jupyter
+        except AttributeError as exc:
+            raise ImportError(f"cannot load tether's IPython extension: {exc}") from exc
+
+        return getattr(_jupyter, name)
     raise AttributeError(f"module 'tether' has no attribute {name!r}")
 
 
