@@ -1,7 +1,8 @@
 """The pool's HTTP JSON API (``/v1/...``), a thin FastAPI shell over :class:`PoolService`.
 
-Every route but ``/v1/openapi.json`` needs ``Authorization: Bearer TOKEN``
-(``/metrics`` too, unless the server was started with public metrics). Every
+Every route needs ``Authorization: Bearer TOKEN`` but ``/v1/openapi.json`` and
+the probes ``/v1/health`` and ``/v1/ready`` (:mod:`tether.pool._health`);
+``/metrics`` too, unless the server was started with public metrics. Every
 error, whatever raised it, leaves as one JSON shape::
 
     {"error": {"code": "bad-request", "message": "fraction must be ...", "detail": {}}}
@@ -25,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether import __version__
 from tether._errors import AuthenticationError
-from tether.pool import _metrics
+from tether.pool import _health, _metrics
 from tether.pool import _schemas as s
 from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
@@ -137,6 +138,25 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         return _error(500, "internal", f"internal error: {type(exc).__name__}")
 
     r = _ERRORS
+
+    # -------------------------------------------------------------- probes
+
+    @app.get("/v1/health", response_model=_health.HealthOut, tags=["probes"])
+    def health() -> Any:
+        """Liveness, no token: the process answers. Touches no database, so a database
+        outage does not make it fail (restarting the pool would not help)."""
+        return _health.health()
+
+    @app.get(
+        "/v1/ready",
+        response_model=_health.ReadyOut,
+        responses={503: _ERRORS[503]},
+        tags=["probes"],
+    )
+    def ready() -> Any:
+        """Readiness, no token: one cheap query through the store. 503 with the reason
+        when the database does not answer or holds an older schema than this pool's."""
+        return _health.ready(service.store)
 
     # ------------------------------------------------------------ identity
 
