@@ -267,6 +267,12 @@ def test_pool_listens_where_its_container_port_probes_and_service_point() -> Non
     routes = pool_routes()
     probes = [c[k] for k in ("startupProbe", "livenessProbe", "readinessProbe") if k in c]
     assert len(probes) >= 2, "the pool needs liveness and readiness probes"
+    # Liveness must not touch the database (an outage would restart a pool that
+    # recovers by itself); readiness must (an outage takes it out of the Service).
+    for kind in ("startupProbe", "livenessProbe"):
+        if kind in c:
+            assert c[kind]["httpGet"]["path"] == "/v1/health", kind
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/ready"
     for probe in probes:
         get = probe["httpGet"]
         assert port_of(c, get["port"]) == port
@@ -440,6 +446,7 @@ def pool_with_manifest_args(tmp: Path, argv: list[str]) -> Iterator[RunningPool]
     for i, word in enumerate(args[:-1]):
         if word in replace:
             args[i + 1] = replace[word]
+    tmp.mkdir(parents=True, exist_ok=True)
     ready, log = tmp / "ready", tmp / "pool.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     for key in ("TETHER_POOL", "TETHER_POOL_TOKEN", "TETHER_CONFIG"):
@@ -480,16 +487,30 @@ def test_pool_probes_and_scrape_answer_without_a_token(tmp_path: Path) -> None:
         if k in c
     }
     metrics = w["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]
-    with pool_with_manifest_args(tmp_path, container_argv(c)) as pool:
+    argv = container_argv(c)
+    with pool_with_manifest_args(tmp_path / "public", argv) as pool:
         for path in sorted(paths | {metrics}):
-            try:
-                with urllib.request.urlopen(pool.url + path, timeout=10) as resp:
-                    status, body = resp.status, resp.read()
-            except urllib.error.HTTPError as exc:
-                status, body = exc.code, exc.read()
+            status, body = get_without_token(pool.url + path)
             assert status == 200, f"GET {path} without a token: {status} {body[:200]!r}"
             if path == metrics:
                 assert b"tether_pool_" in body
+    # The probes do not lean on --public-metrics; annotation scraping (no token) does.
+    assert "--public-metrics" in argv, "annotation scraping sends no token"
+    private = [a for a in argv if a != "--public-metrics"]
+    with pool_with_manifest_args(tmp_path / "private", private) as pool:
+        for path in sorted(paths):
+            status, body = get_without_token(pool.url + path)
+            assert status == 200, f"GET {path} without a token: {status} {body[:200]!r}"
+        assert get_without_token(pool.url + metrics)[0] == 401
+
+
+def get_without_token(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
 
 
 def test_kustomize_builds_and_generated_names_are_wired(tmp_path: Path) -> None:
