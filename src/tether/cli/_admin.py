@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
     p = _cmd(
         token,
         "create",
-        "issue a token; its secret is printed once",
+        "issue a token; its secret is printed once, alone on stdout",
         _token_create,
     )
     who = p.add_mutually_exclusive_group(required=True)
@@ -196,11 +196,16 @@ def _token_create(args: argparse.Namespace) -> int:
     if args.json:
         print_json(token)
         return 0
+    # stdout carries the token alone (`... > token-file` writes a usable file, as
+    # with `gh auth token`); what people read goes to stderr.
     owner = token["user"] or (f"node {token['node']}" if token["node"] else "any node")
-    print(f"token {token['id']} for {owner} (shown once; it cannot be recovered):")
-    print(token["token"])
+    print(f"token {token['id']} for {owner} (shown once; it cannot be recovered):", file=sys.stderr)
+    print(token["token"], flush=True)
     if sys.stdout.isatty():
-        print("Give it to its owner over a safe channel; revoke with `tether admin token revoke`.")
+        print(
+            "Give it to its owner over a safe channel; revoke with `tether admin token revoke`.",
+            file=sys.stderr,
+        )
     return 0
 
 
