@@ -125,6 +125,60 @@ def test_admin_flow_through_the_real_entry_point(pool: Pool) -> None:
     assert "Traceback" not in r.stderr
 
 
+def test_token_create_prints_the_token_alone_on_stdout(pool: Pool, tmp_path: Path) -> None:
+    """``tether admin token create ... > file`` writes a file the token readers accept."""
+    token_file = tmp_path / "node-token"
+    with token_file.open("w") as out:
+        r = subprocess.run(
+            [sys.executable, "-m", "tether", "admin", "token", "create", "--node", "gpu8"],
+            env=_env(TETHER_POOL=pool.url, TETHER_POOL_TOKEN=pool.admin_token),
+            stdout=out, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    text = token_file.read_text()
+    assert text.startswith("tn_") and text.count("\n") == 1 and text.endswith("\n"), text
+    token = text.strip()
+    token_id = token.split("_")[1]
+    assert f"token {token_id} for node gpu8 (shown once" in r.stderr
+    assert "safe channel" not in r.stderr  # the hint is for terminals only
+    # The file works as it is: the node registers with it.
+    node = PoolClient(pool.url, token)
+    node.register_node("gpu8", "tcp://127.0.0.1:7448", DEVICES)
+    assert any(n["name"] == "gpu8" for n in PoolClient(pool.url, pool.admin_token).nodes())
+
+
+def test_token_create_on_a_terminal_still_keeps_stdout_to_the_token(pool: Pool) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "admin", "token", "create", "--user", "admin"],
+            env=_env(TETHER_POOL=pool.url, TETHER_POOL_TOKEN=pool.admin_token),
+            stdin=subprocess.DEVNULL, stdout=terminal, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        os.close(terminal)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 0, err
+    finally:
+        os.close(controller)
+    lines = seen.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tu_"), seen
+    assert "(shown once" in err and "safe channel" in err, err
+    assert PoolClient(pool.url, lines[0]).me()["user"] == "admin"
+
+
 def test_status_draws_allocated_share_as_bars(pool: Pool) -> None:
     admin = PoolClient(pool.url, pool.admin_token)
     with contextlib.suppress(Exception):
@@ -203,3 +257,32 @@ def test_serve_rejects_a_bad_listen_address(tmp_path: Path) -> None:
         env=_env(), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert r.returncode == 1 and "--listen must be HOST:PORT" in r.stderr
+
+
+def test_serve_strips_whitespace_around_db(tmp_path: Path) -> None:
+    """A database URL from a Secret written with ``echo`` ends in a newline."""
+    pytest.importorskip("uvicorn", reason="the pool service needs pip install 'tether[pool]'")
+    db, ready = tmp_path / "pool.db", tmp_path / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "pool", "serve", "--listen", "127.0.0.1:0",
+         "--db", f"  {db}\n", "--ready-file", str(ready)],
+        env=_env(), cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
+    assert db.exists(), err  # not a file named "  .../pool.db\n"
+    r = subprocess.run(
+        [sys.executable, "-m", "tether", "pool", "serve", "--db", " \n",
+         "--ready-file", str(tmp_path / "never")],
+        env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2 and "--db is empty" in r.stderr, r.stderr
+    assert not (tmp_path / "never").exists()

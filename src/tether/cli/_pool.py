@@ -42,7 +42,8 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="URL",
         help="a SQLite file path (created on first start; default "
-        "$XDG_DATA_HOME/tether/pool.db) or postgresql://user@host/dbname",
+        "$XDG_DATA_HOME/tether/pool.db) or postgresql://user@host/dbname; surrounding "
+        "whitespace is ignored",
     )
     serve.add_argument(
         "--bootstrap-token-file",
@@ -105,6 +106,12 @@ def _default_db() -> str:
     return str(Path(base) / "tether" / "pool.db")
 
 
+def _db_arg(value: str | None) -> str | None:
+    """``--db`` without surrounding whitespace: a URL from a Secret or an env file
+    keeps the newline ``echo`` wrote, and neither SQLite nor psycopg ignores it."""
+    return None if value is None else value.strip()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import logging
     import sys
@@ -125,9 +132,13 @@ def _serve(args: argparse.Namespace) -> int:
     except PoolInputError as exc:
         print(f"tether pool serve: {exc}", file=sys.stderr)
         return 2
+    db = _db_arg(args.db)
+    if db == "":
+        print("tether pool serve: --db is empty (an empty Secret or env file?)", file=sys.stderr)
+        return 2
     options = ServeOptions(
         listen=args.listen,
-        db=args.db or _default_db(),
+        db=db or _default_db(),
         config=ServiceConfig(
             policy=policy, heartbeat_skew_s=args.heartbeat_skew, ticket_ttl_s=args.ticket_ttl
         ),
