@@ -45,7 +45,8 @@ from tether.acceptor._codec import (
     iter_functions,
 )
 from tether.acceptor._files import ClientFile
-from tether.wire import Flag, Kind
+from tether.wire import Flag, Kind, _compact
+from tether.wire._compact import COMPACT_TAG
 from tether.wire._ops import DISCARD, NONE, STOP, Op, unpack_batch, unpack_ids
 
 SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
@@ -89,6 +90,7 @@ class Engine:
         self.output: list[tuple[bool, str]] = []
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
+        self._named: dict[str, Any] = {}  # the same for compact calls
         self.calls = 0
 
     # -- handles --------------------------------------------------------------
@@ -191,7 +193,7 @@ class Engine:
         self.touched_client = False
         shape: Any = None
         try:
-            msg = self._loads(meta, buffers)
+            msg = self._compact(meta) if meta[:1] == COMPACT_TAG else self._loads(meta, buffers)
             op, shape = msg[0], msg[1]
             result = self._execute(op, msg[2:])
         except BaseException as exc:
@@ -307,8 +309,27 @@ class Engine:
             for sub in shape[1]:
                 self._poison_shape(sub, err)
 
+    def _compact(self, meta: bytes) -> tuple[Any, ...]:
+        """A compact call (see :mod:`tether.wire._compact`) as ``(op, shape, *fields)``."""
+        op, shape, items, kwargs = _compact.decode(meta, self.lookup, self._global)
+        if op == Op.CALL:
+            return (op, shape, items[0], tuple(items[1:]), kwargs or {})
+        if op == Op.CALLMETHOD:
+            return (op, shape, items[0], items[1], tuple(items[2:]), kwargs or {})
+        return (op, shape, *items)
+
+    def _global(self, text: str) -> Any:
+        """The module-level function a compact call names (``module:qualname``)."""
+        found = self._named.get(text)
+        if found is None:
+            module, _, name = text.partition(":")
+            found = self._named[text] = getattr(importlib.import_module(module), name)
+        return found
+
     def _peek_shape(self, meta: bytes, buffers: Sequence[Any]) -> Any:
         """The shape of a call we are going to skip, without running anything."""
+        if meta[:1] == COMPACT_TAG:
+            return _compact.peek_shape(meta)
         try:
             return _ShapeOnly(io.BytesIO(meta), buffers=buffers).load()
         except Exception:

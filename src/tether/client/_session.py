@@ -46,7 +46,14 @@ from tether._errors import (
     SessionClosed,
     TetherError,
 )
-from tether.client._codec import CallEncoder, ClientUnpickler, _Shared, dumps_code, is_shared
+from tether.client._codec import (
+    CallEncoder,
+    ClientUnpickler,
+    _Shared,
+    compact_call,
+    dumps_code,
+    is_shared,
+)
 from tether.client._proxy import (
     RemoteModule,
     RemoteObject,
@@ -361,10 +368,14 @@ class Session:
         if len(self._released) >= _RELEASE_BATCH or (sync and self._released):
             ids, self._released = self._released, []
             self._frame(Kind.RELEASE, 0, 0, pack_ids(ids))
-        try:
-            meta, buffers = self._encoder.dumps((int(op), shape, *fields))
-        except Exception as exc:
-            raise TypeError(f"cannot send this call to the worker: {exc}") from exc
+        meta = compact_call(op, shape, fields)
+        if meta is not None:
+            buffers: Any = ()
+        else:
+            try:
+                meta, buffers = self._encoder.dumps((int(op), shape, *fields))
+            except Exception as exc:
+                raise TypeError(f"cannot send this call to the worker: {exc}") from exc
         self._seq += 1
         seq = self._seq
         if sync or buffers:

@@ -1,0 +1,177 @@
+"""The compact form of a common call: no pickle on either side.
+
+Most calls a script makes are small and plain: a remote function or method
+applied to remote objects and numbers (``a * 0.999``, ``opt.step()``,
+``x.add_(1.0)``). Pickling such a call costs about 2 us on the client and as
+much again to unpickle it in the worker, most of it pickle's own machinery
+rather than the bytes. These calls travel in a fixed binary form instead
+(little-endian throughout)::
+
+    0x01                  COMPACT_TAG (a pickle starts with PROTO, 0x80)
+    u8   op               CALL, CALLMETHOD, GETATTR or NEXT
+    u8   shape kind       0 sync (ANY), 1 NONE, 2 DISCARD, 3 one handle
+    i64  handle id        of the result, for shape kind 3 (else 0)
+    i64  type id          of the result, for shape kind 3 (else 0)
+    u8   n_items
+    u8   n_kwargs
+    n_items  x item
+    n_kwargs x (u16 length, UTF-8 name, item)
+
+An item is a tag byte and its payload: ``N`` None, ``T`` True, ``F`` False,
+``i`` i64, ``f`` f64, ``h`` a handle id (i64), ``g`` a module-level function
+as ``u16 length + "module:qualname"``, ``s`` a str (u32 length + UTF-8), ``b``
+bytes (u32 length + raw). The items are the call's fields, flattened: ``CALL
+fn(*args, **kwargs)`` is ``(fn, *args)``; ``CALLMETHOD`` is ``(target, name,
+*args)``; ``GETATTR`` and ``NEXT`` are their fields. Anything else (containers,
+big ints, code, files, buffers, nested result shapes) goes as a pickle.
+
+The decoder reads nothing it has not bounds-checked, allocates nothing larger
+than the frame, and raises :class:`~tether.ProtocolError` on anything malformed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+from tether._errors import ProtocolError
+from tether.wire._ops import DISCARD, NONE, Op
+
+#: First byte of a compact call.
+COMPACT_TAG: Final = b"\x01"
+HEADER: Final = struct.Struct("<BBqqBB")
+MAX_ITEMS: Final = 255
+
+#: Operations that have a compact form, and how many leading items are not
+#: positional arguments (the rest are, for CALL and CALLMETHOD).
+HEAD: Final = {int(Op.CALL): 1, int(Op.CALLMETHOD): 2, int(Op.GETATTR): 2, int(Op.NEXT): 1}
+_FIXED: Final = frozenset({int(Op.GETATTR), int(Op.NEXT)})  # no arguments at all
+
+#: Shape kinds (the header's second byte).
+SHAPE_ANY, SHAPE_NONE, SHAPE_DISCARD, SHAPE_HANDLE = 0, 1, 2, 3
+SHAPE_KIND: Final = {None: SHAPE_ANY, NONE: SHAPE_NONE, DISCARD: SHAPE_DISCARD}
+
+_I64: Final = struct.Struct("<q")
+_F64: Final = struct.Struct("<d")
+_U16: Final = struct.Struct("<H")
+_U32: Final = struct.Struct("<I")
+I64_MIN: Final = -(1 << 63)
+I64_MAX: Final = (1 << 63) - 1
+
+_structs: dict[str, struct.Struct] = {}
+
+
+def pack(fmt: str, values: list[Any]) -> bytes:
+    """``COMPACT_TAG`` and ``values`` packed by ``fmt`` (a format the encoder
+    built piece by piece: ``HEADER`` then per item its tag ``c`` and payload)."""
+    s = _structs.get(fmt)
+    if s is None:
+        if len(_structs) > 4096:
+            _structs.clear()
+        s = _structs[fmt] = struct.Struct(fmt)
+    return COMPACT_TAG + s.pack(*values)
+
+
+def decode(
+    meta: bytes, ref: Callable[[int], Any], name: Callable[[str], Any]
+) -> tuple[int, Any, list[Any], dict[str, Any] | None]:
+    """Decode a compact meta into ``(op, shape, items, kwargs)``, the items
+    resolved: ``ref(hid)`` for a handle, ``name(text)`` for a function name.
+
+    ProtocolError if it is malformed; errors of the resolvers propagate.
+    """
+    end = len(meta)
+    if end < 1 + HEADER.size:
+        raise ProtocolError("truncated compact call")
+    op, kind, hid, tid, n_items, n_kwargs = HEADER.unpack_from(meta, 1)
+    head = HEAD.get(op)
+    if head is None:
+        raise ProtocolError(f"compact call with an unknown operation {op}")
+    if n_items < head or (op in _FIXED and (n_items != head or n_kwargs)):
+        raise ProtocolError("compact call with the wrong number of items")
+    shape: Any
+    if kind == SHAPE_HANDLE:
+        shape = ("H", hid, tid)
+    elif kind == SHAPE_ANY:
+        shape = None
+    elif kind == SHAPE_NONE:
+        shape = NONE
+    elif kind == SHAPE_DISCARD:
+        shape = DISCARD
+    else:
+        raise ProtocolError(f"compact call with an unknown result shape {kind}")
+    pos = 1 + HEADER.size
+    items = []
+    for _ in range(n_items):
+        value, pos = _item(meta, pos, end, ref, name)
+        items.append(value)
+    kwargs: dict[str, Any] | None = None
+    if n_kwargs:
+        kwargs = {}
+        for _ in range(n_kwargs):
+            key, pos = _text(meta, pos, end, _U16)
+            kwargs[key], pos = _item(meta, pos, end, ref, name)
+    if pos != end:
+        raise ProtocolError("compact call with trailing bytes")
+    return op, shape, items, kwargs
+
+
+def _item(
+    meta: bytes, pos: int, end: int, ref: Callable[[int], Any], name: Callable[[str], Any]
+) -> tuple[Any, int]:
+    if pos >= end:
+        raise ProtocolError("truncated compact call")
+    tag = meta[pos]
+    pos += 1
+    if tag == 0x66:  # f
+        if pos + 8 > end:
+            raise ProtocolError("truncated compact call")
+        return _F64.unpack_from(meta, pos)[0], pos + 8
+    if tag == 0x68 or tag == 0x69:  # h, i
+        if pos + 8 > end:
+            raise ProtocolError("truncated compact call")
+        v = _I64.unpack_from(meta, pos)[0]
+        return (ref(v) if tag == 0x68 else v), pos + 8
+    if tag == 0x67:  # g
+        text, pos = _text(meta, pos, end, _U16)
+        return name(text), pos
+    if tag == 0x73:  # s
+        return _text(meta, pos, end, _U32)
+    if tag == 0x62:  # b
+        n, pos = _length(meta, pos, end, _U32)
+        return bytes(meta[pos : pos + n]), pos + n
+    if tag == 0x4E:  # N
+        return None, pos
+    if tag == 0x54:  # T
+        return True, pos
+    if tag == 0x46:  # F
+        return False, pos
+    raise ProtocolError(f"compact call with an unknown item tag {tag}")
+
+
+def _length(meta: bytes, pos: int, end: int, size: struct.Struct) -> tuple[int, int]:
+    if pos + size.size > end:
+        raise ProtocolError("truncated compact call")
+    (n,) = size.unpack_from(meta, pos)
+    pos += size.size
+    if pos + n > end:
+        raise ProtocolError("compact call with an item past its end")
+    return n, pos
+
+
+def _text(meta: bytes, pos: int, end: int, size: struct.Struct) -> tuple[str, int]:
+    n, pos = _length(meta, pos, end, size)
+    try:
+        return meta[pos : pos + n].decode("utf-8", "surrogatepass"), pos + n
+    except UnicodeDecodeError:
+        raise ProtocolError("compact call with malformed text") from None
+
+
+def peek_shape(meta: bytes) -> Any:
+    """The result shape of a compact call, resolving nothing (for calls skipped
+    after an error); None if it cannot be read."""
+    try:
+        return decode(meta, lambda hid: None, lambda text: None)[1]
+    except ProtocolError:
+        return None

@@ -1,0 +1,137 @@
+"""Compact calls: round trips through the real client encoder, and the fuzz rule."""
+
+from __future__ import annotations
+
+import math
+import operator
+import struct
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether import ProtocolError
+from tether.client._codec import compact_call
+from tether.wire._compact import COMPACT_TAG, HEAD, HEADER, decode, peek_shape
+from tether.wire._ops import DISCARD, NONE, Op
+
+HANDLES = {5: "tensor a", 9: "tensor b"}
+
+
+def ref(hid: int) -> Any:
+    return HANDLES[hid]
+
+
+def name(text: str) -> Any:
+    module, _, qualname = text.partition(":")
+    return {"_operator": operator, "math": math}[module].__dict__[qualname]
+
+
+def test_a_call_of_a_module_builtin_on_plain_values_round_trips() -> None:
+    fields = (operator.mul, (2.5, -1, None, True, False, "é\ud800", b"\0x"), {"k": "v", "j": 3})
+    meta = compact_call(Op.CALL, ("H", 3, 7), fields)
+    assert meta is not None and meta[:1] == COMPACT_TAG
+    assert decode(meta, ref, name) == (
+        Op.CALL,
+        ("H", 3, 7),
+        [operator.mul, 2.5, -1, None, True, False, "é\ud800", b"\0x"],
+        {"k": "v", "j": 3},
+    )
+
+
+@pytest.mark.parametrize("shape", [None, NONE, DISCARD, ("H", 2**40, 12)])
+def test_a_method_call_round_trips_with_each_result_shape(shape: Any) -> None:
+    meta = compact_call(Op.CALLMETHOD, shape, ("x", "add_", (1.0,), {}))
+    assert meta is not None
+    assert decode(meta, ref, name) == (Op.CALLMETHOD, shape, ["x", "add_", 1.0], None)
+    assert peek_shape(meta) == shape
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "fields", "compact"),
+    [
+        (Op.CALL, None, (operator.mul, ([1, 2],), {}), False),  # a container: pickle
+        (Op.CALL, None, (operator.mul, (1,), {"k": (1,)}), False),  # a keyword not plain
+        (Op.CALL, None, (lambda x: x, (1,), {}), False),  # code: pickle (by value)
+        (Op.CALL, None, ([].append, (1,), {}), False),  # a bound builtin is not module level
+        (Op.CALL, None, (operator.mul, (2**63,), {}), False),  # past 64 bits
+        (Op.CALL, None, (operator.mul, (1 + 2j,), {}), False),
+        (Op.CALL, ("T", (("H", 1, 2),)), (operator.mul, (1,), {}), False),  # nested shape
+        (Op.CALL, None, (operator.mul, (-(2**63), 3.0), {}), True),
+        (Op.CALL, None, (math.floor, (2.5,), {}), True),
+        (Op.IMPORT, None, ("math",), False),  # no compact form
+        (Op.PING, None, (), False),
+    ],
+)
+def test_only_plain_calls_are_compact(
+    op: Op, shape: Any, fields: tuple[Any, ...], compact: bool
+) -> None:
+    assert (compact_call(op, shape, fields) is not None) == compact
+
+
+def _meta(op: int, n_items: int, body: bytes, kind: int = 0, n_kwargs: int = 0) -> bytes:
+    return COMPACT_TAG + HEADER.pack(op, kind, 0, 0, n_items, n_kwargs) + body
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        COMPACT_TAG,  # no header
+        _meta(int(Op.PING), 0, b""),  # no compact form
+        _meta(int(Op.CALL), 0, b""),  # a call needs its function
+        _meta(int(Op.CALL), 1, b"N", kind=9),  # an unknown shape
+        _meta(int(Op.CALL), 1, b"N" + b"x"),  # trailing bytes
+        _meta(int(Op.CALL), 2, b"N"),  # an item missing
+        _meta(int(Op.CALL), 1, b"i\0\0"),  # a truncated int
+        _meta(int(Op.CALL), 1, b"s" + struct.pack("<I", 2**31) + b"ab"),  # past the end
+        _meta(int(Op.CALL), 1, b"s" + struct.pack("<I", 1) + b"\xff"),  # not UTF-8
+        _meta(int(Op.CALL), 1, b"?"),  # an unknown tag
+        _meta(int(Op.NEXT), 2, b"NN"),  # next takes one item
+        _meta(int(Op.GETATTR), 2, b"NN", n_kwargs=1),  # getattr takes no keywords
+        _meta(int(Op.CALL), 1, b"N" + struct.pack("<H", 9) + b"k", n_kwargs=1),
+    ],
+)
+def test_malformed_compact_calls_are_protocol_errors(meta: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        decode(meta, ref, name)
+    assert peek_shape(meta) is None
+
+
+_plain = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(),
+    st.binary(),
+)
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.binary(max_size=96), st.lists(_plain, min_size=1, max_size=6)), st.data())
+def test_garbage_only_raises_protocol_error(seed: Any, data: st.DataObject) -> None:
+    """Random bytes, and real calls with bytes flipped or cut: each decodes to a
+    well-formed call or raises ProtocolError; nothing else escapes."""
+    if isinstance(seed, bytes):
+        meta = COMPACT_TAG + seed
+    else:
+        good = compact_call(Op.CALL, None, (operator.add, tuple(seed), {}))
+        assert good is not None
+        i = data.draw(st.integers(1, len(good) - 1))
+        meta = good[:i] + data.draw(st.binary(max_size=4)) + good[i + 1 :]
+    try:
+        op, _, items, kwargs = decode(meta, lambda hid: hid, lambda text: text)
+    except ProtocolError:
+        pass
+    else:
+        assert op in HEAD and len(items) >= HEAD[op]
+        assert kwargs is None or all(type(k) is str for k in kwargs)
+    peek_shape(meta)
+
+
+@given(st.lists(_plain, max_size=8), st.dictionaries(st.text(), _plain, max_size=4))
+def test_any_plain_call_round_trips(args: list[Any], kwargs: dict[str, Any]) -> None:
+    meta = compact_call(Op.CALL, None, (operator.add, tuple(args), kwargs))
+    assert meta is not None
+    assert decode(meta, ref, name) == (Op.CALL, None, [operator.add, *args], kwargs or None)
