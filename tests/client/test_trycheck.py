@@ -77,6 +77,35 @@ def second_clause_catches() -> bool:
         return False
 
 
+def in_open_with_of_a_path_built_by_calls() -> bool:
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "test_trycheck.py"), encoding="utf-8") as f:
+        f.read(0)
+        return probe()
+
+
+def in_open_with_inside_a_local_with() -> bool:
+    with contextlib.suppress(RuntimeError), open(__file__):
+        return probe()
+
+
+_SHADOWED = """
+def open(path):  # the script's own open: its manager may swallow errors
+    return contextlib.suppress(RuntimeError)
+
+def in_shadowed_open_with():
+    with open(__file__):
+        return probe()
+"""
+
+
+def in_shadowed_open_with() -> bool:
+    scope = {"contextlib": contextlib, "probe": probe, "__file__": __file__}
+    exec(compile(_SHADOWED, __file__, "exec"), scope)
+    return bool(scope["in_shadowed_open_with"]())
+
+
 def in_local_with_that_may_swallow() -> bool:
     import contextlib
 
@@ -113,10 +142,13 @@ def remote_with_inside_try() -> bool:
 CASES = {
     "in_except": True,
     "bare_except": True,
-    "with_inside_try": True,
+    "with_inside_try": True,  # the try around it catches
     "second_clause_catches": True,
     "caller_catches": True,
-    "in_with": True,
+    "in_with": False,  # a file from the builtin open only closes
+    "in_open_with_of_a_path_built_by_calls": False,
+    "in_open_with_inside_a_local_with": True,
+    "in_shadowed_open_with": True,
     "in_local_with_that_may_swallow": True,
     "in_transparent_with": False,
     "remote_with_inside_try": True,

@@ -29,10 +29,11 @@ dictionary probe per frame.
 
 from __future__ import annotations
 
+import builtins
 import dis
 import sys
 import types
-from typing import Final
+from typing import Any, Final
 
 _BENIGN: Final = frozenset({"KeyboardInterrupt", "SystemExit", "GeneratorExit"})
 _PKG_DIR: Final = __file__.rsplit("/", 2)[0]  # .../tether
@@ -58,11 +59,22 @@ def note_transparent_with(frame: types.FrameType) -> None:
         _verdicts.clear()
 
 
-def _with_start(ordered: list[int], instrs: dict[int, dis.Instruction], body: int) -> int:
-    """Offset of the BEFORE_WITH that opens the block whose body starts at ``body``."""
-    for off in reversed(ordered):
-        if off < body and instrs[off].opname in ("BEFORE_WITH", "BEFORE_ASYNC_WITH"):
-            return off
+def _with_start(
+    ordered: list[int],
+    instrs: dict[int, dis.Instruction],
+    entries: list[tuple[int, int, int]],
+    handler: int,
+) -> int:
+    """Offset of the BEFORE_WITH whose block ``handler`` cleans up, or -1.
+
+    The block's protected ranges all lead to its handler, and the first of them
+    starts right after its BEFORE_WITH. (The range that covers the failing
+    instruction may be a later one: the cleanup of a nested ``with``.)
+    """
+    first = min(start for start, _, target in entries if target == handler)
+    i = ordered.index(first) if first in instrs else 0
+    if i > 0 and instrs[ordered[i - 1]].opname == "BEFORE_WITH":
+        return ordered[i - 1]
     return -1
 
 
@@ -78,45 +90,49 @@ def _table(code: types.CodeType) -> tuple[list[tuple[int, int, int]], dict[int, 
     return t
 
 
-def _covering(entries: list[tuple[int, int, int]], offset: int) -> tuple[int, int] | None:
-    """(start of the protected range, handler) of the entry covering ``offset``."""
+def _handler(entries: list[tuple[int, int, int]], offset: int) -> int | None:
+    """The handler of the exception-table entry covering ``offset``, if any."""
     for start, end, target in entries:
         if start <= offset < end:
-            return start, target
+            return target
     return None
 
 
-def catches_at(code: types.CodeType, offset: int) -> bool:
-    """Would an exception raised at ``offset`` in ``code`` be caught there?"""
+def catches_at(code: types.CodeType, offset: int, globals_: dict[str, Any] | None = None) -> bool:
+    """Would an exception raised at ``offset`` in ``code`` be caught there?
+
+    ``globals_`` are the globals the code runs with (to tell the builtin
+    ``open`` from one of the script's).
+    """
     key = (id(code), offset)
     hit = _cache.get(key)
     if hit is None:
         _codes[id(code)] = code
-        hit = _cache[key] = _catches(code, offset, 0)
+        hit = _cache[key] = _catches(code, offset, 0, globals_ or {})
     return hit
 
 
-def _catches(code: types.CodeType, offset: int, depth: int) -> bool:
+def _catches(code: types.CodeType, offset: int, depth: int, globals_: dict[str, Any]) -> bool:
     if depth > 16:
         return True  # be safe: synchronous
     entries, instrs = _table(code)
-    covering = _covering(entries, offset)
-    if covering is None:
+    target = _handler(entries, offset)
+    if target is None:
         return False
-    start, target = covering
     ordered = sorted(instrs)
     idx = ordered.index(target) if target in instrs else -1
     if idx < 0 or instrs[target].opname != "PUSH_EXC_INFO":
         # A cleanup block (e.g. COPY; POP_EXCEPT; RERAISE): find where it re-raises.
-        return _reraise_caught(code, ordered, instrs, max(idx, 0), depth)
+        return _reraise_caught(code, ordered, instrs, max(idx, 0), depth, globals_)
     nxt = instrs[ordered[idx + 1]] if idx + 1 < len(ordered) else None
     if nxt is None:
         return True
     if nxt.opname == "POP_TOP":
         return True  # bare except
     if nxt.opname == "WITH_EXCEPT_START":
-        if (code, _with_start(ordered, instrs, start)) in _transparent_with:
-            return _reraise_caught(code, ordered, instrs, idx, depth)
+        opened = _with_start(ordered, instrs, entries, target)
+        if (code, opened) in _transparent_with or _opens_a_file(ordered, instrs, opened, globals_):
+            return _reraise_caught(code, ordered, instrs, idx, depth, globals_)
         return True
     names: list[str] = []
     pending: list[str] = []
@@ -139,7 +155,7 @@ def _catches(code: types.CodeType, offset: int, depth: int) -> bool:
     if not names:  # finally: its body must see the error in order
         return True
     if all(n in _BENIGN for n in names):
-        return _reraise_caught(code, ordered, instrs, idx, depth)
+        return _reraise_caught(code, ordered, instrs, idx, depth, globals_)
     return True
 
 
@@ -149,10 +165,47 @@ def _reraise_caught(
     instrs: dict[int, dis.Instruction],
     idx: int,
     depth: int,
+    globals_: dict[str, Any],
 ) -> bool:
     for off in ordered[idx:]:
         if instrs[off].opname == "RERAISE":
-            return _catches(code, off, depth + 1)
+            return _catches(code, off, depth + 1, globals_)
+    return False
+
+
+_JUMPS: Final = frozenset(dis.hasjrel + dis.hasjabs)
+
+
+def _opens_a_file(
+    ordered: list[int], instrs: dict[int, dis.Instruction], before_with: int, globals_: Any
+) -> bool:
+    """Is the manager of the ``with`` at ``before_with`` the result of calling the
+    builtin ``open`` (``with open(path) as f:``)? A file's ``__exit__`` only
+    closes it, so the block need not make calls synchronous.
+
+    Walks back from BEFORE_WITH over the instructions that computed the manager
+    (by their stack effects) to the callee's load; anything with a jump in it
+    is not recognised.
+    """
+    if before_with < 0 or globals_.get("open", builtins.open) is not builtins.open:
+        return False
+    i = ordered.index(before_with) - 1
+    if i < 0 or instrs[ordered[i]].opname != "CALL":
+        return False
+    need = 1
+    while i >= 0:
+        ins = instrs[ordered[i]]
+        if ins.opcode in _JUMPS:
+            return False
+        try:
+            need -= dis.stack_effect(
+                ins.opcode, ins.arg if ins.opcode >= dis.HAVE_ARGUMENT else None, jump=False
+            )
+        except ValueError:
+            return False
+        if need <= 0:
+            return need == 0 and ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and ins.argval == "open"
+        i -= 1
     return False
 
 
@@ -170,13 +223,13 @@ _RUNNERS: Final = (
 _STOP: Final = 2
 
 
-def _classify(code: types.CodeType, offset: int) -> int:
+def _classify(code: types.CodeType, offset: int, globals_: dict[str, Any]) -> int:
     for name, suffix in _RUNNERS:
         if code.co_name == name and code.co_filename.endswith(suffix):
             return _STOP
     if code.co_filename.startswith(_PKG_DIR):
         return 0
-    return int(catches_at(code, offset))
+    return int(catches_at(code, offset, globals_))
 
 
 def in_handler(skip: int = 2) -> bool:
@@ -194,7 +247,7 @@ def in_handler(skip: int = 2) -> bool:
         verdict = cache.get(key)
         if verdict is None:
             _codes[id(code)] = code
-            verdict = cache[key] = _classify(code, f.f_lasti)
+            verdict = cache[key] = _classify(code, f.f_lasti, f.f_globals)
         if verdict:
             return verdict == 1
         f = f.f_back
