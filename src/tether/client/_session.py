@@ -68,7 +68,11 @@ from tether.transport import Channel, ChannelClosed
 from tether.wire import Flag, Kind
 from tether.wire._ops import ANY, DISCARD, NONE, Op, TypeDesc, pack_batch, pack_ids
 
-_FLUSH_EVERY = 64  # pipelined calls queued before they are written anyway
+# Pipelined calls queued before they are written anyway. When the script
+# waits, the worker still has the last batch to run: small batches keep that
+# tail short. Measured (a loop reading a value every 200 calls): 16 per batch
+# 12.6 us per iteration, 64 per batch 14.1 us; pipelined throughput the same.
+_FLUSH_EVERY = 16
 _FLUSH_BYTES = 256 * 1024
 _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
 _BATCH = int(Flag.BATCH)
