@@ -23,8 +23,8 @@ def ref(hid: int) -> Any:
     return HANDLES[hid]
 
 
-def name(text: str) -> Any:
-    module, _, qualname = text.partition(":")
+def name(raw: bytes) -> Any:
+    module, _, qualname = raw.decode().partition(":")
     return {"_operator": operator, "math": math}[module].__dict__[qualname]
 
 
@@ -121,7 +121,7 @@ def test_garbage_only_raises_protocol_error(seed: Any, data: st.DataObject) -> N
         i = data.draw(st.integers(1, len(good) - 1))
         meta = good[:i] + data.draw(st.binary(max_size=4)) + good[i + 1 :]
     try:
-        op, _, items, kwargs = decode(meta, lambda hid: hid, lambda text: text)
+        op, _, items, kwargs = decode(meta, lambda hid: hid, lambda raw: raw)
     except ProtocolError:
         pass
     else:

@@ -90,7 +90,7 @@ class Engine:
         self.output: list[tuple[bool, str]] = []
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
-        self._named: dict[str, Any] = {}  # the same for compact calls
+        self._named: dict[bytes, Any] = {}  # the same for compact calls
         self.calls = 0
 
     # -- handles --------------------------------------------------------------
@@ -318,12 +318,15 @@ class Engine:
             return (op, shape, items[0], items[1], tuple(items[2:]), kwargs or {})
         return (op, shape, *items)
 
-    def _global(self, text: str) -> Any:
+    def _global(self, raw: bytes) -> Any:
         """The module-level function a compact call names (``module:qualname``)."""
-        found = self._named.get(text)
+        found = self._named.get(raw)
         if found is None:
-            module, _, name = text.partition(":")
-            found = self._named[text] = getattr(importlib.import_module(module), name)
+            try:
+                module, _, name = raw.decode().partition(":")
+            except UnicodeDecodeError:
+                raise ProtocolError("compact call with a malformed function name") from None
+            found = self._named[raw] = getattr(importlib.import_module(module), name)
         return found
 
     def _peek_shape(self, meta: bytes, buffers: Sequence[Any]) -> Any:

@@ -127,6 +127,7 @@ class Session:
         self._encoder = CallEncoder(self._export)
         self._batch: list[bytes] = []
         self._batch_seq = 0
+        self._batch_bytes = 0
         self._next_id = 1
         self._seq = 0
         self._queued = 0
@@ -326,7 +327,17 @@ class Session:
                 value, flags = self._sync_flags(op, fields)
                 self._learn(key, value, flags)
                 return value
-            shape, result = self._instantiate(p.template)
+            template = p.template
+            if template[0] == "H":  # one handle, the common case: _instantiate inlined
+                hid = self._next_id
+                self._next_id = hid + 1
+                tid = template[1]
+                shape: Any = ("H", hid, tid)
+                result = _new(self._mirrors.get(tid) or self._mirror(tid))
+                _set_s(result, self)
+                _set_id(result, hid)
+            else:
+                shape, result = self._instantiate(template)
             seq = self._send(op, shape, fields)
             self._async_keys[seq] = key
             return result
@@ -367,7 +378,8 @@ class Session:
             raise SessionClosed(f"session {self.session_id} is closed")
 
     def _send(self, op: Op, shape: Any, fields: tuple[Any, ...], flags: int = 0) -> int:
-        self._check_open()
+        if self._lost is not None or self._closed:
+            self._check_open()
         sync = flags & _SYNC
         if len(self._released) >= _RELEASE_BATCH or (sync and self._released):
             ids, self._released = self._released, []
@@ -384,19 +396,23 @@ class Session:
         seq = self._seq
         if sync or buffers:
             self._frame(_CALL, flags, seq, meta, [b.raw() for b in buffers])
+            full = self.channel.pending_output >= _FLUSH_BYTES
         else:
             # Pipelined calls travel together: one frame, one header to check
             # and one send for up to _FLUSH_EVERY of them.
             if not self._batch:
                 self._batch_seq = seq
+                self._batch_bytes = 0
             self._batch.append(meta)
+            self._batch_bytes += len(meta)
+            full = self._batch_bytes >= _FLUSH_BYTES
         if sync:
             self.stats["sync"] += 1
         else:
             self.stats["async"] += 1
             self._unsynced = True
             self._queued += 1
-            if self._queued >= _FLUSH_EVERY or self.channel.pending_output >= _FLUSH_BYTES:
+            if self._queued >= _FLUSH_EVERY or full:
                 self._flush()
         return seq
 
@@ -598,9 +614,10 @@ class _Code:
 
 
 def _kind(x: Any) -> Any:
+    """What a prediction key records of an argument: a proxy's remote type id,
+    else the local type."""
     t = type(x)
-    tid = getattr(t, "_t_tid", None)
-    return t if tid is None else tid
+    return t._t_tid if type(t) is RemoteType else t
 
 
 def _template(value: Any) -> Any:

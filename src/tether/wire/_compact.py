@@ -74,10 +74,11 @@ def pack(fmt: str, values: list[Any]) -> bytes:
 
 
 def decode(
-    meta: bytes, ref: Callable[[int], Any], name: Callable[[str], Any]
+    meta: bytes, ref: Callable[[int], Any], name: Callable[[bytes], Any]
 ) -> tuple[int, Any, list[Any], dict[str, Any] | None]:
     """Decode a compact meta into ``(op, shape, items, kwargs)``, the items
-    resolved: ``ref(hid)`` for a handle, ``name(text)`` for a function name.
+    resolved: ``ref(hid)`` for a handle, ``name(raw)`` for a function name
+    (its UTF-8 bytes: the resolver caches by them, and decodes only once).
 
     ProtocolError if it is malformed; errors of the resolvers propagate.
     """
@@ -104,8 +105,24 @@ def decode(
     pos = 1 + HEADER.size
     items = []
     for _ in range(n_items):
-        value, pos = _item(meta, pos, end, ref, name)
-        items.append(value)
+        # Handles, floats and names inline: they are most items of most calls.
+        tag = meta[pos] if pos < end else -1
+        if (tag == 0x68 or tag == 0x66) and pos + 9 <= end:  # h, f
+            if tag == 0x68:
+                items.append(ref(_I64.unpack_from(meta, pos + 1)[0]))
+            else:
+                items.append(_F64.unpack_from(meta, pos + 1)[0])
+            pos += 9
+        elif tag == 0x67 and pos + 3 <= end:  # g
+            (n,) = _U16.unpack_from(meta, pos + 1)
+            pos += 3
+            if pos + n > end:
+                raise ProtocolError("compact call with an item past its end")
+            items.append(name(meta[pos : pos + n]))
+            pos += n
+        else:
+            value, pos = _item(meta, pos, end, ref, name)
+            items.append(value)
     kwargs: dict[str, Any] | None = None
     if n_kwargs:
         kwargs = {}
@@ -118,7 +135,7 @@ def decode(
 
 
 def _item(
-    meta: bytes, pos: int, end: int, ref: Callable[[int], Any], name: Callable[[str], Any]
+    meta: bytes, pos: int, end: int, ref: Callable[[int], Any], name: Callable[[bytes], Any]
 ) -> tuple[Any, int]:
     if pos >= end:
         raise ProtocolError("truncated compact call")
@@ -134,8 +151,8 @@ def _item(
         v = _I64.unpack_from(meta, pos)[0]
         return (ref(v) if tag == 0x68 else v), pos + 8
     if tag == 0x67:  # g
-        text, pos = _text(meta, pos, end, _U16)
-        return name(text), pos
+        n, pos = _length(meta, pos, end, _U16)
+        return name(meta[pos : pos + n]), pos + n
     if tag == 0x73:  # s
         return _text(meta, pos, end, _U32)
     if tag == 0x62:  # b
