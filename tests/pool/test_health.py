@@ -10,6 +10,8 @@ tests run as root, whom permissions do not stop), so it is checked only up.
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,8 @@ from typing import Any
 import pytest
 
 from tether import __version__
-from tether.pool._health import redact_url
 
-from ._pooltest import PG_BASE, http, require_postgres, run_pool_server
+from ._pooltest import PG_BASE, http, repo_env, require_postgres, run_pool_server
 
 pytestmark = pytest.mark.slow
 
@@ -111,11 +112,42 @@ def test_ready_is_503_while_the_database_is_gone_and_health_stays_200(
     assert password not in server.log_text()
 
 
-def test_redact_url_hides_only_the_password() -> None:
-    assert redact_url("postgresql://u:pw@db:5432/x?sslmode=require") == (
-        "postgresql://u:***@db:5432/x?sslmode=require"
+@pytest.mark.postgres
+def test_authenticated_routes_and_the_cli_never_show_the_database_password(
+    tmp_path: Path, own_pg_database: tuple[str, str]
+) -> None:
+    import psycopg
+
+    base, name = own_pg_database
+    password = "s3cret-" + secrets.token_hex(4)  # trust auth ignores it; it must never leak
+    url = base.rsplit("/", 1)[0].replace("://postgres@", f"://postgres:{password}@") + "/" + name
+    with run_pool_server(tmp_path, url) as server:
+        token = server.admin_token
+        assert http("GET", server.url + "/v1/me", token)[0] == 200
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        # The first finds its connection ended, the next cannot open a new one.
+        for method, path, body in [
+            ("GET", "/v1/me", None),
+            ("GET", "/v1/nodes", None),
+            ("POST", "/v1/teams", {"name": "ml"}),
+        ]:
+            status, answer = http(method, server.url + path, token, body)
+            message = _problem(status, answer)
+            assert password not in message and "postgres:***@" in message, message
+            assert name in message, message  # which database: says why
+        assert "does not exist" in message, message
+    assert password not in server.log_text()
+
+    # Starting a pool on the database that is gone: the CLI names it, not its password.
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether", "pool", "serve", "--listen", "127.0.0.1:0", "--db", url],
+        env=repo_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert redact_url("postgresql://u:pw@[::1]/x") == "postgresql://u:***@[::1]/x"
-    assert redact_url("postgresql://u@db/x") == "postgresql://u@db/x"
-    assert redact_url("/var/lib/tether/pool.db") == "/var/lib/tether/pool.db"
-    assert "pw" not in redact_url("postgresql://u:pw@db:notaport/x")
+    assert proc.returncode == 1, proc
+    assert "cannot open the pool database" in proc.stderr and "postgres:***@" in proc.stderr
+    assert password not in proc.stdout + proc.stderr

@@ -125,7 +125,8 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
 
     @app.exception_handler(StoreUnavailable)
     def _on_store(request: Request, exc: StoreUnavailable) -> Any:
-        return _error(503, "unavailable", str(exc))
+        # The store's messages hide the password already; once more, at the boundary.
+        return _error(503, "unavailable", service.store.db.redact(str(exc)))
 
     @app.exception_handler(StarletteHTTPException)
     def _on_http(request: Request, exc: StarletteHTTPException) -> Any:

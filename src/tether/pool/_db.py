@@ -15,16 +15,18 @@ several pool replicas on one PostgreSQL.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tether._errors import PoolError
 
-__all__ = ["Database", "StoreUnavailable", "Tx", "open_database"]
+__all__ = ["Database", "StoreUnavailable", "Tx", "open_database", "redact", "redact_url"]
 
 Dialect = Literal["sqlite", "postgresql"]
 Row = dict[str, Any]
@@ -34,7 +36,71 @@ _ADVISORY_LOCK_KEY = 0x7E7E_0001
 
 
 class StoreUnavailable(PoolError):
-    """The pool's database cannot be opened or reached."""
+    """The pool's database cannot be opened or reached.
+
+    Its message never holds the database's password: the API returns it in 503
+    bodies and the CLI and the logs print it. Build it with :func:`redact`.
+    """
+
+
+# libpq also takes the password as a query parameter: postgresql://db/x?password=...
+_QUERY_PASSWORD = re.compile(r"(?i)(^|&)(password=)([^&]*)")
+_HIDDEN = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``.
+
+    Both places a password can sit are hidden: the user part
+    (``postgresql://user:PASSWORD@host/db``) and a ``password=`` query parameter.
+    A URL too malformed to take apart is not shown at all.
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user = parts.username or ""
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            port = f":{parts.port}" if parts.port is not None else ""
+            netloc = f"{user}:{_HIDDEN}@{host}{port}"
+        query = _QUERY_PASSWORD.sub(rf"\1\2{_HIDDEN}", parts.query)
+        if (netloc, query) == (parts.netloc, parts.query):
+            return url
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:  # a port that is not a number, ...: say nothing of it
+        return "(the configured database)"
+
+
+def _passwords(url: str) -> set[str]:
+    """The password(s) in ``url``, as written and percent-decoded."""
+    try:
+        parts = urlsplit(url)
+        found = [m.group(3) for m in _QUERY_PASSWORD.finditer(parts.query)]
+        if parts.password is not None:
+            found.append(parts.password)
+    except ValueError:  # cannot be taken apart: look for the user part by hand
+        _scheme, _, rest = url.partition("://")
+        userinfo, at, _host = rest.partition("/")[0].rpartition("@")
+        found = [userinfo.partition(":")[2]] if at else []
+    return {s for p in found for s in (p, unquote(p)) if s}
+
+
+def redact(text: str, url: str) -> str:
+    """``text`` (a message, a driver's error) with ``url`` and its password hidden.
+
+    ``url`` is shown as :func:`redact_url` shows it, and the password is removed
+    wherever else it appears (a driver may echo one option of the URL, such as
+    ``invalid sslmode value: "..."``).
+    """
+    shown = redact_url(url)
+    # The pieces between the URLs already shown: a password that is also, say, the
+    # user name is hidden everywhere else without mangling the shown URL.
+    pieces = text.replace(url, shown).split(shown)
+    for secret in sorted(_passwords(url), key=len, reverse=True):
+        pieces = [piece.replace(secret, _HIDDEN) for piece in pieces]
+    return shown.join(pieces)
 
 
 class Tx:
@@ -76,7 +142,9 @@ class Database:
     """Connections to one database, one per thread. Use :func:`open_database`."""
 
     def __init__(self, url: str, dialect: Dialect, target: str) -> None:
-        self.url = url
+        #: The URL as it may be shown: password hidden (see :func:`redact_url`).
+        self.url = redact_url(url)
+        self._secret_url = url
         self.dialect: Dialect = dialect
         self._target = target
         self._local = threading.local()
@@ -107,10 +175,18 @@ class Database:
 
                 conn = psycopg.connect(self._target, row_factory=dict_row, connect_timeout=10)
         except Exception as exc:
-            raise StoreUnavailable(f"cannot open the pool database {self.url}: {exc}") from exc
+            raise self._unavailable(f"cannot open the pool database {self.url}", exc) from exc
         with self._all_lock:
             self._all.append(conn)
         return conn
+
+    def redact(self, text: str) -> str:
+        """``text`` with this database's URL shown redacted and its password hidden."""
+        return redact(text, self._secret_url)
+
+    def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
+        """StoreUnavailable saying ``what`` and the driver's ``exc``, with no password."""
+        return StoreUnavailable(self.redact(f"{what}: {exc}"))
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -140,8 +216,8 @@ class Database:
                 cursor.execute("BEGIN IMMEDIATE" if serialize else "BEGIN")
             except sqlite3.OperationalError as exc:  # busy past the timeout, disk gone
                 cursor.close()
-                raise StoreUnavailable(
-                    f"the pool database {self.url} is unavailable: {exc}"
+                raise self._unavailable(
+                    f"the pool database {self.url} is unavailable", exc
                 ) from exc
             try:
                 yield Tx("sqlite", cursor)
@@ -152,8 +228,8 @@ class Database:
                 try:
                     conn.commit()
                 except sqlite3.OperationalError as exc:
-                    raise StoreUnavailable(
-                        f"the pool database {self.url} is unavailable: {exc}"
+                    raise self._unavailable(
+                        f"the pool database {self.url} is unavailable", exc
                     ) from exc
             finally:
                 cursor.close()
@@ -167,7 +243,7 @@ class Database:
                 yield Tx("postgresql", cursor)
         except psycopg.OperationalError as exc:
             self._drop_connection()
-            raise StoreUnavailable(f"lost the pool database {self.url}: {exc}") from exc
+            raise self._unavailable(f"lost the pool database {self.url}", exc) from exc
 
     def close(self) -> None:
         """Close every connection this object opened, in any thread."""
@@ -201,7 +277,8 @@ def open_database(url: str) -> Database:
         target = target or ":memory:"
     elif "://" in url:
         raise StoreUnavailable(
-            f"unsupported database URL {url!r}: use a file path, sqlite:///PATH or postgresql://..."
+            f"unsupported database URL {redact_url(url)!r}: "
+            "use a file path, sqlite:///PATH or postgresql://..."
         )
     else:
         target = url

@@ -7,13 +7,13 @@ restarting it would not help. *Readiness* runs one cheap query through the store
 (the schema version) and is 503 when the database does not answer, or answers
 with a schema older than this pool's migrations (it was replaced or emptied
 after the pool started: every other request would fail). Neither body names the
-database URL's password: these routes are public.
+database URL's password (the store's messages never do: see
+:func:`tether.pool._db.redact`), which matters all the more as these routes are public.
 """
 
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
@@ -22,7 +22,7 @@ from tether.pool._db import StoreUnavailable
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._store import Store
 
-__all__ = ["HealthOut", "ReadyOut", "health", "ready", "redact_url"]
+__all__ = ["HealthOut", "ReadyOut", "health", "ready"]
 
 #: The schema version this pool migrates to; a database below it cannot serve us.
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -45,22 +45,6 @@ def health() -> HealthOut:
     return HealthOut(status="ok", version=__version__)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-    except ValueError:  # a port that is not a number, ...: say nothing of it
-        return "(the configured database)"
-
-
 def ready(store: Store) -> ReadyOut:
     """One query through ``store``; raises StoreUnavailable saying why it cannot serve.
 
@@ -68,18 +52,17 @@ def ready(store: Store) -> ReadyOut:
     translate, such as a SQLite file that is no longer a database, too): a probe
     must say "not ready", not crash. The message never holds the URL's password.
     """
-    url = store.db.url
     try:
         version = store.schema_version()
     except Exception as exc:
         text = str(exc) if isinstance(exc, StoreUnavailable) else f"{type(exc).__name__}: {exc}"
-        text = text.replace(url, redact_url(url))
+        text = store.db.redact(text)
         if isinstance(exc, StoreUnavailable):
             raise StoreUnavailable(text) from None
         raise StoreUnavailable(f"the pool database does not answer: {text}") from None
     if version < SCHEMA_VERSION:
         raise StoreUnavailable(
-            f"the pool database {redact_url(url)} has schema version {version}, this pool "
+            f"the pool database {store.db.url} has schema version {version}, this pool "
             f"needs {SCHEMA_VERSION}: it was replaced or emptied after the pool started "
             "(restart the pool to migrate it)"
         )

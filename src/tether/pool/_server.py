@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tether._errors import PoolError
+from tether.pool._db import StoreUnavailable
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
 
@@ -82,7 +83,11 @@ def _ticker(service: PoolService, stop: threading.Event, tick_s: float) -> None:
             return
         try:
             service.tick()
-        except Exception:  # keep ticking: a database hiccup must not stop the clock
+        except StoreUnavailable as exc:  # keep ticking: the database comes back by itself
+            # Its message says why and hides the password; the driver's error chained
+            # to it is not redacted, so no traceback.
+            log.error("pool tick failed: %s", exc)
+        except Exception:  # keep ticking: a bug in one tick must not stop the clock
             log.exception("pool tick failed")
 
 
