@@ -18,6 +18,7 @@ PURE = (
     "_quota",
     "_queue",
     "_state",
+    "_roster",
     "_books",
     "_deadlines",
     "_usage",

@@ -46,7 +46,8 @@ from tether.pool._placement import Inventory, Placement
 from tether.pool._queue import QueueEntry, RequestQueue
 from tether.pool._quota import QuotaDecision, TeamUse, check_quota
 from tether.pool._request import FrameworkRequirement, SliceRequest
-from tether.pool._state import AdminState, NodeRecord, PoolState, PoolStatistics
+from tether.pool._roster import AdminState, NodeRecord
+from tether.pool._state import PoolState, PoolStatistics
 from tether.pool._usage import UsageRow, compute_usage, month_bounds, month_key
 from tether.pool._values import (
     SHARE_SCALE,

@@ -10,7 +10,7 @@ here reads a clock, touches a socket or a database, or draws random numbers:
 the same events in the same order always give the same decisions, which is
 what the unit tests assert.
 
-Inventory. Nodes register with their devices and heartbeat. Each node has an
+Inventory (``_roster``). Nodes register with their devices and heartbeat. Each node has an
 admin state (active, cordoned, drained) and a liveness (up, lost); only
 devices of nodes that are up and active are in the placement index
 (``_placement.Inventory``), so cordoned, drained and lost nodes never get new
@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Literal
 
 from tether.pool._books import TeamBooks, quota_refusal
 from tether.pool._deadlines import Deadlines
@@ -67,12 +66,8 @@ from tether.pool._events import (
     NodeCordoned,
     NodeDrained,
     NodeHeartbeat,
-    NodeHeartbeatRecorded,
-    NodeLost,
     NodeRegistered,
-    NodeStatus,
     NodeUncordoned,
-    NodeUpdated,
     Placed,
     Queued,
     QuotaSet,
@@ -82,11 +77,12 @@ from tether.pool._events import (
     SliceRequested,
     Tick,
 )
-from tether.pool._model import EndReason, Lease, NodeSpec, PlacementPolicy, PoolConfig, Quota
+from tether.pool._model import EndReason, Lease, PlacementPolicy, PoolConfig, Quota
 from tether.pool._placement import Inventory, Placement
 from tether.pool._queue import QueueEntry, RequestQueue
 from tether.pool._quota import TeamUse, check_quota
 from tether.pool._request import SliceRequest
+from tether.pool._roster import NodeRecord, Roster
 from tether.pool._values import (
     SHARE_SCALE,
     PoolConflictError,
@@ -95,7 +91,7 @@ from tether.pool._values import (
     share_units,
 )
 
-__all__ = ["AdminState", "NodeRecord", "PoolState", "PoolStatistics"]
+__all__ = ["PoolState", "PoolStatistics"]
 
 _EVENT_TYPES = (
     NodeRegistered,
@@ -111,29 +107,6 @@ _EVENT_TYPES = (
     Tick,
 )
 
-#: What an admin set on a node; kept across loss and return.
-AdminState = Literal["active", "cordoned", "drained"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeRecord:
-    """A node as the pool knows it (what the store keeps, what the API lists).
-
-    ``status`` is what people see (``lost`` wins over the admin state);
-    ``admin_state`` is what an admin set, kept while the node is lost.
-    """
-
-    node: NodeSpec
-    admin_state: AdminState = "active"
-    lost: bool = False
-    last_heartbeat: float
-
-    @property
-    def status(self) -> NodeStatus:
-        if self.lost:
-            return "lost"
-        return {"active": "ready", "cordoned": "cordoned", "drained": "drained"}[self.admin_state]  # type: ignore[return-value]
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PoolStatistics:
@@ -147,23 +120,6 @@ class PoolStatistics:
     queued: int
 
 
-@dataclass(slots=True, eq=False)
-class _Node:
-    spec: NodeSpec
-    admin: AdminState
-    lost: bool
-    last_heartbeat: float
-    leases: set[str]
-
-    def record(self) -> NodeRecord:
-        return NodeRecord(
-            node=self.spec,
-            admin_state=self.admin,
-            lost=self.lost,
-            last_heartbeat=self.last_heartbeat,
-        )
-
-
 class PoolState:
     """The pool's inventory, leases, queue and quotas; see the module docstring.
 
@@ -174,11 +130,10 @@ class PoolState:
     def __init__(self, config: PoolConfig | None = None) -> None:
         self.config = config if config is not None else PoolConfig()
         self._now = 0.0
-        self._nodes: dict[str, _Node] = {}
         self._inv = Inventory()
         self._leases: dict[str, Lease] = {}
+        self._roster = Roster(self.config, self._inv, self._leases, self._end_lease)
         self._lease_deadlines = Deadlines()
-        self._node_deadlines = Deadlines()  # of nodes that are up
         self._books = TeamBooks()
         self._queue = RequestQueue()
         self._seq = 0
@@ -218,14 +173,14 @@ class PoolState:
     # ================================================================== queries
 
     def node(self, node_id: str) -> NodeRecord:
-        return self._get_node(node_id).record()
+        return self._roster.get(node_id).record()
 
     def nodes(self) -> list[NodeRecord]:
-        return [self._nodes[k].record() for k in sorted(self._nodes)]
+        return self._roster.records()
 
     def device_usage(self, node_id: str) -> dict[str, tuple[float, int]]:
         """Per device of the node: (allocated share in devices, allocated memory bytes)."""
-        self._get_node(node_id)
+        self._roster.get(node_id)
         out = {}
         for dev_id in self._inv.device_ids(node_id):
             units, memory = self._inv.usage(node_id, dev_id)
@@ -271,11 +226,8 @@ class PoolState:
         return self._books.use(team, self._now)
 
     def statistics(self) -> PoolStatistics:
-        counts: dict[str, int] = {"ready": 0, "cordoned": 0, "drained": 0, "lost": 0}
-        for n in self._nodes.values():
-            counts[n.record().status] += 1
         return PoolStatistics(
-            nodes=counts,
+            nodes=self._roster.status_counts(),
             devices=self._inv.device_count,
             capacity_share=self._inv.capacity_units / SHARE_SCALE,
             allocated_share=self._inv.allocated_units / SHARE_SCALE,
@@ -288,7 +240,7 @@ class PoolState:
         times = [
             t
             for t in (
-                self._node_deadlines.next(),
+                self._roster.next_deadline(),
                 self._lease_deadlines.next(),
                 self._queue.next_deadline(),
             )
@@ -327,19 +279,7 @@ class PoolState:
         state._books.roll_month(now)
         cfg = state.config
         for rec in nodes:
-            node = _Node(
-                spec=rec.node,
-                admin=rec.admin_state,
-                lost=rec.lost,
-                last_heartbeat=rec.last_heartbeat,
-                leases=set(),
-            )
-            state._nodes[rec.node.id] = node
-            state._inv.set_node(rec.node)
-            state._inv.set_eligible(rec.node.id, node.admin == "active" and not node.lost)
-            if not node.lost:
-                deadline = max(rec.last_heartbeat, now) + cfg.node_timeout_s
-                state._node_deadlines.set(rec.node.id, deadline)
+            state._roster.restore(rec, now)
         for lease in leases:
             if lease.end is not None:
                 state._books.count_closed(lease, lease.end)
@@ -347,7 +287,7 @@ class PoolState:
             if lease.id in state._leases:
                 raise PoolInputError(f"restore: lease {lease.id!r} appears twice")
             state._leases[lease.id] = lease
-            owner = state._nodes.get(lease.node)
+            owner = state._roster.find(lease.node)
             placement = Placement(
                 node_id=lease.node,
                 device_ids=lease.device_ids,
@@ -379,10 +319,7 @@ class PoolState:
 
     def _validate(self, event: Event) -> None:
         if isinstance(event, NodeHeartbeat | NodeCordoned | NodeDrained | NodeUncordoned):
-            if event.node_id not in self._nodes:
-                raise PoolNotFoundError(
-                    f"node {event.node_id!r} is not registered: register it first"
-                )
+            self._roster.require(event.node_id)
         elif isinstance(event, LeaseHeartbeat | LeaseReleased):
             self.lease(event.lease_id)
         elif isinstance(event, RequestCancelled):
@@ -398,83 +335,22 @@ class PoolState:
                     f"{self.config.max_queue_timeout_s:g}s"
                 )
 
+    # The node events are the roster's.
+
     def _on_NodeRegistered(self, event: NodeRegistered, now: float, out: list[Decision]) -> bool:
-        spec = event.node
-        node = self._nodes.get(spec.id)
-        if node is None:
-            node = _Node(
-                spec=spec,
-                admin="active",
-                lost=False,
-                last_heartbeat=now,
-                leases=set(),
-            )
-            self._nodes[spec.id] = node
-        else:
-            removed = set(self._inv.devices_removed_by(spec))
-            for lease_id in sorted(node.leases):
-                if removed.intersection(self._leases[lease_id].device_ids):
-                    self._end_lease(lease_id, "device-lost", node.last_heartbeat, out)
-        node.spec = spec
-        node.lost = False
-        self._beat(node, now)
-        self._inv.set_node(spec)
-        self._inv.set_eligible(spec.id, node.admin == "active")
-        out.append(self._node_updated(node))
-        return True
+        return self._roster.registered(event, now, out)
 
     def _on_NodeHeartbeat(self, event: NodeHeartbeat, now: float, out: list[Decision]) -> bool:
-        node = self._nodes[event.node_id]
-        room = False
-        changed = node.lost
-        node.lost = False
-        seen_before = node.last_heartbeat  # the last time its devices were all known alive
-        self._beat(node, now)
-        if event.device_ids is not None:
-            seen = set(event.device_ids)
-            missing = [d.id for d in node.spec.devices if d.id not in seen]
-            if missing:
-                for lease_id in sorted(node.leases):
-                    if set(missing).intersection(self._leases[lease_id].device_ids):
-                        self._end_lease(lease_id, "device-lost", seen_before, out)
-                for dev_id in missing:
-                    self._inv.remove_device(node.spec.id, dev_id)
-                node.spec = replace(
-                    node.spec, devices=tuple(d for d in node.spec.devices if d.id in seen)
-                )
-                changed = True
-        if changed:
-            room = True
-            self._inv.set_eligible(node.spec.id, node.admin == "active")
-            out.append(self._node_updated(node))
-        else:
-            out.append(NodeHeartbeatRecorded(node_id=node.spec.id, last_heartbeat=now))
-        return room
+        return self._roster.heartbeat(event, now, out)
 
     def _on_NodeCordoned(self, event: NodeCordoned, now: float, out: list[Decision]) -> bool:
-        node = self._nodes[event.node_id]
-        if node.admin == "active":
-            node.admin = "cordoned"
-        self._inv.set_eligible(node.spec.id, False)
-        out.append(self._node_updated(node))
-        return False
+        return self._roster.cordoned(event, now, out)
 
     def _on_NodeDrained(self, event: NodeDrained, now: float, out: list[Decision]) -> bool:
-        node = self._nodes[event.node_id]
-        node.admin = "drained"
-        self._inv.set_eligible(node.spec.id, False)
-        ended = sorted(node.leases)
-        for lease_id in ended:
-            self._end_lease(lease_id, "drained", now, out)
-        out.append(self._node_updated(node))
-        return bool(ended)  # the teams' quotas have room again
+        return self._roster.drained(event, now, out)
 
     def _on_NodeUncordoned(self, event: NodeUncordoned, now: float, out: list[Decision]) -> bool:
-        node = self._nodes[event.node_id]
-        node.admin = "active"
-        self._inv.set_eligible(node.spec.id, not node.lost)
-        out.append(self._node_updated(node))
-        return True
+        return self._roster.uncordoned(event, now, out)
 
     def _on_SliceRequested(self, event: SliceRequested, now: float, out: list[Decision]) -> bool:
         req = event.request
@@ -580,10 +456,6 @@ class PoolState:
             )
         return max(t, self._now)
 
-    def _beat(self, node: _Node, now: float) -> None:
-        node.last_heartbeat = now
-        self._node_deadlines.set(node.spec.id, now + self.config.node_timeout_s)
-
     def _expire(self, now: float, out: list[Decision]) -> bool:
         room = False
         while self._pending_end:
@@ -592,15 +464,7 @@ class PoolState:
                 lease = self._leases[lease_id]
                 self._end_lease(lease_id, reason, lease.last_heartbeat, out)
                 room = True
-        while (node_id := self._node_deadlines.pop_due(now)) is not None:
-            node = self._nodes[node_id]
-            node.lost = True
-            self._inv.set_eligible(node_id, False)
-            out.append(NodeLost(node_id=node_id, last_heartbeat=node.last_heartbeat, now=now))
-            for lease_id in sorted(node.leases):
-                lease = self._leases[lease_id]
-                self._end_lease(lease_id, "node-lost", max(node.last_heartbeat, lease.start), out)
-                room = True
+        room = self._roster.expire(now, out) or room
         while (expired := self._lease_deadlines.pop_due(now)) is not None:
             lease = self._leases[expired]
             self._end_lease(expired, "expired", lease.last_heartbeat, out)
@@ -636,7 +500,7 @@ class PoolState:
             last_heartbeat=now,
         )
         self._leases[lease.id] = lease
-        node = self._nodes[placement.node_id]
+        node = self._roster.get(placement.node_id)
         node.leases.add(lease.id)
         self._books.count_open(lease, +1)
         self._lease_deadlines.set(lease.id, now + self.config.lease_timeout_s)
@@ -646,7 +510,7 @@ class PoolState:
         lease = self._leases.pop(lease_id)
         end = min(max(end, lease.start), self._now)
         self._lease_deadlines.discard(lease_id)
-        node = self._nodes.get(lease.node)
+        node = self._roster.find(lease.node)
         if node is not None and lease_id in node.leases:
             node.leases.discard(lease_id)
             self._inv.free(
@@ -729,18 +593,3 @@ class PoolState:
                         blocked.add(req.team)
             if len(blocked) == len(teams_waiting):
                 break
-
-    @staticmethod
-    def _node_updated(node: _Node) -> NodeUpdated:
-        return NodeUpdated(
-            node=node.spec,
-            status=node.record().status,
-            admin_state=node.admin,
-            last_heartbeat=node.last_heartbeat,
-        )
-
-    def _get_node(self, node_id: str) -> _Node:
-        try:
-            return self._nodes[node_id]
-        except KeyError:
-            raise PoolNotFoundError(f"node {node_id!r} is not registered") from None

@@ -25,8 +25,8 @@ from tether.pool._db import Database, Tx, open_database
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._model import DeviceSpec, NodeSpec, Quota
 from tether.pool._problems import NotFound
+from tether.pool._roster import NodeRecord
 from tether.pool._session_store import SessionStore
-from tether.pool._state import NodeRecord
 
 __all__ = [
     "DeviceRow",
