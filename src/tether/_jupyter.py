@@ -211,7 +211,7 @@ class _Extension:
         rows = [
             ("address", f"{s.address}{where}"),
             ("session", s.session_id),
-            ("state", "closed" if s.closed else "open"),
+            ("state", "closed" if s.closed else "lost" if s.lost else "open"),
             ("remote", ", ".join(sorted(a.names))),
             ("calls", f"{s.stats['sync']} sync, {s.stats['async']} async"),
         ]
@@ -271,7 +271,6 @@ def _attach(args: argparse.Namespace, names: frozenset[str], pool_wanted: bool) 
             session.import_module(name)  # a module missing there fails here, in one line
         finder = install(names, lambda: session)
     except BaseException:
-        _restore_streams(session)
         session.close()
         if lease is not None:
             lease.release()
@@ -322,7 +321,6 @@ def _detach(a: _Attachment) -> None:
     if a.finder in sys.meta_path:
         sys.meta_path.remove(a.finder)
     _restore_modules(a.names, a.displaced)
-    _restore_streams(a.session)
     try:
         a.session.close()
     finally:
@@ -336,14 +334,6 @@ def _restore_modules(names: frozenset[str], displaced: dict[str, ModuleType]) ->
     # Put back what was there before: a module with C extensions (torch) cannot be
     # imported a second time in one process.
     sys.modules.update(displaced)
-
-
-def _restore_streams(session: Session) -> None:
-    """Unwrap the sys.stdout/sys.stderr that ``tether.connect`` wrapped for ``session``."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if getattr(stream, "_t_barrier", None) == session.barrier:
-            setattr(sys, name, stream._t_wrapped)
 
 
 # -- how errors show ----------------------------------------------------------------------

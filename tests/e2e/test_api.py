@@ -74,3 +74,31 @@ def test_a_pipelined_error_in_the_session_block_surfaces_at_the_next_value(
     assert 'print("never printed")' in out.stderr  # the line the error surfaced at
     last = out.stderr.splitlines()[-1]
     assert last == "TypeError: 'str' object cannot be interpreted as an integer"
+
+
+def test_prints_stay_in_order_across_sessions_one_after_another(
+    acceptor: Acceptor, tmp_path: Path
+) -> None:
+    """Each session orders the worker's output with the script's; closing one
+    unwraps sys.stdout, and a later session wraps it again for itself."""
+    out = _run(
+        acceptor,
+        tmp_path,
+        """
+        original = sys.stdout
+        with tether.connect(URL, token=TOKEN) as s:
+            s.import_module("builtins").print("remote 1")
+        print("unwrapped:", sys.stdout is original)
+        with tether.connect(URL, token=TOKEN) as s, tether.connect(URL, token=TOKEN) as t:
+            for i in range(5):
+                s.import_module("builtins").print("remote s", i)
+                t.import_module("builtins").print("remote t", i)
+                print("local", i)
+        print("unwrapped:", sys.stdout is original)
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    expected = ["remote 1", "unwrapped: True"]
+    for i in range(5):
+        expected += [f"remote s {i}", f"remote t {i}", f"local {i}"]
+    assert out.stdout.splitlines() == [*expected, "unwrapped: True"]

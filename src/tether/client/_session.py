@@ -198,6 +198,7 @@ class Session:
                 except (ChannelClosed, OSError, ProtocolError):
                     pass
             self.channel.close()
+            uninstall_ordered_streams(self)
             if self._on_close is not None:
                 self._on_close()
 
@@ -220,6 +221,11 @@ class Session:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def lost(self) -> bool:
+        """True once the worker is gone (killed, or the connection broke)."""
+        return self._lost is not None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("lost" if self._lost else "open")
@@ -642,19 +648,21 @@ class OrderedStream:
     """Wraps sys.stdout/sys.stderr: sync pending remote work before writing.
 
     Keeps the worker's prints (which arrive when the client syncs) and the
-    script's own prints in program order.
+    script's own prints in program order, for every open session.
     """
 
-    def __init__(self, wrapped: Any, barrier: Callable[[], None]) -> None:
+    def __init__(self, wrapped: Any) -> None:
         self._t_wrapped = wrapped
-        self._t_barrier = barrier
+        self._t_barriers: list[Callable[[], None]] = []
 
     def write(self, s: str) -> int:
-        self._t_barrier()
+        for barrier in self._t_barriers:
+            barrier()
         return self._t_wrapped.write(s)  # type: ignore[no-any-return]
 
     def writelines(self, lines: Any) -> None:
-        self._t_barrier()
+        for barrier in self._t_barriers:
+            barrier()
         self._t_wrapped.writelines(lines)
 
     def flush(self) -> None:
@@ -665,7 +673,23 @@ class OrderedStream:
 
 
 def install_ordered_streams(session: Session) -> None:
-    if not isinstance(sys.stdout, OrderedStream):
-        sys.stdout = OrderedStream(sys.stdout, session.barrier)
-    if not isinstance(sys.stderr, OrderedStream):
-        sys.stderr = OrderedStream(sys.stderr, session.barrier)
+    """Make sys.stdout and sys.stderr sync ``session`` before each write."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, OrderedStream):
+            stream = OrderedStream(stream)
+            setattr(sys, name, stream)
+        if session.barrier not in stream._t_barriers:
+            stream._t_barriers.append(session.barrier)
+
+
+def uninstall_ordered_streams(session: Session) -> None:
+    """Undo :func:`install_ordered_streams` for ``session`` (the streams are
+    unwrapped when no session is left)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, OrderedStream):
+            if session.barrier in stream._t_barriers:
+                stream._t_barriers.remove(session.barrier)
+            if not stream._t_barriers:
+                setattr(sys, name, stream._t_wrapped)
