@@ -45,20 +45,23 @@ _SHAPE_KIND = _compact.SHAPE_KIND
 _CALL = int(Op.CALL)
 _CALLMETHOD = int(Op.CALLMETHOD)
 _I64_MIN, _I64_MAX = _compact.I64_MIN, _compact.I64_MAX
-#: Module-level builtin function -> its compact name (UTF-8), or b"" if it has none.
-_names: dict[Any, bytes] = {}
+#: Module-level builtin function -> (format piece, values) of its compact item,
+#: or () if it has none.
+_names: dict[Any, tuple[Any, ...]] = {}
 
 
-def _builtin_name(fn: Any) -> bytes:
-    """``module:qualname`` of a builtin that lives at module level, else b""."""
+def _builtin_name(fn: Any) -> tuple[Any, ...]:
+    """The compact item of a builtin that lives at module level (``g`` and
+    ``module:qualname``), else ()."""
     owner = getattr(fn, "__self__", None)
-    name = b""
+    named: tuple[Any, ...] = ()
     if isinstance(owner, types.ModuleType):
         qualname = getattr(fn, "__qualname__", "")
         if qualname and "." not in qualname and getattr(owner, qualname, None) is fn:
             name = f"{owner.__name__}:{qualname}".encode()
-    _names[fn] = name
-    return name
+            named = (f"cH{len(name)}s", (b"g", len(name), name))
+    _names[fn] = named
+    return named
 
 
 def compact_call(op: int, shape: Any, fields: tuple[Any, ...]) -> bytes | None:
@@ -86,7 +89,14 @@ def compact_call(op: int, shape: Any, fields: tuple[Any, ...]) -> bytes | None:
     fmt = ["<BBqqBB"]
     values: list[Any] = [int(op), kind, hid, tid, len(items), n_kwargs]
     for x in items:
-        if not _put(x, fmt, values):
+        t = type(x)
+        if type(t) is RemoteType:  # the common items inline: a call per item costs
+            fmt.append("cq")
+            values += (b"h", x._t_id)
+        elif t is float:
+            fmt.append("cd")
+            values += (b"f", x)
+        elif not _put(x, fmt, values):
             return None
     if n_kwargs:
         for k, x in kwargs.items():
@@ -119,13 +129,13 @@ def _put(x: Any, fmt: list[str], values: list[Any]) -> bool:
         fmt.append(f"cI{len(b)}s")
         values += (b"s", len(b), b)
     elif t is _BUILTIN_FUNCTION:
-        name = _names.get(x)
-        if name is None:
-            name = _builtin_name(x)
-        if not name:
+        named = _names.get(x)
+        if named is None:
+            named = _builtin_name(x)
+        if not named:
             return False
-        fmt.append(f"cH{len(name)}s")
-        values += (b"g", len(name), name)
+        fmt.append(named[0])
+        values += named[1]
     elif x is None:
         fmt.append("c")
         values.append(b"N")
