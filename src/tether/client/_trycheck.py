@@ -45,6 +45,9 @@ _cache: dict[tuple[int, int], bool] = {}
 _codes: dict[int, types.CodeType] = {}
 #: Per frame position: 0 (passes errors on), 1 (catches), 2 (_STOP).
 _verdicts: dict[tuple[int, int], int] = {}
+#: Code (by id) that passes errors on at every instruction: Tether's own, and
+#: code without any handler.
+_free: set[int] = set()
 #: (code, offset of BEFORE_WITH) of with statements whose manager lets errors through.
 _transparent_with: set[tuple[types.CodeType, int]] = set()
 
@@ -241,13 +244,22 @@ def in_handler(skip: int = 2) -> bool:
     """
     f: types.FrameType | None = sys._getframe(skip)
     cache = _verdicts
+    free = _free
     while f is not None:
         code = f.f_code
-        key = (id(code), f.f_lasti)
+        cid = id(code)
+        if cid in free:
+            f = f.f_back
+            continue
+        key = (cid, f.f_lasti)
         verdict = cache.get(key)
         if verdict is None:
-            _codes[id(code)] = code
+            _codes[cid] = code
             verdict = cache[key] = _classify(code, f.f_lasti, f.f_globals)
+            if verdict == 0 and (
+                not code.co_exceptiontable or code.co_filename.startswith(_PKG_DIR)
+            ):
+                free.add(cid)  # passes errors on wherever it stands: one probe per frame
         if verdict:
             return verdict == 1
         f = f.f_back
