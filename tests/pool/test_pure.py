@@ -19,6 +19,7 @@ PURE = (
     "_queue",
     "_state",
     "_roster",
+    "_admission",
     "_books",
     "_deadlines",
     "_usage",

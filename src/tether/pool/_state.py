@@ -18,7 +18,7 @@ slices. A node silent for ``node_timeout_s`` is lost on the next event: every
 lease on it ends with ``node-lost`` at the node's last heartbeat; a heartbeat
 or registration brings it back (admin state kept).
 
-Requests. A :class:`SliceRequested` is, in order: refused ``unsatisfiable`` if
+Requests (``_admission``). A :class:`SliceRequested` is, in order: refused ``unsatisfiable`` if
 no registered device could ever hold it; refused ``quota`` if its team spent
 its monthly device-hours; placed if the placement policy finds a device (or
 whole devices on one node) with room and the team's concurrent limits allow
@@ -54,7 +54,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from tether.pool._books import TeamBooks, quota_refusal
+from tether.pool._admission import Admission
+from tether.pool._books import TeamBooks
 from tether.pool._deadlines import Deadlines
 from tether.pool._events import (
     Decision,
@@ -69,18 +70,16 @@ from tether.pool._events import (
     NodeRegistered,
     NodeUncordoned,
     Placed,
-    Queued,
     QuotaSet,
     QuotaUpdated,
-    Refused,
     RequestCancelled,
     SliceRequested,
     Tick,
 )
-from tether.pool._model import EndReason, Lease, PlacementPolicy, PoolConfig, Quota
+from tether.pool._model import EndReason, Lease, PoolConfig, Quota
 from tether.pool._placement import Inventory, Placement
 from tether.pool._queue import QueueEntry, RequestQueue
-from tether.pool._quota import TeamUse, check_quota
+from tether.pool._quota import TeamUse
 from tether.pool._request import SliceRequest
 from tether.pool._roster import NodeRecord, Roster
 from tether.pool._values import (
@@ -136,7 +135,7 @@ class PoolState:
         self._lease_deadlines = Deadlines()
         self._books = TeamBooks()
         self._queue = RequestQueue()
-        self._seq = 0
+        self._admission = Admission(self.config, self._inv, self._books, self._queue, self._place)
         self._pending_end: list[tuple[str, EndReason]] = []
 
     # ================================================================== driving
@@ -162,7 +161,7 @@ class PoolState:
         room = self._expire(now, out)
         room = handler(event, now, out) or room
         if room:
-            self._serve_queue(now, out)
+            self._admission.serve(now, out)
         return out
 
     @property
@@ -309,8 +308,7 @@ class PoolState:
                 lease.id, max(lease.last_heartbeat, now) + cfg.lease_timeout_s
             )
         for entry in queue:
-            state._queue.push(entry)
-            state._seq = max(state._seq, entry.seq + 1)
+            state._admission.restore(entry)
         for quota in quotas:
             state._books.set_quota(quota)
         return state
@@ -352,76 +350,15 @@ class PoolState:
     def _on_NodeUncordoned(self, event: NodeUncordoned, now: float, out: list[Decision]) -> bool:
         return self._roster.uncordoned(event, now, out)
 
+    # Requests are admission's.
+
     def _on_SliceRequested(self, event: SliceRequested, now: float, out: list[Decision]) -> bool:
-        req = event.request
-        policy = event.policy or self.config.policy
-        if not self._inv.could_ever_fit(req):
-            out.append(
-                Refused(
-                    request_id=req.id,
-                    code="unsatisfiable",
-                    team=req.team,
-                    message=f"no device in the pool can ever hold {req.describe()}",
-                )
-            )
-            return False
-        never = self._books.never(req)
-        if never is not None:
-            out.append(quota_refusal(req, never))
-            return False
-        quota = self._books.quota(req.team)
-        use = self.team_use(req.team)
-        monthly = check_quota(quota, use, request_share_units=0, request_memory_bytes=0)
-        if not monthly.allowed:
-            out.append(quota_refusal(req, monthly))
-            return False
-        timeout = (
-            req.queue_timeout_s
-            if req.queue_timeout_s is not None
-            else self.config.default_queue_timeout_s
-        )
-        may_wait = req.wait and timeout > 0
-        if may_wait and self._queue.team_waiting(req.team, req.priority):
-            self._enqueue(
-                req, event.policy, now, timeout, f"behind earlier requests of team {req.team}", out
-            )
-            return False
-        placement = self._inv.find(req, policy)
-        if placement is not None:
-            decision = check_quota(
-                quota,
-                use,
-                request_share_units=placement.total_share_units,
-                request_memory_bytes=placement.total_memory_bytes,
-            )
-            if decision.allowed:
-                self._place(req, placement, now, out)
-                return False
-            if not may_wait:
-                out.append(quota_refusal(req, decision))
-                return False
-            self._enqueue(req, event.policy, now, timeout, decision.message, out)
-            return False
-        reason = f"no matching device has room for {req.describe()} now"
-        if not may_wait:
-            out.append(Refused(request_id=req.id, code="capacity", team=req.team, message=reason))
-            return False
-        self._enqueue(req, event.policy, now, timeout, reason, out)
-        return False
+        return self._admission.requested(event, now, out)
 
     def _on_RequestCancelled(
         self, event: RequestCancelled, now: float, out: list[Decision]
     ) -> bool:
-        entry = self._queue.remove(event.request_id)
-        out.append(
-            Refused(
-                request_id=entry.id,
-                code="cancelled",
-                team=entry.request.team,
-                message="the request was cancelled while it waited",
-            )
-        )
-        return True  # the team's later requests are no longer blocked behind it
+        return self._admission.cancelled(event, now, out)
 
     def _on_LeaseHeartbeat(self, event: LeaseHeartbeat, now: float, out: list[Decision]) -> bool:
         lease = self._leases.get(event.lease_id)
@@ -469,19 +406,7 @@ class PoolState:
             lease = self._leases[expired]
             self._end_lease(expired, "expired", lease.last_heartbeat, out)
             room = True
-        for entry in self._queue.pop_expired(now):
-            out.append(
-                Refused(
-                    request_id=entry.id,
-                    code="timeout",
-                    team=entry.request.team,
-                    message=(
-                        f"waited {entry.deadline - entry.enqueued_at:g}s in the queue "
-                        f"without room for {entry.request.describe()}"
-                    ),
-                )
-            )
-            room = True
+        room = self._admission.expire(now, out) or room
         return room
 
     def _place(
@@ -519,77 +444,3 @@ class PoolState:
         self._books.count_open(lease, -1)
         self._books.count_closed(lease, end)
         out.append(LeaseEnded(lease=replace(lease, end=end, end_reason=reason)))
-
-    def _enqueue(
-        self,
-        req: SliceRequest,
-        policy: PlacementPolicy | None,
-        now: float,
-        timeout: float,
-        reason: str,
-        out: list[Decision],
-    ) -> None:
-        entry = QueueEntry(
-            request=req, enqueued_at=now, deadline=now + timeout, seq=self._seq, policy=policy
-        )
-        self._seq += 1
-        self._queue.push(entry)
-        position = self._queue.position(req.id, self._books.share)
-        out.append(
-            Queued(
-                request=req,
-                position=position,
-                reason=reason,
-                enqueued_at=now,
-                deadline=entry.deadline,
-            )
-        )
-
-    def _serve_queue(self, now: float, out: list[Decision]) -> None:
-        if not len(self._queue):
-            return
-        blocked: set[str] = set()
-        failed: set[tuple[object, ...]] = set()
-        order = self._queue.order(self._books.share)
-        teams_waiting = {e.request.team for e in order}
-        for entry in order:
-            req = entry.request
-            if req.team in blocked:
-                continue
-            policy = entry.policy or self.config.policy
-            shape = (
-                req.constraint_key(),
-                req.node,
-                req.count,
-                req.fraction,
-                req.memory_bytes,
-                policy,
-            )
-            if shape in failed:
-                blocked.add(req.team)
-            else:
-                quota = self._books.quota(req.team)
-                use = self.team_use(req.team)
-                monthly = check_quota(quota, use, request_share_units=0, request_memory_bytes=0)
-                if not monthly.allowed:
-                    self._queue.remove(req.id)
-                    out.append(quota_refusal(req, monthly))
-                    continue
-                placement = self._inv.find(req, policy)
-                if placement is None:
-                    failed.add(shape)
-                    blocked.add(req.team)
-                else:
-                    decision = check_quota(
-                        quota,
-                        use,
-                        request_share_units=placement.total_share_units,
-                        request_memory_bytes=placement.total_memory_bytes,
-                    )
-                    if decision.allowed:
-                        self._queue.remove(req.id)
-                        self._place(req, placement, now, out)
-                    else:
-                        blocked.add(req.team)
-            if len(blocked) == len(teams_waiting):
-                break
