@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from tether._errors import ConnectError, RemoteTraceback, TetherError
+from tether.cli._slice import add_slice_arguments, request_from_args, wants_pool
 from tether.client._session import Session
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
@@ -95,18 +96,7 @@ def _parser() -> _Parser:
         help="a module to execute remotely, with its submodules (repeatable)",
     )
     c.add_argument("--token-file", metavar="PATH", type=Path, help="file holding the token")
-    pool = c.add_argument_group("slice from a pool")
-    pool.add_argument("--pool", metavar="URL", help="the pool, e.g. http://pool:8600")
-    pool.add_argument("--pool-token", metavar="TOKEN", help="your API token for the pool")
-    pool.add_argument("--gpus", type=float, metavar="N", help="a fraction (0.5) or a count (2)")
-    pool.add_argument("--gpu-memory", metavar="SIZE", help="device memory to reserve, e.g. 8GiB")
-    pool.add_argument("--vendor", help="nvidia, amd, intel or cpu")
-    pool.add_argument("--model", help="device model glob, e.g. '*H100*'")
-    pool.add_argument("--framework", action="append", metavar="REQ", help="e.g. 'torch>=2.4'")
-    pool.add_argument("--node", help="only this node")
-    pool.add_argument("--team", help="the team to charge (if you are in several)")
-    pool.add_argument("--no-wait", action="store_true", help="fail instead of queueing")
-    pool.add_argument("--queue-timeout", type=float, metavar="S", help="give up after S seconds")
+    add_slice_arguments(c)
     sub.add_parser("status", help="the session: address, id, remote modules, calls so far")
     sub.add_parser("disconnect", help="close the session and remove the remote modules")
     return p
@@ -187,9 +177,7 @@ class _Extension:
         names = frozenset(m.strip() for item in args.remote for m in item.split(",") if m.strip())
         if not names:
             raise UsageError("%tether connect: --remote needs a module name")
-        pool_wanted = args.pool or any(
-            v is not None for v in (args.gpus, args.gpu_memory, args.vendor, args.model)
-        )
+        pool_wanted = wants_pool(args)
         if pool_wanted and (args.url or args.token_file):
             raise UsageError("%tether connect: give either an acceptor URL or --pool, not both")
         self.attached = _attach(args, names, pool_wanted)
@@ -290,7 +278,7 @@ def _lease(args: argparse.Namespace) -> Any:
     from IPython.core.error import UsageError
 
     from tether._config import config_path, resolve_pool
-    from tether.client._lease import acquire, slice_request
+    from tether.client._lease import acquire
     from tether.pool._client import PoolClient
 
     cfg = resolve_pool(args.pool, args.pool_token)
@@ -301,17 +289,7 @@ def _lease(args: argparse.Namespace) -> Any:
             f"and TETHER_POOL_TOKEN, or put them under [pool] in {config_path()}"
         )
     try:
-        request = slice_request(
-            gpus=args.gpus,
-            memory=args.gpu_memory,
-            vendor=args.vendor,
-            model=args.model,
-            frameworks=args.framework,
-            node=args.node,
-            team=args.team,
-            wait=not args.no_wait,
-            queue_timeout_s=args.queue_timeout,
-        )
+        request = request_from_args(args)
     except ValueError as exc:
         raise UsageError(f"%tether connect: {exc}") from None
     return acquire(PoolClient(cfg.url, cfg.token), request)

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tether.cli._slice import add_slice_arguments, request_from_args, wants_pool
+
 DESCRIPTION = """\
 Run COMMAND (usually `python script.py`) unchanged, while every use of the
 modules named with --remote, and of everything they return, executes in a
@@ -60,29 +62,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--connect", metavar="URL", help="acceptor address, e.g. tcp://gpuhost:7070")
     p.add_argument("--token-file", metavar="PATH", type=Path, help="file holding the token")
-    pool = p.add_argument_group("slice from a pool")
-    pool.add_argument("--pool", metavar="URL", help="the pool, e.g. http://pool:8600")
-    pool.add_argument("--pool-token", metavar="TOKEN", help="your API token for the pool")
-    pool.add_argument(
-        "--gpus", type=float, metavar="N",
-        help="a fraction of one device (0.5) or a number of whole devices (2); default 1",
-    )  # fmt: skip
-    pool.add_argument(
-        "--gpu-memory", metavar="SIZE", help="device memory to reserve, e.g. 8GiB (the limit)"
-    )
-    pool.add_argument("--vendor", help="nvidia, amd, intel or cpu")
-    pool.add_argument("--model", help="device model glob, e.g. '*H100*'")
-    pool.add_argument(
-        "--framework", action="append", metavar="REQ", help="e.g. 'torch>=2.4' (repeatable)"
-    )
-    pool.add_argument("--node", help="only this node")
-    pool.add_argument("--team", help="the team to charge (if you are in several)")
-    pool.add_argument(
-        "--no-wait", action="store_true", help="fail at once instead of queueing when nothing fits"
-    )
-    pool.add_argument(
-        "--queue-timeout", type=float, metavar="S", help="give up after waiting this long"
-    )
+    add_slice_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the program to run, after --")
     p.set_defaults(handler=run)
 
@@ -110,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
     env["TETHER_REMOTE"] = ",".join(remote)
     embedded = None
     url = args.connect or env.get("TETHER_CONNECT")
-    pool_wanted = args.pool or any(
-        v is not None for v in (args.gpus, args.gpu_memory, args.vendor, args.model)
-    )
+    pool_wanted = wants_pool(args)
     if pool_wanted:
         if args.connect:
             print("tether run: give either --connect or --pool, not both", file=sys.stderr)
@@ -171,7 +149,7 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
 
     from tether._config import config_path, resolve_pool
     from tether._errors import AuthenticationError, ConnectError, PoolError
-    from tether.client._lease import DEFAULT_HEARTBEAT_S, acquire, slice_request
+    from tether.client._lease import DEFAULT_HEARTBEAT_S, acquire
     from tether.pool._client import PoolClient
 
     cfg = resolve_pool(args.pool, args.pool_token)
@@ -184,17 +162,7 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
         )
         return 2
     try:
-        request = slice_request(
-            gpus=args.gpus,
-            memory=args.gpu_memory,
-            vendor=args.vendor,
-            model=args.model,
-            frameworks=args.framework,
-            node=args.node,
-            team=args.team,
-            wait=not args.no_wait,
-            queue_timeout_s=args.queue_timeout,
-        )
+        request = request_from_args(args)
     except ValueError as exc:
         print(f"tether run: {exc}", file=sys.stderr)
         return 2
