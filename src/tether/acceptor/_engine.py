@@ -87,7 +87,8 @@ class Engine:
         self.failed: BaseException | None = None
         self.client_files: set[str] = set()
         self.touched_client = False
-        self.output: list[tuple[bool, str]] = []
+        # Queued output: (stderr?, text), or (None, WARNING meta) for a warning.
+        self.output: list[tuple[bool | None, str]] = []
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
@@ -407,19 +408,38 @@ class Engine:
     def write_output(self, text: str, *, stderr: bool) -> None:
         self.output.append((stderr, text))
 
+    def write_warning(self, meta: str) -> None:
+        """Queue a warning (the JSON of a WARNING frame) in its place among the output.
+
+        The call that warned is marked as touching the client (as file access
+        does): the client stops pipelining its site, so that later warnings of
+        the same site reach the script at the line that made them.
+        """
+        self.touched_client = True
+        self.output.append((None, meta))
+
     def flush_output(self) -> None:
         if not self.output:
             return
         chunks, self.output = self.output, []
-        # Merge consecutive writes to the same stream into one frame.
-        cur_err, cur = chunks[0][0], [chunks[0][1]]
-        for is_err, text in chunks[1:]:
-            if is_err == cur_err:
-                cur.append(text)
-            else:
+        # Merge consecutive writes to the same stream into one frame; a warning
+        # is a frame of its own, between the text written before and after it.
+        cur_err = False
+        cur: list[str] = []
+        for is_err, text in chunks:
+            if is_err is None:
+                if cur:
+                    self._send_output(cur_err, "".join(cur))
+                    cur = []
+                self._send(Kind.WARNING, 0, 0, text.encode(), ())
+                continue
+            if cur and is_err != cur_err:
                 self._send_output(cur_err, "".join(cur))
-                cur_err, cur = is_err, [text]
-        self._send_output(cur_err, "".join(cur))
+                cur = []
+            cur_err = is_err
+            cur.append(text)
+        if cur:
+            self._send_output(cur_err, "".join(cur))
 
     def _send_output(self, stderr: bool, text: str) -> None:
         flags = Flag.STDERR if stderr else Flag.NONE

@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import linecache
 import os
 import socket
 import sys
+import warnings
 from collections import deque
-from typing import Any
+from typing import Any, TextIO
 
+import tether
+from tether.acceptor._codec import exception_lineage
 from tether.acceptor._engine import Engine
 from tether.acceptor._files import (
     PATH_FUNCTIONS,
@@ -32,6 +36,9 @@ from tether.acceptor._files import (
 )
 from tether.transport import Channel, ChannelClosed
 from tether.wire import PROTOCOL_VERSION, Flag, Frame, Kind, Role, Welcome, encode_handshake
+from tether.wire._messages import RemoteWarning, encode_warning
+
+_TETHER_DIR = os.path.dirname(os.path.abspath(tether.__file__)) + os.sep
 
 
 class _Stream(io.TextIOBase):
@@ -54,6 +61,40 @@ class _Stream(io.TextIOBase):
 
     def isatty(self) -> bool:
         return False
+
+
+def warning_meta(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None
+) -> str:
+    """The WARNING frame for one warning, as JSON text.
+
+    A warning attributed to Tether's own frames (``stacklevel=2`` of a function
+    the engine called for the script) goes out without a place: the client
+    puts it on the script's line, where it would be locally.
+    """
+    module = ""
+    if os.path.abspath(filename).startswith(_TETHER_DIR):
+        filename, lineno, line = "", 0, None
+    else:
+        frame = sys._getframe(1)
+        while frame is not None:  # the module the warning was attributed to
+            if frame.f_code.co_filename == filename and frame.f_lineno == lineno:
+                module = str(frame.f_globals.get("__name__", ""))
+                break
+            frame = frame.f_back  # type: ignore[assignment]
+        if not module:  # as warnings.warn_explicit derives it
+            module = filename[:-3] if filename.lower().endswith(".py") else filename or "<unknown>"
+        if line is None:
+            line = linecache.getline(filename, lineno) or None
+    warning = RemoteWarning(
+        category=exception_lineage(category),
+        message=str(message),
+        filename=filename,
+        lineno=lineno,
+        module=module,
+        line=line,
+    )
+    return encode_warning(warning).decode()
 
 
 class Worker:
@@ -85,10 +126,34 @@ class Worker:
                 return value
             self.backlog.append(frame)
 
+    def show_warning(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        """``warnings.showwarning`` in the worker: the warning goes to the client,
+        in its place among the output, and the script's filters decide there."""
+        if file is None:
+            try:
+                self.engine.write_warning(warning_meta(message, category, filename, lineno, line))
+                return
+            except Exception:  # never fail the remote code over a warning: print it
+                file = sys.stderr
+        file.write(warnings.formatwarning(message, category, filename, lineno, line))
+
     def install(self) -> None:
         engine = self.engine
         sys.stdout = _Stream(engine, stderr=False)
         sys.stderr = _Stream(engine, stderr=True)
+        # Every warning reaches the client, which applies the script's filters
+        # (de-duplication included): none may be swallowed here.
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        warnings.showwarning = self.show_warning
         sys.meta_path.insert(0, PathPatcher(self.request))
         sys.meta_path.append(ClientModuleFinder(self.request, engine.client_files))
         install_open(self.request, engine.client_files)

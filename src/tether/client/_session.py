@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import operator
+import os
 import pickle
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +69,7 @@ from tether.client._serve import serve_request
 from tether.client._trycheck import in_handler, note_transparent_with
 from tether.transport import Channel, ChannelClosed
 from tether.wire import Flag, Kind
+from tether.wire._messages import decode_warning
 from tether.wire._ops import ANY, DISCARD, NONE, Op, TypeDesc, pack_batch, pack_ids
 
 # Pipelined calls queued before they are written anyway. When the script
@@ -139,6 +143,9 @@ class Session:
         self._out = sys.__stdout__
         self._err = sys.__stderr__
         self.stats = {"sync": 0, "async": 0}
+        # The "default"/"module" de-duplication of warnings from modules the
+        # script does not have itself (torch's own): one registry per module.
+        self._warning_registries: dict[str, dict[Any, Any]] = {}
         self.resolvers: dict[str, Callable[..., Any]] = {
             "handle": self._mk_handle,
             "interned": self._mk_interned,
@@ -454,6 +461,7 @@ class Session:
 
     def _wait(self, seq: int) -> tuple[Any, int]:
         channel = self.channel
+        warned: Exception | None = None  # a worker's warning that became an error
         while True:
             try:
                 frame = channel.recv()
@@ -467,6 +475,14 @@ class Session:
                     raise ProtocolError(f"reply to call {frame.seq} while waiting for {seq}")
                 self._unsynced = False
                 self._async_keys.clear()
+                if warned is not None:
+                    # Locally the script would have stopped at the warning.
+                    if frame.flags & Flag.DEFERRED:
+                        self._frame(Kind.RESUME, 0, 0, b"")
+                    elif not frame.flags & Flag.ERROR:
+                        with contextlib.suppress(Exception):
+                            self._decode(frame.meta, frame.buffers)  # its handles go
+                    raise warned.with_traceback(None)
                 if frame.flags & Flag.ERROR:
                     if frame.flags & Flag.DEFERRED:
                         self._frame(Kind.RESUME, 0, 0, b"")
@@ -474,12 +490,68 @@ class Session:
                 return self._decode(frame.meta, frame.buffers), frame.flags
             if kind == Kind.OUTPUT:
                 self._write_output(frame.meta, bool(frame.flags & Flag.STDERR))
+            elif kind == Kind.WARNING:
+                if warned is None:
+                    warned = self._warn(frame.meta)
             elif kind == Kind.REQUEST:
                 self._answer(frame.seq, frame.meta, frame.buffers)
             elif kind == Kind.NOTICE:
                 key = self._async_keys.get(frame.seq)
                 if key is not None and key in self._pred:
                     self._pred[key].never = True
+
+    def _warn(self, meta: bytes) -> Exception | None:
+        """Re-issue a worker's warning here, so that the script's filters,
+        ``catch_warnings`` and de-duplication decide what becomes of it.
+
+        Returns the exception it turned into (``-W error``), which ``_wait``
+        raises once the reply it is waiting for has arrived; a malformed
+        warning raises ProtocolError.
+        """
+        w = decode_warning(meta)
+        try:
+            category = exception_class(w.category)
+        except Exception as exc:
+            raise ProtocolError(
+                f"warning of an unusable category {w.category[0]}: {exc!r}"
+            ) from exc
+        if not issubclass(category, Warning):
+            raise ProtocolError(f"warning of a category that is no Warning: {w.category[0]}")
+        module_globals: dict[str, Any] | None = None
+        if w.filename:
+            filename, lineno, module = w.filename, w.lineno, w.module
+            registry = self._warning_registry(module)
+            if w.line and lineno and not linecache.getline(filename, lineno):
+                module_globals = {"__name__": module, "__loader__": _SourceLine(lineno, w.line)}
+        else:  # attributed to the caller of the remoted function: the script's line
+            frame = _script_frame()
+            if frame is None:
+                where: dict[str, Any] = sys.__dict__
+                filename, lineno = "sys", 0
+            else:
+                where = frame.f_globals
+                filename, lineno = frame.f_code.co_filename, frame.f_lineno or 0
+            module = str(where.get("__name__", "<string>"))
+            registry = where.setdefault("__warningregistry__", {})
+        # Showing the warning writes to sys.stderr, which must not sync now.
+        unsynced, self._unsynced = self._unsynced, False
+        try:
+            warnings.warn_explicit(
+                w.message, category, filename, lineno, module, registry, module_globals
+            )
+        except Exception as exc:
+            return exc
+        finally:
+            self._unsynced = unsynced
+        return None
+
+    def _warning_registry(self, module: str) -> dict[Any, Any]:
+        local = sys.modules.get(module)
+        if local is not None and not isinstance(local, RemoteModule):
+            namespace = getattr(local, "__dict__", None)
+            if isinstance(namespace, dict):
+                return namespace.setdefault("__warningregistry__", {})  # type: ignore[no-any-return]
+        return self._warning_registries.setdefault(module, {})
 
     def _answer(self, rid: int, meta: bytes, buffers: Any) -> None:
         """Serve one request of the worker's (files, modules, shared objects)."""
@@ -638,6 +710,28 @@ def _template(value: Any) -> Any:
         if all(s is not None and s != NONE for s in subs):
             return ("L" if t is list else "T", subs)
     return None
+
+
+_TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _script_frame() -> Any:
+    """The innermost frame outside Tether: the script's line that is syncing."""
+    frame: Any = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_TETHER_DIR):
+        frame = frame.f_back
+    return frame
+
+
+class _SourceLine:
+    """A stand-in loader that knows one line of a file the client does not have,
+    so that a worker's warning shows its source line as it would locally."""
+
+    def __init__(self, lineno: int, line: str) -> None:
+        self._source = "\n" * (lineno - 1) + line
+
+    def get_source(self, name: str) -> str:
+        return self._source
 
 
 def _original(stream: Any) -> Any:

@@ -10,12 +10,14 @@ A session's connection goes through three states::
            <--------------------  REFUSED            -> CLOSED
            <--------------------  WELCOME (worker)   -> OPEN
     OPEN: CALL, RELEASE, RESUME, RESPONSE, BYE  ----->
-          <-----  REPLY, OUTPUT, REQUEST, NOTICE
+          <-----  REPLY, OUTPUT, WARNING, REQUEST, NOTICE
 
 Handshake frames carry JSON (the peer is not authenticated yet, so nothing more
 powerful than ``json`` parses them); frames of an open session carry pickles
-whose meaning belongs to the client and worker layers. :class:`Connection` holds
-only the state and enforces the table below; it does no I/O.
+whose meaning belongs to the client and worker layers, except WARNING, whose
+JSON body is defined and validated here (:class:`RemoteWarning`).
+:class:`Connection` holds only the state and enforces the table below; it does
+no I/O.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from tether._errors import ProtocolError
 from tether.wire._frames import Buffer, Frame, encode_frame
 
 #: Bumped whenever a change makes old peers misunderstand new ones.
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: Kind.WARNING
 
 
 class Kind(enum.IntEnum):
@@ -47,6 +49,7 @@ class Kind(enum.IntEnum):
     OUTPUT = 21
     REQUEST = 22
     NOTICE = 23
+    WARNING = 24  # a warning issued in the worker, for the client's warnings machinery
 
 
 class Flag(enum.IntFlag):
@@ -71,7 +74,7 @@ class State(enum.Enum):
 
 
 _FROM_CLIENT: Final = frozenset({Kind.CALL, Kind.RELEASE, Kind.RESUME, Kind.RESPONSE, Kind.BYE})
-_FROM_SERVER: Final = frozenset({Kind.REPLY, Kind.OUTPUT, Kind.REQUEST, Kind.NOTICE})
+_FROM_SERVER: Final = frozenset({Kind.REPLY, Kind.OUTPUT, Kind.WARNING, Kind.REQUEST, Kind.NOTICE})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +152,78 @@ def decode_handshake(frame: Frame) -> Handshake:
         return cls(**body)
     except TypeError as exc:
         raise ProtocolError(f"malformed handshake: {exc}") from exc
+
+
+_MAX_LINEAGE: Final = 64
+_MAX_NAME: Final = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteWarning:
+    """A warning issued in the worker (the body of a WARNING frame).
+
+    The worker lets every warning through its own filters and sends it here, in
+    its place among the OUTPUT frames; the client re-issues it with
+    ``warnings.warn_explicit`` so that the script's filters decide. ``category``
+    is the class's lineage, (module, qualname) from the class up to
+    BaseException, as for exceptions. An empty ``filename`` means the warning
+    was attributed to Tether's own frames (``stacklevel`` pointing at the
+    caller of the remoted function): the client attributes it to the script's
+    line instead. ``line`` is the source line, when the worker could read it.
+    """
+
+    category: tuple[tuple[str, str], ...]
+    message: str
+    filename: str
+    lineno: int
+    module: str
+    line: str | None = None
+
+    def __post_init__(self) -> None:
+        lineage = self.category
+        if (
+            not isinstance(lineage, tuple)
+            or not 0 < len(lineage) <= _MAX_LINEAGE
+            or not all(
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and all(isinstance(n, str) and 0 < len(n) <= _MAX_NAME for n in pair)
+                for pair in lineage
+            )
+        ):
+            raise ProtocolError("warning.category must be a lineage of (module, qualname) pairs")
+        if not isinstance(self.message, str):
+            raise ProtocolError("warning.message must be a string")
+        if not isinstance(self.filename, str) or not isinstance(self.module, str):
+            raise ProtocolError("warning.filename and warning.module must be strings")
+        lineno = self.lineno
+        if not isinstance(lineno, int) or isinstance(lineno, bool) or not 0 <= lineno < 2**31:
+            raise ProtocolError("warning.lineno must be an integer in [0, 2**31)")
+        if self.line is not None and not isinstance(self.line, str):
+            raise ProtocolError("warning.line must be a string or null")
+
+
+def encode_warning(warning: RemoteWarning) -> bytes:
+    """The meta of a WARNING frame."""
+    body = {name: getattr(warning, name) for name in warning.__dataclass_fields__}
+    return json.dumps(body).encode()  # ASCII: json escapes everything else
+
+
+def decode_warning(meta: bytes) -> RemoteWarning:
+    """Parse a WARNING frame's meta; anything malformed raises ProtocolError."""
+    try:
+        body = json.loads(meta)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ProtocolError(f"malformed warning: {exc!r}") from exc
+    if not isinstance(body, dict) or set(body) - set(RemoteWarning.__dataclass_fields__):
+        raise ProtocolError("malformed warning: unexpected fields")
+    lineage = body.get("category")
+    if isinstance(lineage, list):
+        body["category"] = tuple(tuple(p) if isinstance(p, list) else p for p in lineage)
+    try:
+        return RemoteWarning(**body)
+    except TypeError as exc:
+        raise ProtocolError(f"malformed warning: {exc}") from exc
 
 
 #: Who may send what in each state (the table in the module docstring).
