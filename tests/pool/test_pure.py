@@ -20,6 +20,7 @@ PURE = (
     "_state",
     "_roster",
     "_admission",
+    "_leases",
     "_books",
     "_deadlines",
     "_usage",

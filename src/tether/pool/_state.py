@@ -34,7 +34,7 @@ its own team's later requests; other teams' requests may go past it (backfill),
 so one big request does not idle the pool. Requests waiting longer than their
 timeout are refused ``timeout``.
 
-Leases end on release, on expiry (no heartbeat for ``lease_timeout_s``; ended
+Leases (``_leases``) end on release, on expiry (no heartbeat for ``lease_timeout_s``; ended
 at their last heartbeat), on node loss, on a device disappearing from the
 node's report, or on drain. Usage is computed from leases (``_usage``).
 
@@ -52,43 +52,33 @@ session; what does not check in ends at its last heartbeat as usual.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from tether.pool._admission import Admission
 from tether.pool._books import TeamBooks
-from tether.pool._deadlines import Deadlines
 from tether.pool._events import (
     Decision,
     Event,
-    LeaseEnded,
     LeaseHeartbeat,
     LeaseReleased,
-    LeaseRenewed,
     NodeCordoned,
     NodeDrained,
     NodeHeartbeat,
     NodeRegistered,
     NodeUncordoned,
-    Placed,
     QuotaSet,
     QuotaUpdated,
     RequestCancelled,
     SliceRequested,
     Tick,
 )
+from tether.pool._leases import OpenLeases
 from tether.pool._model import EndReason, Lease, PoolConfig, Quota
-from tether.pool._placement import Inventory, Placement
+from tether.pool._placement import Inventory
 from tether.pool._queue import QueueEntry, RequestQueue
 from tether.pool._quota import TeamUse
-from tether.pool._request import SliceRequest
 from tether.pool._roster import NodeRecord, Roster
-from tether.pool._values import (
-    SHARE_SCALE,
-    PoolConflictError,
-    PoolInputError,
-    PoolNotFoundError,
-    share_units,
-)
+from tether.pool._values import SHARE_SCALE, PoolConflictError, PoolInputError
 
 __all__ = ["PoolState", "PoolStatistics"]
 
@@ -130,13 +120,14 @@ class PoolState:
         self.config = config if config is not None else PoolConfig()
         self._now = 0.0
         self._inv = Inventory()
-        self._leases: dict[str, Lease] = {}
-        self._roster = Roster(self.config, self._inv, self._leases, self._end_lease)
-        self._lease_deadlines = Deadlines()
         self._books = TeamBooks()
+        open_leases: dict[str, Lease] = {}
+        self._roster = Roster(self.config, self._inv, open_leases, self._end_lease)
+        self._leases = OpenLeases(self.config, self._inv, self._books, self._roster, open_leases)
         self._queue = RequestQueue()
-        self._admission = Admission(self.config, self._inv, self._books, self._queue, self._place)
-        self._pending_end: list[tuple[str, EndReason]] = []
+        self._admission = Admission(
+            self.config, self._inv, self._books, self._queue, self._leases.open
+        )
 
     # ================================================================== driving
 
@@ -187,18 +178,13 @@ class PoolState:
         return out
 
     def lease(self, lease_id: str) -> Lease:
-        try:
-            return self._leases[lease_id]
-        except KeyError:
-            raise PoolNotFoundError(
-                f"no open lease {lease_id!r} (it ended, or never existed)"
-            ) from None
+        return self._leases.get(lease_id)
 
     def leases(self, *, team: str | None = None, node: str | None = None) -> list[Lease]:
         """Open leases, by id, optionally of one team and/or on one node."""
         return [
             lease
-            for _, lease in sorted(self._leases.items())
+            for lease in self._leases
             if (team is None or lease.team == team) and (node is None or lease.node == node)
         ]
 
@@ -240,13 +226,11 @@ class PoolState:
             t
             for t in (
                 self._roster.next_deadline(),
-                self._lease_deadlines.next(),
+                self._leases.next_deadline(self._now),
                 self._queue.next_deadline(),
             )
             if t is not None
         ]
-        if self._pending_end:
-            times.append(self._now)
         return min(times) if times else None
 
     # ================================================================== restore
@@ -276,37 +260,10 @@ class PoolState:
         state = cls(config)
         state._now = float(now)
         state._books.roll_month(now)
-        cfg = state.config
         for rec in nodes:
             state._roster.restore(rec, now)
         for lease in leases:
-            if lease.end is not None:
-                state._books.count_closed(lease, lease.end)
-                continue
-            if lease.id in state._leases:
-                raise PoolInputError(f"restore: lease {lease.id!r} appears twice")
-            state._leases[lease.id] = lease
-            owner = state._roster.find(lease.node)
-            placement = Placement(
-                node_id=lease.node,
-                device_ids=lease.device_ids,
-                share_units=share_units(lease.fraction),
-                memory_bytes=lease.memory_bytes,
-            )
-            try:
-                if owner is None or owner.lost:
-                    raise PoolInputError("node unknown or lost")
-                state._inv.allocate(placement)
-            except PoolInputError:
-                reason: EndReason = "node-lost" if owner is None or owner.lost else "device-lost"
-                state._pending_end.append((lease.id, reason))
-                state._books.count_open(lease, +1)
-                continue
-            owner.leases.add(lease.id)
-            state._books.count_open(lease, +1)
-            state._lease_deadlines.set(
-                lease.id, max(lease.last_heartbeat, now) + cfg.lease_timeout_s
-            )
+            state._leases.restore(lease, now)
         for entry in queue:
             state._admission.restore(entry)
         for quota in quotas:
@@ -360,20 +317,13 @@ class PoolState:
     ) -> bool:
         return self._admission.cancelled(event, now, out)
 
+    # Lease events are the open leases'.
+
     def _on_LeaseHeartbeat(self, event: LeaseHeartbeat, now: float, out: list[Decision]) -> bool:
-        lease = self._leases.get(event.lease_id)
-        if lease is None:  # ended by the expiry pass of this very event
-            return False
-        self._leases[lease.id] = replace(lease, last_heartbeat=now)
-        self._lease_deadlines.set(lease.id, now + self.config.lease_timeout_s)
-        out.append(LeaseRenewed(lease_id=lease.id, last_heartbeat=now))
-        return False
+        return self._leases.heartbeat(event, now, out)
 
     def _on_LeaseReleased(self, event: LeaseReleased, now: float, out: list[Decision]) -> bool:
-        if event.lease_id not in self._leases:
-            return False
-        self._end_lease(event.lease_id, "released", now, out)
-        return True
+        return self._leases.released(event, now, out)
 
     def _on_QuotaSet(self, event: QuotaSet, now: float, out: list[Decision]) -> bool:
         self._books.set_quota(event.quota)
@@ -394,53 +344,11 @@ class PoolState:
         return max(t, self._now)
 
     def _expire(self, now: float, out: list[Decision]) -> bool:
-        room = False
-        while self._pending_end:
-            lease_id, reason = self._pending_end.pop(0)
-            if lease_id in self._leases:
-                lease = self._leases[lease_id]
-                self._end_lease(lease_id, reason, lease.last_heartbeat, out)
-                room = True
+        room = self._leases.end_pending(now, out)
         room = self._roster.expire(now, out) or room
-        while (expired := self._lease_deadlines.pop_due(now)) is not None:
-            lease = self._leases[expired]
-            self._end_lease(expired, "expired", lease.last_heartbeat, out)
-            room = True
+        room = self._leases.expire(now, out) or room
         room = self._admission.expire(now, out) or room
         return room
 
-    def _place(
-        self, req: SliceRequest, placement: Placement, now: float, out: list[Decision]
-    ) -> None:
-        self._inv.allocate(placement)
-        lease = Lease(
-            id=req.id,
-            node=placement.node_id,
-            device_ids=placement.device_ids,
-            fraction=placement.share_units / SHARE_SCALE,
-            memory_bytes=placement.memory_bytes,
-            team=req.team,
-            user=req.user,
-            start=now,
-            last_heartbeat=now,
-        )
-        self._leases[lease.id] = lease
-        node = self._roster.get(placement.node_id)
-        node.leases.add(lease.id)
-        self._books.count_open(lease, +1)
-        self._lease_deadlines.set(lease.id, now + self.config.lease_timeout_s)
-        out.append(Placed(lease=lease, address=node.spec.address))
-
     def _end_lease(self, lease_id: str, reason: EndReason, end: float, out: list[Decision]) -> None:
-        lease = self._leases.pop(lease_id)
-        end = min(max(end, lease.start), self._now)
-        self._lease_deadlines.discard(lease_id)
-        node = self._roster.find(lease.node)
-        if node is not None and lease_id in node.leases:
-            node.leases.discard(lease_id)
-            self._inv.free(
-                lease.node, lease.device_ids, share_units(lease.fraction), lease.memory_bytes
-            )
-        self._books.count_open(lease, -1)
-        self._books.count_closed(lease, end)
-        out.append(LeaseEnded(lease=replace(lease, end=end, end_reason=reason)))
+        self._leases.end(lease_id, reason, end, self._now, out)
