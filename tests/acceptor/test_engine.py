@@ -165,3 +165,23 @@ def test_a_batch_of_pipelined_calls_runs_in_order() -> None:
     h.engine.on_frame(Kind.CALL, Flag.BATCH, 10, pack_batch(metas), ())
     assert h.engine.handles[1] == [5, 6]
     assert h.sent == []
+
+
+def test_release_entries_in_a_batch_free_in_place_and_take_no_sequence_number() -> None:
+    from tether.wire._ops import RELEASE_TAG, pack_batch
+
+    h = Harness()
+    tid = h.engine.types.tid(list)
+    h.call(Op.CALL, ("H", 1, tid), list, ((1,),), {})
+    metas = [
+        RELEASE_TAG + pack_ids([99]),  # released before the first call: nothing to free
+        dumps((Op.CALL, ("H", 2, tid), list, (Ref(1),), {}), export=lambda obj: 0)[0],
+        RELEASE_TAG + pack_ids([1]),  # the proxy of 1 died after the copy was made
+        # A mispredicted call: its NOTICE names its own number, 21 (the release
+        # entries before it take none).
+        dumps((Op.CALL, NONE, len, (Ref(2),), {}), export=lambda obj: 0)[0],
+    ]
+    h.engine.on_frame(Kind.CALL, Flag.BATCH, 20, pack_batch(metas), ())
+    assert 1 not in h.engine.handles and h.engine.handles[2] == [1]
+    kind, _flags, seq, _meta = h.sent.pop()
+    assert (kind, seq) == (Kind.NOTICE, 21)

@@ -47,7 +47,7 @@ from tether.acceptor._codec import (
 from tether.acceptor._files import ClientFile
 from tether.wire import Flag, Kind, _compact
 from tether.wire._compact import COMPACT_TAG
-from tether.wire._ops import DISCARD, NONE, STOP, Op, unpack_batch, unpack_ids
+from tether.wire._ops import DISCARD, NONE, RELEASE_TAG, STOP, Op, unpack_batch, unpack_ids
 
 SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
 RequestFn = Callable[[str, Any], Any]
@@ -83,6 +83,7 @@ class Engine:
         self.poisoned: dict[int, BaseException] = {}
         self._next_hid = -1
         self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
+        self._interned_hids: set[int] = set()  # never released: the client shares them
         self.types = TypeRegistry()
         self.failed: BaseException | None = None
         self.client_files: set[str] = set()
@@ -106,6 +107,7 @@ class Engine:
         if hid is None:
             hid = self.new_handle(obj)
             self._interned[id(obj)] = hid
+            self._interned_hids.add(hid)
         return hid
 
     def lookup(self, hid: int) -> Any:
@@ -158,12 +160,14 @@ class Engine:
         return synced
 
     def release(self, hids: Sequence[int]) -> None:
-        interned = set(self._interned.values())
+        interned = self._interned_hids
+        handles, poisoned = self.handles, self.poisoned
         for hid in hids:
             if hid in interned:
                 continue
-            self.handles.pop(hid, None)
-            self.poisoned.pop(hid, None)
+            handles.pop(hid, None)
+            if poisoned:
+                poisoned.pop(hid, None)
 
     # -- frames -----------------------------------------------------------------
     def on_frame(
@@ -171,8 +175,12 @@ class Engine:
     ) -> None:
         if kind == Kind.CALL:
             if flags & _BATCH:
-                for i, sub in enumerate(unpack_batch(meta)):
-                    self.on_call(0, seq + i, sub, ())
+                for sub in unpack_batch(meta):
+                    if sub[:1] == RELEASE_TAG:  # handles the client let go of here
+                        self.release(unpack_ids(sub[1:]))
+                    else:
+                        self.on_call(0, seq, sub, ())
+                        seq += 1
             else:
                 self.on_call(flags, seq, meta, buffers)
         elif kind == Kind.RELEASE:

@@ -29,6 +29,7 @@ next waits, or when enough have accumulated.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import linecache
@@ -70,7 +71,16 @@ from tether.client._trycheck import in_handler, note_transparent_with
 from tether.transport import Channel, ChannelClosed
 from tether.wire import Flag, Kind
 from tether.wire._messages import decode_warning
-from tether.wire._ops import ANY, DISCARD, NONE, Op, TypeDesc, pack_batch, pack_ids
+from tether.wire._ops import (
+    ANY,
+    DISCARD,
+    NONE,
+    RELEASE_TAG,
+    Op,
+    TypeDesc,
+    pack_batch,
+    pack_ids,
+)
 
 # Pipelined calls queued before they are written anyway. When the script
 # waits, the worker still has the last batch to run: small batches keep that
@@ -82,6 +92,7 @@ _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
 _BATCH = int(Flag.BATCH)
 _CALL = int(Kind.CALL)
 _RELEASE_BATCH = 256  # released handles sent together (or with the next sync)
+_RELEASE_EVERY = 4  # in a batch, released handles are grouped by this many calls
 _NONE_AFTER = 3  # a site must return None this often before None is assumed
 _FUNCTION_TYPES = frozenset(
     {"builtin_function_or_method", "function", "method", "method-wrapper",
@@ -126,6 +137,7 @@ class Session:
         self._pred: dict[Any, _Prediction] = {}
         self._async_keys: dict[int, Any] = {}
         self._released: list[int] = []
+        self._released_at: list[int] = []  # len(self._batch) when each was released
         self._interned: dict[int, RemoteObject] = {}
         self._exported: dict[int, Any] = {}
         self._encoder = CallEncoder(self._export)
@@ -187,10 +199,10 @@ class Session:
         if not isinstance(obj, RemoteObject) or obj._t_s is not self:
             raise TypeError(f"not a proxy of this session: {type(obj).__qualname__}")
         with self._lock:
-            self._released.append(obj._t_id)
+            self._release(obj._t_id)
             self._check_open()
-            ids, self._released = self._released, []
-            self._frame(Kind.RELEASE, 0, 0, pack_ids(ids))
+            self._emit_batch()
+            self._send_releases()
 
     def close(self) -> None:
         """End the session; the worker exits and frees everything it held."""
@@ -323,8 +335,11 @@ class Session:
         return cls  # type: ignore[no-any-return]
 
     def _release(self, hid: int) -> None:
+        # From __del__: only appends. Where in the batch the proxy died is kept,
+        # so that the worker frees the object as soon as locally (see _emit_batch).
         if not self._closed:
             self._released.append(hid)
+            self._released_at.append(len(self._batch))
 
     # -- prediction ----------------------------------------------------------------------
     def _predicted(self, key: Any, op: Op, fields: tuple[Any, ...]) -> Any:
@@ -395,8 +410,8 @@ class Session:
             self._check_open()
         sync = flags & _SYNC
         if len(self._released) >= _RELEASE_BATCH or (sync and self._released):
-            ids, self._released = self._released, []
-            self._frame(Kind.RELEASE, 0, 0, pack_ids(ids))
+            self._emit_batch()
+            self._send_releases()
         meta = compact_call(op, shape, fields)
         if meta is not None:
             buffers: Any = ()
@@ -431,12 +446,27 @@ class Session:
 
     def _emit_batch(self) -> None:
         metas = self._batch
-        if metas:
-            self._batch = []
-            if len(metas) == 1:
-                self.channel.send(_CALL, 0, self._batch_seq, metas[0])
-            else:
-                self.channel.send(_CALL, _BATCH, self._batch_seq, pack_batch(metas))
+        if not metas:
+            return
+        self._batch = []
+        if self._released:
+            metas = self._with_releases(metas)
+        if len(metas) == 1:
+            self.channel.send(_CALL, 0, self._batch_seq, metas[0])
+        else:
+            self.channel.send(_CALL, _BATCH, self._batch_seq, pack_batch(metas))
+
+    def _with_releases(self, metas: list[bytes]) -> list[bytes]:
+        ids, at = self._released, self._released_at
+        self._released, self._released_at = [], []
+        return interleave_releases(metas, ids, at)
+
+    def _send_releases(self) -> None:
+        """Send the handles released since the last batch (none are in one now)."""
+        if self._released:
+            ids = self._released
+            self._released, self._released_at = [], []
+            self.channel.send(Kind.RELEASE, 0, 0, pack_ids(ids))
 
     def _frame(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any = ()) -> None:
         """Send one frame after the pipelined calls queued before it."""
@@ -689,6 +719,37 @@ class _Code:
         from tether import _refs
 
         return (_refs.code, (self.blob,))
+
+
+def interleave_releases(
+    metas: list[bytes], ids: list[int], at: list[int], every: int = _RELEASE_EVERY
+) -> list[bytes]:
+    """A batch of calls with release entries for ``ids`` in it.
+
+    ``at[i]`` is how many of the calls were queued when ``ids[i]``'s proxy died;
+    its release goes after those calls (never earlier: they may use it) and,
+    grouped by every ``every`` calls, at most ``every - 1`` calls later. So the
+    worker frees the previous step's tensors while it runs this one, as Python
+    does locally; with all releases at the end it held two steps' activations
+    at once. Grouping keeps a loop whose every call frees a temporary at a few
+    entries per batch.
+    """
+    n = len(metas)
+    if len(at) != len(ids):  # a release raced the caller: all last is always safe
+        return [*metas, RELEASE_TAG + pack_ids(ids)] if ids else list(metas)
+    # ``at`` never decreases: the ids released when the batch held at most b
+    # calls are a prefix, and may go before call b.
+    out: list[bytes] = []
+    j = 0
+    for b in range(0, n, every):
+        k = bisect.bisect_right(at, b, j)
+        if k > j:
+            out.append(RELEASE_TAG + pack_ids(ids[j:k]))
+            j = k
+        out += metas[b : b + every]
+    if j < len(ids):
+        out.append(RELEASE_TAG + pack_ids(ids[j:]))
+    return out
 
 
 def _kind(x: Any) -> Any:

@@ -86,8 +86,16 @@ def unpack_ids(meta: bytes) -> list[int]:
 _LEN = struct.Struct("<I")
 
 
+#: First byte of a batch entry that is not a call but handles the client let go
+#: of at that point of the stream (the ids follow, as in a RELEASE frame). Calls
+#: start with a pickle's PROTO (0x80) or the compact tag (0x01).
+RELEASE_TAG: Final = b"\x02"
+
+
 def pack_batch(metas: list[bytes]) -> bytes:
-    """Several calls' metas in one frame: each prefixed by its length."""
+    """Several entries in one frame, each prefixed by its length: calls' metas,
+    numbered from the frame's sequence number on, and release entries
+    (:data:`RELEASE_TAG`), which take no number."""
     return b"".join(_LEN.pack(len(m)) + m for m in metas)
 
 
