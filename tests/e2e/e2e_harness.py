@@ -104,6 +104,10 @@ def run_command(
         stdout=slave if tty else subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # Ctrl-C as at a terminal: a runner started in the background (nohup, `cmd &`
+        # in a script) ignores SIGINT, the ignore is inherited through exec, and a
+        # script that interrupts itself would then never see KeyboardInterrupt.
+        preexec_fn=_default_sigint,
     )
     if tty:
         os.close(slave)  # the child holds it now; EOF on master once it is gone
@@ -192,6 +196,10 @@ def _wait_group_empty(pgid: int, grace: float) -> tuple[str, ...]:
     while (members := _group_members(pgid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return members
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def kill_group(proc: subprocess.Popen[Any]) -> None:
