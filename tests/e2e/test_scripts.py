@@ -9,6 +9,7 @@ loopback. Stdout must match line for line, and so must the exit status.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,10 @@ def test_uncaught_remote_error_shows_remote_frames(
     # The script's own forward ran in the worker, and torch's Linear under it.
     assert "in forward" in remote.stderr, remote.describe()
     assert "linear.py" in remote.stderr, remote.describe()
+    # Tether's own frames (the proxy and session between the script's line and the
+    # raise, the worker's engine) are not shown: the script's frames, then the worker's.
+    assert f"tether{os.sep}client{os.sep}" not in remote.stderr, remote.describe()
+    assert f"tether{os.sep}acceptor{os.sep}" not in remote.stderr, remote.describe()
     assert remote.stderr.rstrip().splitlines()[-1] == (
         "RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"
     ), remote.describe()
