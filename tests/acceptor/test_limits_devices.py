@@ -8,28 +8,25 @@ it sees.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from acceptor_thread import running_acceptor
 
 from tether._ticket import SessionTicket, issue, node_key
 from tether.acceptor import _limits
 from tether.acceptor._devices import Device
 from tether.acceptor._limits import SLICE_ENV, SliceError, SliceLimits
 from tether.acceptor._poolagent import TicketAuthorizer
-from tether.acceptor._server import POOL_SESSION_ENV, Acceptor
-from tether.transport import Address
+from tether.acceptor._server import POOL_SESSION_ENV
 from tether.wire import PROTOCOL_VERSION, Hello
 
 SRC = str(Path(_limits.__file__).resolve().parents[2])
@@ -197,24 +194,8 @@ def test_tickets_the_worker_cannot_honour_are_refused(
 @pytest.fixture
 def acceptor_url() -> Iterator[str]:
     """A real Acceptor on loopback with the pool's authorizer, in a thread."""
-    acceptor = Acceptor(Address("tcp", "127.0.0.1", 0), _authorizer())
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    task = loop.create_task(acceptor.serve(lambda _a: ready.set()))
-
-    def run() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            loop.run_until_complete(task)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield str(acceptor.address)
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(10)
-        loop.close()
+    with running_acceptor(_authorizer()) as url:
+        yield url
 
 
 def test_the_acceptors_worker_sees_every_gpu_of_its_lease(acceptor_url: str) -> None:

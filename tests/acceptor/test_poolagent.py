@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from acceptor_thread import running_acceptor
 
 from tether._errors import AuthenticationError
 from tether._ticket import SessionTicket, issue, node_key
 from tether.acceptor._devices import Device
 from tether.acceptor._limits import SLICE_ENV
 from tether.acceptor._poolagent import TicketAuthorizer, registration_devices
-from tether.acceptor._server import POOL_SESSION_ENV, Acceptor
+from tether.acceptor._server import POOL_SESSION_ENV
 from tether.client._connect import open_session
-from tether.transport import Address
 from tether.wire import PROTOCOL_VERSION, Hello
 
 KEY = node_key(b"s" * 32, "gpu7")
@@ -94,24 +91,8 @@ def test_registration_records_carry_the_devices_and_frameworks() -> None:
 @pytest.fixture
 def acceptor_url() -> Iterator[str]:
     """A real Acceptor on loopback with a registered TicketAuthorizer, in a thread."""
-    acceptor = Acceptor(Address("tcp", "127.0.0.1", 0), registered())
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    task = loop.create_task(acceptor.serve(lambda _a: ready.set()))
-
-    def run() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            loop.run_until_complete(task)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield str(acceptor.address)
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(10)
-        loop.close()
+    with running_acceptor(registered()) as url:
+        yield url
 
 
 def test_the_client_sees_an_expired_ticket_as_authentication_error(acceptor_url: str) -> None:
