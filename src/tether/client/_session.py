@@ -268,7 +268,17 @@ class Session:
             return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs or {}))
 
     def apply(self, fn: Any, *args: Any) -> Any:
-        key: tuple[Any, ...] = ("o", fn, *map(_kind, args))
+        if len(args) == 2:  # a binary operator, the common case: no map() to build
+            a, b = args
+            ta, tb = type(a), type(b)
+            key: tuple[Any, ...] = (
+                "o",
+                fn,
+                ta._t_tid if type(ta) is RemoteType else ta,
+                tb._t_tid if type(tb) is RemoteType else tb,
+            )
+        else:
+            key = ("o", fn, *map(_kind, args))
         if fn is operator.getitem and type(args[1]) in (int, str):
             # Containers hold objects of different classes (nn.Sequential): the
             # class of seq[1] says nothing about seq[2]. Each index learns alone.
