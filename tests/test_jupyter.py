@@ -196,6 +196,10 @@ def test_an_uncaught_remote_error_is_the_cells_error(nb: Notebook) -> None:
     assert "not reached" not in cell.stdout
     tb = "\n".join(cell.error["traceback"])
     assert "RemoteTraceback" in tb  # the worker's frames come with it
+    # The proxy's and the session's frames between the cell's line and the raise
+    # are left out (__tracebackhide__), as IPython leaves out its own; IPython
+    # always shows the frame that raised.
+    assert "_proxy.py" not in tb and tb.count("_session.py") == 1, tb
     nb.ok("print(torch.ones(1).item())")  # the session goes on
 
 

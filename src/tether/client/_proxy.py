@@ -89,6 +89,7 @@ class RemoteObject:
 
 def _value(fn: Any) -> Any:
     def method(self: RemoteObject, *args: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         return self._t_s.value(fn, self, *args)
 
     return method
@@ -96,6 +97,7 @@ def _value(fn: Any) -> Any:
 
 def _apply(fn: Any) -> Any:
     def method(self: RemoteObject, *args: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         return self._t_s.apply(fn, self, *args)
 
     return method
@@ -103,6 +105,7 @@ def _apply(fn: Any) -> Any:
 
 def _reflected(fn: Any) -> Any:
     def method(self: RemoteObject, other: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         return self._t_s.apply(fn, other, self)
 
     return method
@@ -110,12 +113,14 @@ def _reflected(fn: Any) -> Any:
 
 def _none(fn: Any) -> Any:
     def method(self: RemoteObject, *args: Any) -> None:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         self._t_s.apply_none(fn, self, *args)
 
     return method
 
 
 def _call(self: RemoteObject, *args: Any, **kwargs: Any) -> Any:
+    __tracebackhide__ = True  # IPython leaves Tether's frames out
     return self._t_s.call(self, args, kwargs)
 
 
@@ -124,6 +129,7 @@ def _iter(self: RemoteObject) -> Any:
 
 
 def _next(self: RemoteObject) -> Any:
+    __tracebackhide__ = True  # IPython leaves Tether's frames out
     item = self._t_s.value_op(Op.NEXT, self)
     if isinstance(item, str) and item == STOP:
         raise StopIteration
@@ -281,6 +287,7 @@ class LazyMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         obj = self._t_obj
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         return obj._t_s.callmethod(obj, self._t_name, args, kwargs)
 
     def _t_materialize(self) -> Any:

@@ -252,22 +252,27 @@ class Session:
 
     # -- operations used by proxies ----------------------------------------------------
     def getattr(self, obj: Any, name: str) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             return self._sync(Op.GETATTR, (obj, name))
 
     def value(self, fn: Any, *args: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             return self._sync(Op.CALL, (fn, args, {}))
 
     def value_op(self, op: Op, target: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             return self._sync(op, (target,))
 
     def value_method(self, obj: Any, name: str, args: Any, kwargs: Any = None) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs or {}))
 
     def apply(self, fn: Any, *args: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         if len(args) == 2:  # a binary operator, the common case: no map() to build
             a, b = args
             ta, tb = type(a), type(b)
@@ -286,6 +291,7 @@ class Session:
         return self._predicted(key, Op.CALL, (fn, args, {}))
 
     def apply_none(self, fn: Any, *args: Any) -> None:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             if in_handler():
                 self._sync(Op.CALL, (fn, args, {}))
@@ -293,6 +299,7 @@ class Session:
                 self._send(Op.CALL, NONE, (fn, args, {}))
 
     def call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         if isinstance(target, RemoteType):
             key: Any = ("c", target.__dict__.get("_t_cid"))
         else:
@@ -311,6 +318,7 @@ class Session:
         *,
         discard: bool = False,
     ) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         if discard:
             with self._lock:
                 if in_handler():
@@ -321,6 +329,7 @@ class Session:
         return self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
 
     def next_item(self, it: Any, *, more: bool) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         tid = type(it)._t_tid
         desc = self.types.get(tid)
         # Items of builtin iterators and generators (a list's items, modules())
@@ -353,6 +362,7 @@ class Session:
 
     # -- prediction ----------------------------------------------------------------------
     def _predicted(self, key: Any, op: Op, fields: tuple[Any, ...]) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             p = self._pred.get(key)
             if (
@@ -492,14 +502,17 @@ class Session:
             self._lose(str(exc))
 
     def _sync(self, op: Op, fields: tuple[Any, ...]) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         return self._sync_flags(op, fields)[0]
 
     def _sync_flags(self, op: Op, fields: tuple[Any, ...]) -> tuple[Any, int]:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         seq = self._send(op, ANY, fields, _SYNC)
         self._queued = 0
         return self._wait(seq)
 
     def _wait(self, seq: int) -> tuple[Any, int]:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         channel = self.channel
         warned: Exception | None = None  # a worker's warning that became an error
         while True:
@@ -661,6 +674,7 @@ class Session:
     # -- barrier for local output --------------------------------------------------------
     def barrier(self) -> None:
         """Sync if pipelined calls are outstanding (before local output)."""
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         if self._unsynced and self._lost is None and not self._closed:
             with self._lock:
                 if self._unsynced:
@@ -821,6 +835,7 @@ class OrderedStream:
         self._t_barriers: list[Callable[[], None]] = []
 
     def write(self, s: str) -> int:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         for barrier in self._t_barriers:
             barrier()
         return self._t_wrapped.write(s)  # type: ignore[no-any-return]
