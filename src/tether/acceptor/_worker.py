@@ -124,6 +124,13 @@ class Worker:
                 if frame.flags & Flag.ERROR:
                     raise value
                 return value
+            if frame.kind == Kind.CALL and frame.flags & Flag.NESTED:
+                # The client's code, serving this request, called back into the
+                # worker (a finder that imports a module calling remote numpy):
+                # run it now, or both sides would wait for each other.
+                self.engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
+                self.engine.touched_client = True
+                continue
             self.backlog.append(frame)
 
     def show_warning(
@@ -155,7 +162,9 @@ class Worker:
         warnings.simplefilter("always")
         warnings.showwarning = self.show_warning
         sys.meta_path.insert(0, PathPatcher(self.request))
-        sys.meta_path.append(ClientModuleFinder(self.request, engine.client_files))
+        sys.meta_path.append(
+            ClientModuleFinder(self.request, engine.client_files, engine.namespaces)
+        )
         install_open(self.request, engine.client_files)
         for name in PATH_FUNCTIONS:
             module = sys.modules.get(name)

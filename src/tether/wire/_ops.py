@@ -91,6 +91,13 @@ _LEN = struct.Struct("<I")
 #: start with a pickle's PROTO (0x80) or the compact tag (0x01).
 RELEASE_TAG: Final = b"\x02"
 
+#: First byte of a batch entry (or a lone CALL frame's meta) that carries the
+#: script's rebinds of names the worker holds: a pickle of
+#: ``[(module, [(name, value pickle or None), ...]), ...]``, None meaning "forget
+#: it, page it in again". Applied in stream order, even while the engine skips
+#: calls after an error; takes no sequence number.
+NAMESPACE_TAG: Final = b"\x03"
+
 
 def pack_batch(metas: list[bytes]) -> bytes:
     """Several entries in one frame, each prefixed by its length: calls' metas,
