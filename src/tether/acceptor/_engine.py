@@ -68,6 +68,13 @@ class _Mispredicted(Exception):
 
 
 _SYNC = int(Flag.SYNC)
+#: Iterators whose items are fixed when iteration starts, and how many of them
+#: ITER sends at once.
+_SNAPSHOT_ITERATORS = frozenset(
+    {"tuple_iterator", "range_iterator", "longrange_iterator", "str_ascii_iterator",
+     "str_iterator", "bytes_iterator"}
+)  # fmt: skip
+_PREFETCH_MAX = 4096
 _BATCH = int(Flag.BATCH)
 _CONTAINERS = (list, dict, set, bytearray)
 # Iterating an existing container yields its items, which are places too.
@@ -339,7 +346,13 @@ class Engine:
                 return STOP
         if op == Op.ITER:
             it = iter(f[0])
-            return (it, exact_length(it))
+            n = exact_length(it)
+            if n is not None and n <= _PREFETCH_MAX and type(it).__name__ in _SNAPSHOT_ITERATORS:
+                # Items that cannot change under the loop (a tensor's rows, a
+                # tuple's items): all of them in this one reply, not a round trip
+                # each. Values stay values, other items become handles.
+                return (it, 0, list(it))
+            return (it, n, None)
         if op == Op.IMPORT:
             return importlib.import_module(f[0])
         if op == Op.MAKECLASS:

@@ -306,21 +306,25 @@ class LazyMethod:
 class RemoteIterator:
     """Iteration over a remote object.
 
-    When the worker knows how many items are left (sequences, DataLoaders), the
-    items are fetched pipelined, without a round trip each; the iterator's end
-    is then confirmed once.
+    Items fixed when iteration starts (a tensor's rows, a tuple's items) come
+    with the iterator, in one round trip. When the worker knows how many items
+    are left (sequences, DataLoaders), the items are fetched pipelined, without
+    a round trip each; the iterator's end is then confirmed once.
     """
 
-    __slots__ = ("_it", "_left", "_s")
+    __slots__ = ("_it", "_items", "_left", "_s")
 
     def __init__(self, session: Session, obj: Any) -> None:
         self._s = session
-        self._it, self._left = session.value_op(Op.ITER, obj)
+        self._it, self._left, items = session.value_op(Op.ITER, obj)
+        self._items = iter(items) if items is not None else None
 
     def __iter__(self) -> RemoteIterator:
         return self
 
     def __next__(self) -> Any:
+        if self._items is not None:
+            return next(self._items)
         left = self._left
         if left:
             self._left = left - 1

@@ -9,13 +9,14 @@ op                      fields                                          result
 ``GETATTR``             target, name                                    attribute
 ``CALL``                callable, args, kwargs                          result
 ``CALLMETHOD``          target, method name, args, kwargs               result
-``ITER``                target                                          (iterator, length)
+``ITER``                target                                          (iterator, length, items)
 ``NEXT``                iterator                                        item, or :data:`STOP`
 ``MAKECLASS``           name, bases, namespace, keywords                the new class
 ``PING``                (none)                                          None
 ======================  ==============================================  =========
 
-(``length`` is the exact number of items left, or None when unknown.)
+(``length`` is the exact number of items left, or None when unknown; ``items``
+is every item, or None, for iterators whose items cannot change under the loop.)
 
 ``shape`` says what the client already assumed about the result when it did
 not wait for it (a pipelined call): :data:`ANY` means "send it back" (the call
