@@ -26,3 +26,6 @@ for step in range(3):
     out, scale, pick = m(torch.ones(1, 2))
     print(f"step {step}: scale {scale:.6f} pick {pick} out {out.sum().item():.4f}")
 print(f"script's next random: {random.random():.6f}")
+random.seed(99)
+out, scale, pick = m(torch.ones(1, 2))
+print(f"after reseeding: scale {scale:.6f} pick {pick}")

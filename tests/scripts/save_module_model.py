@@ -18,3 +18,5 @@ with open("rnn.pt", "rb") as f:
 print(f"loaded {type(loaded).__name__} from {type(loaded).__module__}")
 print(f"same output: {torch.equal(before, loaded(inp))}")
 print(f"isinstance: {isinstance(loaded, RNNModel)}")
+print(f"parameters: {sum(p.numel() for p in loaded.parameters())}")
+print(f"state keys: {sorted(loaded.state_dict())[:3]}")

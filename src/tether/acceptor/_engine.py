@@ -230,19 +230,23 @@ class Engine:
         """Apply the script's rebinds (a namespace entry of the call stream)."""
         try:
             entries = pickle.loads(meta)
+            updates = [
+                (str(module), str(name), blob if blob is None else bytes(blob))
+                for module, items in entries
+                for name, blob in items
+            ]
         except Exception as exc:
             raise ProtocolError(f"malformed namespace update: {exc!r}") from None
-        for module, items in entries:
-            for name, blob in items:
-                if blob is None:
-                    self.namespaces.forget(module, name)
-                    continue
-                try:
-                    value = self._loads(blob, ())
-                except Exception:  # read it again where it is used, and fail there
-                    self.namespaces.forget(module, name)
-                else:
-                    self.namespaces.update(module, name, value)
+        for module, name, blob in updates:
+            if blob is None:
+                self.namespaces.forget(module, name)
+                continue
+            try:
+                value = self._loads(blob, ())
+            except Exception:  # read it again where it is used, and fail there
+                self.namespaces.forget(module, name)
+            else:
+                self.namespaces.update(module, name, value)
 
     def release(self, hids: Sequence[int]) -> None:
         interned = self._interned_hids

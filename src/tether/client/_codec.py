@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import marshal
 import pickle
 import types
 from collections.abc import Callable
@@ -208,6 +209,8 @@ def is_script_object(value: Any) -> bool:
         return False
     if isinstance(value, (tuple, BaseException)):
         return False
+    if t.__reduce__ is not object.__reduce__ or t.__reduce_ex__ is not object.__reduce_ex__:
+        return False  # the class says how it pickles: a value
     params = getattr(t, "__dataclass_params__", None)
     return not (params is not None and params.frozen)
 
@@ -462,6 +465,12 @@ class _CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
         if ctx is None:
             return super().reducer_override(obj)
         t = type(obj)
+        if t is types.CodeType:
+            # cloudpickle >= 3.1.3 renames every code object "<dynamic-code>",
+            # which leaves inspect, linecache, torch.jit.script, warnings and
+            # tracebacks in the worker without the script's file. marshal keeps
+            # the code whole (both ends run the same Python: the hello says so).
+            return (marshal.loads, (marshal.dumps(obj),))
         if t is types.ModuleType:
             return _module_reduce(obj)
         if t is types.FunctionType or isinstance(obj, type):
