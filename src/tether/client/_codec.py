@@ -209,10 +209,19 @@ def is_script_object(value: Any) -> bool:
         return False
     if isinstance(value, (tuple, BaseException)):
         return False
-    if t.__reduce__ is not object.__reduce__ or t.__reduce_ex__ is not object.__reduce_ex__:
+    if _own_pickling(t):
         return False  # the class says how it pickles: a value
     params = getattr(t, "__dataclass_params__", None)
     return not (params is not None and params.frozen)
+
+
+_OBJECT_REDUCE: Any = object.__reduce__
+_OBJECT_REDUCE_EX: Any = object.__reduce_ex__
+
+
+def _own_pickling(t: Any) -> bool:
+    """True if class ``t`` (or a base other than object) defines how it pickles."""
+    return bool(t.__reduce__ is not _OBJECT_REDUCE or t.__reduce_ex__ is not _OBJECT_REDUCE_EX)
 
 
 def is_shared(value: Any) -> bool:
