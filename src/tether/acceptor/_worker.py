@@ -202,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", required=True)
     parser.add_argument("--info", default="{}")
     args = parser.parse_args(argv)
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        # `python -m` put the working directory first on the path: the script's
+        # own modules there must come from the client (one copy, paged in), not
+        # be imported again from the worker's disk.
+        del sys.path[0]
     real_stderr = sys.__stderr__
     sock = socket.socket(fileno=args.fd)
     worker = Worker(sock, args.session, json.loads(args.info))

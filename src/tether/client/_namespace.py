@@ -44,6 +44,10 @@ from typing import Any
 #: The worker holds the builtin of this name (the script has no global of it).
 _ABSENT: Any = object()
 
+#: Remoted modules that the client's libraries import from the client's own copy
+#: (see tether.client._importer); their remote proxies stay out of sys.modules.
+LOCAL_MODULES: set[str] = set()
+
 
 @cache
 def _system_dirs() -> tuple[str, ...]:

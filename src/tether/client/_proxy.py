@@ -44,7 +44,7 @@ class RemoteObject:
             pass
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_t_"):
+        if name.startswith("_t_") or name in _ADDRESS_ATTRS:
             raise AttributeError(name)
         if name in type(self)._t_methods:
             return LazyMethod(self, name)
@@ -154,7 +154,15 @@ def _bool(self: RemoteObject) -> bool:
 
 
 def _array(self: RemoteObject, *args: Any, **kwargs: Any) -> Any:
-    return self._t_s.value_method(self, "__array__", args, kwargs)
+    result = self._t_s.value_method(self, "__array__", args, kwargs)
+    if isinstance(result, RemoteObject):
+        # numpy is remoted, and a library of the client's own numpy asks for
+        # the values (matplotlib plotting a remote array): they come here.
+        import pickle
+
+        data = self._t_s.value(pickle.dumps, result)
+        return pickle.loads(data)
+    return result
 
 
 _BINOPS = {
@@ -226,6 +234,12 @@ _LOCAL_CLASS_ATTRS = frozenset(
         "__tether_wrapped__", "__getstate__", "__reduce_ex__", "__reduce__", "__copy__",
         "__deepcopy__",
     }
+)  # fmt: skip
+#: Never forwarded from a proxy: a local numpy must not read a remote object's
+#: memory address; it takes the values through __array__.
+_ADDRESS_ATTRS = frozenset(
+    {"__array_interface__", "__array_struct__", "__cuda_array_interface__", "__dlpack__",
+     "__dlpack_device__"}
 )  # fmt: skip
 
 

@@ -61,7 +61,7 @@ from tether.client._codec import (
     is_shared,
     share_global,
 )
-from tether.client._namespace import ScriptNamespaces, is_user_file
+from tether.client._namespace import LOCAL_MODULES, ScriptNamespaces, is_user_file
 from tether.client._proxy import (
     RemoteModule,
     RemoteObject,
@@ -788,7 +788,8 @@ class Session:
         mod = self._modules.get(hid)
         if mod is None:
             mod = self._modules[hid] = RemoteModule(self, hid, name)
-            if name.partition(".")[0] in self.remote_modules:
+            top = name.partition(".")[0]
+            if top in self.remote_modules and top not in LOCAL_MODULES:
                 sys.modules.setdefault(name, mod)
         return mod
 
