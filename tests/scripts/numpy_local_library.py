@@ -16,7 +16,9 @@ y = x**2 - 1
 print(f"x sum {x.sum():.3f}, y max {y.max():.3f}")
 fig, ax = plt.subplots()
 (line,) = ax.plot(x, y)
-print(f"plotted {len(line.get_xdata())} points, y range {min(line.get_ydata()):.3f}..{max(line.get_ydata()):.3f}")
+print(
+    f"plotted {len(line.get_xdata())} points, y range {min(line.get_ydata()):.3f}..{max(line.get_ydata()):.3f}"
+)
 ax.hist(np.sin(x), bins=3)
 print(f"axes limits {tuple(round(v, 3) for v in ax.get_xlim())}")
 fig.savefig("curve.png")
