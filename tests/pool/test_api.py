@@ -184,6 +184,9 @@ def test_duplicate_node_registration_is_409_unless_replacing(world: World) -> No
     assert world.admin.nodes()[0]["address"] == "tcp://127.0.0.1:7447"  # unchanged
     again = world.node.register_node("gpu1", "tcp://127.0.0.1:7447", DEVICES, replace=True)
     assert again["status"] == "ready"
+    # A new registration signs with a new key: the one the first registration got is void.
+    assert bytes.fromhex(again["ticket_key"]) != world.ticket_key
+    world.ticket_key = bytes.fromhex(again["ticket_key"])
 
 
 def test_heartbeat_clock_skew_is_400_and_changes_nothing(world: World) -> None:
@@ -427,7 +430,16 @@ def test_node_heartbeat_carries_the_acceptors_metering(world: World) -> None:
     }  # fmt: skip
     beat = world.node.node_heartbeat("gpu1", sessions=[{"session_id": s["id"], **usage}])
     assert beat["ended_sessions"] == []
-    assert world.ann.session(s["id"])["metering"] == usage
+    got = world.ann.session(s["id"])
+    # Figures are held to the lease's real time: it was placed just now, so a report
+    # of 12.5 s (or of memory held that long) cannot be true and is cut down.
+    span = got["last_heartbeat"] - got["started_at"]
+    assert got["metering"] == {
+        **usage,
+        "wall_seconds": span,
+        "memory_byte_seconds": min(1e10, (1 << 30) * span),
+        "device_memory_byte_seconds": min(2e10, (2 << 30) * span),
+    }
     status, body = http(
         "POST",
         world.url + "/v1/nodes/gpu1/heartbeat",
