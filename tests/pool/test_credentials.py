@@ -424,3 +424,30 @@ def test_a_session_ending_during_a_pool_outage_is_billed_its_measured_time(pool:
         (row,) = [r for r in client.usage(team="ml", user=user) if r["user"] == user]
         assert abs(row["device_seconds"] - 0.5 * measured) <= 0.5 * heartbeat, (row, measured)
         assert ended["metering"]["wall_seconds"] <= billed
+
+
+# ------------------------------------------------------------------ rotation
+
+
+def _rotate(pool: Pool, grace_s: float) -> None:
+    env = repo_env()
+    env.pop("TETHER_POOL_SECRET", None)
+    subprocess.run(
+        [sys.executable, "-m", "tether", "pool", "rotate-secret",
+         "--secret-file", str(pool.root / "pool-secret"), "--grace", str(grace_s)],
+        env=env, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_rotating_the_secret_refuses_no_ticket_in_its_grace_period(pool: Pool) -> None:
+    with acceptor(pool, heartbeat_s=30.0) as node:  # it learns new keys at connect
+        before = slice_on(pool, node)
+        _rotate(pool, grace_s=600)
+        after = slice_on(pool, node)
+        assert connects(node, after["ticket"])  # signed with the new secret
+        assert connects(node, before["ticket"])  # the old one, within its grace
+        old = slice_on(pool, node)  # signed with the secret about to be dropped
+        _rotate(pool, grace_s=0)
+        reason = refusal(node, old["ticket"])
+        assert "signature does not match" in reason, reason
+        assert connects(node, slice_on(pool, node)["ticket"])
