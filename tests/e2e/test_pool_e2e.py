@@ -335,7 +335,7 @@ def test_the_acceptor_admits_only_valid_tickets_for_itself(world: World) -> None
         # A genuine ticket opens a session; replayed while it runs, it is refused.
         with (
             tether.connect(world.acceptors["a"], token=ticket, ordered_output=False),
-            pytest.raises(AuthenticationError, match="already connected|used already"),
+            pytest.raises(AuthenticationError, match=r"already connected|used already"),
         ):
             tether.connect(world.acceptors["a"], token=ticket, ordered_output=False)
     finally:

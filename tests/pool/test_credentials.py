@@ -420,6 +420,7 @@ def test_a_session_ending_during_a_pool_outage_is_billed_its_measured_time(pool:
             time.sleep(0.1)
         measured = closed_at - ended["started_at"]
         billed = ended["ended_at"] - ended["started_at"]
+        print(f"billed {billed:.2f}s for a session measured at {measured:.2f}s")
         assert abs(billed - measured) <= heartbeat, (billed, measured, ended)
         (row,) = [r for r in client.usage(team="ml", user=user) if r["user"] == user]
         assert abs(row["device_seconds"] - 0.5 * measured) <= 0.5 * heartbeat, (row, measured)
