@@ -161,12 +161,17 @@ class Nodes(ServiceCore):
         used to shift it); it is never renewed.
         Metering figures are bounded by the lease's real times. With the
         ``registration`` id the answer also carries the node's ticket keys (they
-        change when the pool's secret is rotated). An unnamed token must show it.
+        change when the pool's secret is rotated). Reports of sessions need it,
+        and so does every heartbeat of an unnamed token (Forbidden otherwise).
         """
         self._require_node(principal, name)
-        if principal.node_name is None and registration is None:
+        if registration is None and (principal.node_name is None or sessions):
+            # Reports renew, end and bill leases: only the acceptor that registered
+            # may make them, not anyone else who holds (or shares) the node's token.
             raise Forbidden(
-                "an unnamed node token must show the node's registration id with its heartbeats"
+                "show the node's registration id (from its registration's answer) with "
+                "heartbeats that report sessions, and with every heartbeat of an unnamed "
+                "node token"
             )
 
         def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def _format(secret: PoolSecret) -> str:
         f"current {secret.current.hex()}",
     ]
     if secret.previous is not None and secret.previous_until is not None:
-        lines.append(f"previous {secret.previous.hex()} {secret.previous_until:.0f}")
+        lines.append(f"previous {secret.previous.hex()} {secret.previous_until:.3f}")
     return "\n".join(lines) + "\n"
 
 
