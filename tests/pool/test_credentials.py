@@ -96,8 +96,10 @@ class Node:
         return self.log.read_text(errors="replace")
 
 
-def _start_acceptor(pool: Pool, name: str, token: str, heartbeat_s: float) -> Node:
-    root = pool.root / name
+def _start_acceptor(
+    pool: Pool, name: str, token: str, heartbeat_s: float, *extra: str, tag: str = ""
+) -> Node:
+    root = pool.root / (name + tag)
     root.mkdir()
     token_file, ready, log = root / "node-token", root / "ready", root / "acceptor.log"
     token_file.write_text(token + "\n")
@@ -110,7 +112,7 @@ def _start_acceptor(pool: Pool, name: str, token: str, heartbeat_s: float) -> No
                 sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
                 "--pool", pool.url, "--node-token-file", str(token_file), "--name", name,
                 "--devices", "cpu", "--ready-file", str(ready),
-                "--heartbeat-interval", str(heartbeat_s),
+                "--heartbeat-interval", str(heartbeat_s), *extra,
             ],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -258,6 +260,31 @@ def test_a_leaked_node_token_yields_no_key_its_acceptor_accepts(pool: Pool) -> N
             # The acceptor's own key does not match; the pool, asked, says the
             # registration that key belongs to is not the acceptor's.
             assert "registered again" in reason, reason
+
+
+def test_an_acceptor_with_an_unnamed_token_comes_back_once_its_old_self_is_lost(
+    tmp_path: Path,
+) -> None:
+    """The Kubernetes recipe: one unnamed token for every node, pods restarted with
+    --replace. The new pod cannot take over the live registration; it waits until
+    the pool has marked the old one lost, then registers."""
+    with run_pool_server(tmp_path, None, "--node-timeout", "8") as server:
+        admin = PoolClient(server.url, server.admin_token)
+        pool = Pool(server=server, admin=admin, ann=admin, root=tmp_path, db="")
+        unnamed = admin.create_token(kind="node")["token"]
+        first = _start_acceptor(pool, "k8s-node", unnamed, HEARTBEAT_S)
+        try:
+            os.killpg(first.proc.pid, signal.SIGKILL)  # the pod dies; the pool has not noticed
+            first.proc.wait(15)
+            second = _start_acceptor(pool, "k8s-node", unnamed, HEARTBEAT_S, "--replace", tag="2")
+            try:
+                assert "cannot take over a live node" in second.log_text()
+                (listed,) = admin.nodes()
+                assert listed["status"] == "ready" and listed["address"] == second.address
+            finally:
+                _stop(second.proc)
+        finally:
+            _stop(first.proc)
 
 
 # ------------------------------------------------------------------ forged tickets
