@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,8 +57,11 @@ class SessionRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-#: Decides whether a hello may open a session: returns (ok, reason, slice env).
-Authorizer = Callable[[Hello], "tuple[bool, str, Mapping[str, str]]"]
+#: Decides whether a hello may open a session: returns (ok, reason, slice env),
+#: or an awaitable of it when it must ask someone (the pool, at connect).
+Authorizer = Callable[
+    [Hello], "tuple[bool, str, Mapping[str, str]] | Awaitable[tuple[bool, str, Mapping[str, str]]]"
+]
 
 
 def token_authorizer(token: str) -> Authorizer:
@@ -172,7 +176,10 @@ class Acceptor:
                 "version",
             )
             return
-        ok, reason, slice_env = self.authorize(hello)
+        verdict = self.authorize(hello)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        ok, reason, slice_env = verdict
         if not ok:
             log.warning("refused %s: %s", peer, reason)
             await _refuse(writer, reason, "auth")

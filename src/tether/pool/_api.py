@@ -303,7 +303,14 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             sent_at=body.sent_at,
             device_ids=body.device_ids,
             sessions=[m.model_dump() for m in body.sessions],
+            registration=body.registration,
         )
+
+    @app.post("/v1/nodes/{node}/admit", response_model=s.AdmitOut, responses=r, tags=["nodes"])
+    def admit(node: str, body: s.AdmitIn, who: Who) -> Any:
+        """An acceptor's check at connect (node token): 200 if the ticket's lease is
+        open and the ticket unused (it is then used); 410 lease ended, 409 used."""
+        return service.admit(who, node, registration=body.registration, ticket=body.ticket)
 
     @app.post(
         "/v1/nodes/{node}/{action}", response_model=s.NodeStatusOut, responses=r, tags=["nodes"]
