@@ -414,7 +414,7 @@ class PoolAgent:
             self.authorizer.keys = tuple(bytes.fromhex(k) for k in keys)
         for sid in out.get("ended_sessions", []):
             if sid in live:
-                self.end_session(sid, "the pool ended its lease")
+                self.end_session(sid, _end_reason(self.name, out.get("status")))
         if out.get("status") == "lost":
             log.warning("the pool had marked node %s lost; registering again", self.name)
             self.replace = True
@@ -448,3 +448,10 @@ def _quote(part: str) -> str:
 
 class _Fatal(Exception):
     pass
+
+
+def _end_reason(node: str, status: object) -> str:
+    """Why the pool ended a lease, as far as the heartbeat answer tells."""
+    if status == "drained":
+        return f"the pool ended its lease: an admin drained node {node}"
+    return "the pool ended its lease (released by its owner or an admin, or expired)"

@@ -136,8 +136,7 @@ class Acceptor:
         proc = self._procs.get(session)
         if proc is not None and proc.returncode is None:
             log.warning("ending session %s: %s", session, reason)
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
+            _tell_and_terminate(proc, reason)
 
     async def serve(self, ready: Callable[[Address], None] | None = None) -> None:
         """Serve until cancelled; ``ready(address)`` is called once listening."""
@@ -225,7 +224,7 @@ class Acceptor:
                 json.dumps(info),
                 pass_fds=(fd,),
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,  # why the acceptor ends it (_tell_and_terminate)
             )
         except OSError as exc:
             self.sessions.pop(session, None)
@@ -247,6 +246,8 @@ class Acceptor:
             code = await proc.wait()
             log.info("session %s ended (worker exit status %s)", session, code)
         finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
             if self.observer is not None:
@@ -257,15 +258,26 @@ class Acceptor:
 
     async def _stop_workers(self) -> None:
         procs = list(self._procs.values())
+        why = f"the acceptor at {self.address} stopped (its operator stopped it)"
         for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                p.terminate()
+            _tell_and_terminate(p, why)
         for p in procs:
             try:
                 await asyncio.wait_for(p.wait(), 5)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
+
+
+def _tell_and_terminate(proc: asyncio.subprocess.Process, reason: str) -> None:
+    """SIGTERM ``proc`` after writing ``reason`` to its stdin: the worker sends
+    it to its client as its last word, so the session ends with who and why."""
+    if proc.stdin is not None:
+        # One short line fits the pipe's buffer: written now, before the signal.
+        with contextlib.suppress(OSError, RuntimeError):
+            proc.stdin.write(reason.encode("utf-8", "replace")[:1000] + b"\n")
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
 
 
 async def _read_hello(reader: asyncio.StreamReader) -> Hello:

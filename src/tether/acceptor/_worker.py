@@ -14,10 +14,12 @@ Usage (by the acceptor, not by people)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import linecache
 import os
+import signal
 import socket
 import sys
 import warnings
@@ -105,6 +107,7 @@ class Worker:
         self._rid = 0
         values = frozenset(info.get("values", ()))
         self.engine = Engine(self._send, self.request, value_modules=values)
+        self.device = "the acceptor host's devices, unrestricted (CPU if none)"
 
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
         self.channel.send(kind, flags, seq, meta, buffers)
@@ -171,11 +174,23 @@ class Worker:
             if module is not None:
                 sys.meta_path[0].patch(module)  # type: ignore[attr-defined]
 
+    def last_word(self, reason: str) -> None:
+        """Tell the client why the session ends (a NOTICE with seq 0; clients
+        older than it ignore it) and exit. Called from the SIGTERM handler: a
+        frame being queued at that instant could be cut, which costs only the
+        message, since the session ends either way."""
+        with contextlib.suppress(Exception):
+            self.engine.flush_output()
+            self.channel.send(Kind.NOTICE, 0, 0, reason.encode("utf-8", "replace"), [])
+            self.channel.flush()
+        cleanup()
+        os._exit(143)
+
     def serve(self) -> None:
         welcome = Welcome(
             protocol=PROTOCOL_VERSION,
             session=self.session,
-            info={"pid": os.getpid(), "python": sys.version.split()[0]},
+            info={"pid": os.getpid(), "python": sys.version.split()[0], "device": self.device},
         )
         self.channel.conn.check_outgoing(Kind.WELCOME)
         self.channel.send_pieces(encode_handshake(welcome))
@@ -196,6 +211,25 @@ class Worker:
             engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
 
 
+def _private_stdin() -> int:
+    """Keep the acceptor's pipe (it writes why it ends the session there) on a
+    private fd, and give the session's code /dev/null as stdin, as before."""
+    fd = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.set_blocking(fd, False)
+    return fd
+
+
+def _reason(fd: int) -> str:
+    try:
+        text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+    except OSError:  # nothing written: someone else's SIGTERM
+        text = ""
+    return text or "the worker was terminated (SIGTERM) on the acceptor's host"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tether-worker")
     parser.add_argument("--fd", type=int, required=True)
@@ -214,7 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     if slice_env:
         from tether.acceptor._limits import apply_slice_env
 
-        apply_slice_env(slice_env)
+        done = apply_slice_env(slice_env)
+        if done is not None:
+            worker.device = f"{', '.join(done.slice.device_ids)} (memory {done.memory})"
+    reasons = _private_stdin()
+    signal.signal(signal.SIGTERM, lambda *_: worker.last_word(_reason(reasons)))
     worker.install()
     try:
         worker.serve()

@@ -68,9 +68,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not isinstance(exc, TetherError):
             raise
-        print(f"tether: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1
     return int(code or 0)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line every command prints for a failure: what went wrong, and
+    (for the connection and credential failures that have one) what to do."""
+    from tether._errors import AuthenticationError, ConnectError
+
+    text = f"tether: error: {exc}"
+    if isinstance(exc, AuthenticationError):
+        text += " (check the token: --token-file, TETHER_POOL_TOKEN, or the config file)"
+    elif isinstance(exc, ConnectError) and "cannot reach the pool" in str(exc):
+        text += " (is it running, and is the URL right? --pool, TETHER_POOL or the config file)"
+    return text
 
 
 if __name__ == "__main__":

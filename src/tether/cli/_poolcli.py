@@ -1,17 +1,24 @@
 """Shared pieces of the pool's sub-commands (not a sub-command itself).
 
 Where the pool is and which token to use comes from, highest first: ``--pool``
-and ``--token``, the environment (``TETHER_POOL``, ``TETHER_POOL_TOKEN``), then
-the ``[pool]`` table of the config file (see :mod:`tether._config`).
+and ``--token`` (or ``--token-file``), the environment (``TETHER_POOL``,
+``TETHER_POOL_TOKEN``), then the ``[pool]`` table of the config file (see
+:mod:`tether._config`). Every command spells the credential the same way:
+``--token TOKEN`` or ``--token-file PATH``, for the service it talks to.
+
+Every failure of the connection or of the pool is one line that says what to do
+(:func:`pool_url`, :func:`check_month`, and the hints in ``tether.cli.main``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether._errors import TetherError
@@ -19,7 +26,16 @@ from tether._errors import TetherError
 if TYPE_CHECKING:
     from tether.pool._client import PoolClient
 
-__all__ = ["add_client_args", "ago", "client_from", "print_json", "table"]
+__all__ = [
+    "add_client_args",
+    "ago",
+    "check_month",
+    "client_from",
+    "pool_url",
+    "print_json",
+    "table",
+    "token_from_file",
+]
 
 
 def add_client_args(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
@@ -34,6 +50,12 @@ def add_client_args(parser: argparse.ArgumentParser, *, json_flag: bool = True) 
         metavar="TOKEN",
         help="API token (default: $TETHER_POOL_TOKEN, then the config file)",
     )
+    group.add_argument(
+        "--token-file",
+        metavar="PATH",
+        type=Path,
+        help="file holding your API token (the token stays off the command line)",
+    )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -42,7 +64,11 @@ def client_from(args: argparse.Namespace) -> PoolClient:
     from tether._config import config_path, resolve_pool
     from tether.pool._client import PoolClient
 
-    cfg = resolve_pool(getattr(args, "pool", None), getattr(args, "token", None))
+    token = getattr(args, "token", None)
+    token_file = getattr(args, "token_file", None)
+    if token is None and token_file is not None:
+        token = token_from_file(token_file)
+    cfg = resolve_pool(getattr(args, "pool", None), token)
     if not cfg.url:
         raise TetherError(
             "no pool configured: pass --pool URL, set TETHER_POOL, or put url = ... under "
@@ -50,10 +76,54 @@ def client_from(args: argparse.Namespace) -> PoolClient:
         )
     if not cfg.token:
         raise TetherError(
-            "no API token: pass --token, set TETHER_POOL_TOKEN, or put token = ... under "
+            "no API token: pass --token-file PATH (or --token), set TETHER_POOL_TOKEN, "
+            "or put token = ... under "
             f"[pool] in {config_path()} (an admin issues tokens with `tether admin token create`)"
         )
-    return PoolClient(cfg.url, cfg.token)
+    return PoolClient(pool_url(cfg.url), cfg.token)
+
+
+def token_from_file(path: Path) -> str:
+    """The token in ``path``, stripped; a TetherError saying what to do otherwise."""
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise TetherError(f"cannot read the token file {path}: {exc.strerror}") from None
+    if not token:
+        raise TetherError(f"the token file {path} is empty: put the token in it")
+    return token
+
+
+def pool_url(url: str) -> str:
+    """``url`` as the pool's base URL: http(s)://HOST:PORT, or HOST:PORT (then http).
+
+    Raises TetherError for any other scheme (``tcp://`` is an acceptor's
+    address, not a pool's), instead of trying ``http://tcp://...``.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "http://" + url
+    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        hint = ""
+        if scheme.lower() in ("tcp", "tls", "unix"):
+            hint = f" ({scheme}:// is an acceptor's address: give it to `tether run --connect`)"
+        raise TetherError(
+            f"the pool's URL must be http://HOST:PORT or https://HOST:PORT, not {url!r}{hint}; "
+            "check --pool, TETHER_POOL or the config file"
+        )
+    return url
+
+
+_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
+def check_month(month: str | None) -> str | None:
+    """``month`` if it is YYYY-MM (or None); a TetherError with an example otherwise."""
+    if month is None or _MONTH.fullmatch(month.strip()):
+        return None if month is None else month.strip()
+    example = time.strftime("%Y-%m", time.gmtime())
+    raise TetherError(f"--month {month!r}: give a UTC month as YYYY-MM, e.g. {example}")
 
 
 def print_json(value: Any) -> None:

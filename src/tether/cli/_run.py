@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tether._errors import TetherError
 from tether.cli._slice import add_slice_arguments, request_from_args, wants_pool
 
 DESCRIPTION = """\
@@ -33,13 +34,14 @@ examples:
   tether run --connect tcp://gpuhost:7070 --token-file token --remote torch -- python train.py
   TETHER_CONNECT=tcp://gpuhost:7070 TETHER_TOKEN=... tether run --remote numpy -- python job.py
   tether run --pool http://pool:8600 --gpus 0.5 --remote torch -- python train.py
+  tether run -v --remote torch -- python train.py     # stderr says where torch runs
   tether run --gpus 1 --gpu-memory 40GiB --model '*H100*' --remote torch -- python train.py
 
 environment:
   TETHER_CONNECT     acceptor address when --connect is not given
   TETHER_TOKEN       session token (or TETHER_TOKEN_FILE: a file holding it)
   TETHER_POOL, TETHER_POOL_TOKEN
-                     the pool and your API token when --pool/--pool-token are not
+                     the pool and your API token when --pool/--token-file are not
                      given (else the [pool] table of ~/.config/tether/config.toml,
                      which `tether up` writes)
 """
@@ -61,7 +63,19 @@ def register(sub: Any) -> None:
         help="a module to execute remotely, with its submodules (repeatable)",
     )
     p.add_argument("--connect", metavar="URL", help="acceptor address, e.g. tcp://gpuhost:7070")
-    p.add_argument("--token-file", metavar="PATH", type=Path, help="file holding the token")
+    p.add_argument(
+        "--token-file", metavar="PATH", type=Path,
+        help="file holding the token of what you connect to: the acceptor's with --connect, "
+        "your pool API token with --pool",
+    )  # fmt: skip
+    p.add_argument(
+        "--token", metavar="TOKEN",
+        help="the token itself (other local users can read a command line: prefer --token-file)",
+    )  # fmt: skip
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="say on stderr where the session runs (acceptor, worker pid, device)",
+    )  # fmt: skip
     add_slice_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the program to run, after --")
     p.set_defaults(handler=run)
@@ -81,41 +95,55 @@ def run(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        print(
-            "tether run: give the program to run after --, e.g. -- python train.py", file=sys.stderr
-        )
-        return 2
+        return _fail("give the program to run after --, e.g. -- python train.py", 2)
     remote = sorted({m.strip() for item in args.remote for m in item.split(",") if m.strip()})
     env = dict(os.environ)
     env["TETHER_REMOTE"] = ",".join(remote)
+    # The script's interpreter opens the session before the script's first line
+    # (tether.client._bootstrap): a --remote typo or an unreachable acceptor
+    # then fails at once, in one line, before anything runs on the wrong machine.
+    env["TETHER_CONNECT_NOW"] = "1"
+    env.pop("TETHER_LOCAL_ACCEPTOR", None)
+    if args.verbose:
+        env["TETHER_VERBOSE"] = "1"
+    else:
+        env.pop("TETHER_VERBOSE", None)
     embedded = None
     url = args.connect or env.get("TETHER_CONNECT")
     pool_wanted = wants_pool(args)
     if pool_wanted:
         if args.connect:
-            print("tether run: give either --connect or --pool, not both", file=sys.stderr)
-            return 2
+            return _fail("give either --connect or --pool, not both", 2)
         return _run_pool(args, command, env)
     if url:
+        from tether.transport import parse_address
+
+        try:
+            parse_address(url)
+        except ValueError as exc:
+            where = "--connect" if args.connect else "TETHER_CONNECT"
+            return _fail(f"{where}: {exc}", 2)
         env["TETHER_CONNECT"] = url
-        if args.token_file is not None:
+        token = args.token
+        if token is None and args.token_file is not None:
             try:
-                env["TETHER_TOKEN"] = args.token_file.read_text().strip()
-            except OSError as exc:
-                print(f"tether run: cannot read {args.token_file}: {exc.strerror}", file=sys.stderr)
-                return 2
+                token = _read_token(args.token_file)
+            except TetherError as exc:
+                return _fail(str(exc), 2)
+        if token is not None:
+            env.pop("TETHER_TOKEN_FILE", None)
+            env["TETHER_TOKEN"] = token
         elif "TETHER_TOKEN" not in env and "TETHER_TOKEN_FILE" not in env:
-            print(
-                f"tether run: no token for {url}: use --token-file or TETHER_TOKEN",
-                file=sys.stderr,
-            )
-            return 2
+            return _fail(f"no token for {url}: pass --token-file PATH or set TETHER_TOKEN", 2)
     else:
+        if args.token is not None or args.token_file is not None:
+            return _fail("--token and --token-file go with --connect or --pool", 2)
         from tether.acceptor._server import EmbeddedAcceptor
 
         embedded = EmbeddedAcceptor()
         env["TETHER_CONNECT"] = str(embedded.start())
         env["TETHER_TOKEN"] = embedded.token
+        env["TETHER_LOCAL_ACCEPTOR"] = "1"  # for -v: "torch ran in a local worker"
     _bootstrap_env(env)
     try:
         return _run_child(command, env)
@@ -124,13 +152,24 @@ def run(args: argparse.Namespace) -> int:
             embedded.stop()
 
 
+def _fail(message: str, code: int = 1) -> int:
+    """Print the one-line error every command uses; return ``code``."""
+    print(f"tether: error: {message}", file=sys.stderr)
+    return code
+
+
+def _read_token(path: Path) -> str:
+    from tether.cli._poolcli import token_from_file
+
+    return token_from_file(path)
+
+
 def _run_child(command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` to its end; its exit status (128 + N when killed by signal N)."""
     try:
         proc = subprocess.Popen(command, env=env)
     except OSError as exc:
-        print(f"tether run: cannot start {command[0]}: {exc.strerror}", file=sys.stderr)
-        return 127
+        return _fail(f"cannot start {command[0]}: {exc.strerror}", 127)
     # Ctrl-C reaches the child through the terminal; don't die before it does.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     forward = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
@@ -148,24 +187,33 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     import tempfile
 
     from tether._config import config_path, resolve_pool
-    from tether._errors import AuthenticationError, ConnectError, PoolError
+    from tether.cli import error_line
+    from tether.cli._poolcli import pool_url
     from tether.client._lease import DEFAULT_HEARTBEAT_S, acquire
     from tether.pool._client import PoolClient
 
-    cfg = resolve_pool(args.pool, args.pool_token)
+    # --token/--token-file name the credential of what you connect to: here the
+    # pool (--pool-token is the older spelling, still accepted).
+    token = args.token or args.pool_token
+    try:
+        if token is None and args.token_file is not None:
+            token = _read_token(args.token_file)
+        cfg = resolve_pool(args.pool, token)
+        if cfg.url:
+            cfg = type(cfg)(url=pool_url(cfg.url), token=cfg.token)
+    except TetherError as exc:
+        return _fail(str(exc), 2)
     if not cfg.url or not cfg.token:
         missing = "pool URL (--pool, $TETHER_POOL)" if not cfg.url else "API token"
-        print(
-            f"tether run: no {missing}: pass --pool URL and --pool-token, set TETHER_POOL and "
+        return _fail(
+            f"no {missing}: pass --pool URL and --token-file PATH, set TETHER_POOL and "
             f"TETHER_POOL_TOKEN, or put them under [pool] in {config_path()} (`tether up` does)",
-            file=sys.stderr,
+            2,
         )
-        return 2
     try:
         request = request_from_args(args)
     except ValueError as exc:
-        print(f"tether run: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
     interval = float(os.environ.get("TETHER_LEASE_HEARTBEAT_S") or DEFAULT_HEARTBEAT_S)
     private = Path(tempfile.mkdtemp(prefix="tether-run-"))  # mode 0700: it holds the ticket
 
@@ -177,8 +225,8 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     try:
         try:
             lease = acquire(PoolClient(cfg.url, cfg.token), request, ticket_file=private / "ticket")
-        except (PoolError, ConnectError, AuthenticationError) as exc:
-            print(f"tether run: {exc}", file=sys.stderr)
+        except TetherError as exc:  # pool refusals, unreachable pool, bad token
+            print(error_line(exc), file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 130

@@ -3,13 +3,15 @@
 Starts ``tether pool serve`` (SQLite in the data directory) and ``tether serve
 --pool`` as child processes, and supervises them until Ctrl-C or SIGTERM, when
 it stops both. On the first start (an empty database) it also sets the pool
-up: a team ``local``, a user for you in it with an API token, a node token
-for the acceptor (named for its node, so no other node can take it over), and
-the pool's ticket secret (``DATA/pool-secret``, mode 0600, outside the
-database); it writes the pool's URL and your token to your Tether config file,
-so ``tether run --pool URL --gpus 0.5 ...`` (or just ``--gpus 0.5``) works in
-another terminal, and prints the admin's token once. Later starts reuse the
-same database, tokens and config.
+up: a team ``local``, a user for you in it (an admin of this pool: it is
+yours) with an API token, a node token for the acceptor (named for its node,
+so no other node can take it over), and the pool's ticket secret
+(``DATA/pool-secret``, mode 0600, outside the database); it writes the pool's
+URL and your token to your Tether config file (mode 0600), so ``tether run
+--pool URL --gpus 0.5 ...`` (or just ``--gpus 0.5``) and ``tether admin ...``
+work in another terminal with nothing pasted. The pool's bootstrap admin token
+is revoked once your user exists: it is never printed, logged or kept. Later
+starts reuse the same database, tokens and config.
 """
 
 from __future__ import annotations
@@ -143,8 +145,8 @@ def up(args: argparse.Namespace) -> int:
             pool_log,
         )  # fmt: skip
         url = _wait_file(data / "pool.url", pool, "pool", pool_log)
-        admin_token = None
-        if admin_file.exists():  # first start: set the pool up
+        first = admin_file.exists()
+        if first:  # first start: set the pool up
             admin_token = admin_file.read_text().strip()
             admin_file.unlink()
             _set_up(PoolClient(url, admin_token), node, user, node_token_file, write_pool)
@@ -164,7 +166,7 @@ def up(args: argparse.Namespace) -> int:
             serve_argv += ["--advertise", args.advertise]
         acceptor = spawn(serve_argv, acc_log)
         address = _wait_file(data / "acceptor.addr", acceptor, "acceptor", acc_log)
-        _announce(url, address, node, admin_token, config_path(), data)
+        _announce(url, address, node, user if first else None, config_path(), data)
         if args.ready_file is not None:
             tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")
             tmp.write_text(url + "\n")
@@ -212,31 +214,35 @@ def _set_up(admin: Any, node: str, user: str, node_token_file: Path, write_pool:
     with contextlib.suppress(Conflict):
         admin.create_team("local")
     with contextlib.suppress(Conflict):
-        admin.create_user(user, teams=["local"])
+        # An admin: the pool is this user's own, and `tether admin` must work
+        # with the config as written (no token pasted by hand).
+        admin.create_user(user, admin=True, teams=["local"])
     token = admin.create_token(user=user, label="tether up")["token"]
     write_pool(admin.url, token)
     node_token = admin.create_token(kind="node", node=node, label="tether up")["token"]
     _write_secret(node_token_file, node_token)
+    # The bootstrap token was only for this set-up: nothing may keep it.
+    admin.revoke_token(admin.token.split("_")[1])
 
 
 def _announce(
-    url: str, address: str, node: str, admin_token: str | None, config: Path, data: Path
+    url: str, address: str, node: str, new_user: str | None, config: Path, data: Path
 ) -> None:
     lines = [
         f"tether up: pool      {url}  (database and logs in {data})",
         f"tether up: acceptor  {address}  (node {node!r}, registered)",
     ]
-    if admin_token:
+    if new_user:
         lines += [
-            f"tether up: admin API token (shown once; keep it): {admin_token}",
-            f"tether up: wrote {config}: the pool's URL and your API token (team 'local')",
+            f"tether up: wrote {config} (mode 0600): the pool's URL and the API token of "
+            f"{new_user!r}, an admin of this pool in team 'local'",
         ]
     else:
         lines.append(f"tether up: using the pool set up before; your config is {config}")
     lines += [
         "In another terminal:",
         f"  tether run --pool {url} --gpus 0.5 --remote torch -- python train.py",
-        "  tether pool status",
+        "  tether pool status; tether admin user list",
         "Ctrl-C stops both.",
     ]
     print("\n".join(lines), flush=True)

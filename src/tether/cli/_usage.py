@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from tether.cli._poolcli import add_client_args, client_from, print_json, table
+from tether.cli._poolcli import add_client_args, check_month, client_from, print_json, table
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +27,7 @@ def register(subparsers: Any) -> None:
 
 
 def _usage(args: argparse.Namespace) -> int:
+    args.month = check_month(args.month)
     client = client_from(args)
     if args.csv:
         sys.stdout.write(client.usage_csv(team=args.team, user=args.user, month=args.month))

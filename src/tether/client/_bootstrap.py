@@ -5,6 +5,17 @@ Reads ``TETHER_REMOTE`` (comma-separated module names), ``TETHER_CONNECT`` and
 and at exit syncs the session so that a failure of the last pipelined calls
 ends the script with a traceback and status 1, as it would locally.
 
+The first Python process ``tether run`` starts (``TETHER_CONNECT_NOW``, which
+it removes from its environment so its own children connect lazily) opens the
+session before the script's first line: a remoted module the worker cannot
+import (a typo such as ``--remote troch``) or an acceptor that cannot be
+reached then ends the run with one line, before the script does anything on
+the wrong machine. With ``TETHER_VERBOSE`` it says where the session runs.
+
+Failures of the connection itself (unreachable, refused, the worker lost or
+the session ended by the pool or an admin) end the script with one line
+``tether: error: ...`` instead of a traceback of Tether's internals.
+
 An uncaught error's traceback leaves out Tether's own client frames (the proxy
 and the session between the script's line and the raise): it shows the
 script's frames, then the worker's, as the script alone would.
@@ -24,6 +35,7 @@ from tether.client._session import Session
 
 _session: Session | None = None
 _CLIENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _get_session() -> Session:
@@ -48,10 +60,52 @@ def _finish() -> None:
     try:
         session.finish()
     except BaseException as exc:
-        traceback.print_exception(without_client_frames(exc))
+        line = one_line(exc)
+        if line is not None:
+            sys.stdout.flush()
+            print(line, file=sys.stderr)
+        else:
+            traceback.print_exception(without_client_frames(exc))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(1)
+
+
+def one_line(exc: BaseException) -> str | None:
+    """The one line to show for an uncaught connection failure, or None for an
+    error that deserves its traceback (the script's own, or remote code's)."""
+    from tether._errors import (
+        AuthenticationError,
+        ConnectError,
+        DeviceLost,
+        ProtocolVersionMismatch,
+        RemoteModuleNotFound,
+    )
+    from tether.transport import ChannelClosed
+
+    if isinstance(exc, ChannelClosed):
+        where = f" of session {_session.session_id} on {_session.address}" if _session else ""
+        return f"tether: error: lost the connection to the worker{where} ({exc}; {_at(exc)})"
+    if isinstance(exc, DeviceLost):
+        return f"tether: error: {exc} ({_at(exc)})"
+    if isinstance(
+        exc, ConnectError | AuthenticationError | ProtocolVersionMismatch | RemoteModuleNotFound
+    ):
+        return f"tether: error: {exc}"
+    return None
+
+
+def _at(exc: BaseException) -> str:
+    """Where the script was when ``exc`` reached it: ``at FILE:LINE``."""
+    last = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_TETHER_DIR):
+            last = tb
+        tb = tb.tb_next
+    if last is None:
+        return "before the script's first line"
+    return f"at {last.tb_frame.f_code.co_filename}:{last.tb_lineno}"
 
 
 def without_client_frames(exc: BaseException) -> BaseException:
@@ -87,6 +141,11 @@ def _trim(tb: types.TracebackType | None) -> types.TracebackType | None:
 
 def _excepthook(previous: Any) -> Any:
     def hook(etype: type[BaseException], value: BaseException, tb: Any) -> None:
+        line = one_line(value)
+        if line is not None:
+            sys.stdout.flush()
+            print(line, file=sys.stderr)
+            return
         value = without_client_frames(value)
         previous(etype, value, value.__traceback__)
 
@@ -98,3 +157,41 @@ def activate() -> None:
 
     install(_names(), _get_session)
     sys.excepthook = _excepthook(sys.excepthook)
+    verbose = os.environ.pop("TETHER_VERBOSE", "")
+    if os.environ.pop("TETHER_CONNECT_NOW", ""):
+        _connect_now(verbose=bool(verbose))
+
+
+def _connect_now(*, verbose: bool) -> None:
+    """Open the session now (see the module docstring); one line and exit 1 on failure.
+
+    This runs inside ``sitecustomize``, where an exception would only print
+    "Error in sitecustomize" and let the script run anyway: hence os._exit.
+    """
+    from tether._errors import TetherError
+
+    try:
+        session = _get_session()
+    except TetherError as exc:
+        print(f"tether: error: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)
+    if verbose:
+        print(describe(session), file=sys.stderr, flush=True)
+
+
+def describe(session: Session) -> str:
+    """One line: where ``session`` runs (acceptor, worker pid, device)."""
+    from tether.client._connect import worker_info
+
+    info = worker_info(session)
+    names = ", ".join(_names()) or "nothing"
+    details = (
+        f"session {session.session_id}, worker pid {info.get('pid', '?')}, "
+        f"device {info.get('device') or '?'}"
+    )
+    if os.environ.get("TETHER_LOCAL_ACCEPTOR"):
+        return (
+            f"tether: {names} runs in a local worker that `tether run` started on this machine "
+            f"(at {session.address}; give --connect or --pool for another): {details}"
+        )
+    return f"tether: {names} runs on the acceptor at {session.address}: {details}"

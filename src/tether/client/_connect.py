@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import platform
+import weakref
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from tether._errors import (
     AuthenticationError,
     ConnectError,
     ProtocolError,
     ProtocolVersionMismatch,
+    RemoteModuleNotFound,
 )
 from tether.client._session import Session
 from tether.transport import Channel, ChannelClosed, connect, parse_address
@@ -25,6 +29,9 @@ from tether.wire import (
     decode_handshake,
     encode_handshake,
 )
+
+#: What each open session's worker said in its welcome (pid, python, device).
+_WORKER_INFO: weakref.WeakKeyDictionary[Session, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 #: How long to wait for the worker's welcome (it may have to start up).
 WELCOME_TIMEOUT = 60.0
@@ -95,6 +102,66 @@ def open_session(
             f"the worker at {addr} runs Python {theirs} and this client Python {ours}: "
             "run the acceptor with the same Python minor version as the client"
         )
-    return Session(
+    session = Session(
         channel, address=str(addr), session_id=msg.session, remote_modules=remote, on_close=on_close
     )
+    _WORKER_INFO[session] = dict(msg.info)
+    try:
+        check_remote_modules(session, remote)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def worker_info(session: Session) -> dict[str, Any]:
+    """What ``session``'s worker said about itself when it welcomed the client:
+    ``pid``, ``python`` and, from current acceptors, ``device``."""
+    return dict(_WORKER_INFO.get(session, {}))
+
+
+def check_remote_modules(session: Session, names: Iterable[str]) -> None:
+    """Fail unless the worker can import every remoted top-level module.
+
+    A typo (``--remote troch``) would otherwise go unnoticed: the finder only
+    claims ``troch``, the script's ``import torch`` gets the client's own torch,
+    and the run "succeeds" on the wrong machine. Asking the worker's
+    ``importlib.util.find_spec`` is cheap (nothing is imported); only when a
+    name is missing does it list what the worker can import, for the closest
+    match. Raises RemoteModuleNotFound naming the module and that match.
+    """
+    tops = sorted({n.partition(".")[0] for n in names if n})
+    if not tops:
+        return
+    find_spec = session.getattr(session.import_module("importlib.util"), "find_spec")
+    missing = [n for n in tops if session.value(find_spec, n) is None]
+    if not missing:
+        return
+    name = missing[0]
+    hint = ""
+    close = difflib.get_close_matches(name, _importable(session), n=1)
+    if close:
+        hint = f"; did you mean {close[0]!r}?"
+    raise RemoteModuleNotFound(
+        f"no module named {name!r} on the acceptor at {session.address}{hint} "
+        "(fix --remote, or install it in the acceptor's environment)",
+        name=name,
+    )
+
+
+def _importable(session: Session) -> list[str]:
+    """The top-level modules the worker can import (its sys.path and built-ins)."""
+    builtins = session.import_module("builtins")
+    operator = session.import_module("operator")
+    pkgutil = session.import_module("pkgutil")
+    sys_mod = session.import_module("sys")
+    # Built from the worker's own functions, so no code of ours travels.
+    by_name = session.value(session.getattr(operator, "attrgetter"), "name")
+    infos = session.value(session.getattr(pkgutil, "iter_modules"))
+    names = session.value(
+        session.getattr(builtins, "list"),
+        session.value(session.getattr(builtins, "map"), by_name, infos),
+    )
+    found = [str(n) for n in names]
+    found += [str(n) for n in session.getattr(sys_mod, "builtin_module_names")]
+    return [n for n in found if not n.startswith("_")]

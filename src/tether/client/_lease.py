@@ -34,6 +34,12 @@ __all__ = ["Lease", "acquire", "slice_request"]
 #: Seconds between lease heartbeats (the pool's default lease timeout is 90 s).
 DEFAULT_HEARTBEAT_S = 10.0
 
+#: To a file or pipe, an unchanged queue line is repeated this often at most.
+LOG_EVERY_S = 10.0
+
+#: How often the queue is listed again for "the request ahead" while the position holds.
+AHEAD_EVERY_S = 5.0
+
 
 def slice_request(
     *,
@@ -84,20 +90,33 @@ def slice_request(
 
 
 class _PositionLine:
-    """The live 'waiting in the queue' line on stderr (redrawn on a terminal)."""
+    """The live 'waiting in the queue' line on stderr.
+
+    On a terminal it is redrawn at every poll, so the wait so far advances; to
+    a file or pipe a line is written when the position or the request ahead
+    changes, and at most every :data:`LOG_EVERY_S` seconds otherwise.
+    """
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
         self.shown = False
         self.started = time.monotonic()
+        self._last: tuple[int, str, str] | None = None
+        self._last_at = 0.0
 
-    def __call__(self, position: int, reason: str) -> None:
-        waited = time.monotonic() - self.started
+    def __call__(self, position: int, reason: str, ahead: str = "") -> None:
+        now = time.monotonic()
+        key = (position, reason, ahead)
+        if not self.tty and key == self._last and now - self._last_at < LOG_EVERY_S:
+            return
+        self._last, self._last_at = key, now
         text = f"tether: waiting for a slice: position {position} in the queue"
         if reason:
             text += f" ({reason})"
-        text += f", {waited:.0f}s so far"
+        text += f", waiting {_duration(now - self.started)} so far"
+        if ahead:
+            text += f"; ahead: {ahead}"
         if self.tty:
             self.out.write("\r\x1b[K" + text)
         else:
@@ -210,10 +229,81 @@ def acquire(
     stream = out if out is not None else sys.stderr
     line = _PositionLine(stream)
     try:
-        session = client.wait_for_slice(on_position=line, poll_interval=poll_interval, **request)
+        session = _wait_for_slice(client, line, poll_interval, request)
     finally:
         line.done()
     return Lease(client, session, ticket_file=ticket_file, out=stream)
+
+
+def _wait_for_slice(
+    client: Any, line: _PositionLine, poll_interval: float, request: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``client.wait_for_slice``, but the line is told at every poll (so the wait
+    advances) and names the request ahead; withdraws the request if interrupted."""
+    from tether.pool._problems import Refused
+
+    session: dict[str, Any] = client.request_slice(**request)
+    ahead, asked_at, asked_for = "", 0.0, -1
+    try:
+        while session["state"] == "queued":
+            position = int(session.get("position") or 0)
+            if position != asked_for or time.monotonic() - asked_at > AHEAD_EVERY_S:
+                # One listing per change of place (and now and then): not per poll.
+                ahead, asked_at, asked_for = _ahead(client, position), time.monotonic(), position
+            line(position, str(session.get("reason") or ""), ahead)
+            time.sleep(poll_interval)
+            session = client.session(session["id"])
+    except BaseException:
+        if session.get("state") == "queued":
+            with contextlib.suppress(Exception):  # the queue timeout ends it anyway
+                client.release(session["id"])
+        raise
+    if session["state"] != "placed":
+        reason = session.get("end_reason") or "ended"
+        message = session.get("reason") or f"the request left the queue: {reason}"
+        raise Refused(str(message), {"reason": reason, "session": session["id"]})
+    return session
+
+
+def _ahead(client: Any, position: int) -> str:
+    """The request just ahead of ``session`` in the queue, in a few words.
+
+    The pool shows users only their teams' sessions: one of another team's is
+    "another team's request". Empty when first in line or on any failure (the
+    line is a courtesy; the wait goes on without it).
+    """
+    if position <= 1:
+        return ""
+    try:
+        queued = client.sessions(state="queued")
+    except (ConnectError, PoolError):
+        return ""
+    for other in queued:
+        if other.get("position") == position - 1:
+            what = _describe_request(other.get("request") or {})
+            waited = _duration(max(0.0, time.time() - float(other.get("submitted_at") or 0)))
+            return f"{other.get('user')} ({other.get('team')}), {what}, waiting {waited}"
+    return "another team's request"
+
+
+def _describe_request(request: Mapping[str, Any]) -> str:
+    parts = []
+    if request.get("count"):
+        parts.append(f"{request['count']} devices")
+    elif request.get("fraction") is not None:
+        parts.append(f"{float(request['fraction']):g} device")
+    memory = request.get("memory_bytes") or request.get("memory")
+    if memory:
+        parts.append(_gib(int(memory)) if isinstance(memory, int | float) else str(memory))
+    return " + ".join(parts) or "a slice"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds / 3600:.1f}h"
 
 
 def _gib(n: int) -> str:

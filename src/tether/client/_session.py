@@ -593,6 +593,8 @@ class Session:
             elif kind == Kind.REQUEST:
                 self._answer(frame.seq, frame.meta, frame.buffers)
             elif kind == Kind.NOTICE:
+                if frame.seq == 0:  # the worker's last word: who ended the session, and why
+                    self._lose(bytes(frame.meta).decode("utf-8", "replace"))
                 key = self._async_keys.get(frame.seq)
                 if key is not None and key in self._pred:
                     self._pred[key].never = True

@@ -95,6 +95,9 @@ def bootstrap_admin(store: Store, token_file: Path | None, out: TextIO) -> str |
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
+        # The file is where it goes: not into a log too (`tether up` keeps ours).
+        print(f"tether pool: created user 'admin'; its API token is in {token_file}", file=out)
+        return text
     print(
         f"tether pool: created user 'admin'. Its API token (shown once; keep it):\n  {text}",
         file=out,
