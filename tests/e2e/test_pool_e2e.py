@@ -248,7 +248,7 @@ def test_two_half_slices_share_a_device_and_a_third_waits_its_turn(
     refused = world.run(script, "--gpus", "0.5", "--node", "a", "--no-wait", name="nowait",
                         args=("4", "ok"))  # fmt: skip
     assert refused.wait(60) == 1, refused.describe()
-    assert "tether run:" in refused.stderr() and not (tmp_path / "started-4").exists()
+    assert "tether: error:" in refused.stderr() and not (tmp_path / "started-4").exists()
 
     # One finishes; the waiting one gets its slice and starts.
     done = sorted(first)[0]

@@ -258,7 +258,7 @@ class Acceptor:
 
     async def _stop_workers(self) -> None:
         procs = list(self._procs.values())
-        why = f"the acceptor at {self.address} stopped (its operator stopped it)"
+        why = f"the acceptor at {self.address} was stopped by its operator"
         for p in procs:
             _tell_and_terminate(p, why)
         for p in procs:

@@ -6,6 +6,7 @@ import difflib
 import importlib.util
 import os
 import platform
+import sys
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -139,14 +140,27 @@ def check_remote_modules(session: Session, names: Iterable[str]) -> None:
         return
     name = missing[0]
     hint = ""
-    close = difflib.get_close_matches(name, _importable(session), n=1)
+    close = closest(name, _importable(session))
     if close:
-        hint = f"; did you mean {close[0]!r}?"
+        hint = f"; did you mean {close!r}?"
     raise RemoteModuleNotFound(
         f"no module named {name!r} on the acceptor at {session.address}{hint} "
         "(fix --remote, or install it in the acceptor's environment)",
         name=name,
     )
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like ``name`` (difflib's ratio, at least 0.6); on a tie,
+    a module outside the standard library (what people remote), then by name."""
+    scored = []
+    for candidate in set(candidates):
+        matcher = difflib.SequenceMatcher(None, name, candidate)
+        if matcher.real_quick_ratio() >= 0.6 and matcher.quick_ratio() >= 0.6:
+            ratio = matcher.ratio()
+            if ratio >= 0.6:
+                scored.append((-ratio, candidate in sys.stdlib_module_names, candidate))
+    return min(scored)[2] if scored else None
 
 
 def _importable(session: Session) -> list[str]:

@@ -34,7 +34,8 @@ __all__ = ["Lease", "acquire", "slice_request"]
 #: Seconds between lease heartbeats (the pool's default lease timeout is 90 s).
 DEFAULT_HEARTBEAT_S = 10.0
 
-#: To a file or pipe, an unchanged queue line is repeated this often at most.
+#: To a file or pipe, an unchanged queue line is repeated this often at most
+#: (``TETHER_QUEUE_REPORT_S`` overrides it).
 LOG_EVERY_S = 10.0
 
 #: How often the queue is listed again for "the request ahead" while the position holds.
@@ -104,11 +105,12 @@ class _PositionLine:
         self.started = time.monotonic()
         self._last: tuple[int, str, str] | None = None
         self._last_at = 0.0
+        self.every = float(os.environ.get("TETHER_QUEUE_REPORT_S") or LOG_EVERY_S)
 
     def __call__(self, position: int, reason: str, ahead: str = "") -> None:
         now = time.monotonic()
         key = (position, reason, ahead)
-        if not self.tty and key == self._last and now - self._last_at < LOG_EVERY_S:
+        if not self.tty and key == self._last and now - self._last_at < self.every:
             return
         self._last, self._last_at = key, now
         text = f"tether: waiting for a slice: position {position} in the queue"
@@ -182,10 +184,9 @@ class Lease:
             try:
                 current = self.client.heartbeat(self.id)
             except (Gone, NotFound) as exc:
+                # No line here: the acceptor ends the worker and the script's
+                # session ends with one line that says who and why.
                 self.ended_reason = str(exc)
-                if self.out is not None:
-                    self.out.write(f"tether: the pool ended this session's lease: {exc}\n")
-                    self.out.flush()
                 return
             except (ConnectError, PoolError):
                 continue  # transient: the acceptor's heartbeats renew it meanwhile
@@ -243,14 +244,18 @@ def _wait_for_slice(
     from tether.pool._problems import Refused
 
     session: dict[str, Any] = client.request_slice(**request)
-    ahead, asked_at, asked_for = "", 0.0, -1
+    ahead: tuple[str, float | None] = ("", None)
+    asked_at, asked_for = 0.0, -1
     try:
         while session["state"] == "queued":
             position = int(session.get("position") or 0)
             if position != asked_for or time.monotonic() - asked_at > AHEAD_EVERY_S:
                 # One listing per change of place (and now and then): not per poll.
                 ahead, asked_at, asked_for = _ahead(client, position), time.monotonic(), position
-            line(position, str(session.get("reason") or ""), ahead)
+            text, since = ahead
+            if since is not None:
+                text += f", waiting {_duration(max(0.0, time.time() - since))}"
+            line(position, str(session.get("reason") or ""), text)
             time.sleep(poll_interval)
             session = client.session(session["id"])
     except BaseException:
@@ -265,25 +270,28 @@ def _wait_for_slice(
     return session
 
 
-def _ahead(client: Any, position: int) -> str:
-    """The request just ahead of ``session`` in the queue, in a few words.
+def _ahead(client: Any, position: int) -> tuple[str, float | None]:
+    """The request just ahead in the queue, in a few words, and when it was made.
 
     The pool shows users only their teams' sessions: one of another team's is
     "another team's request". Empty when first in line or on any failure (the
     line is a courtesy; the wait goes on without it).
     """
     if position <= 1:
-        return ""
+        return "", None
     try:
         queued = client.sessions(state="queued")
     except (ConnectError, PoolError):
-        return ""
+        return "", None
     for other in queued:
         if other.get("position") == position - 1:
             what = _describe_request(other.get("request") or {})
-            waited = _duration(max(0.0, time.time() - float(other.get("submitted_at") or 0)))
-            return f"{other.get('user')} ({other.get('team')}), {what}, waiting {waited}"
-    return "another team's request"
+            since = other.get("submitted_at")
+            return (
+                f"{other.get('user')} ({other.get('team')}), {what}",
+                float(since) if since else None,
+            )
+    return "another team's request", None
 
 
 def _describe_request(request: Mapping[str, Any]) -> str:

@@ -1,0 +1,182 @@
+"""The first hour without surprises (issue 13), with real processes.
+
+Each test plays a new user who makes one of the mistakes, or meets one of the
+events, that used to end in silence or in a traceback: a ``--remote`` typo, an
+unreachable acceptor, a pool URL or month in the wrong form, ``-v`` to see
+where torch runs. The pool half (``tether up``, queue, quota, drain, stop) is
+in test_first_hour_pool.py. Every subprocess is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tether
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 120.0
+
+SCRIPT = """\
+from pathlib import Path
+Path("ran").write_text("1")
+import torch
+print("sum", int(torch.ones(3).sum()))
+"""
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env["PYTHONPATH"] = str(REPO / "src")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # no user config file
+    return env
+
+
+def run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *argv, "--", sys.executable, str(script)],
+        env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
+
+
+def _one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text, text
+    return lines[0]
+
+
+def test_a_remote_typo_fails_at_once_naming_the_closest_module(tmp_path: Path) -> None:
+    r = run(tmp_path, "run", "--remote", "troch")
+    assert r.returncode == 1, r.stderr
+    line = _one_line(r.stderr)
+    assert line.startswith("tether: error: no module named 'troch' on the acceptor"), line
+    assert "did you mean 'torch'?" in line, line
+    assert r.stdout == ""
+    # Failed before the script's first line: nothing ran with the local torch.
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_remote_typo_fails_in_tether_connect_too() -> None:
+    with pytest.raises(tether.RemoteModuleNotFound, match="did you mean 'numpy'") as info:
+        tether.connect(remote=["nunpy"])
+    assert info.value.name == "nunpy"
+    # A module that exists is fine, and nothing is imported for the check.
+    with tether.connect(remote=["torch"]) as s:
+        assert "torch" not in s.import_module("sys").modules
+
+
+def test_plain_run_prints_only_the_scripts_output_and_v_says_where(tmp_path: Path) -> None:
+    plain = run(tmp_path, "run", "--remote", "torch")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == "sum 3\n" and plain.stderr == ""
+    verbose = run(tmp_path, "run", "-v", "--remote", "torch")
+    assert verbose.returncode == 0, verbose.stderr
+    assert verbose.stdout == "sum 3\n"
+    line = _one_line(verbose.stderr)
+    assert "torch runs in a local worker that `tether run` started on this machine" in line
+    assert "worker pid " in line and "device " in line and "tcp://127.0.0.1:" in line
+
+
+def test_v_names_a_remote_acceptor_and_the_worker(tmp_path: Path) -> None:
+    token, ready = tmp_path / "token", tmp_path / "ready"
+    with (tmp_path / "serve.log").open("w") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
+             "--token-file", str(token), "--ready-file", str(ready)],
+            env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        _wait(serve, ready)
+        url = ready.read_text().strip()
+        r = run(tmp_path, "run", "-v", "--connect", url, "--token-file", str(token),
+                "--remote", "torch")  # fmt: skip
+        assert r.returncode == 0 and r.stdout == "sum 3\n", r.stderr
+        line = _one_line(r.stderr)
+        assert line.startswith(f"tether: torch runs on the acceptor at {url}: session "), line
+        assert "local worker" not in line
+    finally:
+        serve.terminate()
+        serve.wait(30)
+
+
+def _wait(proc: subprocess.Popen[bytes], ready: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + TIMEOUT_S
+    while not ready.exists():
+        assert proc.poll() is None, "the acceptor exited"
+        assert time.monotonic() < deadline, "the acceptor never became ready"
+        time.sleep(0.05)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_connection_failures_are_one_line_that_says_what_to_do(tmp_path: Path) -> None:
+    port = _free_port()
+    r = run(tmp_path, "run", "--connect", f"tcp://127.0.0.1:{port}", "--token", "x",
+            "--remote", "torch")  # fmt: skip
+    assert r.returncode == 1
+    assert _one_line(r.stderr) == (
+        f"tether: error: cannot reach the acceptor at tcp://127.0.0.1:{port}: Connection refused"
+    )
+    assert not (tmp_path / "ran").exists()
+
+    r = run(tmp_path, "run", "--connect", "http://gpu:7070", "--token", "x", "--remote", "torch")
+    assert r.returncode == 2
+    assert "use tcp://HOST:PORT" in _one_line(r.stderr)
+
+    r = run(tmp_path, "run", "--connect", "tcp://127.0.0.1:1", "--remote", "torch")
+    assert r.returncode == 2 and "--token-file" in _one_line(r.stderr)
+
+    # The pool's URL: an acceptor's scheme is named as such, not sent to http://tcp://...
+    r = run(tmp_path, "run", "--pool", "tcp://pool:8600", "--token", "tu_x", "--gpus", "0.5",
+            "--remote", "torch")  # fmt: skip
+    assert r.returncode == 2
+    line = _one_line(r.stderr)
+    assert "must be http://HOST:PORT or https://HOST:PORT" in line and "--connect" in line
+    assert "http://tcp://" not in line
+
+    r = run(tmp_path, "run", "--pool", f"127.0.0.1:{port}", "--token", "tu_x", "--gpus", "0.5",
+            "--remote", "torch")  # fmt: skip
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert line.startswith(f"tether: error: cannot reach the pool at http://127.0.0.1:{port}")
+    assert "is it running" in line
+
+
+def _tether(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *argv],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+
+
+def test_pool_commands_validate_url_month_and_token_file(tmp_path: Path) -> None:
+    port = _free_port()
+    r = _tether(tmp_path, "pool", "status", "--pool", "tcp://h:1", "--token", "t")
+    assert r.returncode == 1 and "tcp:// is an acceptor's address" in _one_line(r.stderr)
+
+    r = _tether(tmp_path, "usage", "--month", "nov", "--pool", "http://h:1", "--token", "t")
+    line = _one_line(r.stderr)
+    assert r.returncode == 1 and "give a UTC month as YYYY-MM, e.g. 20" in line, line
+    assert "\\d" not in line and "pattern" not in line
+
+    missing = tmp_path / "no-such-token"
+    r = _tether(tmp_path, "pool", "status", "--pool", f"http://127.0.0.1:{port}",
+                "--token-file", str(missing))  # fmt: skip
+    assert r.returncode == 1 and f"cannot read the token file {missing}" in _one_line(r.stderr)
