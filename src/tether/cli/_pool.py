@@ -161,6 +161,9 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
     import sys
 
+    from tether.cli._poolcli import require_pool_extra
+
+    require_pool_extra("tether pool serve")
     from tether.pool import PoolConfig, PoolInputError
     from tether.pool._server import ServeOptions, serve
     from tether.pool._service import ServiceConfig

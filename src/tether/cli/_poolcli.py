@@ -33,6 +33,7 @@ __all__ = [
     "client_from",
     "pool_url",
     "print_json",
+    "require_pool_extra",
     "table",
     "token_from_file",
 ]
@@ -81,6 +82,20 @@ def client_from(args: argparse.Namespace) -> PoolClient:
             f"[pool] in {config_path()} (an admin issues tokens with `tether admin token create`)"
         )
     return PoolClient(pool_url(cfg.url), cfg.token)
+
+
+def require_pool_extra(command: str) -> None:
+    """Fail in one line, saying what to install, when the pool service's
+    dependencies (the ``[pool]`` extra) are missing; clients never need them."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "pydantic") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TetherError(
+            f"`{command}` runs the pool service, which needs {', '.join(missing)}: "
+            "install the pool extra, pip install 'tether[pool]' (from a checkout: "
+            "pip install -e '.[pool]')"
+        )
 
 
 def token_from_file(path: Path) -> str:

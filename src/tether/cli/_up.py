@@ -106,8 +106,10 @@ class _UpError(Exception):
 
 def up(args: argparse.Namespace) -> int:
     from tether._config import config_path, write_pool
+    from tether.cli._poolcli import require_pool_extra
     from tether.pool._client import PoolClient
 
+    require_pool_extra("tether up")
     data = args.data_dir or _default_data_dir()
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     node = _clean_name(args.name or socket.gethostname().split(".")[0], "local")
