@@ -201,11 +201,29 @@ def test_the_first_hour_with_a_pool(up: Up) -> None:
         return len(so_far) >= 2  # the wait so far moved on
 
     wait_for("c's queue line to advance", two_waits_and_ahead, up.describe("run-c"))
-    for queued in (second, first):  # withdrawn on SIGTERM
-        queued.send_signal(signal.SIGTERM)
-        finish(queued, "a queued run", up.describe("run-b", "run-c"))
 
-    # 4. An admin drains the node: the running script ends with one line saying so.
+    # 4. Session management: list, show, cancel (the queued c is withdrawn).
+    r = up.tether("sessions", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert sorted(s["state"] for s in listed) == ["placed", "queued", "queued"], listed
+    assert all("ticket" not in s for s in listed)
+    table = up.tether("sessions").stdout
+    assert "placed" in table and "queued #2" in table and "ann" in table, table
+    placed = next(s for s in listed if s["state"] == "placed")
+    shown = up.tether("session", "show", placed["id"])
+    assert "owner:     ann (team local)" in shown.stdout and "node:      n1" in shown.stdout
+    assert "tn_" not in shown.stdout and "ticket" not in shown.stdout
+    c_id = next(s["id"] for s in listed if s.get("position") == 2)
+    r = up.tether("session", "cancel", c_id)
+    assert r.returncode == 0 and f"withdrew the queued request {c_id}" in r.stdout, r.stderr
+    assert finish(second, "the withdrawn run", up.describe("run-c")) == 1
+    assert last_line(up.err("run-c")).startswith("tether: error: ")
+    assert not (up.root / "started-c").exists()
+    first.send_signal(signal.SIGTERM)  # withdrawn on SIGTERM
+    finish(first, "a queued run", up.describe("run-b"))
+
+    # 5. An admin drains the node: the running script ends with one line saying so.
     assert up.tether("node", "drain", "n1").returncode == 0
     code = finish(holder, "the drained session", up.describe("run-a"))
     assert code == 1, up.describe("run-a")()
@@ -215,7 +233,7 @@ def test_the_first_hour_with_a_pool(up: Up) -> None:
     assert "the session was never ended" not in (up.root / "run-a.out").read_text()
     assert up.tether("node", "uncordon", "n1").returncode == 0
 
-    # 5. The acceptor stops (`tether up` is stopped): one line again, who and why.
+    # 6. The acceptor stops (`tether up` is stopped): one line again, who and why.
     last = up.hold("d", "--gpus", "0.5")
     wait_for("the last session", lambda: (up.root / "started-d").exists(), up.describe("run-d"))
     up.up.send_signal(signal.SIGTERM)

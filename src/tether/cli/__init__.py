@@ -22,6 +22,7 @@ _COMMANDS: tuple[str, ...] = (
     "admin",
     "usage",
     "node",
+    "sessions",  # also registers `tether session show|cancel`
 )
 
 
