@@ -180,3 +180,16 @@ def test_pool_commands_validate_url_month_and_token_file(tmp_path: Path) -> None
     r = _tether(tmp_path, "pool", "status", "--pool", f"http://127.0.0.1:{port}",
                 "--token-file", str(missing))  # fmt: skip
     assert r.returncode == 1 and f"cannot read the token file {missing}" in _one_line(r.stderr)
+
+
+def test_up_without_the_pool_extra_says_what_to_install(tmp_path: Path) -> None:
+    # -S: no site-packages, so none of the [pool] extra's packages can be found,
+    # as on a machine where only `pip install tether` was run.
+    r = subprocess.run(
+        [sys.executable, "-S", "-m", "tether", "up", "--data-dir", str(tmp_path / "up")],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+    )  # fmt: skip
+    assert r.returncode == 1
+    line = _one_line(r.stderr)
+    assert "pip install 'tether[pool]'" in line and "fastapi" in line, line
+    assert not (tmp_path / "up").exists()  # nothing started, nothing made
