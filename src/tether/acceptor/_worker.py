@@ -36,6 +36,7 @@ from tether.acceptor._files import (
     cleanup,
     install_open,
 )
+from tether.acceptor._watchdog import watch
 from tether.transport import Channel, ChannelClosed
 from tether.wire import PROTOCOL_VERSION, Flag, Frame, Kind, Role, Welcome, encode_handshake
 from tether.wire._messages import RemoteWarning, encode_warning
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     reasons = _private_stdin()
     signal.signal(signal.SIGTERM, lambda *_: worker.last_word(_reason(reasons)))
     worker.install()
+    watch(sock, cleanup)  # the client gone mid-call: end now, not after the call
     try:
         worker.serve()
     except ChannelClosed:

@@ -230,6 +230,20 @@ class Session:
             if self._on_close is not None:
                 self._on_close()
 
+    def abort(self) -> None:
+        """End the session at once, without waiting for the calls in flight:
+        the worker stops even in the middle of a call (Ctrl-C that ends the
+        script). Nothing queued is sent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._batch = []
+            self.channel.close()
+            uninstall_ordered_streams(self)
+            if self._on_close is not None:
+                self._on_close()
+
     def finish(self) -> None:
         """Sync (raising any pending remote error), then close."""
         try:
@@ -243,8 +257,11 @@ class Session:
         note_transparent_with(sys._getframe(1))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, et: object, *exc: object) -> None:
+        if isinstance(et, type) and issubclass(et, KeyboardInterrupt):
+            self.abort()  # Ctrl-C: the worker stops too, even mid-call
+        else:
+            self.close()
 
     @property
     def closed(self) -> bool:
