@@ -5,7 +5,7 @@ JSON commands from fd 3 and writes answers and events to fd 4, each message
 ended by a NUL byte. No websocket, no Playwright, no browser download: the
 Debian ``chromium`` package (``apt-get install chromium``; ``.ci/run`` installs
 it) is all it needs. Used by ``test_ui_browser.py`` and by
-``docs/dashboard_screenshots.py``.
+``bench/dashboard_screenshots.py``.
 
 Single-threaded: :meth:`Browser.call` writes a command and reads until its
 answer arrives, keeping the events it reads on the way; every read is bounded
@@ -206,14 +206,23 @@ class Browser:
                     return value
                 last = value
             time.sleep(0.05)
-        raise BrowserError(f"{expression!r} not true within {timeout:.0f}s (last: {last!r})")
+        try:
+            where = self.evaluate("location.href + '\\n' + document.body.innerText.slice(0, 600)")
+        except BrowserError as exc:
+            where = str(exc)
+        raise BrowserError(
+            f"{expression!r} not true within {timeout:.0f}s (last: {last!r}); the page:\n{where}"
+        )
 
     def goto(self, url: str) -> None:
-        """Load ``url`` and wait until the document has finished loading."""
+        """Load ``url`` and wait until the new document (after any redirects) has loaded."""
+        # A mark on the old document tells it from the new one, whatever URL the
+        # new one ends up at.
+        self.evaluate("window.__tetherOld = true")
         answer = self.call("Page.navigate", {"url": url})
         if answer.get("errorText"):
             raise BrowserError(f"cannot load {url}: {answer['errorText']}")
-        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'")
+        self.wait_for("!window.__tetherOld && document.readyState === 'complete'")
 
     def screenshot(self, path: Path) -> bytes:
         """A PNG of the whole page, written to ``path`` and returned."""

@@ -215,7 +215,11 @@ def test_wrong_tokens_node_tokens_and_tokens_in_the_url_do_not_log_in(world: Wor
 
 
 def test_a_login_posted_from_another_site_is_refused(world: World) -> None:
-    for header in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/x"}):
+    for header in (
+        {"Origin": "http://evil.example"},
+        {"Referer": "http://evil.example/x"},
+        {"Origin": "null"},  # an opaque origin: a sandboxed frame, a data: URL
+    ):
         answer = web(
             "POST", world.url + "/ui/login", form={"token": world.tokens["ann"]}, headers=header
         )
@@ -371,7 +375,7 @@ def test_usage_page_draws_charts_and_exports_the_apis_csv(
     for chart in ("chart-device-hours", "chart-memory-gib-hours"):
         svg = re.search(rf'<svg [^>]*id="{chart}".*?</svg>', page, re.S)
         assert svg, chart
-        bars = re.findall(r'<rect class="bar"[^>]*data-series="([^"]+)"', svg.group(0))
+        bars = re.findall(r'<rect class="column"[^>]*data-series="([^"]+)"', svg.group(0))
         assert sorted(set(bars)) == ["ml", "vision"] and len(bars) == 2 * 3, bars
     assert 'href="/ui/usage.csv?months=3"' in page
 

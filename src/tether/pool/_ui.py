@@ -22,7 +22,7 @@ Path=/ui`` cookie (``Secure`` over HTTPS); the token stays on the server
 session's CSRF token and is refused (403) without it, and every POST from a
 page of another origin is refused (Origin/Referer check, which also stops
 login CSRF). Pages are sent with a Content-Security-Policy that allows nothing
-from anywhere (no scripts at all), ``nosniff``, ``no-referrer``, ``no-store``
+from anywhere (no scripts at all), ``nosniff``, ``same-origin`` referrers, ``no-store``
 and ``frame-ancestors 'none'``.
 """
 
@@ -52,7 +52,9 @@ _HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it browsers send "Origin: null" with the page's own
+    # forms, and the origin check below could not tell them from a foreign page.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }

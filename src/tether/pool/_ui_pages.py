@@ -94,7 +94,7 @@ main{padding:16px;max-width:1200px}
 table{border-collapse:collapse;margin:8px 0 24px;background:#fff}
 th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:middle}
 th{background:#f3f4f6;font-weight:600}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .bar{display:inline-block;width:120px;height:10px;background:#e5e7eb;border-radius:2px;
  vertical-align:middle;margin-right:6px;overflow:hidden}
 .bar span{display:block;height:100%;background:#0072B2}
@@ -198,6 +198,11 @@ def _cancel_form(session: Mapping[str, Any], viewer: Viewer, label: str, back: s
     )
 
 
+def _model(device: Mapping[str, Any]) -> str:
+    vendor, model = str(device.get("vendor") or ""), str(device.get("model") or "")
+    return model if vendor.lower() in model.lower() else f"{vendor} {model}".strip()
+
+
 def _request_text(request: Mapping[str, Any]) -> str:
     parts = []
     if request.get("count"):
@@ -272,7 +277,7 @@ def devices_page(
             util = f"{metered[1] / metered[2]:.0f}%" if metered and metered[2] else "-"
             rows.append(
                 f'<tr class="device" data-node="{esc(n["name"])}" data-device="{esc(d["id"])}">'
-                f"<td>{esc(d['id'])}</td><td>{esc(d['vendor'])} {esc(d['model'])}</td>"
+                f"<td>{esc(d['id'])}</td><td>{esc(_model(d))}</td>"
                 f'<td class="num">{esc(format_memory(memory))}</td>'
                 f'<td>{_bar(share, 1.0)}<span class="share">{share:.2f}</span></td>'
                 f"<td>{_bar(alloc_mem, memory)}{esc(format_memory(alloc_mem))}</td>"
@@ -414,18 +419,23 @@ def usage_page(
             for t in teams
         }
 
-    charts = bar_chart(
-        title="Device-hours per team and month",
-        unit="device-hours",
-        groups=months,
-        series=series("device_seconds"),
-        element_id="chart-device-hours",
-    ) + bar_chart(
-        title="Memory-GiB-hours per team and month",
-        unit="GiB-hours",
-        groups=months,
-        series=series("memory_gib_seconds"),
-        element_id="chart-memory-gib-hours",
+    charts = (
+        "<h2>Device-hours</h2>"
+        + bar_chart(
+            title="Device-hours per team and month",
+            unit="device-hours",
+            groups=months,
+            series=series("device_seconds"),
+            element_id="chart-device-hours",
+        )
+        + "<h2>Memory-GiB-hours</h2>"
+        + bar_chart(
+            title="Memory-GiB-hours per team and month",
+            unit="GiB-hours",
+            groups=months,
+            series=series("memory_gib_seconds"),
+            element_id="chart-memory-gib-hours",
+        )
     )
     rows = [
         f'<tr class="usage" data-team="{esc(r["team"])}" data-month="{esc(r["month"])}">'

@@ -95,7 +95,7 @@ def bar_chart(
                 h = max(value, 0.0) / y_max * plot_h
                 colour = PALETTE[si % len(PALETTE)]
                 out.append(
-                    f'<rect class="bar" x="{x0 + si * bar_w:.1f}" y="{_TOP + plot_h - h:.1f}" '
+                    f'<rect class="column" x="{x0 + si * bar_w:.1f}" y="{_TOP + plot_h - h:.1f}" '
                     f'width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}" '
                     f'data-series="{escape(name)}" data-group="{escape(group)}" '
                     f'data-value="{value:.6g}">'
