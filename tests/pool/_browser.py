@@ -8,7 +8,7 @@ it) is all it needs. Used by ``test_ui_browser.py`` and by
 ``bench/dashboard_screenshots.py``.
 
 Single-threaded: :meth:`Browser.call` writes a command and reads until its
-answer arrives, keeping the events it reads on the way; every read is bounded
+answer arrives, dropping the events it reads on the way; every read is bounded
 by a deadline, so a browser that hangs fails the caller instead of hanging it.
 :meth:`Browser.close` ends the browser's whole process group.
 """
@@ -107,13 +107,19 @@ class Browser:
         os.close(from_browser_w)
         self._buffer = b""
         self._next_id = 0
-        self._events: list[dict[str, Any]] = []
         self._session: str | None = None
         try:
-            version = self.call("Browser.getVersion", timeout=START_TIMEOUT_S, page=False)
+            self._attach(width, height)
         except BrowserError as exc:
             self.close()
             raise BrowserUnavailable(f"chromium did not start: {exc}\n{self.log()}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self, width: int, height: int) -> None:
+        """Open one page and attach to it; its commands then go to that page."""
+        version = self.call("Browser.getVersion", timeout=START_TIMEOUT_S, page=False)
         self.version = str(version.get("product", "?"))
         target = self.call("Target.createTarget", {"url": "about:blank"}, page=False)
         attached = self.call(
@@ -175,8 +181,8 @@ class Browser:
                     raise BrowserError(f"{method}: {answer['error'].get('message')}")
                 result: dict[str, Any] = answer.get("result", {})
                 return result
-            if "method" in answer:
-                self._events.append(answer)
+            # Anything else is an event: nothing here waits on events (pages are
+            # waited on by polling the DOM), so they are dropped.
 
     # ------------------------------------------------------------- page
 

@@ -215,16 +215,26 @@ def test_wrong_tokens_node_tokens_and_tokens_in_the_url_do_not_log_in(world: Wor
 
 
 def test_a_login_posted_from_another_site_is_refused(world: World) -> None:
+    other_port = urllib.parse.urlsplit(world.url)._replace(netloc="127.0.0.1:1").geturl()
     for header in (
         {"Origin": "http://evil.example"},
         {"Referer": "http://evil.example/x"},
+        {"Origin": other_port},  # same host, another port: another origin
         {"Origin": "null"},  # an opaque origin: a sandboxed frame, a data: URL
     ):
         answer = web(
             "POST", world.url + "/ui/login", form={"token": world.tokens["ann"]}, headers=header
         )
         assert answer.status == 403, header
+        assert "posted from another site" in answer.text
         assert "tether_ui" not in answer.set_cookie()
+    # Behind a proxy that ends TLS the browser's origin is https, the pool sees http.
+    https = world.url.replace("http://", "https://")
+    proxied = web(
+        "POST", world.url + "/ui/login", form={"token": world.tokens["ann"]},
+        headers={"Origin": https},
+    )  # fmt: skip
+    assert proxied.status == 303
     same = web(
         "POST", world.url + "/ui/login", form={"token": world.tokens["ann"]},
         headers={"Origin": world.url},
@@ -244,6 +254,22 @@ def test_logout_needs_the_form_token_and_ends_the_session(world: World) -> None:
     assert 'tether_ui=""' in cleared and "max-age=0" in cleared, cleared
     after = web("GET", world.url + "/ui/sessions", cookie=cookie)
     assert (after.status, after.location()) == (303, "/ui/login")
+
+
+def test_logging_in_again_replaces_the_old_session(world: World) -> None:
+    old = world.login("ann")
+    answer = web("POST", world.url + "/ui/login", cookie=old, form={"token": world.tokens["bob"]})
+    new = cookie_of(answer)
+    assert new != old
+    assert '<span id="viewer">bob</span>' in world.page(new, "/ui/devices")
+    gone = web("GET", world.url + "/ui/devices", cookie=old)
+    assert (gone.status, gone.location()) == (303, "/ui/login")
+
+
+def test_the_dashboard_is_not_part_of_the_api_schema(world: World) -> None:
+    status, schema = http("GET", world.url + "/v1/openapi.json")
+    assert status == 200 and schema["paths"]
+    assert [p for p in schema["paths"] if p.startswith("/ui")] == []
 
 
 def test_a_revoked_token_logs_its_browsers_out_at_once(world: World) -> None:
@@ -326,6 +352,8 @@ def test_cancel_is_refused_without_the_right_form_token_or_from_another_site(
     for what, (form, headers) in attempts.items():
         answer = web("POST", url, cookie=cookie, form=form, headers=headers)
         assert answer.status == 403, what
+        why = "posted from another site" if headers else "token is missing or wrong"
+        assert why in answer.text, what
         assert world.ann.session(leases["ann"])["state"] == "placed", what
     logged_out = web("POST", url, form={"csrf": csrf})
     assert (logged_out.status, logged_out.location()) == (303, "/ui/login")

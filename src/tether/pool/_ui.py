@@ -61,6 +61,8 @@ _HEADERS = {
 #: A login or cancel form is a few hundred bytes; refuse to read megabytes.
 _MAX_FORM_BYTES = 16 * 1024
 _MONTHS_DEFAULT, _MONTHS_MAX = 6, 24
+_FOREIGN = "refused: the form was posted from another site (its Origin is not this pool)"
+_NO_CSRF = "refused: the form's token is missing or wrong (reload the page and try again)"
 
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
@@ -72,18 +74,21 @@ def _redirect(path: str) -> RedirectResponse:
 
 
 def _same_origin(request: Request) -> bool:
-    """False when the browser says the form came from another origin.
+    """False when the browser says the form came from another site.
 
     Browsers send Origin with every POST (and Referer unless told not to); a
     client that sends neither is not a browser a page can drive, and still needs
-    the CSRF token for anything but logging in.
+    the CSRF token for anything but logging in. Host and port are compared with
+    the request's Host header, not the scheme: behind a proxy that ends TLS the
+    pool sees http while the browser says https. (A proxy must pass the Host
+    header on: ``proxy_set_header Host $host`` in nginx.) ``Origin: null``
+    (sandboxed frames, data: URLs) has no host and is refused.
     """
     source = request.headers.get("origin") or request.headers.get("referer")
     if source is None:
         return True
-    parts = urlsplit(source)
     host = request.headers.get("host", "")
-    return parts.scheme == request.url.scheme and parts.netloc == host
+    return bool(host) and urlsplit(source).netloc == host
 
 
 async def _form(request: Request) -> dict[str, str] | None:
@@ -159,7 +164,7 @@ def mount_ui(
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         if not _same_origin(request):
-            return _html(pages.login_page("refused: the form came from another site"), 403)
+            return _html(pages.login_page(_FOREIGN), 403)
         form = await _form(request)
         token = (form or {}).get("token", "").strip()
         if not token:
@@ -172,6 +177,7 @@ def mount_ui(
             return _html(
                 pages.login_page("node tokens cannot log in: use a user's token (tu_...)"), 403
             )
+        table.close(request.cookies.get(COOKIE))  # a new login never reuses an old id
         session_id, _ = table.open(token, clock())
         response = _redirect("/ui/devices")
         response.set_cookie(
@@ -188,10 +194,10 @@ def mount_ui(
     async def logout(request: Request) -> Response:
         session = table.get(request.cookies.get(COOKIE), clock())
         form = await _form(request) or {}
-        if session is not None and (
-            not _same_origin(request) or not csrf_matches(session.csrf, form.get("csrf"))
-        ):
-            return _html(pages.error_page(None, 403, "refused: missing or wrong form token"), 403)
+        if session is not None and not _same_origin(request):
+            return _html(pages.error_page(None, 403, _FOREIGN), 403)
+        if session is not None and not csrf_matches(session.csrf, form.get("csrf")):
+            return _html(pages.error_page(None, 403, _NO_CSRF), 403)
         table.close(request.cookies.get(COOKIE))
         response = _redirect("/ui/login")
         response.delete_cookie(
@@ -289,9 +295,10 @@ def mount_ui(
             return _redirect("/ui/login")
         principal, viewer = who
         form = await _form(request) or {}
-        if not _same_origin(request) or not csrf_matches(viewer.csrf, form.get("csrf")):
-            message = "refused: missing or wrong form token (reload the page and try again)"
-            return _html(pages.error_page(viewer, 403, message), 403)
+        if not _same_origin(request):
+            return _html(pages.error_page(viewer, 403, _FOREIGN), 403)
+        if not csrf_matches(viewer.csrf, form.get("csrf")):
+            return _html(pages.error_page(viewer, 403, _NO_CSRF), 403)
         try:
             await run_in_threadpool(service.release, principal, session_id)
         except PoolRequestError as exc:
