@@ -1,7 +1,9 @@
 """The dashboard in a real headless Chromium, against a real pool.
 
-Log in through the form, see a session placed through the API appear on the
-sessions page, cancel it with its button, log out. What must be on each page
+Log in through the form; start a real session (a slice from the pool, its
+ticket shown to a real acceptor, a worker process); see it appear on the
+sessions page with the worker's metered memory; cancel it with its button and
+see the acceptor stop the worker; read the usage chart; log out. What must be on each page
 is checked in the DOM (never in pixels); screenshots are taken and checked to
 be PNGs of the window's size. Needs Debian's ``chromium`` (``.ci/run``
 installs it); without it, or if it will not start, the test skips and says why.
@@ -9,9 +11,15 @@ installs it); without it, or if it will not start, the test skips and says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,25 +27,54 @@ import pytest
 from tether.pool._client import PoolClient
 
 from ._browser import Browser, BrowserUnavailable, open_browser
-from ._pooltest import DEVICES, PoolServer, http, run_pool_server
+from ._pooltest import PoolServer, http, repo_env, run_pool_server, wait_until
 
 pytestmark = pytest.mark.slow
 
 WIDTH, HEIGHT = 1280, 800
 
 
+@dataclass
+class Pool:
+    server: PoolServer
+    ann_token: str
+    acceptor: str  # the address of node "a", a real `tether serve --pool`
+
+
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PoolServer, str, str]]:
-    """A pool with team ml, user ann and node gpu1: (server, ann's token, node token)."""
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
+    """A pool with team ml and user ann, and a real acceptor registered as node "a"."""
     root = tmp_path_factory.mktemp("pool-ui-browser")
     with run_pool_server(root, None, "--node-timeout", "600", "--lease-timeout", "600") as server:
         admin = PoolClient(server.url, server.admin_token)
         admin.create_team("ml")
         admin.create_user("ann", teams=["ml"])
         ann_token = admin.create_token(user="ann")["token"]
-        node_token = admin.create_token(kind="node", node="gpu1")["token"]
-        PoolClient(server.url, node_token).register_node("gpu1", "tcp://127.0.0.1:7447", DEVICES)
-        yield server, ann_token, node_token
+        token_file, ready = root / "node-a", root / "acceptor.addr"
+        token_file.write_text(admin.create_token(kind="node", node="a")["token"])
+        env = {**repo_env(), "XDG_CONFIG_HOME": str(root / "config")}
+        argv = [
+            sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
+            "--pool", server.url, "--node-token-file", str(token_file), "--name", "a",
+            "--heartbeat-interval", "1", "--ready-file", str(ready),
+        ]  # fmt: skip
+        with (root / "acceptor.log").open("wb") as log:
+            proc = subprocess.Popen(
+                argv, env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_until(lambda: ready.exists() or proc.poll() is not None, timeout=90)
+            assert proc.poll() is None, (root / "acceptor.log").read_text()
+            yield Pool(server=server, ann_token=ann_token, acceptor=ready.read_text().strip())
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
 
 
 @pytest.fixture
@@ -59,12 +96,20 @@ def _count(browser: Browser, selector: str) -> int:
     return int(browser.evaluate(f"document.querySelectorAll({json.dumps(selector)}).length"))
 
 
-def test_log_in_see_a_session_appear_cancel_it_and_log_out(
-    pool: tuple[PoolServer, str, str], browser: Browser, tmp_path: Path
-) -> None:
-    server, ann_token, _node_token = pool
-    url = server.url
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
+
+def test_log_in_see_a_session_appear_cancel_it_and_log_out(
+    pool: Pool, browser: Browser, tmp_path: Path
+) -> None:
+    import tether
+
+    url, ann_token = pool.server.url, pool.ann_token
     browser.goto(url + "/ui/sessions")  # logged out: sent to the form
     browser.wait_for("location.pathname === '/ui/login' && !!document.querySelector('#token')")
     browser.evaluate(
@@ -81,35 +126,52 @@ def test_log_in_see_a_session_appear_cancel_it_and_log_out(
     assert browser.evaluate("document.cookie") == ""
     (cookie,) = [c for c in browser.cookies(url + "/ui/") if c["name"] == "tether_ui"]
     assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/ui")
-    assert _count(browser, "tr.device") == len(DEVICES)
+    assert _count(browser, "section.node[data-node=a] tr.device") >= 1
     assert _count(browser, "header nav a") == 5
 
     browser.goto(url + "/ui/sessions")
     assert _count(browser, "#sessions-empty") == 1
-    session = PoolClient(url, ann_token).request_slice(fraction=0.5, memory="8GiB")
-    assert session["state"] == "placed"
-    sid = session["id"]
-    row = f"tr.session[data-session={json.dumps(sid)}]"
 
-    browser.goto(url + "/ui/sessions")
-    browser.wait_for(f"!!document.querySelector({json.dumps(row)})")
-    cells = browser.evaluate(
-        f"[...document.querySelector({json.dumps(row)}).cells].map(c => c.textContent.trim())"
-    )
-    assert cells[:6] == [sid, "ann", "ml", "gpu1", "cuda:0", "0.50"], cells
-    assert cells[6] == "8GiB"
-    assert _count(browser, f"{row} form.cancel button") == 1
-    shot = browser.screenshot(tmp_path / "sessions.png")
-    assert _png_size(shot)[0] == WIDTH
+    # A real session: a slice from the pool, its ticket shown to the real acceptor,
+    # a worker process running this test's calls.
+    client = PoolClient(url, ann_token)
+    lease = client.request_slice(fraction=0.5, node="a", wait=False)
+    sid = lease["id"]
+    session = tether.connect(pool.acceptor, token=lease["ticket"], ordered_output=False)
+    try:
+        worker_pid = session.import_module("os").getpid()
+        assert worker_pid != os.getpid() and _alive(worker_pid)
+        # The acceptor's heartbeats carry the worker's metering to the pool.
+        wait_until(lambda: (client.session(sid).get("metering") or {}).get("memory_hwm"))
 
-    browser.evaluate(f"document.querySelector({json.dumps(row + ' form.cancel button')}).click()")
-    browser.wait_for(
-        "location.pathname === '/ui/sessions' && document.readyState === 'complete' "
-        f"&& !document.querySelector({json.dumps(row)}) "
-        "&& !!document.querySelector('#sessions-empty')"
-    )
-    status, body = http("GET", f"{url}/v1/sessions/{sid}", ann_token)
-    assert status == 200 and (body["state"], body["end_reason"]) == ("ended", "released")
+        row = f"tr.session[data-session={json.dumps(sid)}]"
+        browser.goto(url + "/ui/sessions")
+        browser.wait_for(f"!!document.querySelector({json.dumps(row)})")
+        cells = browser.evaluate(
+            f"[...document.querySelector({json.dumps(row)}).cells].map(c => c.textContent.trim())"
+        )
+        assert cells[:4] == [sid, "ann", "ml", "a"], cells
+        assert cells[5] == "0.50", cells
+        assert cells[9].endswith(("MiB", "GiB")), cells  # the worker's metered host memory
+        assert _count(browser, f"{row} form.cancel button") == 1
+        shot = browser.screenshot(tmp_path / "sessions.png")
+        assert _png_size(shot)[0] == WIDTH
+
+        browser.evaluate(
+            f"document.querySelector({json.dumps(row + ' form.cancel button')}).click()"
+        )
+        browser.wait_for(
+            "location.pathname === '/ui/sessions' && document.readyState === 'complete' "
+            f"&& !document.querySelector({json.dumps(row)}) "
+            "&& !!document.querySelector('#sessions-empty')"
+        )
+        status, body = http("GET", f"{url}/v1/sessions/{sid}", ann_token)
+        assert status == 200 and (body["state"], body["end_reason"]) == ("ended", "released")
+        # The acceptor hears of the ended lease at its next heartbeat and stops the worker.
+        wait_until(lambda: not _alive(worker_pid), timeout=60)
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()
 
     browser.goto(url + "/ui/usage")
     browser.wait_for("document.querySelectorAll('#chart-device-hours rect.column').length > 0")
