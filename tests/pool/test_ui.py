@@ -207,6 +207,8 @@ def test_wrong_tokens_node_tokens_and_tokens_in_the_url_do_not_log_in(world: Wor
         assert answer.status == status, what
         assert 'id="login-error"' in answer.text, what
         assert "tether_ui" not in answer.set_cookie(), what
+    huge = web("POST", world.url + "/ui/login", form={"token": world.tokens["ann"] + "x" * 20000})
+    assert huge.status == 413 and "tether_ui" not in huge.set_cookie()
     query = urllib.parse.urlencode({"token": world.tokens["ann"]})
     answer = web("GET", f"{world.url}/ui/login?{query}")
     assert answer.status == 200 and "tether_ui" not in answer.set_cookie()

@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 from tether._errors import AuthenticationError
 from tether.pool import _ui_pages as pages
 from tether.pool._auth import Principal
+from tether.pool._db import StoreUnavailable
 from tether.pool._problems import PoolRequestError
 from tether.pool._service import PoolService
 from tether.pool._ui_auth import COOKIE, LoginSessions, csrf_matches
@@ -139,13 +140,19 @@ def mount_ui(
 
     def page(render: Callable[[Principal, pages.Viewer], str]) -> Callable[[Request], Response]:
         def handler(request: Request) -> Response:
-            who = viewer_of(request)
-            if who is None:
-                return _redirect("/ui/login")
+            viewer = None
             try:
+                who = viewer_of(request)
+                if who is None:
+                    return _redirect("/ui/login")
+                viewer = who[1]
                 return _html(render(*who))
             except PoolRequestError as exc:
-                return _html(pages.error_page(who[1], exc.status, exc.message), exc.status)
+                return _html(pages.error_page(viewer, exc.status, exc.message), exc.status)
+            except StoreUnavailable as exc:
+                # A page, not the API's JSON; the store's message hides the password.
+                message = service.store.db.redact(str(exc))
+                return _html(pages.error_page(viewer, 503, message), 503)
 
         return handler
 
@@ -166,7 +173,9 @@ def mount_ui(
         if not _same_origin(request):
             return _html(pages.login_page(_FOREIGN), 403)
         form = await _form(request)
-        token = (form or {}).get("token", "").strip()
+        if form is None:
+            return _html(pages.login_page("the form is too large: paste only the token"), 413)
+        token = form.get("token", "").strip()
         if not token:
             return _html(pages.login_page("enter an API token (tu_...)"), 400)
         try:
