@@ -85,6 +85,14 @@ def register(subparsers: Any) -> None:
         help="how fractions are packed onto devices (default best-fit)",
     )
     serve.add_argument(
+        "--tls-cert", type=Path, metavar="PATH",
+        help="serve HTTPS with this PEM certificate (default $TETHER_TLS_CERT)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--tls-key", type=Path, metavar="PATH",
+        help="the certificate's unencrypted PEM key (default $TETHER_TLS_KEY)",
+    )  # fmt: skip
+    serve.add_argument(
         "--public-metrics",
         action="store_true",
         help="serve /metrics without a token (default: any valid token)",
@@ -145,8 +153,15 @@ def _serve(args: argparse.Namespace) -> int:
         bootstrap_token_file=args.bootstrap_token_file,
         ready_file=args.ready_file,
         public_metrics=args.public_metrics,
+        tls_cert=args.tls_cert or _env_path("TETHER_TLS_CERT"),
+        tls_key=args.tls_key or _env_path("TETHER_TLS_KEY"),
     )
     return serve(options)
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 def bar(share: float, width: int = BAR_WIDTH) -> str:

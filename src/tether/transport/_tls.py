@@ -21,7 +21,14 @@ from pathlib import Path
 
 from tether._errors import ConnectError, TetherError
 
-__all__ = ["CA_ENV", "ca_from_env", "client_context", "server_context", "wrap_client"]
+__all__ = [
+    "CA_ENV",
+    "ca_from_env",
+    "client_context",
+    "server_context",
+    "verify_failure",
+    "wrap_client",
+]
 
 #: The environment variable naming the CA file clients verify servers with.
 CA_ENV = "TETHER_TLS_CA"
@@ -86,10 +93,7 @@ def wrap_client(
         tls = ctx.wrap_socket(sock, server_hostname=host)
     except ssl.SSLCertVerificationError as exc:
         sock.close()
-        raise ConnectError(
-            f"the TLS certificate of {where} is not trusted: {exc.verify_message or _why(exc)}; "
-            f"give the CA that signed it with --tls-ca FILE or {CA_ENV}"
-        ) from None
+        raise ConnectError(verify_failure(exc, where, host)) from None
     except ssl.SSLError as exc:
         sock.close()
         raise ConnectError(
@@ -107,6 +111,24 @@ def wrap_client(
         ) from None
     tls.settimeout(None)
     return tls
+
+
+#: OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, _EMAIL_MISMATCH and _IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = frozenset({62, 63, 64})
+
+
+def verify_failure(exc: ssl.SSLCertVerificationError, where: str, host: str) -> str:
+    """One line for a certificate that did not verify: why, and what to do."""
+    why = (exc.verify_message or _why(exc)).rstrip(".")
+    if exc.verify_code in _NAME_MISMATCH:
+        return (
+            f"the TLS certificate of {where} is not for {host} ({why}): connect by a name "
+            "the certificate holds, or give the server a certificate for this name"
+        )
+    return (
+        f"the TLS certificate of {where} is not trusted: {why}; "
+        f"give the CA that signed it with --tls-ca FILE or {CA_ENV}"
+    )
 
 
 def _why(exc: BaseException) -> str:
