@@ -119,7 +119,7 @@ class PoolClient:
                 f"TLS handshake with the pool at {self.url} failed ({why}): "
                 "is it serving https? (use http:// for a plain pool)"
             )
-        if self._tls is None and isinstance(reason, ConnectionError | EOFError):
+        if self._tls is None and isinstance(reason, ConnectionResetError | ConnectionAbortedError):
             return (
                 f"the pool at {self.url} closed the connection without an answer ({reason}); "
                 "if it serves HTTPS, use https://"
