@@ -13,9 +13,14 @@ private key, and a worker runs whatever its client ships; the key must stay
 where sessions cannot read it. The price is a copy through this process and
 one more wake-up each way; docs/security.md gives the measured figures.
 
-Bytes the TLS reader had already buffered past the hello (a client pipelines
-its first call behind it) are relayed first, so nothing is lost in the
-hand-off.
+The copying is done by two small protocols, one on each transport, that write
+what they receive straight into the other transport (no stream buffers, no
+task switch per chunk), with asyncio's flow control wired across: when one
+side's write buffer fills, the other side stops reading until it drains.
+
+Bytes the TLS stream reader had already buffered past the hello (a client
+pipelines its first call behind it) are written to the worker first, so
+nothing is lost in the hand-off.
 """
 
 from __future__ import annotations
@@ -26,84 +31,100 @@ import socket
 
 __all__ = ["TlsRelay"]
 
-#: Bytes read per step; large enough that bulk transfers move in few steps.
-_CHUNK = 1 << 20
-#: How much the relay may hold unsent before it stops reading the other side.
-_LIMIT = 1 << 20
+
+class _Forward(asyncio.Protocol):
+    """Receives on one transport and writes to ``peer``; ends the relay on EOF or loss."""
+
+    def __init__(self, relay: TlsRelay) -> None:
+        self.relay = relay
+        self.peer: asyncio.Transport | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and not self.peer.is_closing():
+            self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        self.relay.finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost += 1
+        self.relay.finish()
+
+    # Our transport's write buffer is full: stop reading the side that fills it.
+    def pause_writing(self) -> None:
+        if self.peer is not None and not self.peer.is_closing():
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and not self.peer.is_closing():
+            self.peer.resume_reading()
 
 
 class TlsRelay:
-    """Relays one TLS stream to a socketpair; see the module docstring.
+    """Relays one TLS connection to a socketpair; see the module docstring.
 
     Build with :meth:`start`; give :attr:`worker_end` to the worker, then call
     :meth:`handed_over`. :meth:`aclose` stops the relay and closes both sides;
     it is safe to call more than once.
     """
 
-    def __init__(
-        self,
-        tls: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        local: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        worker_end: socket.socket,
-    ) -> None:
-        self._tls = tls
-        self._local = local
+    def __init__(self, worker_end: socket.socket) -> None:
         self.worker_end = worker_end
-        self._task = asyncio.create_task(self._run(), name="tether-tls-relay")
+        self._transports: list[asyncio.Transport] = []
+        self.lost = 0  # transports whose connection is gone (2: all closed)
 
     @classmethod
     async def start(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> TlsRelay:
-        """Start relaying the TLS connection ``reader``/``writer`` to a new socketpair."""
+        """Take over the TLS connection ``reader``/``writer`` and relay it to a new
+        socketpair. ``reader`` must not be used afterwards."""
+        loop = asyncio.get_running_loop()
+        tls = writer.transport
+        assert isinstance(tls, asyncio.Transport)
+        tls.pause_reading()
+        # Whatever the stream already holds: with reading paused nothing more
+        # arrives, so after feed_eof() read() returns exactly that.
+        reader.feed_eof()
+        early = await reader.read()
         ours, theirs = socket.socketpair()
+        relay = cls(theirs)
+        from_tls, from_worker = _Forward(relay), _Forward(relay)
         try:
-            local = await asyncio.open_connection(sock=ours, limit=_LIMIT)
+            local, _ = await loop.connect_accepted_socket(lambda: from_worker, sock=ours)
         except BaseException:
             ours.close()
             theirs.close()
             raise
-        return cls((reader, writer), local, theirs)
+        from_tls.peer, from_worker.peer = local, tls
+        relay._transports = [tls, local]
+        tls.set_protocol(from_tls)
+        if early:
+            local.write(early)
+        tls.resume_reading()
+        if tls.is_closing():
+            relay.finish()
+        return relay
 
     def handed_over(self) -> None:
         """The worker holds its end now: close this process's copy, so the
         worker's exit is seen here as the end of the stream."""
         self.worker_end.close()
 
-    async def wait_closed(self) -> None:
-        """Wait until either side has ended and both are closed."""
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(self._task)
+    def finish(self) -> None:
+        """Close both sides (pending writes are flushed first); idempotent."""
+        for t in self._transports:
+            t.close()
 
-    async def aclose(self) -> None:
-        """Stop relaying and close both sides."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    async def aclose(self, grace: float = 2.0) -> None:
+        """Close both sides, flushing what is pending for up to ``grace``
+        seconds; a peer that reads nothing (stopped, or gone silent) does not
+        hold the connection open past that."""
+        self.finish()
         self.worker_end.close()
-
-    async def _run(self) -> None:
-        (tls_r, tls_w), (loc_r, loc_w) = self._tls, self._local
-        pumps = [
-            asyncio.create_task(_pump(tls_r, loc_w)),
-            asyncio.create_task(_pump(loc_r, tls_w)),
-        ]
-        try:
-            # Either direction ending ends the session: a TLS stream has no
-            # half-close, and the worker exits when its client is gone.
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for p in pumps:
-                p.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            for w in (loc_w, tls_w):
-                w.close()
-            for w in (loc_w, tls_w):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(w.wait_closed(), 2)
-
-
-async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    """Copy ``src`` to ``dst`` until EOF or an error on either (both just end it)."""
-    with contextlib.suppress(OSError, ConnectionError, asyncio.IncompleteReadError):
-        while data := await src.read(_CHUNK):
-            dst.write(data)
-            await dst.drain()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        while self.lost < len(self._transports) and loop.time() < until:
+            await asyncio.sleep(0.05)
+        for t in self._transports:
+            with contextlib.suppress(Exception):
+                t.abort()
