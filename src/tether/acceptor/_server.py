@@ -241,10 +241,10 @@ class Acceptor:
             )
         except OSError as exc:
             self.sessions.pop(session, None)
-            if relay is not None:
-                await relay.aclose()
             log.error("cannot start a worker: %s", exc)
             await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
+            if relay is not None:
+                await relay.aclose()
             return
         finally:
             os.close(fd)
