@@ -148,3 +148,36 @@ def test_a_bad_ca_file_is_a_clear_error(tls_acceptor: Served, tmp_path: Path) ->
 def test_an_acceptor_needs_tls_settings_that_match_its_address() -> None:
     with pytest.raises(TetherError, match="tls:// address needs a certificate"):
         Acceptor(Address("tls", "127.0.0.1", 0), token_authorizer("t"))
+
+
+def test_bytes_sent_right_behind_the_hello_reach_the_worker(
+    tls_acceptor: Served, pki: Path
+) -> None:
+    """The relay hands the worker what the acceptor read past the hello: a BYE sent in
+    the same TLS record as the hello ends the session at once; were it lost, the
+    worker would wait for it and the channel would time out instead of closing."""
+    from tether.transport import Channel, ChannelClosed, connect, parse_address
+    from tether.wire import (
+        PROTOCOL_VERSION,
+        Hello,
+        Kind,
+        Role,
+        encode_frame,
+        encode_handshake,
+        frame_bytes,
+    )
+
+    sock = connect(parse_address(tls_acceptor.url), tls_ca=pki / "good" / "ca.crt")
+    channel = Channel(sock, Role.CLIENT)
+    try:
+        hello = Hello(protocol=PROTOCOL_VERSION, token=tls_acceptor.token)
+        channel.conn.check_outgoing(Kind.HELLO)
+        together = frame_bytes(encode_handshake(hello)) + frame_bytes(
+            encode_frame(Kind.BYE, 0, 0, b"")
+        )
+        channel.send_pieces([together])  # one write: one TLS record
+        assert channel.recv(timeout=60).kind == Kind.WELCOME
+        with pytest.raises(ChannelClosed):
+            channel.recv(timeout=60)
+    finally:
+        channel.close()

@@ -28,7 +28,6 @@ from tether._errors import ProtocolError, TetherError
 from tether.transport import Address, bound_address, listen, tune
 from tether.transport._relay import TlsRelay
 from tether.wire import (
-    HEADER_SIZE,
     PROTOCOL_VERSION,
     FrameDecoder,
     Hello,
@@ -289,12 +288,10 @@ class Acceptor:
 
 async def _read_hello(reader: asyncio.StreamReader) -> Hello:
     dec = FrameDecoder(max_frame=MAX_HELLO)
-    dec.feed(await reader.readexactly(HEADER_SIZE))
+    # Exactly the hello and not a byte more: what the client sent behind it
+    # belongs to the worker (a tls:// relay forwards the stream's buffer).
     while (frame := dec.next_frame()) is None:
-        chunk = await reader.read(MAX_HELLO)
-        if not chunk:
-            raise ProtocolError("connection closed during the hello")
-        dec.feed(chunk)
+        dec.feed(await reader.readexactly(dec.bytes_needed()))
     msg = decode_handshake(frame)
     if not isinstance(msg, Hello):
         raise ProtocolError("the first frame must be a hello")
