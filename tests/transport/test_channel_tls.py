@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,5 +101,19 @@ def test_many_small_frames_one_round_trip_each(tls_pair: tuple[Channel, Channel]
 def test_a_peer_that_closes_ends_the_channel(tls_pair: tuple[Channel, Channel]) -> None:
     client, server = tls_pair
     server.close()
+    with pytest.raises(ChannelClosed):
+        client.recv(timeout=30)
+
+
+def test_last_words_before_a_close_are_delivered(tls_pair: tuple[Channel, Channel]) -> None:
+    """A frame and the close that follows it often arrive in one read; the frame
+    comes out first, then the end (a REFUSED frame is exactly this)."""
+    client, server = tls_pair
+    for i in range(3):
+        server.send(Kind.REPLY, 0, i, f"last {i}".encode())
+    server.flush()
+    server.close()
+    time.sleep(0.2)  # let the frames and the close arrive together
+    assert [client.recv(timeout=30).meta for _ in range(3)] == [b"last 0", b"last 1", b"last 2"]
     with pytest.raises(ChannelClosed):
         client.recv(timeout=30)

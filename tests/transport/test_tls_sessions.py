@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tether
-from tether._errors import ConnectError, TetherError
+from tether._errors import AuthenticationError, ConnectError, TetherError
 from tether.acceptor._server import Acceptor, token_authorizer
 from tether.transport import Address
 
@@ -98,6 +98,12 @@ def test_a_client_that_cannot_verify_the_acceptor_is_refused(
     assert why in message and "--tls-ca" in message
     # The acceptor shrugs it off and serves the next, trusting, client.
     _works(tls_acceptor.url, tls_acceptor.token, pki / "good" / "ca.crt")
+
+
+def test_a_wrong_token_over_tls_is_refused_as_such(tls_acceptor: Served, pki: Path) -> None:
+    with pytest.raises(AuthenticationError, match="wrong or missing token"):
+        tether.connect(tls_acceptor.url, "not-the-token", remote=("numpy",),
+                       tls_ca=pki / "good" / "ca.crt")  # fmt: skip
 
 
 def test_a_certificate_for_another_host_is_refused(pki: Path, tmp_path: Path) -> None:

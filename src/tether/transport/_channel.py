@@ -81,6 +81,7 @@ class Channel:
         self._last_wait = 0.0
         self._missed = 0
         self._closed = False
+        self._ended: ChannelClosed | None = None  # raised once the frames before it are taken
         self._tls = isinstance(sock, ssl.SSLSocket)
         fd = sock.fileno()
         self._wait_read = select.poll()
@@ -203,7 +204,15 @@ class Channel:
         return self._frames.popleft() if self._frames else None
 
     def _read_available(self) -> bool:
-        """Read whatever the socket has; return True if anything arrived."""
+        """Read whatever the socket has; return True if anything arrived.
+
+        The end of the stream (EOF, or an error) is raised only once every frame
+        that arrived before it has been taken: a peer's last words (a REFUSED
+        frame, a final OUTPUT) and its close often come in the same read.
+        """
+        if self._ended is not None:
+            self._closed = True
+            raise self._ended
         got = False
         dec = self._dec
         while True:
@@ -216,9 +225,13 @@ class Channel:
             except _NOT_NOW:
                 break
             except OSError as exc:
-                self._broken(exc)
+                ended = ChannelClosed(f"the connection broke: {exc.strerror or exc}")
+                ended.__cause__ = exc
+                self._end(ended)
+                break
             if n == 0:
-                self._eof()
+                self._end(ChannelClosed("the peer closed the connection"))
+                break
             got = True
             if target is not None:
                 dec.direct_filled(n)
@@ -230,9 +243,12 @@ class Channel:
                 break  # the kernel had no more; TLS reads on until "not now" (see above)
         return got
 
-    def _eof(self) -> None:
-        self._closed = True
-        raise ChannelClosed("the peer closed the connection")
+    def _end(self, ended: ChannelClosed) -> None:
+        """The stream ended: raise now, or after the frames already queued."""
+        if not self._frames:
+            self._closed = True
+            raise ended
+        self._ended = ended
 
     def _broken(self, exc: OSError) -> None:
         self._closed = True
