@@ -12,10 +12,12 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,56 @@ def _env(home: Path) -> dict[str, str]:
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _up(tmp_path: Path, *flags: str, listen: str = "127.0.0.1:0") -> Iterator[str]:
+    """``tether up FLAGS`` until the block ends (then SIGTERM, which must stop it)."""
+    ready = tmp_path / "up.url"
+    ready.unlink(missing_ok=True)
+    log = (tmp_path / "up.out").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "tether", "up", *flags, "--listen", listen,
+         "--acceptor-listen", "tcp://127.0.0.1:0", "--ready-file", str(ready)],
+        env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not ready.exists():
+            assert up.poll() is None, (tmp_path / "up.out").read_text()
+            assert time.monotonic() < deadline, "tether up never became ready"
+            time.sleep(0.1)
+        yield ready.read_text().strip()
+    finally:
+        up.send_signal(signal.SIGTERM)
+        try:
+            code = up.wait(30)
+        except subprocess.TimeoutExpired:
+            code = None
+        _kill(up)
+        log.close()
+    assert code == 0, (tmp_path / "up.out").read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_restart_with_tls_repoints_the_config(tmp_path: Path) -> None:
+    """First `tether up` plain, then `--tls` on the same port: the config follows."""
+    listen = f"127.0.0.1:{_free_port()}"
+    config_file = tmp_path / "config" / "tether" / "config.toml"
+    with _up(tmp_path, listen=listen) as url:
+        assert url.startswith("http://")
+    token = tomllib.loads(config_file.read_text())["pool"]["token"]
+    with _up(tmp_path, "--tls", listen=listen) as url:
+        assert url == f"https://{listen}"
+        pool = tomllib.loads(config_file.read_text())["pool"]
+        assert (pool["url"], pool["token"]) == (url, token)
+        assert PoolClient(url, token, ca=pool["ca"]).me()["user"] == "ann"
 
 
 def test_up_with_tls_then_run_with_nothing_more(tmp_path: Path) -> None:

@@ -175,6 +175,8 @@ def up(args: argparse.Namespace) -> int:
                 f"{data} has a pool database but no node token: it was not made by "
                 "`tether up`, or the node token was deleted; use another --data-dir"
             )
+        else:
+            _follow_scheme(url, tls)
         acc_log = data / "acceptor.log"
         serve_argv = [
             sys.executable, "-m", "tether", "serve",
@@ -242,6 +244,26 @@ def _certificates(args: argparse.Namespace, data: Path) -> Any:
     return make_self_signed(
         directory, hosts=names, ca_name=f"Tether up CA ({socket.gethostname()})"
     )
+
+
+def _follow_scheme(url: str, tls: Any) -> None:
+    """A later start with or without --tls: point the config written at the first
+    start at the pool's URL as it is now (http or https) and at the CA, if the
+    config names this same pool."""
+    import tomllib
+
+    from tether._config import config_path, write_pool
+
+    path = config_path()
+    try:
+        section = tomllib.loads(path.read_text()).get("pool", {})
+    except (OSError, ValueError):
+        return  # no config, or one we cannot read: the user's to fix
+    old, token = section.get("url"), section.get("token")
+    if not isinstance(old, str) or not isinstance(token, str) or old == url:
+        return
+    if old.split("://", 1)[-1] == url.split("://", 1)[-1]:
+        write_pool(url, token, path, ca=None if tls is None else tls.ca)
 
 
 def _set_up(
