@@ -339,12 +339,9 @@ class Session:
             tid = type(target)._t_tid
             desc = self.types.get(tid)
             fn_like = desc is not None and desc.qualname in _FUNCTION_TYPES
-            if fn_like:
-                # One function, results of the class its arguments decide
-                # (torch.fx's map_arg: a tuple for a tuple, a dict for a dict).
-                key = ("c", target._t_id, *map(_kind, args))
-            else:
-                key = ("ct", tid)
+            # One function, results of the class its arguments decide (torch.fx's
+            # map_arg: a tuple for a tuple, a dict for a dict).
+            key = ("c", target._t_id, *map(_kind, args)) if fn_like else ("ct", tid)
         return self._predicted(key, Op.CALL, (target, args, kwargs))
 
     def callmethod(
