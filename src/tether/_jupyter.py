@@ -304,8 +304,9 @@ def _lease(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def _detach(a: _Attachment) -> None:
-    if a.finder in sys.meta_path:
-        sys.meta_path.remove(a.finder)
+    from tether.client._importer import uninstall
+
+    uninstall(a.finder)
     _restore_modules(a.names, a.displaced)
     try:
         a.session.close()
