@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -24,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tether._errors import ProtocolError
+from tether._errors import ProtocolError, TetherError
 from tether.transport import Address, bound_address, listen, tune
+from tether.transport._relay import TlsRelay
 from tether.wire import (
-    HEADER_SIZE,
     PROTOCOL_VERSION,
     FrameDecoder,
     Hello,
@@ -113,7 +114,14 @@ class Acceptor:
         python: str = sys.executable,
         worker_env: Mapping[str, str] | None = None,
         observer: SessionObserver | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        if (address.scheme == "tls") != (tls is not None):
+            raise TetherError(
+                "a tls:// address needs a certificate and key (--tls-cert, --tls-key), "
+                "and a certificate needs a tls:// address"
+            )
+        self.tls = tls
         self.requested = address
         self.authorize = authorize
         self.python = python
@@ -143,7 +151,10 @@ class Acceptor:
         self.loop = asyncio.get_running_loop()
         sock = listen(self.requested)
         self.address = bound_address(sock, self.requested)
-        server = await asyncio.start_server(self._on_connection, sock=sock)
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl": self.tls, "ssl_handshake_timeout": HELLO_TIMEOUT}
+        server = await asyncio.start_server(self._on_connection, sock=sock, **tls)
         log.info("listening on %s", self.address)
         if ready is not None:
             ready(self.address)
@@ -183,7 +194,7 @@ class Acceptor:
             log.warning("refused %s: %s", peer, reason)
             await _refuse(writer, reason, "auth")
             return
-        await self._start_worker(writer, hello, peer, slice_env)
+        await self._start_worker(writer, hello, peer, slice_env, reader)
 
     async def _start_worker(
         self,
@@ -191,6 +202,7 @@ class Acceptor:
         hello: Hello,
         peer: str,
         slice_env: Mapping[str, str],
+        reader: asyncio.StreamReader | None = None,
     ) -> None:
         session = slice_env.get(POOL_SESSION_ENV) or secrets.token_hex(8)
         if session in self.sessions:
@@ -208,6 +220,12 @@ class Acceptor:
         self.sessions[session] = SessionRecord(session, 0, peer, time.time())
         sock = writer.get_extra_info("socket")
         tune(sock)
+        relay = None
+        if self.tls is not None and reader is not None:
+            # TLS state cannot move with an fd: the worker gets a socketpair
+            # and this process relays (see tether.transport._relay).
+            relay = await TlsRelay.start(reader, writer)
+            sock = relay.worker_end
         fd = os.dup(sock.fileno())
         try:
             info = {k: v for k, v in hello.info.items() if k in ("values", "client")}
@@ -230,10 +248,15 @@ class Acceptor:
             self.sessions.pop(session, None)
             log.error("cannot start a worker: %s", exc)
             await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
+            if relay is not None:
+                await relay.aclose()
             return
         finally:
             os.close(fd)
-        writer.transport.abort()  # our copy only: the worker holds the connection now
+        if relay is not None:
+            relay.handed_over()
+        else:
+            writer.transport.abort()  # our copy only: the worker holds the connection now
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
         self._procs[session] = proc
         log.info("session %s for %s: worker pid %d", session, peer, proc.pid)
@@ -248,6 +271,8 @@ class Acceptor:
         finally:
             if proc.stdin is not None:
                 proc.stdin.close()
+            if relay is not None:
+                await relay.aclose()
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
             if self.observer is not None:
@@ -282,12 +307,10 @@ def _tell_and_terminate(proc: asyncio.subprocess.Process, reason: str) -> None:
 
 async def _read_hello(reader: asyncio.StreamReader) -> Hello:
     dec = FrameDecoder(max_frame=MAX_HELLO)
-    dec.feed(await reader.readexactly(HEADER_SIZE))
+    # Exactly the hello and not a byte more: what the client sent behind it
+    # belongs to the worker (a tls:// relay forwards the stream's buffer).
     while (frame := dec.next_frame()) is None:
-        chunk = await reader.read(MAX_HELLO)
-        if not chunk:
-            raise ProtocolError("connection closed during the hello")
-        dec.feed(chunk)
+        dec.feed(await reader.readexactly(dec.bytes_needed()))
     msg = decode_handshake(frame)
     if not isinstance(msg, Hello):
         raise ProtocolError("the first frame must be a hello")

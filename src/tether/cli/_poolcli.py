@@ -1,10 +1,14 @@
 """Shared pieces of the pool's sub-commands (not a sub-command itself).
 
 Where the pool is and which token to use comes from, highest first: ``--pool``
-and ``--token`` (or ``--token-file``), the environment (``TETHER_POOL``,
-``TETHER_POOL_TOKEN``), then the ``[pool]`` table of the config file (see
-:mod:`tether._config`). Every command spells the credential the same way:
-``--token TOKEN`` or ``--token-file PATH``, for the service it talks to.
+and ``--token-file`` (or ``--token``), the environment (``TETHER_POOL``,
+``TETHER_POOL_TOKEN``, ``TETHER_POOL_TOKEN_FILE``), then the ``[pool]`` table of
+the config file (see :mod:`tether._config`). Every command spells the
+credential the same way, for the service it talks to: ``--token-file PATH`` or
+``--token TOKEN``. ``--token`` exists for convenience; any local user can read
+a command line, so scripts should use a file or the environment. An
+``https://`` pool is verified against ``--tls-ca`` (or ``TETHER_TLS_CA``, or
+the config file's ``ca``), else the system's trust.
 
 Every failure of the connection or of the pool is one line that says what to do
 (:func:`pool_url`, :func:`check_month`, and the hints in ``tether.cli.main``).
@@ -35,7 +39,6 @@ __all__ = [
     "print_json",
     "require_pool_extra",
     "table",
-    "token_from_file",
 ]
 
 
@@ -47,15 +50,22 @@ def add_client_args(parser: argparse.ArgumentParser, *, json_flag: bool = True) 
         help="the pool's URL, e.g. http://pool:8600 (default: $TETHER_POOL, then the config file)",
     )
     group.add_argument(
-        "--token",
-        metavar="TOKEN",
-        help="API token (default: $TETHER_POOL_TOKEN, then the config file)",
-    )
-    group.add_argument(
         "--token-file",
         metavar="PATH",
         type=Path,
-        help="file holding your API token (the token stays off the command line)",
+        help="file holding your API token (default: $TETHER_POOL_TOKEN, "
+        "$TETHER_POOL_TOKEN_FILE, then the config file)",
+    )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="API token itself (visible to other local users: prefer --token-file)",
+    )
+    group.add_argument(
+        "--tls-ca",
+        metavar="PATH",
+        type=Path,
+        help="CA file to verify an https:// pool with (default $TETHER_TLS_CA, the config file)",
     )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -65,11 +75,12 @@ def client_from(args: argparse.Namespace) -> PoolClient:
     from tether._config import config_path, resolve_pool
     from tether.pool._client import PoolClient
 
-    token = getattr(args, "token", None)
-    token_file = getattr(args, "token_file", None)
-    if token is None and token_file is not None:
-        token = token_from_file(token_file)
-    cfg = resolve_pool(getattr(args, "pool", None), token)
+    cfg = resolve_pool(
+        getattr(args, "pool", None),
+        getattr(args, "token", None),
+        token_file=getattr(args, "token_file", None),
+        ca=getattr(args, "tls_ca", None),
+    )
     if not cfg.url:
         raise TetherError(
             "no pool configured: pass --pool URL, set TETHER_POOL, or put url = ... under "
@@ -77,11 +88,11 @@ def client_from(args: argparse.Namespace) -> PoolClient:
         )
     if not cfg.token:
         raise TetherError(
-            "no API token: pass --token-file PATH (or --token), set TETHER_POOL_TOKEN, "
-            "or put token = ... under "
+            "no API token: pass --token-file PATH, set TETHER_POOL_TOKEN or "
+            "TETHER_POOL_TOKEN_FILE, or put token = ... under "
             f"[pool] in {config_path()} (an admin issues tokens with `tether admin token create`)"
         )
-    return PoolClient(pool_url(cfg.url), cfg.token)
+    return PoolClient(pool_url(cfg.url), cfg.token, ca=cfg.ca)
 
 
 def require_pool_extra(command: str) -> None:
@@ -96,17 +107,6 @@ def require_pool_extra(command: str) -> None:
             "install the pool extra, pip install 'tether[pool]' (from a checkout: "
             "pip install -e '.[pool]')"
         )
-
-
-def token_from_file(path: Path) -> str:
-    """The token in ``path``, stripped; a TetherError saying what to do otherwise."""
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise TetherError(f"cannot read the token file {path}: {exc.strerror}") from None
-    if not token:
-        raise TetherError(f"the token file {path} is empty: put the token in it")
-    return token
 
 
 def pool_url(url: str) -> str:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tether._config import read_token_file
 from tether._errors import TetherError
 from tether.cli._slice import add_slice_arguments, request_from_args, wants_pool
 
@@ -40,7 +41,8 @@ examples:
 environment:
   TETHER_CONNECT     acceptor address when --connect is not given
   TETHER_TOKEN       session token (or TETHER_TOKEN_FILE: a file holding it)
-  TETHER_POOL, TETHER_POOL_TOKEN
+  TETHER_TLS_CA      CA file that tls:// acceptors and https:// pools are verified with
+  TETHER_POOL, TETHER_POOL_TOKEN (or TETHER_POOL_TOKEN_FILE)
                      the pool and your API token when --pool/--token-file are not
                      given (else the [pool] table of ~/.config/tether/config.toml,
                      which `tether up` writes)
@@ -71,6 +73,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--token", metavar="TOKEN",
         help="the token itself (other local users can read a command line: prefer --token-file)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tls-ca", metavar="PATH", type=Path,
+        help="CA file to verify a tls:// acceptor or https:// pool with "
+        "(default $TETHER_TLS_CA, else the system's trust)",
     )  # fmt: skip
     p.add_argument(
         "-v", "--verbose", action="store_true",
@@ -108,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         env["TETHER_VERBOSE"] = "1"
     else:
         env.pop("TETHER_VERBOSE", None)
+    if args.tls_ca is not None:
+        env["TETHER_TLS_CA"] = str(args.tls_ca.resolve())
     embedded = None
     url = args.connect or env.get("TETHER_CONNECT")
     pool_wanted = wants_pool(args)
@@ -124,15 +133,18 @@ def run(args: argparse.Namespace) -> int:
             where = "--connect" if args.connect else "TETHER_CONNECT"
             return _fail(f"{where}: {exc}", 2)
         env["TETHER_CONNECT"] = url
-        token = args.token
-        if token is None and args.token_file is not None:
+        if args.token is not None:
+            # Already on the command line: the environment hides nothing more.
+            env.pop("TETHER_TOKEN_FILE", None)
+            env["TETHER_TOKEN"] = args.token
+        elif args.token_file is not None:
             try:
-                token = _read_token(args.token_file)
+                read_token_file(args.token_file)  # fail here, in one line, not in the script
             except TetherError as exc:
                 return _fail(str(exc), 2)
-        if token is not None:
-            env.pop("TETHER_TOKEN_FILE", None)
-            env["TETHER_TOKEN"] = token
+            # The script reads the file itself: the token stays out of its environment.
+            env.pop("TETHER_TOKEN", None)
+            env["TETHER_TOKEN_FILE"] = str(args.token_file.resolve())
         elif "TETHER_TOKEN" not in env and "TETHER_TOKEN_FILE" not in env:
             return _fail(f"no token for {url}: pass --token-file PATH or set TETHER_TOKEN", 2)
     else:
@@ -158,12 +170,6 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _read_token(path: Path) -> str:
-    from tether.cli._poolcli import token_from_file
-
-    return token_from_file(path)
-
-
 def _run_child(command: list[str], env: dict[str, str]) -> int:
     """Run ``command`` to its end; its exit status (128 + N when killed by signal N)."""
     try:
@@ -185,6 +191,7 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     """Lease a slice, run the command against it, release it whatever happens."""
     import shutil
     import tempfile
+    from dataclasses import replace
 
     from tether._config import config_path, resolve_pool
     from tether.cli import error_line
@@ -193,14 +200,21 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     from tether.pool._client import PoolClient
 
     # --token/--token-file name the credential of what you connect to: here the
-    # pool (--pool-token is the older spelling, still accepted).
-    token = args.token or args.pool_token
+    # pool (--pool-token/--pool-token-file say the same, and %tether shares them).
+    given = [a for a in ("token", "token_file", "pool_token", "pool_token_file")
+             if getattr(args, a) is not None]  # fmt: skip
+    if len(given) > 1:
+        flags = " and ".join("--" + a.replace("_", "-") for a in given)
+        return _fail(f"{flags} each name the pool token: give one of them", 2)
     try:
-        if token is None and args.token_file is not None:
-            token = _read_token(args.token_file)
-        cfg = resolve_pool(args.pool, token)
+        cfg = resolve_pool(
+            args.pool,
+            args.token or args.pool_token,
+            token_file=args.token_file or args.pool_token_file,
+            ca=args.tls_ca,
+        )
         if cfg.url:
-            cfg = type(cfg)(url=pool_url(cfg.url), token=cfg.token)
+            cfg = replace(cfg, url=pool_url(cfg.url))
     except TetherError as exc:
         return _fail(str(exc), 2)
     if not cfg.url or not cfg.token:
@@ -210,6 +224,8 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
             f"TETHER_POOL_TOKEN, or put them under [pool] in {config_path()} (`tether up` does)",
             2,
         )
+    if cfg.ca:
+        env["TETHER_TLS_CA"] = str(Path(cfg.ca).resolve())
     try:
         request = request_from_args(args)
     except ValueError as exc:
@@ -224,7 +240,8 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     lease = None
     try:
         try:
-            lease = acquire(PoolClient(cfg.url, cfg.token), request, ticket_file=private / "ticket")
+            client = PoolClient(cfg.url, cfg.token, ca=cfg.ca)
+            lease = acquire(client, request, ticket_file=private / "ticket")
         except TetherError as exc:  # pool refusals, unreachable pool, bad token
             print(error_line(exc), file=sys.stderr)
             return 1

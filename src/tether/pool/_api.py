@@ -32,8 +32,9 @@ from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
 from tether.pool._problems import PoolRequestError
 from tether.pool._service import PoolService
+from tether.pool._ui import mount_ui
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "usage_csv"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorBody, "description": text}
@@ -398,7 +399,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         """Usage per team, user and month (UTC; default this month), with team totals (user *)."""
         rows = service.usage(who, team=team, user=user, month=month)
         if format == "csv":
-            return PlainTextResponse(_csv(rows), media_type="text/csv")
+            return PlainTextResponse(usage_csv(rows), media_type="text/csv")
         return {"rows": rows}
 
     # ------------------------------------------------------------- metrics
@@ -409,6 +410,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             principal(_bearer_from(request), request)
         return Response(_metrics.render(service.statistics()), media_type=_metrics.CONTENT_TYPE)
 
+    mount_ui(app, service)  # the web dashboard, /ui: a shell over the same service
     return app
 
 
@@ -431,7 +433,8 @@ _CSV_FIELDS = (
 )
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def usage_csv(rows: list[dict[str, Any]]) -> str:
+    """Usage rows as CSV (the API's ``format=csv`` and the dashboard's export)."""
     import csv
     import io
 
