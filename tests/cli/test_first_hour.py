@@ -105,6 +105,18 @@ def test_v_names_a_remote_acceptor_and_the_worker(tmp_path: Path) -> None:
         line = _one_line(r.stderr)
         assert line.startswith(f"tether: torch runs on the acceptor at {url}: session "), line
         assert "local worker" not in line
+        # --token-file reaches the script as the file's path: the token itself
+        # stays out of the script's environment.
+        probe = tmp_path / "probe.py"
+        probe.write_text("import os\nprint(os.environ.get('TETHER_TOKEN'), "
+                         "os.environ.get('TETHER_TOKEN_FILE'))\n")  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "tether", "run", "--connect", url, "--token-file", str(token),
+             "--remote", "torch", "--", sys.executable, str(probe)],
+            env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True,
+            timeout=TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert r.returncode == 0 and r.stdout == f"None {token.resolve()}\n", r.stderr
     finally:
         serve.terminate()
         serve.wait(30)
@@ -164,6 +176,21 @@ def _tether(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "tether", *argv],
         env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
     )  # fmt: skip
+
+
+def test_with_pool_the_token_options_name_the_pool_token(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-token"
+    r = run(tmp_path, "run", "--pool", "http://127.0.0.1:9", "--token-file", str(missing),
+            "--gpus", "0.5", "--remote", "torch")  # fmt: skip
+    assert r.returncode == 2
+    assert f"cannot read the token file {missing}" in _one_line(r.stderr)
+
+    r = run(tmp_path, "run", "--pool", "http://127.0.0.1:9", "--token-file", str(missing),
+            "--pool-token", "tu_x", "--gpus", "0.5", "--remote", "torch")  # fmt: skip
+    assert r.returncode == 2
+    line = _one_line(r.stderr)
+    assert "--token-file and --pool-token each name the pool token" in line, line
+    assert not (tmp_path / "ran").exists()
 
 
 def test_pool_commands_validate_url_month_and_token_file(tmp_path: Path) -> None:
