@@ -4,6 +4,16 @@ One asyncio task per connection. A connection that authenticates is handed,
 socket and all, to a fresh worker process (the fd is inherited), so the session's
 traffic never passes through the acceptor. The acceptor keeps a table of live
 sessions, reaps workers when they exit, and terminates the rest when it stops.
+
+Before authentication every byte is the peer's: whatever it sends ends in a
+REFUSED frame or a silent close, never an exception out of the handler, and
+the log lines about dropped peers are rate-limited. From the moment the hello
+is read the acceptor stops reading the socket: the client waits for WELCOME
+before it sends anything else, and whatever it sends then is the worker's, so
+nothing the acceptor could read in the hand-off window may be taken from it.
+
+With a :class:`~tether.acceptor._sandbox.Sandbox`, each worker runs in a cell
+of its own (its uid, namespaces and private directory; see _sandbox.py).
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tether._errors import ProtocolError
+from tether.acceptor._ratelog import RateLimitedLog
+from tether.acceptor._sandbox import Cell, Sandbox, SandboxError
 from tether.transport import Address, bound_address, listen, tune
 from tether.wire import (
     HEADER_SIZE,
@@ -37,6 +49,8 @@ from tether.wire import (
 )
 
 log = logging.getLogger("tether.acceptor")
+#: Lines about peers dropped before authentication: anyone can cause them.
+drop_log = RateLimitedLog(log)
 
 HELLO_TIMEOUT = 10.0
 #: A hello is small; anything bigger is not a Tether client.
@@ -64,7 +78,9 @@ def token_authorizer(token: str) -> Authorizer:
     expected = token.encode()
 
     def check(hello: Hello) -> tuple[bool, str, Mapping[str, str]]:
-        if not hmac.compare_digest(hello.token.encode(), expected):
+        # surrogatepass: a lone surrogate (decode_handshake refuses them) must
+        # compare unequal, not raise.
+        if not hmac.compare_digest(hello.token.encode("utf-8", "surrogatepass"), expected):
             return False, "wrong or missing token: check --token-file / TETHER_TOKEN", {}
         return True, "", {}
 
@@ -109,12 +125,18 @@ class Acceptor:
         python: str = sys.executable,
         worker_env: Mapping[str, str] | None = None,
         observer: SessionObserver | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.requested = address
         self.authorize = authorize
         self.python = python
         self.worker_env = dict(worker_env or os.environ)
         self.observer = observer
+        self.sandbox = sandbox
+        #: Tests only: seconds between a worker's start and the acceptor giving
+        #: up its copy of the socket (the window in which a client's first
+        #: call was once lost).
+        self.handoff_delay = 0.0
         self.sessions: dict[str, SessionRecord] = {}
         self.address: Address | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -159,11 +181,40 @@ class Acceptor:
             task.add_done_callback(self._tasks.discard)
         peer = str(writer.get_extra_info("peername"))
         try:
+            hello = await self._hello(reader, writer, peer)
+            if hello is None:
+                return
+            ok, reason, slice_env = self.authorize(hello)
+        except Exception as exc:  # nothing a peer sends before auth may escape
+            drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
+            await _refuse(writer, "the acceptor could not check this hello", "protocol")
+            return
+        if not ok:
+            drop_log.warning("refused %s: %s", peer, reason)
+            await _refuse(writer, reason, "auth")
+            return
+        await self._start_worker(writer, hello, peer, slice_env)
+
+    async def _hello(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> Hello | None:
+        """The peer's hello, or None after refusing it; reading stops once it is in."""
+        try:
             hello = await asyncio.wait_for(_read_hello(reader), HELLO_TIMEOUT)
         except (TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:
-            log.warning("dropped connection from %s: %s", peer, exc or type(exc).__name__)
+            drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
             await _refuse(writer, "not a Tether client hello", "protocol")
-            return
+            return None
+        # What the client sends next belongs to its worker: stop reading here.
+        transport = writer.transport
+        if isinstance(transport, asyncio.ReadTransport):  # always, for a socket
+            transport.pause_reading()
+        if getattr(reader, "_buffer", b""):
+            drop_log.warning("dropped connection from %s: data after the hello", peer)
+            await _refuse(
+                writer, "the client sent data before WELCOME: not a Tether client", "protocol"
+            )
+            return None
         if hello.protocol != PROTOCOL_VERSION:
             await _refuse(
                 writer,
@@ -171,13 +222,8 @@ class Acceptor:
                 f"acceptor speaks {PROTOCOL_VERSION}; install the same Tether version on both",
                 "version",
             )
-            return
-        ok, reason, slice_env = self.authorize(hello)
-        if not ok:
-            log.warning("refused %s: %s", peer, reason)
-            await _refuse(writer, reason, "auth")
-            return
-        await self._start_worker(writer, hello, peer, slice_env)
+            return None
+        return hello
 
     async def _start_worker(
         self,
@@ -203,30 +249,31 @@ class Acceptor:
         sock = writer.get_extra_info("socket")
         tune(sock)
         fd = os.dup(sock.fileno())
+        cell: Cell | None = None
         try:
             info = {k: v for k, v in hello.info.items() if k in ("values", "client")}
             env = {**self.worker_env, **slice_env}
+            argv = [self.python, "-m", "tether.acceptor._worker", "--fd", str(fd)]
+            argv += ["--session", session, "--info", json.dumps(info)]
+            if self.sandbox is not None:
+                cell = self.sandbox.open(session, argv, env)
+                argv, spawn_env = cell.argv, cell.env
+            else:  # no namespace to die with: the worker watches for us itself
+                argv, spawn_env = [*argv, "--parent", str(os.getpid())], env
             proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "tether.acceptor._worker",
-                "--fd",
-                str(fd),
-                "--session",
-                session,
-                "--info",
-                json.dumps(info),
-                pass_fds=(fd,),
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                *argv, pass_fds=(fd,), env=spawn_env, stdin=asyncio.subprocess.DEVNULL
             )
-        except OSError as exc:
+        except (OSError, SandboxError) as exc:
             self.sessions.pop(session, None)
+            if cell is not None and self.sandbox is not None:
+                self.sandbox.release(cell)
             log.error("cannot start a worker: %s", exc)
             await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
             return
         finally:
             os.close(fd)
+        if self.handoff_delay:
+            await asyncio.sleep(self.handoff_delay)
         writer.transport.abort()  # our copy only: the worker holds the connection now
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
         self._procs[session] = proc
@@ -242,6 +289,8 @@ class Acceptor:
         finally:
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
+            if cell is not None and self.sandbox is not None:
+                self.sandbox.release(cell)
             if self.observer is not None:
                 try:
                     self.observer.session_ended(session)
@@ -261,14 +310,25 @@ class Acceptor:
                     p.kill()
 
 
+def _short(exc: BaseException) -> str:
+    """An exception in one bounded line (a peer chose its text)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ascii(text)[1:-1][:200]
+
+
 async def _read_hello(reader: asyncio.StreamReader) -> Hello:
+    """Reads the hello frame and not one byte past it (those are the worker's)."""
     dec = FrameDecoder(max_frame=MAX_HELLO)
-    dec.feed(await reader.readexactly(HEADER_SIZE))
-    while (frame := dec.next_frame()) is None:
-        chunk = await reader.read(MAX_HELLO)
-        if not chunk:
-            raise ProtocolError("connection closed during the hello")
-        dec.feed(chunk)
+    head = await reader.readexactly(HEADER_SIZE)
+    dec.feed(head)
+    # The header's layout (wire/_frames.py): u32 meta_len, u8 kind, u8 flags, u16 nbufs.
+    meta_len, nbufs = int.from_bytes(head[0:4], "little"), int.from_bytes(head[6:8], "little")
+    if nbufs or meta_len > MAX_HELLO:
+        raise ProtocolError("not a hello frame: buffers or too long")
+    dec.feed(await reader.readexactly(meta_len))
+    frame = dec.next_frame()
+    if frame is None:
+        raise ProtocolError("incomplete hello frame")
     msg = decode_handshake(frame)
     if not isinstance(msg, Hello):
         raise ProtocolError("the first frame must be a hello")

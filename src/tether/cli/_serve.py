@@ -65,6 +65,16 @@ def register(sub: Any) -> None:
         "--ready-file", type=Path, metavar="PATH", help="write the address here once listening"
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    box = p.add_argument_group("worker sandbox (docs/security.md)")
+    box.add_argument(
+        "--worker-uids", metavar="FIRST-LAST",
+        help="uids for sessions' workers, one per live session (root only; default "
+        "61000-61999 when root)",
+    )  # fmt: skip
+    box.add_argument(
+        "--no-sandbox", action="store_true",
+        help="run every worker as this user, unsandboxed: only if you trust every client",
+    )  # fmt: skip
     pool = p.add_argument_group("pool mode")
     pool.add_argument(
         "--pool", metavar="URL", help="register with this pool, e.g. http://pool:8600 "
@@ -126,7 +136,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if created:
         print(f"tether: created token file {token_file} (copy it to your clients)", file=sys.stderr)
-    acceptor = Acceptor(address, token_authorizer(token))
+    sandbox = _sandbox(args, [token_file])
+    if isinstance(sandbox, int):
+        return sandbox
+    acceptor = Acceptor(address, token_authorizer(token), **sandbox)
 
     def ready(addr: Any) -> None:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
@@ -139,7 +152,34 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         pass
+    finally:
+        if acceptor.sandbox is not None:
+            acceptor.sandbox.close()
     return 0
+
+
+def _sandbox(args: argparse.Namespace, secret_files: list[Path]) -> dict[str, Any] | int:
+    """The Acceptor's sandbox arguments, or an exit status after saying why not."""
+    from tether.acceptor._sandbox import Sandbox, SandboxError, parse_uid_range, scrub_env
+
+    if args.no_sandbox:
+        if args.worker_uids:
+            print("tether serve: --worker-uids and --no-sandbox contradict", file=sys.stderr)
+            return 2
+        logging.getLogger("tether.acceptor").warning(
+            "--no-sandbox: every session's worker runs as this user, unsandboxed"
+        )
+        return {"worker_env": scrub_env(os.environ)}
+    try:
+        uids = parse_uid_range(args.worker_uids) if args.worker_uids else None
+        sandbox = Sandbox.create(uids=uids, secret_files=secret_files)
+    except (ValueError, SandboxError) as exc:
+        print(f"tether serve: cannot sandbox workers: {exc}; or pass --no-sandbox to run "
+              "them unsandboxed as this user (only if you trust every client)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    logging.getLogger("tether.acceptor").info("%s", sandbox.describe())
+    return {"sandbox": sandbox}
 
 
 def _write_ready(path: Path | None, addr: Any) -> None:
@@ -204,7 +244,11 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
     else:
         frameworks = discover_frameworks()
     authorizer = TicketAuthorizer(name, devices)
-    acceptor = Acceptor(address, authorizer)
+    secret_files = [args.node_token_file] if args.node_token_file is not None else []
+    sandbox = _sandbox(args, secret_files)
+    if isinstance(sandbox, int):
+        return sandbox
+    acceptor = Acceptor(address, authorizer, **sandbox)
     stopping: list[str] = []
 
     def fatal(message: str) -> None:
@@ -247,6 +291,8 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
     finally:
         if agent is not None:
             agent.stop()
+        if acceptor.sandbox is not None:
+            acceptor.sandbox.close()
     if stopping:
         print(f"tether serve: {stopping[0]}", file=sys.stderr)
         return 1
