@@ -171,6 +171,11 @@ class Acceptor:
                 await server.serve_forever()
         finally:
             await self._stop_workers()
+            # Connections still in their hello, or waiting on a worker just stopped.
+            tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -272,18 +277,20 @@ class Acceptor:
             return
         finally:
             os.close(fd)
-        if self.handoff_delay:
-            await asyncio.sleep(self.handoff_delay)
-        writer.transport.abort()  # our copy only: the worker holds the connection now
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
         self._procs[session] = proc
-        log.info("session %s for %s: worker pid %d", session, peer, proc.pid)
-        if self.observer is not None:
-            try:
-                self.observer.session_started(session, proc.pid, env)
-            except Exception:  # metering must never take a session down
-                log.exception("session observer failed for %s", session)
         try:
+            try:
+                if self.handoff_delay:
+                    await asyncio.sleep(self.handoff_delay)
+            finally:
+                writer.transport.abort()  # our copy only: the worker holds the connection now
+            log.info("session %s for %s: worker pid %d", session, peer, proc.pid)
+            if self.observer is not None:
+                try:
+                    self.observer.session_started(session, proc.pid, env)
+                except Exception:  # metering must never take a session down
+                    log.exception("session observer failed for %s", session)
             code = await proc.wait()
             log.info("session %s ended (worker exit status %s)", session, code)
         finally:
