@@ -1,0 +1,135 @@
+"""The sandbox's command line and environment (pure), and its limits with real cells."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from acceptor_thread import running_acceptor
+from serve_process import SRC, sandbox_skip_reason
+
+import tether
+from tether._errors import ConnectError
+from tether.acceptor._sandbox import (
+    CellPlan,
+    Mode,
+    Sandbox,
+    cell_argv,
+    cell_env,
+    minimal_paths,
+    parse_uid_range,
+)
+from tether.acceptor._server import token_authorizer
+
+needs_sandbox = pytest.mark.skipif(
+    sandbox_skip_reason() is not None, reason=str(sandbox_skip_reason())
+)
+
+
+def plan(mode: Mode, **kw: object) -> CellPlan:
+    base: dict[str, object] = dict(
+        mode=mode, uid=61007, cell_dir="/var/cells/s1", masked_dirs=("/root", "/run", "/tmp"),
+        exposed=("/root/.pyenv/versions/3.11.7",), secret_files=("/etc/tether/node-token",),
+        devices=("/dev/nvidia0", "/dev/nvidiactl"),
+    )  # fmt: skip
+    base.update(kw)
+    return CellPlan(**base)  # type: ignore[arg-type]
+
+
+def test_a_root_cell_drops_to_its_uid_inside_the_namespaces() -> None:
+    argv = cell_argv(plan(Mode.UIDS), ["python", "-m", "w"])
+    sep = argv.index("--")
+    bwrap, inner = argv[:sep], argv[sep + 1 :]
+    # No user namespace made by root: its uid 0 inside would be root outside.
+    assert "--unshare-user" not in bwrap
+    for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--die-with-parent"):
+        assert flag in bwrap
+    assert inner[:8] == [
+        "setpriv", "--reuid=61007", "--regid=61007", "--clear-groups", "--inh-caps=-all",
+        "--bounding-set=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
+    assert inner[8:] == ["python", "-m", "w"]
+
+
+def test_mounts_come_in_an_order_that_keeps_secrets_hidden() -> None:
+    argv = cell_argv(plan(Mode.UIDS), ["true"])
+    pos = {a: i for i, a in enumerate(argv)}
+    root = argv.index("/")  # --ro-bind / /
+    assert root < pos["/root"] < pos["/var/cells/s1"] < pos["/root/.pyenv/versions/3.11.7"]
+    assert pos["/root/.pyenv/versions/3.11.7"] < pos["/etc/tether/node-token"]
+    assert argv[pos["/etc/tether/node-token"] - 2 : pos["/etc/tether/node-token"]] == [
+        "--ro-bind", "/dev/null"
+    ]  # fmt: skip
+    assert argv[pos["/var/cells/s1"] - 1 :][:3] == ["--bind", "/var/cells/s1", "/tmp"]
+    assert "--tmpfs" in argv and argv[argv.index("--tmpfs") + 1] != "/tmp"
+    assert argv[argv.index("/dev/nvidia0") - 1 :][:3] == [
+        "--dev-bind-try",
+        "/dev/nvidia0",
+        "/dev/nvidia0",
+    ]
+
+
+def test_an_unprivileged_cell_uses_a_user_namespace_without_caps() -> None:
+    argv = cell_argv(plan(Mode.USERNS), ["true"])
+    assert "setpriv" not in argv
+    for flag in ("--unshare-user", "--disable-userns", "--cap-drop"):
+        assert flag in argv
+
+
+def test_the_worker_env_loses_credentials_and_gets_the_cell() -> None:
+    env = cell_env(
+        {
+            "PATH": "/usr/bin", "TETHER_NODE_TOKEN": "n", "TETHER_TOKEN": "t",
+            "AWS_SECRET_ACCESS_KEY": "k", "PGPASSWORD": "p", "HF_TOKEN": "h",
+            "TETHER_SLICE": "{}", "TETHER_POOL_SESSION": "s", "HOME": "/root",
+        }
+    )  # fmt: skip
+    assert env == {
+        "PATH": "/usr/bin", "TETHER_SLICE": "{}", "TETHER_POOL_SESSION": "s",
+        "HOME": "/tmp", "TMPDIR": "/tmp", "TMP": "/tmp", "TEMP": "/tmp",
+    }  # fmt: skip
+
+
+def test_uid_ranges_parse_or_say_what_is_wrong() -> None:
+    assert parse_uid_range("61000-61999") == range(61000, 62000)
+    for bad in ("61000", "0-10", "62000-61000", "a-b"):
+        with pytest.raises(ValueError, match=r"uid range|FIRST-LAST"):
+            parse_uid_range(bad)
+
+
+def test_minimal_paths_drops_paths_inside_others() -> None:
+    assert minimal_paths(["/a/b", "/a", "/ab", "/c/d/", "/c/d/e"]) == ("/a", "/ab", "/c/d")
+
+
+def test_serve_says_what_to_do_with_a_bad_uid_range(tmp_path: Path) -> None:
+    for args, says in (
+        (["--worker-uids", "nonsense"], "FIRST-LAST"),
+        (["--worker-uids", "61000-61001", "--no-sandbox"], "contradict"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
+             "--token-file", str(tmp_path / "token"), *args],
+            capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(SRC),
+                                                             "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        assert out.returncode == 2, out.stderr
+        assert says in out.stderr and "Traceback" not in out.stderr
+
+
+@needs_sandbox
+def test_when_every_uid_is_taken_a_new_session_is_refused_clearly() -> None:
+    sandbox = Sandbox.create(uids=range(61990, 61991), probe=False)
+    try:
+        with running_acceptor(token_authorizer("t"), sandbox=sandbox) as url:
+            first = tether.connect(url, token="t")
+            try:
+                with pytest.raises(ConnectError, match=r"worker uids .* are in use"):
+                    tether.connect(url, token="t")
+                assert first.import_module("os").getuid() == 61990
+            finally:
+                first.close()
+    finally:
+        sandbox.close()
+    assert not sandbox.state_dir.exists()
