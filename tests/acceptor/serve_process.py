@@ -94,21 +94,16 @@ def descendants(pid: int) -> list[int]:
 
 
 def worker_pid(session_id: str) -> int:
-    """The host pid of the Python worker of ``session_id``."""
+    """The host pid of the Python worker of ``session_id`` (not bwrap's, not setpriv's)."""
     needle = f"--session\0{session_id}\0".encode()
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
                 with open(f"/proc/{name}/cmdline", "rb") as f:
-                    cmdline = f.read()
+                    argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if (
-                needle in cmdline
-                and b"tether.acceptor._worker" in cmdline
-                and b"bwrap" not in (cmdline.split(b"\0")[0])
-                and b"setpriv" not in cmdline.split(b"\0")[0]
-            ):
+            if needle in b"\0".join(argv) and argv[1:3] == [b"-m", b"tether.acceptor._worker"]:
                 return int(name)
     raise AssertionError(f"no worker process for session {session_id}")
 

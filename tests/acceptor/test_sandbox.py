@@ -19,7 +19,9 @@ from tether.acceptor._sandbox import (
     cell_argv,
     cell_env,
     minimal_paths,
+    nvidia_minors,
     parse_uid_range,
+    slice_device_nodes,
 )
 from tether.acceptor._server import token_authorizer
 
@@ -133,3 +135,44 @@ def test_when_every_uid_is_taken_a_new_session_is_refused_clearly() -> None:
     finally:
         sandbox.close()
     assert not sandbox.state_dir.exists()
+
+
+NODES = (
+    "/dev/dri", "/dev/kfd", "/dev/nvidia-caps", "/dev/nvidia-uvm", "/dev/nvidia0",
+    "/dev/nvidia1", "/dev/nvidia10", "/dev/nvidiactl",
+)  # fmt: skip
+MINORS = {"GPU-aaa": 0, "GPU-bbb": 1, "GPU-ccc": 10}
+
+
+def _slice(vendor: str, pins: tuple[str, ...]) -> str:
+    from tether.acceptor._limits import SliceLimits
+
+    ids = tuple(f"{vendor}:{i}" for i in range(len(pins))) if pins else ("cpu:0",)
+    return SliceLimits(device_ids=ids, vendor=vendor, pins=pins).to_json()
+
+
+def test_a_cell_gets_the_device_nodes_of_its_slice_only() -> None:
+    assert slice_device_nodes(None, NODES, MINORS) == NODES
+    assert slice_device_nodes(_slice("cpu", ()), NODES, MINORS) == ()
+    assert slice_device_nodes(_slice("nvidia", ("GPU-bbb",)), NODES, MINORS) == (
+        "/dev/nvidia-caps", "/dev/nvidia-uvm", "/dev/nvidia1", "/dev/nvidiactl",
+    )  # fmt: skip
+    two = slice_device_nodes(_slice("nvidia", ("GPU-ccc", "GPU-aaa")), NODES, MINORS)
+    assert "/dev/nvidia0" in two and "/dev/nvidia10" in two and "/dev/nvidia1" not in two
+    # MIG (or no minor known): every NVIDIA node; the environment selects.
+    mig = slice_device_nodes(_slice("nvidia", ("MIG-xyz",)), NODES, MINORS)
+    assert mig == tuple(n for n in NODES if n.startswith("/dev/nvidia"))
+    assert "/dev/nvidia0" not in slice_device_nodes(_slice("amd", ("0",)), NODES, MINORS)
+
+
+def test_nvidia_minors_come_from_the_drivers_proc_files(tmp_path: Path) -> None:
+    for bus, uuid, minor in (("0000:18:00.0", "GPU-aaa", 3), ("0000:2a:00.0", "GPU-bbb", 0)):
+        (tmp_path / bus).mkdir()
+        (tmp_path / bus / "information").write_text(
+            f"Model: \t\t NVIDIA H100\nGPU UUID: \t {uuid}\nBus Location: \t {bus}\n"
+            f"Device Minor: \t {minor}\n"
+        )
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "information").write_text("Model: x\n")
+    assert nvidia_minors(tmp_path) == {"GPU-aaa": 3, "GPU-bbb": 0}
+    assert nvidia_minors(tmp_path / "absent") == {}

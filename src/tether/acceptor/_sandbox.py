@@ -37,8 +37,10 @@ What that gives the session (the *cell*):
   acceptor's state directory, removed when the session ends); ``HOME`` and
   ``TMPDIR`` point there, so the worker's scratch files (acceptor/_files.py)
   land in it.
-* **Only the device nodes** of GPUs (``/dev/nvidia*``, ``/dev/dri``,
-  ``/dev/kfd``) on top of a minimal ``/dev``.
+* **Only the device nodes of its slice** on top of a minimal ``/dev``: none
+  for a CPU slice, its own ``/dev/nvidiaN`` (and the driver's control nodes)
+  for whole NVIDIA GPUs, every GPU node for a session without a slice (see
+  :func:`slice_device_nodes`).
 * **NO_NEW_PRIVS**, and death with the acceptor: bwrap's
   ``--die-with-parent`` kills the cell's init when the acceptor dies, and the
   PID namespace takes every process of the cell with it.
@@ -81,6 +83,8 @@ DEFAULT_UIDS = range(61000, 62000)
 MASKED_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run")
 #: Device nodes a framework needs to drive the host's GPUs.
 DEVICE_GLOBS = ("nvidia*", "nvidia-caps", "dri", "kfd")
+#: The slice's variable (acceptor/_limits.py); read here without importing it.
+SLICE_ENV = "TETHER_SLICE"
 #: Inside the cell: its private directory.
 CELL_DIR = "/tmp"
 #: Environment names that look like credentials never reach a worker.
@@ -340,7 +344,7 @@ class Sandbox:
             masked_dirs=self.masked_dirs,
             exposed=self.exposed,
             secret_files=self.secret_files,
-            devices=device_nodes(),
+            devices=slice_device_nodes(env.get(SLICE_ENV), device_nodes(), nvidia_minors()),
             writable=_mps_dirs(env),
             bwrap=self.bwrap,
             setpriv=self.setpriv,
@@ -411,6 +415,54 @@ def device_nodes(dev: Path = Path("/dev")) -> tuple[str, ...]:
     for pattern in DEVICE_GLOBS:
         found.update(str(p) for p in dev.glob(pattern))
     return tuple(sorted(found))
+
+
+def nvidia_minors(gpus: Path = Path("/proc/driver/nvidia/gpus")) -> dict[str, int]:
+    """GPU UUID -> minor number of its ``/dev/nvidiaN``, from the driver's /proc files."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for info in gpus.glob("*/information"):
+            fields: dict[str, str] = {}
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                for line in info.read_text().splitlines():
+                    key, _, value = line.partition(":")
+                    fields[key.strip()] = value.strip()
+                out[fields["GPU UUID"]] = int(fields["Device Minor"])
+    return out
+
+
+_NVIDIA_GPU_NODE = re.compile(r"/dev/nvidia(\d+)")
+
+
+def slice_device_nodes(
+    slice_json: str | None, nodes: Sequence[str], minors: Mapping[str, int]
+) -> tuple[str, ...]:
+    """The device nodes a cell gets, of the host's ``nodes``.
+
+    No slice (a token session has the host): all of them. A CPU slice: none,
+    so no GPU can be opened whatever the session does to its environment. An
+    NVIDIA slice of whole GPUs whose minors are known: the driver's control
+    nodes and its own ``/dev/nvidiaN`` only (as container runtimes do: the
+    driver cannot open a GPU without its node). Otherwise (MIG instances, AMD,
+    Intel) all of the vendor's nodes, and visibility rests on the slice's
+    environment variables (docs/devices.md says so).
+    """
+    if slice_json is None:
+        return tuple(nodes)
+    from tether.acceptor._limits import SliceLimits
+
+    sl = SliceLimits.from_json(slice_json)
+    if sl.vendor == "cpu":
+        return ()
+    if sl.vendor != "nvidia":
+        return tuple(n for n in nodes if not n.startswith("/dev/nvidia"))
+    nvidia = [n for n in nodes if n.startswith("/dev/nvidia")]
+    if not all(p in minors for p in sl.pins):
+        return tuple(nvidia)  # MIG, or a driver without the /proc files
+    own = {minors[p] for p in sl.pins}
+    return tuple(
+        n for n in nvidia if (m := _NVIDIA_GPU_NODE.fullmatch(n)) is None or int(m[1]) in own
+    )
 
 
 def _mps_dirs(env: Mapping[str, str]) -> tuple[str, ...]:
