@@ -61,6 +61,10 @@ def test_mounts_come_in_an_order_that_keeps_secrets_hidden() -> None:
     root = argv.index("/")  # --ro-bind / /
     assert root < pos["/root"] < pos["/var/cells/s1"] < pos["/root/.pyenv/versions/3.11.7"]
     assert pos["/root/.pyenv/versions/3.11.7"] < pos["/etc/tether/node-token"]
+    # Parents of a re-exposed path are made reachable (bwrap would make them 700).
+    for parent in ("/root/.pyenv", "/root/.pyenv/versions"):
+        assert argv[pos[parent] - 3 : pos[parent]] == ["--perms", "0755", "--dir"]
+        assert pos["/var/cells/s1"] < pos[parent] < pos["/root/.pyenv/versions/3.11.7"]
     assert argv[pos["/etc/tether/node-token"] - 2 : pos["/etc/tether/node-token"]] == [
         "--ro-bind", "/dev/null"
     ]  # fmt: skip
@@ -176,3 +180,27 @@ def test_nvidia_minors_come_from_the_drivers_proc_files(tmp_path: Path) -> None:
     (tmp_path / "broken" / "information").write_text("Model: x\n")
     assert nvidia_minors(tmp_path) == {"GPU-aaa": 3, "GPU-bbb": 0}
     assert nvidia_minors(tmp_path / "absent") == {}
+
+
+@needs_sandbox
+def test_an_unprivileged_acceptors_cell_runs(tmp_path: Path) -> None:
+    """The user-namespace cell's argv is one bwrap accepts (run here by root, so
+    this checks the command, not the isolation of a non-root acceptor)."""
+    code = (
+        "import os, ctypes\n"
+        "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(os.getuid(), os.getpid(), status['CapEff'].strip(), libc.unshare(0x10000000))\n"
+    )
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    argv = cell_argv(
+        CellPlan(
+            mode=Mode.USERNS, uid=1000, cell_dir=str(cell), masked_dirs=("/run", "/tmp"),
+            exposed=(), secret_files=(), devices=(),
+        ),
+        [sys.executable, "-c", code],
+    )  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1000", "2", "0000000000000000", "-1"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -113,6 +114,10 @@ ATTACKS = textwrap.dedent(
         "connect to the acceptor's port": attempt(lambda: connect(T["acceptor_port"])),
         "find the acceptor's secret in own environment": any(
             T["secret"] in v for v in os.environ.values()),
+        "ptrace anything (PTRACE_TRACEME)": attempt(lambda: check(libc.ptrace(0, 0, 0, 0))),
+        "process_vm_readv of its own memory": attempt(
+            lambda: vm_readv(os.getpid(), ctypes.addressof(ctypes.create_string_buffer(16)))),
+        "unshare a user namespace": attempt(lambda: check(libc.unshare(0x10000000))),
         "kill B": attempt(lambda: os.kill(b, signal.SIGKILL)),
     }
     RESULT = json.dumps(R)
@@ -200,17 +205,23 @@ def test_session_a_cannot_reach_b_or_the_acceptor(served: Served) -> None:
 def test_each_session_has_its_own_uid_and_private_tmp(served: Served) -> None:
     probe = textwrap.dedent(
         """
-        import os, stat
+        import os, stat, subprocess, sys
         from tether.acceptor._files import scratch_dir
         with open("/proc/self/status") as f:
             status = dict(line.split(":", 1) for line in f)
         st = os.stat("/tmp")
+        with open("/dev/shm/probe", "w") as f:  # torch's shared memory lives here
+            f.write("x")
         RESULT = json.dumps({
             "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
             "tmp_owner": st.st_uid, "tmp_mode": stat.S_IMODE(st.st_mode),
             "tmpdir": os.environ.get("TMPDIR"), "cwd": os.getcwd(),
             "nnp": status["NoNewPrivs"].strip(), "capeff": status["CapEff"].strip(),
             "scratch": scratch_dir(),
+            "base_prefix": sys.base_prefix,
+            "child": subprocess.run(  # multiprocessing's spawn, DataLoader workers
+                [sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True
+            ).stdout.strip(),
         })
         """
     )
@@ -228,6 +239,8 @@ def test_each_session_has_its_own_uid_and_private_tmp(served: Served) -> None:
         assert r["tmp_mode"] == 0o700 and r["tmpdir"] == "/tmp" and r["cwd"] == "/tmp"
         assert r["nnp"] == "1" and r["capeff"] == "0000000000000000"
         assert r["scratch"].startswith("/tmp/")  # the worker's scratch is in its cell
+        assert r["base_prefix"] == sys.base_prefix  # its own Python install, not another
+        assert r["child"] == "42"
 
 
 def test_a_cell_is_removed_when_its_session_ends(served: Served) -> None:

@@ -41,6 +41,9 @@ What that gives the session (the *cell*):
   for a CPU slice, its own ``/dev/nvidiaN`` (and the driver's control nodes)
   for whole NVIDIA GPUs, every GPU node for a session without a slice (see
   :func:`slice_device_nodes`).
+* **A seccomp filter** (acceptor/_seccomp.py, compiled by libseccomp,
+  installed by bwrap) denying ``ptrace``, ``process_vm_readv``/``writev``,
+  new namespaces and other kernel surfaces a session never needs.
 * **NO_NEW_PRIVS**, and death with the acceptor: bwrap's
   ``--die-with-parent`` kills the cell's init when the acceptor dies, and the
   PID namespace takes every process of the cell with it.
@@ -74,6 +77,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether._errors import TetherError
+from tether.acceptor._seccomp import SeccompUnavailable, compile_filter
 
 #: Per-session uids of a root acceptor unless --worker-uids says otherwise.
 DEFAULT_UIDS = range(61000, 62000)
@@ -118,6 +122,7 @@ class CellPlan:
     secret_files: tuple[str, ...]
     devices: tuple[str, ...]
     writable: tuple[str, ...] = ()
+    seccomp_fd: int | None = None
     bwrap: str = "bwrap"
     setpriv: str = "setpriv"
 
@@ -139,16 +144,25 @@ def cell_argv(plan: CellPlan, argv: Sequence[str]) -> list[str]:
         "--unshare-uts",
         "--unshare-cgroup-try",
     ]
+    if plan.seccomp_fd is not None:
+        cmd += ["--seccomp", str(plan.seccomp_fd)]
     if plan.mode is Mode.USERNS:
         cmd += ["--unshare-user", "--disable-userns", "--uid", str(plan.uid)]
         cmd += ["--gid", str(plan.uid), "--cap-drop", "ALL"]
     cmd += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    # POSIX shared memory and semaphores (torch's DataLoader workers, multiprocessing
+    # locks): a tmpfs of the cell's own, writable as the host's /dev/shm is.
+    cmd += ["--perms", "1777", "--tmpfs", "/dev/shm"]
     for dev in plan.devices:
         cmd += ["--dev-bind-try", dev, dev]
     for masked in plan.masked_dirs:
         if masked != CELL_DIR:
             cmd += ["--tmpfs", masked]
     cmd += ["--bind", plan.cell_dir, CELL_DIR]
+    # bwrap would make the mount points' parents inside a mask mode 700 (root's):
+    # the cell's uid could then not reach what is mounted on them.
+    for parent in _parents_inside((*plan.exposed, *plan.writable), (*plan.masked_dirs, CELL_DIR)):
+        cmd += ["--perms", "0755", "--dir", parent]
     for path in plan.exposed:
         cmd += ["--ro-bind-try", path, path]
     for path in plan.writable:
@@ -196,6 +210,22 @@ def parse_uid_range(text: str) -> range:
     return range(first, last + 1)
 
 
+def _parents_inside(paths: Sequence[str], masks: Sequence[str]) -> list[str]:
+    """The directories between each mask and each path inside it, outermost first."""
+    out: list[str] = []
+    for path in paths:
+        for mask in masks:
+            if _within(path, mask) and path != mask:
+                rest = os.path.relpath(os.path.dirname(path), mask)
+                parts = [] if rest == "." else rest.split(os.sep)
+                for i in range(1, len(parts) + 1):
+                    d = os.path.join(mask, *parts[:i])
+                    if d not in out:
+                        out.append(d)
+                break
+    return out
+
+
 def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
@@ -218,6 +248,15 @@ class Cell:
     path: Path
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Descriptors the command needs inherited (the seccomp program).
+    pass_fds: tuple[int, ...] = ()
+
+    def close_fds(self) -> None:
+        """Close :attr:`pass_fds` (once the command has started, or failed to)."""
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = ()
 
 
 class Sandbox:
@@ -238,8 +277,10 @@ class Sandbox:
         secret_files: tuple[str, ...],
         bwrap: str,
         setpriv: str,
+        seccomp: Path | None = None,
     ) -> None:
         self.mode = mode
+        self.seccomp = seccomp
         self.uids = uids
         self.state_dir = state_dir
         self.exposed = exposed
@@ -247,6 +288,7 @@ class Sandbox:
         self.secret_files = secret_files
         self.bwrap = bwrap
         self.setpriv = setpriv
+        self.base_prefix = sys.base_prefix
         self._lock = threading.Lock()
         self._taken: dict[int, str] = {}
 
@@ -288,7 +330,7 @@ class Sandbox:
             for d in [*MASKED_DIRS, *([home] if home not in ("/", "") else [])]
             if os.path.isdir(d) and not os.path.islink(d)  # /var/run is often a link to /run
         )
-        needed = _python_paths(python, env)
+        needed, base_prefix = _python_paths(python, env)
         exposed = tuple(p for p in needed if any(_within(p, m) for m in masked))
         secrets_ = tuple(sorted({os.path.realpath(os.fspath(p)) for p in secret_files}))
         state = Path(tempfile.mkdtemp(prefix="tether-cells-"))
@@ -303,6 +345,13 @@ class Sandbox:
             bwrap=bwrap,
             setpriv=setpriv,
         )
+        box.base_prefix = base_prefix
+        try:
+            compile_filter(state / "seccomp.bpf")
+            box.seccomp = state / "seccomp.bpf"
+        except SeccompUnavailable as exc:
+            box.close()
+            raise SandboxError(f"cannot build the seccomp filter: {exc}") from None
         if probe:
             try:
                 box._probe(python, env)
@@ -316,11 +365,11 @@ class Sandbox:
         if self.mode is Mode.UIDS:
             return (
                 f"workers sandboxed: a uid per session from {self.uids.start}-"
-                f"{self.uids.stop - 1}, own PID/IPC/network namespaces, private /tmp"
+                f"{self.uids.stop - 1}, own PID/IPC/network namespaces, private /tmp, seccomp"
             )
         return (
             "workers sandboxed (unprivileged acceptor): user, PID, IPC and network "
-            "namespaces, private /tmp, this user's home and secret files masked"
+            "namespaces, private /tmp, seccomp, this user's home and secret files masked"
         )
 
     def open(self, session: str, argv: Sequence[str], env: Mapping[str, str]) -> Cell:
@@ -337,6 +386,7 @@ class Sandbox:
         except OSError:
             self._free_uid(uid)
             raise
+        seccomp_fd = os.open(self.seccomp, os.O_RDONLY) if self.seccomp is not None else None
         plan = CellPlan(
             mode=self.mode,
             uid=uid,
@@ -346,10 +396,12 @@ class Sandbox:
             secret_files=self.secret_files,
             devices=slice_device_nodes(env.get(SLICE_ENV), device_nodes(), nvidia_minors()),
             writable=_mps_dirs(env),
+            seccomp_fd=seccomp_fd,
             bwrap=self.bwrap,
             setpriv=self.setpriv,
         )
-        return Cell(session, uid, path, cell_argv(plan, argv), cell_env(env))
+        fds = () if seccomp_fd is None else (seccomp_fd,)
+        return Cell(session, uid, path, cell_argv(plan, argv), cell_env(env), fds)
 
     def release(self, cell: Cell) -> None:
         """Remove what the session left (after its worker exited) and free its uid.
@@ -357,6 +409,7 @@ class Sandbox:
         ``rmtree`` works through directory fds and never follows a link the
         worker planted.
         """
+        cell.close_fds()
         shutil.rmtree(cell.path, ignore_errors=True)
         self._free_uid(cell.uid)
 
@@ -383,11 +436,13 @@ class Sandbox:
             self._taken.pop(uid, None)
 
     def _probe(self, python: str, env: Mapping[str, str]) -> None:
-        cell = self.open("probe", [python, "-c", "import tether.acceptor._worker"], env)
+        code = "import sys, tether.acceptor._worker; print(sys.base_prefix)"
+        cell = self.open("probe", [python, "-c", code], env)
         try:
             proc = subprocess.run(
                 cell.argv,
                 env=cell.env,
+                pass_fds=cell.pass_fds,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -399,9 +454,15 @@ class Sandbox:
             ) from None
         finally:
             self.release(cell)
+        who = f"uid {self.uids.start}" if self.mode is Mode.UIDS else "a user namespace"
+        if proc.returncode == 0 and proc.stdout.strip() != self.base_prefix:
+            raise SandboxError(
+                f"a sandboxed worker ({who}) finds Python's standard library under "
+                f"{proc.stdout.strip()!r}, not {self.base_prefix!r}: the uid cannot read "
+                "the Python install; install it where that uid can read it"
+            )
         if proc.returncode != 0:
             detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            who = f"uid {self.uids.start}" if self.mode is Mode.UIDS else "a user namespace"
             raise SandboxError(
                 f"a sandboxed worker ({who}) cannot start: {detail}. Install Python and "
                 "Tether where that uid can read them, or check that this kernel allows "
@@ -480,8 +541,9 @@ def _visible(path: str, masked: Sequence[str], exposed: Sequence[str]) -> bool:
     return not any(_within(path, m) for m in masked) or any(_within(path, e) for e in exposed)
 
 
-def _python_paths(python: str, env: Mapping[str, str]) -> tuple[str, ...]:
-    """What the worker's interpreter reads: its prefixes and its ``sys.path``."""
+def _python_paths(python: str, env: Mapping[str, str]) -> tuple[tuple[str, ...], str]:
+    """What the worker's interpreter reads (its prefixes and ``sys.path``), and its
+    ``sys.base_prefix``."""
     code = (
         "import sys, json, os, tether; print(json.dumps([sys.prefix, sys.base_prefix, "
         "sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname("
@@ -506,7 +568,8 @@ def _python_paths(python: str, env: Mapping[str, str]) -> tuple[str, ...]:
     paths: list[str] = json.loads(out.stdout)
     real = os.path.realpath(python)
     paths += [os.path.dirname(real), os.path.dirname(os.path.dirname(real))]
-    return minimal_paths(p for p in paths if p and os.path.isabs(p) and os.path.exists(p))
+    usable = minimal_paths(p for p in paths if p and os.path.isabs(p) and os.path.exists(p))
+    return usable, paths[1]
 
 
 def _uids_with_processes() -> set[int]:

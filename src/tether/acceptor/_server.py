@@ -266,7 +266,10 @@ class Acceptor:
             else:  # no namespace to die with: the worker watches for us itself
                 argv, spawn_env = [*argv, "--parent", str(os.getpid())], env
             proc = await asyncio.create_subprocess_exec(
-                *argv, pass_fds=(fd,), env=spawn_env, stdin=asyncio.subprocess.DEVNULL
+                *argv,
+                pass_fds=(fd, *(cell.pass_fds if cell is not None else ())),
+                env=spawn_env,
+                stdin=asyncio.subprocess.DEVNULL,
             )
         except (OSError, SandboxError) as exc:
             self.sessions.pop(session, None)
@@ -277,6 +280,8 @@ class Acceptor:
             return
         finally:
             os.close(fd)
+            if cell is not None:
+                cell.close_fds()
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
         self._procs[session] = proc
         try:
