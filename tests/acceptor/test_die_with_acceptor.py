@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from serve_process import alive, descendants, sandbox_skip_reason, serving, worker_pid
 
 import tether
+from tether.acceptor._sandbox import _sweep_stale_state
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +56,9 @@ def test_kill_9_of_the_acceptor_takes_its_workers(tmp_path: Path, args: list[str
                 time.sleep(0.05)
             left = [p for p in started if alive(p)]
             assert not left, f"processes outlived their acceptor: {left}"
+            # What the dead acceptor left on disk, the next one removes.
+            _sweep_stale_state()
+            assert not list(Path(tempfile.gettempdir()).glob(f"tether-cells-{served.proc.pid}-*"))
         finally:
             for s in sessions:
                 with contextlib.suppress(Exception):

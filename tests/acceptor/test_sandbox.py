@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -204,3 +205,18 @@ def test_an_unprivileged_acceptors_cell_runs(tmp_path: Path) -> None:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1000", "2", "0000000000000000", "-1"]
+
+
+def test_a_dead_acceptors_state_directory_is_swept(tmp_path: Path) -> None:
+    from tether.acceptor._sandbox import _sweep_stale_state
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    stale = tmp_path / f"tether-cells-{int(dead.stdout)}-abc"
+    (stale / "session").mkdir(parents=True)
+    live = tmp_path / f"tether-cells-{os.getppid()}-def"  # pytest's parent: alive
+    live.mkdir()
+    other = tmp_path / "tether-cells-notapid-x"
+    other.mkdir()
+    assert _sweep_stale_state(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()

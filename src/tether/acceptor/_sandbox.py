@@ -333,7 +333,8 @@ class Sandbox:
         needed, base_prefix = _python_paths(python, env)
         exposed = tuple(p for p in needed if any(_within(p, m) for m in masked))
         secrets_ = tuple(sorted({os.path.realpath(os.fspath(p)) for p in secret_files}))
-        state = Path(tempfile.mkdtemp(prefix="tether-cells-"))
+        _sweep_stale_state()
+        state = Path(tempfile.mkdtemp(prefix=f"tether-cells-{os.getpid()}-"))
         state.chmod(0o711)  # cells are reached by their uid through it
         box = cls(
             mode=Mode.UIDS if root else Mode.USERNS,
@@ -570,6 +571,24 @@ def _python_paths(python: str, env: Mapping[str, str]) -> tuple[tuple[str, ...],
     paths += [os.path.dirname(real), os.path.dirname(os.path.dirname(real))]
     usable = minimal_paths(p for p in paths if p and os.path.isabs(p) and os.path.exists(p))
     return usable, paths[1]
+
+
+def _sweep_stale_state(tmp: Path | None = None) -> list[Path]:
+    """Remove the state directories of acceptors that died without cleaning up
+    (kill -9: their cells died with them, their files did not). Returns them."""
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).glob("tether-cells-*-*"):
+        try:
+            pid = int(path.name.split("-")[2])
+            if path.stat().st_uid != os.geteuid() or pid == os.getpid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except (ValueError, IndexError, OSError):
+            continue
+    return removed
 
 
 def _uids_with_processes() -> set[int]:
