@@ -64,7 +64,7 @@ def serving(
                      log)  # fmt: skip
     finally:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

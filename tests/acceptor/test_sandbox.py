@@ -125,6 +125,18 @@ def test_serve_says_what_to_do_with_a_bad_uid_range(tmp_path: Path) -> None:
         assert says in out.stderr and "Traceback" not in out.stderr
 
 
+def test_serve_without_bubblewrap_refuses_and_says_what_to_do(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
+         "--token-file", str(tmp_path / "token")],
+        capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(SRC), "PATH": str(tmp_path)},  # no bwrap on this PATH
+    )  # fmt: skip
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert "apt-get install bubblewrap" in last and "--no-sandbox" in last, out.stderr
+
+
 @needs_sandbox
 def test_when_every_uid_is_taken_a_new_session_is_refused_clearly() -> None:
     sandbox = Sandbox.create(uids=range(61990, 61991), probe=False)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
         _write_ready(args.ready_file, addr)
 
+    def on_term(*_: Any) -> None:  # systemd's stop: end the workers, remove the cells
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         asyncio.run(acceptor.serve(ready))
     except OSError as exc:
@@ -202,8 +207,6 @@ def _advertised(listen: Any, bound: Any, advertise: str | None) -> str:
 
 def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
-    import signal
-
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
     from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
     from tether.acceptor._server import Acceptor
