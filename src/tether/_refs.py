@@ -13,7 +13,8 @@ from typing import Any, NoReturn
 
 NAMES = frozenset(
     {"handle", "interned", "cls", "module", "ref", "attr", "code", "exc_class", "tuple_mirror",
-     "client_file", "client_obj", "local", "synced"}
+     "client_file", "client_obj", "local", "script_fn", "script_cls", "script_ref",
+     "script_synced", "script_module"}
 )  # fmt: skip
 
 
@@ -72,5 +73,21 @@ def local(*args: Any) -> NoReturn:
     _outside("local")
 
 
-def synced(*args: Any) -> NoReturn:
-    _outside("synced")
+def script_fn(*args: Any) -> NoReturn:
+    _outside("script_fn")
+
+
+def script_cls(*args: Any) -> NoReturn:
+    _outside("script_cls")
+
+
+def script_ref(*args: Any) -> NoReturn:
+    _outside("script_ref")
+
+
+def script_synced(*args: Any) -> NoReturn:
+    _outside("script_synced")
+
+
+def script_module(*args: Any) -> NoReturn:
+    _outside("script_module")

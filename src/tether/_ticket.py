@@ -7,15 +7,21 @@ acceptor, which checks it without asking the pool.
 
 Signature: HMAC-SHA256, chosen over Ed25519 because it needs nothing beyond
 the standard library (``cryptography`` is not a dependency of Tether) and an
-acceptor already shares a secret with the pool. Each node gets its *own* key,
-derived from the pool's secret::
+acceptor already shares a secret with the pool. Each *registration* of a node
+gets its own key, derived from the pool's secret (which lives outside the
+database: :mod:`tether.pool._secrets`)::
 
-    node_key = HMAC-SHA256(pool_secret, b"tether-ticket-key-v1\\0" + node_id)
+    node_key = HMAC-SHA256(pool_secret,
+                           b"tether-ticket-key-v2\\0" + node_id + b"\\0" + registration)
 
-The pool hands a node its key when the node registers (over the channel its
-node token authenticates), and signs that node's tickets with it; so an
-acceptor can verify tickets for itself but cannot forge tickets for any other
-node, and a leaked node key is revoked by re-keying that node alone.
+``registration`` is the hash of a random id the pool makes each time the node
+registers. The pool hands the key to the acceptor that registered (in the
+answer to that registration, and to heartbeats that show the registration id),
+and signs that node's tickets with it. So an acceptor can verify tickets for
+itself but cannot forge tickets for any other node; and someone who
+re-registers the node with a leaked node token gets a *new* key, which the
+real acceptor (holding the key of its own registration) does not accept.
+During a secret rotation the acceptor holds two keys (:func:`verify_any`).
 
 Format (compact, URL- and header-safe)::
 
@@ -38,6 +44,7 @@ import hashlib
 import hmac
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +64,7 @@ __all__ = [
     "issue",
     "node_key",
     "verify",
+    "verify_any",
 ]
 
 #: How far an acceptor's clock may be from the pool's before tickets fail.
@@ -68,7 +76,7 @@ DEFAULT_TTL_S = 300.0
 MAX_TICKET_CHARS = 4096
 
 _PREFIX = "tt1"
-_KEY_CONTEXT = b"tether-ticket-key-v1\0"
+_KEY_CONTEXT = b"tether-ticket-key-v2\0"
 
 
 class TicketError(AuthenticationError):
@@ -175,11 +183,16 @@ class SessionTicket:
             raise TicketMalformed(f"ticket payload lacks field {exc.args[0]!r}") from None
 
 
-def node_key(pool_secret: bytes, node_id: str) -> bytes:
-    """The key the pool signs ``node_id``'s tickets with (and hands to that node)."""
+def node_key(pool_secret: bytes, node_id: str, registration: str = "") -> bytes:
+    """The key the pool signs ``node_id``'s tickets with (and hands to that node).
+
+    ``registration`` names one registration of the node (the pool passes the
+    hash of its registration id), so every registration gets a different key.
+    """
     if not isinstance(pool_secret, bytes) or len(pool_secret) < 16:
         raise ValueError("the pool secret must be at least 16 random bytes")
-    return hmac.new(pool_secret, _KEY_CONTEXT + node_id.encode("utf-8"), hashlib.sha256).digest()
+    message = _KEY_CONTEXT + node_id.encode("utf-8") + b"\0" + registration.encode("utf-8")
+    return hmac.new(pool_secret, message, hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -274,3 +287,28 @@ def verify(
             "fix its time (NTP)"
         )
     return ticket
+
+
+def verify_any(
+    keys: Sequence[bytes],
+    token: str,
+    *,
+    now: float,
+    node: str,
+    skew_s: float = DEFAULT_CLOCK_SKEW_S,
+) -> SessionTicket:
+    """:func:`verify` with each of ``keys`` (current first; the previous during a
+    secret rotation); the first that matches wins.
+
+    Raises what :func:`verify` raises; :class:`TicketForged` only when no key
+    matches (and when ``keys`` is empty).
+    """
+    forged: TicketForged | None = None
+    for key in keys:
+        try:
+            return verify(key, token, now=now, node=node, skew_s=skew_s)
+        except TicketForged as exc:
+            forged = exc
+    raise forged or TicketForged(
+        "this node holds no ticket key yet (it has not registered with its pool); retry soon"
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from tether import _refs
 from tether.acceptor._engine import Engine
-from tether.client._codec import dumps
+from tether.client._codec import CodeContext, dumps
 from tether.wire import Flag, Kind
 from tether.wire._ops import ANY, NONE, Op, pack_ids
 
@@ -39,7 +39,7 @@ class Harness:
 
     def call(self, op: Op, shape: Any, *fields: Any, sync: bool = False) -> int:
         self.seq += 1
-        meta, _ = dumps((op, shape, *fields), export=lambda obj: 0)
+        meta, _ = dumps((op, shape, *fields), CodeContext(lambda obj: 0))
         self.engine.on_call(Flag.SYNC if sync else 0, self.seq, meta, ())
         return self.seq
 
@@ -158,9 +158,9 @@ def test_a_batch_of_pipelined_calls_runs_in_order() -> None:
     h = Harness()
     tid = h.engine.types.tid(list)
     metas = [
-        dumps((Op.CALL, ("H", 1, tid), list, ((),), {}), export=lambda obj: 0)[0],
-        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (5,), {}), export=lambda obj: 0)[0],
-        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (6,), {}), export=lambda obj: 0)[0],
+        dumps((Op.CALL, ("H", 1, tid), list, ((),), {}), CodeContext(lambda obj: 0))[0],
+        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (5,), {}), CodeContext(lambda obj: 0))[0],
+        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (6,), {}), CodeContext(lambda obj: 0))[0],
     ]
     h.engine.on_frame(Kind.CALL, Flag.BATCH, 10, pack_batch(metas), ())
     assert h.engine.handles[1] == [5, 6]
@@ -175,13 +175,69 @@ def test_release_entries_in_a_batch_free_in_place_and_take_no_sequence_number() 
     h.call(Op.CALL, ("H", 1, tid), list, ((1,),), {})
     metas = [
         RELEASE_TAG + pack_ids([99]),  # released before the first call: nothing to free
-        dumps((Op.CALL, ("H", 2, tid), list, (Ref(1),), {}), export=lambda obj: 0)[0],
+        dumps((Op.CALL, ("H", 2, tid), list, (Ref(1),), {}), CodeContext(lambda obj: 0))[0],
         RELEASE_TAG + pack_ids([1]),  # the proxy of 1 died after the copy was made
         # A mispredicted call: its NOTICE names its own number, 21 (the release
         # entries before it take none).
-        dumps((Op.CALL, NONE, len, (Ref(2),), {}), export=lambda obj: 0)[0],
+        dumps((Op.CALL, NONE, len, (Ref(2),), {}), CodeContext(lambda obj: 0))[0],
     ]
     h.engine.on_frame(Kind.CALL, Flag.BATCH, 20, pack_batch(metas), ())
     assert 1 not in h.engine.handles and h.engine.handles[2] == [1]
     kind, _flags, seq, _meta = h.sent.pop()
     assert (kind, seq) == (Kind.NOTICE, 21)
+
+
+class PagingHarness(Harness):
+    """A harness whose client answers the worker's name requests from a dict."""
+
+    def __init__(self, names: dict[str, Any]) -> None:
+        super().__init__()
+        self.names = names
+        self.requests: list[tuple[str, Any]] = []
+
+    def _request(self, kind: str, payload: Any) -> Any:
+        self.requests.append((kind, payload))
+        if kind == "global":
+            _module, name = payload
+            return (name in self.names, self.names.get(name))
+        raise AssertionError(f"unexpected request {kind}")
+
+
+def _script_function(h: Harness, source: str, name: str) -> Any:
+    """Build a function of module ``script_mod`` in the engine, as the client ships it."""
+    code = compile(source, "script_mod.py", "exec")
+    fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == name)
+    return h.engine.script_function(7, ("script_mod", "script_mod.py", "", False), fn_code, None)
+
+
+def test_script_code_pages_names_in_once_and_falls_back_to_builtins() -> None:
+    h = PagingHarness({"k": 3})
+    f = _script_function(h, "def f(x):\n    return len(x) * k\n", "f")
+    assert f([1, 2]) == 6
+    assert f([1]) == 3
+    assert h.requests == [("global", ("script_mod", "len")), ("global", ("script_mod", "k"))]
+    assert h.engine.script_ref(7) is f
+
+
+def test_namespace_entries_update_names_even_after_a_failed_call() -> None:
+    from tether.wire._ops import NAMESPACE_TAG, pack_batch
+
+    h = PagingHarness({"k": 1})
+    f = _script_function(h, "def f():\n    return k\n", "f")
+    assert f() == 1
+    h.call(Op.CALL, ("H", 1, 0), operator.truediv, (1, 0), {})  # the engine is now failed
+    blob = dumps(5, CodeContext(lambda obj: 0))[0]
+    entry = NAMESPACE_TAG + pickle.dumps([("script_mod", [("k", blob)])])
+    forget = NAMESPACE_TAG + pickle.dumps([("script_mod", [("gone", None)])])
+    h.engine.on_frame(Kind.CALL, Flag.BATCH, 10, pack_batch([entry, forget]), ())
+    assert f() == 5  # the script's rebind, though every call is being skipped
+    assert len(h.requests) == 1
+
+
+def test_a_malformed_namespace_entry_is_a_protocol_error() -> None:
+    from tether._errors import ProtocolError
+    from tether.wire._ops import NAMESPACE_TAG
+
+    h = Harness()
+    with pytest.raises(ProtocolError):
+        h.engine.on_frame(Kind.CALL, 0, 1, NAMESPACE_TAG + b"garbage", ())

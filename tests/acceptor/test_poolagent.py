@@ -98,3 +98,75 @@ def acceptor_url() -> Iterator[str]:
 def test_the_client_sees_an_expired_ticket_as_authentication_error(acceptor_url: str) -> None:
     with pytest.raises(AuthenticationError, match=r"expired .* ask the pool for a new one"):
         open_session(acceptor_url, ticket(age=400))
+
+
+# ----------------------------------------------------------------- one ticket, one session
+
+
+def _settle(verdict: object) -> tuple[bool, str, dict[str, str]]:
+    """The authorizer's verdict, awaited when it had to ask the pool."""
+    import asyncio
+    import inspect
+
+    if inspect.isawaitable(verdict):
+
+        async def wait() -> object:
+            return await verdict  # type: ignore[misc]
+
+        verdict = asyncio.run(wait())
+    ok, reason, env = verdict  # type: ignore[misc]
+    return ok, reason, dict(env)
+
+
+def test_a_ticket_opens_one_session_even_after_the_first_ended() -> None:
+    auth = registered()
+    token = ticket()
+    assert auth(hello(token))[0]
+    ok, reason, _env = auth(hello(token))  # type: ignore[misc]
+    assert not ok and "used already" in reason
+
+
+def test_the_pools_refusal_at_connect_refuses_the_session() -> None:
+    from tether.pool._problems import Gone
+
+    def pool_says(_ticket: str) -> list[bytes]:
+        raise Gone("session s-123's lease has ended (released): its ticket opens nothing")
+
+    auth = registered()
+    auth.checker = pool_says
+    ok, reason, env = _settle(auth(hello(ticket())))
+    assert not ok and "has ended (released)" in reason and env == {}
+
+
+def test_an_unreachable_pool_leaves_the_decision_to_the_ticket() -> None:
+    from tether._errors import ConnectError
+
+    def pool_down(_ticket: str) -> list[bytes]:
+        raise ConnectError("cannot reach the pool")
+
+    auth = registered()
+    auth.checker = pool_down
+    ok, _reason, env = _settle(auth(hello(ticket())))
+    assert ok and env[POOL_SESSION_ENV] == "s-123"
+
+
+def test_a_key_from_a_rotated_secret_is_fetched_at_connect() -> None:
+    new = node_key(b"n" * 32, "gpu7", "reg")
+    asked: list[str] = []
+
+    def pool_keys(token: str) -> list[bytes]:
+        asked.append(token)
+        return [new, KEY]
+
+    auth = registered()  # holds only the old key
+    auth.checker = pool_keys
+    token = ticket(key=new)
+    ok, _reason, _env = _settle(auth(hello(token)))
+    assert ok and asked == [token] and auth.keys == (new, KEY)
+
+
+def test_a_forged_ticket_stays_forged_when_the_pool_knows_no_better() -> None:
+    auth = registered()
+    auth.checker = lambda _t: [KEY]
+    ok, reason, _env = _settle(auth(hello(ticket(key=node_key(b"x" * 32, "gpu7")))))
+    assert not ok and "signature does not match" in reason

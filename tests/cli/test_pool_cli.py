@@ -38,6 +38,7 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env["PYTHONPATH"] = str(SRC)
     env["TETHER_CONFIG"] = "/nonexistent/tether-config.toml"
+    env["TETHER_POOL_SECRET"] = "cd" * 32  # not a file in the home directory
     env.update(extra)
     return env
 

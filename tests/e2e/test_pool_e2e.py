@@ -268,7 +268,9 @@ def test_two_half_slices_share_a_device_and_a_third_waits_its_turn(
     # Every lease was released (the crashed one too), and usage shows the three.
     ended = {s["id"]: s for s in world.admin.sessions(state="ended", team="ml")}
     mine = [s for s in ended.values() if s["request"].get("node") == "a"]
-    released = [s for s in mine if s["end_reason"] == "released"]
+    # Closed by the client's release, or (first, or moved back to it) by the
+    # acceptor's report of when the session ended.
+    released = [s for s in mine if s["end_reason"] in ("released", "finished")]
     assert len(released) >= 3, mine
     metered = [s for s in released if (s.get("metering") or {}).get("memory_hwm")]
     assert metered, f"no acceptor metering reached the pool: {released}"
@@ -335,7 +337,7 @@ def test_the_acceptor_admits_only_valid_tickets_for_itself(world: World) -> None
         # A genuine ticket opens a session; replayed while it runs, it is refused.
         with (
             tether.connect(world.acceptors["a"], token=ticket, ordered_output=False),
-            pytest.raises(AuthenticationError, match="already connected"),
+            pytest.raises(AuthenticationError, match=r"already connected|used already"),
         ):
             tether.connect(world.acceptors["a"], token=ticket, ordered_output=False)
     finally:

@@ -52,9 +52,9 @@ KNOWN_FAILURES: dict[str, str] = {}
 _PROBE = """
 import importlib.util, sys, tether
 assert importlib.util.find_spec("torch") is None, "torch is importable"
-import cloudpickle, numpy
+import cloudpickle, numpy, matplotlib
 print(tether.__file__)
-print(numpy.__version__, cloudpickle.__version__)
+print(numpy.__version__, cloudpickle.__version__, matplotlib.__version__)
 """
 
 
@@ -63,8 +63,12 @@ def _client_python() -> Path:
 
 
 def _pins() -> list[str]:
-    # Same numpy and cloudpickle as the torch side, so output cannot differ by version.
-    return [f"{name}=={importlib.metadata.version(name)}" for name in ("numpy", "cloudpickle")]
+    # Same numpy, cloudpickle and matplotlib (a library that takes remote
+    # arrays) as the torch side, so output cannot differ by version.
+    return [
+        f"{name}=={importlib.metadata.version(name)}"
+        for name in ("numpy", "cloudpickle", "matplotlib")
+    ]
 
 
 def _probe_ok() -> bool:
@@ -89,7 +93,7 @@ def _probe_ok() -> bool:
 
 @pytest.fixture(scope="session")
 def client_venv() -> Path:
-    """The python of a venv with tether, cloudpickle and numpy, and no torch."""
+    """The python of a venv with tether, cloudpickle, numpy and matplotlib, and no torch."""
     if not _probe_ok():
         steps = [
             [sys.executable, "-m", "venv", "--clear", str(CLIENT_VENV)],

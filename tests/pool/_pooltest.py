@@ -141,6 +141,9 @@ def repo_env() -> dict[str, str]:
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     for key in ("TETHER_POOL", "TETHER_POOL_TOKEN", "TETHER_CONFIG"):
         env.pop(key, None)
+    # Pools started without --secret-file take their ticket secret from here,
+    # not from a file they would create in the home directory.
+    env["TETHER_POOL_SECRET"] = "ab" * 32
     return env
 
 
@@ -158,6 +161,7 @@ def run_pool_server(root: Path, db: str | None = None, *extra: str) -> Iterator[
         "--db", db or str(root / "pool.db"),
         "--bootstrap-token-file", str(token_file),
         "--ready-file", str(ready),
+        *(() if "--secret-file" in extra else ("--secret-file", str(root / "pool-secret"))),
         *extra,
     ]  # fmt: skip
     with log.open("w") as log_fh:

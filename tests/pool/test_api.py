@@ -29,6 +29,12 @@ class World:
     node_token: str
     ann_token: str
     ticket_key: bytes
+    registration: str
+
+    def node_beat(self, sessions: list[dict[str, object]]) -> dict[str, object]:
+        """A node heartbeat as the acceptor sends it: with its registration id."""
+        body = {"sent_at": time.time(), "registration": self.registration, "sessions": sessions}
+        return self.node.request("POST", "/v1/nodes/gpu1/heartbeat", body)  # type: ignore[no-any-return]
 
     @property
     def url(self) -> str:
@@ -58,6 +64,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             node_token=node_token,
             ann_token=ann_token,
             ticket_key=bytes.fromhex(reg["ticket_key"]),
+            registration=reg["registration"],
         )
 
 
@@ -184,6 +191,10 @@ def test_duplicate_node_registration_is_409_unless_replacing(world: World) -> No
     assert world.admin.nodes()[0]["address"] == "tcp://127.0.0.1:7447"  # unchanged
     again = world.node.register_node("gpu1", "tcp://127.0.0.1:7447", DEVICES, replace=True)
     assert again["status"] == "ready"
+    # A new registration signs with a new key: the one the first registration got is void.
+    assert bytes.fromhex(again["ticket_key"]) != world.ticket_key
+    world.ticket_key = bytes.fromhex(again["ticket_key"])
+    world.registration = again["registration"]
 
 
 def test_heartbeat_clock_skew_is_400_and_changes_nothing(world: World) -> None:
@@ -369,7 +380,7 @@ def test_cordon_drain_and_a_lost_node(world: World) -> None:
     assert world.admin.nodes()[0]["status"] == "lost"
     with pytest.raises(Refused):
         world.ann.request_slice(fraction=0.25, wait=False)
-    back = world.node.node_heartbeat("gpu1", sessions=[{"session_id": s["id"]}])
+    back = world.node_beat([{"session_id": s["id"]}])
     assert back["status"] == "ready" and back["ended_sessions"] == [s["id"]]
 
 
@@ -425,9 +436,18 @@ def test_node_heartbeat_carries_the_acceptors_metering(world: World) -> None:
         "device_memory_hwm": 2 << 30, "device_memory_byte_seconds": 2e10,
         "device_util_mean": 40.0, "device_util_max": 99.0, "samples": 25,
     }  # fmt: skip
-    beat = world.node.node_heartbeat("gpu1", sessions=[{"session_id": s["id"], **usage}])
+    beat = world.node_beat([{"session_id": s["id"], **usage}])
     assert beat["ended_sessions"] == []
-    assert world.ann.session(s["id"])["metering"] == usage
+    got = world.ann.session(s["id"])
+    # Figures are held to the lease's real time: it was placed just now, so a report
+    # of 12.5 s (or of memory held that long) cannot be true and is cut down.
+    span = got["last_heartbeat"] - got["started_at"]
+    assert got["metering"] == {
+        **usage,
+        "wall_seconds": span,
+        "memory_byte_seconds": min(1e10, (1 << 30) * span),
+        "device_memory_byte_seconds": min(2e10, (2 << 30) * span),
+    }
     status, body = http(
         "POST",
         world.url + "/v1/nodes/gpu1/heartbeat",

@@ -301,6 +301,29 @@ def test_lease_heartbeat_renews_and_silence_expires_at_last_heartbeat() -> None:
         s.handle(LeaseHeartbeat(now=T0 + 112, lease_id="r1"))
 
 
+def test_a_finished_session_ends_its_lease_when_it_ended_however_late_told() -> None:
+    from tether.pool._events import LeaseFinished
+
+    s = pool(node("a", 1), cfg=PoolConfig(node_timeout_s=1000, lease_timeout_s=600))
+    ask(s, T0, "r1", fraction=0.5)
+    s.handle(LeaseHeartbeat(now=T0 + 5, lease_id="r1"))
+    # Ended at T0 + 6, reported at T0 + 64 (after an outage): it ends at T0 + 6.
+    assert s.handle(LeaseFinished(now=T0 + 64, lease_id="r1", end=T0 + 6)) == [
+        LeaseEnded(
+            lease=lease(
+                "r1", "a", ("cuda:0",), 0.5, 40 * GiB, T0,
+                beat=T0 + 5, end=T0 + 6, end_reason="finished",
+            )
+        )
+    ]  # fmt: skip
+    # Nothing renews it after that, and a measured end is kept inside the lease.
+    with pytest.raises(PoolNotFoundError, match="no open lease"):
+        s.handle(LeaseHeartbeat(now=T0 + 65, lease_id="r1"))
+    ask(s, T0 + 70, "r2", fraction=0.5)
+    (ended,) = s.handle(LeaseFinished(now=T0 + 71, lease_id="r2", end=T0 - 100))
+    assert isinstance(ended, LeaseEnded) and ended.lease.end == T0 + 70
+
+
 def test_silent_node_is_lost_and_comes_back() -> None:
     a, b = node("a", 1), node("b", 1)
     s = pool(a, b)

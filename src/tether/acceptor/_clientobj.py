@@ -45,6 +45,9 @@ class ClientObject:
         else:
             self._request("objsetattr", (self._oid, name, value))
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("__call__", *args, **kwargs)
+
     def __getitem__(self, key: Any) -> Any:
         return self._call("__getitem__", key)
 

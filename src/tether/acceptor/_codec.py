@@ -218,6 +218,7 @@ class WorkerPickler(pickle.Pickler):
         types_: TypeRegistry,
         value_modules: frozenset[str],
         buffers: list[pickle.PickleBuffer],
+        script_ids: dict[int, int] | None = None,
     ) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffers.append)
         self._new_handle = new_handle
@@ -225,11 +226,21 @@ class WorkerPickler(pickle.Pickler):
         self._interned = interned
         self._types = types_
         self._value_modules = value_modules
+        self._script_ids = script_ids or {}
 
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         if t in _PLAIN_TYPES or (t is types.FunctionType and obj in _REF_FUNCTIONS):
             return NotImplemented
+        script_ids = self._script_ids
+        if script_ids:
+            oid = script_ids.get(id(obj))
+            if oid is not None:  # a function or class of the script's: its own
+                return (_refs.local, (oid,))
+            if id(t) in script_ids and is_value_like(obj):
+                # A record of one of the script's classes (a dataclass, a named
+                # tuple, an enum member) made here: the script's class, by value.
+                return obj.__reduce_ex__(5)
         if t is ByRef:
             return (_refs.handle, (self._new_handle(obj.obj), self._types.tid(type(obj.obj))))
         if t is ClientObject:
@@ -256,6 +267,16 @@ class WorkerPickler(pickle.Pickler):
         if id(obj) in self._interned or is_singleton(obj):
             return (_refs.interned, (self._intern(obj), self._types.tid(t)))
         return (_refs.handle, (self._new_handle(obj), self._types.tid(t)))
+
+
+def is_value_like(obj: Any) -> bool:
+    """Instances that read as values: dataclasses, named tuples, enum members."""
+    t = type(obj)
+    return (
+        hasattr(t, "__dataclass_fields__")
+        or (isinstance(obj, tuple) and hasattr(t, "_fields"))
+        or isinstance(obj, enum.Enum)
+    )
 
 
 #: Types whose instances are unique (comparing them with ``is`` is meaningful).
@@ -363,7 +384,13 @@ _EXACT_ITERATORS = frozenset(
 
 def iter_functions(obj: Any) -> Iterable[types.FunctionType]:
     """Functions reachable from a shipped function or class (for file routing)."""
-    if isinstance(obj, types.FunctionType):
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    if isinstance(obj, property):
+        for f in (obj.fget, obj.fset, obj.fdel):
+            if isinstance(f, types.FunctionType):
+                yield f
+    elif isinstance(obj, types.FunctionType):
         yield obj
     elif isinstance(obj, type):
         for value in vars(obj).values():

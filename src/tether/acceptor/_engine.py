@@ -45,9 +45,19 @@ from tether.acceptor._codec import (
     iter_functions,
 )
 from tether.acceptor._files import ClientFile
+from tether.acceptor._namespace import Namespaces, ScriptNamespace
 from tether.wire import Flag, Kind, _compact
 from tether.wire._compact import COMPACT_TAG
-from tether.wire._ops import DISCARD, NONE, RELEASE_TAG, STOP, Op, unpack_batch, unpack_ids
+from tether.wire._ops import (
+    DISCARD,
+    NAMESPACE_TAG,
+    NONE,
+    RELEASE_TAG,
+    STOP,
+    Op,
+    unpack_batch,
+    unpack_ids,
+)
 
 SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
 RequestFn = Callable[[str, Any], Any]
@@ -58,6 +68,13 @@ class _Mispredicted(Exception):
 
 
 _SYNC = int(Flag.SYNC)
+#: Iterators whose items are fixed when iteration starts, and how many of them
+#: ITER sends at once.
+_SNAPSHOT_ITERATORS = frozenset(
+    {"tuple_iterator", "range_iterator", "longrange_iterator", "str_ascii_iterator",
+     "str_iterator", "bytes_iterator"}
+)  # fmt: skip
+_PREFETCH_MAX = 4096
 _BATCH = int(Flag.BATCH)
 _CONTAINERS = (list, dict, set, bytearray)
 # Iterating an existing container yields its items, which are places too.
@@ -94,6 +111,11 @@ class Engine:
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
         self.calls = 0
+        # The script's modules, functions and classes (see _namespace.py): the
+        # client's id of each function and class built here, both ways.
+        self.namespaces = Namespaces(request)
+        self.script_objs: dict[int, Any] = {}
+        self.script_ids: dict[int, int] = {}
 
     # -- handles --------------------------------------------------------------
     def new_handle(self, obj: Any) -> int:
@@ -126,38 +148,105 @@ class Engine:
             obj = self._client_objects[oid] = ClientObject(self.request, oid)
         return obj
 
-    def synced_function(
+    # -- the script's code -------------------------------------------------------
+    def _register(self, oid: int, obj: Any) -> Any:
+        self.script_objs[oid] = obj
+        self.script_ids[id(obj)] = oid
+        _spawn_by_value(obj)
+        return obj
+
+    def script_ref(self, oid: int) -> Any:
+        try:
+            return self.script_objs[oid]
+        except KeyError:
+            raise ProtocolError(
+                f"the client referred to its function or class #{oid}, which never arrived"
+            ) from None
+
+    def script_module(self, info: tuple[str, str | None, str | None, bool]) -> Any:
+        self.namespaces.make(*info)
+        return sys.modules[info[0]]
+
+    def script_function(
         self,
-        fn: Any,
-        globals_oid: int,
+        oid: int,
+        info: tuple[str, str | None, str | None, bool],
+        code: types.CodeType,
+        closure: tuple[types.CellType, ...] | None,
+    ) -> types.FunctionType:
+        """A function of the script's, with its module's namespace as globals
+        (cloudpickle's state setter fills in the rest)."""
+        namespace = self.namespaces.make(*info)
+        self.client_files.add(code.co_filename)
+        fn = types.FunctionType(code, namespace, code.co_name, None, closure)
+        return self._register(oid, fn)  # type: ignore[no-any-return]
+
+    def script_class(
+        self,
+        oid: int,
+        info: tuple[str, str | None, str | None, bool],
+        maker: Callable[..., type],
+        args: tuple[Any, ...],
+    ) -> type:
+        """A plain class of the script's (cloudpickle's skeleton; its state setter
+        fills in the body)."""
+        self.namespaces.make(*info)
+        return self._register(oid, maker(*args))  # type: ignore[no-any-return]
+
+    def script_synced(
+        self,
+        oid: int,
+        fn: types.FunctionType,
+        module: str,
         names: tuple[str, ...],
         cells: tuple[tuple[int, int], ...] = (),
     ) -> Any:
         """Wrap a shipped function that rebinds the script's variables (module
-        globals with ``global``, enclosing variables with ``nonlocal``): it
-        reads them from the client before each call and writes them back after."""
-        script_globals = self.client_object(globals_oid)
-        own = fn.__globals__
+        globals with ``global``, enclosing variables with ``nonlocal``): the
+        globals it rebinds are written back to the client after each call, and
+        the enclosing variables read from the client before and written after."""
+        namespace = fn.__globals__
+        request = self.request
         closure = fn.__closure__ or ()
-        remote_cells = [(closure[i], self.client_object(oid)) for i, oid in cells]
+        remote_cells = [(closure[i], self.client_object(coid)) for i, coid in cells]
 
         @functools.wraps(fn)
         def synced(*args: Any, **kwargs: Any) -> Any:
-            for name in names:
-                if name in script_globals:
-                    own[name] = script_globals[name]
             for cell, theirs in remote_cells:
                 cell.cell_contents = theirs.cell_contents
             try:
                 return fn(*args, **kwargs)
             finally:
                 for name in names:
-                    if name in own:
-                        script_globals[name] = own[name]
+                    present = dict.__contains__(namespace, name)
+                    value = dict.get(namespace, name) if present else None
+                    request("setglobal", (module, name, present, value))
                 for cell, theirs in remote_cells:
                     theirs.cell_contents = cell.cell_contents
 
-        return synced
+        return self._register(oid, synced)
+
+    def set_names(self, meta: bytes) -> None:
+        """Apply the script's rebinds (a namespace entry of the call stream)."""
+        try:
+            entries = pickle.loads(meta)
+            updates = [
+                (str(module), str(name), blob if blob is None else bytes(blob))
+                for module, items in entries
+                for name, blob in items
+            ]
+        except Exception as exc:
+            raise ProtocolError(f"malformed namespace update: {exc!r}") from None
+        for module, name, blob in updates:
+            if blob is None:
+                self.namespaces.forget(module, name)
+                continue
+            try:
+                value = self._loads(blob, ())
+            except Exception:  # read it again where it is used, and fail there
+                self.namespaces.forget(module, name)
+            else:
+                self.namespaces.update(module, name, value)
 
     def release(self, hids: Sequence[int]) -> None:
         interned = self._interned_hids
@@ -176,11 +265,16 @@ class Engine:
         if kind == Kind.CALL:
             if flags & _BATCH:
                 for sub in unpack_batch(meta):
-                    if sub[:1] == RELEASE_TAG:  # handles the client let go of here
+                    tag = sub[:1]
+                    if tag == RELEASE_TAG:  # handles the client let go of here
                         self.release(unpack_ids(sub[1:]))
+                    elif tag == NAMESPACE_TAG:
+                        self.set_names(sub[1:])
                     else:
                         self.on_call(0, seq, sub, ())
                         seq += 1
+            elif meta[:1] == NAMESPACE_TAG:
+                self.set_names(meta[1:])
             else:
                 self.on_call(flags, seq, meta, buffers)
         elif kind == Kind.RELEASE:
@@ -256,7 +350,13 @@ class Engine:
                 return STOP
         if op == Op.ITER:
             it = iter(f[0])
-            return (it, exact_length(it))
+            n = exact_length(it)
+            if n is not None and n <= _PREFETCH_MAX and type(it).__name__ in _SNAPSHOT_ITERATORS:
+                # Items that cannot change under the loop (a tensor's rows, a
+                # tuple's items): all of them in this one reply, not a round trip
+                # each. Values stay values, other items become handles.
+                return (it, 0, list(it))
+            return (it, n, None)
         if op == Op.IMPORT:
             return importlib.import_module(f[0])
         if op == Op.MAKECLASS:
@@ -274,12 +374,21 @@ class Engine:
         namespace.pop("__classcell__", None)
         cls = types.new_class(name, bases, kwds, lambda ns: ns.update(namespace))
         self.adopt(cls)
+        if isinstance(namespace.get("__module__"), str) and self.namespaces.get(cls.__module__):
+            _spawn_by_value(cls)
         for value in namespace.values():
-            for fn in iter_functions(value):
-                code = fn.__code__
-                if "__class__" in code.co_freevars and fn.__closure__:
-                    cell = fn.__closure__[code.co_freevars.index("__class__")]
-                    cell.cell_contents = cls
+            for top in iter_functions(value):
+                # Decorated methods too (``@torch.no_grad()``, the wrapper of a
+                # method that rebinds globals): follow ``__wrapped__``.
+                fn: Any = top
+                for _ in range(16):
+                    code = fn.__code__
+                    if "__class__" in code.co_freevars and fn.__closure__:
+                        cell = fn.__closure__[code.co_freevars.index("__class__")]
+                        cell.cell_contents = cls
+                    fn = getattr(fn, "__wrapped__", None)
+                    if not isinstance(fn, types.FunctionType):
+                        break
         return cls
 
     # -- results ----------------------------------------------------------------
@@ -358,6 +467,7 @@ class Engine:
             types_=self.types,
             value_modules=self.value_modules,
             buffers=buffers,
+            script_ids=self.script_ids,
         ).dump(value)
         inner = buf.getvalue()
         return pickle.dumps((self.types.take_pending(), inner), protocol=5), buffers
@@ -393,24 +503,12 @@ class Engine:
         return obj
 
     def adopt(self, obj: Any) -> None:
-        """Take in code shipped from the client.
-
-        Its files are the client's (``open`` in it opens the client's files),
-        and what the script's ``__main__`` defines is put in the worker's
-        ``__main__`` under the same name, so that pickle can save it by
-        reference (``torch.save(model)`` of a class of the script's writes a file
-        the script can load).
-        """
+        """Take in code shipped from the client: its files are the client's
+        (``open`` in it opens the client's files)."""
         values = obj.values() if isinstance(obj, dict) else (obj,)
         for value in values:
             for fn in iter_functions(value):
                 self.client_files.add(fn.__code__.co_filename)
-        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
-            main = sys.modules.get("__main__")
-            qualname = getattr(obj, "__qualname__", "")
-            if main is not None and "." not in qualname and "<" not in qualname:
-                setattr(main, qualname, obj)
-            _spawn_by_value(obj)
 
     # -- output -----------------------------------------------------------------
     def write_output(self, text: str, *, stderr: bool) -> None:
@@ -484,7 +582,11 @@ class WorkerUnpickler(pickle.Unpickler):
             "code": e.loads_blob,
             "exc_class": _exception_class,
             "client_obj": e.client_object,
-            "synced": e.synced_function,
+            "script_fn": e.script_function,
+            "script_cls": e.script_class,
+            "script_ref": e.script_ref,
+            "script_synced": e.script_synced,
+            "script_module": e.script_module,
             "client_file": lambda oid, fname, mode: ClientFile(e.request, oid, fname, mode),
             "tuple_mirror": lambda hid, items: e.lookup(hid)(items),
         }
@@ -515,7 +617,8 @@ def _exception_class(lineage: Sequence[tuple[str, str]]) -> type:
 def _spawn_by_value(obj: Any) -> None:
     """Let processes the worker spawns (DataLoader workers with "spawn") receive
     the script's classes and functions: their ``__main__`` is not the script's,
-    so multiprocessing's pickler must send these by value, not by name."""
+    and they have none of the script's modules, so multiprocessing's pickler
+    must send these by value, not by name."""
     from multiprocessing.reduction import ForkingPickler
 
     if isinstance(obj, type):
@@ -525,13 +628,35 @@ def _spawn_by_value(obj: Any) -> None:
         ForkingPickler.reducer_override = _function_by_value  # type: ignore[method-assign]
 
 
+def _page_globals(obj: Any) -> None:
+    """Read every global name the object's code uses, so that names not yet
+    paged in from the client travel with it to a spawned process."""
+    for fn in iter_functions(obj):
+        namespace = fn.__globals__
+        if isinstance(namespace, ScriptNamespace):
+            for name in _global_names(fn.__code__):
+                try:
+                    namespace[name]
+                except Exception:
+                    continue
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
 def _by_value(obj: Any) -> Any:
     import cloudpickle
 
+    _page_globals(obj)
     return (cloudpickle.loads, (cloudpickle.dumps(obj),))
 
 
 def _function_by_value(pickler: Any, obj: Any) -> Any:
-    if type(obj) is types.FunctionType and obj.__module__ == "__main__":
+    if type(obj) is types.FunctionType and isinstance(obj.__globals__, ScriptNamespace):
         return _by_value(obj)
     return NotImplemented

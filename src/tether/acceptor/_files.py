@@ -345,15 +345,20 @@ def _route_os(request: RequestFn, client_files: set[str]) -> None:
 
 
 class ClientModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports modules the worker lacks from the client, on demand.
+    """Imports the script's modules that the worker lacks, on demand.
 
     Last on ``sys.meta_path``: only asked when nothing local has the module.
-    Sources are compiled once per content hash.
+    With ``namespaces`` (the session's, see :mod:`tether.acceptor._namespace`)
+    the module is the worker's lazy mirror of the client's: its code is not run
+    here, its names are paged in from the client's module when read, so both
+    halves share one module. Without, the source is compiled (once per content
+    hash) and run here.
     """
 
-    def __init__(self, request: RequestFn, client_files: set[str]) -> None:
+    def __init__(self, request: RequestFn, client_files: set[str], namespaces: Any = None) -> None:
         self._request = request
         self._client_files = client_files
+        self._namespaces = namespaces
         self._missing: set[str] = set()
         self._sources: dict[str, tuple[str, str, bool]] = {}
         self._code: dict[str, Any] = {}
@@ -381,10 +386,21 @@ class ClientModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         spec.loader_state = digest
         return spec
 
-    def create_module(self, spec: Any) -> None:
-        return None
+    def get_source(self, fullname: str) -> str | None:
+        found = self._sources.get(fullname)
+        return found[1] if found is not None else None
+
+    def create_module(self, spec: Any) -> Any:
+        if self._namespaces is None:
+            return None
+        filename, _, is_package = self._sources[spec.name]
+        package = spec.name if is_package else spec.name.rpartition(".")[0]
+        self._namespaces.make(spec.name, filename, package, is_package)
+        return sys.modules[spec.name]
 
     def exec_module(self, module: Any) -> None:
+        if self._namespaces is not None:
+            return  # a mirror: its names come from the client's module
         filename, source, _ = self._sources[module.__name__]
         digest = module.__spec__.loader_state
         code = self._code.get(digest)

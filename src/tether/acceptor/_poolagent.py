@@ -11,10 +11,16 @@
   forged or misdirected tickets are refused with the ticket module's message,
   which the client raises as :class:`~tether.AuthenticationError`.
 - :class:`PoolAgent`, a daemon thread: registers the node (devices from
-  discovery, the node token authenticating it), which hands back the node's
-  ticket key; then heartbeats every ``interval`` seconds with each session's
-  metering figures (:class:`~tether.acceptor._meter.Meter`), and stops the
-  workers of sessions the pool says have ended (drained node, expired lease).
+  discovery, the node token authenticating it), which hands back this
+  registration's id and ticket key(s); then heartbeats every ``interval``
+  seconds with each session's metering figures
+  (:class:`~tether.acceptor._meter.Meter`) and, once a session has ended, the
+  time it ended (the pool closes its lease then, however late the report);
+  it stops the workers of sessions the pool says have ended (released, drained,
+  expired lease) and takes the node's current keys from each answer (the
+  pool's secret may have been rotated). It is also the authorizer's check at
+  connect (:meth:`PoolAgent.admit`): one ticket, one session; a released
+  lease's ticket opens nothing.
 
 The pool being unreachable never stops running sessions: tickets are verified
 offline and heartbeats are retried; the pool ends the leases itself if the
@@ -23,14 +29,21 @@ silence outlasts its node timeout.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from tether._errors import AuthenticationError, ConnectError, PoolError
-from tether._ticket import DEFAULT_CLOCK_SKEW_S, TicketError, verify
+from tether._ticket import (
+    DEFAULT_CLOCK_SKEW_S,
+    SessionTicket,
+    TicketError,
+    TicketForged,
+    verify_any,
+)
 from tether.acceptor._devices import Device, Framework, frameworks_for
 from tether.acceptor._limits import SliceError, SliceLimits
 from tether.acceptor._meter import Meter, SessionUsage
@@ -45,12 +58,31 @@ log = logging.getLogger("tether.acceptor.pool")
 DEFAULT_HEARTBEAT_S = 5.0
 
 
+#: Seconds the check at connect may take before the acceptor admits on the
+#: ticket alone (the pool being slow or down must not stop new sessions).
+ADMIT_TIMEOUT_S = 3.0
+
+Verdict = tuple[bool, str, Mapping[str, str]]
+#: The check at connect: ``checker(ticket_text)`` asks the pool to admit the
+#: ticket and returns the node's keys now; raises AuthenticationError or a
+#: PoolRequestError to refuse, ConnectError or PoolError when the pool cannot say.
+Checker = Callable[[str], Sequence[bytes]]
+
+
 class TicketAuthorizer:
     """The acceptor's authorizer in pool mode (see the module docstring).
 
-    ``key`` is None until the node has registered; until then every hello is
+    ``keys`` is empty until the node has registered; until then every hello is
     refused with a message that says to retry. Thread-safe: the agent thread
-    sets the key, the event loop reads it.
+    sets the keys, the event loop reads them.
+
+    A ticket opens one session: its session id is remembered (until the ticket
+    could not be valid any more) and a second hello with it is refused, even
+    after the first session ended. With a ``checker`` (the agent's
+    :meth:`PoolAgent.admit`) each admission is also checked with the pool at
+    connect, so a ticket whose lease was released or lost opens nothing; then
+    the call returns an awaitable verdict. When the pool cannot be reached the
+    ticket alone decides (logged): sessions must not depend on the pool's uptime.
     """
 
     def __init__(
@@ -60,28 +92,54 @@ class TicketAuthorizer:
         *,
         clock: Callable[[], float] = time.time,
         skew_s: float = DEFAULT_CLOCK_SKEW_S,
+        checker: Checker | None = None,
     ) -> None:
         self.node = node
         self.devices = {d.id: d for d in devices}
-        self.key: bytes | None = None
+        self.keys: tuple[bytes, ...] = ()
+        self.checker = checker
         self._clock = clock
         self._skew_s = skew_s
+        self._lock = threading.Lock()
+        self._used: dict[str, float] = {}  # session id -> when its ticket is dead anyway
 
-    def __call__(self, hello: Hello) -> tuple[bool, str, Mapping[str, str]]:
-        key = self.key
-        if key is None:
+    @property
+    def key(self) -> bytes | None:
+        """The current key (None before registration)."""
+        keys = self.keys
+        return keys[0] if keys else None
+
+    @key.setter
+    def key(self, value: bytes | None) -> None:
+        self.keys = () if value is None else (value,)
+
+    def __call__(self, hello: Hello) -> Verdict | Awaitable[Verdict]:
+        if not self.keys:
             return (
                 False,
                 f"node {self.node!r} has not registered with its pool yet; retry in a few seconds",
                 {},
             )
         try:
-            ticket = verify(
-                key, hello.token, now=self._clock(), node=self.node, skew_s=self._skew_s
-            )
+            ticket = self._verify(hello.token)
+        except TicketForged as exc:
+            if self.checker is None:
+                return False, str(exc), {}
+            # Perhaps signed with a key this node has not heard of yet (the pool's
+            # secret was just rotated): the pool knows, and hands the keys over.
+            return self._ask_first(hello.token)
         except TicketError as exc:
             return False, str(exc), {}
-        # The worker sees all of the lease's devices, in the ticket's order.
+        verdict = self._admit_locally(ticket)
+        if not verdict[0] or self.checker is None:
+            return verdict
+        return self._checked(hello.token, ticket, verdict)
+
+    def _verify(self, token: str) -> SessionTicket:
+        return verify_any(self.keys, token, now=self._clock(), node=self.node, skew_s=self._skew_s)
+
+    def _admit_locally(self, ticket: SessionTicket) -> Verdict:
+        """Slice checks and the one-time rule; marks the ticket used if admitted."""
         missing = [d for d in ticket.device_ids if d not in self.devices]
         if missing:
             return (
@@ -99,6 +157,18 @@ class TicketAuthorizer:
             )
         except SliceError as exc:
             return False, f"{exc} (the ticket names {', '.join(ticket.device_ids)})", {}
+        now = self._clock()
+        with self._lock:
+            for sid in [s for s, dead in self._used.items() if dead < now]:
+                del self._used[sid]
+            if ticket.session_id in self._used:
+                return (
+                    False,
+                    f"session {ticket.session_id}'s ticket was used already: one ticket opens "
+                    "one session; ask the pool for a new slice",
+                    {},
+                )
+            self._used[ticket.session_id] = ticket.expires_at + self._skew_s
         log.info(
             "admitting session %s (team %s, user %s): %s x%.2f, memory %d bytes",
             ticket.session_id,
@@ -109,6 +179,45 @@ class TicketAuthorizer:
             ticket.memory_bytes,
         )
         return True, "", {**limits.to_env(), POOL_SESSION_ENV: ticket.session_id}
+
+    def _ask_pool(self, token: str) -> str | None:
+        """Run the checker (in a thread): None if admitted or the pool cannot say,
+        else the refusal's reason."""
+        from tether.pool._problems import PoolRequestError
+
+        assert self.checker is not None
+        try:
+            keys = self.checker(token)
+        except (AuthenticationError, PoolRequestError) as exc:
+            return str(exc)
+        except (ConnectError, PoolError) as exc:
+            log.warning("cannot check a ticket with the pool (%s): admitting on the ticket", exc)
+            return None
+        if keys:
+            self.keys = tuple(keys)
+        return None
+
+    async def _checked(self, token: str, ticket: SessionTicket, verdict: Verdict) -> Verdict:
+        refusal = await _in_thread(self._ask_pool, token)
+        if refusal is None:
+            return verdict
+        return False, refusal, {}
+
+    async def _ask_first(self, token: str) -> Verdict:
+        refusal = await _in_thread(self._ask_pool, token)
+        if refusal is not None:
+            return False, refusal, {}
+        try:
+            ticket = self._verify(token)
+        except TicketError as exc:
+            return False, str(exc), {}
+        return self._admit_locally(ticket)
+
+
+async def _in_thread(fn: Callable[[str], str | None], arg: str) -> str | None:
+    import asyncio
+
+    return await asyncio.to_thread(fn, arg)
 
 
 def registration_devices(
@@ -168,9 +277,11 @@ class PoolAgent:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._device_of: dict[str, str] = {}
-        # Final figures of sessions that ended since the last heartbeat: sent
-        # once, so the pool's record of them is complete.
-        self._finished: dict[str, SessionUsage] = {}
+        # Final figures of sessions that ended since the last heartbeat, with the
+        # time each ended (this clock): sent until the pool has them, so the pool
+        # closes each lease when its session really ended, however late.
+        self._finished: dict[str, tuple[SessionUsage, float]] = {}
+        self.registration: str | None = None
         self._thread = threading.Thread(target=self._run, name="tether-pool-agent", daemon=True)
 
     # ------------------------------------------------------------ observer
@@ -183,12 +294,13 @@ class PoolAgent:
         self.meter.start(session, pid, device_id=device)
 
     def session_ended(self, session: str) -> None:
+        ended_at = time.time()
         try:
             usage = self.meter.stop(session)
         except KeyError:
             return
         with self._lock:
-            self._finished[session] = usage
+            self._finished[session] = (usage, ended_at)
 
     # -------------------------------------------------------------- thread
 
@@ -226,6 +338,13 @@ class PoolAgent:
             except AuthenticationError as exc:
                 raise _Fatal(f"the pool refused this node's token: {exc}") from None
             except Conflict as exc:
+                if exc.detail.get("reason") == "live" and replace:
+                    # An unnamed token may not take over a live node: wait until
+                    # the pool has marked the old registration lost.
+                    wait = float(exc.detail.get("retry_after_s") or self.interval)
+                    log.warning("%s; retrying in %.0fs", exc, min(max(wait, 1.0), 30.0))
+                    self._stop.wait(min(max(wait, 1.0), 30.0))
+                    continue
                 raise _Fatal(
                     f"cannot register node {self.name!r}: {exc} "
                     "(if this acceptor restarted, run it with --replace)"
@@ -235,7 +354,9 @@ class PoolAgent:
             except PoolError as exc:
                 log.warning("%s; retrying in %.0fs", exc, delay)
             else:
-                self.authorizer.key = bytes.fromhex(out["ticket_key"])
+                self.registration = out.get("registration")
+                keys = out.get("ticket_keys") or [out["ticket_key"]]
+                self.authorizer.keys = tuple(bytes.fromhex(k) for k in keys)
                 log.info(
                     "registered node %s at %s with %s (%s)",
                     self.name,
@@ -253,20 +374,32 @@ class PoolAgent:
 
     def heartbeat(self) -> None:
         """One heartbeat with metering; re-registers if the pool lost the node."""
-        from tether.pool._problems import NotFound
+        from tether.pool._problems import Conflict, NotFound
 
         self.meter.sample_all()
         live = self.meter.snapshot()
         with self._lock:
             finished = dict(self._finished)
-        figures = {**finished, **live}
-        sessions = [{"session_id": sid, **u.to_dict()} for sid, u in figures.items()]
+        sessions = [{"session_id": sid, **u.to_dict()} for sid, u in live.items()]
+        sessions += [
+            {"session_id": sid, **u.to_dict(), "ended_at": at}
+            for sid, (u, at) in finished.items()
+            if sid not in live
+        ]
+        body: dict[str, Any] = {"sent_at": time.time(), "sessions": sessions}
+        if self.registration is not None:
+            body["registration"] = self.registration
         try:
-            out = self.client.node_heartbeat(self.name, sessions=sessions)
+            out = self.client.request("POST", f"/v1/nodes/{_quote(self.name)}/heartbeat", body)
         except NotFound:
             log.warning("the pool does not know node %s any more; registering again", self.name)
             self.replace = True
             self._register()
+            return
+        except Conflict as exc:
+            if exc.detail.get("reason") == "replaced":
+                raise _Fatal(f"stopping: {exc}") from None
+            log.warning("heartbeat refused: %s", exc)
             return
         except AuthenticationError as exc:
             raise _Fatal(f"the pool refused this node's token: {exc}") from None
@@ -276,6 +409,9 @@ class PoolAgent:
         with self._lock:
             for sid in finished:
                 self._finished.pop(sid, None)
+        keys = out.get("ticket_keys")
+        if keys:
+            self.authorizer.keys = tuple(bytes.fromhex(k) for k in keys)
         for sid in out.get("ended_sessions", []):
             if sid in live:
                 self.end_session(sid, "the pool ended its lease")
@@ -283,6 +419,31 @@ class PoolAgent:
             log.warning("the pool had marked node %s lost; registering again", self.name)
             self.replace = True
             self._register()
+
+    def admit(self, ticket: str) -> list[bytes]:
+        """The check at connect (the authorizer's ``checker``): the pool admits the
+        ticket (its lease open, the ticket unused) and returns this node's keys.
+
+        Raises what the pool's client raises: AuthenticationError or a
+        PoolRequestError to refuse (410 lease ended, 409 used), ConnectError or
+        PoolError when the pool cannot say. Bounded by :data:`ADMIT_TIMEOUT_S`.
+        """
+        if self.registration is None:
+            raise PoolError("not registered yet")
+        client = copy.copy(self.client)
+        client.timeout = min(getattr(client, "timeout", ADMIT_TIMEOUT_S), ADMIT_TIMEOUT_S)
+        out = client.request(
+            "POST",
+            f"/v1/nodes/{_quote(self.name)}/admit",
+            {"registration": self.registration, "ticket": ticket},
+        )
+        return [bytes.fromhex(k) for k in out.get("ticket_keys", [])]
+
+
+def _quote(part: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(part, safe="")
 
 
 class _Fatal(Exception):

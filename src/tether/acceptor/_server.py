@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,8 +71,11 @@ class SessionRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-#: Decides whether a hello may open a session: returns (ok, reason, slice env).
-Authorizer = Callable[[Hello], "tuple[bool, str, Mapping[str, str]]"]
+#: Decides whether a hello may open a session: returns (ok, reason, slice env),
+#: or an awaitable of it when it must ask someone (the pool, at connect).
+Authorizer = Callable[
+    [Hello], "tuple[bool, str, Mapping[str, str]] | Awaitable[tuple[bool, str, Mapping[str, str]]]"
+]
 
 
 def token_authorizer(token: str) -> Authorizer:
@@ -189,7 +193,10 @@ class Acceptor:
             hello = await self._hello(reader, writer, peer)
             if hello is None:
                 return
-            ok, reason, slice_env = self.authorize(hello)
+            verdict = self.authorize(hello)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            ok, reason, slice_env = verdict
         except Exception as exc:  # nothing a peer sends before auth may escape
             drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
             await _refuse(writer, "the acceptor could not check this hello", "protocol")

@@ -36,6 +36,7 @@ from tether.acceptor._files import (
     cleanup,
     install_open,
 )
+from tether.acceptor._watchdog import watch
 from tether.transport import Channel, ChannelClosed
 from tether.wire import PROTOCOL_VERSION, Flag, Frame, Kind, Role, Welcome, encode_handshake
 from tether.wire._messages import RemoteWarning, encode_warning
@@ -126,6 +127,13 @@ class Worker:
                 if frame.flags & Flag.ERROR:
                     raise value
                 return value
+            if frame.kind == Kind.CALL and frame.flags & Flag.NESTED:
+                # The client's code, serving this request, called back into the
+                # worker (a finder that imports a module calling remote numpy):
+                # run it now, or both sides would wait for each other.
+                self.engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
+                self.engine.touched_client = True
+                continue
             self.backlog.append(frame)
 
     def show_warning(
@@ -157,7 +165,9 @@ class Worker:
         warnings.simplefilter("always")
         warnings.showwarning = self.show_warning
         sys.meta_path.insert(0, PathPatcher(self.request))
-        sys.meta_path.append(ClientModuleFinder(self.request, engine.client_files))
+        sys.meta_path.append(
+            ClientModuleFinder(self.request, engine.client_files, engine.namespaces)
+        )
         install_open(self.request, engine.client_files)
         for name in PATH_FUNCTIONS:
             module = sys.modules.get(name)
@@ -213,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.parent:
         die_with_parent(args.parent)
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        # `python -m` put the working directory first on the path: the script's
+        # own modules there must come from the client (one copy, paged in), not
+        # be imported again from the worker's disk.
+        del sys.path[0]
     real_stderr = sys.__stderr__
     sock = socket.socket(fileno=args.fd)
     worker = Worker(sock, args.session, json.loads(args.info))
@@ -222,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
         apply_slice_env(slice_env)
     worker.install()
+    watch(sock, cleanup)  # the client gone mid-call: end now, not after the call
     try:
         worker.serve()
     except ChannelClosed:

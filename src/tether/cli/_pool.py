@@ -55,6 +55,12 @@ def register(subparsers: Any) -> None:
         "--ready-file", type=Path, metavar="PATH", help="write the pool's URL here once listening"
     )
     serve.add_argument(
+        "--secret-file", type=Path, metavar="PATH", help="the ticket secret every session "
+        "ticket's key derives from, kept out of the database (created mode 0600 on first "
+        "start; default $XDG_CONFIG_HOME/tether/pool-secret; $TETHER_POOL_SECRET instead). "
+        "Replicas need the same one",
+    )  # fmt: skip
+    serve.add_argument(
         "--node-timeout", type=float, default=30.0, metavar="S", help="a node silent this long "
         "is lost and its leases end (default 30)",
     )  # fmt: skip
@@ -91,6 +97,22 @@ def register(subparsers: Any) -> None:
     )
     serve.set_defaults(handler=_serve)
 
+    rotate = sub.add_parser(
+        "rotate-secret",
+        help="replace the pool's ticket secret, without downtime",
+        description="Write a new ticket secret into the secret file. The running pool "
+        "picks it up within a second and signs with it at once; the old secret stays "
+        "valid for --grace seconds, so tickets already handed out keep working and "
+        "acceptors get the new keys on their next heartbeat.",
+    )
+    rotate.add_argument("--secret-file", type=Path, metavar="PATH", help="the pool's secret file "
+                        "(default $XDG_CONFIG_HOME/tether/pool-secret)")  # fmt: skip
+    rotate.add_argument(
+        "--grace", type=float, default=600.0, metavar="S",
+        help="seconds the old secret is still accepted (default 600: longer than a ticket lives)",
+    )  # fmt: skip
+    rotate.set_defaults(handler=_rotate)
+
     status = sub.add_parser(
         "status",
         help="nodes, devices (allocated share as bars) and sessions",
@@ -104,6 +126,29 @@ def register(subparsers: Any) -> None:
 def _default_db() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "tether" / "pool.db")
+
+
+def _default_secret_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tether" / "pool-secret"
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from tether._errors import PoolError
+    from tether.pool._secrets import rotate_secret_file
+
+    path = args.secret_file or _default_secret_file()
+    try:
+        rotate_secret_file(path, now=time.time(), grace_s=args.grace)
+    except PoolError as exc:
+        print(f"tether pool rotate-secret: {exc}", file=sys.stderr)
+        return 1
+    print(f"tether pool: rotated the ticket secret in {path}; the old one is accepted "
+          f"for {args.grace:g}s more", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 def _db_arg(value: str | None) -> str | None:
@@ -145,6 +190,8 @@ def _serve(args: argparse.Namespace) -> int:
         bootstrap_token_file=args.bootstrap_token_file,
         ready_file=args.ready_file,
         public_metrics=args.public_metrics,
+        secret_file=args.secret_file
+        or (None if os.environ.get("TETHER_POOL_SECRET") else _default_secret_file()),
     )
     return serve(options)
 

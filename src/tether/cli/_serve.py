@@ -278,6 +278,7 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
             on_registered=lambda: _write_ready(args.ready_file, addr),
         )
         acceptor.observer = agent
+        authorizer.checker = agent.admit  # tickets are checked with the pool at connect
         agent.start()
 
     def on_term(*_: Any) -> None:

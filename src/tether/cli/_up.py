@@ -3,10 +3,12 @@
 Starts ``tether pool serve`` (SQLite in the data directory) and ``tether serve
 --pool`` as child processes, and supervises them until Ctrl-C or SIGTERM, when
 it stops both. On the first start (an empty database) it also sets the pool
-up: a team ``local``, a user for you in it with an API token, and a node token
-for the acceptor; it writes the pool's URL and your token to your Tether config
-file, so ``tether run --pool URL --gpus 0.5 ...`` (or just ``--gpus 0.5``) works
-in another terminal, and prints the admin's token once. Later starts reuse the
+up: a team ``local``, a user for you in it with an API token, a node token
+for the acceptor (named for its node, so no other node can take it over), and
+the pool's ticket secret (``DATA/pool-secret``, mode 0600, outside the
+database); it writes the pool's URL and your token to your Tether config file,
+so ``tether run --pool URL --gpus 0.5 ...`` (or just ``--gpus 0.5``) works in
+another terminal, and prints the admin's token once. Later starts reuse the
 same database, tokens and config.
 """
 
@@ -134,6 +136,7 @@ def up(args: argparse.Namespace) -> int:
                 sys.executable, "-m", "tether", "pool", "serve",
                 "--listen", args.listen,
                 "--db", str(data / "pool.db"),
+                "--secret-file", str(data / "pool-secret"),
                 "--bootstrap-token-file", str(admin_file),
                 "--ready-file", str(data / "pool.url"),
             ],

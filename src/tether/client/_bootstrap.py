@@ -41,9 +41,17 @@ def _names() -> list[str]:
     return [n.strip() for n in os.environ.get("TETHER_REMOTE", "").split(",") if n.strip()]
 
 
+#: Set when the script ends with Ctrl-C: the work it was waiting for is abandoned,
+#: as it would be locally, so the session is dropped, not synced.
+_interrupted = False
+
+
 def _finish() -> None:
     session = _session
     if session is None:
+        return
+    if _interrupted:
+        session.abort()
         return
     try:
         session.finish()
@@ -87,6 +95,9 @@ def _trim(tb: types.TracebackType | None) -> types.TracebackType | None:
 
 def _excepthook(previous: Any) -> Any:
     def hook(etype: type[BaseException], value: BaseException, tb: Any) -> None:
+        global _interrupted
+        if isinstance(value, KeyboardInterrupt):
+            _interrupted = True
         value = without_client_frames(value)
         previous(etype, value, value.__traceback__)
 

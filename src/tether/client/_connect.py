@@ -85,6 +85,16 @@ def open_session(
             raise ProtocolVersionMismatch(msg.reason)
         raise ConnectError(f"the acceptor at {addr} refused the session: {msg.reason}")
     assert isinstance(msg, Welcome)
+    theirs = str(msg.info.get("python", ""))
+    ours = platform.python_version()
+    if theirs and theirs.split(".")[:2] != ours.split(".")[:2]:
+        # The script's code travels as bytecode, which is specific to one
+        # Python minor version.
+        channel.close()
+        raise ProtocolVersionMismatch(
+            f"the worker at {addr} runs Python {theirs} and this client Python {ours}: "
+            "run the acceptor with the same Python minor version as the client"
+        )
     return Session(
         channel, address=str(addr), session_id=msg.session, remote_modules=remote, on_close=on_close
     )

@@ -4,26 +4,47 @@ A finder first on ``sys.meta_path`` claims the remoted top-level names and all
 their submodules, so the client never needs them installed; each module is a
 :class:`~tether.client._proxy.RemoteModule` of the session, which connects on the
 first such import.
+
+Interchange modules (numpy) are the exception when the client has its own
+copy: libraries that only exchange arrays through them (matplotlib, pandas,
+scikit-learn when not remoted) keep importing the client's numpy, and only the
+script's own modules get the remote one (an ``__import__`` hook tells them
+apart). A remote array handed to such a library crosses at ``__array__`` as a
+real local array, and no library class ever travels to the worker.
 """
 
 from __future__ import annotations
 
+import builtins
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tether.client._namespace import LOCAL_MODULES, is_script_module
 from tether.client._session import Session
+
+#: Modules other libraries only exchange data through (see the module docstring).
+INTERCHANGE = frozenset({"numpy"})
 
 
 class RemoteFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def __init__(self, names: Iterable[str], session: Callable[[], Session]) -> None:
+    def __init__(
+        self,
+        names: Iterable[str],
+        session: Callable[[], Session],
+        local: Iterable[str] = (),
+    ) -> None:
         self.names = frozenset(names)
+        #: Remoted names the client's libraries import locally (interchange).
+        self.local = frozenset(local)
         self._session = session
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname.partition(".")[0] not in self.names:
+        top = fullname.partition(".")[0]
+        if top not in self.names or top in self.local:
             return None
         return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
 
@@ -33,11 +54,42 @@ class RemoteFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module: Any) -> None:
         pass
 
+    def remote_import(self, name: str, fromlist: Any) -> Any:
+        """What ``import name`` / ``from name import ...`` gives the script's code."""
+        session = self._session()
+        module = session.import_module(name)
+        if fromlist:
+            return module
+        return session.import_module(name.partition(".")[0])
+
+
+def _import_hook(finder: RemoteFinder, original: Any) -> Any:
+    def tether_import(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
+        if (
+            level == 0
+            and name.partition(".")[0] in finder.local
+            and globals is not None
+            and is_script_module(globals.get("__name__") or "")
+        ):
+            return finder.remote_import(name, fromlist)
+        return original(name, globals, locals, fromlist, level)
+
+    tether_import.__tether_original__ = original  # type: ignore[attr-defined]
+    return tether_import
+
 
 def install(names: Iterable[str], session: Callable[[], Session]) -> RemoteFinder:
-    finder = RemoteFinder(names, session)
+    names = frozenset(names)
+    local = {n for n in names if n in INTERCHANGE and importlib.util.find_spec(n) is not None}
+    finder = RemoteFinder(names, session, local)
     sys.meta_path.insert(0, finder)
     for name in list(sys.modules):
-        if name.partition(".")[0] in finder.names:
+        top = name.partition(".")[0]
+        if top in finder.names and top not in local:
             del sys.modules[name]  # a local copy imported before must not shadow the remote one
+    if local:
+        LOCAL_MODULES.update(local)
+        builtins.__import__ = _import_hook(finder, builtins.__import__)
     return finder

@@ -44,7 +44,7 @@ class RemoteObject:
             pass
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_t_"):
+        if name.startswith("_t_") or name in _ADDRESS_ATTRS:
             raise AttributeError(name)
         if name in type(self)._t_methods:
             return LazyMethod(self, name)
@@ -154,7 +154,15 @@ def _bool(self: RemoteObject) -> bool:
 
 
 def _array(self: RemoteObject, *args: Any, **kwargs: Any) -> Any:
-    return self._t_s.value_method(self, "__array__", args, kwargs)
+    result = self._t_s.value_method(self, "__array__", args, kwargs)
+    if isinstance(result, RemoteObject):
+        # numpy is remoted, and a library of the client's own numpy asks for
+        # the values (matplotlib plotting a remote array): they come here.
+        import pickle
+
+        data = self._t_s.value(pickle.dumps, result)
+        return pickle.loads(data)
+    return result
 
 
 _BINOPS = {
@@ -226,6 +234,12 @@ _LOCAL_CLASS_ATTRS = frozenset(
         "__tether_wrapped__", "__getstate__", "__reduce_ex__", "__reduce__", "__copy__",
         "__deepcopy__",
     }
+)  # fmt: skip
+#: Never forwarded from a proxy: a local numpy must not read a remote object's
+#: memory address; it takes the values through __array__.
+_ADDRESS_ATTRS = frozenset(
+    {"__array_interface__", "__array_struct__", "__cuda_array_interface__", "__dlpack__",
+     "__dlpack_device__"}
 )  # fmt: skip
 
 
@@ -306,21 +320,25 @@ class LazyMethod:
 class RemoteIterator:
     """Iteration over a remote object.
 
-    When the worker knows how many items are left (sequences, DataLoaders), the
-    items are fetched pipelined, without a round trip each; the iterator's end
-    is then confirmed once.
+    Items fixed when iteration starts (a tensor's rows, a tuple's items) come
+    with the iterator, in one round trip. When the worker knows how many items
+    are left (sequences, DataLoaders), the items are fetched pipelined, without
+    a round trip each; the iterator's end is then confirmed once.
     """
 
-    __slots__ = ("_it", "_left", "_s")
+    __slots__ = ("_it", "_items", "_left", "_s")
 
     def __init__(self, session: Session, obj: Any) -> None:
         self._s = session
-        self._it, self._left = session.value_op(Op.ITER, obj)
+        self._it, self._left, items = session.value_op(Op.ITER, obj)
+        self._items = iter(items) if items is not None else None
 
     def __iter__(self) -> RemoteIterator:
         return self
 
     def __next__(self) -> Any:
+        if self._items is not None:
+            return next(self._items)
         left = self._left
         if left:
             self._left = left - 1

@@ -51,6 +51,14 @@ def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, boo
     origin = os.path.realpath(spec.origin)
     if origin.startswith(_system_dirs()):
         return None
+    if module is None:
+        # The worker's mirror of the module is the client's module: import it
+        # here, once, as the script's own import would have (the worker never
+        # runs the script's module code itself).
+        try:
+            importlib.import_module(name)
+        except Exception:
+            return None
     try:
         with open(origin, "rb") as f:
             raw = f.read()

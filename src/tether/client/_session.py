@@ -53,11 +53,15 @@ from tether._errors import (
 from tether.client._codec import (
     CallEncoder,
     ClientUnpickler,
+    CodeContext,
     _Shared,
     compact_call,
     dumps_code,
+    dumps_inband,
     is_shared,
+    share_global,
 )
+from tether.client._namespace import LOCAL_MODULES, ScriptNamespaces, is_user_file
 from tether.client._proxy import (
     RemoteModule,
     RemoteObject,
@@ -74,6 +78,7 @@ from tether.wire._messages import decode_warning
 from tether.wire._ops import (
     ANY,
     DISCARD,
+    NAMESPACE_TAG,
     NONE,
     RELEASE_TAG,
     Op,
@@ -89,6 +94,7 @@ from tether.wire._ops import (
 _FLUSH_EVERY = 16
 _FLUSH_BYTES = 256 * 1024
 _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
+_NESTED = int(Flag.NESTED)
 _BATCH = int(Flag.BATCH)
 _CALL = int(Kind.CALL)
 _RELEASE_BATCH = 256  # released handles sent together (or with the next sync)
@@ -140,7 +146,10 @@ class Session:
         self._released_at: list[int] = []  # len(self._batch) when each was released
         self._interned: dict[int, RemoteObject] = {}
         self._exported: dict[int, Any] = {}
-        self._encoder = CallEncoder(self._export)
+        self._code = CodeContext(self._export)
+        self._encoder = CallEncoder(self._code)
+        self._ns = ScriptNamespaces()
+        self._serving = 0  # > 0 while the script's code runs for a worker's request
         self._batch: list[bytes] = []
         self._batch_seq = 0
         self._batch_bytes = 0
@@ -221,6 +230,20 @@ class Session:
             if self._on_close is not None:
                 self._on_close()
 
+    def abort(self) -> None:
+        """End the session at once, without waiting for the calls in flight:
+        the worker stops even in the middle of a call (Ctrl-C that ends the
+        script). Nothing queued is sent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._batch = []
+            self.channel.close()
+            uninstall_ordered_streams(self)
+            if self._on_close is not None:
+                self._on_close()
+
     def finish(self) -> None:
         """Sync (raising any pending remote error), then close."""
         try:
@@ -234,8 +257,11 @@ class Session:
         note_transparent_with(sys._getframe(1))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, et: object, *exc: object) -> None:
+        if isinstance(et, type) and issubclass(et, KeyboardInterrupt):
+            self.abort()  # Ctrl-C: the worker stops too, even mid-call
+        else:
+            self.close()
 
     @property
     def closed(self) -> bool:
@@ -346,7 +372,7 @@ class Session:
         """Build a subclass of remote classes in the worker; return its mirror."""
         cell = ns.pop("__classcell__", None)
         ns.pop("_t_internal", None)
-        blob = dumps_code(ns)
+        blob = dumps_code(ns, self._code)
         with self._lock:
             cls = self._sync(Op.MAKECLASS, (name, bases, _Code(blob), kwds))
         if cell is not None:
@@ -428,6 +454,15 @@ class Session:
     def _send(self, op: Op, shape: Any, fields: tuple[Any, ...], flags: int = 0) -> int:
         if self._lost is not None or self._closed:
             self._check_open()
+        if self._ns.tracked:
+            changed = self._ns.changes()
+            if changed:
+                self._queue_names(changed)
+        if self._serving:
+            # A call made while the worker waits for our answer: the worker runs
+            # it at once, inside the request (the calls queued before it wait
+            # for the request to end, as they would locally).
+            flags |= _NESTED
         sync = flags & _SYNC
         if len(self._released) >= _RELEASE_BATCH or (sync and self._released):
             self._emit_batch()
@@ -442,7 +477,7 @@ class Session:
                 raise TypeError(f"cannot send this call to the worker: {exc}") from exc
         self._seq += 1
         seq = self._seq
-        if sync or buffers:
+        if sync or buffers or self._serving:
             self._frame(_CALL, flags, seq, meta, [b.raw() for b in buffers])
             full = self.channel.pending_output >= _FLUSH_BYTES
         else:
@@ -463,6 +498,32 @@ class Session:
             if self._queued >= _FLUSH_EVERY or full:
                 self._flush()
         return seq
+
+    def _queue_names(self, changed: list[tuple[str, list[tuple[str, bool, Any]]]]) -> None:
+        """Put the script's rebinds of names the worker holds in the call stream,
+        ahead of the call being sent (see :mod:`tether.client._namespace`).
+
+        A value that cannot travel inline is sent as "forget it": the worker
+        pages it in again when its code next reads it, and fails there if it
+        cannot have it, as a read would.
+        """
+        entries = []
+        for module, names in changed:
+            items: list[tuple[str, bytes | None]] = []
+            for name, present, value in names:
+                blob = None
+                if present:
+                    try:
+                        blob = dumps_inband(share_global(value, self._export), self._code)
+                    except Exception:
+                        blob = None
+                items.append((name, blob))
+            entries.append((module, items))
+        meta = NAMESPACE_TAG + pickle.dumps(entries, protocol=5)
+        if not self._batch:
+            self._batch_seq = self._seq + 1
+            self._batch_bytes = 0
+        self._batch.append(meta)
 
     def _emit_batch(self) -> None:
         metas = self._batch
@@ -607,21 +668,39 @@ class Session:
         return self._warning_registries.setdefault(module, {})
 
     def _answer(self, rid: int, meta: bytes, buffers: Any) -> None:
-        """Serve one request of the worker's (files, modules, shared objects)."""
+        """Serve one request of the worker's (names, sources, files, modules,
+        shared objects). Calls the script makes meanwhile run in the worker at
+        once (see :meth:`_send`), so requests may nest either way."""
         flags = 0
+        self._serving += 1
         try:
             kind, payload = self._decode(meta, buffers)
-            result: Any = serve_request(
-                kind, payload, self.remote_modules, self._exported, self._share
-            )
+            result: Any = self._serve(kind, payload)
         except Exception as exc:
             flags, result = Flag.ERROR, exc
+        finally:
+            self._serving -= 1
         try:
             out, bufs = self._encoder.dumps(result)
         except Exception as exc:
             flags = Flag.ERROR
             out, bufs = self._encoder.dumps(TypeError(f"cannot send the answer: {exc}"))
         self._frame(Kind.RESPONSE, flags, rid, out, [b.raw() for b in bufs])
+
+    def _serve(self, kind: str, payload: Any) -> Any:
+        if kind == "global":  # the worker reads a name of a script module
+            found, value = self._ns.page(*payload)
+            return (found, share_global(value, self._export) if found else None)
+        if kind == "setglobal":  # shipped code rebound a name of a script module
+            module, name, present, value = payload
+            self._ns.wrote(module, name, value, present)
+            return None
+        if kind == "source":  # inspect, linecache and tracebacks in the worker
+            if not isinstance(payload, str) or not is_user_file(payload):
+                return None
+            lines = linecache.getlines(payload)
+            return "".join(lines) if lines else None
+        return serve_request(kind, payload, self.remote_modules, self._exported, self._share)
 
     def _decode(self, meta: bytes, buffers: Any) -> Any:
         try:
@@ -726,7 +805,8 @@ class Session:
         mod = self._modules.get(hid)
         if mod is None:
             mod = self._modules[hid] = RemoteModule(self, hid, name)
-            if name.partition(".")[0] in self.remote_modules:
+            top = name.partition(".")[0]
+            if top in self.remote_modules and top not in LOCAL_MODULES:
                 sys.modules.setdefault(name, mod)
         return mod
 

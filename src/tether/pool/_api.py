@@ -32,8 +32,9 @@ from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
 from tether.pool._problems import PoolRequestError
 from tether.pool._service import PoolService
+from tether.pool._ui import mount_ui
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "usage_csv"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorBody, "description": text}
@@ -303,7 +304,14 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             sent_at=body.sent_at,
             device_ids=body.device_ids,
             sessions=[m.model_dump() for m in body.sessions],
+            registration=body.registration,
         )
+
+    @app.post("/v1/nodes/{node}/admit", response_model=s.AdmitOut, responses=r, tags=["nodes"])
+    def admit(node: str, body: s.AdmitIn, who: Who) -> Any:
+        """An acceptor's check at connect (node token): 200 if the ticket's lease is
+        open and the ticket unused (it is then used); 410 lease ended, 409 used."""
+        return service.admit(who, node, registration=body.registration, ticket=body.ticket)
 
     @app.post(
         "/v1/nodes/{node}/{action}", response_model=s.NodeStatusOut, responses=r, tags=["nodes"]
@@ -391,7 +399,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         """Usage per team, user and month (UTC; default this month), with team totals (user *)."""
         rows = service.usage(who, team=team, user=user, month=month)
         if format == "csv":
-            return PlainTextResponse(_csv(rows), media_type="text/csv")
+            return PlainTextResponse(usage_csv(rows), media_type="text/csv")
         return {"rows": rows}
 
     # ------------------------------------------------------------- metrics
@@ -402,6 +410,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             principal(_bearer_from(request), request)
         return Response(_metrics.render(service.statistics()), media_type=_metrics.CONTENT_TYPE)
 
+    mount_ui(app, service)  # the web dashboard, /ui: a shell over the same service
     return app
 
 
@@ -424,7 +433,8 @@ _CSV_FIELDS = (
 )
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def usage_csv(rows: list[dict[str, Any]]) -> str:
+    """Usage rows as CSV (the API's ``format=csv`` and the dashboard's export)."""
     import csv
     import io
 

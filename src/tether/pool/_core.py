@@ -33,8 +33,8 @@ Reads (listings, usage) go straight to the database and need no lock.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tether._errors import PoolError
+from tether._ticket import node_key
 from tether.pool._db import Tx
 from tether.pool._directory import Directory
 from tether.pool._events import (
@@ -60,6 +61,7 @@ from tether.pool._events import (
 )
 from tether.pool._model import NodeSpec, PoolConfig
 from tether.pool._problems import Conflict, NotFound, PoolRequestError
+from tether.pool._secrets import SecretSource
 from tether.pool._state import PoolState
 from tether.pool._store import DeviceRow, Store
 from tether.pool._usage import month_bounds
@@ -133,13 +135,16 @@ class ServiceCore(Directory):
         config: ServiceConfig | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        secret: SecretSource | None = None,
     ) -> None:
         self.store = store
         self.config = config or ServiceConfig()
         self._clock = clock
-        # One secret per pool database, so every replica signs alike; each node
-        # gets a key derived from it (see tether._ticket).
-        self._secret = bytes.fromhex(store.setting("ticket_secret", secrets.token_hex(32)))
+        # The secret every ticket key derives from lives outside the database
+        # (tether.pool._secrets): replicas are given the same one. Without one
+        # (tests), a random secret that dies with the process.
+        self.secret = secret if secret is not None else SecretSource.ephemeral()
+        self.secret.load()  # a bad secret file fails the start, not the first request
         self._lock = threading.Lock()
         self._state: PoolState | None = None
         self._generation = -1
@@ -306,6 +311,25 @@ class ServiceCore(Directory):
             "UPDATE nodes SET schedulable = ?, lost = ?, last_heartbeat = ? WHERE name = ?",
             (record.admin_state, record.lost, last_heartbeat, spec.id),
         )
+
+    # ------------------------------------------------------------ ticket keys
+
+    @staticmethod
+    def registration_hash(registration: str) -> str:
+        """What the database keeps of a registration id (which is a bearer credential)."""
+        return hashlib.sha256(registration.encode("utf-8")).hexdigest()
+
+    def _registration_of(self, tx: Tx, node: str) -> str | None:
+        row = tx.one("SELECT registration FROM nodes WHERE name = ?", (node,))
+        return None if row is None else row["registration"]
+
+    def _signing_key(self, node: str, registration: str | None) -> bytes:
+        """The key ``node``'s tickets are signed with now (its current registration's)."""
+        return node_key(self.secret.load().current, node, registration or "")
+
+    def _node_keys(self, node: str, registration: str | None, now: float) -> list[bytes]:
+        """Every key a ticket for ``node`` may carry at ``now``: current first."""
+        return [node_key(s, node, registration or "") for s in self.secret.load().verifying(now)]
 
     def tick(self) -> None:
         """Let time pass: lose silent nodes, expire leases, time out the queue."""

@@ -154,6 +154,15 @@ class LeaseReleased(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseFinished(_Event):
+    """The lease's session ended at its acceptor at ``end`` (pool time, as measured
+    there): the lease ends then, even when the report arrives late."""
+
+    lease_id: str
+    end: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QuotaSet(_Event):
     """An admin set a team's quota (all limits None: unlimited)."""
 
@@ -175,6 +184,7 @@ Event = (
     | RequestCancelled
     | LeaseHeartbeat
     | LeaseReleased
+    | LeaseFinished
     | QuotaSet
     | Tick
 )

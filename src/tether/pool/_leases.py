@@ -7,7 +7,8 @@ event). Opening a lease takes its room in the placement index (the state's
 :class:`~tether.pool._placement.Inventory`, shared), adds it to its node and to
 its team's books; ending one gives all of that back and counts its time.
 
-Leases end on release, on expiry (no heartbeat for ``lease_timeout_s``, ended at
+Leases end on release, when their session ends at the acceptor (at the time
+it measured, however late the report), on expiry (no heartbeat for ``lease_timeout_s``, ended at
 their last heartbeat), and when the roster says so (node lost, device gone,
 drain), through the state's ``end_lease``, which comes here.
 """
@@ -22,6 +23,7 @@ from tether.pool._deadlines import Deadlines
 from tether.pool._events import (
     Decision,
     LeaseEnded,
+    LeaseFinished,
     LeaseHeartbeat,
     LeaseReleased,
     LeaseRenewed,
@@ -127,6 +129,13 @@ class OpenLeases:
         if event.lease_id not in self._leases:
             return False
         self.end(event.lease_id, "released", now, now, out)
+        return True
+
+    def finished(self, event: LeaseFinished, now: float, out: list[Decision]) -> bool:
+        """The session ended at its acceptor: the lease ends at that measured time."""
+        if event.lease_id not in self._leases:
+            return False
+        self.end(event.lease_id, "finished", event.end, now, out)
         return True
 
     def end(

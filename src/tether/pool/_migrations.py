@@ -114,5 +114,16 @@ _V1 = [
     )""",
 ]
 
+# Credentials that die with their lease (issue 10). The ticket secret leaves the
+# database (it lives in --secret-file now: a copy of the database must not be
+# enough to forge tickets); each registration of a node gets its own id (only
+# its hash is kept, and it feeds the node's ticket key); a session records when
+# its ticket was first used, so a ticket opens one session only.
+_V2 = [
+    "DELETE FROM settings WHERE key = 'ticket_secret'",
+    "ALTER TABLE nodes ADD COLUMN registration TEXT",
+    "ALTER TABLE sessions ADD COLUMN connected_at DOUBLE PRECISION",
+]
+
 #: (version, statements) in order; version n is applied when schema_version < n.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, tuple(_V1)),)
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, tuple(_V1)), (2, tuple(_V2)))

@@ -49,7 +49,7 @@ __all__ = [
 #: heartbeat within the lease timeout. ``node-lost``: its node went silent past
 #: the node timeout. ``drained``: an admin drained its node. ``device-lost``: its
 #: node stopped reporting one of the lease's devices.
-EndReason = Literal["released", "expired", "node-lost", "drained", "device-lost"]
+EndReason = Literal["released", "finished", "expired", "node-lost", "drained", "device-lost"]
 END_REASONS: tuple[str, ...] = get_args(EndReason)
 
 #: ``best-fit`` packs fractions onto the fullest device that still fits (the

@@ -7,15 +7,18 @@ like every other; the listings read the database directly.
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from collections.abc import Callable
 from typing import Any
 
-from tether._ticket import node_key
+from tether._ticket import TicketError, verify_any
 from tether.pool._auth import Principal
 from tether.pool._core import ServiceCore, Unchanged
 from tether.pool._db import Tx
 from tether.pool._events import (
     Event,
+    LeaseFinished,
     LeaseHeartbeat,
     NodeCordoned,
     NodeDrained,
@@ -24,7 +27,7 @@ from tether.pool._events import (
     NodeUncordoned,
 )
 from tether.pool._model import DeviceSpec, NodeSpec
-from tether.pool._problems import Conflict, PoolRequestError
+from tether.pool._problems import Conflict, Forbidden, Gone, PoolRequestError
 from tether.pool._state import PoolState
 from tether.pool._values import PoolInputError, PoolNotFoundError, parse_memory
 
@@ -44,6 +47,16 @@ class Nodes(ServiceCore):
         replace: bool,
         sent_at: float | None,
     ) -> dict[str, Any]:
+        """Register (or take over, with ``replace``) node ``name``.
+
+        Who may take over a node that is alive: only a token *named* for it. An
+        unnamed node token (one shared by many acceptors) may register a new name
+        or one the pool has marked lost, never replace a live one: otherwise any
+        node could take over any other and send its clients elsewhere. Each
+        registration gets a fresh random id (returned here only; the database
+        keeps its hash) and so a fresh ticket key: whoever re-registers a node gets
+        a key the acceptor already serving it does not accept.
+        """
         self._require_node(principal, name)
         try:
             spec = NodeSpec(
@@ -63,6 +76,7 @@ class Nodes(ServiceCore):
             )
         except PoolInputError as exc:
             raise PoolRequestError(str(exc)) from None
+        registration = secrets.token_hex(16)
 
         def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
             self._check_skew(sent_at, now)
@@ -70,7 +84,22 @@ class Nodes(ServiceCore):
                 existing = state.node(name)
             except PoolNotFoundError:
                 existing = None
-            if existing is not None and not existing.lost and not replace:
+            alive = existing is not None and not existing.lost
+            if alive and principal.node_name is None:
+                assert existing is not None
+                left = existing.last_heartbeat + self.config.policy.node_timeout_s - now
+                raise Unchanged(
+                    Conflict(
+                        f"node {name!r} is registered and alive, and an unnamed node token "
+                        "cannot take over a live node; it can register the name once the "
+                        f"pool has marked it lost (in about {max(left, 0):.0f}s of silence). "
+                        f"To take it over at once, use a token named for it "
+                        f"(tether admin token create --node {name}).",
+                        {"reason": "live", "retry_after_s": max(left, 0.0)},
+                    )
+                )
+            if alive and not replace:
+                assert existing is not None
                 raise Unchanged(
                     Conflict(
                         f"node {name!r} is already registered and alive (last heartbeat "
@@ -79,12 +108,39 @@ class Nodes(ServiceCore):
                     )
                 )
             self._persist(tx, self._handle(state, NodeRegistered(now=now, node=spec)), {})
+            reg_hash = self.registration_hash(registration)
+            tx.execute("UPDATE nodes SET registration = ? WHERE name = ?", (reg_hash, name))
+            keys = self._node_keys(name, reg_hash, now)
             return {
                 **self._node_status(state, name),
-                "ticket_key": node_key(self._secret, name).hex(),
+                "registration": registration,
+                "ticket_key": keys[0].hex(),
+                "ticket_keys": [k.hex() for k in keys],
             }
 
         return self._mutate(work)
+
+    def _check_registration(self, tx: Tx, name: str, registration: str | None) -> str | None:
+        """The node's registration hash, if ``registration`` is its current one.
+
+        Raises (inside the transaction) Conflict with reason ``replaced`` if it is
+        not: the node was registered again since, by another acceptor.
+        """
+        current = self._registration_of(tx, name)
+        if registration is None:
+            return None
+        if current is None or not hmac.compare_digest(
+            self.registration_hash(registration), current
+        ):
+            raise Unchanged(
+                Conflict(
+                    f"node {name!r} was registered again since this acceptor registered it "
+                    "(another acceptor holding this node's token took it over); this "
+                    "acceptor's registration is void",
+                    {"reason": "replaced"},
+                )
+            )
+        return current
 
     def node_heartbeat(
         self,
@@ -94,11 +150,33 @@ class Nodes(ServiceCore):
         sent_at: float,
         device_ids: list[str] | None,
         sessions: list[dict[str, Any]],
+        registration: str | None = None,
     ) -> dict[str, Any]:
+        """The node is alive; renew the leases of the sessions it runs.
+
+        A session reported with ``ended_at`` (the acceptor's clock, which the skew
+        check keeps within ``heartbeat_skew_s`` of the pool's; NTP keeps it far
+        closer) has finished: its lease ends then, however late the report comes
+        (a late heartbeat's ``sent_at`` cannot tell delay from skew, so it is not
+        used to shift it); it is never renewed.
+        Metering figures are bounded by the lease's real times. With the
+        ``registration`` id the answer also carries the node's ticket keys (they
+        change when the pool's secret is rotated). Reports of sessions need it,
+        and so does every heartbeat of an unnamed token (Forbidden otherwise).
+        """
         self._require_node(principal, name)
+        if registration is None and (principal.node_name is None or sessions):
+            # Reports renew, end and bill leases: only the acceptor that registered
+            # may make them, not anyone else who holds (or shares) the node's token.
+            raise Forbidden(
+                "show the node's registration id (from its registration's answer) with "
+                "heartbeats that report sessions, and with every heartbeat of an unnamed "
+                "node token"
+            )
 
         def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
             self._check_skew(sent_at, now)
+            reg_hash = self._check_registration(tx, name, registration)
             event = NodeHeartbeat(
                 now=now, node_id=name, device_ids=tuple(device_ids) if device_ids else None
             )
@@ -106,18 +184,112 @@ class Nodes(ServiceCore):
             ended = []
             for meter in sessions:
                 sid = meter["session_id"]
+                ended_at = meter.get("ended_at")
+                figures = {
+                    k: v
+                    for k, v in meter.items()
+                    if k not in ("session_id", "ended_at") and v is not None
+                }
                 try:
                     lease = state.lease(sid)
                 except PoolNotFoundError:
-                    ended.append(sid)
+                    if ended_at is None:
+                        ended.append(sid)
+                    else:
+                        self._late_finish(tx, name, sid, min(ended_at, now), figures)
                     continue
                 if lease.node != name:
                     ended.append(sid)
                     continue
+                if ended_at is not None:
+                    end = min(max(ended_at, lease.start), now)
+                    self._persist(
+                        tx, self._handle(state, LeaseFinished(now=now, lease_id=sid, end=end)), {}
+                    )
+                    self.store.session_metering_tx(tx, sid, _bounded(figures, end - lease.start))
+                    continue
                 self._persist(tx, self._handle(state, LeaseHeartbeat(now=now, lease_id=sid)), {})
-                figures = {k: v for k, v in meter.items() if k != "session_id" and v is not None}
-                self.store.session_heartbeat_tx(tx, sid, now, figures)
-            return {"status": state.node(name).status, "ended_sessions": ended}
+                self.store.session_heartbeat_tx(tx, sid, now, _bounded(figures, now - lease.start))
+            out: dict[str, Any] = {"status": state.node(name).status, "ended_sessions": ended}
+            if reg_hash is not None:
+                out["ticket_keys"] = [k.hex() for k in self._node_keys(name, reg_hash, now)]
+            return out
+
+        return self._mutate(work)
+
+    def _late_finish(
+        self, tx: Tx, node: str, sid: str, end: float, figures: dict[str, Any]
+    ) -> None:
+        """A finished session whose lease the pool had already ended: if it ended it
+        later than the session really ended (released or expired after an outage),
+        move the end back to the measured one."""
+        row = tx.one(
+            "SELECT started_at, ended_at FROM sessions WHERE id = ? AND node_name = ? "
+            "AND state = 'ended'",
+            (sid, node),
+        )
+        if row is None or row["started_at"] is None:
+            return
+        start = float(row["started_at"])
+        end = max(end, start)
+        if row["ended_at"] is not None and end < float(row["ended_at"]):
+            tx.execute(
+                "UPDATE sessions SET ended_at = ?, end_reason = 'finished' WHERE id = ?",
+                (end, sid),
+            )
+            self._state = None  # the books count the old end: rebuild from the database
+        final = min(end, float(row["ended_at"])) if row["ended_at"] is not None else end
+        self.store.session_metering_tx(tx, sid, _bounded(figures, final - start))
+
+    def admit(
+        self, principal: Principal, name: str, *, registration: str, ticket: str
+    ) -> dict[str, Any]:
+        """The acceptor's check at connect: is this ticket's lease open, and unused?
+
+        Marks the session connected (one ticket, one session, across acceptor
+        restarts too) and returns the node's ticket keys. Errors: 400 a ticket not
+        signed for this registration, 409 used already (``used``) or the
+        registration replaced (``replaced``), 410 the lease has ended.
+        """
+        self._require_node(principal, name)
+
+        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
+            reg_hash = self._check_registration(tx, name, registration)
+            keys = self._node_keys(name, reg_hash, now)
+            try:
+                claims = verify_any(keys, ticket, now=now, node=name)
+            except TicketError as exc:
+                raise Unchanged(
+                    PoolRequestError(f"invalid ticket: {exc}", {"ticket_error": type(exc).__name__})
+                ) from None
+            sid = claims.session_id
+            row = tx.one(
+                "SELECT state, end_reason, connected_at FROM sessions WHERE id = ?", (sid,)
+            )
+            try:
+                state.lease(sid)
+            except PoolNotFoundError:
+                reason = row["end_reason"] if row is not None else None
+                raise Unchanged(
+                    Gone(
+                        f"session {sid}'s lease has ended ({reason or 'unknown'}): its ticket "
+                        "opens nothing; ask the pool for a new slice",
+                        {"reason": reason},
+                    )
+                ) from None
+            if row is None or row["connected_at"] is not None:
+                raise Unchanged(
+                    Conflict(
+                        f"session {sid}'s ticket was used already: one ticket opens one "
+                        "session; ask the pool for a new slice",
+                        {"reason": "used"},
+                    )
+                )
+            tx.execute(
+                "UPDATE sessions SET connected_at = ? WHERE id = ? AND connected_at IS NULL",
+                (now, sid),
+            )
+            return {"session_id": sid, "ticket_keys": [k.hex() for k in keys]}
 
         return self._mutate(work)
 
@@ -193,3 +365,25 @@ class Nodes(ServiceCore):
 
     def devices(self) -> list[dict[str, Any]]:
         return [d for n in self.nodes() for d in n["devices"]]
+
+
+#: Metering figures that are time integrals or durations, and the high-water mark
+#: each integral is bounded by over the lease's span.
+_INTEGRALS = {
+    "memory_byte_seconds": "memory_hwm",
+    "device_memory_byte_seconds": "device_memory_hwm",
+}
+
+
+def _bounded(figures: dict[str, Any], span: float) -> dict[str, Any]:
+    """``figures`` held to what a session inside a lease of ``span`` seconds can have
+    used: a report cannot bill (or claim) time outside the lease."""
+    span = max(span, 0.0)
+    out = dict(figures)
+    if isinstance(out.get("wall_seconds"), int | float):
+        out["wall_seconds"] = min(float(out["wall_seconds"]), span)
+    for integral, peak in _INTEGRALS.items():
+        value, hwm = out.get(integral), out.get(peak)
+        if isinstance(value, int | float) and isinstance(hwm, int | float):
+            out[integral] = min(float(value), float(hwm) * span)
+    return out

@@ -162,11 +162,22 @@ class SessionMeter(BaseModel):
     )
     device_util_max: Annotated[float, Field(ge=0, le=100)] | None = None
     samples: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    ended_at: Seconds | None = Field(
+        default=None,
+        description="the session has ended, at this time (sender's clock): its lease ends then",
+    )
+
+
+_Registration = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class NodeHeartbeatIn(BaseModel):
     model_config = _Strict
     sent_at: Seconds = Field(description="sender's clock, unix seconds; checked for skew")
+    registration: _Registration | None = Field(
+        default=None,
+        description="the id the node's registration answered with (needed for unnamed tokens)",
+    )
     device_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
         default=None, max_length=1024
     )
@@ -201,6 +212,12 @@ class NodeRegisterOut(BaseModel):
     ticket_key: str = Field(
         description="hex key this node verifies its session tickets with (keep it secret)"
     )
+    ticket_keys: list[str] = Field(
+        description="every key valid now, current first (two during a secret rotation)"
+    )
+    registration: str = Field(
+        description="this registration's id: show it with heartbeats and admissions (secret)"
+    )
 
 
 class NodeStatusOut(BaseModel):
@@ -214,6 +231,20 @@ class NodeHeartbeatOut(BaseModel):
     ended_sessions: list[str] = Field(
         description="sessions on this node the pool no longer holds a lease for: stop them"
     )
+    ticket_keys: list[str] | None = Field(
+        default=None, description="the node's ticket keys now, when the registration was shown"
+    )
+
+
+class AdmitIn(BaseModel):
+    model_config = _Strict
+    registration: _Registration
+    ticket: Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class AdmitOut(BaseModel):
+    session_id: str
+    ticket_keys: list[str]
 
 
 # -------------------------------------------------------------------- sessions

@@ -10,6 +10,10 @@ First start: when the database has no user, the pool creates an admin user
 ``admin`` and one API token for it, prints the token once, and writes it (mode
 0600) to ``--bootstrap-token-file`` when given. Keep it: it is the only way in
 until you issue more tokens with ``tether admin``.
+
+The ticket secret (every session ticket's key derives from it) is read from
+``--secret-file`` or ``$TETHER_POOL_SECRET``, never from the database
+(:mod:`tether.pool._secrets`); the file is created on first start.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TextIO
 
 from tether._errors import PoolError
 from tether.pool._db import StoreUnavailable
+from tether.pool._secrets import ENV_SECRET, SecretSource, create_secret_file
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
 
@@ -43,6 +48,29 @@ class ServeOptions:
     ready_file: Path | None = None
     public_metrics: bool = False
     tick_s: float = 1.0
+    #: The ticket secret's file (created, mode 0600, when absent); None: the
+    #: environment variable ``TETHER_POOL_SECRET`` must hold it.
+    secret_file: Path | None = None
+
+
+def open_secret(options: ServeOptions, out: TextIO) -> SecretSource:
+    """The pool's ticket secret: ``secret_file`` (created with a fresh secret, mode
+    0600, when absent), else ``$TETHER_POOL_SECRET``. PoolError if neither."""
+    if options.secret_file is None:
+        value = os.environ.get(ENV_SECRET)
+        if not value:
+            raise PoolError(
+                f"the pool needs its ticket secret: --secret-file PATH or ${ENV_SECRET}"
+            )
+        return SecretSource.from_env(value)
+    if create_secret_file(options.secret_file):
+        print(
+            f"tether pool: created the ticket secret {options.secret_file} (mode 0600; keep "
+            "it out of database backups, give every replica the same one)",
+            file=out,
+            flush=True,
+        )
+    return SecretSource(options.secret_file)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -104,10 +132,12 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
         ) from exc
 
     host, port = parse_listen(options.listen)
+    secret = open_secret(options, out)
+    secret.load()  # a bad secret file stops the start with its reason
     store = Store.open(options.db)
     try:
         bootstrap_admin(store, options.bootstrap_token_file, out)
-        service = PoolService(store, options.config)
+        service = PoolService(store, options.config, secret=secret)
         service.start()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

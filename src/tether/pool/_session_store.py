@@ -247,6 +247,13 @@ class SessionStore:
                 (now, json.dumps(metering, sort_keys=True), session_id),
             )
 
+    def session_metering_tx(self, tx: Tx, session_id: str, metering: dict[str, Any]) -> None:
+        """Record a session's final metering figures (its lease may have ended)."""
+        tx.execute(
+            "UPDATE sessions SET metering = ? WHERE id = ?",
+            (json.dumps(metering, sort_keys=True), session_id),
+        )
+
     def allocation_tx(self, tx: Tx) -> dict[tuple[str, str], tuple[float, int]]:
         """Live (share, memory bytes) per (node, device), from active lease rows."""
         rows = tx.all(

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tether._ticket import SessionTicket, TicketError, node_key
+from tether._ticket import SessionTicket, TicketError, verify_any
 from tether._ticket import issue as issue_ticket
-from tether._ticket import verify as verify_ticket
 from tether.pool._accounts import new_id
 from tether.pool._auth import Principal
 from tether.pool._core import ServiceCore, opt_memory
@@ -111,16 +110,19 @@ class Sessions(ServiceCore):
     def session(self, principal: Principal, session_id: str) -> dict[str, Any]:
         with self.store.db.transaction() as tx:
             row = self.store.session_tx(tx, session_id)
-            address = None
+            address = registration = None
             if row.state == "placed" and row.node_name is not None:
-                addr = tx.one("SELECT address FROM nodes WHERE name = ?", (row.node_name,))
-                address = addr["address"] if addr else None
+                addr = tx.one(
+                    "SELECT address, registration FROM nodes WHERE name = ?", (row.node_name,)
+                )
+                if addr:
+                    address, registration = addr["address"], addr["registration"]
         self._require_team(principal, row.team_id, what=f"session {session_id!r}")
         out = self._session_out(row, address)
         if row.state == "queued":
             out["position"] = self._position(session_id)
         if row.state == "placed" and principal.user_id == row.user_id:
-            out.update(self._ticket(row, address))
+            out.update(self._ticket(row, registration))
         return out
 
     def _position(self, session_id: str) -> int | None:
@@ -133,7 +135,7 @@ class Sessions(ServiceCore):
             except PoolNotFoundError:
                 return None
 
-    def _ticket(self, row: SessionRow, address: str | None) -> dict[str, Any]:
+    def _ticket(self, row: SessionRow, registration: str | None) -> dict[str, Any]:
         lease = session_lease(row)
         if lease is None:
             return {}
@@ -149,7 +151,9 @@ class Sessions(ServiceCore):
             issued_at=now,
             expires_at=now + self.config.ticket_ttl_s,
         )
-        text = issue_ticket(node_key(self._secret, lease.node), ticket)
+        # Signed with the key of the node's current registration: an acceptor that
+        # registered before (or someone who re-registered the node since) refuses it.
+        text = issue_ticket(self._signing_key(lease.node, registration), ticket)
         return {"ticket": text, "ticket_expires_at": ticket.expires_at}
 
     def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> dict[str, Any]:
@@ -160,9 +164,12 @@ class Sessions(ServiceCore):
             raise Forbidden("only node tokens and admins can verify tickets")
         if node is None:
             raise PoolRequestError("name the node the ticket is for")
+        with self.store.db.transaction() as tx:
+            registration = self._registration_of(tx, node)
+        now = self._clock()
         try:
-            claims = verify_ticket(
-                node_key(self._secret, node), ticket, now=self._clock(), node=node
+            claims = verify_any(
+                self._node_keys(node, registration, now), ticket, now=now, node=node
             )
         except TicketError as exc:
             raise PoolRequestError(

@@ -34,7 +34,8 @@ its own team's later requests; other teams' requests may go past it (backfill),
 so one big request does not idle the pool. Requests waiting longer than their
 timeout are refused ``timeout``.
 
-Leases (``_leases``) end on release, on expiry (no heartbeat for ``lease_timeout_s``; ended
+Leases (``_leases``) end on release, when the acceptor reports their session
+finished (at the end it measured), on expiry (no heartbeat for ``lease_timeout_s``; ended
 at their last heartbeat), on node loss, on a device disappearing from the
 node's report, or on drain. Usage is computed from leases (``_usage``).
 
@@ -59,6 +60,7 @@ from tether.pool._books import TeamBooks
 from tether.pool._events import (
     Decision,
     Event,
+    LeaseFinished,
     LeaseHeartbeat,
     LeaseReleased,
     NodeCordoned,
@@ -92,6 +94,7 @@ _EVENT_TYPES = (
     RequestCancelled,
     LeaseHeartbeat,
     LeaseReleased,
+    LeaseFinished,
     QuotaSet,
     Tick,
 )
@@ -275,7 +278,7 @@ class PoolState:
     def _validate(self, event: Event) -> None:
         if isinstance(event, NodeHeartbeat | NodeCordoned | NodeDrained | NodeUncordoned):
             self._roster.require(event.node_id)
-        elif isinstance(event, LeaseHeartbeat | LeaseReleased):
+        elif isinstance(event, LeaseHeartbeat | LeaseReleased | LeaseFinished):
             self.lease(event.lease_id)
         elif isinstance(event, RequestCancelled):
             self._queue.get(event.request_id)
@@ -324,6 +327,9 @@ class PoolState:
 
     def _on_LeaseReleased(self, event: LeaseReleased, now: float, out: list[Decision]) -> bool:
         return self._leases.released(event, now, out)
+
+    def _on_LeaseFinished(self, event: LeaseFinished, now: float, out: list[Decision]) -> bool:
+        return self._leases.finished(event, now, out)
 
     def _on_QuotaSet(self, event: QuotaSet, now: float, out: list[Decision]) -> bool:
         self._books.set_quota(event.quota)

@@ -17,6 +17,7 @@ the clock and the store never reads it.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from tether.pool._model import DeviceSpec, NodeSpec, Quota
 from tether.pool._problems import NotFound
 from tether.pool._roster import NodeRecord
 from tether.pool._session_store import SessionStore
+
+log = logging.getLogger("tether.pool")
 
 __all__ = [
     "DeviceRow",
@@ -64,6 +67,15 @@ class NodeRow:
     registered_at: float
     last_heartbeat: float
     info: dict[str, Any]
+
+
+def _note_dropped_secret(tx: Tx) -> None:
+    if tx.one("SELECT key FROM settings WHERE key = 'ticket_secret'") is not None:
+        log.warning(
+            "dropping the ticket secret kept in the database (settings.ticket_secret): "
+            "tickets are now signed with keys from the pool's --secret-file; acceptors "
+            "get their new keys when they register again"
+        )
 
 
 class Store(SessionStore, AccountStore):
@@ -122,6 +134,8 @@ class Store(SessionStore, AccountStore):
             for number, statements in MIGRATIONS:
                 if number <= version:
                     continue
+                if number == 2 and version >= 1:
+                    _note_dropped_secret(tx)
                 for statement in statements:
                     tx.execute(statement)
                 tx.execute("UPDATE schema_version SET version = ?", (number,))

@@ -60,6 +60,7 @@ class Flag(enum.IntFlag):
     NOPIPE = 8  # REPLY: never pipeline calls of this kind (they touch client state)
     STDERR = 16  # OUTPUT: the text is for stderr
     BATCH = 32  # CALL: meta holds several pipelined calls (seq, seq + 1, ...)
+    NESTED = 64  # CALL: made while the worker waits for a RESPONSE; run it at once
 
 
 class Role(enum.Enum):

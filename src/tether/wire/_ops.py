@@ -9,13 +9,14 @@ op                      fields                                          result
 ``GETATTR``             target, name                                    attribute
 ``CALL``                callable, args, kwargs                          result
 ``CALLMETHOD``          target, method name, args, kwargs               result
-``ITER``                target                                          (iterator, length)
+``ITER``                target                                          (iterator, length, items)
 ``NEXT``                iterator                                        item, or :data:`STOP`
 ``MAKECLASS``           name, bases, namespace, keywords                the new class
 ``PING``                (none)                                          None
 ======================  ==============================================  =========
 
-(``length`` is the exact number of items left, or None when unknown.)
+(``length`` is the exact number of items left, or None when unknown; ``items``
+is every item, or None, for iterators whose items cannot change under the loop.)
 
 ``shape`` says what the client already assumed about the result when it did
 not wait for it (a pipelined call): :data:`ANY` means "send it back" (the call
@@ -90,6 +91,13 @@ _LEN = struct.Struct("<I")
 #: of at that point of the stream (the ids follow, as in a RELEASE frame). Calls
 #: start with a pickle's PROTO (0x80) or the compact tag (0x01).
 RELEASE_TAG: Final = b"\x02"
+
+#: First byte of a batch entry (or a lone CALL frame's meta) that carries the
+#: script's rebinds of names the worker holds: a pickle of
+#: ``[(module, [(name, value pickle or None), ...]), ...]``, None meaning "forget
+#: it, page it in again". Applied in stream order, even while the engine skips
+#: calls after an error; takes no sequence number.
+NAMESPACE_TAG: Final = b"\x03"
 
 
 def pack_batch(metas: list[bytes]) -> bytes:
