@@ -9,6 +9,7 @@ from pathlib import Path
 from tether._errors import ConnectError
 from tether.client._connect import open_session
 from tether.client._session import Session, install_ordered_streams
+from tether.transport._tls import ca_from_env
 
 
 def _token_from_env() -> str | None:
@@ -30,6 +31,7 @@ def connect(
     *,
     remote: Iterable[str] = (),
     ordered_output: bool = True,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> Session:
     """Open a session on an acceptor and return it (also a context manager).
 
@@ -37,6 +39,10 @@ def connect(
     (or ``TETHER_TOKEN_FILE``) environment variables. With no URL at all, an
     acceptor is started on loopback in this process (it uses this machine's
     devices, the CPU if nothing else) and stopped when the session closes.
+
+    A ``tls://`` URL verifies the acceptor's certificate against ``tls_ca`` (a
+    PEM file of CA certificates; default ``TETHER_TLS_CA``), else the system's
+    trust.
 
     ``remote`` names the modules that this session remotes (their objects never
     travel by value). With ``ordered_output`` the script's own prints wait for
@@ -56,7 +62,9 @@ def connect(
         raise ConnectError(
             f"no token for {url}: pass token=..., or set TETHER_TOKEN or TETHER_TOKEN_FILE"
         )
-    session = open_session(url, token, remote=remote, on_close=on_close)
+    if tls_ca is None:
+        tls_ca = ca_from_env()
+    session = open_session(url, token, remote=remote, on_close=on_close, tls_ca=tls_ca)
     if ordered_output:
         install_ordered_streams(session)
     return session

@@ -4,11 +4,15 @@ The file is TOML at ``$TETHER_CONFIG`` if set, else ``$XDG_CONFIG_HOME/tether/co
 else ``~/.config/tether/config.toml``. Only the ``[pool]`` table is read here::
 
     [pool]
-    url = "http://pool.example.org:8600"
-    token = "tether_..."
+    url = "https://pool.example.org:8600"
+    token = "tether_..."            # or: token_file = "/path/to/file"
+    ca = "/path/to/ca.crt"          # optional: the CA that signed an https pool's
+                                    # (and its acceptors') certificates
 
-Precedence, highest first: command-line flag, environment (``TETHER_POOL``,
-``TETHER_POOL_TOKEN``), then this file. :func:`write_pool` is what ``tether up``
+Precedence, highest first: command-line flag, environment (``TETHER_POOL``;
+``TETHER_POOL_TOKEN``, then ``TETHER_POOL_TOKEN_FILE``; ``TETHER_TLS_CA``),
+then this file. A token is never needed on a command line: a file or the
+environment will do. :func:`write_pool` is what ``tether up``
 uses to record a freshly started local pool; it writes the file with mode 0600
 because it holds a secret.
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 
 from tether._errors import TetherError
 
-__all__ = ["PoolConfig", "config_path", "resolve_pool", "write_pool"]
+__all__ = ["PoolConfig", "config_path", "read_token_file", "resolve_pool", "write_pool"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,6 +35,7 @@ class PoolConfig:
 
     url: str | None
     token: str | None
+    ca: str | None = None  # CA file for https:// and tls:// (None: the system's trust)
 
 
 def config_path() -> Path:
@@ -56,21 +61,50 @@ def _read_file(path: Path) -> dict[str, object]:
     return pool
 
 
-def resolve_pool(url: str | None = None, token: str | None = None) -> PoolConfig:
+def read_token_file(path: str | os.PathLike[str], what: str = "token file") -> str:
+    """The token in ``path`` (surrounding whitespace dropped); TetherError if
+    it cannot be read or is empty."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise TetherError(f"cannot read the {what} {os.fspath(path)}: {exc.strerror}") from None
+    if not token:
+        raise TetherError(f"the {what} {os.fspath(path)} is empty")
+    return token
+
+
+def resolve_pool(
+    url: str | None = None,
+    token: str | None = None,
+    *,
+    token_file: str | os.PathLike[str] | None = None,
+    ca: str | os.PathLike[str] | None = None,
+) -> PoolConfig:
     """Combine flags (the arguments), environment and config file, in that order.
 
-    Raises :class:`TetherError` when the config file exists but cannot be parsed.
+    Raises :class:`TetherError` when the config file exists but cannot be
+    parsed, or a token file named anywhere cannot be read.
     """
+    if token is None and token_file is not None:
+        token = read_token_file(token_file)
     env_url = os.environ.get("TETHER_POOL") or None
     env_token = os.environ.get("TETHER_POOL_TOKEN") or None
+    if not env_token and os.environ.get("TETHER_POOL_TOKEN_FILE"):
+        env_token = read_token_file(os.environ["TETHER_POOL_TOKEN_FILE"], "TETHER_POOL_TOKEN_FILE")
+    env_ca = os.environ.get("TETHER_TLS_CA") or None
+    the_ca = os.fspath(ca) if ca is not None else env_ca
     if (url or env_url) and (token or env_token):
-        return PoolConfig(url=url or env_url, token=token or env_token)
+        return PoolConfig(url=url or env_url, token=token or env_token, ca=the_ca)
     section = _read_file(config_path())
     file_url = section.get("url")
     file_token = section.get("token")
+    if not isinstance(file_token, str) and isinstance(section.get("token_file"), str):
+        file_token = read_token_file(str(section["token_file"]), f"token_file of {config_path()}")
+    file_ca = section.get("ca")
     return PoolConfig(
         url=url or env_url or (file_url if isinstance(file_url, str) else None),
         token=token or env_token or (file_token if isinstance(file_token, str) else None),
+        ca=the_ca or (file_ca if isinstance(file_ca, str) else None),
     )
 
 
@@ -79,8 +113,8 @@ def _toml_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def write_pool(url: str, token: str, path: Path | None = None) -> Path:
-    """Record the pool URL and token in the config file (other tables are kept).
+def write_pool(url: str, token: str, path: Path | None = None, *, ca: Path | None = None) -> Path:
+    """Record the pool URL, token and CA file in the config file (other tables are kept).
 
     The file is rewritten whole with mode 0600. Returns the path written.
     """
@@ -100,6 +134,8 @@ def write_pool(url: str, token: str, path: Path | None = None) -> Path:
     text = (body + "\n\n" if body else "") + (
         f"[pool]\nurl = {_toml_string(url)}\ntoken = {_toml_string(token)}\n"
     )
+    if ca is not None:
+        text += f"ca = {_toml_string(str(ca))}\n"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)

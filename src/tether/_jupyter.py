@@ -96,6 +96,12 @@ def _parser() -> _Parser:
         help="a module to execute remotely, with its submodules (repeatable)",
     )
     c.add_argument("--token-file", metavar="PATH", type=Path, help="file holding the token")
+    c.add_argument(
+        "--tls-ca",
+        metavar="PATH",
+        type=Path,
+        help="CA file to verify a tls:// acceptor and an https:// pool (default $TETHER_TLS_CA)",
+    )
     add_slice_arguments(c)
     sub.add_parser("status", help="the session: address, id, remote modules, calls so far")
     sub.add_parser("disconnect", help="close the session and remove the remote modules")
@@ -235,8 +241,9 @@ def _attach(args: argparse.Namespace, names: frozenset[str], pool_wanted: bool) 
     displaced = {k: m for k, m in sys.modules.items() if _top(k) in names}
     lease = None
     embedded = False
+    tls_ca = args.tls_ca
     if pool_wanted:
-        lease = _lease(args)
+        lease, tls_ca = _lease(args)
         url: str | None = lease.address
         token: str | None = lease.ticket
     else:
@@ -249,7 +256,7 @@ def _attach(args: argparse.Namespace, names: frozenset[str], pool_wanted: bool) 
             except OSError as exc:
                 raise ConnectError(f"cannot read {args.token_file}: {exc.strerror}") from None
     try:
-        session = connect(url, token, remote=names)
+        session = connect(url, token, remote=names, tls_ca=tls_ca)
     except BaseException:
         if lease is not None:
             lease.release()
@@ -273,31 +280,33 @@ def _attach(args: argparse.Namespace, names: frozenset[str], pool_wanted: bool) 
     return _Attachment(session, names, finder, displaced, embedded, lease)
 
 
-def _lease(args: argparse.Namespace) -> Any:
-    """A slice from the pool, as ``tether run --pool`` gets one."""
+def _lease(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """A slice from the pool, as ``tether run --pool`` gets one, and the CA file to
+    verify its acceptor with."""
     from IPython.core.error import UsageError
 
     from tether._config import config_path, resolve_pool
     from tether.client._lease import acquire
     from tether.pool._client import PoolClient
 
-    cfg = resolve_pool(args.pool, args.pool_token)
+    cfg = resolve_pool(args.pool, args.pool_token, token_file=args.pool_token_file, ca=args.tls_ca)
     if not cfg.url or not cfg.token:
         missing = "pool URL (--pool, $TETHER_POOL)" if not cfg.url else "API token"
         raise UsageError(
-            f"%tether connect: no {missing}: pass --pool URL and --pool-token, set TETHER_POOL "
-            f"and TETHER_POOL_TOKEN, or put them under [pool] in {config_path()}"
+            f"%tether connect: no {missing}: pass --pool URL and --pool-token-file, set "
+            f"TETHER_POOL and TETHER_POOL_TOKEN, or put them under [pool] in {config_path()}"
         )
     try:
         request = request_from_args(args)
     except ValueError as exc:
         raise UsageError(f"%tether connect: {exc}") from None
-    return acquire(PoolClient(cfg.url, cfg.token), request)
+    return acquire(PoolClient(cfg.url, cfg.token, ca=cfg.ca), request), cfg.ca
 
 
 def _detach(a: _Attachment) -> None:
-    if a.finder in sys.meta_path:
-        sys.meta_path.remove(a.finder)
+    from tether.client._importer import uninstall
+
+    uninstall(a.finder)
     _restore_modules(a.names, a.displaced)
     try:
         a.session.close()

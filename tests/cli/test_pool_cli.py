@@ -287,3 +287,46 @@ def test_serve_strips_whitespace_around_db(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 2 and "--db is empty" in r.stderr, r.stderr
     assert not (tmp_path / "never").exists()
+
+
+def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *argv],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_every_pool_command_reads_its_token_from_a_file(pool: Pool, tmp_path: Path) -> None:
+    """No command needs a token on its command line, where any local user can read it."""
+    token_file = tmp_path / "token"
+    token_file.write_text(pool.admin_token + "\n")
+    for argv in (["pool", "status"], ["admin", "team", "list"], ["usage"], ["node", "list"]):
+        r = _run([*argv, "--pool", pool.url, "--token-file", str(token_file), "--json"], _env())
+        assert r.returncode == 0, (argv, r.stderr)
+        assert pool.admin_token not in r.stdout + r.stderr
+    r = _run(
+        ["pool", "status", "--json"],
+        _env(TETHER_POOL=pool.url, TETHER_POOL_TOKEN_FILE=str(token_file)),
+    )
+    assert r.returncode == 0, r.stderr
+    config = tmp_path / "config.toml"
+    config.write_text(f'[pool]\nurl = "{pool.url}"\ntoken_file = "{token_file}"\n')
+    r = _run(["usage", "--json"], _env(TETHER_CONFIG=str(config)))
+    assert r.returncode == 0, r.stderr
+
+
+def test_an_unreadable_token_file_is_one_clear_line(pool: Pool, tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    r = _run(["pool", "status", "--pool", pool.url, "--token-file", str(missing)], _env())
+    assert r.returncode == 1
+    assert (
+        r.stderr
+        == f"tether: error: cannot read the token file {missing}: No such file or directory\n"
+    )
+    r = _run(["pool", "status"], _env(TETHER_POOL=pool.url, TETHER_POOL_TOKEN_FILE=str(missing)))
+    assert r.returncode == 1 and "cannot read the TETHER_POOL_TOKEN_FILE" in r.stderr
+    r = _run(
+        ["serve", "--listen", "tcp://127.0.0.1:0", "--pool", pool.url],
+        _env(TETHER_NODE_TOKEN_FILE=str(missing)),
+    )
+    assert r.returncode == 2 and f"cannot read {missing}" in r.stderr

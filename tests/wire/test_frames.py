@@ -104,3 +104,34 @@ def test_truncated_and_corrupted_frames_raise_protocol_error_or_wait(junk: bytes
     mutated = good[:cut] + junk + good[cut:]
     with contextlib.suppress(ProtocolError):
         decode_all(mutated, chunk=7, max_frame=4096)
+
+
+@given(
+    meta=st.binary(max_size=300),
+    buffers=st.lists(st.binary(max_size=200), max_size=4),
+    big=st.booleans(),
+    trailing=st.binary(min_size=1, max_size=50),
+)
+@settings(max_examples=200, deadline=None)
+def test_reading_bytes_needed_takes_one_frame_and_nothing_behind_it(
+    meta: bytes, buffers: list[bytes], big: bool, trailing: bytes
+) -> None:
+    """The acceptor reads a hello this way; what follows it must stay unread."""
+    if big:  # a buffer that is received straight into its own memory
+        buffers = [*buffers, bytes(range(256)) * 300]
+    stream = frame_bytes(encode_frame(7, 1, 42, meta, buffers)) + trailing
+    dec = FrameDecoder()
+    pos = 0
+    while (frame := dec.next_frame()) is None:
+        need = dec.bytes_needed()
+        assert need >= 1
+        target = dec.direct_target()
+        if target is not None:  # the decoder lends memory: fill it, as the channel does
+            target[:need] = stream[pos : pos + need]
+            dec.direct_filled(need)
+        else:
+            dec.feed(stream[pos : pos + need])
+        pos += need
+    assert stream[pos:] == trailing
+    assert (frame.kind, frame.seq, frame.meta) == (7, 42, meta)
+    assert [bytes(b) for b in frame.buffers] == buffers

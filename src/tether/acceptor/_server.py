@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -34,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tether._errors import ProtocolError
+from tether._errors import ProtocolError, TetherError
 from tether.acceptor._ratelog import RateLimitedLog
 from tether.acceptor._sandbox import Cell, Sandbox, SandboxError
 from tether.transport import Address, bound_address, listen, tune
+from tether.transport._relay import TlsRelay
 from tether.wire import (
-    HEADER_SIZE,
     PROTOCOL_VERSION,
     FrameDecoder,
     Hello,
@@ -130,7 +131,14 @@ class Acceptor:
         worker_env: Mapping[str, str] | None = None,
         observer: SessionObserver | None = None,
         sandbox: Sandbox | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        if (address.scheme == "tls") != (tls is not None):
+            raise TetherError(
+                "a tls:// address needs a certificate and key (--tls-cert, --tls-key), "
+                "and a certificate needs a tls:// address"
+            )
+        self.tls = tls
         self.requested = address
         self.authorize = authorize
         self.python = python
@@ -166,7 +174,10 @@ class Acceptor:
         self.loop = asyncio.get_running_loop()
         sock = listen(self.requested)
         self.address = bound_address(sock, self.requested)
-        server = await asyncio.start_server(self._on_connection, sock=sock)
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl": self.tls, "ssl_handshake_timeout": HELLO_TIMEOUT}
+        server = await asyncio.start_server(self._on_connection, sock=sock, **tls)
         log.info("listening on %s", self.address)
         if ready is not None:
             ready(self.address)
@@ -205,7 +216,7 @@ class Acceptor:
             drop_log.warning("refused %s: %s", peer, reason)
             await _refuse(writer, reason, "auth")
             return
-        await self._start_worker(writer, hello, peer, slice_env)
+        await self._start_worker(writer, hello, peer, slice_env, reader)
 
     async def _hello(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
@@ -217,11 +228,13 @@ class Acceptor:
             drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
             await _refuse(writer, "not a Tether client hello", "protocol")
             return None
-        # What the client sends next belongs to its worker: stop reading here.
+        # What the client sends next belongs to its worker: over plain TCP stop
+        # reading here (a tls:// relay reads on and forwards what it buffered).
         transport = writer.transport
-        if isinstance(transport, asyncio.ReadTransport):  # always, for a socket
+        if self.tls is None and isinstance(transport, asyncio.ReadTransport):
             transport.pause_reading()
-        if getattr(reader, "_buffer", b""):
+        buffered: object = getattr(reader, "_buffer", None)  # asyncio's, not public
+        if self.tls is None and buffered:
             drop_log.warning("dropped connection from %s: data after the hello", peer)
             await _refuse(
                 writer, "the client sent data before WELCOME: not a Tether client", "protocol"
@@ -243,6 +256,7 @@ class Acceptor:
         hello: Hello,
         peer: str,
         slice_env: Mapping[str, str],
+        reader: asyncio.StreamReader | None = None,
     ) -> None:
         session = slice_env.get(POOL_SESSION_ENV) or secrets.token_hex(8)
         if session in self.sessions:
@@ -260,6 +274,12 @@ class Acceptor:
         self.sessions[session] = SessionRecord(session, 0, peer, time.time())
         sock = writer.get_extra_info("socket")
         tune(sock)
+        relay = None
+        if self.tls is not None and reader is not None:
+            # TLS state cannot move with an fd: the worker gets a socketpair
+            # and this process relays (see tether.transport._relay).
+            relay = await TlsRelay.start(reader, writer)
+            sock = relay.worker_end
         fd = os.dup(sock.fileno())
         cell: Cell | None = None
         try:
@@ -284,6 +304,8 @@ class Acceptor:
                 self.sandbox.release(cell)
             log.error("cannot start a worker: %s", exc)
             await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
+            if relay is not None:
+                await relay.aclose()
             return
         finally:
             os.close(fd)
@@ -296,7 +318,10 @@ class Acceptor:
                 if self.handoff_delay:
                     await asyncio.sleep(self.handoff_delay)
             finally:
-                writer.transport.abort()  # our copy only: the worker holds the connection now
+                if relay is not None:
+                    relay.handed_over()
+                else:
+                    writer.transport.abort()  # our copy only: the worker holds the connection
             log.info("session %s for %s: worker pid %d", session, peer, proc.pid)
             if self.observer is not None:
                 try:
@@ -306,6 +331,8 @@ class Acceptor:
             code = await proc.wait()
             log.info("session %s ended (worker exit status %s)", session, code)
         finally:
+            if relay is not None:
+                await relay.aclose()
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
             if cell is not None and self.sandbox is not None:
@@ -338,16 +365,10 @@ def _short(exc: BaseException) -> str:
 async def _read_hello(reader: asyncio.StreamReader) -> Hello:
     """Reads the hello frame and not one byte past it (those are the worker's)."""
     dec = FrameDecoder(max_frame=MAX_HELLO)
-    head = await reader.readexactly(HEADER_SIZE)
-    dec.feed(head)
-    # The header's layout (wire/_frames.py): u32 meta_len, u8 kind, u8 flags, u16 nbufs.
-    meta_len, nbufs = int.from_bytes(head[0:4], "little"), int.from_bytes(head[6:8], "little")
-    if nbufs or meta_len > MAX_HELLO:
-        raise ProtocolError("not a hello frame: buffers or too long")
-    dec.feed(await reader.readexactly(meta_len))
-    frame = dec.next_frame()
-    if frame is None:
-        raise ProtocolError("incomplete hello frame")
+    # Exactly the hello and not a byte more: what the client sent behind it
+    # belongs to the worker (a tls:// relay forwards the stream's buffer).
+    while (frame := dec.next_frame()) is None:
+        dec.feed(await reader.readexactly(dec.bytes_needed()))
     msg = decode_handshake(frame)
     if not isinstance(msg, Hello):
         raise ProtocolError("the first frame must be a hello")

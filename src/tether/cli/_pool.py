@@ -91,6 +91,14 @@ def register(subparsers: Any) -> None:
         help="how fractions are packed onto devices (default best-fit)",
     )
     serve.add_argument(
+        "--tls-cert", type=Path, metavar="PATH",
+        help="serve HTTPS with this PEM certificate (default $TETHER_TLS_CERT)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--tls-key", type=Path, metavar="PATH",
+        help="the certificate's unencrypted PEM key (default $TETHER_TLS_KEY)",
+    )  # fmt: skip
+    serve.add_argument(
         "--public-metrics",
         action="store_true",
         help="serve /metrics without a token (default: any valid token)",
@@ -192,8 +200,15 @@ def _serve(args: argparse.Namespace) -> int:
         public_metrics=args.public_metrics,
         secret_file=args.secret_file
         or (None if os.environ.get("TETHER_POOL_SECRET") else _default_secret_file()),
+        tls_cert=args.tls_cert or _env_path("TETHER_TLS_CERT"),
+        tls_key=args.tls_key or _env_path("TETHER_TLS_KEY"),
     )
     return serve(options)
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 def bar(share: float, width: int = BAR_WIDTH) -> str:

@@ -1,8 +1,12 @@
 """Shared pieces of the pool's sub-commands (not a sub-command itself).
 
 Where the pool is and which token to use comes from, highest first: ``--pool``
-and ``--token``, the environment (``TETHER_POOL``, ``TETHER_POOL_TOKEN``), then
-the ``[pool]`` table of the config file (see :mod:`tether._config`).
+and ``--token-file`` (or ``--token``), the environment (``TETHER_POOL``,
+``TETHER_POOL_TOKEN``, ``TETHER_POOL_TOKEN_FILE``), then the ``[pool]`` table of
+the config file (see :mod:`tether._config`). ``--token`` exists for
+convenience; any local user can read a command line, so scripts should use a
+file or the environment. An ``https://`` pool is verified against ``--tls-ca``
+(or ``TETHER_TLS_CA``, or the config file's ``ca``), else the system's trust.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether._errors import TetherError
@@ -30,9 +35,22 @@ def add_client_args(parser: argparse.ArgumentParser, *, json_flag: bool = True) 
         help="the pool's URL, e.g. http://pool:8600 (default: $TETHER_POOL, then the config file)",
     )
     group.add_argument(
+        "--token-file",
+        metavar="PATH",
+        type=Path,
+        help="file holding your API token (default: $TETHER_POOL_TOKEN, "
+        "$TETHER_POOL_TOKEN_FILE, then the config file)",
+    )
+    group.add_argument(
         "--token",
         metavar="TOKEN",
-        help="API token (default: $TETHER_POOL_TOKEN, then the config file)",
+        help="API token itself (visible to other local users: prefer --token-file)",
+    )
+    group.add_argument(
+        "--tls-ca",
+        metavar="PATH",
+        type=Path,
+        help="CA file to verify an https:// pool with (default $TETHER_TLS_CA, the config file)",
     )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -42,7 +60,12 @@ def client_from(args: argparse.Namespace) -> PoolClient:
     from tether._config import config_path, resolve_pool
     from tether.pool._client import PoolClient
 
-    cfg = resolve_pool(getattr(args, "pool", None), getattr(args, "token", None))
+    cfg = resolve_pool(
+        getattr(args, "pool", None),
+        getattr(args, "token", None),
+        token_file=getattr(args, "token_file", None),
+        ca=getattr(args, "tls_ca", None),
+    )
     if not cfg.url:
         raise TetherError(
             "no pool configured: pass --pool URL, set TETHER_POOL, or put url = ... under "
@@ -50,10 +73,11 @@ def client_from(args: argparse.Namespace) -> PoolClient:
         )
     if not cfg.token:
         raise TetherError(
-            "no API token: pass --token, set TETHER_POOL_TOKEN, or put token = ... under "
+            "no API token: pass --token-file PATH, set TETHER_POOL_TOKEN or "
+            "TETHER_POOL_TOKEN_FILE, or put token = ... under "
             f"[pool] in {config_path()} (an admin issues tokens with `tether admin token create`)"
         )
-    return PoolClient(cfg.url, cfg.token)
+    return PoolClient(cfg.url, cfg.token, ca=cfg.ca)
 
 
 def print_json(value: Any) -> None:

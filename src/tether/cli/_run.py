@@ -38,9 +38,10 @@ examples:
 environment:
   TETHER_CONNECT     acceptor address when --connect is not given
   TETHER_TOKEN       session token (or TETHER_TOKEN_FILE: a file holding it)
-  TETHER_POOL, TETHER_POOL_TOKEN
-                     the pool and your API token when --pool/--pool-token are not
-                     given (else the [pool] table of ~/.config/tether/config.toml,
+  TETHER_TLS_CA      CA file that tls:// acceptors and https:// pools are verified with
+  TETHER_POOL, TETHER_POOL_TOKEN (or TETHER_POOL_TOKEN_FILE)
+                     the pool and your API token when --pool/--pool-token-file are
+                     not given (else the [pool] table of ~/.config/tether/config.toml,
                      which `tether up` writes)
 """
 
@@ -62,6 +63,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--connect", metavar="URL", help="acceptor address, e.g. tcp://gpuhost:7070")
     p.add_argument("--token-file", metavar="PATH", type=Path, help="file holding the token")
+    p.add_argument(
+        "--tls-ca", metavar="PATH", type=Path,
+        help="CA file to verify a tls:// acceptor or https:// pool with "
+        "(default $TETHER_TLS_CA, else the system's trust)",
+    )  # fmt: skip
     add_slice_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the program to run, after --")
     p.set_defaults(handler=run)
@@ -88,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     remote = sorted({m.strip() for item in args.remote for m in item.split(",") if m.strip()})
     env = dict(os.environ)
     env["TETHER_REMOTE"] = ",".join(remote)
+    if args.tls_ca is not None:
+        env["TETHER_TLS_CA"] = str(args.tls_ca.resolve())
     embedded = None
     url = args.connect or env.get("TETHER_CONNECT")
     pool_wanted = wants_pool(args)
@@ -100,10 +108,13 @@ def run(args: argparse.Namespace) -> int:
         env["TETHER_CONNECT"] = url
         if args.token_file is not None:
             try:
-                env["TETHER_TOKEN"] = args.token_file.read_text().strip()
+                args.token_file.read_text()
             except OSError as exc:
                 print(f"tether run: cannot read {args.token_file}: {exc.strerror}", file=sys.stderr)
                 return 2
+            # The script reads the file itself: the token stays out of its environment.
+            env.pop("TETHER_TOKEN", None)
+            env["TETHER_TOKEN_FILE"] = str(args.token_file.resolve())
         elif "TETHER_TOKEN" not in env and "TETHER_TOKEN_FILE" not in env:
             print(
                 f"tether run: no token for {url}: use --token-file or TETHER_TOKEN",
@@ -148,19 +159,28 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     import tempfile
 
     from tether._config import config_path, resolve_pool
-    from tether._errors import AuthenticationError, ConnectError, PoolError
+    from tether._errors import AuthenticationError, ConnectError, PoolError, TetherError
     from tether.client._lease import DEFAULT_HEARTBEAT_S, acquire
     from tether.pool._client import PoolClient
 
-    cfg = resolve_pool(args.pool, args.pool_token)
+    try:
+        cfg = resolve_pool(
+            args.pool, args.pool_token, token_file=args.pool_token_file, ca=args.tls_ca
+        )
+    except TetherError as exc:
+        print(f"tether run: {exc}", file=sys.stderr)
+        return 2
     if not cfg.url or not cfg.token:
         missing = "pool URL (--pool, $TETHER_POOL)" if not cfg.url else "API token"
         print(
-            f"tether run: no {missing}: pass --pool URL and --pool-token, set TETHER_POOL and "
-            f"TETHER_POOL_TOKEN, or put them under [pool] in {config_path()} (`tether up` does)",
+            f"tether run: no {missing}: pass --pool URL and --pool-token-file PATH, set "
+            f"TETHER_POOL and TETHER_POOL_TOKEN, or put them under [pool] in {config_path()} "
+            "(`tether up` does)",
             file=sys.stderr,
         )
         return 2
+    if cfg.ca:
+        env["TETHER_TLS_CA"] = str(Path(cfg.ca).resolve())
     try:
         request = request_from_args(args)
     except ValueError as exc:
@@ -176,8 +196,9 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     lease = None
     try:
         try:
-            lease = acquire(PoolClient(cfg.url, cfg.token), request, ticket_file=private / "ticket")
-        except (PoolError, ConnectError, AuthenticationError) as exc:
+            client = PoolClient(cfg.url, cfg.token, ca=cfg.ca)
+            lease = acquire(client, request, ticket_file=private / "ticket")
+        except (PoolError, ConnectError, AuthenticationError, TetherError) as exc:
             print(f"tether run: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:

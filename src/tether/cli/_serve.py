@@ -19,6 +19,10 @@ exits when the client disconnects or dies.
 Clients authenticate with the token in --token-file; the file is created with a
 new random token if it does not exist (copy it to the clients).
 
+With --listen tls://HOST:PORT and --tls-cert/--tls-key, sessions run over TLS:
+clients verify the certificate (against --tls-ca FILE or $TETHER_TLS_CA on
+their side, else their system's trust) and the token never travels in clear.
+
 With --pool, the acceptor instead registers this host's devices with a pool
 (authenticated by the node token in --node-token-file), heartbeats with each
 session's metering, and accepts only sessions that show a ticket the pool
@@ -29,6 +33,10 @@ EPILOG = """\
 examples:
   tether serve --listen tcp://0.0.0.0:7070 --token-file token
   tether run --connect tcp://THISHOST:7070 --token-file token --remote torch -- python train.py
+
+  # over TLS (the certificate must name THISHOST; clients trust its CA)
+  tether serve --listen tls://0.0.0.0:7070 --tls-cert host.crt --tls-key host.key
+  tether run --connect tls://THISHOST:7070 --tls-ca ca.crt --token-file token --remote torch -- ...
 
   # in a pool (an admin issued the node token: tether admin token create --node gpu7)
   tether serve --listen tcp://0.0.0.0:7070 --pool http://pool:8600 \
@@ -60,7 +68,8 @@ def register(sub: Any) -> None:
         type=Path,
         default=None,
         metavar="PATH",
-        help=f"token clients must present (default {_default_token_file()})",
+        help=f"token clients must present (default $TETHER_TOKEN_FILE, else "
+        f"{_default_token_file()})",
     )
     p.add_argument(
         "--ready-file", type=Path, metavar="PATH", help="write the address here once listening"
@@ -76,6 +85,19 @@ def register(sub: Any) -> None:
         "--no-sandbox", action="store_true",
         help="run every worker as this user, unsandboxed: only if you trust every client",
     )  # fmt: skip
+    tls = p.add_argument_group("TLS")
+    tls.add_argument(
+        "--tls-cert", type=Path, metavar="PATH",
+        help="PEM certificate (chain) for tls:// sessions (default $TETHER_TLS_CERT)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--tls-key", type=Path, metavar="PATH",
+        help="its unencrypted PEM private key (default $TETHER_TLS_KEY)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--tls-ca", type=Path, metavar="PATH",
+        help="CA file to verify an https:// pool with (default $TETHER_TLS_CA, else system trust)",
+    )  # fmt: skip
     pool = p.add_argument_group("pool mode")
     pool.add_argument(
         "--pool", metavar="URL", help="register with this pool, e.g. http://pool:8600 "
@@ -83,7 +105,7 @@ def register(sub: Any) -> None:
     )  # fmt: skip
     pool.add_argument(
         "--node-token-file", type=Path, metavar="PATH",
-        help="file holding this node's token (or $TETHER_NODE_TOKEN)",
+        help="file holding this node's token (or $TETHER_NODE_TOKEN_FILE, $TETHER_NODE_TOKEN)",
     )  # fmt: skip
     pool.add_argument(
         "--name", metavar="NAME", help="this node's name in the pool (default: the host name)"
@@ -107,7 +129,28 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=serve)
 
 
+def _tls_context(args: argparse.Namespace, address: Any) -> Any:
+    """The server TLS context the options ask for (None for plain); TetherError if
+    the options and the address disagree or the files are unusable."""
+    from tether._errors import TetherError
+    from tether.transport._tls import server_context
+
+    cert = args.tls_cert or os.environ.get("TETHER_TLS_CERT") or None
+    key = args.tls_key or os.environ.get("TETHER_TLS_KEY") or None
+    if address.scheme != "tls":
+        if args.tls_cert or args.tls_key:
+            raise TetherError(f"--tls-cert/--tls-key need a tls:// address, not {address}")
+        return None
+    if cert is None or key is None:
+        raise TetherError(
+            f"{address} needs a certificate and its key: --tls-cert PATH --tls-key PATH "
+            "(or $TETHER_TLS_CERT, $TETHER_TLS_KEY); `tether up --tls` can make a self-signed one"
+        )
+    return server_context(cert, key)
+
+
 def serve(args: argparse.Namespace) -> int:
+    from tether._errors import TetherError
     from tether.acceptor._server import Acceptor, read_or_create_token, token_authorizer
     from tether.transport import parse_address
 
@@ -119,17 +162,25 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"tether serve: {exc}", file=sys.stderr)
         return 2
+    try:
+        tls = _tls_context(args, address)
+    except TetherError as exc:
+        print(f"tether serve: {exc}", file=sys.stderr)
+        return 2
     pool_url = args.pool
-    node_token = os.environ.get("TETHER_NODE_TOKEN")
-    if pool_url is None and (args.node_token_file is not None or node_token):
+    node_token_given = os.environ.get("TETHER_NODE_TOKEN") or os.environ.get(
+        "TETHER_NODE_TOKEN_FILE"
+    )
+    if pool_url is None and (args.node_token_file is not None or node_token_given):
         pool_url = os.environ.get("TETHER_POOL")
     if pool_url is not None:
-        return _serve_pool(args, address, pool_url)
+        return _serve_pool(args, address, pool_url, tls)
     if args.devices != "all":
         print("tether serve: --devices needs --pool (it restricts what the pool may place here)",
               file=sys.stderr)  # fmt: skip
         return 2
-    token_file = args.token_file or _default_token_file()
+    env_file = os.environ.get("TETHER_TOKEN_FILE")
+    token_file = args.token_file or (Path(env_file) if env_file else _default_token_file())
     try:
         token, created = read_or_create_token(token_file)
     except (OSError, ValueError) as exc:
@@ -137,10 +188,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if created:
         print(f"tether: created token file {token_file} (copy it to your clients)", file=sys.stderr)
-    sandbox = _sandbox(args, [token_file])
+    sandbox = _sandbox(args, [token_file, *_tls_secrets(args)])
     if isinstance(sandbox, int):
         return sandbox
-    acceptor = Acceptor(address, token_authorizer(token), **sandbox)
+    acceptor = Acceptor(address, token_authorizer(token), tls=tls, **sandbox)
 
     def ready(addr: Any) -> None:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
@@ -161,6 +212,18 @@ def serve(args: argparse.Namespace) -> int:
         if acceptor.sandbox is not None:
             acceptor.sandbox.close()
     return 0
+
+
+def _tls_secrets(args: argparse.Namespace) -> list[Path]:
+    """The TLS private key, which no worker may read."""
+    key = args.tls_key or os.environ.get("TETHER_TLS_KEY")
+    return [Path(key)] if key else []
+
+
+def _node_token_files(args: argparse.Namespace) -> list[Path]:
+    """The node token's file, which no worker may read."""
+    path = args.node_token_file or os.environ.get("TETHER_NODE_TOKEN_FILE")
+    return [Path(path)] if path else []
 
 
 def _sandbox(args: argparse.Namespace, secret_files: list[Path]) -> dict[str, Any] | int:
@@ -198,14 +261,14 @@ def _advertised(listen: Any, bound: Any, advertise: str | None) -> str:
     """The address the pool hands clients: --advertise, else where we listen."""
     if advertise:
         return advertise
-    if bound.scheme == "tcp" and bound.host in ("0.0.0.0", "::", ""):
+    if bound.scheme in ("tcp", "tls") and bound.host in ("0.0.0.0", "::", ""):
         import socket
 
-        return f"tcp://{socket.getfqdn()}:{bound.port}"
+        return f"{bound.scheme}://{socket.getfqdn()}:{bound.port}"
     return str(bound)
 
 
-def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
+def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
     from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
@@ -213,17 +276,19 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
     from tether.pool._client import PoolClient
 
     node_token = os.environ.get("TETHER_NODE_TOKEN")
-    if args.node_token_file is not None:
+    token_file = args.node_token_file or os.environ.get("TETHER_NODE_TOKEN_FILE")
+    if token_file:
         try:
-            node_token = args.node_token_file.read_text().strip()
+            node_token = Path(token_file).read_text().strip()
         except OSError as exc:
-            print(f"tether serve: cannot read {args.node_token_file}: {exc.strerror}",
+            print(f"tether serve: cannot read {token_file}: {exc.strerror}",
                   file=sys.stderr)  # fmt: skip
             return 2
     if not node_token:
         print(
-            "tether serve: --pool needs this node's token: --node-token-file PATH or "
-            "$TETHER_NODE_TOKEN (an admin issues one: tether admin token create --node NAME)",
+            "tether serve: --pool needs this node's token: --node-token-file PATH, "
+            "$TETHER_NODE_TOKEN_FILE or $TETHER_NODE_TOKEN "
+            "(an admin issues one: tether admin token create --node NAME)",
             file=sys.stderr,
         )
         return 2
@@ -247,11 +312,11 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
     else:
         frameworks = discover_frameworks()
     authorizer = TicketAuthorizer(name, devices)
-    secret_files = [args.node_token_file] if args.node_token_file is not None else []
+    secret_files = [*_node_token_files(args), *_tls_secrets(args)]
     sandbox = _sandbox(args, secret_files)
     if isinstance(sandbox, int):
         return sandbox
-    acceptor = Acceptor(address, authorizer, **sandbox)
+    acceptor = Acceptor(address, authorizer, tls=tls, **sandbox)
     stopping: list[str] = []
 
     def fatal(message: str) -> None:
@@ -266,7 +331,7 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str) -> int:
         print(f"tether: listening on {addr}; registering node {name!r} ({advertised}) "
               f"with {pool_url}", file=sys.stderr, flush=True)  # fmt: skip
         agent = PoolAgent(
-            PoolClient(pool_url, node_token, timeout=10.0),
+            PoolClient(pool_url, node_token, timeout=10.0, ca=args.tls_ca),
             name=name,
             address=advertised,
             devices=registration_devices(devices, frameworks),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from tether.client._lease import slice_request
@@ -17,7 +18,15 @@ def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the "slice from a pool" option group to ``parser``."""
     pool = parser.add_argument_group("slice from a pool")
     pool.add_argument("--pool", metavar="URL", help="the pool, e.g. http://pool:8600")
-    pool.add_argument("--pool-token", metavar="TOKEN", help="your API token for the pool")
+    pool.add_argument(
+        "--pool-token-file", metavar="PATH", type=Path,
+        help="file holding your API token (default $TETHER_POOL_TOKEN, "
+        "$TETHER_POOL_TOKEN_FILE, then the config file)",
+    )  # fmt: skip
+    pool.add_argument(
+        "--pool-token", metavar="TOKEN",
+        help="your API token itself (visible to other local users: prefer --pool-token-file)",
+    )  # fmt: skip
     pool.add_argument(
         "--gpus", type=float, metavar="N",
         help="a fraction of one device (0.5) or a number of whole devices (2); default 1",

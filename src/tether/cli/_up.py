@@ -10,6 +10,13 @@ database); it writes the pool's URL and your token to your Tether config file,
 so ``tether run --pool URL --gpus 0.5 ...`` (or just ``--gpus 0.5``) works in
 another terminal, and prints the admin's token once. Later starts reuse the
 same database, tokens and config.
+
+With ``--tls`` the pool serves HTTPS and the acceptor ``tls://``, both with a
+certificate signed by a private CA that ``tether up`` makes (with the
+``openssl`` command) in the data directory on first use; the CA's own key is
+deleted once it has signed. The config file names the CA file (``ca = ...``),
+so ``tether run`` verifies both links with no further option; other machines
+need a copy of that CA file (``--tls-ca`` or ``TETHER_TLS_CA``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tether._errors import TetherError
+
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else ""
 
 EPILOG = """\
@@ -35,6 +44,7 @@ examples:
   tether run --gpus 0.5 --remote torch -- python train.py       # in another terminal
   tether pool status                          # what is placed where
   tether up --listen 0.0.0.0:8600 --acceptor-listen tcp://0.0.0.0:7070 --advertise tcp://HOST:7070
+  tether up --tls                             # HTTPS and tls:// with a self-signed CA
 """
 
 START_TIMEOUT_S = 120.0
@@ -67,6 +77,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--ready-file", type=Path, metavar="PATH",
         help="write the pool's URL here once the acceptor is registered",
+    )  # fmt: skip
+    p.add_argument(
+        "--tls", action="store_true",
+        help="HTTPS for the pool and tls:// for sessions, with a self-signed CA made in the "
+        "data directory (needs the openssl command)",
     )  # fmt: skip
     p.set_defaults(handler=up)
 
@@ -116,6 +131,14 @@ def up(args: argparse.Namespace) -> int:
     admin_file = data / "admin-token.new"
     for stale in (data / "pool.url", data / "acceptor.addr", admin_file):
         stale.unlink(missing_ok=True)
+    try:
+        tls = _certificates(args, data) if args.tls else None
+    except TetherError as exc:
+        print(f"tether up: {exc}", file=sys.stderr)
+        return 1
+    acceptor_listen = args.acceptor_listen
+    if tls is not None and acceptor_listen.startswith("tcp://"):
+        acceptor_listen = "tls://" + acceptor_listen.removeprefix("tcp://")
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -139,6 +162,7 @@ def up(args: argparse.Namespace) -> int:
                 "--secret-file", str(data / "pool-secret"),
                 "--bootstrap-token-file", str(admin_file),
                 "--ready-file", str(data / "pool.url"),
+                *([] if tls is None else ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]),
             ],
             pool_log,
         )  # fmt: skip
@@ -147,21 +171,27 @@ def up(args: argparse.Namespace) -> int:
         if admin_file.exists():  # first start: set the pool up
             admin_token = admin_file.read_text().strip()
             admin_file.unlink()
-            _set_up(PoolClient(url, admin_token), node, user, node_token_file, write_pool)
+            admin = PoolClient(url, admin_token, ca=None if tls is None else tls.ca)
+            _set_up(admin, node, user, node_token_file, write_pool, tls)
         elif not node_token_file.exists():
             raise _UpError(
                 f"{data} has a pool database but no node token: it was not made by "
                 "`tether up`, or the node token was deleted; use another --data-dir"
             )
+        else:
+            _follow_scheme(url, tls)
         acc_log = data / "acceptor.log"
         serve_argv = [
             sys.executable, "-m", "tether", "serve",
-            "--listen", args.acceptor_listen, "--pool", url,
+            "--listen", acceptor_listen, "--pool", url,
             "--node-token-file", str(node_token_file), "--name", node, "--replace",
             "--devices", args.devices, "--ready-file", str(data / "acceptor.addr"),
         ]  # fmt: skip
         if args.advertise:
             serve_argv += ["--advertise", args.advertise]
+        if tls is not None:
+            serve_argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+            serve_argv += ["--tls-ca", str(tls.ca)]
         acceptor = spawn(serve_argv, acc_log)
         address = _wait_file(data / "acceptor.addr", acceptor, "acceptor", acc_log)
         _announce(url, address, node, admin_token, config_path(), data)
@@ -196,7 +226,52 @@ def up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _set_up(admin: Any, node: str, user: str, node_token_file: Path, write_pool: Any) -> None:
+def _certificates(args: argparse.Namespace, data: Path) -> Any:
+    """The self-signed CA and server certificate in ``data/tls``, made on first use."""
+    from tether.transport import parse_address
+    from tether.transport._selfsigned import SelfSigned, make_self_signed
+
+    directory = data / "tls"
+    made = SelfSigned(ca=directory / "ca.crt", cert=directory / "server.crt",
+                      key=directory / "server.key")  # fmt: skip
+    if all(p.exists() for p in (made.ca, made.cert, made.key)):
+        return made
+    hosts = ["127.0.0.1", "localhost", socket.gethostname(), socket.getfqdn()]
+    pool_host = args.listen.rpartition(":")[0].strip("[]")
+    hosts.append(pool_host)
+    for url in (args.acceptor_listen, args.advertise):
+        with contextlib.suppress(ValueError, TypeError):
+            hosts.append(parse_address(url).host)
+    wildcard = ("", "0.0.0.0", "::")
+    names = list(dict.fromkeys(h for h in hosts if h and h not in wildcard))
+    return make_self_signed(
+        directory, hosts=names, ca_name=f"Tether up CA ({socket.gethostname()})"
+    )
+
+
+def _follow_scheme(url: str, tls: Any) -> None:
+    """A later start with or without --tls: point the config written at the first
+    start at the pool's URL as it is now (http or https) and at the CA, if the
+    config names this same pool."""
+    import tomllib
+
+    from tether._config import config_path, write_pool
+
+    path = config_path()
+    try:
+        section = tomllib.loads(path.read_text()).get("pool", {})
+    except (OSError, ValueError):
+        return  # no config, or one we cannot read: the user's to fix
+    old, token = section.get("url"), section.get("token")
+    if not isinstance(old, str) or not isinstance(token, str) or old == url:
+        return
+    if old.split("://", 1)[-1] == url.split("://", 1)[-1]:
+        write_pool(url, token, path, ca=None if tls is None else tls.ca)
+
+
+def _set_up(
+    admin: Any, node: str, user: str, node_token_file: Path, write_pool: Any, tls: Any
+) -> None:
     """First start: team 'local', the user in it, their token in the config, a node token."""
     from tether.pool._problems import Conflict
 
@@ -214,7 +289,7 @@ def _set_up(admin: Any, node: str, user: str, node_token_file: Path, write_pool:
     with contextlib.suppress(Conflict):
         admin.create_user(user, teams=["local"])
     token = admin.create_token(user=user, label="tether up")["token"]
-    write_pool(admin.url, token)
+    write_pool(admin.url, token, ca=None if tls is None else tls.ca)
     node_token = admin.create_token(kind="node", node=node, label="tether up")["token"]
     _write_secret(node_token_file, node_token)
 

@@ -37,11 +37,16 @@ def open_session(
     remote: Iterable[str] = (),
     on_close: Callable[[], None] | None = None,
     timeout: float = WELCOME_TIMEOUT,
+    tls_ca: str | os.PathLike[str] | None = None,
 ) -> Session:
     """Connect to the acceptor at ``url`` and open a session.
 
-    Raises ConnectError (unreachable), AuthenticationError (token refused),
-    ProtocolVersionMismatch, or ProtocolError (not a Tether acceptor).
+    A ``tls://`` acceptor must show a certificate for its host that chains to
+    ``tls_ca`` (a PEM file), or to the system's trust when None.
+
+    Raises ConnectError (unreachable, TLS not verified), AuthenticationError
+    (token refused), ProtocolVersionMismatch, or ProtocolError (not a Tether
+    acceptor).
     """
     try:
         addr = parse_address(url)
@@ -51,7 +56,7 @@ def open_session(
     values = []
     if "numpy" not in remote and importlib.util.find_spec("numpy") is not None:
         values.append("numpy")
-    sock = connect(addr)
+    sock = connect(addr, tls_ca=tls_ca)
     channel = Channel(sock, Role.CLIENT)
     hello = Hello(
         protocol=PROTOCOL_VERSION,
@@ -67,7 +72,14 @@ def open_session(
         frame = channel.recv(timeout=timeout)
     except ChannelClosed as exc:
         channel.close()
-        raise ConnectError(f"the acceptor at {addr} closed the connection: {exc}") from None
+        hint = ""
+        if addr.scheme == "tcp":
+            # A TLS acceptor drops a plain hello without a word (it is not a
+            # TLS record); say so, since nothing else will.
+            hint = f" (if it serves TLS, connect to tls://{addr.host}:{addr.port})"
+        raise ConnectError(
+            f"the acceptor at {addr} closed the connection before answering: {exc}{hint}"
+        ) from None
     except TimeoutError:
         channel.close()
         raise ConnectError(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import builtins
 import importlib.abc
 import importlib.machinery
-import importlib.util
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -77,12 +76,31 @@ def _import_hook(finder: RemoteFinder, original: Any) -> Any:
         return original(name, globals, locals, fromlist, level)
 
     tether_import.__tether_original__ = original  # type: ignore[attr-defined]
+    tether_import.__tether_finder__ = finder  # type: ignore[attr-defined]
     return tether_import
+
+
+def _installed_here(name: str) -> bool:
+    """True if the client has its own copy of top-level module ``name``."""
+    try:
+        return importlib.machinery.PathFinder.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def uninstall(finder: RemoteFinder) -> None:
+    """Undo :func:`install`: the finder and the import hook go."""
+    if finder in sys.meta_path:
+        sys.meta_path.remove(finder)
+    current = builtins.__import__
+    if getattr(current, "__tether_finder__", None) is finder:
+        builtins.__import__ = current.__tether_original__  # type: ignore[attr-defined]
+    LOCAL_MODULES.difference_update(finder.local)
 
 
 def install(names: Iterable[str], session: Callable[[], Session]) -> RemoteFinder:
     names = frozenset(names)
-    local = {n for n in names if n in INTERCHANGE and importlib.util.find_spec(n) is not None}
+    local = {n for n in names if n in INTERCHANGE and _installed_here(n)}
     finder = RemoteFinder(names, session, local)
     sys.meta_path.insert(0, finder)
     for name in list(sys.modules):

@@ -100,6 +100,10 @@ _CALL = int(Kind.CALL)
 _RELEASE_BATCH = 256  # released handles sent together (or with the next sync)
 _RELEASE_EVERY = 4  # in a batch, released handles are grouped by this many calls
 _NONE_AFTER = 3  # a site must return None this often before None is assumed
+#: Remote classes whose items are all of one class: indexing them is one site.
+_HOMOGENEOUS = frozenset(
+    {("torch", "Tensor"), ("numpy", "ndarray"), ("torch.nn.parameter", "Parameter")}
+)
 _FUNCTION_TYPES = frozenset(
     {"builtin_function_or_method", "function", "method", "method-wrapper",
      "cython_function_or_method", "fused_cython_function", "_lru_cache_wrapper",
@@ -312,8 +316,11 @@ class Session:
             key = ("o", fn, *map(_kind, args))
         if fn is operator.getitem and type(args[1]) in (int, str):
             # Containers hold objects of different classes (nn.Sequential): the
-            # class of seq[1] says nothing about seq[2]. Each index learns alone.
-            key += (args[1],)
+            # class of seq[1] says nothing about seq[2]. Each index learns alone,
+            # except in arrays and tensors, whose items are all alike.
+            desc = self.types.get(key[2]) if type(key[2]) is int else None
+            if desc is None or (desc.module, desc.qualname) not in _HOMOGENEOUS:
+                key += (args[1],)
         return self._predicted(key, Op.CALL, (fn, args, {}))
 
     def apply_none(self, fn: Any, *args: Any) -> None:
@@ -332,7 +339,9 @@ class Session:
             tid = type(target)._t_tid
             desc = self.types.get(tid)
             fn_like = desc is not None and desc.qualname in _FUNCTION_TYPES
-            key = ("c", target._t_id) if fn_like else ("ct", tid)
+            # One function, results of the class its arguments decide (torch.fx's
+            # map_arg: a tuple for a tuple, a dict for a dict).
+            key = ("c", target._t_id, *map(_kind, args)) if fn_like else ("ct", tid)
         return self._predicted(key, Op.CALL, (target, args, kwargs))
 
     def callmethod(

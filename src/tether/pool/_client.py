@@ -5,7 +5,8 @@ none of them needs the pool's server-side dependencies. Every method is one
 HTTP request (except :meth:`PoolClient.wait_for_slice`, which polls), and every
 failure is one of Tether's errors:
 
-- the pool cannot be reached (refused, DNS, timeout): :class:`ConnectError`;
+- the pool cannot be reached (refused, DNS, timeout, an ``https://`` certificate
+  that does not verify): :class:`ConnectError`;
 - 401: :class:`AuthenticationError` with the server's reason;
 - other 4xx: the :mod:`tether.pool._problems` class the server named
   (:class:`Refused`, :class:`Forbidden`, :class:`NotFound`, ...), carrying the
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +29,7 @@ from typing import Any
 
 from tether._errors import AuthenticationError, ConnectError, PoolError
 from tether.pool._problems import PoolRequestError, error_class_for
+from tether.transport._tls import ca_from_env, client_context, verify_failure
 
 __all__ = ["PoolClient"]
 
@@ -35,16 +39,31 @@ JSON = dict[str, Any]
 class PoolClient:
     """Talks to one pool as one principal (a user's or a node's token).
 
-    ``url`` is the pool's base URL (``http://host:8600``); ``timeout`` bounds each
-    request in seconds. Instances hold no connection and are safe to share.
+    ``url`` is the pool's base URL (``http://host:8600`` or ``https://...``);
+    ``timeout`` bounds each request in seconds. An ``https://`` pool must show a
+    certificate for its host that chains to ``ca`` (a PEM file; default
+    ``$TETHER_TLS_CA``, else the system's trust); there is no way to skip the
+    check. Instances hold no connection and are safe to share.
     """
 
-    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        timeout: float = 30.0,
+        ca: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.ca = ca if ca is not None else ca_from_env()
+        # Built once: loading a CA file costs milliseconds, a request should not.
+        self._tls: ssl.SSLContext | None = (
+            client_context(self.ca) if self.url.startswith("https://") else None
+        )
 
     # -------------------------------------------------------------- transport
 
@@ -71,7 +90,7 @@ class PoolClient:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._tls) as resp:
                 payload = resp.read()
                 status = resp.status
         except urllib.error.HTTPError as exc:
@@ -80,7 +99,7 @@ class PoolClient:
             raise self._error(exc.code, payload) from None
         except (TimeoutError, urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ConnectError(f"cannot reach the pool at {self.url}: {reason}") from exc
+            raise ConnectError(self._unreachable(reason)) from exc
         if raw:
             return payload.decode("utf-8", "replace")
         if status == 204 or not payload:
@@ -89,6 +108,23 @@ class PoolClient:
             return json.loads(payload)
         except ValueError as exc:
             raise PoolError(f"the pool at {self.url} sent a body that is not JSON") from exc
+
+    def _unreachable(self, reason: object) -> str:
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            host = urllib.parse.urlsplit(self.url).hostname or self.url
+            return verify_failure(reason, f"the pool at {self.url}", host)
+        if isinstance(reason, ssl.SSLError):
+            why = (reason.reason or str(reason)).lower().replace("_", " ")
+            return (
+                f"TLS handshake with the pool at {self.url} failed ({why}): "
+                "is it serving https? (use http:// for a plain pool)"
+            )
+        if self._tls is None and isinstance(reason, ConnectionResetError | ConnectionAbortedError):
+            return (
+                f"the pool at {self.url} closed the connection without an answer ({reason}); "
+                "if it serves HTTPS, use https://"
+            )
+        return f"cannot reach the pool at {self.url}: {reason}"
 
     def _error(self, status: int, payload: bytes) -> Exception:
         code: str | None = None

@@ -48,6 +48,9 @@ class ServeOptions:
     ready_file: Path | None = None
     public_metrics: bool = False
     tick_s: float = 1.0
+    #: PEM certificate and key: serve HTTPS instead of HTTP (both or neither).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     #: The ticket secret's file (created, mode 0600, when absent); None: the
     #: environment variable ``TETHER_POOL_SECRET`` must hold it.
     secret_file: Path | None = None
@@ -132,6 +135,12 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
         ) from exc
 
     host, port = parse_listen(options.listen)
+    if (options.tls_cert is None) != (options.tls_key is None):
+        raise PoolError("HTTPS needs both --tls-cert and --tls-key")
+    if options.tls_cert is not None and options.tls_key is not None:
+        from tether.transport._tls import server_context
+
+        server_context(options.tls_cert, options.tls_key)  # a clear error now, not in uvicorn
     secret = open_secret(options, out)
     secret.load()  # a bad secret file stops the start with its reason
     store = Store.open(options.db)
@@ -150,7 +159,8 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
         sock.listen(128)
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
-        url = f"http://{shown}:{bound[1]}"
+        scheme = "https" if options.tls_cert is not None else "http"
+        url = f"{scheme}://{shown}:{bound[1]}"
         print(f"tether pool listening on {url}", file=out, flush=True)
         if options.ready_file is not None:
             tmp = options.ready_file.with_name(options.ready_file.name + ".tmp")
@@ -158,7 +168,14 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
             tmp.replace(options.ready_file)  # atomic: readers never see half a URL
         app = create_app(service, public_metrics=options.public_metrics)
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+            uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                ssl_certfile=options.tls_cert,
+                ssl_keyfile=options.tls_key,
+            )
         )
         stop = threading.Event()
         ticker = threading.Thread(

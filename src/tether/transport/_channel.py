@@ -3,9 +3,23 @@
 The socket is non-blocking underneath so that sending never deadlocks: while a
 large write is stuck because the peer is itself busy writing to us, the channel
 keeps reading what the peer sends and queues it. Receiving spins for a short
-while on non-blocking reads before sleeping in ``select``: on an idle virtual
+while on non-blocking reads before sleeping in ``poll``: on an idle virtual
 machine, waking the peer's CPU costs most of a round trip, and a brief spin
 catches replies that come back within tens of microseconds.
+
+Sleeping uses ``poll(2)``, never ``select(2)``: select cannot watch an fd
+numbered 1024 or more, and a client with many files open, or a worker whose
+acceptor holds many connections, gets such numbers. One ``poll`` object per
+direction is built once, so a wait costs one system call and no registration.
+
+The socket may be an ``ssl.SSLSocket`` (``tls://``). It has no ``sendmsg``, so
+small pieces are joined into one TLS record (one segment, one wake-up at the
+peer) and big ones are written straight from their buffers. A non-blocking TLS
+socket says "not now" with ``SSLWantReadError``/``SSLWantWriteError`` rather
+than ``BlockingIOError``, and may hold decrypted bytes that ``poll`` cannot
+see, so a TLS read goes on until the socket says "not now": nothing is left
+in the TLS layer when the channel goes to sleep. Plain sockets take none of
+these paths.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import contextlib
 import os
 import select
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -24,6 +39,11 @@ from tether.wire._frames import Buffer, encode_frame
 _READ_CHUNK = 256 * 1024
 _SENDMSG_MAX_PIECES = 64
 _RESPIN = 32  # waits without spinning before a spin is tried again
+#: TLS only: pieces smaller than this are joined into one write (one record);
+#: a TLS record holds at most 16 KiB of data.
+_TLS_JOIN = 16 * 1024
+_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_POLL_READ = select.POLLIN | select.POLLPRI
 
 
 def _spin_seconds() -> float:
@@ -61,6 +81,13 @@ class Channel:
         self._last_wait = 0.0
         self._missed = 0
         self._closed = False
+        self._ended: ChannelClosed | None = None  # raised once the frames before it are taken
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        fd = sock.fileno()
+        self._wait_read = select.poll()
+        self._wait_read.register(fd, _POLL_READ)
+        self._wait_any = select.poll()
+        self._wait_any.register(fd, _POLL_READ | select.POLLOUT)
 
     # -- sending ------------------------------------------------------------
     def send(
@@ -88,10 +115,17 @@ class Channel:
         """Write everything queued; reads incoming frames meanwhile if blocked."""
         out = self._out
         while out:
+            wait = self._wait_any
             try:
-                pieces = [out[i] for i in range(min(len(out), _SENDMSG_MAX_PIECES))]
-                n = self.sock.sendmsg(pieces)
-            except (BlockingIOError, InterruptedError):
+                if self._tls:
+                    n = self._send_tls()
+                else:
+                    pieces = [out[i] for i in range(min(len(out), _SENDMSG_MAX_PIECES))]
+                    n = self.sock.sendmsg(pieces)
+            except ssl.SSLWantReadError:  # TLS must read before it can write
+                n = 0
+                wait = self._wait_read
+            except _NOT_NOW:
                 n = 0
             except OSError as exc:
                 self._broken(exc)
@@ -105,9 +139,28 @@ class Channel:
                     out[0] = head[n:]
                     n = 0
             if out:
-                r, _, _ = select.select([self.sock], [self.sock], [])
-                if r:
+                events = wait.poll()
+                if events and events[0][1] != select.POLLOUT:  # readable, or hung up
                     self._read_available()
+
+    def _send_tls(self) -> int:
+        """One write to a TLS socket; returns the bytes taken.
+
+        After a "not now", OpenSSL wants the retry to start with the same bytes:
+        it does, since nothing leaves the queue until written.
+        """
+        out = self._out
+        head = out[0]
+        if head.nbytes >= _TLS_JOIN or len(out) == 1:
+            return self.sock.send(head)
+        parts = []
+        size = 0
+        for mv in out:
+            if size + mv.nbytes > _TLS_JOIN:
+                break
+            parts.append(mv)
+            size += mv.nbytes
+        return self.sock.send(b"".join(parts))
 
     # -- receiving ----------------------------------------------------------
     def recv(self, timeout: float | None = None) -> Frame:
@@ -137,9 +190,8 @@ class Channel:
             self._missed += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._frames:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            r, _, _ = select.select([self.sock], [], [], left)
-            if not r:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1e3
+            if not self._wait_read.poll(left):
                 raise TimeoutError("no frame from the peer in time")
             self._read_available()
         self._last_wait = time.perf_counter() - start
@@ -152,7 +204,15 @@ class Channel:
         return self._frames.popleft() if self._frames else None
 
     def _read_available(self) -> bool:
-        """Read whatever the socket has; return True if anything arrived."""
+        """Read whatever the socket has; return True if anything arrived.
+
+        The end of the stream (EOF, or an error) is raised only once every frame
+        that arrived before it has been taken: a peer's last words (a REFUSED
+        frame, a final OUTPUT) and its close often come in the same read.
+        """
+        if self._ended is not None:
+            self._closed = True
+            raise self._ended
         got = False
         dec = self._dec
         while True:
@@ -162,12 +222,16 @@ class Channel:
                     n = self.sock.recv_into(target)
                 else:
                     n = self.sock.recv_into(self._rbuf)
-            except (BlockingIOError, InterruptedError):
+            except _NOT_NOW:
                 break
             except OSError as exc:
-                self._broken(exc)
+                ended = ChannelClosed(f"the connection broke: {exc.strerror or exc}")
+                ended.__cause__ = exc
+                self._end(ended)
+                break
             if n == 0:
-                self._eof()
+                self._end(ChannelClosed("the peer closed the connection"))
+                break
             got = True
             if target is not None:
                 dec.direct_filled(n)
@@ -175,13 +239,16 @@ class Channel:
                 dec.feed(memoryview(self._rbuf)[:n])
             while (frame := dec.next_frame()) is not None:
                 self._frames.append(self.conn.check_incoming(frame))
-            if target is None and n < len(self._rbuf):
-                break
+            if target is None and n < len(self._rbuf) and not self._tls:
+                break  # the kernel had no more; TLS reads on until "not now" (see above)
         return got
 
-    def _eof(self) -> None:
-        self._closed = True
-        raise ChannelClosed("the peer closed the connection")
+    def _end(self, ended: ChannelClosed) -> None:
+        """The stream ended: raise now, or after the frames already queued."""
+        if not self._frames:
+            self._closed = True
+            raise ended
+        self._ended = ended
 
     def _broken(self, exc: OSError) -> None:
         self._closed = True

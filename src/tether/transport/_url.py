@@ -1,7 +1,10 @@
-"""Addresses: ``tcp://host:port`` and ``unix:///path``, and the sockets behind them."""
+"""Addresses: ``tcp://host:port``, ``tls://host:port`` and ``unix:///path``, and the
+sockets behind them. ``tls://`` is TCP with TLS on top, the server verified
+(see :mod:`tether.transport._tls`)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from dataclasses import dataclass
@@ -9,8 +12,9 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from tether._errors import ConnectError
+from tether.transport._tls import client_context, wrap_client
 
-SCHEMES: Final = ("tcp", "unix")
+SCHEMES: Final = ("tcp", "tls", "unix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +28,11 @@ class Address:
         if self.scheme == "unix":
             return f"unix://{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 def parse_address(url: str) -> Address:
-    """Parse ``tcp://host:port``, ``host:port`` or ``unix:///path``.
+    """Parse ``tcp://host:port``, ``tls://host:port``, ``host:port`` or ``unix:///path``.
 
     Raises ValueError with a message that shows a valid form.
     """
@@ -36,7 +40,9 @@ def parse_address(url: str) -> Address:
         url = "tcp://" + url
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
-        raise ValueError(f"unsupported address {url!r}: use tcp://HOST:PORT or unix:///PATH")
+        raise ValueError(
+            f"unsupported address {url!r}: use tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH"
+        )
     if parts.scheme == "unix":
         path = parts.path or parts.netloc
         if not path:
@@ -47,8 +53,8 @@ def parse_address(url: str) -> Address:
     except ValueError as exc:
         raise ValueError(f"bad port in {url!r}: {exc}") from None
     if parts.hostname is None or port is None:
-        raise ValueError(f"address {url!r} needs a host and a port: use tcp://HOST:PORT")
-    return Address("tcp", host=parts.hostname, port=port)
+        raise ValueError(f"address {url!r} needs a host and a port: use {parts.scheme}://HOST:PORT")
+    return Address(parts.scheme, host=parts.hostname, port=port)
 
 
 def tune(sock: socket.socket) -> None:
@@ -63,8 +69,16 @@ def tune(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
-def connect(addr: Address, *, timeout: float = 10.0) -> socket.socket:
-    """Open a connected, tuned, blocking socket; ConnectError if unreachable."""
+def connect(
+    addr: Address, *, timeout: float = 10.0, tls_ca: str | os.PathLike[str] | None = None
+) -> socket.socket:
+    """Open a connected, tuned, blocking socket; ConnectError if unreachable.
+
+    For ``tls://`` the socket returned is an ``ssl.SSLSocket`` whose handshake
+    is done and whose server was verified against ``tls_ca`` (a PEM file of CA
+    certificates) or, when None, the system's trust; ConnectError otherwise.
+    """
+    ctx = client_context(tls_ca) if addr.scheme == "tls" else None
     try:
         if addr.scheme == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -77,6 +91,8 @@ def connect(addr: Address, *, timeout: float = 10.0) -> socket.socket:
         raise ConnectError(f"cannot reach the acceptor at {addr}: {reason}") from exc
     sock.settimeout(None)
     tune(sock)
+    if ctx is not None:
+        return wrap_client(sock, ctx, addr.host, f"the acceptor at {addr}", timeout=timeout)
     return sock
 
 
@@ -99,4 +115,4 @@ def bound_address(sock: socket.socket, requested: Address) -> Address:
     if requested.scheme == "unix":
         return requested
     host, port = sock.getsockname()[:2]
-    return Address("tcp", host=host, port=port)
+    return Address(requested.scheme, host=host, port=port)

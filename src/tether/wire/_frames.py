@@ -206,6 +206,26 @@ class FrameDecoder:
         self._pos = 0
 
     # -- output -------------------------------------------------------------
+    def bytes_needed(self) -> int:
+        """How many more bytes the frame being decoded needs at least (>= 1).
+
+        Reading exactly this many, feeding them, and calling :meth:`next_frame`
+        again, in a loop, reads one frame and not a byte past it: the acceptor
+        reads a hello this way, so what the client sent behind it stays in the
+        stream for the worker. Call :meth:`next_frame` first (it advances the
+        decoder through what it holds).
+        """
+        if self._cur is not None:
+            return len(self._cur) - self._pos
+        if self._head is None:
+            return HEADER_SIZE - len(self._buf)
+        meta_len, nbufs = self._head[0], self._head[3]
+        if self._lens is None:
+            return 8 * nbufs - len(self._buf)
+        if self._meta is None:
+            return meta_len - len(self._buf)
+        return self._lens[len(self._bufs)] - len(self._buf)
+
     def next_frame(self) -> Frame | None:
         """Return the next complete frame, or None if more bytes are needed."""
         if self._dead:
