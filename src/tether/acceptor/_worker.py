@@ -14,10 +14,12 @@ Usage (by the acceptor, not by people)::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import json
 import linecache
 import os
+import signal
 import socket
 import sys
 import warnings
@@ -197,12 +199,30 @@ class Worker:
             engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
 
 
+def die_with_parent(parent: int) -> None:
+    """Be killed (SIGKILL) when ``parent``, the acceptor, dies.
+
+    ``PR_SET_PDEATHSIG`` (Linux): an orphaned worker would go on computing on a
+    slice the pool has given to someone else. A sandboxed worker does not need
+    it (its PID namespace dies with bwrap, which dies with the acceptor).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tether-worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--session", required=True)
     parser.add_argument("--info", default="{}")
+    parser.add_argument("--parent", type=int, default=0, help="exit when this pid dies")
     args = parser.parse_args(argv)
+    if args.parent:
+        die_with_parent(args.parent)
     if sys.path and sys.path[0] in ("", os.getcwd()):
         # `python -m` put the working directory first on the path: the script's
         # own modules there must come from the client (one copy, paged in), not
