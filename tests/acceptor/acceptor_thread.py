@@ -13,9 +13,16 @@ from tether.transport import Address
 
 
 @contextlib.contextmanager
-def running_acceptor(authorizer: Any) -> Iterator[str]:
-    """Serve an acceptor with ``authorizer`` until the block ends; yields its URL."""
-    acceptor = Acceptor(Address("tcp", "127.0.0.1", 0), authorizer)
+def running_acceptor(
+    authorizer: Any, *, handoff_delay: float = 0.0, sandbox: Any = None
+) -> Iterator[str]:
+    """Serve an acceptor with ``authorizer`` until the block ends; yields its URL.
+
+    ``handoff_delay`` widens the window between a worker's start and the
+    acceptor dropping its copy of the session's socket.
+    """
+    acceptor = Acceptor(Address("tcp", "127.0.0.1", 0), authorizer, sandbox=sandbox)
+    acceptor.handoff_delay = handoff_delay
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     task = loop.create_task(acceptor.serve(lambda _a: ready.set()))

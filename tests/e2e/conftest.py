@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +57,9 @@ def acceptor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acceptor]:
         "--listen", "tcp://127.0.0.1:0",
         "--token-file", str(token_file),
         "--ready-file", str(ready_file),
+        # Every test here runs in the worker sandbox where bubblewrap is (CI
+        # installs it); a developer's machine without it runs them unsandboxed.
+        *([] if shutil.which("bwrap") else ["--no-sandbox"]),
     ]  # fmt: skip
     with log.open("w") as log_fh:
         proc = subprocess.Popen(

@@ -31,6 +31,26 @@ def _token(acceptor: Acceptor) -> str:
     return acceptor.token_file.read_text().strip()
 
 
+def _worker_host_pid(session_id: str) -> int:
+    """The host pid of a session's worker process.
+
+    Not the worker's own ``os.getpid()``: a sandboxed worker has its own PID
+    namespace, where it is pid 2.
+    """
+    needle = f"--session\0{session_id}\0".encode()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            cmdline = b"\0".join(argv)
+            if needle in cmdline and argv[1:3] == [b"-m", b"tether.acceptor._worker"]:
+                return int(name)
+    raise AssertionError(f"no worker process for session {session_id}")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -116,7 +136,7 @@ def test_released_object_and_closed_session(acceptor: Acceptor) -> None:
 
 def test_worker_death_is_device_lost_not_a_hang(acceptor: Acceptor) -> None:
     with tether.connect(acceptor.url, token=_token(acceptor)) as s:
-        worker_pid = s.import_module("os").getpid()
+        worker_pid = _worker_host_pid(s.session_id)
         assert worker_pid != os.getpid()
         os.kill(worker_pid, signal.SIGKILL)
         with pytest.raises(tether.DeviceLost, match="lost the worker"):
@@ -130,14 +150,14 @@ def test_client_death_frees_the_worker_within_seconds(acceptor: Acceptor) -> Non
         f"""
         import sys, time, tether
         s = tether.connect({acceptor.url!r}, token={_token(acceptor)!r})
-        print(s.import_module("os").getpid(), flush=True)
+        print(s.session_id, flush=True)
         time.sleep(60)
         """
     )
     client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert client.stdout is not None
-        worker_pid = int(client.stdout.readline())
+        worker_pid = _worker_host_pid(client.stdout.readline().strip())
         assert _pid_alive(worker_pid)
     finally:
         client.kill()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +137,7 @@ class World:
                     "--pool", self.url, "--node-token-file", str(token_file),
                     "--name", node, "--heartbeat-interval", "1",
                     "--ready-file", str(node_ready),
+                    *([] if shutil.which("bwrap") else ["--no-sandbox"]),
                 ],
                 f"acceptor-{node}",
             )  # fmt: skip

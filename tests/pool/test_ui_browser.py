@@ -104,6 +104,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _worker_host_pid(session_id: str) -> int:
+    """The host pid of a session's worker (a sandboxed worker is pid 2 in its own namespace)."""
+    needle = f"--session\0{session_id}\0".encode()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in b"\0".join(argv) and argv[1:3] == [b"-m", b"tether.acceptor._worker"]:
+                return int(name)
+    raise AssertionError(f"no worker process for session {session_id}")
+
+
 def test_log_in_see_a_session_appear_cancel_it_and_log_out(
     pool: Pool, browser: Browser, tmp_path: Path
 ) -> None:
@@ -139,7 +153,7 @@ def test_log_in_see_a_session_appear_cancel_it_and_log_out(
     sid = lease["id"]
     session = tether.connect(pool.acceptor, token=lease["ticket"], ordered_output=False)
     try:
-        worker_pid = session.import_module("os").getpid()
+        worker_pid = _worker_host_pid(session.session_id)  # not its getpid(): own PID namespace
         assert worker_pid != os.getpid() and _alive(worker_pid)
         # The acceptor's heartbeats carry the worker's metering to the pool.
         wait_until(lambda: (client.session(sid).get("metering") or {}).get("memory_hwm"))

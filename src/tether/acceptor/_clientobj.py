@@ -48,6 +48,12 @@ class ClientObject:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("__call__", *args, **kwargs)
 
+    def __enter__(self) -> Any:
+        return self._call("__enter__")
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> Any:
+        return self._call("__exit__", et, ev, None)  # a traceback does not travel
+
     def __getitem__(self, key: Any) -> Any:
         return self._call("__getitem__", key)
 

@@ -4,6 +4,16 @@ One asyncio task per connection. A connection that authenticates is handed,
 socket and all, to a fresh worker process (the fd is inherited), so the session's
 traffic never passes through the acceptor. The acceptor keeps a table of live
 sessions, reaps workers when they exit, and terminates the rest when it stops.
+
+Before authentication every byte is the peer's: whatever it sends ends in a
+REFUSED frame or a silent close, never an exception out of the handler, and
+the log lines about dropped peers are rate-limited. From the moment the hello
+is read the acceptor stops reading the socket: the client waits for WELCOME
+before it sends anything else, and whatever it sends then is the worker's, so
+nothing the acceptor could read in the hand-off window may be taken from it.
+
+With a :class:`~tether.acceptor._sandbox.Sandbox`, each worker runs in a cell
+of its own (its uid, namespaces and private directory; see _sandbox.py).
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tether._errors import ProtocolError, TetherError
+from tether.acceptor._ratelog import RateLimitedLog
+from tether.acceptor._sandbox import Cell, Sandbox, SandboxError
 from tether.transport import Address, bound_address, listen, tune
 from tether.transport._relay import TlsRelay
 from tether.wire import (
@@ -39,8 +51,15 @@ from tether.wire import (
 )
 
 log = logging.getLogger("tether.acceptor")
+#: Lines about peers dropped before authentication: anyone can cause them.
+drop_log = RateLimitedLog(log)
 
 HELLO_TIMEOUT = 10.0
+#: Seconds a worker told why its session ends has to say so and exit before
+#: it is sent SIGTERM (see _tell_and_terminate).
+TERM_GRACE_S = 2.0
+#: Seconds a stopping acceptor waits for each worker before SIGKILL.
+STOP_WAIT_S = 5.0
 #: A hello is small; anything bigger is not a Tether client.
 MAX_HELLO = 64 * 1024
 #: An authorizer that admits a pool session names it here (the pool's lease id):
@@ -69,7 +88,9 @@ def token_authorizer(token: str) -> Authorizer:
     expected = token.encode()
 
     def check(hello: Hello) -> tuple[bool, str, Mapping[str, str]]:
-        if not hmac.compare_digest(hello.token.encode(), expected):
+        # surrogatepass: a lone surrogate (decode_handshake refuses them) must
+        # compare unequal, not raise.
+        if not hmac.compare_digest(hello.token.encode("utf-8", "surrogatepass"), expected):
             return False, "wrong or missing token: check --token-file / TETHER_TOKEN", {}
         return True, "", {}
 
@@ -114,6 +135,7 @@ class Acceptor:
         python: str = sys.executable,
         worker_env: Mapping[str, str] | None = None,
         observer: SessionObserver | None = None,
+        sandbox: Sandbox | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         if (address.scheme == "tls") != (tls is not None):
@@ -127,6 +149,11 @@ class Acceptor:
         self.python = python
         self.worker_env = dict(worker_env or os.environ)
         self.observer = observer
+        self.sandbox = sandbox
+        #: Tests only: seconds between a worker's start and the acceptor giving
+        #: up its copy of the socket (the window in which a client's first
+        #: call was once lost).
+        self.handoff_delay = 0.0
         self.sessions: dict[str, SessionRecord] = {}
         self.address: Address | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -163,6 +190,11 @@ class Acceptor:
                 await server.serve_forever()
         finally:
             await self._stop_workers()
+            # Connections still in their hello, or waiting on a worker just stopped.
+            tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -173,11 +205,45 @@ class Acceptor:
             task.add_done_callback(self._tasks.discard)
         peer = str(writer.get_extra_info("peername"))
         try:
+            hello = await self._hello(reader, writer, peer)
+            if hello is None:
+                return
+            verdict = self.authorize(hello)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+            ok, reason, slice_env = verdict
+        except Exception as exc:  # nothing a peer sends before auth may escape
+            drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
+            await _refuse(writer, "the acceptor could not check this hello", "protocol")
+            return
+        if not ok:
+            drop_log.warning("refused %s: %s", peer, reason)
+            await _refuse(writer, reason, "auth")
+            return
+        await self._start_worker(writer, hello, peer, slice_env, reader)
+
+    async def _hello(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> Hello | None:
+        """The peer's hello, or None after refusing it; reading stops once it is in."""
+        try:
             hello = await asyncio.wait_for(_read_hello(reader), HELLO_TIMEOUT)
         except (TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:
-            log.warning("dropped connection from %s: %s", peer, exc or type(exc).__name__)
+            drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
             await _refuse(writer, "not a Tether client hello", "protocol")
-            return
+            return None
+        # What the client sends next belongs to its worker: over plain TCP stop
+        # reading here (a tls:// relay reads on and forwards what it buffered).
+        transport = writer.transport
+        if self.tls is None and isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()
+        buffered: object = getattr(reader, "_buffer", None)  # asyncio's, not public
+        if self.tls is None and buffered:
+            drop_log.warning("dropped connection from %s: data after the hello", peer)
+            await _refuse(
+                writer, "the client sent data before WELCOME: not a Tether client", "protocol"
+            )
+            return None
         if hello.protocol != PROTOCOL_VERSION:
             await _refuse(
                 writer,
@@ -185,16 +251,8 @@ class Acceptor:
                 f"acceptor speaks {PROTOCOL_VERSION}; install the same Tether version on both",
                 "version",
             )
-            return
-        verdict = self.authorize(hello)
-        if inspect.isawaitable(verdict):
-            verdict = await verdict
-        ok, reason, slice_env = verdict
-        if not ok:
-            log.warning("refused %s: %s", peer, reason)
-            await _refuse(writer, reason, "auth")
-            return
-        await self._start_worker(writer, hello, peer, slice_env, reader)
+            return None
+        return hello
 
     async def _start_worker(
         self,
@@ -227,25 +285,27 @@ class Acceptor:
             relay = await TlsRelay.start(reader, writer)
             sock = relay.worker_end
         fd = os.dup(sock.fileno())
+        cell: Cell | None = None
         try:
             info = {k: v for k, v in hello.info.items() if k in ("values", "client")}
             env = {**self.worker_env, **slice_env}
+            argv = [self.python, "-m", "tether.acceptor._worker", "--fd", str(fd)]
+            argv += ["--session", session, "--info", json.dumps(info)]
+            if self.sandbox is not None:
+                cell = self.sandbox.open(session, argv, env)
+                argv, spawn_env = cell.argv, cell.env
+            else:  # no namespace to die with: the worker watches for us itself
+                argv, spawn_env = [*argv, "--parent", str(os.getpid())], env
             proc = await asyncio.create_subprocess_exec(
-                self.python,
-                "-m",
-                "tether.acceptor._worker",
-                "--fd",
-                str(fd),
-                "--session",
-                session,
-                "--info",
-                json.dumps(info),
-                pass_fds=(fd,),
-                env=env,
+                *argv,
+                pass_fds=(fd, *(cell.pass_fds if cell is not None else ())),
+                env=spawn_env,
                 stdin=asyncio.subprocess.PIPE,  # why the acceptor ends it (_tell_and_terminate)
             )
-        except OSError as exc:
+        except (OSError, SandboxError) as exc:
             self.sessions.pop(session, None)
+            if cell is not None and self.sandbox is not None:
+                self.sandbox.release(cell)
             log.error("cannot start a worker: %s", exc)
             await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
             if relay is not None:
@@ -253,20 +313,34 @@ class Acceptor:
             return
         finally:
             os.close(fd)
-        if relay is not None:
-            relay.handed_over()
-        else:
-            writer.transport.abort()  # our copy only: the worker holds the connection now
+            if cell is not None:
+                cell.close_fds()
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
         self._procs[session] = proc
-        log.info("session %s for %s: worker pid %d", session, peer, proc.pid)
-        if self.observer is not None:
-            try:
-                self.observer.session_started(session, proc.pid, env)
-            except Exception:  # metering must never take a session down
-                log.exception("session observer failed for %s", session)
         try:
-            code = await proc.wait()
+            try:
+                if self.handoff_delay:
+                    await asyncio.sleep(self.handoff_delay)
+            finally:
+                if relay is not None:
+                    relay.handed_over()
+                else:
+                    writer.transport.abort()  # our copy only: the worker holds the connection
+            log.info("session %s for %s: worker pid %d", session, peer, proc.pid)
+            if self.observer is not None:
+                try:
+                    self.observer.session_started(session, proc.pid, env)
+                except Exception:  # metering must never take a session down
+                    log.exception("session observer failed for %s", session)
+            try:
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                # The acceptor is stopping. Tell the worker why and let it say
+                # so before the finally below closes its pipe and its cell.
+                _tell_and_terminate(proc, self._stopped())
+                with contextlib.suppress(TimeoutError):  # SIGTERM came after TERM_GRACE_S
+                    await asyncio.wait_for(proc.wait(), STOP_WAIT_S)
+                raise
             log.info("session %s ended (worker exit status %s)", session, code)
         finally:
             if proc.stdin is not None:
@@ -275,37 +349,64 @@ class Acceptor:
                 await relay.aclose()
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
+            if cell is not None and self.sandbox is not None:
+                self.sandbox.release(cell)
             if self.observer is not None:
                 try:
                     self.observer.session_ended(session)
                 except Exception:
                     log.exception("session observer failed for %s", session)
 
+    def _stopped(self) -> str:
+        return f"the acceptor at {self.address} was stopped by its operator"
+
     async def _stop_workers(self) -> None:
         procs = list(self._procs.values())
-        why = f"the acceptor at {self.address} was stopped by its operator"
         for p in procs:
-            _tell_and_terminate(p, why)
+            _tell_and_terminate(p, self._stopped())
         for p in procs:
             try:
-                await asyncio.wait_for(p.wait(), 5)
+                await asyncio.wait_for(p.wait(), STOP_WAIT_S)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
 
 
 def _tell_and_terminate(proc: asyncio.subprocess.Process, reason: str) -> None:
-    """SIGTERM ``proc`` after writing ``reason`` to its stdin: the worker sends
-    it to its client as its last word, so the session ends with who and why."""
+    """End ``proc``'s session, telling its client who and why.
+
+    ``reason`` goes to the worker's stdin as one line: the worker sends it to
+    its client as its last word and exits. SIGTERM follows only after
+    :data:`TERM_GRACE_S`, for a worker that did not: the signal cannot carry the
+    reason into a sandbox (it reaches bwrap, whose death SIGKILLs the cell).
+    Must run on the loop that owns ``proc``.
+    """
+    told = False
     if proc.stdin is not None:
-        # One short line fits the pipe's buffer: written now, before the signal.
+        # One short line fits the pipe's buffer: written now, in full.
         with contextlib.suppress(OSError, RuntimeError):
             proc.stdin.write(reason.encode("utf-8", "replace")[:1000] + b"\n")
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
+            told = True
+    if not told:
+        _terminate(proc)
+        return
+    asyncio.get_running_loop().call_later(TERM_GRACE_S, _terminate, proc)
+
+
+def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+
+
+def _short(exc: BaseException) -> str:
+    """An exception in one bounded line (a peer chose its text)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ascii(text)[1:-1][:200]
 
 
 async def _read_hello(reader: asyncio.StreamReader) -> Hello:
+    """Reads the hello frame and not one byte past it (those are the worker's)."""
     dec = FrameDecoder(max_frame=MAX_HELLO)
     # Exactly the hello and not a byte more: what the client sent behind it
     # belongs to the worker (a tls:// relay forwards the stream's buffer).

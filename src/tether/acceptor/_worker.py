@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import io
 import json
 import linecache
@@ -22,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import warnings
 from collections import deque
 from typing import Any, TextIO
@@ -219,16 +221,49 @@ def _private_stdin() -> int:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    os.set_blocking(fd, False)
     return fd
 
 
-def _reason(fd: int) -> str:
-    try:
-        text = os.read(fd, 4096).decode("utf-8", "replace").strip()
-    except OSError:  # nothing written: someone else's SIGTERM
-        text = ""
-    return text or "the worker was terminated (SIGTERM) on the acceptor's host"
+def _end_when_told(worker: Worker, fd: int) -> None:
+    """End the session when the acceptor says why on ``fd``, or on SIGTERM.
+
+    A thread waits for the acceptor's line and then signals this process, so
+    the last word is said from the main thread, between two of its bytecodes,
+    as for a SIGTERM. The line is the request itself because a sandboxed
+    worker gets no SIGTERM of its own: the acceptor's reaches bwrap, which has
+    the cell killed.
+    """
+    said: list[str] = []
+    main = threading.main_thread().ident or 0
+
+    def wait_for_reason() -> None:
+        try:
+            text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+        except OSError:
+            return
+        if text:  # empty: the acceptor closed the pipe (the session is over)
+            said.append(text.splitlines()[0])  # it may have said it twice
+            # To the main thread: its wait for a frame is interrupted at once.
+            signal.pthread_kill(main, signal.SIGTERM)
+
+    threading.Thread(target=wait_for_reason, name="tether-end", daemon=True).start()
+    default = "the worker was terminated (SIGTERM) on the acceptor's host"
+    signal.signal(signal.SIGTERM, lambda *_: worker.last_word(said[0] if said else default))
+
+
+def die_with_parent(parent: int) -> None:
+    """Be killed (SIGKILL) when ``parent``, the acceptor, dies.
+
+    ``PR_SET_PDEATHSIG`` (Linux): an orphaned worker would go on computing on a
+    slice the pool has given to someone else. A sandboxed worker does not need
+    it (its PID namespace dies with bwrap, which dies with the acceptor).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--session", required=True)
     parser.add_argument("--info", default="{}")
+    parser.add_argument("--parent", type=int, default=0, help="exit when this pid dies")
     args = parser.parse_args(argv)
+    if args.parent:
+        die_with_parent(args.parent)
     if sys.path and sys.path[0] in ("", os.getcwd()):
         # `python -m` put the working directory first on the path: the script's
         # own modules there must come from the client (one copy, paged in), not
@@ -252,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         done = apply_slice_env(slice_env)
         if done is not None:
             worker.device = f"{', '.join(done.slice.device_ids)} (memory {done.memory})"
-    reasons = _private_stdin()
-    signal.signal(signal.SIGTERM, lambda *_: worker.last_word(_reason(reasons)))
+    _end_when_told(worker, _private_stdin())
     worker.install()
     watch(sock, cleanup)  # the client gone mid-call: end now, not after the call
     try:

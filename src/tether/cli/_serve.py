@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,16 @@ def register(sub: Any) -> None:
         "--ready-file", type=Path, metavar="PATH", help="write the address here once listening"
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    box = p.add_argument_group("worker sandbox (docs/security.md)")
+    box.add_argument(
+        "--worker-uids", metavar="FIRST-LAST",
+        help="uids for sessions' workers, one per live session (root only; default "
+        "61000-61999 when root)",
+    )  # fmt: skip
+    box.add_argument(
+        "--no-sandbox", action="store_true",
+        help="run every worker as this user, unsandboxed: only if you trust every client",
+    )  # fmt: skip
     tls = p.add_argument_group("TLS")
     tls.add_argument(
         "--tls-cert", type=Path, metavar="PATH",
@@ -177,12 +188,19 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if created:
         print(f"tether: created token file {token_file} (copy it to your clients)", file=sys.stderr)
-    acceptor = Acceptor(address, token_authorizer(token), tls=tls)
+    sandbox = _sandbox(args, [token_file, *_tls_secrets(args)])
+    if isinstance(sandbox, int):
+        return sandbox
+    acceptor = Acceptor(address, token_authorizer(token), tls=tls, **sandbox)
 
     def ready(addr: Any) -> None:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
         _write_ready(args.ready_file, addr)
 
+    def on_term(*_: Any) -> None:  # systemd's stop: end the workers, remove the cells
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         asyncio.run(acceptor.serve(ready))
     except OSError as exc:
@@ -190,7 +208,46 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         pass
+    finally:
+        if acceptor.sandbox is not None:
+            acceptor.sandbox.close()
     return 0
+
+
+def _tls_secrets(args: argparse.Namespace) -> list[Path]:
+    """The TLS private key, which no worker may read."""
+    key = args.tls_key or os.environ.get("TETHER_TLS_KEY")
+    return [Path(key)] if key else []
+
+
+def _node_token_files(args: argparse.Namespace) -> list[Path]:
+    """The node token's file, which no worker may read."""
+    path = args.node_token_file or os.environ.get("TETHER_NODE_TOKEN_FILE")
+    return [Path(path)] if path else []
+
+
+def _sandbox(args: argparse.Namespace, secret_files: list[Path]) -> dict[str, Any] | int:
+    """The Acceptor's sandbox arguments, or an exit status after saying why not."""
+    from tether.acceptor._sandbox import Sandbox, SandboxError, parse_uid_range, scrub_env
+
+    if args.no_sandbox:
+        if args.worker_uids:
+            print("tether serve: --worker-uids and --no-sandbox contradict", file=sys.stderr)
+            return 2
+        logging.getLogger("tether.acceptor").warning(
+            "--no-sandbox: every session's worker runs as this user, unsandboxed"
+        )
+        return {"worker_env": scrub_env(os.environ)}
+    try:
+        uids = parse_uid_range(args.worker_uids) if args.worker_uids else None
+        sandbox = Sandbox.create(uids=uids, secret_files=secret_files)
+    except (ValueError, SandboxError) as exc:
+        print(f"tether serve: cannot sandbox workers: {exc}; or pass --no-sandbox to run "
+              "them unsandboxed as this user (only if you trust every client)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    logging.getLogger("tether.acceptor").info("%s", sandbox.describe())
+    return {"sandbox": sandbox}
 
 
 def _write_ready(path: Path | None, addr: Any) -> None:
@@ -213,8 +270,6 @@ def _advertised(listen: Any, bound: Any, advertise: str | None) -> str:
 
 def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
-    import signal
-
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
     from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
     from tether.acceptor._server import Acceptor
@@ -257,7 +312,11 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     else:
         frameworks = discover_frameworks()
     authorizer = TicketAuthorizer(name, devices)
-    acceptor = Acceptor(address, authorizer, tls=tls)
+    secret_files = [*_node_token_files(args), *_tls_secrets(args)]
+    sandbox = _sandbox(args, secret_files)
+    if isinstance(sandbox, int):
+        return sandbox
+    acceptor = Acceptor(address, authorizer, tls=tls, **sandbox)
     stopping: list[str] = []
 
     def fatal(message: str) -> None:
@@ -301,6 +360,8 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     finally:
         if agent is not None:
             agent.stop()
+        if acceptor.sandbox is not None:
+            acceptor.sandbox.close()
     if stopping:
         print(f"tether serve: {stopping[0]}", file=sys.stderr)
         return 1

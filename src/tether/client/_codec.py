@@ -14,10 +14,12 @@ pickle: :func:`compact_call` writes them in the compact form of
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import io
 import marshal
 import pickle
+import random
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -241,33 +243,22 @@ _IMMUTABLE = frozenset(
 )  # fmt: skip
 #: Modules whose state is the process's: the worker must use the script's.
 _STATEFUL_MODULES = frozenset({"random"})
-
-
-def _is_value(value: Any) -> bool:
-    """True for what reads the same copied as shared: immutable data."""
-    t = type(value)
-    if t in _IMMUTABLE:
-        return True
-    if isinstance(value, (tuple, frozenset)):
-        if isinstance(value, tuple) and not (t is tuple or hasattr(t, "_fields")):
-            return False
-        return all(_is_value(v) for v in value)
-    params = getattr(t, "__dataclass_params__", None)
-    if params is not None and params.frozen:
-        return True
-    module = getattr(t, "__module__", "")
-    return module == "numpy" and t.__name__ != "ndarray"  # numpy scalars
+#: Attribute namespaces scripts keep their settings in, and change in place.
+_NAMESPACES = frozenset({argparse.Namespace, types.SimpleNamespace})
 
 
 def share_global(value: Any, export: Callable[[Any], int]) -> Any:
     """A module global as the worker's code should hold it.
 
     Immutable data travels by value; code, classes, modules and proxies as
-    themselves (the picklers make them references); everything else is the
-    script's object, reached from the worker (a mutable ``args`` namespace, a
-    ``random.Random``, a bound method of one), so that a change made here is
-    seen there. The ``random`` module itself is the script's too: its
-    generator is the script's, seeded by the script.
+    themselves (the picklers make them references). Objects that hold state the
+    script changes in place stay the script's, reached from the worker: its
+    lists, dicts and sets, numpy arrays, instances of its own classes, attribute
+    namespaces (``args.lr = 0.1`` is what ``forward`` reads next), and Python's
+    ``random`` (the module, a ``random.Random`` and their bound methods), so
+    that the generator is the one the script seeded. Any other object (a
+    ``nullcontext()``, a ``functools.partial``) travels by value, as a call
+    argument would.
     """
     t = type(value)
     if t in _IMMUTABLE or type(t) is RemoteType:
@@ -276,13 +267,13 @@ def share_global(value: Any, export: Callable[[Any], int]) -> Any:
         if value.__name__ in _STATEFUL_MODULES:
             return _Shared(export(value))
         return value
-    if isinstance(value, (type, types.FunctionType, RemoteModule, LazyMethod)) or _is_value(value):
-        return value
-    if t is _BUILTIN_FUNCTION and isinstance(getattr(value, "__self__", None), types.ModuleType):
-        return value  # math.sqrt, operator.add: by name
-    if isinstance(value, (io.IOBase, BaseException)):
-        return value
-    return _Shared(export(value))
+    if is_shared(value) or t in _NAMESPACES or isinstance(value, random.Random):
+        return _Shared(export(value))
+    if t is _BUILTIN_FUNCTION or t is types.MethodType:
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, random.Random):
+            return _Shared(export(value))  # random.random, random.choice
+    return value
 
 
 class _Shared:

@@ -136,6 +136,21 @@ def encode_handshake(msg: Handshake) -> list[Buffer]:
     return encode_frame(kind, 0, 0, json.dumps(body).encode())
 
 
+#: No handshake needs deeper JSON; everything later walks it recursively.
+MAX_HANDSHAKE_DEPTH: Final = 16
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            todo.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def decode_handshake(frame: Frame) -> Handshake:
     """Parse a handshake frame; anything malformed raises ProtocolError."""
     cls = _HANDSHAKE_TYPES.get(Kind(frame.kind)) if frame.kind in Kind._value2member_map_ else None
@@ -145,8 +160,15 @@ def decode_handshake(frame: Frame) -> Handshake:
         raise ProtocolError("handshake frames carry no buffers")
     try:
         body = json.loads(frame.meta)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # A lone surrogate ("\\ud800" is valid JSON) cannot be encoded again:
+        # refuse it here rather than let a token comparison raise later.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError) as exc:
         raise ProtocolError(f"malformed handshake: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError("malformed handshake: nested too deeply") from None
+    if _depth(body) > MAX_HANDSHAKE_DEPTH:
+        raise ProtocolError(f"malformed handshake: nested deeper than {MAX_HANDSHAKE_DEPTH}")
     if not isinstance(body, dict) or set(body) - set(cls.__dataclass_fields__):
         raise ProtocolError("malformed handshake: unexpected fields")
     try:
