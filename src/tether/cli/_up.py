@@ -25,8 +25,8 @@ import argparse
 import contextlib
 import getpass
 import os
-import shutil
 import re
+import shutil
 import signal
 import socket
 import subprocess
