@@ -245,11 +245,12 @@ class Mode:
         ]  # fmt: skip
 
 
-def _client_probe(python: Path) -> str | None:
+def _client_probe(python: Path, requires: Sequence[str] = ()) -> str | None:
     """None when ``python`` is a torch-less client venv running this checkout's tether."""
     code = (
-        "import importlib.util, tether, cloudpickle;"
+        "import importlib.metadata, importlib.util, tether, cloudpickle;"
         "assert importlib.util.find_spec('torch') is None, 'torch is importable';"
+        f"[importlib.metadata.version(n) for n in {list(requires)!r}];"
         "print(tether.__file__)"
     )
     if not python.exists():
@@ -282,14 +283,18 @@ def client_venv(folder: Path, corpus: Corpus) -> Path:
     """``FOLDER/.venv-client/bin/python``: tether (editable), the list's requires, no torch."""
     venv = folder / CLIENT_VENV
     python = venv / "bin" / "python"
-    if _client_probe(python) is None:
-        return python
     wanted = [r for r in corpus.requires if r.lower() != "torch"]
+    if _client_probe(python, wanted) is None:
+        return python
     steps = [
         [sys.executable, "-m", "venv", "--clear", str(venv)],
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)],
-        [str(python), "-m", "pip", "install", "-q", *_pins(["cloudpickle", "numpy", *wanted])],
     ]
+    if _client_probe(python) is None:
+        steps = []  # a good venv that lacks some of the list's packages: add them
+    steps.append(
+        [str(python), "-m", "pip", "install", "-q", *_pins(["cloudpickle", "numpy", *wanted])]
+    )
     for argv in steps:
         print(f"[compat] {' '.join(argv)}", file=sys.stderr, flush=True)
         try:
@@ -298,7 +303,7 @@ def client_venv(folder: Path, corpus: Corpus) -> Path:
             raise CompatError(f"building the client venv timed out: {argv}") from exc
         if done.returncode != 0:
             raise CompatError(f"building the client venv failed: {argv}\n{done.stderr[-2000:]}")
-    problem = _client_probe(python)
+    problem = _client_probe(python, wanted)
     if problem is not None:
         raise CompatError(f"the client venv {venv} is not torch-less Tether: {problem}")
     return python
@@ -422,7 +427,8 @@ def run_entry(
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    width = int(spec.split(".")[0])
+    return "-".rjust(width) if value is None else format(value, spec)
 
 
 def print_table(rows: Sequence[Row], modes: Sequence[Mode], out: TextIO) -> None:
