@@ -148,12 +148,15 @@ def child_env(python: str, extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def prepare(entry: Entry, folder: Path, scratch: Path, label: str, python: str) -> Path:
+def prepare(entry: Entry, folder: Path, scratch: Path, label: str) -> Path:
     """A private copy of the entry's folder for one run; returns the run's cwd.
 
     Applies the entry's substitutions to the copy of its script and runs its setup
-    scripts plainly there; raises CompatError if a setup script fails.
+    scripts plainly there, with this interpreter (it has torch: setup makes the data
+    every mode starts from, whichever client runs the script); raises CompatError if a
+    setup script fails.
     """
+    python = sys.executable
     dest = scratch / f"{entry.name}-{label}"
     if dest.exists():
         shutil.rmtree(dest)
@@ -378,7 +381,7 @@ def run_entry(
     try:
         local = run_bounded(
             [python, *entry.python_args],
-            cwd=prepare(entry, folder, scratch, "local", python),
+            cwd=prepare(entry, folder, scratch, "local"),
             env=child_env(python, entry.env),
             timeout=entry.timeout,
         )
@@ -396,7 +399,7 @@ def run_entry(
     if check_local:
         again = run_bounded(
             [python, *entry.python_args],
-            cwd=prepare(entry, folder, scratch, "local2", python),
+            cwd=prepare(entry, folder, scratch, "local2"),
             env=child_env(python, entry.env),
             timeout=entry.timeout,
         )
@@ -405,7 +408,7 @@ def run_entry(
     timeout = max(entry.timeout * remote_factor, MIN_REMOTE_TIMEOUT_S)
     for mode in modes:
         try:
-            cwd = prepare(entry, folder, scratch, mode.name, mode.python)
+            cwd = prepare(entry, folder, scratch, mode.name)
         except CompatError as exc:
             row.results[mode.name] = {"result": BROKEN, "detail": str(exc)}
             continue
