@@ -131,6 +131,29 @@ def run_bounded(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
     return Run(tuple(argv), proc.returncode, stdout, stderr, seconds, timed_out)
 
 
+def run_captured(argv: Sequence[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(capture_output=True, text=True)``, but in its own session, and on
+    timeout its whole process group is killed (pip's build helpers included) before
+    ``TimeoutExpired`` is raised."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        proc.communicate()
+        raise
+    finally:
+        _kill_group(proc.pid)
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -259,9 +282,7 @@ def _client_probe(python: Path, requires: Sequence[str] = ()) -> str | None:
     if not python.exists():
         return f"{python} does not exist"
     try:
-        done = subprocess.run(
-            [str(python), "-c", code], capture_output=True, text=True, timeout=120, check=False
-        )
+        done = run_captured([str(python), "-c", code], timeout=120)
     except subprocess.TimeoutExpired:
         return "the probe timed out"
     if done.returncode != 0:
@@ -301,7 +322,7 @@ def client_venv(folder: Path, corpus: Corpus) -> Path:
     for argv in steps:
         print(f"[compat] {' '.join(argv)}", file=sys.stderr, flush=True)
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+            done = run_captured(argv, timeout=PIP_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
             raise CompatError(f"building the client venv timed out: {argv}") from exc
         if done.returncode != 0:
