@@ -29,6 +29,7 @@ import contextlib
 import getpass
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -194,6 +195,15 @@ def up(args: argparse.Namespace) -> int:
         ]  # fmt: skip
         if args.advertise:
             serve_argv += ["--advertise", args.advertise]
+        if shutil.which("bwrap") is None:
+            # One machine, one user: run without the sandbox rather than not at
+            # all, and say so (a shared acceptor must not: tether serve refuses).
+            print(
+                "tether up: bubblewrap (bwrap) is not installed, so sessions run "
+                "unsandboxed as this user; apt-get install bubblewrap to isolate them",
+                file=sys.stderr,
+            )
+            serve_argv.append("--no-sandbox")
         if tls is not None:
             serve_argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
             serve_argv += ["--tls-ca", str(tls.ca)]
