@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any, TextIO
 
 import tether
+from tether._env import forwarded
 from tether._errors import SessionError
 from tether.acceptor._codec import exception_lineage
 from tether.acceptor._engine import Engine
@@ -247,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         del sys.path[0]
     real_stderr = sys.__stderr__
     sock = socket.socket(fileno=args.fd)
-    worker = Worker(sock, args.session, json.loads(args.info))
+    info = json.loads(args.info)
+    env = info.get("env")
+    if isinstance(env, dict):
+        for name, value in forwarded(env).items():
+            os.environ.setdefault(name, value)  # what the acceptor set wins
+    worker = Worker(sock, args.session, info)
     slice_env = os.environ.get("TETHER_SLICE")
     if slice_env:
         from tether.acceptor._limits import apply_slice_env

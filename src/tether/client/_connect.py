@@ -7,6 +7,7 @@ import os
 import platform
 from collections.abc import Callable, Iterable
 
+from tether._env import forwarded
 from tether._errors import (
     AuthenticationError,
     ConnectError,
@@ -64,6 +65,7 @@ def open_session(
         info={
             "values": values,
             "client": {"host": platform.node(), "pid": os.getpid(), "remote": sorted(remote)},
+            "env": forwarded(os.environ),
         },
     )
     try:
