@@ -29,6 +29,8 @@ from collections import deque
 from typing import Any, TextIO
 
 import tether
+from tether._env import forwarded
+from tether._errors import SessionError
 from tether.acceptor._codec import exception_lineage
 from tether.acceptor._engine import Engine
 from tether.acceptor._files import (
@@ -102,11 +104,18 @@ def warning_meta(
     return encode_warning(warning).decode()
 
 
+def _describe(payload: Any) -> str:
+    if isinstance(payload, tuple) and payload and all(isinstance(p, str) for p in payload):
+        return ".".join(payload)
+    return type(payload).__name__
+
+
 class Worker:
     def __init__(self, sock: socket.socket, session: str, info: dict[str, Any]) -> None:
         self.session = session
         self.channel = Channel(sock, Role.SERVER)
         self.backlog: deque[Frame] = deque()
+        self.pid = os.getpid()
         self._rid = 0
         values = frozenset(info.get("values", ()))
         self.engine = Engine(self._send, self.request, value_modules=values)
@@ -117,6 +126,15 @@ class Worker:
 
     def request(self, kind: str, payload: Any) -> Any:
         """A blocking round trip to the client (module sources, file contents)."""
+        if os.getpid() != self.pid:
+            # A process the worker forked (DataLoader workers) shares the socket:
+            # using it would garble the session. Say so instead.
+            raise SessionError(
+                f"remote code in a process the worker forked (pid {os.getpid()}) needs the "
+                f"client ({kind} {_describe(payload)}), which only the worker itself can "
+                "reach: pass plain values to code that runs in DataLoader workers, or use "
+                "num_workers=0"
+            )
         self.engine.touched_client = True
         self.engine.flush_output()
         self._rid += 1
@@ -282,7 +300,12 @@ def main(argv: list[str] | None = None) -> int:
         del sys.path[0]
     real_stderr = sys.__stderr__
     sock = socket.socket(fileno=args.fd)
-    worker = Worker(sock, args.session, json.loads(args.info))
+    info = json.loads(args.info)
+    env = info.get("env")
+    if isinstance(env, dict):
+        for name, value in forwarded(env).items():
+            os.environ.setdefault(name, value)  # what the acceptor set wins
+    worker = Worker(sock, args.session, info)
     slice_env = os.environ.get("TETHER_SLICE")
     if slice_env:
         from tether.acceptor._limits import apply_slice_env

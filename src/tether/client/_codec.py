@@ -207,7 +207,10 @@ def is_script_object(value: Any) -> bool:
     (frozen dataclasses, named tuples) still travel by value.
     """
     t = type(value)
-    if type(t) is not type or not is_script_module(getattr(t, "__module__", "") or ""):
+    # __main__ only: objects of the script's packages travel by value, since
+    # remote code often hands them to processes the worker forks (a DataLoader
+    # dataset holding a config), which cannot reach the client.
+    if type(t) is not type or getattr(t, "__module__", "") != "__main__":
         return False
     if isinstance(value, (tuple, BaseException)):
         return False

@@ -11,6 +11,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tether._env import forwarded
 from tether._errors import (
     AuthenticationError,
     ConnectError,
@@ -72,6 +73,7 @@ def open_session(
         info={
             "values": values,
             "client": {"host": platform.node(), "pid": os.getpid(), "remote": sorted(remote)},
+            "env": forwarded(os.environ),
         },
     )
     try:
