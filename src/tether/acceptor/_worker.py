@@ -266,7 +266,17 @@ def _end_when_told(worker: Worker, fd: int) -> None:
 
     threading.Thread(target=wait_for_reason, name="tether-end", daemon=True).start()
     default = "the worker was terminated (SIGTERM) on the acceptor's host"
-    signal.signal(signal.SIGTERM, lambda *_: worker.last_word(said[0] if said else default))
+
+    def on_term(*_: object) -> None:
+        if os.getpid() != worker.pid:
+            # A process the worker forked (a DataLoader worker) inherits this
+            # handler, but not the session: it must not speak on the socket.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        worker.last_word(said[0] if said else default)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def die_with_parent(parent: int) -> None:
