@@ -220,7 +220,9 @@ def test_frameworks_report_numpy_with_version_and_build() -> None:
 def test_frameworks_report_torch_build() -> None:
     torch = pytest.importorskip("torch")
     (fw,) = discover_frameworks(names=("torch",))
-    assert fw.version == torch.__version__
+    # The distribution's version; torch.__version__ may add the build's local
+    # label (PyPI's CUDA build: metadata 2.13.0, torch.__version__ 2.13.0+cu130).
+    assert fw.version.split("+")[0] == torch.__version__.split("+")[0]
     if torch.version.cuda:
         assert fw.build == f"cuda {torch.version.cuda}"
     elif torch.version.hip:
