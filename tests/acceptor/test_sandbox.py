@@ -205,12 +205,17 @@ def test_an_unprivileged_acceptors_cell_runs(tmp_path: Path) -> None:
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "print(os.getuid(), os.getpid(), status['CapEff'].strip(), libc.unshare(0x10000000))\n"
     )
+    from tether.acceptor._sandbox import _python_paths
+
     cell = tmp_path / "cell"
     cell.mkdir()
+    # The interpreter's own paths, as the acceptor exposes them: a checkout (and
+    # its venv) may itself live under a masked directory such as /tmp.
+    exposed, _base = _python_paths(sys.executable, os.environ)
     argv = cell_argv(
         CellPlan(
             mode=Mode.USERNS, uid=1000, cell_dir=str(cell), masked_dirs=("/run", "/tmp"),
-            exposed=(), secret_files=(), devices=(),
+            exposed=exposed, secret_files=(), devices=(),
         ),
         [sys.executable, "-c", code],
     )  # fmt: skip
