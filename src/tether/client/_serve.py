@@ -8,31 +8,14 @@ which also keeps optional-import probes of frameworks from pulling client code.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
-import site
 import sys
-import sysconfig
 from collections.abc import Callable
-from functools import cache
 from typing import Any
 
-
-@cache
-def _system_dirs() -> tuple[str, ...]:
-    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        with contextlib.suppress(KeyError):
-            dirs.add(sysconfig.get_path(key))
-    try:
-        dirs.update(site.getsitepackages())
-        dirs.add(site.getusersitepackages())
-    except AttributeError:
-        pass
-    dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tether itself
-    return tuple(os.path.realpath(d) + os.sep for d in dirs if d)
+from tether.client._namespace import is_user_file
 
 
 def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, bool, str] | None:
@@ -49,7 +32,7 @@ def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, boo
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     origin = os.path.realpath(spec.origin)
-    if origin.startswith(_system_dirs()):
+    if not is_user_file(origin):
         return None
     if module is None:
         # The worker's mirror of the module is the client's module: import it
