@@ -24,3 +24,6 @@ print(f"axes limits {tuple(round(v, 3) for v in ax.get_xlim())}")
 fig.savefig("curve.png")
 print(f"saved; a matplotlib result back in numpy: {np.asarray(line.get_ydata()).mean():.3f}")
 print(f"remote array type: {type(x).__name__}")
+# A library's own numpy copies a remote numpy scalar (matplotlib's colors do).
+local_np = matplotlib.cbook.np
+print(f"copied by the library: {local_np.array(y.max(), copy=True) * 2:.3f}")

@@ -154,7 +154,10 @@ def _bool(self: RemoteObject) -> bool:
 
 
 def _array(self: RemoteObject, *args: Any, **kwargs: Any) -> Any:
-    result = self._t_s.value_method(self, "__array__", args, kwargs)
+    # Only the dtype travels: numpy >= 2 adds copy=..., which not every remote
+    # __array__ takes (numpy scalars' does not); what arrives here is a fresh
+    # local array whatever copy asked for.
+    result = self._t_s.value_method(self, "__array__", args[:1], {})
     if isinstance(result, RemoteObject):
         # numpy is remoted, and a library of the client's own numpy asks for
         # the values (matplotlib plotting a remote array): they come here.
