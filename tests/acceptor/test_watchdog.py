@@ -8,19 +8,20 @@ the pool may have given to someone else.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_harness import base_env
+from acceptor_thread import running_acceptor
 
-from tether.acceptor._server import Acceptor, token_authorizer
-from tether.transport import Address
+from tether.acceptor._server import token_authorizer
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 pytestmark = pytest.mark.slow
 
@@ -65,29 +66,17 @@ def _wait_gone(pid: int, bound: float) -> bool:
 
 
 @pytest.fixture
-def acceptor_url() -> object:
-    import asyncio
-    import threading
-
+def acceptor_url() -> Iterator[tuple[str, str]]:
     token = "gone-" * 8
-    acceptor = Acceptor(Address("tcp", "127.0.0.1", 0), token_authorizer(token))
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    task = loop.create_task(acceptor.serve(lambda _a: ready.set()))
+    with running_acceptor(token_authorizer(token)) as url:
+        yield url, token
 
-    def run() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            loop.run_until_complete(task)
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield str(acceptor.address), token
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(20)
-        loop.close()
+def _env() -> dict[str, str]:
+    """Ours, with this checkout's tether first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    return env
 
 
 def _start_client(url: str, token: str) -> tuple[subprocess.Popen[str], int]:
@@ -97,7 +86,7 @@ def _start_client(url: str, token: str) -> tuple[subprocess.Popen[str], int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=base_env(with_src=True),
+        env=_env(),
         start_new_session=True,
     )
     assert client.stdout is not None
