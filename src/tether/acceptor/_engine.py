@@ -33,6 +33,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tether._code import global_names
 from tether._errors import ObjectReleased, ProtocolError
 from tether.acceptor._clientobj import ClientObject
 from tether.acceptor._codec import (
@@ -634,19 +635,11 @@ def _page_globals(obj: Any) -> None:
     for fn in iter_functions(obj):
         namespace = fn.__globals__
         if isinstance(namespace, ScriptNamespace):
-            for name in _global_names(fn.__code__):
+            for name in global_names(fn.__code__):
                 try:
                     namespace[name]
                 except Exception:
                     continue
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
 
 
 def _by_value(obj: Any) -> Any:

@@ -32,6 +32,7 @@ from cloudpickle.cloudpickle import (  # the state setters cloudpickle's own red
 )
 
 from tether import _refs
+from tether._code import global_names
 from tether.client._namespace import is_script_module, module_info, module_namespace
 from tether.client._proxy import (
     LazyMethod,
@@ -321,14 +322,6 @@ def _rebound_cells(fn: types.FunctionType) -> tuple[int, ...]:
     return tuple(i for i, name in enumerate(code.co_freevars) if name in names)
 
 
-def _global_names(code: types.CodeType) -> set[str]:
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
-
-
 class CodeContext:
     """What a session lends its picklers for shipping the script's code.
 
@@ -378,7 +371,7 @@ def share_state(
         "__name__": g.get("__name__"),
         "__builtins__": g.get("__builtins__"),
     }
-    for name in _global_names(fn.__code__):
+    for name in global_names(fn.__code__):
         if name in g:
             value = g[name]
             if is_shared(value):
