@@ -35,6 +35,7 @@ from typing import Any
 
 from tether._code import global_names
 from tether._errors import ObjectReleased, ProtocolError
+from tether.acceptor._callers import call_from_module, is_caller_sensitive
 from tether.acceptor._clientobj import ClientObject
 from tether.acceptor._codec import (
     ByRef,
@@ -338,6 +339,8 @@ class Engine:
             return getattr(target, name)(*args, **kwargs)
         if op == Op.CALL:
             fn, args, kwargs = f
+            if is_caller_sensitive(fn):
+                return call_from_module(fn, args, kwargs, self.namespaces)
             return fn(*args, **kwargs)
         if op == Op.GETATTR:
             value = getattr(f[0], f[1])
