@@ -7,6 +7,13 @@ code shipped from the client (the script's functions and classes, its modules)
 gets an ``open`` that does the same. Reads fetch the whole file in one round
 trip; writes are buffered and sent in one piece when the file is closed, which
 suits checkpoints and arrays, the common case.
+
+``numpy.memmap`` needs a real file to map. Opened read-only (``"r"``, ``"c"``)
+it maps the client's file: the very file when the worker sees the same one
+(same device, inode, size and modification time: an acceptor on the client's
+machine), else a copy staged in the scratch directory, fetched again only when
+the client's file has changed (one ``stat`` round trip per open, as data
+loaders that map their file for every batch do).
 """
 
 from __future__ import annotations
@@ -240,11 +247,67 @@ def wrap_path_function(fn: Callable[..., Any], spec: tuple[int, str, str], reque
     return wrapper
 
 
+#: numpy.memmap modes that only read the file.
+_MEMMAP_READ_MODES = frozenset({"r", "c", "readonly", "copyonwrite"})
+
+
+class ClientFileCache:
+    """Local paths for the client's files, for libraries that need a real file."""
+
+    def __init__(self, request: RequestFn) -> None:
+        self._request = request
+        self._copies: dict[str, tuple[int, int, str]] = {}
+
+    def local_path(self, path: str) -> str:
+        """A path in the worker holding what the client's ``path`` holds now."""
+        theirs = self._request("stat", path)  # FileNotFoundError as locally
+        try:
+            ours = _REAL_STAT(path)
+        except OSError:
+            ours = None
+        if ours is not None and (ours.st_dev, ours.st_ino, ours.st_size, ours.st_mtime_ns) == (
+            theirs.st_dev,
+            theirs.st_ino,
+            theirs.st_size,
+            theirs.st_mtime_ns,
+        ):
+            return path
+        copy = self._copies.get(path)
+        if copy is not None and copy[:2] == (theirs.st_size, theirs.st_mtime_ns):
+            return copy[2]
+        local = os.path.join(tempfile.mkdtemp(dir=scratch_dir()), os.path.basename(path))
+        with open(local, "wb") as f:
+            f.write(self._request("read", path))
+        self._copies[path] = (theirs.st_size, theirs.st_mtime_ns, local)
+        return local
+
+
+_REAL_STAT = os.stat
+
+
+def route_memmap(memmap: Any, files: ClientFileCache) -> None:
+    """Make read-only ``numpy.memmap`` of a path map the client's file."""
+    original = memmap.__new__
+    if hasattr(original, "__tether_wrapped__"):
+        return
+
+    @functools.wraps(original)
+    def __new__(subtype: Any, filename: Any, *args: Any, **kwargs: Any) -> Any:
+        mode = kwargs.get("mode", args[1] if len(args) > 1 else "r+")
+        if _is_path(filename) and mode in _MEMMAP_READ_MODES:
+            filename = files.local_path(os.fspath(filename))
+        return original(subtype, filename, *args, **kwargs)
+
+    __new__.__tether_wrapped__ = original  # type: ignore[attr-defined]
+    memmap.__new__ = staticmethod(__new__)
+
+
 class PathPatcher(importlib.abc.MetaPathFinder):
     """Wraps the known path-taking functions right after their module loads."""
 
     def __init__(self, request: RequestFn) -> None:
         self._request = request
+        self._files = ClientFileCache(request)
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname not in PATH_FUNCTIONS:
@@ -271,6 +334,8 @@ class PathPatcher(importlib.abc.MetaPathFinder):
             fn = getattr(module, name, None)
             if fn is not None and not hasattr(fn, "__tether_wrapped__"):
                 setattr(module, name, wrap_path_function(fn, spec, self._request))
+        if module.__name__ == "numpy" and isinstance(getattr(module, "memmap", None), type):
+            route_memmap(module.memmap, self._files)
 
 
 def install_open(request: RequestFn, client_files: set[str]) -> None:
