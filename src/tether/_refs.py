@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 NAMES = frozenset(
     {"handle", "interned", "cls", "module", "ref", "attr", "code", "exc_class", "tuple_mirror",
      "client_file", "client_obj", "local", "script_fn", "script_cls", "script_ref",
-     "script_synced", "script_module"}
+     "script_synced", "script_module", "np_scalar"}
 )  # fmt: skip
 
 
@@ -91,3 +91,7 @@ def script_synced(*args: Any) -> NoReturn:
 
 def script_module(*args: Any) -> NoReturn:
     _outside("script_module")
+
+
+def np_scalar(*args: Any) -> NoReturn:
+    _outside("np_scalar")

@@ -4,7 +4,10 @@ Results go back to the client as real values when they are plain (numbers,
 strings, bytes, None, and lists/tuples/dicts/sets of those), and as arrays when
 the client said it has numpy and does not remote it. Everything else becomes a
 handle: the pickle names ``tether._refs.handle(hid, tid)`` and the client makes a
-proxy of it. Classes and modules are interned: one handle each for the life of
+proxy of it. Numbers of a remoted numpy (``np.float64(0.5)``) are values too when
+the client has a numpy of its own: they are immutable, and a script that computes
+with them in Python (``math.sqrt(var)``, ``x - mean`` in a loop) must not pay a
+round trip per operation. Classes and modules are interned: one handle each for the life of
 the session, so the client's caches stay valid.
 """
 
@@ -219,8 +222,10 @@ class WorkerPickler(pickle.Pickler):
         value_modules: frozenset[str],
         buffers: list[pickle.PickleBuffer],
         script_ids: dict[int, int] | None = None,
+        scalar_types: frozenset[type] = frozenset(),
     ) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffers.append)
+        self._scalar_types = scalar_types
         self._new_handle = new_handle
         self._intern = intern
         self._interned = interned
@@ -241,6 +246,8 @@ class WorkerPickler(pickle.Pickler):
                 # A record of one of the script's classes (a dataclass, a named
                 # tuple, an enum member) made here: the script's class, by value.
                 return obj.__reduce_ex__(5)
+        if t in self._scalar_types:
+            return (_refs.np_scalar, (obj.dtype.str, obj.tobytes()))
         if t is ByRef:
             return (_refs.handle, (self._new_handle(obj.obj), self._types.tid(type(obj.obj))))
         if t is ClientObject:
@@ -267,6 +274,18 @@ class WorkerPickler(pickle.Pickler):
         if id(obj) in self._interned or is_singleton(obj):
             return (_refs.interned, (self._intern(obj), self._types.tid(t)))
         return (_refs.handle, (self._new_handle(obj), self._types.tid(t)))
+
+
+def numpy_scalar_types() -> frozenset[type]:
+    """numpy's scalar types of numbers and booleans (they travel by value to a
+    client that has numpy, see the module docstring)."""
+    import numpy
+
+    return frozenset(
+        t
+        for t in set(numpy.sctypeDict.values())
+        if issubclass(t, numpy.generic) and numpy.dtype(t).kind in "biufc"
+    )
 
 
 def is_value_like(obj: Any) -> bool:

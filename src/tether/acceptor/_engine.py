@@ -23,6 +23,7 @@ used to fetch the client's modules and files).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
@@ -45,6 +46,7 @@ from tether.acceptor._codec import (
     exact_length,
     is_plain,
     iter_functions,
+    numpy_scalar_types,
 )
 from tether.acceptor._files import ClientFile
 from tether.acceptor._namespace import Namespaces, ScriptNamespace
@@ -94,10 +96,15 @@ class Engine:
         request: RequestFn,
         *,
         value_modules: frozenset[str] = frozenset(),
+        scalar_modules: frozenset[str] = frozenset(),
     ) -> None:
         self._send = send
         self.request = request
         self.value_modules = value_modules
+        self.scalar_types: frozenset[type] = frozenset()
+        if "numpy" in scalar_modules:
+            with contextlib.suppress(ImportError):  # no numpy here: none to send
+                self.scalar_types = numpy_scalar_types()
         self.handles: dict[int, Any] = {}
         self.poisoned: dict[int, BaseException] = {}
         self._next_hid = -1
@@ -353,7 +360,15 @@ class Engine:
             except StopIteration:
                 return STOP
         if op == Op.ITER:
-            it = iter(f[0])
+            target = f[0]
+            it = iter(target)
+            if type(target).__name__ == "ndarray" and type(target).__module__ == "numpy":
+                size = len(target)
+                if size <= _PREFETCH_MAX:
+                    # An array's items can change under the loop (the body may
+                    # write to the array): a snapshot the client uses only while
+                    # it has sent nothing else, re-reading items after that.
+                    return (it, size, list(target), True)
             n = exact_length(it)
             if n is not None and n <= _PREFETCH_MAX and type(it).__name__ in _SNAPSHOT_ITERATORS:
                 # Items that cannot change under the loop (a tensor's rows, a
@@ -472,6 +487,7 @@ class Engine:
             value_modules=self.value_modules,
             buffers=buffers,
             script_ids=self.script_ids,
+            scalar_types=self.scalar_types,
         ).dump(value)
         inner = buf.getvalue()
         return pickle.dumps((self.types.take_pending(), inner), protocol=5), buffers

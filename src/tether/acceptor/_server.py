@@ -68,6 +68,10 @@ MAX_HELLO = 64 * 1024
 POOL_SESSION_ENV = "TETHER_POOL_SESSION"
 
 
+#: What of the client's hello its worker is told.
+_WORKER_INFO = frozenset({"values", "scalars", "client", "env"})
+
+
 @dataclass
 class SessionRecord:
     session: str
@@ -287,7 +291,7 @@ class Acceptor:
         fd = os.dup(sock.fileno())
         cell: Cell | None = None
         try:
-            info = {k: v for k, v in hello.info.items() if k in ("values", "client", "env")}
+            info = {k: v for k, v in hello.info.items() if k in _WORKER_INFO}
             env = {**self.worker_env, **slice_env}
             argv = [self.python, "-m", "tether.acceptor._worker", "--fd", str(fd)]
             argv += ["--session", session, "--info", json.dumps(info)]

@@ -118,7 +118,8 @@ class Worker:
         self.pid = os.getpid()
         self._rid = 0
         values = frozenset(info.get("values", ()))
-        self.engine = Engine(self._send, self.request, value_modules=values)
+        scalars = frozenset(info.get("scalars", ()))
+        self.engine = Engine(self._send, self.request, value_modules=values, scalar_modules=scalars)
         self.device = "the acceptor host's devices, unrestricted (CPU if none)"
 
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:

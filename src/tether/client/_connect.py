@@ -19,6 +19,7 @@ from tether._errors import (
     ProtocolVersionMismatch,
     RemoteModuleNotFound,
 )
+from tether.client._namespace import LOCAL_MODULES
 from tether.client._session import Session
 from tether.transport import Channel, ChannelClosed, connect, parse_address
 from tether.wire import (
@@ -65,6 +66,9 @@ def open_session(
     values = []
     if "numpy" not in remote and importlib.util.find_spec("numpy") is not None:
         values.append("numpy")
+    # numpy remoted while the client's libraries keep a numpy of their own: its
+    # numbers come back as that numpy's scalars (values, not handles).
+    scalars = ["numpy"] if "numpy" in remote and "numpy" in LOCAL_MODULES else []
     sock = connect(addr, tls_ca=tls_ca)
     channel = Channel(sock, Role.CLIENT)
     hello = Hello(
@@ -72,6 +76,7 @@ def open_session(
         token=token,
         info={
             "values": values,
+            "scalars": scalars,
             "client": {"host": platform.node(), "pid": os.getpid(), "remote": sorted(remote)},
             "env": forwarded(os.environ),
         },

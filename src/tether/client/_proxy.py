@@ -292,6 +292,17 @@ class RemoteType(type):
     def __getitem__(cls, item: Any) -> Any:
         return cls._t_s.apply(operator.getitem, cls, item)
 
+    def __instancecheck__(cls, obj: Any) -> bool:
+        if type.__instancecheck__(cls, obj):
+            return True
+        # A number of the remote numpy comes back as the client's numpy scalar
+        # (a value): it is an instance of the remote class of the same name.
+        t = type(obj)
+        if t.__module__ != "numpy" or cls.__module__ != "numpy":
+            return False
+        name = cls.__qualname__
+        return any(k.__module__ == "numpy" and k.__qualname__ == name for k in t.__mro__)
+
 
 class LazyMethod:
     """``proxy.method`` before it is called: calling it is one message."""
@@ -327,19 +338,37 @@ class RemoteIterator:
     with the iterator, in one round trip. When the worker knows how many items
     are left (sequences, DataLoaders), the items are fetched pipelined, without
     a round trip each; the iterator's end is then confirmed once.
+
+    Items that can change under the loop (an array's, when the body writes to
+    the array) come as a *checked* snapshot: used only while the session has sent
+    no other call since, so nothing could have changed them; after such a call
+    each item is read again from the object.
     """
 
-    __slots__ = ("_it", "_items", "_left", "_s")
+    __slots__ = ("_it", "_items", "_k", "_left", "_n", "_obj", "_s", "_seq")
 
     def __init__(self, session: Session, obj: Any) -> None:
         self._s = session
-        self._it, self._left, items = session.value_op(Op.ITER, obj)
+        reply = session.value_op(Op.ITER, obj)
+        self._it, self._left, items = reply[:3]
         self._items = iter(items) if items is not None else None
+        self._obj = None
+        if len(reply) > 3:  # a checked snapshot
+            self._obj, self._seq, self._k, self._n = obj, session.calls_sent, 0, len(items)
 
     def __iter__(self) -> RemoteIterator:
         return self
 
     def __next__(self) -> Any:
+        if self._obj is not None:
+            k = self._k
+            if k >= self._n:
+                raise StopIteration
+            self._k = k + 1
+            if self._s.calls_sent == self._seq:
+                return next(self._items)  # type: ignore[arg-type]
+            self._items = None
+            return self._obj[k]
         if self._items is not None:
             return next(self._items)
         left = self._left

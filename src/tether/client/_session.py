@@ -178,6 +178,7 @@ class Session:
             "cls": self._mk_class,
             "module": self._mk_module,
             "exc_class": exception_class,
+            "np_scalar": _np_scalar,
             "tuple_mirror": lambda hid, tid, items, r, s: tuple_mirror(self, hid, tid, items, r, s),
         }
 
@@ -270,6 +271,11 @@ class Session:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def calls_sent(self) -> int:
+        """How many calls this session has sent (changes whenever remote state may)."""
+        return self._seq
 
     @property
     def lost(self) -> bool:
@@ -872,6 +878,13 @@ def _kind(x: Any) -> Any:
     else the local type."""
     t = type(x)
     return t._t_tid if type(t) is RemoteType else t
+
+
+def _np_scalar(dtype: str, raw: bytes) -> Any:
+    """A number of the remote numpy as a scalar of the client's own numpy."""
+    import numpy
+
+    return numpy.frombuffer(raw, dtype=numpy.dtype(dtype))[0]
 
 
 def _template(value: Any) -> Any:
