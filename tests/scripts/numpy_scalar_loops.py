@@ -40,8 +40,13 @@ print("first posteriors", [f"{likelihood(p['mean'], p['var'], 0.1):.6f}" for p i
 
 m = X.mean()
 print(type(m).__name__, repr(m.round(6)), f"{m:.6f}", float(m) == m)
-print(isinstance(m, np.floating), isinstance(m, np.float64), isinstance(m, float),
-      isinstance(m, np.integer), isinstance(np.int64(3), np.integer))
+print(
+    isinstance(m, np.floating),
+    isinstance(m, np.float64),
+    isinstance(m, float),
+    isinstance(m, np.integer),
+    isinstance(np.int64(3), np.integer),
+)
 print(repr(np.float32(1.25) * 2), repr(np.int8(100) + np.int8(100)), repr(np.bool_(True)))
 print(repr(np.sqrt(m * m)), repr(max(X[0])), sorted(X[1])[:2] == sorted(X[1].tolist())[:2])
 
@@ -58,3 +63,18 @@ rows = 0
 for row in X[:3]:  # rows are arrays (views): they stay remote
     rows += row.sum()
 print(f"{rows:.6f}")
+
+# numpy's functions are objects of one class: each one predicts its own results.
+a = np.arange(12) % 4
+for k in range(3):
+    hits = np.where(a == k)
+idx = np.append(np.where(a == 1)[0], np.where(a == 3)[0])
+print(type(idx).__name__, idx[:4].tolist())
+# One function called with and without size=: an array, then letters.
+np.random.seed(3)
+letters = list("abcdefgh")
+word = list("".join(np.random.choice(letters, size=6)))
+for j in range(len(word)):
+    if np.random.random() < 0.5:
+        word[j] = np.random.choice(letters)
+print("".join(word))

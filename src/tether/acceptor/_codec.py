@@ -284,7 +284,7 @@ def numpy_scalar_types() -> frozenset[type]:
     return frozenset(
         t
         for t in set(numpy.sctypeDict.values())
-        if issubclass(t, numpy.generic) and numpy.dtype(t).kind in "biufc"
+        if issubclass(t, numpy.generic) and numpy.dtype(t).kind in "biufcUS"
     )
 
 

@@ -107,7 +107,8 @@ _HOMOGENEOUS = frozenset(
 _FUNCTION_TYPES = frozenset(
     {"builtin_function_or_method", "function", "method", "method-wrapper",
      "cython_function_or_method", "fused_cython_function", "_lru_cache_wrapper",
-     "partial", "wrapper_descriptor", "method_descriptor", "classmethod_descriptor"}
+     "partial", "wrapper_descriptor", "method_descriptor", "classmethod_descriptor",
+     "_ArrayFunctionDispatcher", "ufunc"}  # numpy's functions and ufuncs
 )  # fmt: skip
 
 _new: Any = object.__new__
@@ -346,8 +347,14 @@ class Session:
             desc = self.types.get(tid)
             fn_like = desc is not None and desc.qualname in _FUNCTION_TYPES
             # One function, results of the class its arguments decide (torch.fx's
-            # map_arg: a tuple for a tuple, a dict for a dict).
-            key = ("c", target._t_id, *map(_kind, args)) if fn_like else ("ct", tid)
+            # map_arg: a tuple for a tuple, a dict for a dict), and of the keywords
+            # given (numpy's random.choice(a) and choice(a, size=n)).
+            if not fn_like:
+                key = ("ct", tid)
+            elif kwargs:
+                key = ("c", target._t_id, *map(_kind, args), *kwargs)
+            else:
+                key = ("c", target._t_id, *map(_kind, args))
         return self._predicted(key, Op.CALL, (target, args, kwargs))
 
     def callmethod(
