@@ -20,6 +20,7 @@ from tether._errors import (
     RemoteModuleNotFound,
 )
 from tether.client._namespace import LOCAL_MODULES
+from tether.client._replica import Replicas
 from tether.client._session import Session
 from tether.transport import Channel, ChannelClosed, connect, parse_address
 from tether.wire import (
@@ -126,6 +127,8 @@ def open_session(
         channel, address=str(addr), session_id=msg.session, remote_modules=remote, on_close=on_close
     )
     _WORKER_INFO[session] = dict(msg.info)
+    if scalars:
+        session.replicas = Replicas(session)
     try:
         check_remote_modules(session, remote)
     except BaseException:

@@ -40,7 +40,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from tether._errors import (
     DeviceLost,
@@ -70,6 +70,7 @@ from tether.client._proxy import (
     exception_class,
     tuple_mirror,
 )
+from tether.client._replica import Replicas
 from tether.client._serve import serve_request
 from tether.client._trycheck import in_handler, note_transparent_with
 from tether.transport import Channel, ChannelClosed
@@ -101,6 +102,7 @@ _RELEASE_BATCH = 256  # released handles sent together (or with the next sync)
 _RELEASE_EVERY = 4  # in a batch, released handles are grouped by this many calls
 _NONE_AFTER = 3  # a site must return None this often before None is assumed
 #: Remote classes whose items are all of one class: indexing them is one site.
+_GETITEM: Final = operator.getitem
 _HOMOGENEOUS = frozenset(
     {("torch", "Tensor"), ("numpy", "ndarray"), ("torch.nn.parameter", "Parameter")}
 )
@@ -154,6 +156,8 @@ class Session:
         self._code = CodeContext(self._export)
         self._encoder = CallEncoder(self._code)
         self._ns = ScriptNamespaces()
+        #: Local copies of arrays read element by element, when the client has numpy.
+        self.replicas: Replicas | None = None
         self._serving = 0  # > 0 while the script's code runs for a worker's request
         self._batch: list[bytes] = []
         self._batch_seq = 0
@@ -295,6 +299,13 @@ class Session:
 
     def value(self, fn: Any, *args: Any) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
+        if fn is len and self.replicas is not None and self._is_ndarray(args[0]):
+            return self.replicas.length(args[0])
+        return self.value_remote(fn, *args)
+
+    def value_remote(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in the worker, by value (``value`` may answer ``len`` locally)."""
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             return self._sync(Op.CALL, (fn, args, {}))
 
@@ -309,6 +320,22 @@ class Session:
             return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs or {}))
 
     def apply(self, fn: Any, *args: Any) -> Any:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
+        if fn is _GETITEM and self.replicas is not None:
+            index = args[1]
+            if (type(index) is int or type(index) is tuple) and self._is_ndarray(args[0]):
+                return self.replicas.read(args[0], index)
+        return self.apply_remote(fn, *args)
+
+    def _is_ndarray(self, obj: Any) -> bool:
+        t = type(obj)
+        if type(t) is not RemoteType:
+            return False
+        desc = self.types.get(t._t_tid)
+        return desc is not None and desc.qualname == "ndarray" and desc.module == "numpy"
+
+    def apply_remote(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in the worker (``apply`` may answer an array's items locally)."""
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         if len(args) == 2:  # a binary operator, the common case: no map() to build
             a, b = args
