@@ -19,6 +19,7 @@ from tether._errors import (
     ProtocolVersionMismatch,
     RemoteModuleNotFound,
 )
+from tether.client._draws import Draws
 from tether.client._namespace import LOCAL_MODULES
 from tether.client._replica import Replicas
 from tether.client._session import Session
@@ -129,6 +130,7 @@ def open_session(
     _WORKER_INFO[session] = dict(msg.info)
     if scalars:
         session.replicas = Replicas(session)
+        session.draws = Draws(session)
     try:
         check_remote_modules(session, remote)
     except BaseException:

@@ -61,6 +61,8 @@ from tether.client._codec import (
     is_shared,
     share_global,
 )
+from tether.client._draws import MISS as _MISS
+from tether.client._draws import Draws
 from tether.client._namespace import LOCAL_MODULES, ScriptNamespaces, is_user_file
 from tether.client._proxy import (
     RemoteModule,
@@ -158,6 +160,9 @@ class Session:
         self._ns = ScriptNamespaces()
         #: Local copies of arrays read element by element, when the client has numpy.
         self.replicas: Replicas | None = None
+        #: Batches of numpy.random draws (client/_draws.py), when the client has numpy.
+        self.draws: Draws | None = None
+        self.draws_pending = False
         self._serving = 0  # > 0 while the script's code runs for a worker's request
         self._batch: list[bytes] = []
         self._batch_seq = 0
@@ -376,6 +381,10 @@ class Session:
             # One function, results of the class its arguments decide (torch.fx's
             # map_arg: a tuple for a tuple, a dict for a dict), and of the keywords
             # given (numpy's random.choice(a) and choice(a, size=n)).
+            if fn_like and self.draws is not None:
+                value = self.draws.call(target, args, kwargs)
+                if value is not _MISS:
+                    return value
             if not fn_like:
                 key = ("ct", tid)
             elif kwargs:
@@ -503,6 +512,8 @@ class Session:
     def _send(self, op: Op, shape: Any, fields: tuple[Any, ...], flags: int = 0) -> int:
         if self._lost is not None or self._closed:
             self._check_open()
+        if self.draws_pending:
+            self.draws.settle()  # type: ignore[union-attr]  # before anything else goes
         if self._ns.tracked:
             changed = self._ns.changes()
             if changed:
