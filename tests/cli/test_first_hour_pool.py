@@ -241,3 +241,18 @@ def test_the_first_hour_with_a_pool(up: Up) -> None:
     line = last_line(up.err("run-d"))
     assert "the acceptor at tcp://127.0.0.1:" in line and "was stopped by its operator" in line
     assert finish(up.up, "tether up", up.describe()) == 0
+
+
+def test_a_shell_command_leaves_the_ticket_to_the_script(up: Up) -> None:
+    """`tether run -- bash -c "python ...; python train.py"` with a pool: the
+    first interpreter the shell starts is not the script, and a ticket opens one
+    session only. The script's interpreter must be the one that spends it."""
+    quick = up.root / "quick.py"
+    quick.write_text("import torch\nprint('sum', float(torch.ones(3).sum()))\n")
+    python = sys.executable
+    r = up.tether(
+        "run", "--gpus", "0.5", "--remote", "torch", "--", "bash", "-c",
+        f"{python} -c 'print(\"a tool first\")' && {python} {quick}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["a tool first", "sum 3.0"], r.stdout + r.stderr

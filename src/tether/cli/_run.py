@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,6 +89,11 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _is_python(program: str) -> bool:
+    """True if ``program`` names a Python interpreter (python, python3.11, a venv's)."""
+    return re.fullmatch(r"python(\d+(\.\d+)?)?", os.path.basename(program)) is not None
+
+
 def _bootstrap_env(env: dict[str, str]) -> None:
     import tether
 
@@ -109,7 +115,13 @@ def run(args: argparse.Namespace) -> int:
     # The script's interpreter opens the session before the script's first line
     # (tether.client._bootstrap): a --remote typo or an unreachable acceptor
     # then fails at once, in one line, before anything runs on the wrong machine.
-    env["TETHER_CONNECT_NOW"] = "1"
+    # Only when the command is Python itself: under a shell (`bash -c "pip list;
+    # python train.py"`) the first interpreter may not be the script's, and a pool
+    # ticket opens one session only; there the script connects at its first import.
+    if _is_python(command[0]):
+        env["TETHER_CONNECT_NOW"] = "1"
+    else:
+        env.pop("TETHER_CONNECT_NOW", None)
     env.pop("TETHER_LOCAL_ACCEPTOR", None)
     if args.verbose:
         env["TETHER_VERBOSE"] = "1"
