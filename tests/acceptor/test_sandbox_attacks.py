@@ -86,6 +86,22 @@ ATTACKS = textwrap.dedent(
                     pass
         return out
 
+    def clone_namespace():
+        # clone(CLONE_NEWUSER | SIGCHLD): a child that got through leaves at once.
+        pid = check(libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0))
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return pid
+
+    def clone3_namespace():
+        args = (ctypes.c_uint64 * 11)(0x10000000, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0)
+        pid = check(libc.syscall(435, ctypes.byref(args), ctypes.sizeof(args)))
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        return pid
+
     def connect(port):
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             return "connected"
@@ -118,6 +134,8 @@ ATTACKS = textwrap.dedent(
         "process_vm_readv of its own memory": attempt(
             lambda: vm_readv(os.getpid(), ctypes.addressof(ctypes.create_string_buffer(16)))),
         "unshare a user namespace": attempt(lambda: check(libc.unshare(0x10000000))),
+        "clone into a user namespace": attempt(clone_namespace),
+        "clone3 into a user namespace": attempt(clone3_namespace),
         "kill B": attempt(lambda: os.kill(b, signal.SIGKILL)),
     }
     RESULT = json.dumps(R)

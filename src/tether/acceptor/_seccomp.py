@@ -22,9 +22,11 @@ Denied, and why a session never needs them:
   ``delete_module``, ``kexec_load``, ``kexec_file_load``, ``reboot``, ``swapon``,
   ``swapoff``, ``acct``.
 
-Not denied: ``clone`` with namespace flags (filtering its flags needs argument
-comparisons this list does not make), so a cell can still make a user
-namespace through ``clone``; docs/security.md lists it.
+* ``clone`` with a namespace flag (``CLONE_NEWUSER``, ``CLONE_NEWNET``, ...: the
+  same as ``unshare``), one rule per flag on its first argument; ``clone3``, whose
+  flags sit in memory a filter cannot read, fails with ENOSYS instead, so the C
+  library falls back to ``clone`` for threads and processes, as it does on kernels
+  older than 5.3 (Docker's default profile does the same).
 """
 
 from __future__ import annotations
@@ -44,9 +46,26 @@ DENIED = (
     "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct",
 )  # fmt: skip
 
+#: clone(2) flags that make a new namespace (CLONE_NEWTIME is only valid in clone3).
+CLONE_NAMESPACE_FLAGS = (
+    0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
+)  # fmt: skip
+_SCMP_CMP_MASKED_EQ = 7
+
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_ERRNO = 0x00050000
 _NR_SCMP_ERROR = -1
+
+
+class _ArgCmp(ctypes.Structure):
+    """libseccomp's ``struct scmp_arg_cmp``."""
+
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
 class SeccompUnavailable(Exception):
@@ -90,6 +109,18 @@ def compile_filter(path: Path, denied: tuple[str, ...] = DENIED) -> None:
             rc = lib.seccomp_rule_add_array(ctx, action, nr, 0, None)
             if rc < 0:
                 raise SeccompUnavailable(f"libseccomp refused a rule for {syscall}: {-rc}")
+        clone = lib.seccomp_syscall_resolve_name(b"clone")
+        for flag in CLONE_NAMESPACE_FLAGS:
+            # (flags & flag) == flag on the first argument: EPERM.
+            cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
+            rc = lib.seccomp_rule_add_array(ctx, action, clone, 1, ctypes.byref(cmp))
+            if rc < 0:
+                raise SeccompUnavailable(f"libseccomp refused a rule for clone: {-rc}")
+        clone3 = lib.seccomp_syscall_resolve_name(b"clone3")
+        if clone3 != _NR_SCMP_ERROR:
+            rc = lib.seccomp_rule_add_array(ctx, _SCMP_ACT_ERRNO | errno.ENOSYS, clone3, 0, None)
+            if rc < 0:
+                raise SeccompUnavailable(f"libseccomp refused a rule for clone3: {-rc}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             rc = lib.seccomp_export_bpf(ctx, fd)

@@ -7,10 +7,10 @@ ends the script with a traceback and status 1, as it would locally.
 
 When the command ``tether run`` starts is a Python interpreter, that process
 (``TETHER_CONNECT_NOW``, which it removes from its environment so its own
-children connect lazily) opens the session before the script's first line: a remoted module the worker cannot
-import (a typo such as ``--remote troch``) or an acceptor that cannot be
-reached then ends the run with one line, before the script does anything on
-the wrong machine. With ``TETHER_VERBOSE`` it says where the session runs.
+children connect lazily) opens the session before the script's first line: a
+remoted module the worker cannot import (a typo such as ``--remote troch``) or an
+acceptor that cannot be reached then ends the run with one line, before the
+script does anything on the wrong machine. With ``TETHER_VERBOSE`` it says where the session runs.
 Under a shell (``bash -c "pip list; python train.py"``) the script connects at
 its first remoted import, so that no other interpreter spends a pool ticket.
 
