@@ -30,6 +30,7 @@ DRAWING: Final = frozenset(
      "vonmises", "wald", "weibull", "zipf"}
 )  # fmt: skip
 _SCALARS: Final = (int, float, bool)
+_MOST: Final = 4096  # draws in one batch, whatever the client asks
 _tokens = itertools.count(1)
 #: The one batch outstanding: token -> (generator, its state before, fn, args, kwargs)
 _pending: dict[int, tuple[Any, Any, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
@@ -49,6 +50,7 @@ def prefetch(
     ):
         return None
     _pending.clear()
+    n = max(1, min(n, _MOST))
     state = owner.get_state()
     draws = []
     for _ in range(n):
