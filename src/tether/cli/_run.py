@@ -89,10 +89,9 @@ def register(sub: Any) -> None:
 
 
 def _bootstrap_env(env: dict[str, str]) -> None:
-    import tether
-
-    pkg_parent = str(Path(tether.__file__).resolve().parent.parent)
-    boot = str(Path(tether.__file__).resolve().parent / "_bootstrap")
+    package = Path(__file__).resolve().parent.parent  # src/tether, without importing the face
+    pkg_parent = str(package.parent)
+    boot = str(package / "_bootstrap")
     parts = [boot, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p], pkg_parent]
     env["PYTHONPATH"] = os.pathsep.join(parts)
 

@@ -24,8 +24,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tether import __version__
 from tether._errors import AuthenticationError
+from tether._version import __version__
 from tether.pool import _health, _metrics
 from tether.pool import _schemas as s
 from tether.pool._auth import Principal
