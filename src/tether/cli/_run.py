@@ -196,7 +196,7 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     from tether.cli import error_line
     from tether.cli._poolcli import pool_url
     from tether.client._lease import DEFAULT_HEARTBEAT_S, acquire
-    from tether.pool._client import PoolClient
+    from tether.poolapi import PoolClient
 
     # --token/--token-file name the credential of what you connect to: here the
     # pool (--pool-token/--pool-token-file say the same, and %tether shares them).
