@@ -31,7 +31,7 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import pytest
@@ -110,14 +110,13 @@ class _Owned:
 
     by_fixture: dict[int, Snapshot] = field(default_factory=dict)
 
-    def threads(self) -> set[threading.Thread]:
-        return {t for s in self.by_fixture.values() for t in s.threads}
-
-    def fds(self) -> set[tuple[int, str]]:
-        return {fd for s in self.by_fixture.values() for fd in s.fds}
-
-    def pids(self) -> set[int]:
-        return {p for s in self.by_fixture.values() for p in s.pids}
+    def union(self) -> Snapshot:
+        made = self.by_fixture.values()
+        return Snapshot(
+            frozenset(t for s in made for t in s.threads),
+            frozenset(fd for s in made for fd in s.fds),
+            frozenset(p for s in made for p in s.pids),
+        )
 
 
 _owned = _Owned()
@@ -128,28 +127,54 @@ def _allowed(thread: threading.Thread) -> bool:
     return any(thread.name.startswith(prefix) for prefix in ALLOWED_THREADS)
 
 
-def leaks(before: Snapshot, tag: bytes, grace: float = GRACE_S) -> list[str]:
-    """What is new since ``before`` and still there after the grace; [] if nothing."""
+def _describe(new: Snapshot, tag: bytes) -> list[str]:
+    threads = sorted(
+        f"thread {t.name!r}{' (daemon)' if t.daemon else ''}"
+        for t in new.threads
+        if t.is_alive() and not _allowed(t)
+    )
+    fds = sorted(f"fd {fd} -> {target}" for fd, target in new.fds)
+    procs = sorted(d for pid in new.pids if (d := _our_process(pid, tag)) is not None)
+    return threads + fds + procs
+
+
+def _settled(find: Callable[[], list[str]], grace: float) -> list[str]:
+    """``find()`` until it finds nothing or ``grace`` seconds have passed."""
     deadline = time.monotonic() + grace
     collected = False
     while True:
-        new = Snapshot.take().since(before)
-        threads = sorted(
-            f"thread {t.name!r}{' (daemon)' if t.daemon else ''}"
-            for t in new.threads - _owned.threads()
-            if t.is_alive() and not _allowed(t)
-        )
-        fds = sorted(f"fd {fd} -> {target}" for fd, target in new.fds - _owned.fds())
-        procs = sorted(
-            d for pid in new.pids - _owned.pids() if (d := _our_process(pid, tag)) is not None
-        )
-        found = threads + fds + procs
+        found = find()
         if not found or time.monotonic() >= deadline:
             return found
         if not collected:
             gc.collect()
             collected = True
         time.sleep(0.05)
+
+
+def leaks(before: Snapshot, tag: bytes, grace: float = GRACE_S) -> list[str]:
+    """What is new since ``before`` and still there after the grace; [] if nothing."""
+
+    def find() -> list[str]:
+        return _describe(Snapshot.take().since(before).since(_owned.union()), tag)
+
+    return _settled(find, grace)
+
+
+def _still_there(made: Snapshot, tag: bytes, grace: float = GRACE_S) -> list[str]:
+    """What of ``made`` still exists after the grace; [] if nothing."""
+
+    def find() -> list[str]:
+        now = Snapshot.take()
+        return _describe(
+            Snapshot(made.threads & now.threads, made.fds & now.fds, made.pids & now.pids), tag
+        )
+
+    return _settled(find, grace)
+
+
+def _tag() -> bytes:
+    return f"{TAG}={os.environ.get(TAG, '')}".encode()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -173,7 +198,17 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> Generator[Non
 
 
 def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[object]) -> None:
-    _owned.by_fixture.pop(id(fixturedef), None)
+    made = _owned.by_fixture.pop(id(fixturedef), None)
+    if made is None:
+        return
+    # The fixture's teardown must end what its setup started.
+    found = _still_there(made, _tag())
+    if found:
+        pytest.fail(
+            f"fixture {fixturedef.argname!r} ({fixturedef.scope}) left behind "
+            "(tests/_leaks.py):\n  " + "\n  ".join(found),
+            pytrace=False,
+        )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -193,7 +228,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
         return result
     if before is None:
         return result
-    found = leaks(before, f"{TAG}={os.environ.get(TAG, '')}".encode())
+    found = leaks(before, _tag())
     if found:
         pytest.fail(
             f"{item.nodeid} left behind (tests/_leaks.py):\n  " + "\n  ".join(found),

@@ -64,6 +64,13 @@ SUITE = textwrap.dedent(
     @pytest.mark.allow_leaks
     def test_marked_without_a_reason():
         pass
+
+    @pytest.fixture(scope="module")
+    def careless():
+        yield subprocess.Popen(SLEEP)  # never ended
+
+    def test_uses_a_careless_fixture(careless):
+        pass  # the last test: the module's fixtures end at its teardown
     """
 )
 
@@ -96,8 +103,10 @@ def test_the_plugin_fails_exactly_the_leaking_tests(tmp_path: Path) -> None:
         if line.startswith("ERROR test_suite.py::")
     }
     assert errors == {
-        "test_thread", "test_fd", "test_child", "test_orphan", "test_marked_without_a_reason"
+        "test_thread", "test_fd", "test_child", "test_orphan", "test_marked_without_a_reason",
+        "test_uses_a_careless_fixture",
     }, stdout  # fmt: skip
+    assert "fixture 'careless' (module) left behind" in stdout
     assert "thread 'sleeper' (daemon)" in stdout
     assert "-> socket:[" in stdout
     assert "time.sleep(60)" in stdout
