@@ -35,6 +35,8 @@ import errno
 import os
 from pathlib import Path
 
+from tether._errors import TetherError
+
 DENIED = (
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
     "unshare", "setns",
@@ -49,7 +51,7 @@ _SCMP_ACT_ERRNO = 0x00050000
 _NR_SCMP_ERROR = -1
 
 
-class SeccompUnavailable(Exception):
+class SeccompUnavailable(TetherError):
     """libseccomp cannot be loaded or refused the filter (the message says which)."""
 
 
