@@ -281,7 +281,7 @@ class _StoreDriver:
 
     def request(self, req: SliceRequest) -> str | None:
         """The session id if placed, None if refused."""
-        from tether.pool._problems import Refused as RefusedError
+        from tether.poolapi import Refused as RefusedError
 
         body = {
             k: v

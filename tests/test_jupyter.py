@@ -8,6 +8,7 @@ acceptor's workers can serve ``--remote torch``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -25,6 +26,7 @@ pytest.importorskip("torch", reason="the kernel's worker must have torch")
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
+from jupyter_core.utils import ensure_event_loop
 
 pytestmark = pytest.mark.slow
 
@@ -83,6 +85,17 @@ class Notebook:
         cell = self.run(code)
         assert cell.status == "ok" and not cell.errors, cell
         return cell
+
+
+@pytest.fixture(scope="module", autouse=True)
+def client_loop() -> Iterator[None]:
+    """The event loop that jupyter_core keeps for this thread and the blocking
+    clients run their calls on (an epoll fd and a socketpair): made first, so
+    that it is this module's, and closed when the module is done."""
+    loop = ensure_event_loop()
+    yield
+    loop.close()
+    asyncio.set_event_loop(None)
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,7 @@ from tether._errors import (
     SessionError,
     TetherError,
 )
-
-__version__ = "0.1.0"
+from tether._version import __version__
 
 if TYPE_CHECKING:  # for type checkers; at run time these load on first use
     from tether._api import connect

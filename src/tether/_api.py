@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,21 +51,28 @@ def connect(
     """
     url = url or os.environ.get("TETHER_CONNECT") or None
     token = token if token is not None else _token_from_env()
-    on_close = None
-    if url is None:
-        from tether.acceptor._server import EmbeddedAcceptor
-
-        embedded = EmbeddedAcceptor()
-        url = str(embedded.start())
-        token = embedded.token
-        on_close = embedded.stop
-    elif token is None:
+    if url is not None and token is None:
         raise ConnectError(
             f"no token for {url}: pass token=..., or set TETHER_TOKEN or TETHER_TOKEN_FILE"
         )
     if tls_ca is None:
         tls_ca = ca_from_env()
-    session = open_session(url, token, remote=remote, on_close=on_close, tls_ca=tls_ca)
-    if ordered_output:
-        install_ordered_streams(session)
+    # Whatever this opens is closed again if a later step fails; on success the
+    # session owns it all (closing the session stops an embedded acceptor).
+    with contextlib.ExitStack() as opening:
+        on_close = None
+        if url is None:
+            from tether.acceptor._server import EmbeddedAcceptor
+
+            embedded = EmbeddedAcceptor()
+            opening.callback(embedded.stop)
+            url = str(embedded.start())
+            token = embedded.token
+            on_close = embedded.stop
+        assert token is not None
+        session = open_session(url, token, remote=remote, on_close=on_close, tls_ca=tls_ca)
+        opening.callback(session.close)
+        if ordered_output:
+            install_ordered_streams(session)
+        opening.pop_all()
     return session

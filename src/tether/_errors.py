@@ -1,19 +1,47 @@
 """Every error Tether raises on purpose derives from :class:`TetherError`.
 
-The hierarchy::
+The hierarchy (classes defined elsewhere name their module; a class that is
+also a builtin error says so, for code that catches the builtin)::
 
     TetherError
     ├── ProtocolError              the peer sent bytes that break the wire protocol
     │   ├── FrameTooLarge          a frame over the negotiated size limit
     │   └── ProtocolVersionMismatch  client and acceptor speak different versions
+    ├── ChannelClosed              (transport) the connection ended or broke; a
+    │                              session turns it into DeviceLost
     ├── ConnectError               the acceptor (or pool) could not be reached
     ├── AuthenticationError        missing, wrong or expired token or ticket
+    │   └── TicketError            (_ticket) a session ticket was refused:
+    │       ├── TicketMalformed    not a ticket
+    │       ├── TicketForged       not signed for this node
+    │       ├── TicketExpired      past its expiry
+    │       ├── TicketNotYetValid  issued in the future
+    │       └── TicketWrongNode    issued for another node
     ├── SessionError               something is wrong with one session
     │   ├── SessionClosed          the session was closed by this side
     │   ├── DeviceLost             the worker died or the connection dropped
     │   ├── ObjectReleased         a proxy whose remote object was released
-    │   └── RemoteModuleNotFound   the acceptor cannot import a remoted module
-    └── PoolError                  the pool refused a request (see tether.pool)
+    │   ├── RemoteModuleNotFound   the acceptor cannot import a remoted module
+    │   │                          (also ModuleNotFoundError)
+    │   └── NameUnavailable        (acceptor) a script's name the worker cannot
+    │                              bring over (also NameError)
+    ├── SliceError                 (acceptor) a malformed slice, or one this process
+    │                              cannot apply (also ValueError)
+    ├── DeviceFilterError          (acceptor) a bad ``--devices`` filter (also ValueError)
+    ├── SandboxError               (acceptor) workers cannot be sandboxed here
+    ├── SeccompUnavailable         (acceptor) libseccomp is missing or refused the
+    │                              filter; the sandbox turns it into SandboxError
+    └── PoolError                  the pool refused or could not serve a request
+        ├── StoreUnavailable       (pool) its database cannot be reached
+        ├── PoolInputError         (pool) malformed or impossible input (also ValueError)
+        ├── PoolNotFoundError      (pool) an unknown id (also LookupError)
+        ├── PoolConflictError      (pool) input that clashes with the pool's state
+        └── PoolRequestError       (poolapi) an API error response, by its code:
+            ├── Forbidden          403
+            ├── NotFound           404
+            ├── Conflict           409
+            ├── Refused            409: nothing fits now, or over quota
+            └── Gone               410: the session has ended
 
 Exceptions raised *by remote code* are not wrapped: the client raises the same
 type (a builtin, or a local mirror class deriving from the nearest builtin base),

@@ -287,7 +287,7 @@ def _lease(args: argparse.Namespace) -> tuple[Any, str | None]:
 
     from tether._config import config_path, resolve_pool
     from tether.client._lease import acquire
-    from tether.pool._client import PoolClient
+    from tether.poolapi import PoolClient
 
     cfg = resolve_pool(args.pool, args.pool_token, token_file=args.pool_token_file, ca=args.tls_ca)
     if not cfg.url or not cfg.token:

@@ -127,7 +127,7 @@ def test_a_ticket_opens_one_session_even_after_the_first_ended() -> None:
 
 
 def test_the_pools_refusal_at_connect_refuses_the_session() -> None:
-    from tether.pool._problems import Gone
+    from tether.poolapi import Gone
 
     def pool_says(_ticket: str) -> list[bytes]:
         raise Gone("session s-123's lease has ended (released): its ticket opens nothing")

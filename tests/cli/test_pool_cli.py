@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tether.cli import main
-from tether.pool._client import PoolClient
+from tether.poolapi import PoolClient
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tether._errors import ConnectError
-from tether.pool._client import PoolClient
+from tether.poolapi import PoolClient
 
 pytestmark = [
     pytest.mark.slow,

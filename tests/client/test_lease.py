@@ -37,7 +37,7 @@ def test_the_pool_pieces_of_client_and_acceptor_need_none_of_the_servers_depende
 
     code = (
         "import sys, tether.client._lease, tether.cli._run, tether.cli._up, tether.cli._serve\n"
-        "import tether.acceptor._poolagent, tether.pool._problems\n"
+        "import tether.acceptor._poolagent, tether.poolapi\n"
         "heavy = ('fastapi', 'pydantic', 'uvicorn', 'psycopg', 'starlette', 'sqlite3', 'torch')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
-from tether.pool._client import PoolClient
+from tether.poolapi import PoolClient
 
 root = Path(tempfile.mkdtemp(prefix="tether-startup-"))
 env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}

@@ -103,7 +103,7 @@ class World:
         return proc
 
     def start(self) -> None:
-        from tether.pool._client import PoolClient
+        from tether.poolapi import PoolClient
 
         ready = self.root / "pool.url"
         pool = self.spawn(

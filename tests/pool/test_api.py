@@ -11,8 +11,7 @@ import pytest
 
 from tether._errors import AuthenticationError, ConnectError
 from tether._ticket import SessionTicket, issue
-from tether.pool._client import PoolClient
-from tether.pool._problems import Forbidden, Gone, NotFound, Refused
+from tether.poolapi import Forbidden, Gone, NotFound, PoolClient, Refused
 
 from ._pooltest import DEVICES, PoolServer, http, run_pool_server, wait_until
 
@@ -418,7 +417,7 @@ def test_the_client_and_cli_import_none_of_the_servers_dependencies() -> None:
     import sys
 
     code = (
-        "import sys, tether.pool._client, tether.cli, tether._config\n"
+        "import sys, tether.poolapi, tether.cli, tether._config\n"
         "import tether.cli._pool, tether.cli._admin, tether.cli._usage, tether.cli._node\n"
         "heavy = ('fastapi', 'pydantic', 'uvicorn', 'psycopg', 'starlette', 'sqlite3')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"

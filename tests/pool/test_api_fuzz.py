@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from tether.pool._client import PoolClient  # noqa: E402
+from tether.poolapi import PoolClient  # noqa: E402
 
 from ._pooltest import DEVICES, run_pool_server  # noqa: E402
 

@@ -37,7 +37,7 @@ import pytest
 from tether._errors import AuthenticationError
 from tether._ticket import SessionTicket, issue
 from tether.client._connect import open_session
-from tether.pool._client import PoolClient
+from tether.poolapi import PoolClient
 
 from ._pooltest import PoolServer, http, repo_env, run_pool_server, wait_until
 

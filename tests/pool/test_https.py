@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tether._errors import ConnectError
-from tether.pool._client import PoolClient
+from tether.poolapi import PoolClient
 from tether.transport._selfsigned import SelfSigned, make_self_signed
 
 from ._pooltest import PoolServer, repo_env, run_pool_server

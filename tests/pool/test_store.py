@@ -12,9 +12,9 @@ from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable, open_database
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._model import PoolConfig
-from tether.pool._problems import Conflict, NotFound, PoolRequestError, Refused
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
+from tether.poolapi import Conflict, NotFound, PoolRequestError, Refused
 
 from ._pooltest import DEVICES, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
 

@@ -29,7 +29,7 @@ OPS = 25
 _WORKER = r"""
 import json, random, sys, threading
 from tether._errors import PoolError
-from tether.pool._problems import Refused
+from tether.poolapi import Refused
 from tether.pool._service import PoolService
 from tether.pool._store import Store
 

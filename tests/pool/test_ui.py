@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.pool._client import PoolClient
+from tether.poolapi import PoolClient
 
 from ._pooltest import DEVICES, PoolServer, http, run_pool_server
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.pool._client import PoolClient
+from tether.poolapi import PoolClient
 
 from ._browser import Browser, BrowserUnavailable, open_browser
 from ._pooltest import PoolServer, http, repo_env, run_pool_server, wait_until

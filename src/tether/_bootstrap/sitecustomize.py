@@ -9,9 +9,19 @@ import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
 if os.environ.get("TETHER_REMOTE"):
-    from tether.client._bootstrap import activate
+    from collections.abc import Iterable
 
-    activate()
+    from tether.client._bootstrap import activate
+    from tether.client._session import Session
+
+    def _connect(remote: Iterable[str]) -> Session:
+        # Loaded on the first remoted import only: most of a script's
+        # children never connect.
+        from tether._api import connect
+
+        return connect(remote=remote)
+
+    activate(_connect)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 _spec = importlib.machinery.PathFinder.find_spec("sitecustomize", sys.path)
 if _spec is not None and _spec.loader is not None:

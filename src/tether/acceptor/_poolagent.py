@@ -183,7 +183,7 @@ class TicketAuthorizer:
     def _ask_pool(self, token: str) -> str | None:
         """Run the checker (in a thread): None if admitted or the pool cannot say,
         else the refusal's reason."""
-        from tether.pool._problems import PoolRequestError
+        from tether.poolapi import PoolRequestError
 
         assert self.checker is not None
         try:
@@ -240,7 +240,7 @@ def registration_devices(
 class PoolAgent:
     """Registers the node and heartbeats with metering (see the module docstring).
 
-    ``client`` is a :class:`tether.pool._client.PoolClient` holding the node
+    ``client`` is a :class:`tether.poolapi.PoolClient` holding the node
     token. ``end_session(session, reason)`` stops a worker (it must be
     thread-safe). ``on_fatal(message)`` is called once if the agent cannot go
     on (token refused, name taken): the acceptor should stop. The agent is also
@@ -324,7 +324,7 @@ class PoolAgent:
 
     def _register(self) -> bool:
         """Register, retrying while the pool is unreachable; False when stopped."""
-        from tether.pool._problems import Conflict, PoolRequestError
+        from tether.poolapi import Conflict, PoolRequestError
 
         delay = 0.2
         replace = self.replace
@@ -374,7 +374,7 @@ class PoolAgent:
 
     def heartbeat(self) -> None:
         """One heartbeat with metering; re-registers if the pool lost the node."""
-        from tether.pool._problems import Conflict, NotFound
+        from tether.poolapi import Conflict, NotFound
 
         self.meter.sample_all()
         live = self.meter.snapshot()

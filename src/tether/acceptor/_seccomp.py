@@ -37,6 +37,8 @@ import errno
 import os
 from pathlib import Path
 
+from tether._errors import TetherError
+
 DENIED = (
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
     "unshare", "setns",
@@ -68,7 +70,7 @@ class _ArgCmp(ctypes.Structure):
     ]
 
 
-class SeccompUnavailable(Exception):
+class SeccompUnavailable(TetherError):
     """libseccomp cannot be loaded or refused the filter (the message says which)."""
 
 

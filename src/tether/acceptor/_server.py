@@ -278,19 +278,22 @@ class Acceptor:
                 "auth",
             )
             return
-        # Claimed before the first await, so a concurrent replay sees it.
+        # Claimed before the first await, so a concurrent replay sees it, and
+        # given back by the except below or, once the worker runs, the finally
+        # at the end: every step in between sits inside them.
         self.sessions[session] = SessionRecord(session, 0, peer, time.time())
-        sock = writer.get_extra_info("socket")
-        tune(sock)
-        relay = None
-        if self.tls is not None and reader is not None:
-            # TLS state cannot move with an fd: the worker gets a socketpair
-            # and this process relays (see tether.transport._relay).
-            relay = await TlsRelay.start(reader, writer)
-            sock = relay.worker_end
-        fd = os.dup(sock.fileno())
+        relay: TlsRelay | None = None
+        fd = -1
         cell: Cell | None = None
         try:
+            sock = writer.get_extra_info("socket")
+            tune(sock)
+            if self.tls is not None and reader is not None:
+                # TLS state cannot move with an fd: the worker gets a socketpair
+                # and this process relays (see tether.transport._relay).
+                relay = await TlsRelay.start(reader, writer)
+                sock = relay.worker_end
+            fd = os.dup(sock.fileno())
             info = {k: v for k, v in hello.info.items() if k in _WORKER_INFO}
             env = {**self.worker_env, **slice_env}
             argv = [self.python, "-m", "tether.acceptor._worker", "--fd", str(fd)]
@@ -315,8 +318,17 @@ class Acceptor:
             if relay is not None:
                 await relay.aclose()
             return
+        except BaseException:  # cancelled (the acceptor stops), or a bug: give it all back
+            self.sessions.pop(session, None)
+            if cell is not None and self.sandbox is not None:
+                self.sandbox.release(cell)
+            writer.transport.abort()
+            if relay is not None:
+                await relay.aclose()
+            raise
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             if cell is not None:
                 cell.close_fds()
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)

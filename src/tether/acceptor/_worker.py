@@ -28,7 +28,6 @@ import warnings
 from collections import deque
 from typing import Any, TextIO
 
-import tether
 from tether._env import forwarded
 from tether._errors import SessionError
 from tether.acceptor._codec import exception_lineage
@@ -45,7 +44,7 @@ from tether.transport import Channel, ChannelClosed
 from tether.wire import PROTOCOL_VERSION, Flag, Frame, Kind, Role, Welcome, encode_handshake
 from tether.wire._messages import RemoteWarning, encode_warning
 
-_TETHER_DIR = os.path.dirname(os.path.abspath(tether.__file__)) + os.sep
+_TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class _Stream(io.TextIOBase):

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `tether COMMAND --help` for the options of one command.",
     )
-    from tether import __version__
+    from tether._version import __version__
 
     parser.add_argument("--version", action="version", version=f"tether {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

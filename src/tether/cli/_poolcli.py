@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from tether._errors import TetherError
 
 if TYPE_CHECKING:
-    from tether.pool._client import PoolClient
+    from tether.poolapi import PoolClient
 
 __all__ = [
     "add_client_args",
@@ -73,7 +73,7 @@ def add_client_args(parser: argparse.ArgumentParser, *, json_flag: bool = True) 
 
 def client_from(args: argparse.Namespace) -> PoolClient:
     from tether._config import config_path, resolve_pool
-    from tether.pool._client import PoolClient
+    from tether.poolapi import PoolClient
 
     cfg = resolve_pool(
         getattr(args, "pool", None),

@@ -95,10 +95,9 @@ def _is_python(program: str) -> bool:
 
 
 def _bootstrap_env(env: dict[str, str]) -> None:
-    import tether
-
-    pkg_parent = str(Path(tether.__file__).resolve().parent.parent)
-    boot = str(Path(tether.__file__).resolve().parent / "_bootstrap")
+    package = Path(__file__).resolve().parent.parent  # src/tether, without importing the face
+    pkg_parent = str(package.parent)
+    boot = str(package / "_bootstrap")
     parts = [boot, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p], pkg_parent]
     env["PYTHONPATH"] = os.pathsep.join(parts)
 
@@ -209,7 +208,7 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     from tether.cli import error_line
     from tether.cli._poolcli import pool_url
     from tether.client._lease import DEFAULT_HEARTBEAT_S, acquire
-    from tether.pool._client import PoolClient
+    from tether.poolapi import PoolClient
 
     # --token/--token-file name the credential of what you connect to: here the
     # pool (--pool-token/--pool-token-file say the same, and %tether shares them).

@@ -273,7 +273,7 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
     from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
     from tether.acceptor._server import Acceptor
-    from tether.pool._client import PoolClient
+    from tether.poolapi import PoolClient
 
     node_token = os.environ.get("TETHER_NODE_TOKEN")
     token_file = args.node_token_file or os.environ.get("TETHER_NODE_TOKEN_FILE")

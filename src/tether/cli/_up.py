@@ -124,7 +124,7 @@ class _UpError(Exception):
 def up(args: argparse.Namespace) -> int:
     from tether._config import config_path, write_pool
     from tether.cli._poolcli import require_pool_extra
-    from tether.pool._client import PoolClient
+    from tether.poolapi import PoolClient
 
     require_pool_extra("tether up")
     data = args.data_dir or _default_data_dir()
@@ -288,7 +288,7 @@ def _set_up(
     admin: Any, node: str, user: str, node_token_file: Path, write_pool: Any, tls: Any
 ) -> None:
     """First start: team 'local', the user in it, their token in the config, a node token."""
-    from tether.pool._problems import Conflict
+    from tether.poolapi import Conflict
 
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:  # the pool listens before its first request is served

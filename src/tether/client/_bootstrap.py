@@ -31,11 +31,15 @@ import os
 import sys
 import traceback
 import types
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tether.client._session import Session
 
 _session: Session | None = None
+#: Opens the script's session: ``tether.connect``, handed in by :func:`activate`
+#: (the client sits below ``tether._api``, which composes it with an embedded acceptor).
+_connect: Callable[[Iterable[str]], Session] | None = None
 _CLIENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -43,10 +47,9 @@ _TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.s
 def _get_session() -> Session:
     global _session
     if _session is None:
-        from tether._api import connect
-
-        names = _names()
-        _session = connect(remote=names)
+        if _connect is None:
+            raise RuntimeError("tether.client._bootstrap.activate() was not called")
+        _session = _connect(_names())
         atexit.register(_finish)
     return _session
 
@@ -165,8 +168,13 @@ def _excepthook(previous: Any) -> Any:
     return hook
 
 
-def activate() -> None:
+def activate(connect: Callable[[Iterable[str]], Session]) -> None:
+    """Make the remoted modules import from a worker; ``connect(remote)`` opens
+    the session, on the first remoted import (or now, see the module docstring)."""
+    global _connect
     from tether.client._importer import install
+
+    _connect = connect
 
     install(_names(), _get_session)
     sys.excepthook = _excepthook(sys.excepthook)

@@ -23,7 +23,7 @@ from tether.client._draws import Draws
 from tether.client._namespace import LOCAL_MODULES
 from tether.client._replica import Replicas
 from tether.client._session import Session
-from tether.transport import Channel, ChannelClosed, connect, parse_address
+from tether.transport import Address, Channel, ChannelClosed, connect, parse_address
 from tether.wire import (
     PROTOCOL_VERSION,
     Hello,
@@ -72,7 +72,44 @@ def open_session(
     # numbers come back as that numpy's scalars (values, not handles).
     scalars = ["numpy"] if "numpy" in remote and "numpy" in LOCAL_MODULES else []
     sock = connect(addr, tls_ca=tls_ca)
-    channel = Channel(sock, Role.CLIENT)
+    try:
+        channel = Channel(sock, Role.CLIENT)
+        welcome = _welcome(channel, addr, token, remote, (values, scalars), timeout)
+        session = Session(
+            channel,
+            address=str(addr),
+            session_id=welcome.session,
+            remote_modules=remote,
+            on_close=on_close,
+        )
+    except BaseException:
+        # Whatever went wrong (refused, a welcome that does not parse, a
+        # worker on another Python), the socket goes with it.
+        sock.close()
+        raise
+    _WORKER_INFO[session] = dict(welcome.info)
+    if scalars:
+        session.replicas = Replicas(session)
+        session.draws = Draws(session)
+    try:
+        check_remote_modules(session, remote)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
+def _welcome(
+    channel: Channel,
+    addr: Address,
+    token: str,
+    remote: frozenset[str],
+    by_value: tuple[list[str], list[str]],
+    timeout: float,
+) -> Welcome:
+    """Say hello on ``channel`` and return the worker's welcome; raises as
+    :func:`open_session` does. The caller closes the channel on failure."""
+    values, scalars = by_value
     hello = Hello(
         protocol=PROTOCOL_VERSION,
         token=token,
@@ -88,7 +125,6 @@ def open_session(
         channel.send_pieces(encode_handshake(hello))
         frame = channel.recv(timeout=timeout)
     except ChannelClosed as exc:
-        channel.close()
         hint = ""
         if addr.scheme == "tcp":
             # A TLS acceptor drops a plain hello without a word (it is not a
@@ -98,45 +134,30 @@ def open_session(
             f"the acceptor at {addr} closed the connection before answering: {exc}{hint}"
         ) from None
     except TimeoutError:
-        channel.close()
         raise ConnectError(
             f"the acceptor at {addr} did not start a worker in {timeout:.0f} s"
         ) from None
-    except ProtocolError:
-        channel.close()
-        raise
     msg = decode_handshake(frame)
     if isinstance(msg, Refused):
-        channel.close()
         if msg.code == "auth":
             raise AuthenticationError(f"the acceptor at {addr} refused the session: {msg.reason}")
         if msg.code == "version":
             raise ProtocolVersionMismatch(msg.reason)
         raise ConnectError(f"the acceptor at {addr} refused the session: {msg.reason}")
-    assert isinstance(msg, Welcome)
+    if not isinstance(msg, Welcome):
+        raise ProtocolError(
+            f"the acceptor at {addr} answered the hello with a {type(msg).__name__}"
+        )
     theirs = str(msg.info.get("python", ""))
     ours = platform.python_version()
     if theirs and theirs.split(".")[:2] != ours.split(".")[:2]:
         # The script's code travels as bytecode, which is specific to one
         # Python minor version.
-        channel.close()
         raise ProtocolVersionMismatch(
             f"the worker at {addr} runs Python {theirs} and this client Python {ours}: "
             "run the acceptor with the same Python minor version as the client"
         )
-    session = Session(
-        channel, address=str(addr), session_id=msg.session, remote_modules=remote, on_close=on_close
-    )
-    _WORKER_INFO[session] = dict(msg.info)
-    if scalars:
-        session.replicas = Replicas(session)
-        session.draws = Draws(session)
-    try:
-        check_remote_modules(session, remote)
-    except BaseException:
-        session.close()
-        raise
-    return session
+    return msg
 
 
 def worker_info(session: Session) -> dict[str, Any]:

@@ -12,7 +12,7 @@ lease: the pool ends it when neither the client's heartbeats nor the
 acceptor's (which renew the leases of the sessions it still runs) arrive for
 its lease timeout.
 
-Standard library only (plus :mod:`tether.pool._client`), like every client piece.
+Standard library only (plus :mod:`tether.poolapi`), like every client piece.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class _PositionLine:
 class Lease:
     """A placed slice held by this process; see the module docstring."""
 
-    client: Any  # tether.pool._client.PoolClient
+    client: Any  # tether.poolapi.PoolClient
     session: dict[str, Any]
     ticket_file: Path | None = None
     out: TextIO | None = None
@@ -178,7 +178,7 @@ class Lease:
         self._thread.start()
 
     def _beat(self, interval: float) -> None:
-        from tether.pool._problems import Gone, NotFound
+        from tether.poolapi import Gone, NotFound
 
         while not self._stop.wait(interval):
             try:
@@ -223,7 +223,7 @@ def acquire(
     """Ask ``client``'s pool for a slice and wait until it is placed.
 
     While queued, a position line goes to ``out`` (default stderr). Raises
-    :class:`tether.pool._problems.Refused` (over quota, nothing fits with
+    :class:`tether.poolapi.Refused` (over quota, nothing fits with
     ``wait=False``, queue timeout) with the pool's message, ConnectError or
     AuthenticationError. An interrupted wait withdraws the request.
     """
@@ -241,7 +241,7 @@ def _wait_for_slice(
 ) -> dict[str, Any]:
     """``client.wait_for_slice``, but the line is told at every poll (so the wait
     advances) and names the request ahead; withdraws the request if interrupted."""
-    from tether.pool._problems import Refused
+    from tether.poolapi import Refused
 
     session: dict[str, Any] = client.request_slice(**request)
     ahead: tuple[str, float | None] = ("", None)

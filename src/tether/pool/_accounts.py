@@ -18,7 +18,7 @@ from typing import Any
 from tether._errors import AuthenticationError
 from tether.pool import _auth
 from tether.pool._db import Database, Tx
-from tether.pool._problems import Conflict, NotFound, PoolRequestError
+from tether.poolapi import Conflict, NotFound, PoolRequestError
 
 __all__ = ["AccountStore", "TeamRow", "TokenRecord", "UserRow", "new_id"]
 

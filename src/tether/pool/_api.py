@@ -24,15 +24,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tether import __version__
 from tether._errors import AuthenticationError
+from tether._version import __version__
 from tether.pool import _health, _metrics
 from tether.pool import _schemas as s
 from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
-from tether.pool._problems import PoolRequestError
 from tether.pool._service import PoolService
 from tether.pool._ui import mount_ui
+from tether.poolapi import PoolRequestError
 
 __all__ = ["create_app", "usage_csv"]
 

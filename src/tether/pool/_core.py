@@ -60,12 +60,12 @@ from tether.pool._events import (
     Tick,
 )
 from tether.pool._model import NodeSpec, PoolConfig
-from tether.pool._problems import Conflict, NotFound, PoolRequestError
 from tether.pool._secrets import SecretSource
 from tether.pool._state import PoolState
 from tether.pool._store import DeviceRow, Store
 from tether.pool._usage import month_bounds
 from tether.pool._values import PoolConflictError, PoolInputError, PoolNotFoundError, parse_memory
+from tether.poolapi import Conflict, NotFound, PoolRequestError
 
 __all__ = ["Counters", "ServiceConfig", "ServiceCore", "Unchanged", "opt_memory"]
 

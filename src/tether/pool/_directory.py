@@ -12,8 +12,8 @@ from typing import Any
 
 from tether.pool._auth import Principal
 from tether.pool._db import Tx
-from tether.pool._problems import Forbidden, NotFound, PoolRequestError
 from tether.pool._store import Store
+from tether.poolapi import Forbidden, NotFound, PoolRequestError
 
 __all__ = ["Directory", "quota_out"]
 

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from tether import __version__
+from tether._version import __version__
 from tether.pool._db import StoreUnavailable
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._store import Store

@@ -27,9 +27,9 @@ from tether.pool._events import (
     NodeUncordoned,
 )
 from tether.pool._model import DeviceSpec, NodeSpec
-from tether.pool._problems import Conflict, Forbidden, Gone, PoolRequestError
 from tether.pool._state import PoolState
 from tether.pool._values import PoolInputError, PoolNotFoundError, parse_memory
+from tether.poolapi import Conflict, Forbidden, Gone, PoolRequestError
 
 __all__ = ["Nodes"]
 

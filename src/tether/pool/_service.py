@@ -19,11 +19,11 @@ from tether.pool._directory import quota_out
 from tether.pool._events import QuotaSet
 from tether.pool._model import Quota
 from tether.pool._nodes import Nodes
-from tether.pool._problems import PoolRequestError
 from tether.pool._sessions import Sessions
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage, month_bounds
 from tether.pool._values import PoolInputError
+from tether.poolapi import PoolRequestError
 
 __all__ = ["PoolService", "ServiceConfig"]
 
@@ -31,7 +31,7 @@ __all__ = ["PoolService", "ServiceConfig"]
 class PoolService(Nodes, Sessions):
     """Everything the HTTP API can ask of the pool, for one principal at a time.
 
-    Methods raise :mod:`tether.pool._problems` errors for requests the caller
+    Methods raise :mod:`tether.poolapi._problems` errors for requests the caller
     may not make or that are wrong, and :class:`AuthenticationError` only from
     :meth:`authenticate`. ``clock`` is injectable for tests.
     """

@@ -18,9 +18,9 @@ from typing import Any
 
 from tether.pool._db import Database, Tx
 from tether.pool._model import Lease
-from tether.pool._problems import NotFound, PoolRequestError
 from tether.pool._queue import QueueEntry
 from tether.pool._request import SliceRequest
+from tether.poolapi import NotFound, PoolRequestError
 
 __all__ = ["SessionRow", "SessionStore", "session_lease"]
 

@@ -24,12 +24,12 @@ from tether.pool._events import (
     RequestCancelled,
     SliceRequested,
 )
-from tether.pool._problems import Forbidden, Gone, NotFound, PoolRequestError
-from tether.pool._problems import Refused as RefusedError
 from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
 from tether.pool._state import PoolState
 from tether.pool._values import PoolInputError, PoolNotFoundError
+from tether.poolapi import Forbidden, Gone, NotFound, PoolRequestError
+from tether.poolapi import Refused as RefusedError
 
 __all__ = ["Sessions"]
 

@@ -25,9 +25,9 @@ from tether.pool._accounts import AccountStore, TeamRow
 from tether.pool._db import Database, Tx, open_database
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._model import DeviceSpec, NodeSpec, Quota
-from tether.pool._problems import NotFound
 from tether.pool._roster import NodeRecord
 from tether.pool._session_store import SessionStore
+from tether.poolapi import NotFound
 
 log = logging.getLogger("tether.pool")
 

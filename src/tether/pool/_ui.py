@@ -41,9 +41,9 @@ from tether._errors import AuthenticationError
 from tether.pool import _ui_pages as pages
 from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
-from tether.pool._problems import PoolRequestError
 from tether.pool._service import PoolService
 from tether.pool._ui_auth import COOKIE, LoginSessions, csrf_matches
+from tether.poolapi import PoolRequestError
 
 __all__ = ["mount_ui"]
 

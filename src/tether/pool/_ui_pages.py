@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from tether import __version__
+from tether._version import __version__
 from tether.pool._ui_svg import bar_chart
 from tether.pool._values import format_memory
 

@@ -33,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
+from tether._errors import TetherError
 from tether.wire import DEFAULT_MAX_FRAME, Connection, Frame, FrameDecoder, Role, State
 from tether.wire._frames import Buffer, encode_frame
 
@@ -53,7 +54,7 @@ def _spin_seconds() -> float:
         return 100e-6
 
 
-class ChannelClosed(Exception):
+class ChannelClosed(TetherError):
     """The peer closed the connection or it broke; ``args[0]`` says how."""
 
 

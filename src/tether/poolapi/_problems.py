@@ -2,7 +2,7 @@
 
 Each carries the HTTP status the API answers with and a stable ``code`` that the
 JSON error body names (``{"error": {"code": ..., "message": ..., "detail": ...}}``),
-so that :mod:`tether.pool._client` raises the same class the server raised::
+so that :mod:`tether.poolapi._client` raises the same class the server raised::
 
     PoolError
     └── PoolRequestError   400 bad-request   malformed or impossible input

@@ -8,7 +8,7 @@ failure is one of Tether's errors:
 - the pool cannot be reached (refused, DNS, timeout, an ``https://`` certificate
   that does not verify): :class:`ConnectError`;
 - 401: :class:`AuthenticationError` with the server's reason;
-- other 4xx: the :mod:`tether.pool._problems` class the server named
+- other 4xx: the :mod:`tether.poolapi._problems` class the server named
   (:class:`Refused`, :class:`Forbidden`, :class:`NotFound`, ...), carrying the
   server's message and ``detail`` (for quota refusals: limit, used, left);
 - 5xx or a body that is not the API's JSON: :class:`PoolError`.
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tether._errors import AuthenticationError, ConnectError, PoolError
-from tether.pool._problems import PoolRequestError, error_class_for
+from tether.poolapi._problems import PoolRequestError, error_class_for
 from tether.transport._tls import ca_from_env, client_context, verify_failure
 
 __all__ = ["PoolClient"]
@@ -319,7 +319,7 @@ class PoolClient:
         the queue without a slice (timeout), and withdraws the request if the
         wait is interrupted (KeyboardInterrupt included).
         """
-        from tether.pool._problems import Refused
+        from tether.poolapi._problems import Refused
 
         session = self.request_slice(**request)
         last: int | None = None
