@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers; at run time these load on first use
     from tether._api import connect
+    from tether._submit import submit
     from tether.client._session import Session
 
 
@@ -37,6 +38,10 @@ def __getattr__(name: str) -> object:
         from tether._api import connect
 
         return connect
+    if name == "submit":
+        from tether._submit import submit
+
+        return submit
     if name == "Session":
         from tether.client._session import Session
 
@@ -70,4 +75,5 @@ __all__ = [
     "TetherError",
     "__version__",
     "connect",
+    "submit",
 ]

@@ -54,7 +54,9 @@ class Groups(Sessions):
         group_id = new_id()
         policy = body.get("policy")
         max_count = body.get("max_count")
-        min_count = body.get("min_count", max_count)
+        min_count = body.get("min_count")
+        if min_count is None:
+            min_count = max_count  # a gang: all of them or none
         if (
             isinstance(max_count, int)
             and not isinstance(max_count, bool)
