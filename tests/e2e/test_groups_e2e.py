@@ -304,3 +304,36 @@ def test_ctrl_c_cancels_every_member_and_leaves_no_lease_open(world: World, tmp_
         return alive == 0
 
     wait_for("the members' scripts to end", all_gone, 30, lambda: world.log("submit-hang"))
+
+
+def test_group_member_runs_one_member_as_a_kubernetes_pod_would(
+    world: World, tmp_path: Path
+) -> None:
+    world.ann.request_group(name="pods", max_count=4, fraction=0.25)
+    env = dict(world.env)
+    env.update(
+        JOB_COMPLETION_INDEX="2",
+        TETHER_POOL=world.url,
+        TETHER_POOL_TOKEN_FILE=str(world.root / "ann-token"),
+        TETHER_GROUP_PARAMS=json.dumps(
+            [{"lr": "0.1"}, {"lr": "0.2"}, {"lr": "0.3"}, {"lr": "0.4"}]
+        ),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "group", "member", "--remote", "statistics", "pods",
+         "--", sys.executable, "-c",
+         "import statistics, sys; print('member', sys.argv[1], 'lr', sys.argv[2], "
+         "statistics.mean([1, 3]))", "{index}", "{lr}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "member 2 lr 0.3 2\n"
+    members = {m["index"]: m for m in world.ann.group("pods")["members"]}
+    assert members[2]["state"] == "ended"  # released when the command ended
+    assert [members[i]["state"] for i in (0, 1, 3)] == ["placed"] * 3
+    # A member that has ended cannot be run again.
+    again = subprocess.run(
+        [sys.executable, "-m", "tether", "group", "member", "pods", "--", "true"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert again.returncode == 1 and "member 2 of group pods has ended" in again.stderr

@@ -59,6 +59,26 @@ def register(subparsers: Any) -> None:
         help="the --out-dir given to tether submit (default ./tether-groups)",
     )  # fmt: skip
     logs.set_defaults(handler=_logs)
+    member = sub.add_parser(
+        "member",
+        help="run COMMAND as one member of a placed group (what each Kubernetes pod runs)",
+        description="Run COMMAND as member INDEX of the placed group NAME: its slice's "
+        "address and a fresh ticket from the pool, its lease renewed while COMMAND runs, "
+        "released at the end. {index} and each {PARAM} in COMMAND are replaced (the "
+        "parameters come from $TETHER_GROUP_PARAMS, a JSON list, one object per member). "
+        "Options go before NAME: everything after it is COMMAND.",
+    )
+    member.add_argument("name", help="the group's name or id")
+    member.add_argument(
+        "--index", type=int, metavar="N",
+        help="the member (default: $JOB_COMPLETION_INDEX, set by a Kubernetes Indexed Job)",
+    )  # fmt: skip
+    member.add_argument(
+        "--remote", action="append", metavar="MODULE", help="module(s) to run remotely (torch)"
+    )
+    add_client_args(member, json_flag=False)
+    member.add_argument("command", nargs=argparse.REMAINDER, help="the program, after --")
+    member.set_defaults(handler=_member)
 
 
 def _row(g: dict[str, Any]) -> list[Any]:
@@ -162,3 +182,38 @@ def _logs(args: argparse.Namespace) -> int:
             print(f"==> member {f.stem} ({f}) <==", flush=True)
         sys.stdout.write(f.read_text(errors="replace"))
     return 0
+
+
+def _member(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from tether.client._group import run_member
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("tether: error: give the program to run after --", file=sys.stderr)
+        return 2
+    index = args.index
+    if index is None:
+        text = os.environ.get("JOB_COMPLETION_INDEX", "")
+        if not text.isdigit():
+            print("tether: error: give --index N (no $JOB_COMPLETION_INDEX here)", file=sys.stderr)
+            return 2
+        index = int(text)
+    params: dict[str, str] = {}
+    grid = os.environ.get("TETHER_GROUP_PARAMS")
+    if grid:
+        try:
+            params = {str(k): str(v) for k, v in json.loads(grid)[index].items()}
+        except (ValueError, IndexError, AttributeError, TypeError):
+            print(f"tether: error: $TETHER_GROUP_PARAMS has no object for member {index}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    remote = sorted({m for item in (args.remote or ["torch"]) for m in item.split(",") if m})
+    return run_member(
+        client_from(args), args.name, index, command, params=params, remote=remote,
+        tls_ca=str(args.tls_ca) if args.tls_ca else None,
+    )  # fmt: skip

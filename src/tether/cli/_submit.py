@@ -132,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     if args.min_count is not None and not 1 <= args.min_count <= len(members):
         return _fail(f"--min-count must be from 1 to the {len(members)} members")
     if args.on == "kubernetes":
-        return _fail("--on kubernetes is not available yet")
+        from tether.cli._kube import submit_kubernetes
+
+        return submit_kubernetes(args, command, members, request, name)
     if args.dry_run:
         return _fail("--dry-run goes with --on kubernetes")
     return _submit_local(args, command, members, request, name)

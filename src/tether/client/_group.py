@@ -40,7 +40,7 @@ from typing import Any
 
 from tether._errors import ConnectError, PoolError
 
-__all__ = ["GroupRun", "MemberResult", "expand_params", "substitute"]
+__all__ = ["GroupRun", "MemberResult", "expand_params", "run_member", "substitute"]
 
 #: Seconds between lease renewals of the running members.
 HEARTBEAT_S = 10.0
@@ -401,3 +401,62 @@ class GroupRun:
             with contextlib.suppress(ConnectError, PoolError):
                 self.client.cancel_group(self.id)
             self.group_state = "ended"
+
+
+def run_member(
+    client: Any,
+    ref: str,
+    index: int,
+    command: Sequence[str],
+    *,
+    params: Mapping[str, str] | None = None,
+    remote: Sequence[str] = ("torch",),
+    tls_ca: str | None = None,
+    heartbeat_s: float = HEARTBEAT_S,
+) -> int:
+    """Run ``command`` as member ``index`` of the placed group ``ref`` (id or name):
+    its slice's address and a fresh ticket from the pool, its lease renewed while
+    the command runs (``tether run --connect``), released at the end. The command's
+    exit status (128 + N when killed by signal N).
+
+    What each pod of ``tether submit --on kubernetes`` runs (``tether group member``).
+    Raises :class:`tether.pool._problems.Gone` when the member's lease has ended or
+    was never placed, and the pool's errors unchanged.
+    """
+    from tether.client._lease import Lease
+    from tether.pool._problems import Gone
+
+    group = client.group(ref)
+    while group["state"] == "queued":  # pods may start before the group is placed
+        time.sleep(1.0)
+        group = client.group(group["id"])
+    member = next((m for m in group.get("members", []) if m.get("index") == index), None)
+    if member is None or member.get("state") != "placed":
+        why = "was not placed" if member is None else f"has ended ({member.get('end_reason')})"
+        raise Gone(f"member {index} of group {group['name']} {why}", {"group": group["id"]})
+    private = Path(tempfile.mkdtemp(prefix="tether-member-"))  # 0700: the ticket
+    lease = Lease(client, member, ticket_file=private / "ticket")
+    values = {"index": str(index), **(params or {})}
+    argv = [
+        sys.executable, "-m", "tether", "run",
+        "--connect", str(member["address"]),
+        "--token-file", str(private / "ticket"),
+        *itertools.chain.from_iterable(("--remote", m) for m in remote),
+        *(["--tls-ca", tls_ca] if tls_ca else []),
+        "--", *substitute(command, values),
+    ]  # fmt: skip
+    env = dict(os.environ)
+    for key in ("TETHER_TOKEN", "TETHER_TOKEN_FILE", "TETHER_POOL_TOKEN", "TETHER_POOL_TOKEN_FILE"):
+        env.pop(key, None)
+    try:
+        lease.start_heartbeat(heartbeat_s)
+        proc = subprocess.Popen(argv, env=env)
+        old = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+        try:
+            code = proc.wait()
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        return code if code >= 0 else 128 - code
+    finally:
+        lease.release()
+        shutil.rmtree(private, ignore_errors=True)
