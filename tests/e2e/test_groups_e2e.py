@@ -337,3 +337,54 @@ def test_group_member_runs_one_member_as_a_kubernetes_pod_would(
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
     )  # fmt: skip
     assert again.returncode == 1 and "member 2 of group pods has ended" in again.stderr
+
+
+def test_the_python_api_submits_waits_and_reports(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tether
+
+    monkeypatch.setenv("PYTHONPATH", world.env["PYTHONPATH"])
+    monkeypatch.setenv("XDG_CONFIG_HOME", world.env["XDG_CONFIG_HOME"])
+    sweep = tether.submit(
+        [sys.executable, "-c", "import statistics, sys; print('lr', sys.argv[1])", "{lr}"],
+        params={"lr": [0.1, 0.01, 0.001]}, gpus=0.5, name="notebook", remote=["statistics"],
+        out_dir=tmp_path / "out", pool=world.url, token=world.ann_token,
+    )  # fmt: skip
+    results = sweep.wait(timeout=RUN_TIMEOUT_S)
+    assert [(r.index, r.state, r.exit_code) for r in results] == [
+        (0, "done", 0), (1, "done", 0), (2, "done", 0),
+    ]  # fmt: skip
+    assert Path(results[2].output or "").read_text().strip().endswith("lr 0.001")
+    assert sweep.results() == results and sweep.counts()["done"] == 3
+
+
+def test_the_table_refreshes_in_place_on_a_terminal(world: World, tmp_path: Path) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        world.submit("--count", "4", "--gpus", "0.25", "--name", "tty", "--remote", "statistics",
+                     "--", sys.executable, "-c", "print('hi')", cwd=tmp_path),
+        env=world.env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=follower, start_new_session=True,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(leader, 4096)
+            except OSError:  # the other end closed: the process ended
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(RUN_TIMEOUT_S) == 0
+    finally:
+        os.close(leader)
+        kill_group(proc)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "INDEX" in screen and "STATE" in screen  # the table's header
+    assert "\x1b[" in screen  # redrawn in place, not appended
+    assert "tether: group tty: 4 done" in screen
