@@ -132,11 +132,12 @@ class Groups(Sessions):
         """A group with its members (their sessions; tickets for the group's own user)."""
         with self.store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
-            members = [
-                self.store.session_tx(tx, sid) for sid in self.store.group_member_ids_tx(tx, row.id)
-            ]
-            nodes = {n.name: (n.address, n.registration) for n in self._node_rows(tx)}
-        out = _group_out(row, members)
+            members = self.store.group_members_tx(tx, row.id)
+            nodes = {
+                r["name"]: (r["address"], r["registration"])
+                for r in tx.all("SELECT name, address, registration FROM nodes")
+            }
+        out = _group_out(row, _counts(members))
         if row.state == "queued":
             out["position"] = self._position(row.id)
         items = []
@@ -150,14 +151,6 @@ class Groups(Sessions):
         out["members"] = items
         return out
 
-    def _node_rows(self, tx: Tx) -> list[Any]:
-        from types import SimpleNamespace
-
-        return [
-            SimpleNamespace(name=r["name"], address=r["address"], registration=r["registration"])
-            for r in tx.all("SELECT name, address, registration FROM nodes")
-        ]
-
     def groups(
         self, principal: Principal, *, team: str | None = None, state: str | None = None
     ) -> list[dict[str, Any]]:
@@ -167,18 +160,14 @@ class Groups(Sessions):
         with self.store.db.transaction() as tx:
             team_ids = self._visible_team_ids(tx, principal, team)
             rows = self.store.groups_tx(tx, team_ids=team_ids)
-            listed = []
-            for row in rows:
-                members = [
-                    self.store.session_tx(tx, sid)
-                    for sid in self.store.group_member_ids_tx(tx, row.id)
-                ]
-                out = _group_out(row, members)
-                if state is None or out["state"] == state:
-                    listed.append(out)
-        for out in listed:
-            if out["state"] == "queued":
-                out["position"] = self._position(out["id"])
+            counts = self.store.group_member_counts_tx(tx, [g.id for g in rows])
+        listed = []
+        for row in rows:
+            out = _group_out(row, counts.get(row.id, (0, 0)))
+            if state is None or out["state"] == state:
+                if out["state"] == "queued":
+                    out["position"] = self._position(out["id"])
+                listed.append(out)
         return listed
 
     # ----------------------------------------------------------------- cancel
@@ -187,7 +176,7 @@ class Groups(Sessions):
         """Withdraw a waiting group, or release every open member lease; idempotent."""
         with self.store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
-            member_ids = self.store.group_member_ids_tx(tx, row.id)
+            member_ids = [m.id for m in self.store.group_members_tx(tx, row.id)]
         if not principal.is_admin and principal.user_id != row.user_id:
             raise Forbidden(f"group {row.name} belongs to {row.user}; only they can cancel it")
 
@@ -260,17 +249,21 @@ class Groups(Sessions):
         return out
 
 
-def _group_out(row: GroupRow, members: list[SessionRow]) -> dict[str, Any]:
-    """A group as the API shows it. ``state``: queued, placed (some member holds its
-    lease), ended (refused, cancelled, timed out, or every member ended)."""
+def _counts(members: list[SessionRow]) -> tuple[int, int]:
+    running = sum(1 for m in members if m.state == "placed")
+    return running, len(members) - running
+
+
+def _group_out(row: GroupRow, counts: tuple[int, int]) -> dict[str, Any]:
+    """A group as the API shows it; ``counts``: its members (open, ended). ``state``:
+    queued, placed (some member holds its lease), ended (refused, cancelled, timed
+    out, or every member ended)."""
     shape = {k: v for k, v in row.request.get("shape", {}).items() if v is not None}
     for key in ("id", "team", "user", "priority", "wait"):
         shape.pop(key, None)
-    counts = {"placed": 0, "ended": 0}
-    for m in members:
-        counts["placed" if m.state == "placed" else "ended"] += 1
+    running, ended = counts
     state = row.state
-    if state == "placed" and counts["placed"] == 0:
+    if state == "placed" and running == 0:
         state = "ended"
     return {
         "id": row.id,
@@ -281,8 +274,8 @@ def _group_out(row: GroupRow, members: list[SessionRow]) -> dict[str, Any]:
         "min_count": row.min_count,
         "max_count": row.max_count,
         "placed_count": row.placed_count,
-        "running": counts["placed"],
-        "ended": counts["ended"],
+        "running": running,
+        "ended": ended,
         "request": shape,
         "policy": row.request.get("policy"),
         "submitted_at": row.submitted_at,

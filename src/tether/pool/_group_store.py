@@ -21,7 +21,7 @@ from tether.pool._events import GroupPlaced
 from tether.pool._group_request import GroupRequest
 from tether.pool._problems import NotFound
 from tether.pool._queue import QueueEntry
-from tether.pool._session_store import SessionStore
+from tether.pool._session_store import _SESSION_SELECT, SessionRow, SessionStore, _session_from
 
 __all__ = ["GroupRow", "GroupStore"]
 
@@ -217,9 +217,23 @@ class GroupStore(SessionStore):
         rows = tx.all(f"{_GROUP_SELECT} WHERE {' AND '.join(where)} ORDER BY g.seq", params)
         return [_group_from(r) for r in rows]
 
-    def group_member_ids_tx(self, tx: Tx, group_id: str) -> list[str]:
-        """The session ids of a group's placed members, in member order."""
-        rows = tx.all(
-            "SELECT id FROM sessions WHERE group_id = ? ORDER BY group_index", (group_id,)
-        )
-        return [r["id"] for r in rows]
+    def group_members_tx(self, tx: Tx, group_id: str) -> list[SessionRow]:
+        """A group's placed members as sessions, in member order (two queries in all)."""
+        rows = tx.all(f"{_SESSION_SELECT} WHERE s.group_id = ? ORDER BY s.group_index", (group_id,))
+        devices = self._devices_of(tx, [r["id"] for r in rows])
+        return [_session_from(r, tuple(devices.get(r["id"], ()))) for r in rows]
+
+    def group_member_counts_tx(self, tx: Tx, group_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Per group: (members whose lease is open, members whose lease has ended)."""
+        out: dict[str, tuple[int, int]] = {}
+        if not group_ids:
+            return out
+        marks = ",".join("?" for _ in group_ids)
+        for r in tx.all(
+            "SELECT group_id, SUM(CASE WHEN state = 'placed' THEN 1 ELSE 0 END) AS open_n, "
+            "SUM(CASE WHEN state = 'ended' THEN 1 ELSE 0 END) AS ended_n FROM sessions "
+            f"WHERE group_id IN ({marks}) GROUP BY group_id",
+            group_ids,
+        ):
+            out[r["group_id"]] = (int(r["open_n"] or 0), int(r["ended_n"] or 0))
+        return out
