@@ -61,8 +61,15 @@ def test_a_group_is_placed_in_one_call_with_a_ticket_per_member(store: Store) ->
             ("gpu1", "cuda:0"): (1.0, 80 << 30),
             ("gpu1", "cuda:1"): (1.0, 80 << 30),
         }
-    # By name, too; another team sees none of it.
+    # By name, too; one member alone (what a pod asks for); another team sees none of it.
     assert service.group(ann, "sweep")["id"] == g["id"]
+    third = service.group_member(ann, "sweep", 3)
+    assert (third["index"], third["id"], third["state"]) == (3, f"{g['id']}-3", "placed")
+    assert third["ticket"]
+    with pytest.raises(NotFound, match="has no placed member 8"):
+        service.group_member(ann, "sweep", 8)
+    with pytest.raises(NotFound):
+        service.group_member(bob, g["id"], 3)
     with pytest.raises(NotFound):
         service.group(bob, "sweep")
     with pytest.raises(NotFound):

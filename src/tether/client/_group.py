@@ -424,16 +424,25 @@ def run_member(
     was never placed, and the pool's errors unchanged.
     """
     from tether.client._lease import Lease
-    from tether.pool._problems import Gone
+    from tether.pool._problems import Gone, NotFound
 
-    group = client.group(ref)
-    while group["state"] == "queued":  # pods may start before the group is placed
-        time.sleep(1.0)
-        group = client.group(group["id"])
-    member = next((m for m in group.get("members", []) if m.get("index") == index), None)
-    if member is None or member.get("state") != "placed":
-        why = "was not placed" if member is None else f"has ended ({member.get('end_reason')})"
-        raise Gone(f"member {index} of group {group['name']} {why}", {"group": group["id"]})
+    while True:
+        try:
+            member = client.group_member(ref, index)  # this member only, with a fresh ticket
+            break
+        except NotFound:
+            group = client.group(ref)  # NotFound here: no such group
+            if group["state"] != "queued":
+                raise Gone(
+                    f"member {index} of group {group['name']} was not placed",
+                    {"group": group["id"]},
+                ) from None
+            time.sleep(1.0)  # pods may start before the group is placed
+    if member.get("state") != "placed":
+        raise Gone(
+            f"member {index} of group {ref} has ended ({member.get('end_reason')})",
+            {"session": member.get("id")},
+        )
     private = Path(tempfile.mkdtemp(prefix="tether-member-"))  # 0700: the ticket
     lease = Lease(client, member, ticket_file=private / "ticket")
     values = {"index": str(index), **(params or {})}

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -405,6 +406,18 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         group = service.group(who, ref)
         rows = service.group_usage(who, team=group["team"], month=month)
         return {"rows": [row for row in rows if row["group_id"] == group["id"]]}
+
+    @app.get(
+        "/v1/groups/{ref}/members/{index}",
+        response_model=s.GroupMemberOut,
+        responses=r,
+        tags=["groups"],
+    )
+    def get_group_member(
+        ref: str, index: Annotated[int, PathParam(ge=0, le=10_000)], who: Who
+    ) -> Any:
+        """One placed member: its session, address and a fresh ticket (for its user)."""
+        return service.group_member(who, ref, index)
 
     @app.get("/v1/groups/{ref}", response_model=s.GroupOut, responses=r, tags=["groups"])
     def get_group(ref: str, who: Who) -> Any:

@@ -361,6 +361,12 @@ class PoolClient:
         """A group by id or name, with its members (and their tickets, for its user)."""
         return self.request("GET", f"/v1/groups/{_q(ref)}")  # type: ignore[no-any-return]
 
+    def group_member(self, ref: str, index: int) -> JSON:
+        """One placed member of a group, with its address and a fresh ticket."""
+        return self.request(  # type: ignore[no-any-return]
+            "GET", f"/v1/groups/{_q(ref)}/members/{int(index)}"
+        )
+
     def groups(self, *, state: str | None = None, team: str | None = None) -> list[JSON]:
         return self.request(  # type: ignore[no-any-return]
             "GET", "/v1/groups", query={"state": state, "team": team}

@@ -151,6 +151,20 @@ class Groups(Sessions):
         out["members"] = items
         return out
 
+    def group_member(self, principal: Principal, ref: str, index: int) -> dict[str, Any]:
+        """One member of a group as its session (with a fresh ticket for its user):
+        what a Kubernetes pod asks for, without reading every other member."""
+        with self.store.db.transaction() as tx:
+            row = self._find_group(tx, principal, ref)
+            found = tx.one(
+                "SELECT id FROM sessions WHERE group_id = ? AND group_index = ?", (row.id, index)
+            )
+        if found is None:
+            raise NotFound(f"group {row.name} has no placed member {index} (state {row.state})")
+        out = self.session(principal, found["id"])
+        out["index"] = index
+        return out
+
     def groups(
         self, principal: Principal, *, team: str | None = None, state: str | None = None
     ) -> list[dict[str, Any]]:
