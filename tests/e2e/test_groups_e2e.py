@@ -187,7 +187,25 @@ def test_sixteen_quarter_slices_in_one_call_and_a_gang_that_waits_as_a_unit(worl
     world.ann.cancel_group("quarters")
     placed = world.ann.group("second")
     assert (placed["state"], placed["placed_count"]) == ("placed", 16)
-    world.ann.cancel_group("second")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "tether", *args, "--pool", world.url,
+             "--token-file", str(world.root / "ann-token")],
+            env=world.env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done
+
+    shown = json.loads(cli("group", "show", "second", "--json").stdout)
+    assert shown["running"] == 16 and len(shown["members"]) == 16
+    assert all("ticket" not in m for m in shown["members"])  # tickets are never printed
+    table = cli("group", "show", "second").stdout
+    assert "second" in table and "INDEX" in table and "cpu3" in table
+    listed = cli("groups").stdout
+    assert "quarters" in listed and "second" in listed and "seventeen" in listed
+    assert "group second" in cli("group", "cancel", "second").stdout
+    assert world.open_leases() == []
     rows = {r["group"]: r for r in world.ann.group_usage()}
     assert rows["quarters"]["members"] == 16 and rows["second"]["members"] == 16
     assert rows["quarters"]["peak_share"] == pytest.approx(4.0)
