@@ -26,7 +26,7 @@ from tether._errors import TetherError
 from tether.client._group import GroupRun, expand_params
 from tether.client._lease import slice_request
 
-__all__ = ["members_of", "submit"]
+__all__ = ["members_from_specs", "members_of", "submit"]
 
 
 def members_of(
@@ -36,6 +36,11 @@ def members_of(
     ``count`` members with none. With both, ``count`` must equal the grid's size.
     Raises ValueError otherwise."""
     specs = [f"{k}={','.join(str(v) for v in values)}" for k, values in (params or {}).items()]
+    return members_from_specs(count, specs)
+
+
+def members_from_specs(count: int | None, specs: Sequence[str]) -> list[dict[str, str]]:
+    """:func:`members_of` for ``--param NAME=V1,V2`` strings (the command line's form)."""
     grid = expand_params(specs) if specs else []
     if grid:
         if count is not None and count != len(grid):

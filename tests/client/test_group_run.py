@@ -47,3 +47,24 @@ def test_members_come_from_the_count_or_the_grid() -> None:
         members_of(3, {"lr": [0.1, 0.2]})
     with pytest.raises(ValueError, match="give a count"):
         members_of(None, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--count", "4", "--"], "give the program to run after --"),
+        (["--param", "lr", "--", "python"], "write NAME=V1,V2"),
+        (["--count", "3", "--param", "lr=1,2", "--", "python"], "count 3 does not match"),
+        (["--count", "4", "--min-count", "5", "--", "python"], "--min-count must be from 1 to"),
+        (["--count", "4", "--dry-run", "--", "python"], "--dry-run goes with --on kubernetes"),
+        (["--count", "4", "--gpus", "1.5", "--", "python"], "use a fraction of one device"),
+    ],
+)
+def test_submit_refuses_bad_arguments_in_one_line_before_asking_the_pool(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tether.cli import main
+
+    assert main(["submit", "--pool", "http://127.0.0.1:9", "--token", "tu_x", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tether: error: ") and needle in err and err.count("\n") == 1

@@ -106,7 +106,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tether._submit import members_of
+    from tether._submit import members_from_specs
     from tether.client._lease import slice_request
 
     command = list(args.command)
@@ -114,14 +114,8 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         return _fail("give the program to run after --, e.g. -- python train.py --seed {index}")
-    grid: dict[str, list[str]] = {}
-    for spec in args.param:
-        name, _, values = spec.partition("=")
-        grid.setdefault(name.strip(), []).extend(v for v in values.split(",") if v.strip())
     try:
-        if any(not spec.partition("=")[1] for spec in args.param):
-            raise ValueError("--param: write NAME=V1,V2,...")
-        members = members_of(args.count, grid or None)
+        members = members_from_specs(args.count, args.param)
         request = slice_request(
             gpus=args.gpus, memory=args.gpu_memory, vendor=args.vendor, model=args.model,
             team=args.team, wait=not args.no_wait, queue_timeout_s=args.queue_timeout,
