@@ -1,16 +1,18 @@
 """Group requests: many slices of one shape, placed together or not at all.
 
-A :class:`GroupRequest` asks for between ``min_count`` and ``max_count``
-slices of one shape (a :class:`SliceRequest` without its id: fraction, memory
+A :class:`~tether.pool._group_request.GroupRequest` asks for between
+``min_count`` and ``max_count`` slices of one shape (a :class:`SliceRequest`: fraction, memory
 or whole devices, and constraints) under one name. ``min_count == max_count``
 is a *gang*: all of them or none. Otherwise the group takes as many as fit,
 up to ``max_count``, but only once at least ``min_count`` do.
 
-Part of the state machine (see ``_state``'s theory of operation), pure like it.
+Part of the state machine (see ``_state``'s theory of operation), pure like it:
+this module holds the arithmetic (fitting a group, its quota refusals, opening
+its leases); :class:`~tether.pool._admission.Admission` decides with it.
 
 Theory of operation
 -------------------
-On arrival (:meth:`GroupAdmission.requested`) a group is, in order:
+On arrival (:meth:`Admission.group_requested`) a group is, in order:
 
 1. refused ``unsatisfiable`` if the pool's registered devices, all of them
    empty, could not hold ``min_count`` slices of the shape
