@@ -24,6 +24,7 @@ EXPECTED = {
     "TetherError",
     "__version__",
     "connect",
+    "submit",
 }
 
 

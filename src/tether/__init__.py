@@ -27,6 +27,7 @@ from tether._version import __version__
 
 if TYPE_CHECKING:  # for type checkers; at run time these load on first use
     from tether._api import connect
+    from tether._submit import submit
     from tether.client._session import Session
 
 
@@ -36,6 +37,10 @@ def __getattr__(name: str) -> object:
         from tether._api import connect
 
         return connect
+    if name == "submit":
+        from tether._submit import submit
+
+        return submit
     if name == "Session":
         from tether.client._session import Session
 
@@ -69,4 +74,5 @@ __all__ = [
     "TetherError",
     "__version__",
     "connect",
+    "submit",
 ]

@@ -24,6 +24,8 @@ PURE = (
     "_books",
     "_deadlines",
     "_usage",
+    "_groups",
+    "_group_request",
 )
 SRC = Path(tether.pool.__file__).parent
 

@@ -23,6 +23,8 @@ _COMMANDS: tuple[str, ...] = (
     "usage",
     "node",
     "sessions",  # also registers `tether session show|cancel`
+    "submit",
+    "group",  # registers `tether groups` and `tether group show|cancel|logs`
 )
 
 

@@ -23,12 +23,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--month", metavar="YYYY-MM", help="a UTC month (default: this one)")
     add_client_args(parser)
     parser.add_argument("--csv", action="store_true", help="print CSV for spreadsheets")
+    parser.add_argument(
+        "--groups", action="store_true",
+        help="one row per group request (tether submit): its members' use summed",
+    )  # fmt: skip
     parser.set_defaults(handler=_usage)
 
 
 def _usage(args: argparse.Namespace) -> int:
     args.month = check_month(args.month)
     client = client_from(args)
+    if args.groups:
+        return _group_usage(args, client)
     if args.csv:
         sys.stdout.write(client.usage_csv(team=args.team, user=args.user, month=args.month))
         return 0
@@ -50,6 +56,51 @@ def _usage(args: argparse.Namespace) -> int:
                     f"{r['device_seconds'] / 3600:.3f}",
                     f"{r['memory_gib_seconds'] / 3600:.3f}",
                     r["sessions"],
+                    f"{r['peak_share']:.2f}",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+def _group_usage(args: argparse.Namespace, client: Any) -> int:
+    if args.csv:
+        sys.stdout.write(client.group_usage_csv(team=args.team, month=args.month))
+        return 0
+    rows = client.group_usage(team=args.team, month=args.month)
+    if args.user is not None:
+        rows = [r for r in rows if r["user"] == args.user]
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print("no group usage recorded for that month")
+        return 0
+    print(
+        table(
+            [
+                "MONTH",
+                "TEAM",
+                "GROUP",
+                "ID",
+                "USER",
+                "MEMBERS",
+                "DEVICE-HOURS",
+                "MEM GIB-HOURS",
+                "PEAK SHARE",
+            ],
+            [
+                [
+                    r["month"],
+                    r["team"],
+                    r["group"],
+                    r["group_id"],
+                    r["user"],
+                    r["members"],
+                    f"{r['device_seconds'] / 3600:.3f}",
+                    f"{r['memory_gib_seconds'] / 3600:.3f}",
                     f"{r['peak_share']:.2f}",
                 ]
                 for r in rows

@@ -10,6 +10,9 @@ from __future__ import annotations
 from tether.pool._events import (
     Decision,
     Event,
+    GroupPlaced,
+    GroupQueued,
+    GroupRequested,
     LeaseEnded,
     LeaseHeartbeat,
     LeaseReleased,
@@ -33,6 +36,7 @@ from tether.pool._events import (
     SliceRequested,
     Tick,
 )
+from tether.pool._group_request import GroupRequest
 from tether.pool._model import (
     DeviceSpec,
     EndReason,
@@ -68,6 +72,10 @@ __all__ = [
     "EndReason",
     "Event",
     "FrameworkRequirement",
+    "GroupPlaced",
+    "GroupQueued",
+    "GroupRequest",
+    "GroupRequested",
     "Inventory",
     "Lease",
     "LeaseEnded",

@@ -20,7 +20,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tether.pool._books import TeamBooks, quota_refusal
-from tether.pool._events import Decision, Queued, Refused, RequestCancelled, SliceRequested
+from tether.pool._events import (
+    Decision,
+    GroupQueued,
+    GroupRequested,
+    Queued,
+    Refused,
+    RequestCancelled,
+    SliceRequested,
+)
+from tether.pool._group_request import GroupRequest
+from tether.pool._groups import fit_group, group_never, group_refusal, open_group
 from tether.pool._model import PlacementPolicy, PoolConfig
 from tether.pool._placement import Inventory, Placement
 from tether.pool._queue import QueueEntry, RequestQueue
@@ -161,6 +171,12 @@ class Admission:
             if req.team in blocked:
                 continue
             policy = entry.policy or self._config.policy
+            if entry.group is not None:
+                if not self._serve_group(entry.group, policy, now, out):
+                    blocked.add(req.team)
+                if len(blocked) == len(teams_waiting):
+                    break
+                continue
             shape = (
                 req.constraint_key(),
                 req.node,
@@ -197,6 +213,124 @@ class Admission:
                         blocked.add(req.team)
             if len(blocked) == len(teams_waiting):
                 break
+
+    # ================================================================== groups
+
+    def group_requested(self, event: GroupRequested, now: float, out: list[Decision]) -> bool:
+        """Refuse, place or queue a group as one unit (see :mod:`tether.pool._groups`)."""
+        group = event.group
+        req = group.shape
+        policy = event.policy or self._config.policy
+        capacity = self._inv.capacity_for(req)
+        if capacity < group.min_count:
+            out.append(
+                Refused(
+                    request_id=group.id,
+                    code="unsatisfiable",
+                    team=req.team,
+                    message=(
+                        f"group {group.name}: the pool's devices, even all empty, hold at most "
+                        f"{capacity} of {req.describe()}; the group needs at least "
+                        f"{group.min_count}"
+                    ),
+                )
+            )
+            return False
+        never = group_never(self._books, group)
+        if never is not None:
+            out.append(group_refusal(group, never))
+            return False
+        monthly = check_quota(
+            self._books.quota(req.team),
+            self._books.use(req.team, now),
+            request_share_units=0,
+            request_memory_bytes=0,
+        )
+        if not monthly.allowed:
+            out.append(group_refusal(group, monthly))
+            return False
+        timeout = (
+            req.queue_timeout_s
+            if req.queue_timeout_s is not None
+            else self._config.default_queue_timeout_s
+        )
+        may_wait = req.wait and timeout > 0
+        if may_wait and self._queue.team_waiting(req.team, req.priority):
+            reason = f"behind earlier requests of team {req.team}"
+            self._enqueue_group(group, event.policy, now, timeout, reason, out)
+            return False
+        fit = fit_group(self._inv, self._books, group, policy, now)
+        if len(fit.placements) >= group.min_count:
+            out.append(open_group(group, fit, now, self._place))
+            return False
+        if fit.quota is not None:
+            reason = f"group {group.name}: {fit.quota.message}"
+        else:
+            reason = (
+                f"group {group.name}: room for {len(fit.placements)} of {req.describe()} now, "
+                f"needs {group.min_count}"
+            )
+        if not may_wait:
+            if fit.quota is not None:
+                out.append(group_refusal(group, fit.quota))
+            else:
+                out.append(
+                    Refused(request_id=group.id, code="capacity", team=req.team, message=reason)
+                )
+            return False
+        self._enqueue_group(group, event.policy, now, timeout, reason, out)
+        return False
+
+    def _serve_group(
+        self, group: GroupRequest, policy: PlacementPolicy, now: float, out: list[Decision]
+    ) -> bool:
+        """Place a waiting group if it fits now; False when it still waits (or left)."""
+        req = group.shape
+        monthly = check_quota(
+            self._books.quota(req.team),
+            self._books.use(req.team, now),
+            request_share_units=0,
+            request_memory_bytes=0,
+        )
+        if not monthly.allowed:
+            self._queue.remove(group.id)
+            out.append(group_refusal(group, monthly))
+            return True
+        fit = fit_group(self._inv, self._books, group, policy, now)
+        if len(fit.placements) < group.min_count:
+            return False
+        self._queue.remove(group.id)
+        out.append(open_group(group, fit, now, self._place))
+        return True
+
+    def _enqueue_group(
+        self,
+        group: GroupRequest,
+        policy: PlacementPolicy | None,
+        now: float,
+        timeout: float,
+        reason: str,
+        out: list[Decision],
+    ) -> None:
+        entry = QueueEntry(
+            request=group.shape,
+            enqueued_at=now,
+            deadline=now + timeout,
+            seq=self._seq,
+            policy=policy,
+            group=group,
+        )
+        self._seq += 1
+        self._queue.push(entry)
+        out.append(
+            GroupQueued(
+                group=group,
+                position=self._queue.position(group.id, self._books.share),
+                reason=reason,
+                enqueued_at=now,
+                deadline=entry.deadline,
+            )
+        )
 
     def restore(self, entry: QueueEntry) -> None:
         """Put back a waiting request as the store kept it (with its ``seq``)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,7 +35,7 @@ from tether.pool._service import PoolService
 from tether.pool._ui import mount_ui
 from tether.poolapi import PoolRequestError
 
-__all__ = ["create_app", "usage_csv"]
+__all__ = ["create_app", "group_usage_csv", "usage_csv"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorBody, "description": text}
@@ -370,6 +371,65 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         """Release a lease, or withdraw a queued request. Releasing twice is harmless."""
         return service.release(who, session_id)
 
+    # -------------------------------------------------------------- groups
+
+    @app.post(
+        "/v1/groups",
+        response_model=s.GroupOut,
+        status_code=201,
+        responses={**r, 202: {"model": s.GroupOut, "description": "queued as one unit"}},
+        tags=["groups"],
+    )
+    def request_group(body: s.GroupIn, who: Who, response: Response) -> Any:
+        """Ask for many slices of one shape in one call: 201 placed (every member with
+        its address and ticket), 202 queued as a unit, 409 refused (error.detail says
+        why: unsatisfiable, capacity, quota with its figures)."""
+        group = service.request_group(who, body.model_dump())
+        if group["state"] == "queued":
+            response.status_code = 202
+        return group
+
+    @app.get("/v1/groups", response_model=list[s.GroupOut], responses=r, tags=["groups"])
+    def list_groups(
+        who: Who,
+        state: Literal["queued", "placed", "ended"] | None = None,
+        team: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Any:
+        """Groups of your teams (admins: all), without their members."""
+        return service.groups(who, state=state, team=team)
+
+    @app.get("/v1/groups/{ref}/usage", response_model=s.GroupUsageOut, responses=r, tags=["groups"])
+    def group_usage_one(
+        ref: str, who: Who, month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None
+    ) -> Any:
+        """One group's usage in a month (its members' sums)."""
+        group = service.group(who, ref)
+        rows = service.group_usage(who, team=group["team"], month=month)
+        return {"rows": [row for row in rows if row["group_id"] == group["id"]]}
+
+    @app.get(
+        "/v1/groups/{ref}/members/{index}",
+        response_model=s.GroupMemberOut,
+        responses=r,
+        tags=["groups"],
+    )
+    def get_group_member(
+        ref: str, index: Annotated[int, PathParam(ge=0, le=10_000)], who: Who
+    ) -> Any:
+        """One placed member: its session, address and a fresh ticket (for its user)."""
+        return service.group_member(who, ref, index)
+
+    @app.get("/v1/groups/{ref}", response_model=s.GroupOut, responses=r, tags=["groups"])
+    def get_group(ref: str, who: Who) -> Any:
+        """A group by id or name: its queue position, or its members (with their
+        addresses and fresh tickets, for the group's own user)."""
+        return service.group(who, ref)
+
+    @app.delete("/v1/groups/{ref}", response_model=s.GroupOut, responses=r, tags=["groups"])
+    def cancel_group(ref: str, who: Who) -> Any:
+        """Withdraw a waiting group, or release every member's lease. Idempotent."""
+        return service.cancel_group(who, ref)
+
     @app.post("/v1/tickets/verify", response_model=s.TicketOut, responses=r, tags=["sessions"])
     def verify_ticket(body: s.TicketIn, who: Who) -> Any:
         """Check a ticket as its acceptor would (node tokens, admins); 400 if invalid."""
@@ -400,6 +460,31 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         rows = service.usage(who, team=team, user=user, month=month)
         if format == "csv":
             return PlainTextResponse(usage_csv(rows), media_type="text/csv")
+        return {"rows": rows}
+
+    @app.get(
+        "/v1/usage/groups",
+        response_model=s.GroupUsageOut,
+        responses={
+            **r,
+            200: {
+                "description": "group usage rows (JSON, or CSV with format=csv)",
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            },
+        },
+        tags=["usage"],
+    )
+    def usage_groups(
+        who: Who,
+        team: Annotated[str | None, Query(max_length=64)] = None,
+        month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        """Usage per group request in a month (UTC; default this month): one row per
+        group, its members' device-seconds, memory-GiB-seconds and peak share summed."""
+        rows = service.group_usage(who, team=team, month=month)
+        if format == "csv":
+            return PlainTextResponse(group_usage_csv(rows), media_type="text/csv")
         return {"rows": rows}
 
     # ------------------------------------------------------------- metrics
@@ -443,4 +528,31 @@ def usage_csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: row[k] for k in _CSV_FIELDS})
+    return out.getvalue()
+
+
+_GROUP_CSV_FIELDS = (
+    "month",
+    "team",
+    "group",
+    "group_id",
+    "user",
+    "members",
+    "device_seconds",
+    "memory_gib_seconds",
+    "sessions",
+    "peak_share",
+)
+
+
+def group_usage_csv(rows: list[dict[str, Any]]) -> str:
+    """Group usage rows as CSV (``GET /v1/usage?by=group&format=csv``)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_GROUP_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row[k] for k in _GROUP_CSV_FIELDS})
     return out.getvalue()

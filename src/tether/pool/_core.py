@@ -48,6 +48,8 @@ from tether.pool._directory import Directory
 from tether.pool._events import (
     Decision,
     Event,
+    GroupPlaced,
+    GroupQueued,
     LeaseEnded,
     LeaseRenewed,
     NodeHeartbeatRecorded,
@@ -180,7 +182,7 @@ class ServiceCore(Directory):
             now=at,
             nodes=nodes,
             leases=[*open_leases, *month_leases],
-            queue=self.store.queue_tx(tx),
+            queue=[*self.store.queue_tx(tx), *self.store.group_queue_tx(tx)],
             quotas=self.store.policy_quotas_tx(tx),
         )
 
@@ -243,6 +245,15 @@ class ServiceCore(Directory):
                     "message = ? WHERE id = ? AND state = 'queued'",
                     (self._now, d.code, d.message, d.request_id),
                 )
+                store.group_ended_tx(
+                    tx, d.request_id, reason=d.code, message=d.message, now=self._now
+                )
+            elif isinstance(d, GroupPlaced):
+                store.group_placed_tx(tx, d)
+                self.counters.placements += d.count
+            elif isinstance(d, GroupQueued):
+                store.group_queued_tx(tx, d.group.id, deadline=d.deadline, reason=d.reason)
+                self.counters.queued += 1
             elif isinstance(d, LeaseEnded):
                 lease = d.lease
                 assert lease.end is not None

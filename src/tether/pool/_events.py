@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from tether.pool._group_request import GroupRequest
 from tether.pool._model import EndReason, Lease, NodeSpec, PlacementPolicy, Quota
 from tether.pool._request import SliceRequest
 from tether.pool._values import check_id, check_time
@@ -23,6 +24,9 @@ from tether.pool._values import check_id, check_time
 __all__ = [
     "Decision",
     "Event",
+    "GroupPlaced",
+    "GroupQueued",
+    "GroupRequested",
     "LeaseEnded",
     "LeaseHeartbeat",
     "LeaseReleased",
@@ -133,6 +137,15 @@ class SliceRequested(_Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GroupRequested(_Event):
+    """A client asked for a group of slices (:mod:`tether.pool._groups`).
+    ``policy`` overrides the pool's placement policy."""
+
+    group: GroupRequest
+    policy: PlacementPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestCancelled(_Event):
     """A client stopped waiting for a queued request."""
 
@@ -181,6 +194,7 @@ Event = (
     | NodeDrained
     | NodeUncordoned
     | SliceRequested
+    | GroupRequested
     | RequestCancelled
     | LeaseHeartbeat
     | LeaseReleased
@@ -299,8 +313,37 @@ class QuotaUpdated:
     quota: Quota
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupPlaced:
+    """A group got its slices, all in one step: ``members`` holds one :class:`Placed`
+    per placed member, in member order (the group's first ``len(members)`` member
+    ids). Never fewer than the group's ``min_count``."""
+
+    group: GroupRequest
+    members: tuple[Placed, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupQueued:
+    """A group waits as one queue entry; the fields mean what :class:`Queued`'s do.
+    (A group that is refused, times out or is cancelled gets a :class:`Refused`
+    with the group's id as its ``request_id``.)"""
+
+    group: GroupRequest
+    position: int
+    reason: str
+    enqueued_at: float
+    deadline: float
+
+
 Decision = (
     Placed
+    | GroupPlaced
+    | GroupQueued
     | Queued
     | Refused
     | LeaseEnded

@@ -125,5 +125,39 @@ _V2 = [
     "ALTER TABLE sessions ADD COLUMN connected_at DOUBLE PRECISION",
 ]
 
+# Group requests (issue 14): many slices of one shape under one name, placed
+# together. A group is one row here while it waits; once placed, each member is
+# an ordinary session row that names its group and its index in it.
+_V3 = [
+    """CREATE TABLE session_groups (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        team_id TEXT NOT NULL REFERENCES teams(id),
+        user_id TEXT NOT NULL REFERENCES users(id),
+        state TEXT NOT NULL CHECK (state IN ('queued', 'placed', 'ended')),
+        request TEXT NOT NULL,
+        min_count INTEGER NOT NULL,
+        max_count INTEGER NOT NULL,
+        placed_count INTEGER NOT NULL DEFAULT 0,
+        priority INTEGER NOT NULL,
+        seq BIGINT NOT NULL,
+        submitted_at DOUBLE PRECISION NOT NULL,
+        queue_deadline DOUBLE PRECISION,
+        placed_at DOUBLE PRECISION,
+        ended_at DOUBLE PRECISION,
+        end_reason TEXT,
+        message TEXT
+    )""",
+    "CREATE INDEX session_groups_team_name ON session_groups (team_id, name, submitted_at)",
+    "CREATE INDEX session_groups_state ON session_groups (state, seq)",
+    "ALTER TABLE sessions ADD COLUMN group_id TEXT",
+    "ALTER TABLE sessions ADD COLUMN group_index INTEGER",
+    "CREATE INDEX sessions_group ON sessions (group_id, group_index)",
+]
+
 #: (version, statements) in order; version n is applied when schema_version < n.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, tuple(_V1)), (2, tuple(_V2)))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, tuple(_V1)),
+    (2, tuple(_V2)),
+    (3, tuple(_V3)),
+)

@@ -402,6 +402,31 @@ class Inventory:
                 counts[node_id] = counts.get(node_id, 0) + n
         return any(n >= request.count for n in counts.values())
 
+    def capacity_for(self, request: SliceRequest) -> int:
+        """How many slices like ``request`` the registered devices could hold if all
+        were empty (eligible or not): what no amount of waiting can raise."""
+        classes = self._matching_classes(request)
+        if request.count is not None:
+            per_node: dict[str, int] = {}
+            for cls in classes:
+                for node_id, n in cls.per_node.items():
+                    if request.node is None or node_id == request.node:
+                        per_node[node_id] = per_node.get(node_id, 0) + n
+            return sum(n // request.count for n in per_node.values())
+        total = 0
+        for cls in classes:
+            devices = (
+                cls.per_node.get(request.node, 0)
+                if request.node is not None
+                else sum(cls.per_node.values())
+            )
+            units, memory = slice_size(request, cls.memory_bytes)
+            per_device = SHARE_SCALE // units
+            if memory > 0:
+                per_device = min(per_device, cls.memory_bytes // memory)
+            total += devices * per_device
+        return total
+
     # ------------------------------------------------------------------ internals
 
     def _matching_classes(self, request: SliceRequest) -> list[_Class]:

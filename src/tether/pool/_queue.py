@@ -22,6 +22,7 @@ import heapq
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from tether.pool._group_request import GroupRequest
 from tether.pool._model import PlacementPolicy
 from tether.pool._request import SliceRequest
 from tether.pool._values import PoolConflictError, PoolNotFoundError
@@ -32,13 +33,17 @@ __all__ = ["QueueEntry", "RequestQueue"]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueEntry:
     """One waiting request: when it came (``enqueued_at``, ``seq`` for ties),
-    when it gives up (``deadline``), and the placement policy it asked for."""
+    when it gives up (``deadline``), and the placement policy it asked for.
+
+    A waiting group (``group`` set) is one entry: ``request`` is its shape,
+    whose id is the group's id (:mod:`tether.pool._groups`)."""
 
     request: SliceRequest
     enqueued_at: float
     deadline: float
     seq: int
     policy: PlacementPolicy | None = None
+    group: GroupRequest | None = None
 
     @property
     def id(self) -> str:

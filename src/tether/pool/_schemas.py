@@ -307,6 +307,66 @@ class SessionOut(BaseModel):
     metering: dict[str, Any] | None = None
 
 
+# ---------------------------------------------------------------------- groups
+
+
+class GroupIn(SliceIn):
+    """Many slices of one shape: the fields of a slice request, for every member."""
+
+    name: Name | None = Field(default=None, description="for people (default: the id)")
+    max_count: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        description="members wanted (slices of this shape)"
+    )
+    min_count: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        default=None,
+        description="place only once at least this many fit (default max_count: all or none)",
+    )
+
+
+class GroupMemberOut(SessionOut):
+    index: int | None = Field(default=None, description="the member's index in its group")
+
+
+class GroupOut(BaseModel):
+    id: str
+    name: str
+    team: str
+    user: str
+    state: Literal["queued", "placed", "ended"]
+    min_count: int
+    max_count: int
+    placed_count: int = Field(description="members placed (0 until the group is)")
+    running: int = Field(description="members whose lease is open")
+    ended: int = Field(description="members whose lease has ended")
+    request: dict[str, Any]
+    policy: str | None = None
+    position: int | None = Field(default=None, description="1 is next, while queued")
+    submitted_at: float
+    queue_deadline: float | None = None
+    placed_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+    reason: str | None = Field(default=None, description="why it waits, or why it ended")
+    members: list[GroupMemberOut] = Field(default_factory=list)
+
+
+class GroupUsageRow(BaseModel):
+    month: str
+    team: str
+    group: str
+    group_id: str
+    user: str
+    members: int
+    device_seconds: float
+    memory_gib_seconds: float
+    sessions: int
+    peak_share: float
+
+
+class GroupUsageOut(BaseModel):
+    rows: list[GroupUsageRow]
+
+
 class TicketIn(BaseModel):
     model_config = _Strict
     ticket: Annotated[str, Field(min_length=1, max_length=8192)]

@@ -17,9 +17,9 @@ from tether.pool._core import ServiceConfig, opt_memory
 from tether.pool._db import Tx
 from tether.pool._directory import quota_out
 from tether.pool._events import QuotaSet
+from tether.pool._group_sessions import Groups
 from tether.pool._model import Quota
 from tether.pool._nodes import Nodes
-from tether.pool._sessions import Sessions
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage, month_bounds
 from tether.pool._values import PoolInputError
@@ -28,7 +28,7 @@ from tether.poolapi import PoolRequestError
 __all__ = ["PoolService", "ServiceConfig"]
 
 
-class PoolService(Nodes, Sessions):
+class PoolService(Nodes, Groups):
     """Everything the HTTP API can ask of the pool, for one principal at a time.
 
     Methods raise :mod:`tether.poolapi._problems` errors for requests the caller

@@ -50,6 +50,8 @@ class SessionRow:
     memory_bytes: int
     devices: tuple[tuple[str, float, int], ...]  # (device_id, share, memory_bytes)
     metering: dict[str, Any] | None
+    group_id: str | None = None  # the group request it is a member of (_group_store)
+    group_index: int | None = None
 
 
 def _session_from(row: dict[str, Any], devices: tuple[tuple[str, float, int], ...]) -> SessionRow:
@@ -75,6 +77,8 @@ def _session_from(row: dict[str, Any], devices: tuple[tuple[str, float, int], ..
         memory_bytes=int(row["memory_bytes"]),
         devices=devices,
         metering=json.loads(row["metering"]) if row["metering"] else None,
+        group_id=row.get("group_id"),
+        group_index=None if row.get("group_index") is None else int(row["group_index"]),
     )
 
 

@@ -26,6 +26,13 @@ it; else queued (or refused, when the request said not to wait). A team's
 later request never overtakes its own earlier one at the same or higher
 priority: while the team has such a request queued, a new one queues behind it.
 
+Groups (``_groups``). A :class:`GroupRequested` asks for ``min_count`` to
+``max_count`` slices of one shape: refused at once when the registered devices
+could never hold ``min_count`` or ``min_count`` alone is over quota; placed in
+one step (one :class:`GroupPlaced` with every member's lease) when at least
+``min_count`` fit now, the whole group counted against the team's quota; else
+queued as one entry, which blocks its team's later requests like any other.
+
 Queue. Whenever room appears (a lease ends, a node comes or comes back, a
 quota is raised), queued requests are tried in the queue's fair order (higher
 priority first; within a priority, teams take turns, the team using least share
@@ -60,6 +67,7 @@ from tether.pool._books import TeamBooks
 from tether.pool._events import (
     Decision,
     Event,
+    GroupRequested,
     LeaseFinished,
     LeaseHeartbeat,
     LeaseReleased,
@@ -97,6 +105,7 @@ _EVENT_TYPES = (
     LeaseFinished,
     QuotaSet,
     Tick,
+    GroupRequested,
 )
 
 
@@ -292,6 +301,17 @@ class PoolState:
                     f"queue timeout {timeout:g}s is over the pool's maximum of "
                     f"{self.config.max_queue_timeout_s:g}s"
                 )
+        elif isinstance(event, GroupRequested):
+            group = event.group
+            for rid in (group.id, *group.member_ids):
+                if rid in self._leases or rid in self._queue:
+                    raise PoolConflictError(f"request id {rid!r} is already in use")
+            timeout = group.shape.queue_timeout_s
+            if timeout is not None and timeout > self.config.max_queue_timeout_s:
+                raise PoolInputError(
+                    f"queue timeout {timeout:g}s is over the pool's maximum of "
+                    f"{self.config.max_queue_timeout_s:g}s"
+                )
 
     # The node events are the roster's.
 
@@ -314,6 +334,9 @@ class PoolState:
 
     def _on_SliceRequested(self, event: SliceRequested, now: float, out: list[Decision]) -> bool:
         return self._admission.requested(event, now, out)
+
+    def _on_GroupRequested(self, event: GroupRequested, now: float, out: list[Decision]) -> bool:
+        return self._admission.group_requested(event, now, out)
 
     def _on_RequestCancelled(
         self, event: RequestCancelled, now: float, out: list[Decision]

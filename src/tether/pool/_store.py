@@ -23,6 +23,7 @@ from typing import Any
 
 from tether.pool._accounts import AccountStore, TeamRow
 from tether.pool._db import Database, Tx, open_database
+from tether.pool._group_store import GroupStore
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._model import DeviceSpec, NodeSpec, Quota
 from tether.pool._roster import NodeRecord
@@ -78,7 +79,7 @@ def _note_dropped_secret(tx: Tx) -> None:
         )
 
 
-class Store(SessionStore, AccountStore):
+class Store(GroupStore, SessionStore, AccountStore):
     """Typed reads and writes of the pool database. Thread-safe (a connection per thread).
 
     Methods that take a ``tx`` run inside the caller's transaction; the others open

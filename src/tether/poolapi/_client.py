@@ -343,6 +343,54 @@ class PoolClient:
             raise Refused(str(message), {"reason": reason, "session": session["id"]})
         return session
 
+    # ----------------------------------------------------------------- groups
+
+    def request_group(self, **request: Any) -> JSON:
+        """Ask for many slices of one shape in one call; returns the group (``state``
+        placed, with its members, or queued as a unit).
+
+        Keyword arguments are the API's fields: ``max_count`` (members), ``min_count``
+        (default: all of them), ``name``, and the slice fields of
+        :meth:`request_slice` for every member. Raises :class:`Refused` when refused
+        at once (``detail["reason"]``: unsatisfiable, capacity, quota).
+        """
+        body = {k: v for k, v in request.items() if v is not None}
+        return self.request("POST", "/v1/groups", body)  # type: ignore[no-any-return]
+
+    def group(self, ref: str) -> JSON:
+        """A group by id or name, with its members (and their tickets, for its user)."""
+        return self.request("GET", f"/v1/groups/{_q(ref)}")  # type: ignore[no-any-return]
+
+    def group_member(self, ref: str, index: int) -> JSON:
+        """One placed member of a group, with its address and a fresh ticket."""
+        return self.request(  # type: ignore[no-any-return]
+            "GET", f"/v1/groups/{_q(ref)}/members/{int(index)}"
+        )
+
+    def groups(self, *, state: str | None = None, team: str | None = None) -> list[JSON]:
+        return self.request(  # type: ignore[no-any-return]
+            "GET", "/v1/groups", query={"state": state, "team": team}
+        )
+
+    def cancel_group(self, ref: str) -> JSON:
+        """Withdraw a waiting group or release all its members' leases (idempotent)."""
+        return self.request("DELETE", f"/v1/groups/{_q(ref)}")  # type: ignore[no-any-return]
+
+    def group_usage(self, *, team: str | None = None, month: str | None = None) -> list[JSON]:
+        """Usage per group in a month (default this one)."""
+        body = self.request("GET", "/v1/usage/groups", query={"team": team, "month": month})
+        return list(body["rows"])
+
+    def group_usage_csv(self, *, team: str | None = None, month: str | None = None) -> str:
+        return str(
+            self.request(
+                "GET",
+                "/v1/usage/groups",
+                query={"team": team, "month": month, "format": "csv"},
+                raw=True,
+            )
+        )
+
     # ------------------------------------------------------------------ usage
 
     def usage(

@@ -1,0 +1,301 @@
+"""Groups: asking the pool for many slices of one shape in one call, reading
+them back with their members, cancelling them, and their usage.
+
+The policy is :mod:`tether.pool._groups`; rows are :mod:`tether.pool._group_store`.
+Changes go through :meth:`ServiceCore._mutate <tether.pool._core.ServiceCore._mutate>`
+(one serialised transaction: the group row, the decision and every member's
+lease are written together or not at all); reads go to the database directly.
+A group is named by its id or, for its team's members, by its name (the most
+recent group of that name).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.pool._accounts import new_id
+from tether.pool._auth import Principal
+from tether.pool._core import opt_memory
+from tether.pool._db import Tx
+from tether.pool._events import (
+    Event,
+    GroupRequested,
+    LeaseReleased,
+    Refused,
+    RequestCancelled,
+)
+from tether.pool._group_request import MAX_GROUP_SIZE, GroupRequest
+from tether.pool._group_store import GroupRow
+from tether.pool._request import SliceRequest
+from tether.pool._session_store import SessionRow, session_lease
+from tether.pool._sessions import Sessions
+from tether.pool._state import PoolState
+from tether.pool._usage import compute_usage
+from tether.pool._values import PoolInputError, PoolNotFoundError
+from tether.poolapi._problems import Forbidden, NotFound, PoolRequestError
+from tether.poolapi._problems import Refused as RefusedError
+
+__all__ = ["Groups"]
+
+
+class Groups(Sessions):
+    """Group requests; see the module docstring."""
+
+    def request_group(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """Place, queue or refuse a group as one unit (RefusedError). Returns the group.
+
+        ``body``: the slice fields of ``POST /v1/sessions`` for every member, plus
+        ``name``, ``max_count`` (members wanted) and ``min_count`` (default: all of
+        them, a gang).
+        """
+        self._require_user(principal)
+        assert principal.user_id is not None and principal.user_name is not None
+        team_name, team_id = self._resolve_team(principal, body.get("team"))
+        group_id = new_id()
+        policy = body.get("policy")
+        max_count = body.get("max_count")
+        min_count = body.get("min_count")
+        if min_count is None:
+            min_count = max_count  # a gang: all of them or none
+        if (
+            isinstance(max_count, int)
+            and not isinstance(max_count, bool)
+            and 1 <= max_count <= MAX_GROUP_SIZE
+        ):
+            member_ids = tuple(f"{group_id}-{i}" for i in range(max_count))
+        else:
+            member_ids = ()
+        try:
+            shape = SliceRequest(
+                id=group_id,
+                fraction=body.get("fraction"),
+                memory_bytes=opt_memory(body.get("memory"), "requested memory"),
+                count=body.get("count"),
+                vendor=body.get("vendor"),
+                model=body.get("model"),
+                min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
+                frameworks=tuple(body.get("frameworks") or ()),
+                node=body.get("node"),
+                team=team_name,
+                user=principal.user_name,
+                priority=int(body.get("priority") or 0),
+                wait=bool(body.get("wait", True)),
+                queue_timeout_s=body.get("queue_timeout_s"),
+            )
+            group = GroupRequest(
+                shape=shape,
+                name=body.get("name") or group_id,
+                min_count=min_count,  # type: ignore[arg-type]  # validated by the record
+                max_count=max_count,  # type: ignore[arg-type]
+                member_ids=member_ids,
+            )
+        except PoolInputError as exc:
+            raise PoolRequestError(str(exc)) from None
+
+        def work(tx: Tx, state: PoolState, now: float) -> Refused | None:
+            self.store.insert_group_tx(
+                tx, group, team_id=team_id, user_id=principal.user_id or "", policy=policy, now=now
+            )
+            decisions = self._handle(state, GroupRequested(now=now, group=group, policy=policy))
+            self._persist(tx, decisions, {})
+            for d in decisions:
+                if isinstance(d, Refused) and d.request_id == group_id:
+                    return d
+            return None
+
+        refused = self._mutate(work)
+        if refused is not None:
+            detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
+            for key in ("limit", "used", "limit_value", "left"):
+                value = getattr(refused, key)
+                if value is not None:
+                    detail[key] = value
+            detail["group"] = group_id
+            raise RefusedError(refused.message, detail)
+        return self.group(principal, group_id)
+
+    # ------------------------------------------------------------------ reads
+
+    def _find_group(self, tx: Tx, principal: Principal, ref: str) -> GroupRow:
+        rows = self.store.groups_tx(tx, group_id=ref)
+        if rows:
+            row = rows[0]
+            self._require_team(principal, row.team_id, what=f"group {ref!r}")
+            return row
+        team_ids = self._visible_team_ids(tx, principal, None)
+        by_name = self.store.groups_tx(tx, team_ids=team_ids, name=ref)
+        if not by_name:
+            raise NotFound(f"no group with id or name {ref!r}")
+        return by_name[-1]
+
+    def group(self, principal: Principal, ref: str) -> dict[str, Any]:
+        """A group with its members (their sessions; tickets for the group's own user)."""
+        with self.store.db.transaction() as tx:
+            row = self._find_group(tx, principal, ref)
+            members = self.store.group_members_tx(tx, row.id)
+            nodes = {
+                r["name"]: (r["address"], r["registration"])
+                for r in tx.all("SELECT name, address, registration FROM nodes")
+            }
+        out = _group_out(row, _counts(members))
+        if row.state == "queued":
+            out["position"] = self._position(row.id)
+        items = []
+        for m in members:
+            address, registration = nodes.get(m.node_name or "", (None, None))
+            item = self._session_out(m, address if m.state == "placed" else None)
+            item["index"] = m.group_index
+            if m.state == "placed" and principal.user_id == m.user_id:
+                item.update(self._ticket(m, registration))
+            items.append(item)
+        out["members"] = items
+        return out
+
+    def group_member(self, principal: Principal, ref: str, index: int) -> dict[str, Any]:
+        """One member of a group as its session (with a fresh ticket for its user):
+        what a Kubernetes pod asks for, without reading every other member."""
+        with self.store.db.transaction() as tx:
+            row = self._find_group(tx, principal, ref)
+            found = tx.one(
+                "SELECT id FROM sessions WHERE group_id = ? AND group_index = ?", (row.id, index)
+            )
+        if found is None:
+            raise NotFound(f"group {row.name} has no placed member {index} (state {row.state})")
+        out = self.session(principal, found["id"])
+        out["index"] = index
+        return out
+
+    def groups(
+        self, principal: Principal, *, team: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Groups of your teams (admins: all), oldest first, without their members."""
+        if state is not None and state not in ("queued", "placed", "ended"):
+            raise PoolRequestError("state must be queued, placed or ended")
+        with self.store.db.transaction() as tx:
+            team_ids = self._visible_team_ids(tx, principal, team)
+            rows = self.store.groups_tx(tx, team_ids=team_ids)
+            counts = self.store.group_member_counts_tx(tx, [g.id for g in rows])
+        listed = []
+        for row in rows:
+            out = _group_out(row, counts.get(row.id, (0, 0)))
+            if state is None or out["state"] == state:
+                if out["state"] == "queued":
+                    out["position"] = self._position(out["id"])
+                listed.append(out)
+        return listed
+
+    # ----------------------------------------------------------------- cancel
+
+    def cancel_group(self, principal: Principal, ref: str) -> dict[str, Any]:
+        """Withdraw a waiting group, or release every open member lease; idempotent."""
+        with self.store.db.transaction() as tx:
+            row = self._find_group(tx, principal, ref)
+            member_ids = [m.id for m in self.store.group_members_tx(tx, row.id)]
+        if not principal.is_admin and principal.user_id != row.user_id:
+            raise Forbidden(f"group {row.name} belongs to {row.user}; only they can cancel it")
+
+        def work(tx: Tx, state: PoolState, now: float) -> None:
+            events: list[Event] = []
+            try:
+                state.queue_position(row.id)
+                events.append(RequestCancelled(now=now, request_id=row.id))
+            except PoolNotFoundError:
+                pass
+            for sid in member_ids:
+                try:
+                    state.lease(sid)
+                except PoolNotFoundError:
+                    continue  # ended already
+                events.append(LeaseReleased(now=now, lease_id=sid))
+            for event in events:
+                self._persist(tx, self._handle(state, event), {})
+
+        self._mutate(work)
+        return self.group(principal, row.id)
+
+    # ------------------------------------------------------------------ usage
+
+    def group_usage(
+        self, principal: Principal, *, team: str | None, month: str | None
+    ) -> list[dict[str, Any]]:
+        """Usage per group in a month (UTC; default this one): one row per group,
+        its members' device-seconds, memory-GiB-seconds and peak share summed."""
+        from tether.pool._service import _month_range
+        from tether.pool._usage import month_key
+
+        self._require_user(principal)
+        now = self._clock()
+        month = month or month_key(now)
+        start, end = _month_range(month)
+        with self.store.db.transaction() as tx:
+            team_ids = self._visible_team_ids(tx, principal, team)
+            sessions = self.store.sessions_tx(
+                tx, states=("placed", "ended"), team_ids=team_ids, overlapping=(start, end)
+            )
+            members: dict[str, list[SessionRow]] = {}
+            for s in sessions:
+                if s.group_id is not None:
+                    members.setdefault(s.group_id, []).append(s)
+            rows = {g.id: g for g in self.store.groups_tx(tx, team_ids=team_ids) if g.id in members}
+        out = []
+        for group_id, sessions_of in members.items():
+            g = rows.get(group_id)
+            if g is None:
+                continue
+            leases = [lease for s in sessions_of if (lease := session_lease(s)) is not None]
+            totals = compute_usage(leases, now=now, group_by=("team", "month"), months=[month])
+            for r in totals:
+                out.append(
+                    {
+                        "month": r.month,
+                        "team": r.team,
+                        "group": g.name,
+                        "group_id": g.id,
+                        "user": g.user,
+                        "members": len(sessions_of),
+                        "device_seconds": r.device_seconds,
+                        "memory_gib_seconds": r.memory_gib_seconds,
+                        "sessions": r.sessions,
+                        "peak_share": r.peak_share,
+                    }
+                )
+        out.sort(key=lambda r: (r["team"], r["group"], r["group_id"]))
+        return out
+
+
+def _counts(members: list[SessionRow]) -> tuple[int, int]:
+    running = sum(1 for m in members if m.state == "placed")
+    return running, len(members) - running
+
+
+def _group_out(row: GroupRow, counts: tuple[int, int]) -> dict[str, Any]:
+    """A group as the API shows it; ``counts``: its members (open, ended). ``state``:
+    queued, placed (some member holds its lease), ended (refused, cancelled, timed
+    out, or every member ended)."""
+    shape = {k: v for k, v in row.request.get("shape", {}).items() if v is not None}
+    for key in ("id", "team", "user", "priority", "wait"):
+        shape.pop(key, None)
+    running, ended = counts
+    state = row.state
+    if state == "placed" and running == 0:
+        state = "ended"
+    return {
+        "id": row.id,
+        "name": row.name,
+        "team": row.team,
+        "user": row.user,
+        "state": state,
+        "min_count": row.min_count,
+        "max_count": row.max_count,
+        "placed_count": row.placed_count,
+        "running": running,
+        "ended": ended,
+        "request": shape,
+        "policy": row.request.get("policy"),
+        "submitted_at": row.submitted_at,
+        "queue_deadline": row.queue_deadline,
+        "placed_at": row.placed_at,
+        "ended_at": row.ended_at,
+        "end_reason": row.end_reason,
+        "reason": row.message,
+    }
