@@ -287,7 +287,9 @@ class Acceptor:
         fd = os.dup(sock.fileno())
         cell: Cell | None = None
         try:
-            info = {k: v for k, v in hello.info.items() if k in ("values", "client", "env")}
+            info = {
+                k: v for k, v in hello.info.items() if k in ("values", "client", "env", "liveness")
+            }
             env = {**self.worker_env, **slice_env}
             argv = [self.python, "-m", "tether.acceptor._worker", "--fd", str(fd)]
             argv += ["--session", session, "--info", json.dumps(info)]

@@ -18,9 +18,11 @@ from tether._errors import (
     ProtocolError,
     ProtocolVersionMismatch,
     RemoteModuleNotFound,
+    TetherError,
 )
 from tether.client._session import Session
 from tether.transport import Channel, ChannelClosed, connect, parse_address
+from tether.transport._heart import Heart
 from tether.wire import (
     PROTOCOL_VERSION,
     Hello,
@@ -31,12 +33,41 @@ from tether.wire import (
     decode_handshake,
     encode_handshake,
 )
+from tether.wire._liveness import (
+    BEATS_PER_WINDOW,
+    DEFAULT_WINDOW_S,
+    clamp_window,
+    parse_window,
+)
 
 #: What each open session's worker said in its welcome (pid, python, device).
 _WORKER_INFO: weakref.WeakKeyDictionary[Session, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 #: How long to wait for the worker's welcome (it may have to start up).
 WELCOME_TIMEOUT = 60.0
+#: Seconds of silence after which a worker counts as gone (0: never).
+LIVENESS_ENV = "TETHER_LIVENESS_S"
+
+
+def liveness_window(seconds: float | None = None) -> float | None:
+    """The window this client judges its worker by: ``seconds``, else
+    ``TETHER_LIVENESS_S``, else the default; clamped; None for 0 (never).
+
+    Raises TetherError for a value that is no number of seconds.
+    """
+    if seconds is None:
+        text = os.environ.get(LIVENESS_ENV, "").strip()
+        if not text:
+            return DEFAULT_WINDOW_S
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise TetherError(
+                f"{LIVENESS_ENV}={text!r} is not a number of seconds (0 turns the check off)"
+            ) from None
+    if seconds != seconds or seconds < 0:  # NaN, or negative
+        raise TetherError(f"the liveness window must be 0 or more seconds, not {seconds}")
+    return clamp_window(seconds) if seconds > 0 else None
 
 
 def open_session(
@@ -47,11 +78,16 @@ def open_session(
     on_close: Callable[[], None] | None = None,
     timeout: float = WELCOME_TIMEOUT,
     tls_ca: str | os.PathLike[str] | None = None,
+    liveness: float | None = None,
 ) -> Session:
     """Connect to the acceptor at ``url`` and open a session.
 
     A ``tls://`` acceptor must show a certificate for its host that chains to
     ``tls_ca`` (a PEM file), or to the system's trust when None.
+
+    ``liveness`` is how many seconds the worker may stay silent before the
+    session counts as lost (see :func:`liveness_window`); the worker judges
+    this client by the same window.
 
     Raises ConnectError (unreachable, TLS not verified), AuthenticationError
     (token refused), ProtocolVersionMismatch, or ProtocolError (not a Tether
@@ -62,6 +98,7 @@ def open_session(
     except ValueError as exc:
         raise ConnectError(str(exc)) from None
     remote = frozenset(remote)
+    window = liveness_window(liveness)
     values = []
     if "numpy" not in remote and importlib.util.find_spec("numpy") is not None:
         values.append("numpy")
@@ -74,6 +111,7 @@ def open_session(
             "values": values,
             "client": {"host": platform.node(), "pid": os.getpid(), "remote": sorted(remote)},
             "env": forwarded(os.environ),
+            "liveness": window or 0,
         },
     )
     try:
@@ -118,7 +156,12 @@ def open_session(
             "run the acceptor with the same Python minor version as the client"
         )
     session = Session(
-        channel, address=str(addr), session_id=msg.session, remote_modules=remote, on_close=on_close
+        channel,
+        address=str(addr),
+        session_id=msg.session,
+        remote_modules=remote,
+        on_close=on_close,
+        heart=_heart(channel, window, msg.info.get("liveness", None)),
     )
     _WORKER_INFO[session] = dict(msg.info)
     try:
@@ -127,6 +170,21 @@ def open_session(
         session.close()
         raise
     return session
+
+
+def _heart(channel: Channel, window: float | None, theirs: Any) -> Heart | None:
+    """The session's liveness, if the worker speaks it (it named its window)."""
+    if theirs is None:
+        return None  # an older worker: it would not understand a BEAT
+
+    def silent(seconds: float) -> None:
+        channel.expire(
+            f"the worker was silent for {seconds:.0f} s: it is stopped, or its host or the "
+            f"network to it is down ({LIVENESS_ENV} sets how long is too long)"
+        )
+
+    interval = (parse_window(theirs) or DEFAULT_WINDOW_S) / BEATS_PER_WINDOW
+    return Heart(channel, window=window, interval=interval, on_silent=silent)
 
 
 def worker_info(session: Session) -> dict[str, Any]:
