@@ -121,17 +121,21 @@ class Channel:
         pieces = encode_frame(kind, flags, seq, meta, buffers, max_frame=self.max_frame)
         with self._lock:  # the state check and the queueing, as one (see send_nowait)
             self.conn.check_outgoing(kind)
-            self.send_pieces(pieces)
+            self._queue(pieces)
 
     def send_pieces(self, pieces: Sequence[Buffer]) -> None:
         with self._lock:
-            for p in pieces:
-                mv = memoryview(p)
-                if mv.ndim != 1 or mv.format != "B":
-                    mv = mv.cast("B")
-                if mv.nbytes:
-                    self._out.append(mv)
-                    self._out_bytes += mv.nbytes
+            self._queue(pieces)
+
+    def _queue(self, pieces: Sequence[Buffer]) -> None:
+        """Append one frame's pieces to the queue (lock held)."""
+        for p in pieces:
+            mv = memoryview(p)
+            if mv.ndim != 1 or mv.format != "B":
+                mv = mv.cast("B")
+            if mv.nbytes:
+                self._out.append(mv)
+                self._out_bytes += mv.nbytes
 
     def send_nowait(self, kind: int, flags: int, seq: int, meta: Buffer) -> bool:
         """Queue one small frame and write what can be written without waiting,
@@ -150,7 +154,7 @@ class Channel:
                 self.conn.check_outgoing(kind)
             except ProtocolError:
                 return False
-            self.send_pieces(encode_frame(kind, flags, seq, meta, max_frame=self.max_frame))
+            self._queue(encode_frame(kind, flags, seq, meta, max_frame=self.max_frame))
             with contextlib.suppress(OSError):
                 self._write_nowait()
             return True
