@@ -20,7 +20,9 @@ Needs root and iproute2 (``ip netns``); skips saying so otherwise.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -34,6 +36,19 @@ from serve_process import Served, serving
 pytestmark = pytest.mark.slow
 
 DEFAULT_WINDOW_S = 20.0
+#: How often an acceptor reports usage to its pool (tether serve's default).
+HEARTBEAT_S = 5.0
+
+
+def _metered(log: str, session: str) -> float:
+    """Seconds from the acceptor's start of ``session`` to its end, from its log:
+    what its meter, and the pool's bill, count."""
+    stamps = []
+    for pattern in (rf"session {session} for .*: worker pid", rf"session {session} ended"):
+        m = re.search(rf"^(\S+ \S+) .*{pattern}", log, re.M)
+        assert m, f"no {pattern!r} in the acceptor's log:\n{log}"
+        stamps.append(datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    return stamps[1] - stamps[0]
 
 
 def _skip_reason() -> str | None:
@@ -123,12 +138,14 @@ def test_a_cut_longer_than_the_window_ends_both_sides(link: Link, acceptor: Serv
     inside = ("ip", "netns", "exec", link.ns)
     with client(acceptor.url, acceptor.token, "call", prefix=inside,
                 env=client_env(None)) as c:  # fmt: skip
+        opened = time.time()
         c.go()
         time.sleep(1.0)
         cut = time.monotonic()
         link.cut()
         try:
             worker_gone = wait_gone(c.worker, DEFAULT_WINDOW_S + BOUND_S)
+            session_s = time.time() - opened  # the session's real length, as seen here
             status, when, text = c.outcome(bound=DEFAULT_WINDOW_S + BOUND_S)
             assert time.monotonic() - cut < 60, "the cut was to last 60 s"
         finally:
@@ -138,4 +155,10 @@ def test_a_cut_longer_than_the_window_ends_both_sides(link: Link, acceptor: Serv
         assert when is not None
         figure("60 s link cut -> client error (default window)", when - cut)
         figure("60 s link cut -> worker gone (default window)", worker_gone - cut)
-        assert "the client was silent" in acceptor.log_text()
+        log = acceptor.log_text()
+        assert "the client was silent" in log
+        # Usage closes at the session's real end, not at the end of the outage.
+        metered = _metered(log, c.session)
+        figure("60 s link cut -> session time metered by the acceptor", metered)
+        figure("60 s link cut -> session time observed", session_s)
+        assert abs(metered - session_s) <= HEARTBEAT_S
