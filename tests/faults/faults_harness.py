@@ -57,6 +57,10 @@ try:
             x += i
         time.sleep(8)  # the script sleeps
         print("OK", rb.sum(rb.range(10)), flush=True)
+    elif mode == "sleepy":  # quiet for several windows: the worker's, then the script's
+        rtime.sleep(6)
+        time.sleep(6)
+        print("OK", rb.sum(rb.range(10)), flush=True)
     elif mode == "ticks":  # a call every 0.1 s, through whatever the network does
         for i in range(int(sys.argv[4])):
             assert rb.len(rb.str(i)) == len(str(i))
