@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from faults_harness import client, client_env, figure, wait_gone
-from serve_process import Served, alive, serving
+from serve_process import Served, alive, sandbox_skip_reason, serving
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,25 @@ def test_a_stopped_client_frees_its_worker(acceptor: Served, when: str) -> None:
             status, _, text = c.outcome()
             assert status == "ERR" and text.startswith("DeviceLost "), text
             assert "the client was silent for" in text
+
+
+def test_a_stopped_client_frees_its_sandboxed_worker(tmp_path: Path) -> None:
+    """The same inside the worker's cell (its own namespaces, seccomp filter)."""
+    reason = sandbox_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with (
+        serving(tmp_path) as sandboxed,
+        client(sandboxed.url, sandboxed.token, "call", env=client_env(WINDOW)) as c,
+    ):
+        c.go()
+        time.sleep(3.0)
+        stopped = time.monotonic()
+        c.signal(signal.SIGSTOP)
+        figure("SIGSTOP client mid-call -> sandboxed worker gone", wait_gone(c.worker) - stopped)
+        c.signal(signal.SIGCONT)
+        status, _, text = c.outcome()
+        assert status == "ERR" and "the client was silent for" in text, text
 
 
 def test_a_client_whose_worker_is_stopped_gets_a_clear_error(acceptor: Served) -> None:
