@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faults_harness import client, figure, wait_gone
+from faults_harness import client, client_env, figure, wait_gone
 from serve_process import Served, alive, serving
 
 pytestmark = pytest.mark.slow
@@ -118,3 +118,16 @@ def test_kill_acceptor_mid_download(acceptor: Served) -> None:
         c.signal(signal.SIGCONT)
         when = _lost(c.outcome(), c.session)
         figure("kill -9 acceptor mid-download -> client error (after SIGCONT)", when - resumed)
+
+
+def test_kill_client_after_its_beats_piled_up_in_a_busy_worker(acceptor: Served) -> None:
+    """BEATs the client sent while the worker was busy lie unread in its socket.
+    They are no work left: the worker ends on the hang-up at once, not after
+    a window of silence (which would say "the client was silent" in the log)."""
+    with client(acceptor.url, acceptor.token, "call", env=client_env("4")) as c:
+        c.go()
+        time.sleep(3.0)  # BEATs every second, unread by the worker in its call
+        killed = time.monotonic()
+        c.signal(signal.SIGKILL)
+        figure("kill -9 client after unread BEATs -> worker gone", wait_gone(c.worker) - killed)
+    assert "the client was silent" not in acceptor.log_text()
