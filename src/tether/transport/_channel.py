@@ -169,7 +169,9 @@ class Channel:
                 if self._tls:
                     n = self._send_tls()
                 else:
-                    n = self.sock.sendmsg([out[i] for i in range(min(len(out), 64))])
+                    n = self.sock.sendmsg(
+                        [out[i] for i in range(min(len(out), _SENDMSG_MAX_PIECES))]
+                    )
             except _NOT_NOW:
                 return
             self._consumed(n)
