@@ -33,6 +33,7 @@ def connect(
     remote: Iterable[str] = (),
     ordered_output: bool = True,
     tls_ca: str | os.PathLike[str] | None = None,
+    liveness: float | None = None,
 ) -> Session:
     """Open a session on an acceptor and return it (also a context manager).
 
@@ -46,7 +47,10 @@ def connect(
     trust.
 
     ``remote`` names the modules that this session remotes (their objects never
-    travel by value). With ``ordered_output`` the script's own prints wait for
+    travel by value). ``liveness`` is how many seconds the worker may be silent
+    (stopped, or cut off) before the session counts as lost (default
+    ``TETHER_LIVENESS_S``, else 20; 0: never); the worker frees a client silent
+    that long. With ``ordered_output`` the script's own prints wait for
     pending remote work first, so output stays in program order.
     """
     url = url or os.environ.get("TETHER_CONNECT") or None
@@ -70,7 +74,9 @@ def connect(
             token = embedded.token
             on_close = embedded.stop
         assert token is not None
-        session = open_session(url, token, remote=remote, on_close=on_close, tls_ca=tls_ca)
+        session = open_session(
+            url, token, remote=remote, on_close=on_close, tls_ca=tls_ca, liveness=liveness
+        )
         opening.callback(session.close)
         if ordered_output:
             install_ordered_streams(session)

@@ -69,7 +69,7 @@ POOL_SESSION_ENV = "TETHER_POOL_SESSION"
 
 
 #: What of the client's hello its worker is told.
-_WORKER_INFO = frozenset({"values", "scalars", "client", "env"})
+_WORKER_INFO = frozenset({"values", "scalars", "client", "env", "liveness"})
 
 
 @dataclass

@@ -13,6 +13,13 @@ A client that closes with calls still queued (``Session.close`` after
 pipelined calls, then BYE) leaves bytes in the socket: while any are unread
 the main thread has work the client asked for, and the watchdog waits for it
 to read them (it then sees BYE or end of file and exits by itself).
+
+A client that is stopped (SIGSTOP) or cut off (a link down) hangs up nothing.
+The same thread therefore runs the session's liveness
+(:class:`~tether.transport._heart.Heart`): it wakes every tick, says "still
+here" (BEAT) when the worker has been quiet, which it can do however long the
+main thread's call runs, and ends the worker the same way once the client has
+been silent for a whole window.
 """
 
 from __future__ import annotations
@@ -27,36 +34,52 @@ import threading
 import time
 from collections.abc import Callable
 
+from tether.transport._heart import Heart
+
 #: POLLRDHUP is Linux-only; elsewhere a hang-up still wakes the poll.
 _RDHUP = getattr(select, "POLLRDHUP", 0)
 _GONE = _RDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-def watch(sock: socket.socket, on_gone: Callable[[], None]) -> threading.Thread:
+def watch(
+    sock: socket.socket, on_gone: Callable[[], None], heart: Heart | None = None
+) -> threading.Thread:
     """Start the watchdog on ``sock``; ``on_gone`` runs (then the process
-    exits) when the client has gone."""
+    exits) when the client has gone, or, with a ``heart``, has been silent
+    for its window (the heart's ``on_silent`` runs first)."""
     fd = sock.fileno()
     thread = threading.Thread(
-        target=_watch, args=(fd, on_gone), name="tether-client-watchdog", daemon=True
+        target=_watch, args=(fd, on_gone, heart), name="tether-client-watchdog", daemon=True
     )
     thread.start()
     return thread
 
 
-def _watch(fd: int, on_gone: Callable[[], None]) -> None:
+def _work_left(fd: int, heart: Heart | None) -> bool:
+    """Whether the hung-up client left frames the main thread has yet to run.
+    BEATs it sent while the main thread was busy in a call are no work."""
+    if _unread(fd) <= 0:
+        return False
+    return heart is None or not heart.channel.unread_is_only_beats()
+
+
+def _watch(fd: int, on_gone: Callable[[], None], heart: Heart | None) -> None:
     poller = select.poll()
     poller.register(fd, _RDHUP | select.POLLHUP | select.POLLERR)
+    timeout_ms = None if heart is None else max(1, int(heart.tick * 1000))
     while True:
         try:
-            events = poller.poll()
+            events = poller.poll(timeout_ms)
         except InterruptedError:
             continue
         except OSError:
             break
         if any(ev & _GONE for _, ev in events):
-            if _unread(fd) > 0:
+            if _work_left(fd, heart):
                 time.sleep(0.05)  # the main thread has frames to run yet
                 continue
+            break
+        if heart is not None and not heart.beat_or_judge():
             break
     try:
         on_gone()

@@ -4,7 +4,9 @@ It inherits the session's connected socket (the acceptor has already checked
 the client's hello), sends WELCOME, and then serves the client until the
 connection ends. When the client disconnects or dies the socket reports EOF and
 the process exits, which frees everything the session held; there is no state
-to clean up beyond the process itself.
+to clean up beyond the process itself. A client that says nothing for the
+liveness window it agreed in its hello (stopped, or cut off) ends the session
+the same way, even in the middle of a call (see _watchdog.py).
 
 Usage (by the acceptor, not by people)::
 
@@ -41,7 +43,9 @@ from tether.acceptor._files import (
 )
 from tether.acceptor._watchdog import watch
 from tether.transport import Channel, ChannelClosed
+from tether.transport._heart import Heart
 from tether.wire import PROTOCOL_VERSION, Flag, Frame, Kind, Role, Welcome, encode_handshake
+from tether.wire._liveness import BEATS_PER_WINDOW, DEFAULT_WINDOW_S, parse_window
 from tether.wire._messages import RemoteWarning, encode_warning
 
 _TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -120,6 +124,39 @@ class Worker:
         scalars = frozenset(info.get("scalars", ()))
         self.engine = Engine(self._send, self.request, value_modules=values, scalar_modules=scalars)
         self.device = "the acceptor host's devices, unrestricted (CPU if none)"
+        self.heart = self._heart(info)
+
+    def _heart(self, info: dict[str, Any]) -> Heart | None:
+        """The session's liveness, if the client speaks it (see wire/_liveness.py).
+
+        The client is judged by the window it asked for (clamped; the default
+        if it judges nobody) and sent BEATs often enough for its own window.
+        """
+        if "liveness" not in info:
+            return None  # an older client: it would not understand a BEAT
+        theirs = parse_window(info["liveness"])
+        window = theirs or DEFAULT_WINDOW_S
+        return Heart(
+            self.channel,
+            window=window,
+            interval=(theirs or window) / BEATS_PER_WINDOW,
+            on_silent=self._client_silent,
+        )
+
+    def _client_silent(self, seconds: float) -> None:
+        """The client said nothing for a whole window: say why the session ends
+        (to the acceptor's log, and to the client should it wake up), then the
+        watchdog ends the worker, mid-call or not."""
+        reason = (
+            f"the client was silent for {seconds:.0f} s (stopped, or the network to it "
+            "is down): the worker ended the session"
+        )
+        stderr = sys.__stderr__
+        if stderr is not None:
+            with contextlib.suppress(Exception):
+                stderr.write(f"tether worker {self.session}: {reason}\n")
+                stderr.flush()
+        self.channel.send_nowait(Kind.NOTICE, 0, 0, reason.encode())
 
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
         self.channel.send(kind, flags, seq, meta, buffers)
@@ -213,6 +250,8 @@ class Worker:
             session=self.session,
             info={"pid": os.getpid(), "python": sys.version.split()[0], "device": self.device},
         )
+        if self.heart is not None and self.heart.window is not None:
+            welcome.info["liveness"] = self.heart.window
         self.channel.conn.check_outgoing(Kind.WELCOME)
         self.channel.send_pieces(encode_handshake(welcome))
         self.channel.flush()
@@ -325,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             worker.device = f"{', '.join(done.slice.device_ids)} (memory {done.memory})"
     _end_when_told(worker, _private_stdin())
     worker.install()
-    watch(sock, cleanup)  # the client gone mid-call: end now, not after the call
+    # The client gone mid-call, or silent for its window: end now, not after the call.
+    watch(sock, cleanup, worker.heart)
     try:
         worker.serve()
     except ChannelClosed:

@@ -18,12 +18,14 @@ from tether._errors import (
     ProtocolError,
     ProtocolVersionMismatch,
     RemoteModuleNotFound,
+    TetherError,
 )
 from tether.client._draws import Draws
 from tether.client._namespace import LOCAL_MODULES
 from tether.client._replica import Replicas
 from tether.client._session import Session
 from tether.transport import Address, Channel, ChannelClosed, connect, parse_address
+from tether.transport._heart import Heart
 from tether.wire import (
     PROTOCOL_VERSION,
     Hello,
@@ -34,12 +36,41 @@ from tether.wire import (
     decode_handshake,
     encode_handshake,
 )
+from tether.wire._liveness import (
+    BEATS_PER_WINDOW,
+    DEFAULT_WINDOW_S,
+    clamp_window,
+    parse_window,
+)
 
 #: What each open session's worker said in its welcome (pid, python, device).
 _WORKER_INFO: weakref.WeakKeyDictionary[Session, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 #: How long to wait for the worker's welcome (it may have to start up).
 WELCOME_TIMEOUT = 60.0
+#: Seconds of silence after which a worker counts as gone (0: never).
+LIVENESS_ENV = "TETHER_LIVENESS_S"
+
+
+def liveness_window(seconds: float | None = None) -> float | None:
+    """The window this client judges its worker by: ``seconds``, else
+    ``TETHER_LIVENESS_S``, else the default; clamped; None for 0 (never).
+
+    Raises TetherError for a value that is no number of seconds.
+    """
+    if seconds is None:
+        text = os.environ.get(LIVENESS_ENV, "").strip()
+        if not text:
+            return DEFAULT_WINDOW_S
+        try:
+            seconds = float(text)
+        except ValueError:
+            raise TetherError(
+                f"{LIVENESS_ENV}={text!r} is not a number of seconds (0 turns the check off)"
+            ) from None
+    if seconds != seconds or seconds < 0:  # NaN, or negative
+        raise TetherError(f"the liveness window must be 0 or more seconds, not {seconds}")
+    return clamp_window(seconds) if seconds > 0 else None
 
 
 def open_session(
@@ -50,11 +81,16 @@ def open_session(
     on_close: Callable[[], None] | None = None,
     timeout: float = WELCOME_TIMEOUT,
     tls_ca: str | os.PathLike[str] | None = None,
+    liveness: float | None = None,
 ) -> Session:
     """Connect to the acceptor at ``url`` and open a session.
 
     A ``tls://`` acceptor must show a certificate for its host that chains to
     ``tls_ca`` (a PEM file), or to the system's trust when None.
+
+    ``liveness`` is how many seconds the worker may stay silent before the
+    session counts as lost (see :func:`liveness_window`); the worker judges
+    this client by the same window.
 
     Raises ConnectError (unreachable, TLS not verified), AuthenticationError
     (token refused), ProtocolVersionMismatch, or ProtocolError (not a Tether
@@ -65,6 +101,7 @@ def open_session(
     except ValueError as exc:
         raise ConnectError(str(exc)) from None
     remote = frozenset(remote)
+    window = liveness_window(liveness)
     values = []
     if "numpy" not in remote and importlib.util.find_spec("numpy") is not None:
         values.append("numpy")
@@ -74,13 +111,14 @@ def open_session(
     sock = connect(addr, tls_ca=tls_ca)
     try:
         channel = Channel(sock, Role.CLIENT)
-        welcome = _welcome(channel, addr, token, remote, (values, scalars), timeout)
+        welcome = _welcome(channel, addr, token, remote, (values, scalars), window, timeout)
         session = Session(
             channel,
             address=str(addr),
             session_id=welcome.session,
             remote_modules=remote,
             on_close=on_close,
+            heart=_heart(channel, window, welcome.info.get("liveness", None)),
         )
     except BaseException:
         # Whatever went wrong (refused, a welcome that does not parse, a
@@ -105,6 +143,7 @@ def _welcome(
     token: str,
     remote: frozenset[str],
     by_value: tuple[list[str], list[str]],
+    window: float | None,
     timeout: float,
 ) -> Welcome:
     """Say hello on ``channel`` and return the worker's welcome; raises as
@@ -118,6 +157,7 @@ def _welcome(
             "scalars": scalars,
             "client": {"host": platform.node(), "pid": os.getpid(), "remote": sorted(remote)},
             "env": forwarded(os.environ),
+            "liveness": window or 0,
         },
     )
     try:
@@ -158,6 +198,21 @@ def _welcome(
             "run the acceptor with the same Python minor version as the client"
         )
     return msg
+
+
+def _heart(channel: Channel, window: float | None, theirs: Any) -> Heart | None:
+    """The session's liveness, if the worker speaks it (it named its window)."""
+    if theirs is None:
+        return None  # an older worker: it would not understand a BEAT
+
+    def silent(seconds: float) -> None:
+        channel.expire(
+            f"the worker was silent for {seconds:.0f} s: it is stopped, or its host or the "
+            f"network to it is down ({LIVENESS_ENV} sets how long is too long)"
+        )
+
+    interval = (parse_window(theirs) or DEFAULT_WINDOW_S) / BEATS_PER_WINDOW
+    return Heart(channel, window=window, interval=interval, on_silent=silent)
 
 
 def worker_info(session: Session) -> dict[str, Any]:

@@ -76,6 +76,7 @@ from tether.client._replica import Replicas
 from tether.client._serve import serve_request
 from tether.client._trycheck import in_handler, note_transparent_with
 from tether.transport import Channel, ChannelClosed
+from tether.transport._heart import Heart
 from tether.wire import Flag, Kind
 from tether.wire._messages import decode_warning
 from tether.wire._ops import (
@@ -140,6 +141,7 @@ class Session:
         session_id: str,
         remote_modules: frozenset[str] = frozenset(),
         on_close: Callable[[], None] | None = None,
+        heart: Heart | None = None,
     ) -> None:
         self.channel = channel
         self.address = address
@@ -191,6 +193,11 @@ class Session:
             "np_scalar": _np_scalar,
             "tuple_mirror": lambda hid, tid, items, r, s: tuple_mirror(self, hid, tid, items, r, s),
         }
+        # Liveness (tether.wire._liveness): BEATs while the script computes or
+        # waits, and the channel ended if the worker falls silent.
+        self._heart = heart
+        if heart is not None:
+            heart.start()
 
     # -- public -------------------------------------------------------------------
     def import_module(self, name: str) -> Any:
@@ -234,6 +241,7 @@ class Session:
             if self._closed:
                 return
             self._closed = True
+            self._stop_heart()  # before BYE: nothing may follow it
             if self._lost is None:
                 try:
                     self._frame(Kind.BYE, 0, 0, b"")
@@ -254,6 +262,7 @@ class Session:
                 return
             self._closed = True
             self._batch = []
+            self._stop_heart()
             self.channel.close()
             uninstall_ordered_streams(self)
             if self._on_close is not None:
@@ -266,6 +275,10 @@ class Session:
                 self.sync()
         finally:
             self.close()
+
+    def _stop_heart(self) -> None:
+        if self._heart is not None:
+            self._heart.stop()
 
     def __enter__(self) -> Session:
         # Closing never swallows an error: calls in the block stay pipelined.
@@ -809,6 +822,7 @@ class Session:
             f"lost the worker of session {self.session_id} on {self.address} ({why}); "
             "its objects are gone: open a new session"
         )
+        self._stop_heart()
         self.channel.close()
         raise DeviceLost(self._lost)
 

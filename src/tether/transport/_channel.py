@@ -20,22 +20,38 @@ than ``BlockingIOError``, and may hold decrypted bytes that ``poll`` cannot
 see, so a TLS read goes on until the socket says "not now": nothing is left
 in the TLS layer when the channel goes to sleep. Plain sockets take none of
 these paths.
+
+Liveness (see ``tether.wire._liveness``): the channel counts the reads and
+writes that moved bytes, drops the peer's BEAT frames as they arrive (the
+layers above never see one), and lets another thread send a BEAT or a last
+word without waiting (:meth:`send_nowait`) and end the channel
+(:meth:`expire`), which wakes a ``recv`` or ``flush`` blocked in ``poll``.
+Writes are serialised by a lock that the owner's thread holds while it
+queues or writes, so a BEAT never lands inside another frame; the other
+thread only ever tries it, so it never waits behind a write stuck on a
+stalled peer. A TLS socket's reads take the lock too (an SSL object must not
+read and write in two threads at once); a plain socket's reads do not.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
 import select
 import socket
 import ssl
+import termios
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
 
-from tether._errors import TetherError
-from tether.wire import DEFAULT_MAX_FRAME, Connection, Frame, FrameDecoder, Role, State
-from tether.wire._frames import Buffer, encode_frame
+from tether._errors import ProtocolError, TetherError
+from tether.wire import DEFAULT_MAX_FRAME, Connection, Frame, FrameDecoder, Kind, Role, State
+from tether.wire._frames import Buffer, encode_frame, frame_bytes
+from tether.wire._messages import check_beat, encode_beat
 
 _READ_CHUNK = 256 * 1024
 _SENDMSG_MAX_PIECES = 64
@@ -45,6 +61,8 @@ _RESPIN = 32  # waits without spinning before a spin is tried again
 _TLS_JOIN = 16 * 1024
 _NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _POLL_READ = select.POLLIN | select.POLLPRI
+_BEAT = int(Kind.BEAT)
+_BEAT_BYTES = frame_bytes(encode_beat())
 
 
 def _spin_seconds() -> float:
@@ -84,6 +102,11 @@ class Channel:
         self._closed = False
         self._ended: ChannelClosed | None = None  # raised once the frames before it are taken
         self._tls = isinstance(sock, ssl.SSLSocket)
+        self._lock = threading.RLock()  # writes (and TLS reads): see the module docstring
+        #: Reads and writes that moved bytes (liveness counts them).
+        self.received = 0
+        self.sent = 0
+        self._expired: str | None = None
         fd = sock.fileno()
         self._wait_read = select.poll()
         self._wait_read.register(fd, _POLL_READ)
@@ -95,10 +118,17 @@ class Channel:
         self, kind: int, flags: int, seq: int, meta: Buffer, buffers: Sequence[Buffer] = ()
     ) -> None:
         """Queue one frame. Nothing is written until :meth:`flush` (or :meth:`recv`)."""
-        self.conn.check_outgoing(kind)
-        self.send_pieces(encode_frame(kind, flags, seq, meta, buffers, max_frame=self.max_frame))
+        pieces = encode_frame(kind, flags, seq, meta, buffers, max_frame=self.max_frame)
+        with self._lock:  # the state check and the queueing, as one (see send_nowait)
+            self.conn.check_outgoing(kind)
+            self._queue(pieces)
 
     def send_pieces(self, pieces: Sequence[Buffer]) -> None:
+        with self._lock:
+            self._queue(pieces)
+
+    def _queue(self, pieces: Sequence[Buffer]) -> None:
+        """Append one frame's pieces to the queue (lock held)."""
         for p in pieces:
             mv = memoryview(p)
             if mv.ndim != 1 or mv.format != "B":
@@ -106,6 +136,60 @@ class Channel:
             if mv.nbytes:
                 self._out.append(mv)
                 self._out_bytes += mv.nbytes
+
+    def send_nowait(self, kind: int, flags: int, seq: int, meta: Buffer) -> bool:
+        """Queue one small frame and write what can be written without waiting,
+        from any thread; False (nothing queued) if the channel is busy writing
+        in another thread, closed, or the state does not allow ``kind``.
+
+        What does not fit in the socket now stays queued, ahead of anything
+        queued later, and goes with the next write.
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed or self._expired is not None:
+                return False
+            try:
+                self.conn.check_outgoing(kind)
+            except ProtocolError:
+                return False
+            self._queue(encode_frame(kind, flags, seq, meta, max_frame=self.max_frame))
+            with contextlib.suppress(OSError):
+                self._write_nowait()
+            return True
+        finally:
+            self._lock.release()
+
+    def _write_nowait(self) -> None:
+        """Write from the queue until the socket says "not now" (lock held)."""
+        out = self._out
+        while out:
+            try:
+                if self._tls:
+                    n = self._send_tls()
+                else:
+                    n = self.sock.sendmsg(
+                        [out[i] for i in range(min(len(out), _SENDMSG_MAX_PIECES))]
+                    )
+            except _NOT_NOW:
+                return
+            self._consumed(n)
+
+    def _consumed(self, n: int) -> None:
+        """``n`` bytes of the queue were written (lock held)."""
+        if n:
+            self.sent += 1
+        self._out_bytes -= n
+        out = self._out
+        while n:
+            head = out[0]
+            if n >= head.nbytes:
+                n -= head.nbytes
+                out.popleft()
+            else:
+                out[0] = head[n:]
+                n = 0
 
     @property
     def pending_output(self) -> int:
@@ -115,34 +199,29 @@ class Channel:
     def flush(self) -> None:
         """Write everything queued; reads incoming frames meanwhile if blocked."""
         out = self._out
-        while out:
-            wait = self._wait_any
-            try:
-                if self._tls:
-                    n = self._send_tls()
-                else:
-                    pieces = [out[i] for i in range(min(len(out), _SENDMSG_MAX_PIECES))]
-                    n = self.sock.sendmsg(pieces)
-            except ssl.SSLWantReadError:  # TLS must read before it can write
-                n = 0
-                wait = self._wait_read
-            except _NOT_NOW:
-                n = 0
-            except OSError as exc:
-                self._broken(exc)
-            self._out_bytes -= n
-            while n:
-                head = out[0]
-                if n >= head.nbytes:
-                    n -= head.nbytes
-                    out.popleft()
-                else:
-                    out[0] = head[n:]
+        if not out:
+            return
+        with self._lock:
+            while out:
+                wait = self._wait_any
+                try:
+                    if self._tls:
+                        n = self._send_tls()
+                    else:
+                        pieces = [out[i] for i in range(min(len(out), _SENDMSG_MAX_PIECES))]
+                        n = self.sock.sendmsg(pieces)
+                except ssl.SSLWantReadError:  # TLS must read before it can write
                     n = 0
-            if out:
-                events = wait.poll()
-                if events and events[0][1] != select.POLLOUT:  # readable, or hung up
-                    self._read_available()
+                    wait = self._wait_read
+                except _NOT_NOW:
+                    n = 0
+                except OSError as exc:
+                    self._broken(exc)
+                self._consumed(n)
+                if out:
+                    events = wait.poll()
+                    if events and events[0][1] != select.POLLOUT:  # readable, or hung up
+                        self._read_available()
 
     def _send_tls(self) -> int:
         """One write to a TLS socket; returns the bytes taken.
@@ -214,6 +293,12 @@ class Channel:
         if self._ended is not None:
             self._closed = True
             raise self._ended
+        if self._tls:
+            with self._lock:
+                return self._read_some()
+        return self._read_some()
+
+    def _read_some(self) -> bool:
         got = False
         dec = self._dec
         while True:
@@ -226,19 +311,27 @@ class Channel:
             except _NOT_NOW:
                 break
             except OSError as exc:
-                ended = ChannelClosed(f"the connection broke: {exc.strerror or exc}")
+                ended = ChannelClosed(
+                    self._expired or f"the connection broke: {exc.strerror or exc}"
+                )
                 ended.__cause__ = exc
                 self._end(ended)
                 break
             if n == 0:
-                self._end(ChannelClosed("the peer closed the connection"))
+                self._end(ChannelClosed(self._expired or "the peer closed the connection"))
                 break
             got = True
+            self.received += 1
             if target is not None:
                 dec.direct_filled(n)
             else:
                 dec.feed(memoryview(self._rbuf)[:n])
             while (frame := dec.next_frame()) is not None:
+                if frame.kind == _BEAT:  # liveness only: counted above, not kept
+                    if self.conn.state is not State.CLOSED:  # one may follow our BYE
+                        self.conn.check_incoming(frame)
+                    check_beat(frame)
+                    continue
                 self._frames.append(self.conn.check_incoming(frame))
             if target is None and n < len(self._rbuf) and not self._tls:
                 break  # the kernel had no more; TLS reads on until "not now" (see above)
@@ -253,7 +346,57 @@ class Channel:
 
     def _broken(self, exc: OSError) -> None:
         self._closed = True
-        raise ChannelClosed(f"the connection broke: {exc.strerror or exc}") from exc
+        why = self._expired or f"the connection broke: {exc.strerror or exc}"
+        raise ChannelClosed(why) from exc
+
+    def unread(self) -> int:
+        """Bytes the kernel has received on this socket that nobody has read
+        yet (0 when it cannot say). Any thread."""
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, buf, True)
+        except (OSError, ValueError):
+            return 0
+        return buf[0]
+
+    def unread_is_only_beats(self) -> bool:
+        """Whether every byte waiting in the socket belongs to BEAT frames (a
+        last one may be cut short), so that no frame the peer sent is left to
+        run. Any thread; False when it cannot tell (TLS, a read under way, a
+        frame half read). Reads nothing: it peeks."""
+        if self._tls or not self._dec.at_boundary():
+            return False
+        before = self.received
+        n = self.unread()
+        if n <= 0:
+            return False
+        try:
+            data = self.sock.recv(n, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        if self.received != before or not self._dec.at_boundary():
+            return False  # the owner's thread read meanwhile: what we saw may be mid-frame
+        beat = _BEAT_BYTES
+        whole = len(data) - len(data) % len(beat)
+        tail = data[whole:]
+        return data[:whole] == beat * (whole // len(beat)) and beat.startswith(tail)
+
+    def expire(self, reason: str) -> None:
+        """End the channel from any thread: ``recv`` and ``flush``, waiting or
+        not, raise ChannelClosed(``reason``) from now on. The socket is shut
+        down (not closed: its owner's thread may be using the fd), so a peer
+        that comes back sees the end of the stream."""
+        if self._expired is None:
+            self._expired = reason
+        with contextlib.suppress(OSError, ValueError):
+            # The plain socket's shutdown, also for TLS: ssl.SSLSocket's would
+            # drop the SSL object under a thread that may be reading through it.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    @property
+    def expired(self) -> str | None:
+        """Why :meth:`expire` ended the channel (None if it did not)."""
+        return self._expired
 
     def close(self) -> None:
         self._closed = True

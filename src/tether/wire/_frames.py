@@ -205,6 +205,11 @@ class FrameDecoder:
         self._cur = None
         self._pos = 0
 
+    def at_boundary(self) -> bool:
+        """Whether the decoder holds no part of a frame: the next byte fed
+        starts a new one."""
+        return self._head is None and not self._buf and self._cur is None
+
     # -- output -------------------------------------------------------------
     def bytes_needed(self) -> int:
         """How many more bytes the frame being decoded needs at least (>= 1).

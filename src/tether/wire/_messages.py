@@ -11,6 +11,7 @@ A session's connection goes through three states::
            <--------------------  WELCOME (worker)   -> OPEN
     OPEN: CALL, RELEASE, RESUME, RESPONSE, BYE  ----->
           <-----  REPLY, OUTPUT, WARNING, REQUEST, NOTICE
+          <---->  BEAT (either side, after a quiet spell; see _liveness.py)
 
 Handshake frames carry JSON (the peer is not authenticated yet, so nothing more
 powerful than ``json`` parses them); frames of an open session carry pickles
@@ -50,6 +51,8 @@ class Kind(enum.IntEnum):
     REQUEST = 22
     NOTICE = 23
     WARNING = 24  # a warning issued in the worker, for the client's warnings machinery
+    # either way, once both ends said so in the handshake ("liveness" in the infos)
+    BEAT = 30  # "still here": sent only after a quiet spell; carries nothing
 
 
 class Flag(enum.IntFlag):
@@ -74,8 +77,12 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-_FROM_CLIENT: Final = frozenset({Kind.CALL, Kind.RELEASE, Kind.RESUME, Kind.RESPONSE, Kind.BYE})
-_FROM_SERVER: Final = frozenset({Kind.REPLY, Kind.OUTPUT, Kind.WARNING, Kind.REQUEST, Kind.NOTICE})
+_FROM_CLIENT: Final = frozenset(
+    {Kind.CALL, Kind.RELEASE, Kind.RESUME, Kind.RESPONSE, Kind.BYE, Kind.BEAT}
+)
+_FROM_SERVER: Final = frozenset(
+    {Kind.REPLY, Kind.OUTPUT, Kind.WARNING, Kind.REQUEST, Kind.NOTICE, Kind.BEAT}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +231,20 @@ class RemoteWarning:
             raise ProtocolError("warning.lineno must be an integer in [0, 2**31)")
         if self.line is not None and not isinstance(self.line, str):
             raise ProtocolError("warning.line must be a string or null")
+
+
+def encode_beat() -> list[Buffer]:
+    """The BEAT frame: a header and nothing else (16 bytes)."""
+    return encode_frame(Kind.BEAT, 0, 0, b"")
+
+
+def check_beat(frame: Frame) -> None:
+    """A BEAT carries nothing: flags, seq, meta and buffers are all empty.
+
+    Raises ProtocolError otherwise (a BEAT is never a place to hide data).
+    """
+    if frame.flags or frame.seq or frame.meta or frame.buffers:
+        raise ProtocolError("a BEAT frame carries no flags, seq, meta or buffers")
 
 
 def encode_warning(warning: RemoteWarning) -> bytes:
