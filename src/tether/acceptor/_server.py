@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from tether._errors import ProtocolError, TetherError
 from tether.acceptor._ratelog import RateLimitedLog
 from tether.acceptor._sandbox import Cell, Sandbox, SandboxError
+from tether.acceptor._traffic import Traffic
 from tether.transport import Address, bound_address, listen, tune
 from tether.transport._relay import TlsRelay
 from tether.wire import (
@@ -159,6 +160,15 @@ class Acceptor:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: For /metrics (tether.acceptor._metrics): sessions started, connections
+        #: refused by code, and each session's bytes.
+        self.sessions_started = 0
+        self.dropped: dict[str, int] = {}
+        self.traffic = Traffic()
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reason: str, code: str) -> None:
+        self.dropped[code] = self.dropped.get(code, 0) + 1
+        await _refuse(writer, reason, code)
 
     def end_session_threadsafe(self, session: str, reason: str) -> None:
         """Terminate ``session``'s worker (any thread); unknown sessions are ignored."""
@@ -214,11 +224,11 @@ class Acceptor:
             ok, reason, slice_env = verdict
         except Exception as exc:  # nothing a peer sends before auth may escape
             drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
-            await _refuse(writer, "the acceptor could not check this hello", "protocol")
+            await self._refuse(writer, "the acceptor could not check this hello", "protocol")
             return
         if not ok:
             drop_log.warning("refused %s: %s", peer, reason)
-            await _refuse(writer, reason, "auth")
+            await self._refuse(writer, reason, "auth")
             return
         await self._start_worker(writer, hello, peer, slice_env, reader)
 
@@ -230,7 +240,7 @@ class Acceptor:
             hello = await asyncio.wait_for(_read_hello(reader), HELLO_TIMEOUT)
         except (TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:
             drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
-            await _refuse(writer, "not a Tether client hello", "protocol")
+            await self._refuse(writer, "not a Tether client hello", "protocol")
             return None
         # What the client sends next belongs to its worker: over plain TCP stop
         # reading here (a tls:// relay reads on and forwards what it buffered).
@@ -240,12 +250,12 @@ class Acceptor:
         buffered: object = getattr(reader, "_buffer", None)  # asyncio's, not public
         if self.tls is None and buffered:
             drop_log.warning("dropped connection from %s: data after the hello", peer)
-            await _refuse(
+            await self._refuse(
                 writer, "the client sent data before WELCOME: not a Tether client", "protocol"
             )
             return None
         if hello.protocol != PROTOCOL_VERSION:
-            await _refuse(
+            await self._refuse(
                 writer,
                 f"protocol version mismatch: the client speaks {hello.protocol}, this "
                 f"acceptor speaks {PROTOCOL_VERSION}; install the same Tether version on both",
@@ -267,7 +277,7 @@ class Acceptor:
             # One lease, one worker: a ticket replayed while its session runs
             # would otherwise double the slice it pays for.
             log.warning("refused %s: session %s is already connected", peer, session)
-            await _refuse(
+            await self._refuse(
                 writer,
                 f"session {session} is already connected from another client: "
                 "one pool ticket opens one session at a time; ask the pool for another slice",
@@ -278,6 +288,7 @@ class Acceptor:
         self.sessions[session] = SessionRecord(session, 0, peer, time.time())
         sock = writer.get_extra_info("socket")
         tune(sock)
+        self.traffic.watch(session, sock)
         relay = None
         if self.tls is not None and reader is not None:
             # TLS state cannot move with an fd: the worker gets a socketpair
@@ -304,10 +315,11 @@ class Acceptor:
             )
         except (OSError, SandboxError) as exc:
             self.sessions.pop(session, None)
+            self.traffic.end(session)
             if cell is not None and self.sandbox is not None:
                 self.sandbox.release(cell)
             log.error("cannot start a worker: %s", exc)
-            await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
+            await self._refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
             if relay is not None:
                 await relay.aclose()
             return
@@ -317,6 +329,7 @@ class Acceptor:
                 cell.close_fds()
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
         self._procs[session] = proc
+        self.sessions_started += 1
         try:
             try:
                 if self.handoff_delay:
@@ -349,6 +362,7 @@ class Acceptor:
                 await relay.aclose()
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
+            self.traffic.end(session)
             if cell is not None and self.sandbox is not None:
                 self.sandbox.release(cell)
             if self.observer is not None:

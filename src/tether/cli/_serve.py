@@ -126,7 +126,81 @@ def register(sub: Any) -> None:
         "--heartbeat-interval", type=float, default=5.0, metavar="S",
         help="seconds between heartbeats to the pool (default 5)",
     )  # fmt: skip
+    met = p.add_argument_group("metrics (docs/deploy.md, Metrics)")
+    met.add_argument(
+        "--metrics-listen", metavar="HOST:PORT",
+        help="serve Prometheus /metrics over HTTP here, e.g. 127.0.0.1:9470 (default: off)",
+    )  # fmt: skip
+    met.add_argument(
+        "--metrics-token-file", type=Path, metavar="PATH",
+        help="bearer token scrapers must send (needed unless HOST is loopback)",
+    )  # fmt: skip
+    met.add_argument(
+        "--metrics-public", action="store_true",
+        help="serve /metrics on a non-loopback HOST without a token",
+    )  # fmt: skip
     p.set_defaults(handler=serve)
+
+
+class _MetricsSetup:
+    """What --metrics-listen asks for, checked before anything starts."""
+
+    def __init__(self, host: str, port: int, token: str | None) -> None:
+        self.host, self.port, self.token = host, port, token
+
+
+def _metrics_setup(args: argparse.Namespace) -> _MetricsSetup | None | str:
+    """The metrics endpoint asked for, None if none, or why it is refused."""
+    from tether.acceptor._metrics import check_exposure
+
+    if args.metrics_listen is None:
+        if args.metrics_token_file or args.metrics_public:
+            return "--metrics-token-file/--metrics-public need --metrics-listen HOST:PORT"
+        return None
+    host, sep, port_text = args.metrics_listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        return f"--metrics-listen wants HOST:PORT, e.g. 127.0.0.1:9470, not {args.metrics_listen!r}"
+    token = None
+    if args.metrics_token_file is not None:
+        try:
+            token = args.metrics_token_file.read_text().strip()
+        except OSError as exc:
+            return f"cannot read {args.metrics_token_file}: {exc.strerror}"
+        if not token:
+            return f"{args.metrics_token_file} is empty"
+    why = check_exposure(host, token, args.metrics_public)
+    if why is not None:
+        return why
+    return _MetricsSetup(host, int(port_text), token)
+
+
+def _run_serving(acceptor: Any, ready: Any, setup: _MetricsSetup | None, meter: Any) -> None:
+    """Run the acceptor, and its /metrics beside it when asked (until interrupted)."""
+    if setup is None:
+        asyncio.run(acceptor.serve(ready))
+        return
+    from tether.acceptor._metrics import AcceptorMetrics, serve_metrics
+
+    metrics = AcceptorMetrics(acceptor, meter)
+
+    def metrics_ready(host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"tether: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+
+    async def both() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(acceptor.serve(ready))
+            group.create_task(
+                serve_metrics(
+                    metrics, setup.host, setup.port, token=setup.token, ready=metrics_ready
+                )  # fmt: skip
+            )
+
+    try:
+        asyncio.run(both())
+    except BaseExceptionGroup as group:  # one task's failure, e.g. the port is taken
+        raise group.exceptions[0] from None
 
 
 def _tls_context(args: argparse.Namespace, address: Any) -> Any:
@@ -188,10 +262,21 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if created:
         print(f"tether: created token file {token_file} (copy it to your clients)", file=sys.stderr)
-    sandbox = _sandbox(args, [token_file, *_tls_secrets(args)])
+    setup = _metrics_setup(args)
+    if isinstance(setup, str):
+        print(f"tether serve: {setup}", file=sys.stderr)
+        return 2
+    sandbox = _sandbox(args, [token_file, *_tls_secrets(args), *_metrics_secrets(args)])
     if isinstance(sandbox, int):
         return sandbox
     acceptor = Acceptor(address, token_authorizer(token), tls=tls, **sandbox)
+    meter = None
+    if setup is not None:
+        from tether.acceptor._meter import Meter
+        from tether.acceptor._metrics import MeteringObserver
+
+        meter = Meter()
+        acceptor.observer = MeteringObserver(meter)
 
     def ready(addr: Any) -> None:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
@@ -202,16 +287,23 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        asyncio.run(acceptor.serve(ready))
+        _run_serving(acceptor, ready, setup, meter)
     except OSError as exc:
         print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
+        if meter is not None:
+            meter.close()
         if acceptor.sandbox is not None:
             acceptor.sandbox.close()
     return 0
+
+
+def _metrics_secrets(args: argparse.Namespace) -> list[Path]:
+    """The metrics token's file, which no worker may read."""
+    return [args.metrics_token_file] if args.metrics_token_file else []
 
 
 def _tls_secrets(args: argparse.Namespace) -> list[Path]:
@@ -312,11 +404,18 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     else:
         frameworks = discover_frameworks()
     authorizer = TicketAuthorizer(name, devices)
-    secret_files = [*_node_token_files(args), *_tls_secrets(args)]
+    setup = _metrics_setup(args)
+    if isinstance(setup, str):
+        print(f"tether serve: {setup}", file=sys.stderr)
+        return 2
+    secret_files = [*_node_token_files(args), *_tls_secrets(args), *_metrics_secrets(args)]
     sandbox = _sandbox(args, secret_files)
     if isinstance(sandbox, int):
         return sandbox
     acceptor = Acceptor(address, authorizer, tls=tls, **sandbox)
+    from tether.acceptor._meter import Meter
+
+    meter = Meter()  # the agent's: it meters each session for the pool and for /metrics
     stopping: list[str] = []
 
     def fatal(message: str) -> None:
@@ -341,6 +440,7 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
             interval=args.heartbeat_interval,
             replace=args.replace,
             on_registered=lambda: _write_ready(args.ready_file, addr),
+            meter=meter,
         )
         acceptor.observer = agent
         authorizer.checker = agent.admit  # tickets are checked with the pool at connect
@@ -351,7 +451,7 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        asyncio.run(acceptor.serve(ready))
+        _run_serving(acceptor, ready, setup, meter)
     except OSError as exc:
         print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -360,6 +460,8 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     finally:
         if agent is not None:
             agent.stop()
+        else:
+            meter.close()
         if acceptor.sandbox is not None:
             acceptor.sandbox.close()
     if stopping:

@@ -53,8 +53,11 @@ def slice_request(
     team: str | None = None,
     wait: bool = True,
     queue_timeout_s: float | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """The pool's request body for ``tether run``'s options.
+
+    ``name`` is the session's name in the pool (``tether run --name``).
 
     ``gpus`` in (0, 1] is a fraction of one device; a whole number above 1 is a
     count of whole devices. With neither ``gpus`` nor ``memory``, one whole device.
@@ -82,6 +85,7 @@ def slice_request(
         "node": node,
         "team": team,
         "queue_timeout_s": queue_timeout_s,
+        "name": name,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
     if frameworks:

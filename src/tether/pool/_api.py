@@ -16,6 +16,7 @@ service and database belong.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -110,6 +111,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         redoc_url=None,
     )
     app.state.service = service
+    placement = _metrics.Histogram(_metrics.PLACEMENT_BUCKETS)  # this process's answers
 
     @app.exception_handler(RequestValidationError)
     def _on_validation(request: Request, exc: RequestValidationError) -> Any:
@@ -332,7 +334,11 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     def request_slice(body: s.SliceIn, who: Who, response: Response) -> Any:
         """Ask for a slice: 201 placed (address + ticket), 202 queued (position),
         409 refused (error.detail says why: capacity, quota with its figures, ...)."""
-        session = service.request_slice(who, body.model_dump())
+        started = time.perf_counter()
+        try:
+            session = service.request_slice(who, body.model_dump())
+        finally:
+            placement.observe(time.perf_counter() - started)
         if session["state"] == "queued":
             response.status_code = 202
         return session
@@ -408,7 +414,8 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     def metrics(request: Request) -> Response:
         if not public_metrics:
             principal(_bearer_from(request), request)
-        return Response(_metrics.render(service.statistics()), media_type=_metrics.CONTENT_TYPE)
+        text = _metrics.render(service.statistics(), placement)
+        return Response(text, media_type=_metrics.CONTENT_TYPE)
 
     mount_ui(app, service)  # the web dashboard, /ui: a shell over the same service
     return app

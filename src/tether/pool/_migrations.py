@@ -125,5 +125,15 @@ _V2 = [
     "ALTER TABLE sessions ADD COLUMN connected_at DOUBLE PRECISION",
 ]
 
+# A session's name (`tether run --name`), chosen by its user: shown in lists and
+# accepted where an id is (issue 13). Not unique: the id stays the key.
+_V3 = [
+    "ALTER TABLE sessions ADD COLUMN name TEXT",
+]
+
 #: (version, statements) in order; version n is applied when schema_version < n.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, tuple(_V1)), (2, tuple(_V2)))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, tuple(_V1)),
+    (2, tuple(_V2)),
+    (3, tuple(_V3)),
+)

@@ -50,6 +50,7 @@ class SessionRow:
     memory_bytes: int
     devices: tuple[tuple[str, float, int], ...]  # (device_id, share, memory_bytes)
     metering: dict[str, Any] | None
+    name: str | None = None
 
 
 def _session_from(row: dict[str, Any], devices: tuple[tuple[str, float, int], ...]) -> SessionRow:
@@ -75,6 +76,7 @@ def _session_from(row: dict[str, Any], devices: tuple[tuple[str, float, int], ..
         memory_bytes=int(row["memory_bytes"]),
         devices=devices,
         metering=json.loads(row["metering"]) if row["metering"] else None,
+        name=row.get("name"),
     )
 
 
@@ -88,6 +90,10 @@ class SessionStore:
     """Session and lease rows; see the module docstring."""
 
     db: Database
+
+    def set_session_name_tx(self, tx: Tx, session_id: str, name: str) -> None:
+        """Name a session (its user's label for it; names need not be unique)."""
+        tx.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
 
     def next_seq(self, tx: Tx) -> int:
         """A strictly increasing number (queue order), inside a serialised transaction."""

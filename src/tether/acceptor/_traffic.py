@@ -1,0 +1,92 @@
+"""Bytes each session moved over its connection, read from the kernel.
+
+A session's traffic never passes through the acceptor (its socket is handed to
+the worker), so the acceptor cannot count it; the kernel does. The acceptor
+keeps a duplicate of each session's TCP socket and reads ``TCP_INFO``'s
+``tcpi_bytes_acked`` (bytes sent and acknowledged by the client) and
+``tcpi_bytes_received`` (Linux 4.1+). Over ``tls://`` the socket is the
+acceptor's side of the relay, so the figures include TLS's overhead. A
+``unix://`` session has no such counters: it reads None.
+
+The duplicate costs the connection nothing: the worker's end of it closes when
+the worker exits, and :meth:`Traffic.end` closes ours right after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+
+__all__ = ["Traffic", "tcp_bytes"]
+
+# struct tcp_info (linux/tcp.h): 8 u8 fields, 24 u32 fields, then
+# tcpi_pacing_rate, tcpi_max_pacing_rate, tcpi_bytes_acked, tcpi_bytes_received.
+_BYTES_ACKED_AT = 8 + 24 * 4 + 2 * 8
+_TCP_INFO_LEN = _BYTES_ACKED_AT + 16
+
+
+def tcp_bytes(sock: socket.socket) -> tuple[int, int] | None:
+    """``(sent, received)`` bytes of a TCP socket, or None where not reported."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO_LEN:  # a kernel older than 4.1
+        return None
+    sent, received = struct.unpack_from("=QQ", raw, _BYTES_ACKED_AT)
+    return int(sent), int(received)
+
+
+class Traffic:
+    """Per-session byte counters, plus the totals of sessions that ended.
+
+    Thread-safe: the acceptor's loop calls :meth:`watch` and :meth:`end`, a
+    scrape thread reads :meth:`snapshot`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: dict[str, socket.socket] = {}
+        self.ended_sent = 0
+        self.ended_received = 0
+
+    def watch(self, session: str, sock: socket.socket) -> None:
+        """Count ``session``'s bytes on ``sock`` (a duplicate is kept; never raises)."""
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        with contextlib.suppress(OSError):
+            dup = sock.dup()
+            with self._lock:
+                self._socks[session] = dup
+
+    def end(self, session: str) -> None:
+        """Fold the session's final figures into the totals and close our duplicate."""
+        with self._lock:
+            sock = self._socks.pop(session, None)
+            if sock is None:
+                return
+            figures = tcp_bytes(sock)
+            sock.close()
+            if figures is not None:
+                self.ended_sent += figures[0]
+                self.ended_received += figures[1]
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """``{session: (sent, received)}`` of live sessions that report them."""
+        with self._lock:
+            out = {}
+            for session, sock in self._socks.items():
+                figures = tcp_bytes(sock)
+                if figures is not None:
+                    out[session] = figures
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            for sock in self._socks.values():
+                sock.close()
+            self._socks.clear()
