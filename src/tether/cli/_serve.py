@@ -149,7 +149,7 @@ class _MetricsSetup:
         self.host, self.port, self.token = host, port, token
 
 
-def _metrics_setup(args: argparse.Namespace) -> _MetricsSetup | None | str:
+def _metrics_setup(args: argparse.Namespace) -> _MetricsSetup | str | None:
     """The metrics endpoint asked for, None if none, or why it is refused."""
     from tether.acceptor._metrics import check_exposure
 
@@ -194,7 +194,7 @@ def _run_serving(acceptor: Any, ready: Any, setup: _MetricsSetup | None, meter: 
             group.create_task(
                 serve_metrics(
                     metrics, setup.host, setup.port, token=setup.token, ready=metrics_ready
-                )  # fmt: skip
+                )
             )
 
     try:

@@ -36,14 +36,24 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--once", action="store_true", help="print one table and exit")
-    p.add_argument("--interval", type=float, default=2.0, metavar="S",
-                   help="seconds between refreshes (default 2)")  # fmt: skip
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between refreshes (default 2)",
+    )
     p.add_argument("--all-teams", action="store_true", help="admins: every team's sessions")
     acc = p.add_argument_group("one acceptor instead of the pool")
-    acc.add_argument("--connect", metavar="URL",
-                     help="an acceptor's metrics address, e.g. http://gpu7:9470")  # fmt: skip
-    acc.add_argument("--metrics-token-file", type=Path, metavar="PATH",
-                     help="its metrics token (tether serve --metrics-token-file)")  # fmt: skip
+    acc.add_argument(
+        "--connect", metavar="URL", help="an acceptor's metrics address, e.g. http://gpu7:9470"
+    )
+    acc.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        metavar="PATH",
+        help="its metrics token (tether serve --metrics-token-file)",
+    )
     add_client_args(p)
     p.set_defaults(handler=top)
 
@@ -71,8 +81,12 @@ def rows_from_pool(client: Any, *, all_teams: bool) -> list[dict[str, Any]]:
     for dev in devices:
         key = (dev["node"], dev["id"])
         held = by_device.pop(key, [])
-        base = {"node": dev["node"], "device": dev["id"], "model": dev.get("model"),
-                "device_memory_bytes": dev.get("memory_bytes")}  # fmt: skip
+        base = {
+            "node": dev["node"],
+            "device": dev["id"],
+            "model": dev.get("model"),
+            "device_memory_bytes": dev.get("memory_bytes"),
+        }
         if not held:
             rows.append({**base, "session": None})
         for s in held:
@@ -147,12 +161,14 @@ def rows_from_acceptor(url: str, token: str | None) -> list[dict[str, Any]]:
         with urllib.request.urlopen(req, timeout=10) as resp:
             text = resp.read().decode()
     except urllib.error.HTTPError as exc:
-        raise ConnectError(f"{url} answered {exc.code} {exc.reason}: "
-                           "check --connect and --metrics-token-file") from None  # fmt: skip
+        raise ConnectError(
+            f"{url} answered {exc.code} {exc.reason}: check --connect and --metrics-token-file"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConnectError(f"cannot reach {url}: {reason}; is `tether serve --metrics-listen` "
-                           "running there?") from None  # fmt: skip
+        raise ConnectError(
+            f"cannot reach {url}: {reason}; is `tether serve --metrics-listen` running there?"
+        ) from None
     fields = {
         "tether_acceptor_session_memory_bytes": "host_memory_bytes",
         "tether_acceptor_session_device_memory_bytes": "device_memory_used_bytes",
@@ -192,11 +208,19 @@ def render(rows: list[dict[str, Any]]) -> str:
             if r.get("allocated_memory_bytes"):
                 alloc += " " + _mem(r["allocated_memory_bytes"])
         util = r.get("utilisation_percent")
-        out.append([
-            r.get("node") or "", r.get("device") or "", r["session"], r.get("name") or "",
-            r.get("user") or "", alloc, _mem(r.get("device_memory_used_bytes")),
-            _mem(r.get("host_memory_bytes")), f"{util:.0f}%" if util is not None else "-",
-        ])  # fmt: skip
+        out.append(
+            [
+                r.get("node") or "",
+                r.get("device") or "",
+                r["session"],
+                r.get("name") or "",
+                r.get("user") or "",
+                alloc,
+                _mem(r.get("device_memory_used_bytes")),
+                _mem(r.get("host_memory_bytes")),
+                f"{util:.0f}%" if util is not None else "-",
+            ]
+        )
     headers = ["NODE", "DEVICE", "SESSION", "NAME", "USER", "ALLOC", "DEV MEM", "HOST MEM", "UTIL"]
     return table(headers, out)
 
@@ -211,8 +235,10 @@ def top(args: argparse.Namespace) -> int:
             try:
                 token = args.metrics_token_file.read_text().strip()
             except OSError as exc:
-                print(f"tether top: cannot read {args.metrics_token_file}: {exc.strerror}",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"tether top: cannot read {args.metrics_token_file}: {exc.strerror}",
+                    file=sys.stderr,
+                )
                 return 2
 
         def fetch() -> list[dict[str, Any]]:
@@ -236,8 +262,9 @@ def top(args: argparse.Namespace) -> int:
             stamp = time.strftime("%H:%M:%S")
             if tty:
                 sys.stdout.write("\x1b[H\x1b[2J")
-            sys.stdout.write(f"tether top  {stamp}  (every {args.interval:g}s, Ctrl-C quits)\n"
-                             f"{text}\n")  # fmt: skip
+            sys.stdout.write(
+                f"tether top  {stamp}  (every {args.interval:g}s, Ctrl-C quits)\n{text}\n"
+            )
             sys.stdout.flush()
             time.sleep(args.interval)
     except KeyboardInterrupt:

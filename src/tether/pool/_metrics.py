@@ -243,7 +243,7 @@ def _usage(w: _Writer, stats: Mapping[str, Any]) -> None:
         "Device-seconds each team used this calendar month (UTC): what its monthly quota counts.",
         (({"team": t}, round(m[0], 3)) for t, m in sorted(month.items())),
     )
-    quotas: Mapping[str, Any] = stats.get("quotas", {})
+    quotas = {q.team: q for q in stats.get("quotas", {}).values()}  # keyed by team id
     w.family(
         "tether_pool_team_quota_share",
         "gauge",
