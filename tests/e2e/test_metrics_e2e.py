@@ -302,6 +302,8 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
         [(_, sent)] = samples(text, "tether_acceptor_session_sent_bytes_total")
         [(_, received)] = samples(text, "tether_acceptor_session_received_bytes_total")
         assert sent > 0 and received > 0
+        [(_, calls)] = samples(text, "tether_acceptor_session_call_frames_total")
+        assert calls >= 1  # pipelined calls may travel as one batch frame
         assert samples(text, "tether_acceptor_device_worker_memory_bytes") == [
             ({"device": device}, rss)
         ]
@@ -375,6 +377,7 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
     assert samples(text, "tether_acceptor_sessions_open") == [({}, 0.0)]
     assert samples(text, "tether_acceptor_sessions_ended_total") == [({}, 1.0)]
     assert samples(text, "tether_acceptor_sent_bytes_total")[0][1] >= sent
+    assert samples(text, "tether_acceptor_call_frames_total")[0][1] >= calls
 
 
 def test_the_grafana_dashboard_draws_only_metrics_that_exist(world: World) -> None:

@@ -8,12 +8,14 @@
 * per live session, on its device: the worker's memory now and its peak, the
   device memory it holds and its compute utilisation where the device reports
   them (:mod:`tether.acceptor._meter`), and the bytes it moved
-  (:mod:`tether.acceptor._traffic`); per device, the sums over its sessions;
+  and the CALL frames it served (:mod:`tether.acceptor._traffic`); per device,
+  the sums over its sessions;
 * bytes moved by sessions that ended (so ``rate()`` over the node is right).
 
 Figures are sampled at scrape time, so a scrape is as fresh as it can be.
-Calls per session are not here: a session's frames go from its client to its
-worker without passing the acceptor (docs/deploy.md, "Metrics").
+Calls are counted by each worker in memory it shares with the acceptor
+(:mod:`tether.acceptor._traffic`): a session's frames go from its client to its
+worker without passing the acceptor.
 
 Access: a loopback address needs nothing; any other address needs a bearer
 token (``--metrics-token-file``) or an explicit ``--metrics-public``. Session
@@ -110,6 +112,7 @@ class AcceptorMetrics:
         usage = self.meter.snapshot()
         devices = self.meter.devices()
         traffic = a.traffic.snapshot()
+        calls = a.traffic.calls()
         w = _Writer()
         w.family(
             "tether_acceptor_sessions_open",
@@ -226,6 +229,18 @@ class AcceptorMetrics:
             "counter",
             "Bytes each open session received from its client.",
             (({"session": s}, t[1]) for s, t in sorted(traffic.items())),
+        )
+        w.family(
+            "tether_acceptor_session_call_frames_total",
+            "counter",
+            "CALL frames each open session's worker served (a batch of pipelined calls is one).",
+            (({"session": s}, n) for s, n in sorted(calls.items())),
+        )
+        w.family(
+            "tether_acceptor_call_frames_total",
+            "counter",
+            "CALL frames all sessions' workers served, ended ones included.",
+            [({}, a.traffic.ended_calls + sum(calls.values()))],
         )
         live_sent = sum(t[0] for t in traffic.values())
         live_received = sum(t[1] for t in traffic.values())

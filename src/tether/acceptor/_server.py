@@ -302,6 +302,9 @@ class Acceptor:
             env = {**self.worker_env, **slice_env}
             argv = [self.python, "-m", "tether.acceptor._worker", "--fd", str(fd)]
             argv += ["--session", session, "--info", json.dumps(info)]
+            calls_fd = self.traffic.call_counter_fd(session)
+            if calls_fd is not None:
+                argv += ["--calls-fd", str(calls_fd)]
             if self.sandbox is not None:
                 cell = self.sandbox.open(session, argv, env)
                 argv, spawn_env = cell.argv, cell.env
@@ -309,7 +312,11 @@ class Acceptor:
                 argv, spawn_env = [*argv, "--parent", str(os.getpid())], env
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                pass_fds=(fd, *(cell.pass_fds if cell is not None else ())),
+                pass_fds=(
+                    fd,
+                    *(cell.pass_fds if cell is not None else ()),
+                    *((calls_fd,) if calls_fd is not None else ()),
+                ),
                 env=spawn_env,
                 stdin=asyncio.subprocess.PIPE,  # why the acceptor ends it (_tell_and_terminate)
             )
@@ -325,6 +332,7 @@ class Acceptor:
             return
         finally:
             os.close(fd)
+            self.traffic.handed_over(session)
             if cell is not None:
                 cell.close_fds()
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)

@@ -1,4 +1,4 @@
-"""Bytes each session moved over its connection, read from the kernel.
+"""Bytes each session moved over its connection, and the calls it made.
 
 A session's traffic never passes through the acceptor (its socket is handed to
 the worker), so the acceptor cannot count it; the kernel does. The acceptor
@@ -10,16 +10,24 @@ acceptor's side of the relay, so the figures include TLS's overhead. A
 
 The duplicate costs the connection nothing: the worker's end of it closes when
 the worker exits, and :meth:`Traffic.end` closes ours right after.
+
+Calls are counted by the worker (its frames never reach the acceptor) in eight
+bytes of shared memory: the acceptor makes a memfd per session, the worker maps
+it (``--calls-fd``) and adds one per CALL frame it serves, the acceptor reads
+it. A session can only misreport its own count.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import mmap
+import os
 import socket
 import struct
 import threading
 
-__all__ = ["Traffic", "tcp_bytes"]
+__all__ = ["Traffic", "attach_call_counter", "tcp_bytes"]
 
 # struct tcp_info (linux/tcp.h): 8 u8 fields, 24 u32 fields, then
 # tcpi_pacing_rate, tcpi_max_pacing_rate, tcpi_bytes_acked, tcpi_bytes_received.
@@ -51,6 +59,9 @@ class Traffic:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._socks: dict[str, socket.socket] = {}
+        self._calls: dict[str, mmap.mmap] = {}
+        self._calls_fd: dict[str, int] = {}
+        self.ended_calls = 0
         self.ended_sent = 0
         self.ended_received = 0
 
@@ -63,9 +74,44 @@ class Traffic:
             with self._lock:
                 self._socks[session] = dup
 
+    def call_counter_fd(self, session: str) -> int | None:
+        """A new fd for ``session``'s call counter, for its worker to inherit
+        (``--calls-fd``); None where memfds are not available."""
+        try:
+            fd = os.memfd_create(f"tether-calls-{session}", os.MFD_CLOEXEC)
+        except (AttributeError, OSError):
+            return None
+        try:
+            os.ftruncate(fd, 8)
+            shared = mmap.mmap(fd, 8)
+        except OSError:
+            os.close(fd)
+            return None
+        with self._lock:
+            self._calls[session] = shared
+            self._calls_fd[session] = fd
+        return fd
+
+    def handed_over(self, session: str) -> None:
+        """The worker started (or failed to): close our copy of its counter's fd."""
+        with self._lock:
+            fd = self._calls_fd.pop(session, None)
+        if fd is not None:
+            os.close(fd)
+
+    def calls(self) -> dict[str, int]:
+        """``{session: CALL frames served}`` of live sessions."""
+        with self._lock:
+            return {s: struct.unpack_from("=Q", m)[0] for s, m in self._calls.items()}
+
     def end(self, session: str) -> None:
         """Fold the session's final figures into the totals and close our duplicate."""
+        self.handed_over(session)
         with self._lock:
+            shared = self._calls.pop(session, None)
+            if shared is not None:
+                self.ended_calls += struct.unpack_from("=Q", shared)[0]
+                shared.close()
             sock = self._socks.pop(session, None)
             if sock is None:
                 return
@@ -90,3 +136,16 @@ class Traffic:
             for sock in self._socks.values():
                 sock.close()
             self._socks.clear()
+
+
+def attach_call_counter(fd: int) -> ctypes.c_uint64 | None:
+    """The worker's side of :meth:`Traffic.call_counter_fd`: a counter to add to
+    (``counter.value += 1``), or None if ``fd`` cannot be mapped. Closes ``fd``."""
+    try:
+        shared = mmap.mmap(fd, 8)
+    except (OSError, ValueError):
+        return None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return ctypes.c_uint64.from_buffer(shared)

@@ -120,6 +120,7 @@ class Worker:
         values = frozenset(info.get("values", ()))
         self.engine = Engine(self._send, self.request, value_modules=values)
         self.device = "the acceptor host's devices, unrestricted (CPU if none)"
+        self.calls: ctypes.c_uint64 | None = None  # CALL frames served (--calls-fd)
 
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
         self.channel.send(kind, flags, seq, meta, buffers)
@@ -218,6 +219,7 @@ class Worker:
         self.channel.flush()
         engine = self.engine
         channel = self.channel
+        calls = self.calls
         while True:
             frame = self.backlog.popleft() if self.backlog else channel.poll()
             if frame is None:
@@ -229,6 +231,8 @@ class Worker:
                 return
             if frame.kind == Kind.RESPONSE:
                 continue  # an answer nobody waits for any more
+            if calls is not None and frame.kind == Kind.CALL:
+                calls.value += 1  # for the acceptor's /metrics (tether.acceptor._traffic)
             engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
 
 
@@ -300,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", required=True)
     parser.add_argument("--info", default="{}")
     parser.add_argument("--parent", type=int, default=0, help="exit when this pid dies")
+    parser.add_argument("--calls-fd", type=int, default=-1, help="shared call counter")
     args = parser.parse_args(argv)
     if args.parent:
         die_with_parent(args.parent)
@@ -316,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in forwarded(env).items():
             os.environ.setdefault(name, value)  # what the acceptor set wins
     worker = Worker(sock, args.session, info)
+    if args.calls_fd >= 0:
+        from tether.acceptor._traffic import attach_call_counter
+
+        worker.calls = attach_call_counter(args.calls_fd)
     slice_env = os.environ.get("TETHER_SLICE")
     if slice_env:
         from tether.acceptor._limits import apply_slice_env
