@@ -241,6 +241,10 @@ def serve(args: argparse.Namespace) -> int:
     except TetherError as exc:
         print(f"tether serve: {exc}", file=sys.stderr)
         return 2
+    setup = _metrics_setup(args)
+    if isinstance(setup, str):
+        print(f"tether serve: {setup}", file=sys.stderr)
+        return 2
     pool_url = args.pool
     node_token_given = os.environ.get("TETHER_NODE_TOKEN") or os.environ.get(
         "TETHER_NODE_TOKEN_FILE"
@@ -248,7 +252,7 @@ def serve(args: argparse.Namespace) -> int:
     if pool_url is None and (args.node_token_file is not None or node_token_given):
         pool_url = os.environ.get("TETHER_POOL")
     if pool_url is not None:
-        return _serve_pool(args, address, pool_url, tls)
+        return _serve_pool(args, address, pool_url, tls, setup)
     if args.devices != "all":
         print("tether serve: --devices needs --pool (it restricts what the pool may place here)",
               file=sys.stderr)  # fmt: skip
@@ -262,10 +266,6 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if created:
         print(f"tether: created token file {token_file} (copy it to your clients)", file=sys.stderr)
-    setup = _metrics_setup(args)
-    if isinstance(setup, str):
-        print(f"tether serve: {setup}", file=sys.stderr)
-        return 2
     sandbox = _sandbox(args, [token_file, *_tls_secrets(args), *_metrics_secrets(args)])
     if isinstance(sandbox, int):
         return sandbox
@@ -360,7 +360,9 @@ def _advertised(listen: Any, bound: Any, advertise: str | None) -> str:
     return str(bound)
 
 
-def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any) -> int:
+def _serve_pool(
+    args: argparse.Namespace, address: Any, pool_url: str, tls: Any, setup: _MetricsSetup | None
+) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
     from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
@@ -404,10 +406,6 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     else:
         frameworks = discover_frameworks()
     authorizer = TicketAuthorizer(name, devices)
-    setup = _metrics_setup(args)
-    if isinstance(setup, str):
-        print(f"tether serve: {setup}", file=sys.stderr)
-        return 2
     secret_files = [*_node_token_files(args), *_tls_secrets(args), *_metrics_secrets(args)]
     sandbox = _sandbox(args, secret_files)
     if isinstance(sandbox, int):
