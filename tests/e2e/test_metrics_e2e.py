@@ -344,6 +344,48 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
         assert shown.returncode == 0, shown.stderr
         assert f"session {session_id} 'train-1'" in shown.stdout
 
+        # --- a request that must wait: its line says what the pool can know
+        waiter = w.spawn(
+            [
+                sys.executable,
+                "-m",
+                "tether",
+                "run",
+                "--pool",
+                w.pool_url,
+                "--token",
+                w.ann_token,
+                "--gpus",
+                "1",
+                "--queue-timeout",
+                "600",
+                "--remote",
+                "torch",
+                "--",
+                sys.executable,
+                "-c",
+                "pass",
+            ],
+            "waiter",
+        )
+        try:
+            line = wait_for(
+                "the queue line",
+                lambda: (
+                    next((x for x in w.text("waiter").splitlines() if "ETA" in x), None)
+                    or waiter.poll() is not None
+                ),
+                lambda: w.logs() + w.text("waiter"),
+            )
+            assert isinstance(line, str), w.text("waiter")
+            assert "position 1 in the queue" in line
+            assert "ETA unknown (running sessions set no end time), gives up in " in line
+            left = line.rsplit("gives up in ", 1)[1]
+            assert left.endswith("s") and left[0].isdigit(), line
+        finally:
+            os.killpg(waiter.pid, signal.SIGTERM)  # withdraws the request
+            waiter.wait(STEP_TIMEOUT_S)
+
         (w.root / "go").write_text("1")
         assert run.wait(STEP_TIMEOUT_S) == 0, w.logs()
     finally:
@@ -369,7 +411,8 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
     [(_, device_s)] = samples(pool_text, "tether_pool_team_device_seconds_total")
     assert device_s > 0
     assert samples(pool_text, "tether_pool_queue_wait_seconds_count") == [({"team": "ml"}, 1.0)]
-    assert samples(pool_text, "tether_pool_placement_duration_seconds_count") == [({}, 1.0)]
+    # two requests answered: the placed one and the one that queued
+    assert samples(pool_text, "tether_pool_placement_duration_seconds_count") == [({}, 2.0)]
     assert samples(pool_text, "tether_pool_team_quota_month_device_seconds") == [
         ({"team": "ml"}, 360000.0)
     ]
