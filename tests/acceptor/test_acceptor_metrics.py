@@ -3,6 +3,7 @@ of live sessions, who may read it, and what a hostile scraper can do to it."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from serve_process import SRC, serving
+from serve_process import SRC, sandbox_skip_reason, serving
 
 import tether
 from tether.acceptor._metrics import check_exposure
@@ -146,3 +147,68 @@ def test_a_non_loopback_metrics_port_needs_a_token_or_an_explicit_public(tmp_pat
     assert out.returncode == 2
     assert "--metrics-token-file" in out.stderr and "--metrics-public" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+ATTACK = """
+import json, os, socket
+def attempt(fn):
+    try:
+        return "ok: " + repr(fn())[:80]
+    except Exception as exc:
+        return type(exc).__name__
+def read(path):
+    with open(path, "rb") as f:
+        return f.read(64)
+def scrape(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\\r\\n\\r\\n")
+        return s.recv(100)
+fds = sorted(os.listdir("/proc/self/fd"))
+R = {
+    "read the metrics token file": attempt(lambda: read(T["token_file"])),
+    "scrape the acceptor's metrics port": attempt(lambda: scrape(T["port"])),
+    "hold another session's call counter": any(
+        T["other"] in os.readlink(f"/proc/self/fd/{fd}") for fd in fds
+        if os.path.exists(f"/proc/self/fd/{fd}")),
+}
+RESULT = json.dumps(R)
+"""
+
+
+@pytest.mark.skipif(sandbox_skip_reason() is not None, reason=str(sandbox_skip_reason()))
+def test_a_sandboxed_session_cannot_read_the_metrics_token_or_port(tmp_path: Path) -> None:
+    """Run with --no-sandbox, the first two attacks work (checked by hand): the
+    sandbox, told about the token file, is what stops them."""
+    (tmp_path / "mtoken").write_text("s3cret\n")
+    args = ["--metrics-listen", "127.0.0.1:0", "--metrics-token-file", str(tmp_path / "mtoken")]
+    with serving(tmp_path, args) as served:
+        url = _wait_url(served)
+        port = int(url.removeprefix("http://").split("/")[0].rsplit(":", 1)[1])
+        with (
+            tether.connect(served.url, token=served.token) as a,
+            tether.connect(served.url, token=served.token) as b,
+        ):
+            targets = {
+                "token_file": str(tmp_path / "mtoken"),
+                "port": port,
+                "other": f"tether-calls-{b.session_id}",
+            }
+            full = f"import json\nT = json.loads({json.dumps(targets)!r})\n{ATTACK}"
+            out = a.import_module("builtins").eval(
+                f"(lambda ns: (exec({full!r}, ns), ns)[1])({{}})['RESULT']"
+            )
+            results = json.loads(str(out))
+            assert set(results) == {
+                "read the metrics token file",
+                "scrape the acceptor's metrics port",
+                "hold another session's call counter",
+            }
+            worked = {k: v for k, v in results.items() if v is True or str(v).startswith("ok")}
+            assert not worked, f"attacks that worked: {worked}"
+            # and the figures still arrive for both sessions
+            text = _get(url, "s3cret")[1]
+            for s in (a, b):
+                assert (
+                    _value(text, "tether_acceptor_session_call_frames_total", session=s.session_id)
+                    is not None
+                )
