@@ -406,6 +406,8 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
     )
     assert "requested" in logs and "placed on a" in logs and "worker memory peak" in logs
     assert "output went to its client" in logs
+    status, refused = get(w.pool_url + "/metrics")
+    assert status == 401 and "--public-metrics" in refused and "credentials_file" in refused
     status, pool_text = get(w.pool_url + "/metrics", w.ann_token)
     assert status == 200
     [(_, device_s)] = samples(pool_text, "tether_pool_team_device_seconds_total")

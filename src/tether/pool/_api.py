@@ -413,7 +413,13 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
         if not public_metrics:
-            principal(_bearer_from(request), request)
+            try:
+                principal(_bearer_from(request), request)
+            except AuthenticationError as exc:
+                raise AuthenticationError(
+                    f"{exc}; /metrics takes any valid token (Prometheus: "
+                    "authorization.credentials_file), or start the pool with --public-metrics"
+                ) from None
         text = _metrics.render(service.statistics(), placement)
         return Response(text, media_type=_metrics.CONTENT_TYPE)
 
