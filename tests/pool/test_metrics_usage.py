@@ -26,10 +26,12 @@ def _sample(text: str, name: str, **labels: str) -> float:
     return float(match.group(1))
 
 
-def _world(db: str) -> tuple[Store, PoolService, FakeClock, object, object]:
+def _world(
+    db: str, lease_timeout_s: float = 1e6
+) -> tuple[Store, PoolService, FakeClock, object, object]:
     clock = FakeClock()
     store = Store.open(db)
-    cfg = ServiceConfig(policy=PoolConfig(node_timeout_s=1e6, lease_timeout_s=1e6))
+    cfg = ServiceConfig(policy=PoolConfig(node_timeout_s=1e6, lease_timeout_s=lease_timeout_s))
     service = PoolService(store, cfg, clock=clock)
     service.start()
     store.create_team("ml", now=1.0)
@@ -52,9 +54,10 @@ def test_usage_counters_quotas_and_queue_waits(db_url: str) -> None:  # noqa: F8
         service.release(ann, first["id"])
         assert service.session(ann, second["id"])["state"] == "placed"
         clock.advance(1200)
+        service.heartbeat(ann, second["id"])
         text = render(service.statistics())
 
-        # 0.5 of a device for 600 s, then 0.75 for 1200 s (still open: counted to now)
+        # 0.5 of a device for 600 s, then 0.75 for 1200 s (open: up to its last heartbeat)
         assert _sample(text, "tether_pool_team_device_seconds_total", team="ml") == pytest.approx(
             0.5 * 600 + 0.75 * 1200
         )
@@ -85,12 +88,41 @@ def test_usage_counters_quotas_and_queue_waits(db_url: str) -> None:  # noqa: F8
         assert _sample(text, "tether_pool_team_quota_memory_bytes", team="ml") == 100 * 2**30
         assert _sample(text, "tether_pool_team_quota_month_device_seconds", team="ml") == 36000
 
-        # a counter never goes back: later scrapes only add the open lease's time
+        # an open lease counts up to its last heartbeat, so the counter only grows
         clock.advance(100)
+        lagging = render(service.statistics())
+        assert _sample(lagging, "tether_pool_team_device_seconds_total", team="ml") == (
+            pytest.approx(0.5 * 600 + 0.75 * 1200)
+        )
+        service.heartbeat(ann, second["id"])
         later = render(service.statistics())
         assert _sample(later, "tether_pool_team_device_seconds_total", team="ml") == pytest.approx(
             0.5 * 600 + 0.75 * 1300
         )
+    finally:
+        store.close()
+
+
+def test_the_usage_counter_does_not_fall_when_a_silent_lease_expires(db_url: str) -> None:  # noqa: F811
+    """A lease whose client stops heartbeating is closed at its last heartbeat:
+    the counter, which never counted past that heartbeat, stays where it was
+    (a fall would read as a counter reset and double the monthly chart)."""
+    store, service, clock, ann, _node = _world(db_url, lease_timeout_s=60.0)
+    try:
+        lease = service.request_slice(ann, {"fraction": 0.5})
+        clock.advance(30)
+        service.heartbeat(ann, lease["id"])
+        clock.advance(50)  # silent, not yet expired
+        before = _sample(
+            render(service.statistics()), "tether_pool_team_device_seconds_total", team="ml"
+        )
+        clock.advance(100)
+        service.tick()
+        assert service.session(ann, lease["id"])["state"] == "ended"
+        after = _sample(
+            render(service.statistics()), "tether_pool_team_device_seconds_total", team="ml"
+        )
+        assert before == after == pytest.approx(0.5 * 30)
     finally:
         store.close()
 

@@ -111,14 +111,14 @@ class AcceptorMetrics:
         self.meter.sample_all()
         usage = self.meter.snapshot()
         devices = self.meter.devices()
-        traffic = a.traffic.snapshot()
-        calls = a.traffic.calls()
+        figures = a.traffic.snapshot()
+        traffic, calls = figures.sessions, figures.calls
         w = _Writer()
         w.family(
             "tether_acceptor_sessions_open",
             "gauge",
             "Sessions whose worker runs.",
-            [({}, len(records))],
+            [({}, sum(1 for r in records.values() if r.pid))],
         )
         w.family(
             "tether_acceptor_sessions_started_total",
@@ -126,12 +126,11 @@ class AcceptorMetrics:
             "Sessions whose worker started.",
             [({}, a.sessions_started)],
         )
-        ended = max(0, a.sessions_started - sum(1 for r in records.values() if r.pid))
         w.family(
             "tether_acceptor_sessions_ended_total",
             "counter",
             "Sessions whose worker ended.",
-            [({}, ended)],
+            [({}, a.sessions_ended)],
         )
         w.family(
             "tether_acceptor_connections_dropped_total",
@@ -240,21 +239,19 @@ class AcceptorMetrics:
             "tether_acceptor_call_frames_total",
             "counter",
             "CALL frames all sessions' workers served, ended ones included.",
-            [({}, a.traffic.ended_calls + sum(calls.values()))],
+            [({}, figures.total_calls)],
         )
-        live_sent = sum(t[0] for t in traffic.values())
-        live_received = sum(t[1] for t in traffic.values())
         w.family(
             "tether_acceptor_sent_bytes_total",
             "counter",
             "Bytes all sessions sent their clients, ended ones included.",
-            [({}, a.traffic.ended_sent + live_sent)],
+            [({}, figures.sent)],
         )
         w.family(
             "tether_acceptor_received_bytes_total",
             "counter",
             "Bytes all sessions received from their clients, ended ones included.",
-            [({}, a.traffic.ended_received + live_received)],
+            [({}, figures.received)],
         )
         w.family(
             "tether_acceptor_device_metering_info",

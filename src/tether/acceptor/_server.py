@@ -163,6 +163,7 @@ class Acceptor:
         #: For /metrics (tether.acceptor._metrics): sessions started, connections
         #: refused by code, and each session's bytes.
         self.sessions_started = 0
+        self.sessions_ended = 0
         self.dropped: dict[str, int] = {}
         self.traffic = Traffic()
 
@@ -371,6 +372,7 @@ class Acceptor:
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
             self.traffic.end(session)
+            self.sessions_ended += 1
             if cell is not None and self.sandbox is not None:
                 self.sandbox.release(cell)
             if self.observer is not None:

@@ -26,8 +26,9 @@ import os
 import socket
 import struct
 import threading
+from dataclasses import dataclass
 
-__all__ = ["Traffic", "attach_call_counter", "tcp_bytes"]
+__all__ = ["Traffic", "TrafficFigures", "attach_call_counter", "tcp_bytes"]
 
 # struct tcp_info (linux/tcp.h): 8 u8 fields, 24 u32 fields, then
 # tcpi_pacing_rate, tcpi_max_pacing_rate, tcpi_bytes_acked, tcpi_bytes_received.
@@ -47,6 +48,18 @@ def tcp_bytes(sock: socket.socket) -> tuple[int, int] | None:
         return None
     sent, received = struct.unpack_from("=QQ", raw, _BYTES_ACKED_AT)
     return int(sent), int(received)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficFigures:
+    """One consistent reading: per live session, and totals that include the
+    sessions that ended (so they never go down between two readings)."""
+
+    sessions: dict[str, tuple[int, int]]  # session: (sent, received) bytes
+    calls: dict[str, int]  # session: CALL frames served
+    sent: int
+    received: int
+    total_calls: int
 
 
 class Traffic:
@@ -99,11 +112,6 @@ class Traffic:
         if fd is not None:
             os.close(fd)
 
-    def calls(self) -> dict[str, int]:
-        """``{session: CALL frames served}`` of live sessions."""
-        with self._lock:
-            return {s: struct.unpack_from("=Q", m)[0] for s, m in self._calls.items()}
-
     def end(self, session: str) -> None:
         """Fold the session's final figures into the totals and close our duplicate."""
         self.handed_over(session)
@@ -121,15 +129,22 @@ class Traffic:
                 self.ended_sent += figures[0]
                 self.ended_received += figures[1]
 
-    def snapshot(self) -> dict[str, tuple[int, int]]:
-        """``{session: (sent, received)}`` of live sessions that report them."""
+    def snapshot(self) -> TrafficFigures:
+        """Every figure, read under one lock."""
         with self._lock:
             out = {}
             for session, sock in self._socks.items():
                 figures = tcp_bytes(sock)
                 if figures is not None:
                     out[session] = figures
-            return out
+            calls = {s: int(struct.unpack_from("=Q", m)[0]) for s, m in self._calls.items()}
+            return TrafficFigures(
+                sessions=out,
+                calls=calls,
+                sent=self.ended_sent + sum(t[0] for t in out.values()),
+                received=self.ended_received + sum(t[1] for t in out.values()),
+                total_calls=self.ended_calls + sum(calls.values()),
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -3,8 +3,15 @@
 Usage counters are computed from the leases themselves, not counted in a
 process: every replica reports the same totals, a restart loses nothing, and
 they only grow while leases are kept (the pool never deletes them), which is
-what Prometheus' ``increase()`` needs of a counter. An open lease counts up to
-now (or its last heartbeat, if later), as :mod:`tether.pool._usage` does.
+what Prometheus' ``increase()`` needs of a counter.
+
+A lease counts up to the last moment it is known to have been held: an open
+lease up to its last heartbeat, an ended one up to its end (or its last
+heartbeat, if later). Counting an open lease up to *now*, as the usage report
+does, would let the counter fall when a lease that stopped heartbeating is
+closed at its last heartbeat, and Prometheus reads any fall as a reset (the
+monthly ``increase()`` would count the team's whole history again). The cost:
+the counter lags an open lease by one heartbeat interval.
 """
 
 from __future__ import annotations
@@ -24,17 +31,16 @@ _GIB = float(1 << 30)
 
 def figures_tx(tx: Tx, store: Any, now: float) -> dict[str, Any]:
     """``team_usage``, ``team_month``, ``quotas`` and ``queue_wait`` for /metrics."""
+    beat = "COALESCE(s.last_heartbeat, s.started_at)"
     end = (
-        "CASE WHEN s.ended_at IS NOT NULL THEN s.ended_at "
-        "WHEN s.last_heartbeat > ? THEN s.last_heartbeat ELSE ? END"
+        f"CASE WHEN s.ended_at IS NULL OR {beat} > s.ended_at THEN {beat} ELSE s.ended_at END"
     )
     usage = tx.all(
         f"SELECT t.name AS team, COALESCE(SUM(s.share * (({end}) - s.started_at)), 0) AS dev, "
         f"COALESCE(SUM(s.memory_bytes * (({end}) - s.started_at)), 0) AS mem, "
         "COUNT(s.id) AS n "
         "FROM teams t LEFT JOIN sessions s ON s.team_id = t.id AND s.started_at IS NOT NULL "
-        "GROUP BY t.name",
-        (now, now, now, now),
+        "GROUP BY t.name"
     )
     buckets = ", ".join(
         f"SUM(CASE WHEN s.started_at - s.submitted_at <= {b!r} THEN 1 ELSE 0 END) AS b{i}"
