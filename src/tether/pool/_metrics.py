@@ -221,7 +221,7 @@ def _usage(w: _Writer, stats: Mapping[str, Any]) -> None:
     w.family(
         "tether_pool_team_device_seconds_total",
         "counter",
-        "Device-seconds each team's leases held, weighted by share (open leases up to now).",
+        "Device-seconds of each team's leases by share (open ones: to their last heartbeat).",
         (({"team": t}, round(u[0], 3)) for t, u in sorted(usage.items())),
     )
     w.family(
