@@ -32,9 +32,7 @@ _GIB = float(1 << 30)
 def figures_tx(tx: Tx, store: Any, now: float) -> dict[str, Any]:
     """``team_usage``, ``team_month``, ``quotas`` and ``queue_wait`` for /metrics."""
     beat = "COALESCE(s.last_heartbeat, s.started_at)"
-    end = (
-        f"CASE WHEN s.ended_at IS NULL OR {beat} > s.ended_at THEN {beat} ELSE s.ended_at END"
-    )
+    end = f"CASE WHEN s.ended_at IS NULL OR {beat} > s.ended_at THEN {beat} ELSE s.ended_at END"
     usage = tx.all(
         f"SELECT t.name AS team, COALESCE(SUM(s.share * (({end}) - s.started_at)), 0) AS dev, "
         f"COALESCE(SUM(s.memory_bytes * (({end}) - s.started_at)), 0) AS mem, "
