@@ -332,6 +332,33 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
         assert direct.returncode == 0, direct.stderr
         [one] = json.loads(direct.stdout)
         assert one["session"] == session_id and one["host_memory_bytes"] > 32 * 2**20
+        # without --once it redraws until interrupted
+        live = w.spawn(
+            [
+                sys.executable,
+                "-m",
+                "tether",
+                "top",
+                "--interval",
+                "0.2",
+                "--pool",
+                w.pool_url,
+                "--token",
+                w.ann_token,
+            ],
+            "top",
+        )
+        try:
+            wait_for(
+                "two frames of tether top",
+                lambda: w.text("top", "out").count("train-1") >= 2 or live.poll() is not None,
+                lambda: w.text("top", "out") + w.text("top"),
+            )
+            assert live.poll() is None, w.text("top")
+        finally:
+            live.send_signal(signal.SIGINT)
+        assert live.wait(STEP_TIMEOUT_S) == 0, w.text("top")
+        assert w.text("top", "out").count("tether top  ") >= 2
         refused = w.cli("top", "--connect", w.metrics_url, "--once")
         assert refused.returncode != 0 and "401" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
