@@ -13,14 +13,14 @@ the worker exits, and :meth:`Traffic.end` closes ours right after.
 
 Calls are counted by the worker (its frames never reach the acceptor) in eight
 bytes of shared memory: the acceptor makes a memfd per session, the worker maps
-it (``--calls-fd``) and adds one per CALL frame it serves, the acceptor reads
-it. A session can only misreport its own count.
+it (``--calls-fd``) and stores there the number of CALL frames it has served
+each time it is about to wait for the next one, the acceptor reads it. A
+session can only misreport its own count.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import mmap
 import os
 import socket
@@ -153,9 +153,10 @@ class Traffic:
             self._socks.clear()
 
 
-def attach_call_counter(fd: int) -> ctypes.c_uint64 | None:
-    """The worker's side of :meth:`Traffic.call_counter_fd`: a counter to add to
-    (``counter.value += 1``), or None if ``fd`` cannot be mapped. Closes ``fd``."""
+def attach_call_counter(fd: int) -> memoryview | None:
+    """The worker's side of :meth:`Traffic.call_counter_fd`: one unsigned 64-bit
+    slot to store the count in (``counter[0] = n``), or None if ``fd`` cannot be
+    mapped. Closes ``fd``."""
     try:
         shared = mmap.mmap(fd, 8)
     except (OSError, ValueError):
@@ -163,4 +164,4 @@ def attach_call_counter(fd: int) -> ctypes.c_uint64 | None:
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
-    return ctypes.c_uint64.from_buffer(shared)
+    return memoryview(shared).cast("Q")

@@ -120,7 +120,7 @@ class Worker:
         values = frozenset(info.get("values", ()))
         self.engine = Engine(self._send, self.request, value_modules=values)
         self.device = "the acceptor host's devices, unrestricted (CPU if none)"
-        self.calls: ctypes.c_uint64 | None = None  # CALL frames served (--calls-fd)
+        self.calls: memoryview | None = None  # CALL frames served (--calls-fd)
 
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
         self.channel.send(kind, flags, seq, meta, buffers)
@@ -219,11 +219,16 @@ class Worker:
         self.channel.flush()
         engine = self.engine
         channel = self.channel
-        calls = self.calls
+        # CALL frames served, for the acceptor's /metrics: counted in a local
+        # and published to the shared counter only before blocking (about
+        # 30 ns a frame, against 100-200 ns for a store into shared memory).
+        calls, served, call_kind = self.calls, 0, int(Kind.CALL)
         while True:
             frame = self.backlog.popleft() if self.backlog else channel.poll()
             if frame is None:
                 engine.flush_output()
+                if calls is not None:
+                    calls[0] = served
                 frame = channel.recv()
             if frame.kind == Kind.BYE:
                 engine.flush_output()
@@ -231,8 +236,8 @@ class Worker:
                 return
             if frame.kind == Kind.RESPONSE:
                 continue  # an answer nobody waits for any more
-            if calls is not None and frame.kind == Kind.CALL:
-                calls.value += 1  # for the acceptor's /metrics (tether.acceptor._traffic)
+            if frame.kind == call_kind:
+                served += 1
             engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
 
 
