@@ -373,28 +373,11 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
 
         # --- a request that must wait: its line says what the pool can know
         waiter = w.spawn(
-            [
-                sys.executable,
-                "-m",
-                "tether",
-                "run",
-                "--pool",
-                w.pool_url,
-                "--token",
-                w.ann_token,
-                "--gpus",
-                "1",
-                "--queue-timeout",
-                "600",
-                "--remote",
-                "torch",
-                "--",
-                sys.executable,
-                "-c",
-                "pass",
-            ],
+            [sys.executable, "-m", "tether", "run", "--pool", w.pool_url, "--token",
+             w.ann_token, "--name", "waiting-1", "--gpus", "1", "--queue-timeout", "600",
+             "--remote", "torch", "--", sys.executable, "-c", "pass"],
             "waiter",
-        )
+        )  # fmt: skip
         try:
             line = wait_for(
                 "the queue line",
@@ -409,9 +392,18 @@ def test_metrics_top_names_and_logs_of_a_running_session(world: World) -> None:
             assert "ETA unknown (running sessions set no end time), gives up in " in line
             left = line.rsplit("gives up in ", 1)[1]
             assert left.endswith("s") and left[0].isdigit(), line
+            # cancelled by its name: the queued request is withdrawn, its run fails
+            cancel = w.cli("session", "cancel", "waiting-1")
+            assert cancel.returncode == 0, cancel.stderr
+            assert cancel.stdout.startswith("withdrew the queued request "), cancel.stdout
+            assert waiter.wait(STEP_TIMEOUT_S) == 1, w.text("waiter")
         finally:
-            os.killpg(waiter.pid, signal.SIGTERM)  # withdraws the request
-            waiter.wait(STEP_TIMEOUT_S)
+            if waiter.poll() is None:
+                os.killpg(waiter.pid, signal.SIGTERM)  # withdraws the request
+                waiter.wait(STEP_TIMEOUT_S)
+        unknown = w.cli("session", "show", "no-such-name")
+        assert unknown.returncode != 0
+        assert "no session with id or name 'no-such-name'" in unknown.stderr, unknown.stderr
 
         (w.root / "go").write_text("1")
         assert run.wait(STEP_TIMEOUT_S) == 0, w.logs()
