@@ -212,3 +212,21 @@ def test_a_sandboxed_session_cannot_read_the_metrics_token_or_port(tmp_path: Pat
                     _value(text, "tether_acceptor_session_call_frames_total", session=s.session_id)
                     is not None
                 )
+
+
+def test_a_taken_metrics_port_stops_serve_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
+             "--token-file", str(tmp_path / "token"), "--no-sandbox",
+             "--metrics-listen", f"127.0.0.1:{port}"],
+            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tether serve: cannot serve metrics on 127.0.0.1:{port}: "), last
+    assert "Traceback" not in out.stderr

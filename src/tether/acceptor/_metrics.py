@@ -40,7 +40,14 @@ from tether.acceptor._meter import Meter
 if TYPE_CHECKING:
     from tether.acceptor._server import Acceptor
 
-__all__ = ["CONTENT_TYPE", "AcceptorMetrics", "MeteringObserver", "serve_metrics"]
+__all__ = [
+    "CONTENT_TYPE",
+    "AcceptorMetrics",
+    "MeteringObserver",
+    "check_exposure",
+    "serve_metrics",
+    "start_metrics",
+]
 
 log = logging.getLogger("tether.acceptor.metrics")
 
@@ -292,6 +299,20 @@ async def serve_metrics(
     ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Serve ``/metrics`` on ``host:port`` until cancelled (``port`` 0 picks one)."""
+    server = await start_metrics(metrics, host, port, token=token, ready=ready)
+    async with server:
+        await server.serve_forever()
+
+
+async def start_metrics(
+    metrics: AcceptorMetrics,
+    host: str,
+    port: int,
+    *,
+    token: str | None = None,
+    ready: Callable[[str, int], None] | None = None,
+) -> asyncio.Server:
+    """The listening ``/metrics`` server (not yet serving); OSError if it cannot bind."""
     expected = f"Bearer {token}".encode() if token is not None else None
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -339,5 +360,4 @@ async def serve_metrics(
     log.info("metrics on http://%s:%d/metrics", host, bound[1])
     if ready is not None:
         ready(host, int(bound[1]))
-    async with server:
-        await server.serve_forever()
+    return server

@@ -180,7 +180,8 @@ def _run_serving(acceptor: Any, ready: Any, setup: _MetricsSetup | None, meter: 
     if setup is None:
         asyncio.run(acceptor.serve(ready))
         return
-    from tether.acceptor._metrics import AcceptorMetrics, serve_metrics
+    from tether._errors import TetherError
+    from tether.acceptor._metrics import AcceptorMetrics, start_metrics
 
     metrics = AcceptorMetrics(acceptor, meter)
 
@@ -189,13 +190,17 @@ def _run_serving(acceptor: Any, ready: Any, setup: _MetricsSetup | None, meter: 
         print(f"tether: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
 
     async def both() -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(acceptor.serve(ready))
-            group.create_task(
-                serve_metrics(
-                    metrics, setup.host, setup.port, token=setup.token, ready=metrics_ready
-                )
+        try:  # bound first: a taken port stops us before any session starts
+            server = await start_metrics(
+                metrics, setup.host, setup.port, token=setup.token, ready=metrics_ready
             )
+        except OSError as exc:
+            raise TetherError(
+                f"cannot serve metrics on {setup.host}:{setup.port}: {exc.strerror or exc}"
+            ) from None
+        async with server, asyncio.TaskGroup() as group:
+            group.create_task(acceptor.serve(ready))
+            group.create_task(server.serve_forever())
 
     try:
         asyncio.run(both())
@@ -288,6 +293,9 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_term)
     try:
         _run_serving(acceptor, ready, setup, meter)
+    except TetherError as exc:
+        print(f"tether serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -364,6 +372,7 @@ def _serve_pool(
     args: argparse.Namespace, address: Any, pool_url: str, tls: Any, setup: _MetricsSetup | None
 ) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
+    from tether._errors import TetherError
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
     from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
     from tether.acceptor._server import Acceptor
@@ -450,6 +459,9 @@ def _serve_pool(
     signal.signal(signal.SIGTERM, on_term)
     try:
         _run_serving(acceptor, ready, setup, meter)
+    except TetherError as exc:
+        print(f"tether serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
