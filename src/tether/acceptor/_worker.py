@@ -231,6 +231,8 @@ class Worker:
                     calls[0] = served
                 frame = channel.recv()
             if frame.kind == Kind.BYE:
+                if calls is not None:
+                    calls[0] = served
                 engine.flush_output()
                 channel.flush()
                 return
