@@ -127,11 +127,11 @@ def build(db: Path) -> tuple[PoolService, Clock, str]:
     clock.now = _at("2026-11-01T08:00:00")
     live = []
     for user, body, held in (
-        ("ann", {"fraction": 0.5, "memory": "24GiB"}, 190.0),
+        ("ann", {"fraction": 0.5, "memory": "24GiB", "name": "llm-finetune"}, 190.0),
         ("dan", {"fraction": 0.25, "memory": "10GiB"}, 120.0),
-        ("bob", {"count": 1}, 96.0),
-        ("cho", {"fraction": 0.5, "memory": "16GiB"}, 30.0),
-        ("ann", {"fraction": 0.5, "memory": "30GiB", "model": "*A100*"}, 3.5),
+        ("bob", {"count": 1, "name": "detector-v4"}, 96.0),
+        ("cho", {"fraction": 0.5, "memory": "16GiB", "name": "notebook"}, 30.0),
+        ("ann", {"fraction": 0.5, "memory": "30GiB", "model": "*A100*", "name": "eval"}, 3.5),
     ):
         clock.now = _at("2026-11-20T14:00:00") - held * HOUR
         beat()

@@ -39,6 +39,22 @@ def test_aggregator_wall_time_high_water_and_integrals() -> None:
     assert usage.device_util_mean is None and usage.device_util_max is None
 
 
+def test_aggregator_reports_the_last_sample_as_now() -> None:
+    agg = UsageAggregator(started_at=0.0)
+    before = agg.usage(now=1.0)
+    assert (before.memory_now, before.device_memory_now, before.device_util_now) == (None,) * 3
+    agg.add(Sample(at=1.0, rss=30 * MiB, device_memory=8 * MiB, device_util=250.0))
+    agg.add(Sample(at=2.0, rss=20 * MiB, device_memory=None, device_util=None))
+    agg.add(Sample(at=1.5, rss=99 * MiB))  # older than the last: ignored
+    usage = agg.usage(now=3.0)
+    assert usage.memory_now == 20 * MiB and usage.memory_hwm == 30 * MiB
+    assert usage.device_memory_now is None  # the device stopped reporting
+    assert usage.device_util_max == 100.0  # clamped
+    agg.add(Sample(at=3.0, rss=1 * MiB, device_memory=4 * MiB, device_util=-5.0))
+    assert agg.usage(now=3.0).device_util_now == 0.0
+    assert agg.usage(now=3.0).device_memory_now == 4 * MiB
+
+
 def test_aggregator_time_weights_utilisation_and_clamps_it() -> None:
     agg = UsageAggregator(started_at=0.0)
     agg.add(Sample(at=1.0, rss=1, device_util=100.0))

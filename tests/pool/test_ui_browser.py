@@ -149,7 +149,7 @@ def test_log_in_see_a_session_appear_cancel_it_and_log_out(
     # A real session: a slice from the pool, its ticket shown to the real acceptor,
     # a worker process running this test's calls.
     client = PoolClient(url, ann_token)
-    lease = client.request_slice(fraction=0.5, node="a", wait=False)
+    lease = client.request_slice(fraction=0.5, node="a", wait=False, name="notebook-1")
     sid = lease["id"]
     session = tether.connect(pool.acceptor, token=lease["ticket"], ordered_output=False)
     try:
@@ -164,9 +164,9 @@ def test_log_in_see_a_session_appear_cancel_it_and_log_out(
         cells = browser.evaluate(
             f"[...document.querySelector({json.dumps(row)}).cells].map(c => c.textContent.trim())"
         )
-        assert cells[:4] == [sid, "ann", "ml", "a"], cells
-        assert cells[5] == "0.50", cells
-        assert cells[9].endswith(("MiB", "GiB")), cells  # the worker's metered host memory
+        assert cells[:5] == [sid, "notebook-1", "ann", "ml", "a"], cells
+        assert cells[6] == "0.50", cells
+        assert cells[10].endswith(("MiB", "GiB")), cells  # the worker's metered host memory
         assert _count(browser, f"{row} form.cancel button") == 1
         shot = browser.screenshot(tmp_path / "sessions.png")
         assert _png_size(shot)[0] == WIDTH

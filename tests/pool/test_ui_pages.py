@@ -73,13 +73,14 @@ def test_every_outside_value_is_escaped() -> None:
 
 def test_sessions_page_shows_slice_age_use_and_a_cancel_form_only_where_allowed() -> None:
     metering = {"device_memory_hwm": 244 << 20, "memory_hwm": 1 << 30, "device_util_mean": 41.6}
-    mine = _session(metering=metering)
+    mine = _session(metering=metering, name="sweep-3")
     theirs = _session(id="s2", user="cat")
     html = pages.sessions_page(_viewer(), [mine, theirs], now=NOW)
     row = re.search(r'<tr class="session" id="session-s1".*?</tr>', html)
     assert row
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0))
-    assert cells[5:11] == ["0.50", "8GiB", "1h 02m", "244MiB", "1GiB", "42%"], cells
+    assert cells[1] == "sweep-3", cells
+    assert cells[6:12] == ["0.50", "8GiB", "1h 02m", "244MiB", "1GiB", "42%"], cells
     assert 'action="/ui/sessions/s1/cancel"' in html
     assert 'action="/ui/sessions/s2/cancel"' not in html  # cat's: ann may not cancel it
     admin = pages.sessions_page(_viewer(admin=True), [mine, theirs], now=NOW)

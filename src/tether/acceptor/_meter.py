@@ -72,6 +72,8 @@ class SessionUsage:
     ``memory_hwm`` is host memory (RSS) and ``device_memory_hwm`` device memory,
     in bytes. ``*_byte_seconds`` integrate the sampled memory over time (for
     GiB-seconds accounting). ``device_util_mean`` is time-weighted, in percent.
+    ``*_now`` are the last sample's figures (what ``tether top`` shows); None
+    before the first sample or where the device does not report them.
     """
 
     wall_seconds: float
@@ -82,6 +84,9 @@ class SessionUsage:
     device_util_mean: float | None
     device_util_max: float | None
     samples: int
+    memory_now: int | None = None
+    device_memory_now: int | None = None
+    device_util_now: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -106,12 +111,14 @@ class UsageAggregator:
         self._util_weighted = 0.0
         self._util_time = 0.0
         self._util_max: float | None = None
+        self._last: Sample | None = None
 
     def add(self, sample: Sample) -> None:
         if sample.at < self._last_at:
             return
         span = sample.at - self._last_at
         self._last_at = sample.at
+        self._last = sample
         self._samples += 1
         self._mem_hwm = max(self._mem_hwm, sample.rss, sample.rss_peak)
         self._mem_integral += sample.rss * span
@@ -138,6 +145,13 @@ class UsageAggregator:
             device_util_mean=mean,
             device_util_max=self._util_max,
             samples=self._samples,
+            memory_now=last.rss if (last := self._last) is not None else None,
+            device_memory_now=last.device_memory if last is not None else None,
+            device_util_now=(
+                min(100.0, max(0.0, last.device_util))
+                if last is not None and last.device_util is not None
+                else None
+            ),
         )
 
 
@@ -271,6 +285,7 @@ class NvmlReader:
 @dataclass(slots=True)
 class _Session:
     pid: int
+    device_id: str
     gpu_uuid: str | None
     aggregator: UsageAggregator
     alive: bool = True
@@ -309,7 +324,9 @@ class Meter:
         with self._lock:
             if session_id in self._sessions:
                 raise ValueError(f"session {session_id!r} is already metered")
-            self._sessions[session_id] = _Session(pid, uuid, UsageAggregator(self._clock()))
+            self._sessions[session_id] = _Session(
+                pid, device_id, uuid, UsageAggregator(self._clock())
+            )
 
     def sample(self, session_id: str) -> Sample | None:
         """Take one sample of a session; None if its worker is gone."""
@@ -327,6 +344,11 @@ class Meter:
         now = self._clock()
         with self._lock:
             return {sid: s.aggregator.usage(now) for sid, s in self._sessions.items()}
+
+    def devices(self) -> dict[str, str]:
+        """The device of every metered session (``{session: device id}``)."""
+        with self._lock:
+            return {sid: s.device_id for sid, s in self._sessions.items()}
 
     def stop(self, session_id: str) -> SessionUsage:
         """A last sample if the worker is still there, then its final usage.

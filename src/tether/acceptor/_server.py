@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from tether._errors import ProtocolError, TetherError
 from tether.acceptor._ratelog import RateLimitedLog
 from tether.acceptor._sandbox import Cell, Sandbox, SandboxError
+from tether.acceptor._traffic import Traffic
 from tether.transport import Address, bound_address, listen, tune
 from tether.transport._relay import TlsRelay
 from tether.wire import (
@@ -163,6 +164,16 @@ class Acceptor:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: For /metrics (tether.acceptor._metrics): sessions started, connections
+        #: refused by code, and each session's bytes.
+        self.sessions_started = 0
+        self.sessions_ended = 0
+        self.dropped: dict[str, int] = {}
+        self.traffic = Traffic()
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reason: str, code: str) -> None:
+        self.dropped[code] = self.dropped.get(code, 0) + 1
+        await _refuse(writer, reason, code)
 
     def end_session_threadsafe(self, session: str, reason: str) -> None:
         """Terminate ``session``'s worker (any thread); unknown sessions are ignored."""
@@ -218,11 +229,11 @@ class Acceptor:
             ok, reason, slice_env = verdict
         except Exception as exc:  # nothing a peer sends before auth may escape
             drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
-            await _refuse(writer, "the acceptor could not check this hello", "protocol")
+            await self._refuse(writer, "the acceptor could not check this hello", "protocol")
             return
         if not ok:
             drop_log.warning("refused %s: %s", peer, reason)
-            await _refuse(writer, reason, "auth")
+            await self._refuse(writer, reason, "auth")
             return
         await self._start_worker(writer, hello, peer, slice_env, reader)
 
@@ -234,7 +245,7 @@ class Acceptor:
             hello = await asyncio.wait_for(_read_hello(reader), HELLO_TIMEOUT)
         except (TimeoutError, ProtocolError, asyncio.IncompleteReadError, OSError) as exc:
             drop_log.warning("dropped connection from %s: %s", peer, _short(exc))
-            await _refuse(writer, "not a Tether client hello", "protocol")
+            await self._refuse(writer, "not a Tether client hello", "protocol")
             return None
         # What the client sends next belongs to its worker: over plain TCP stop
         # reading here (a tls:// relay reads on and forwards what it buffered).
@@ -244,12 +255,12 @@ class Acceptor:
         buffered: object = getattr(reader, "_buffer", None)  # asyncio's, not public
         if self.tls is None and buffered:
             drop_log.warning("dropped connection from %s: data after the hello", peer)
-            await _refuse(
+            await self._refuse(
                 writer, "the client sent data before WELCOME: not a Tether client", "protocol"
             )
             return None
         if hello.protocol != PROTOCOL_VERSION:
-            await _refuse(
+            await self._refuse(
                 writer,
                 f"protocol version mismatch: the client speaks {hello.protocol}, this "
                 f"acceptor speaks {PROTOCOL_VERSION}; install the same Tether version on both",
@@ -271,7 +282,7 @@ class Acceptor:
             # One lease, one worker: a ticket replayed while its session runs
             # would otherwise double the slice it pays for.
             log.warning("refused %s: session %s is already connected", peer, session)
-            await _refuse(
+            await self._refuse(
                 writer,
                 f"session {session} is already connected from another client: "
                 "one pool ticket opens one session at a time; ask the pool for another slice",
@@ -288,6 +299,7 @@ class Acceptor:
         try:
             sock = writer.get_extra_info("socket")
             tune(sock)
+            self.traffic.watch(session, sock)
             if self.tls is not None and reader is not None:
                 # TLS state cannot move with an fd: the worker gets a socketpair
                 # and this process relays (see tether.transport._relay).
@@ -298,6 +310,9 @@ class Acceptor:
             env = {**self.worker_env, **slice_env}
             argv = [self.python, "-m", "tether.acceptor._worker", "--fd", str(fd)]
             argv += ["--session", session, "--info", json.dumps(info)]
+            calls_fd = self.traffic.call_counter_fd(session)
+            if calls_fd is not None:
+                argv += ["--calls-fd", str(calls_fd)]
             if self.sandbox is not None:
                 cell = self.sandbox.open(session, argv, env)
                 argv, spawn_env = cell.argv, cell.env
@@ -305,21 +320,27 @@ class Acceptor:
                 argv, spawn_env = [*argv, "--parent", str(os.getpid())], env
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                pass_fds=(fd, *(cell.pass_fds if cell is not None else ())),
+                pass_fds=(
+                    fd,
+                    *(cell.pass_fds if cell is not None else ()),
+                    *((calls_fd,) if calls_fd is not None else ()),
+                ),
                 env=spawn_env,
                 stdin=asyncio.subprocess.PIPE,  # why the acceptor ends it (_tell_and_terminate)
             )
         except (OSError, SandboxError) as exc:
             self.sessions.pop(session, None)
+            self.traffic.end(session)
             if cell is not None and self.sandbox is not None:
                 self.sandbox.release(cell)
             log.error("cannot start a worker: %s", exc)
-            await _refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
+            await self._refuse(writer, f"the acceptor cannot start a worker: {exc}", "worker")
             if relay is not None:
                 await relay.aclose()
             return
         except BaseException:  # cancelled (the acceptor stops), or a bug: give it all back
             self.sessions.pop(session, None)
+            self.traffic.end(session)
             if cell is not None and self.sandbox is not None:
                 self.sandbox.release(cell)
             writer.transport.abort()
@@ -329,10 +350,12 @@ class Acceptor:
         finally:
             if fd >= 0:
                 os.close(fd)
+            self.traffic.handed_over(session)
             if cell is not None:
                 cell.close_fds()
         self.sessions[session] = SessionRecord(session, proc.pid, peer, time.time(), info)
         self._procs[session] = proc
+        self.sessions_started += 1
         try:
             try:
                 if self.handoff_delay:
@@ -365,6 +388,8 @@ class Acceptor:
                 await relay.aclose()
             self.sessions.pop(session, None)
             self._procs.pop(session, None)
+            self.traffic.end(session)
+            self.sessions_ended += 1
             if cell is not None and self.sandbox is not None:
                 self.sandbox.release(cell)
             if self.observer is not None:

@@ -125,6 +125,7 @@ class Worker:
         self.engine = Engine(self._send, self.request, value_modules=values, scalar_modules=scalars)
         self.device = "the acceptor host's devices, unrestricted (CPU if none)"
         self.heart = self._heart(info)
+        self.calls: memoryview | None = None  # CALL frames served (--calls-fd)
 
     def _heart(self, info: dict[str, Any]) -> Heart | None:
         """The session's liveness, if the client speaks it (see wire/_liveness.py).
@@ -257,17 +258,27 @@ class Worker:
         self.channel.flush()
         engine = self.engine
         channel = self.channel
+        # CALL frames served, for the acceptor's /metrics: counted in a local
+        # and published to the shared counter only before blocking (about
+        # 30 ns a frame, against 100-200 ns for a store into shared memory).
+        calls, served, call_kind = self.calls, 0, int(Kind.CALL)
         while True:
             frame = self.backlog.popleft() if self.backlog else channel.poll()
             if frame is None:
                 engine.flush_output()
+                if calls is not None:
+                    calls[0] = served
                 frame = channel.recv()
             if frame.kind == Kind.BYE:
+                if calls is not None:
+                    calls[0] = served
                 engine.flush_output()
                 channel.flush()
                 return
             if frame.kind == Kind.RESPONSE:
                 continue  # an answer nobody waits for any more
+            if frame.kind == call_kind:
+                served += 1
             engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
 
 
@@ -339,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", required=True)
     parser.add_argument("--info", default="{}")
     parser.add_argument("--parent", type=int, default=0, help="exit when this pid dies")
+    parser.add_argument("--calls-fd", type=int, default=-1, help="shared call counter")
     args = parser.parse_args(argv)
     if args.parent:
         die_with_parent(args.parent)
@@ -355,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in forwarded(env).items():
             os.environ.setdefault(name, value)  # what the acceptor set wins
     worker = Worker(sock, args.session, info)
+    if args.calls_fd >= 0:
+        from tether.acceptor._traffic import attach_call_counter
+
+        worker.calls = attach_call_counter(args.calls_fd)
     slice_env = os.environ.get("TETHER_SLICE")
     if slice_env:
         from tether.acceptor._limits import apply_slice_env

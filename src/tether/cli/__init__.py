@@ -22,7 +22,8 @@ _COMMANDS: tuple[str, ...] = (
     "admin",
     "usage",
     "node",
-    "sessions",  # also registers `tether session show|cancel`
+    "sessions",  # also registers `tether session show|cancel|logs`
+    "top",
     "submit",
     "group",  # registers `tether groups` and `tether group show|cancel|logs`
 )

@@ -84,6 +84,10 @@ def register(sub: Any) -> None:
         "-v", "--verbose", action="store_true",
         help="say on stderr where the session runs (acceptor, worker pid, device)",
     )  # fmt: skip
+    p.add_argument(
+        "--name", metavar="NAME",
+        help="name the pool session (shown by `tether sessions`; `tether session show NAME`)",
+    )  # fmt: skip
     add_slice_arguments(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the program to run, after --")
     p.set_defaults(handler=run)
@@ -130,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
         env["TETHER_TLS_CA"] = str(args.tls_ca.resolve())
     embedded = None
     url = args.connect or env.get("TETHER_CONNECT")
-    pool_wanted = wants_pool(args)
+    pool_wanted = wants_pool(args) or (args.name is not None and args.connect is None)
+    if args.name is not None and not pool_wanted:
+        return _fail("--name names a pool session: use it with --pool, not --connect", 2)
     if pool_wanted:
         if args.connect:
             return _fail("give either --connect or --pool, not both", 2)
@@ -241,6 +247,8 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
         request = request_from_args(args)
     except ValueError as exc:
         return _fail(str(exc), 2)
+    if args.name is not None:
+        request["name"] = args.name
     interval = float(os.environ.get("TETHER_LEASE_HEARTBEAT_S") or DEFAULT_HEARTBEAT_S)
     private = Path(tempfile.mkdtemp(prefix="tether-run-"))  # mode 0700: it holds the ticket
 

@@ -126,7 +126,86 @@ def register(sub: Any) -> None:
         "--heartbeat-interval", type=float, default=5.0, metavar="S",
         help="seconds between heartbeats to the pool (default 5)",
     )  # fmt: skip
+    met = p.add_argument_group("metrics (docs/deploy.md, Metrics)")
+    met.add_argument(
+        "--metrics-listen", metavar="HOST:PORT",
+        help="serve Prometheus /metrics over HTTP here, e.g. 127.0.0.1:9470 (default: off)",
+    )  # fmt: skip
+    met.add_argument(
+        "--metrics-token-file", type=Path, metavar="PATH",
+        help="bearer token scrapers must send (needed unless HOST is loopback)",
+    )  # fmt: skip
+    met.add_argument(
+        "--metrics-public", action="store_true",
+        help="serve /metrics on a non-loopback HOST without a token",
+    )  # fmt: skip
     p.set_defaults(handler=serve)
+
+
+class _MetricsSetup:
+    """What --metrics-listen asks for, checked before anything starts."""
+
+    def __init__(self, host: str, port: int, token: str | None) -> None:
+        self.host, self.port, self.token = host, port, token
+
+
+def _metrics_setup(args: argparse.Namespace) -> _MetricsSetup | str | None:
+    """The metrics endpoint asked for, None if none, or why it is refused."""
+    from tether.acceptor._metrics import check_exposure
+
+    if args.metrics_listen is None:
+        if args.metrics_token_file or args.metrics_public:
+            return "--metrics-token-file/--metrics-public need --metrics-listen HOST:PORT"
+        return None
+    host, sep, port_text = args.metrics_listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        return f"--metrics-listen wants HOST:PORT, e.g. 127.0.0.1:9470, not {args.metrics_listen!r}"
+    token = None
+    if args.metrics_token_file is not None:
+        try:
+            token = args.metrics_token_file.read_text().strip()
+        except OSError as exc:
+            return f"cannot read {args.metrics_token_file}: {exc.strerror}"
+        if not token:
+            return f"{args.metrics_token_file} is empty"
+    why = check_exposure(host, token, args.metrics_public)
+    if why is not None:
+        return why
+    return _MetricsSetup(host, int(port_text), token)
+
+
+def _run_serving(acceptor: Any, ready: Any, setup: _MetricsSetup | None, meter: Any) -> None:
+    """Run the acceptor, and its /metrics beside it when asked (until interrupted)."""
+    if setup is None:
+        asyncio.run(acceptor.serve(ready))
+        return
+    from tether._errors import TetherError
+    from tether.acceptor._metrics import AcceptorMetrics, start_metrics
+
+    metrics = AcceptorMetrics(acceptor, meter)
+
+    def metrics_ready(host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"tether: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+
+    async def both() -> None:
+        try:  # bound first: a taken port stops us before any session starts
+            server = await start_metrics(
+                metrics, setup.host, setup.port, token=setup.token, ready=metrics_ready
+            )
+        except OSError as exc:
+            raise TetherError(
+                f"cannot serve metrics on {setup.host}:{setup.port}: {exc.strerror or exc}"
+            ) from None
+        async with server, asyncio.TaskGroup() as group:
+            group.create_task(acceptor.serve(ready))
+            group.create_task(server.serve_forever())
+
+    try:
+        asyncio.run(both())
+    except BaseExceptionGroup as group:  # one task's failure, e.g. the port is taken
+        raise group.exceptions[0] from None
 
 
 def _tls_context(args: argparse.Namespace, address: Any) -> Any:
@@ -167,6 +246,10 @@ def serve(args: argparse.Namespace) -> int:
     except TetherError as exc:
         print(f"tether serve: {exc}", file=sys.stderr)
         return 2
+    setup = _metrics_setup(args)
+    if isinstance(setup, str):
+        print(f"tether serve: {setup}", file=sys.stderr)
+        return 2
     pool_url = args.pool
     node_token_given = os.environ.get("TETHER_NODE_TOKEN") or os.environ.get(
         "TETHER_NODE_TOKEN_FILE"
@@ -174,7 +257,7 @@ def serve(args: argparse.Namespace) -> int:
     if pool_url is None and (args.node_token_file is not None or node_token_given):
         pool_url = os.environ.get("TETHER_POOL")
     if pool_url is not None:
-        return _serve_pool(args, address, pool_url, tls)
+        return _serve_pool(args, address, pool_url, tls, setup)
     if args.devices != "all":
         print("tether serve: --devices needs --pool (it restricts what the pool may place here)",
               file=sys.stderr)  # fmt: skip
@@ -188,10 +271,17 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if created:
         print(f"tether: created token file {token_file} (copy it to your clients)", file=sys.stderr)
-    sandbox = _sandbox(args, [token_file, *_tls_secrets(args)])
+    sandbox = _sandbox(args, [token_file, *_tls_secrets(args), *_metrics_secrets(args)])
     if isinstance(sandbox, int):
         return sandbox
     acceptor = Acceptor(address, token_authorizer(token), tls=tls, **sandbox)
+    meter = None
+    if setup is not None:
+        from tether.acceptor._meter import Meter
+        from tether.acceptor._metrics import MeteringObserver
+
+        meter = Meter()
+        acceptor.observer = MeteringObserver(meter)
 
     def ready(addr: Any) -> None:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
@@ -202,16 +292,26 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        asyncio.run(acceptor.serve(ready))
+        _run_serving(acceptor, ready, setup, meter)
+    except TetherError as exc:
+        print(f"tether serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     finally:
+        if meter is not None:
+            meter.close()
         if acceptor.sandbox is not None:
             acceptor.sandbox.close()
     return 0
+
+
+def _metrics_secrets(args: argparse.Namespace) -> list[Path]:
+    """The metrics token's file, which no worker may read."""
+    return [args.metrics_token_file] if args.metrics_token_file else []
 
 
 def _tls_secrets(args: argparse.Namespace) -> list[Path]:
@@ -268,8 +368,11 @@ def _advertised(listen: Any, bound: Any, advertise: str | None) -> str:
     return str(bound)
 
 
-def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any) -> int:
+def _serve_pool(
+    args: argparse.Namespace, address: Any, pool_url: str, tls: Any, setup: _MetricsSetup | None
+) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
+    from tether._errors import TetherError
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
     from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
     from tether.acceptor._server import Acceptor
@@ -312,11 +415,14 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     else:
         frameworks = discover_frameworks()
     authorizer = TicketAuthorizer(name, devices)
-    secret_files = [*_node_token_files(args), *_tls_secrets(args)]
+    secret_files = [*_node_token_files(args), *_tls_secrets(args), *_metrics_secrets(args)]
     sandbox = _sandbox(args, secret_files)
     if isinstance(sandbox, int):
         return sandbox
     acceptor = Acceptor(address, authorizer, tls=tls, **sandbox)
+    from tether.acceptor._meter import Meter
+
+    meter = Meter()  # the agent's: it meters each session for the pool and for /metrics
     stopping: list[str] = []
 
     def fatal(message: str) -> None:
@@ -341,6 +447,7 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
             interval=args.heartbeat_interval,
             replace=args.replace,
             on_registered=lambda: _write_ready(args.ready_file, addr),
+            meter=meter,
         )
         acceptor.observer = agent
         authorizer.checker = agent.admit  # tickets are checked with the pool at connect
@@ -351,7 +458,10 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        asyncio.run(acceptor.serve(ready))
+        _run_serving(acceptor, ready, setup, meter)
+    except TetherError as exc:
+        print(f"tether serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -360,6 +470,8 @@ def _serve_pool(args: argparse.Namespace, address: Any, pool_url: str, tls: Any)
     finally:
         if agent is not None:
             agent.stop()
+        else:
+            meter.close()
         if acceptor.sandbox is not None:
             acceptor.sandbox.close()
     if stopping:

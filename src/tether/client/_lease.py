@@ -53,8 +53,11 @@ def slice_request(
     team: str | None = None,
     wait: bool = True,
     queue_timeout_s: float | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """The pool's request body for ``tether run``'s options.
+
+    ``name`` is the session's name in the pool (``tether run --name``).
 
     ``gpus`` in (0, 1] is a fraction of one device; a whole number above 1 is a
     count of whole devices. With neither ``gpus`` nor ``memory``, one whole device.
@@ -82,6 +85,7 @@ def slice_request(
         "node": node,
         "team": team,
         "queue_timeout_s": queue_timeout_s,
+        "name": name,
     }
     body.update({k: v for k, v in extra.items() if v is not None})
     if frameworks:
@@ -107,7 +111,13 @@ class _PositionLine:
         self._last_at = 0.0
         self.every = float(os.environ.get("TETHER_QUEUE_REPORT_S") or LOG_EVERY_S)
 
-    def __call__(self, position: int, reason: str, ahead: str = "") -> None:
+    def __call__(
+        self, position: int, reason: str, ahead: str = "", deadline: float | None = None
+    ) -> None:
+        """Show the line. ``deadline`` (unix time) is when the pool gives up on
+        the request: the one end the pool knows. When the request will be placed
+        it cannot know (no running session states when it will end), so the ETA
+        is said to be unknown rather than guessed."""
         now = time.monotonic()
         key = (position, reason, ahead)
         if not self.tty and key == self._last and now - self._last_at < self.every:
@@ -119,6 +129,9 @@ class _PositionLine:
         text += f", waiting {_duration(now - self.started)} so far"
         if ahead:
             text += f"; ahead: {ahead}"
+        text += "; ETA unknown (running sessions set no end time)"
+        if deadline is not None:
+            text += f", gives up in {_duration(max(0.0, deadline - time.time()))}"
         if self.tty:
             self.out.write("\r\x1b[K" + text)
         else:
@@ -255,7 +268,13 @@ def _wait_for_slice(
             text, since = ahead
             if since is not None:
                 text += f", waiting {_duration(max(0.0, time.time() - since))}"
-            line(position, str(session.get("reason") or ""), text)
+            deadline = session.get("queue_deadline")
+            line(
+                position,
+                str(session.get("reason") or ""),
+                text,
+                float(deadline) if isinstance(deadline, int | float) else None,
+            )
             time.sleep(poll_interval)
             session = client.session(session["id"])
     except BaseException:

@@ -16,6 +16,7 @@ service and database belong.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -111,6 +112,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         redoc_url=None,
     )
     app.state.service = service
+    placement = _metrics.Histogram(_metrics.PLACEMENT_BUCKETS)  # this process's answers
 
     @app.exception_handler(RequestValidationError)
     def _on_validation(request: Request, exc: RequestValidationError) -> Any:
@@ -333,7 +335,11 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     def request_slice(body: s.SliceIn, who: Who, response: Response) -> Any:
         """Ask for a slice: 201 placed (address + ticket), 202 queued (position),
         409 refused (error.detail says why: capacity, quota with its figures, ...)."""
-        session = service.request_slice(who, body.model_dump())
+        started = time.perf_counter()
+        try:
+            session = service.request_slice(who, body.model_dump())
+        finally:
+            placement.observe(time.perf_counter() - started)
         if session["state"] == "queued":
             response.status_code = 202
         return session
@@ -492,8 +498,15 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     @app.get("/metrics", include_in_schema=False)
     def metrics(request: Request) -> Response:
         if not public_metrics:
-            principal(_bearer_from(request), request)
-        return Response(_metrics.render(service.statistics()), media_type=_metrics.CONTENT_TYPE)
+            try:
+                principal(_bearer_from(request), request)
+            except AuthenticationError as exc:
+                raise AuthenticationError(
+                    f"{exc}; /metrics takes any valid token (Prometheus: "
+                    "authorization.credentials_file), or start the pool with --public-metrics"
+                ) from None
+        text = _metrics.render(service.statistics(), placement)
+        return Response(text, media_type=_metrics.CONTENT_TYPE)
 
     mount_ui(app, service)  # the web dashboard, /ui: a shell over the same service
     return app

@@ -9,10 +9,15 @@ needs no client library for it.
 
 from __future__ import annotations
 
+import bisect
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["CONTENT_TYPE", "render"]
+__all__ = ["CONTENT_TYPE", "PLACEMENT_BUCKETS", "Histogram", "render"]
+
+#: Upper bounds (seconds) of the placement-latency histogram's buckets.
+PLACEMENT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -45,7 +50,54 @@ class _Writer:
             self.lines.append(f"{name}{_labels(labels)} {float(value)!r}")
 
 
-def render(stats: Mapping[str, Any]) -> str:
+class Histogram:
+    """A Prometheus histogram kept by this process (thread-safe)."""
+
+    def __init__(self, buckets: Iterable[float]) -> None:
+        self.buckets = tuple(sorted(buckets))
+        self._counts = [0] * len(self.buckets)
+        self._sum = 0.0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.buckets, value)
+        with self._lock:
+            if i < len(self._counts):
+                self._counts[i] += 1
+            self._sum += value
+            self._count += 1
+
+    def snapshot(self) -> tuple[int, float, list[int]]:
+        """``(count, sum, cumulative count per bucket)``."""
+        with self._lock:
+            cumulative, running = [], 0
+            for c in self._counts:
+                running += c
+                cumulative.append(running)
+            return self._count, self._sum, cumulative
+
+
+def _histogram(
+    w: _Writer,
+    name: str,
+    help_text: str,
+    buckets: tuple[float, ...],
+    series: Iterable[tuple[Mapping[str, str], tuple[int, float, list[int]]]],
+) -> None:
+    """One histogram family; ``series`` gives (labels, (count, sum, cumulative))."""
+    w.lines.append(f"# HELP {name} {help_text}")
+    w.lines.append(f"# TYPE {name} histogram")
+    for labels, (count, total, cumulative) in series:
+        for bound, n in zip(buckets, cumulative, strict=True):
+            le = {**labels, "le": repr(float(bound))}
+            w.lines.append(f"{name}_bucket{_labels(le)} {float(n)!r}")
+        w.lines.append(f"{name}_bucket{_labels({**labels, 'le': '+Inf'})} {float(count)!r}")
+        w.lines.append(f"{name}_sum{_labels(labels)} {float(total)!r}")
+        w.lines.append(f"{name}_count{_labels(labels)} {float(count)!r}")
+
+
+def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
     """Text for ``/metrics`` from :meth:`PoolService.statistics`."""
     w = _Writer()
     nodes = stats["nodes"]
@@ -149,4 +201,80 @@ def render(stats: Mapping[str, Any]) -> str:
         "Leases ended by this process, by reason.",
         (({"reason": k}, v) for k, v in sorted(counters.leases_ended.items())),
     )
+    _usage(w, stats)
+    if placement is not None:
+        _histogram(
+            w,
+            "tether_pool_placement_duration_seconds",
+            "Time this process took to answer a slice request (place, queue or refuse it).",
+            placement.buckets,
+            [({}, placement.snapshot())],
+        )
     return "\n".join(w.lines) + "\n"
+
+
+def _usage(w: _Writer, stats: Mapping[str, Any]) -> None:
+    """Usage counters, quotas and queue waits per team (from the database)."""
+    from tether.pool._metrics_figures import QUEUE_WAIT_BUCKETS
+
+    usage: Mapping[str, tuple[float, float, int]] = stats.get("team_usage", {})
+    w.family(
+        "tether_pool_team_device_seconds_total",
+        "counter",
+        "Device-seconds of each team's leases by share (open ones: to their last heartbeat).",
+        (({"team": t}, round(u[0], 3)) for t, u in sorted(usage.items())),
+    )
+    w.family(
+        "tether_pool_team_memory_gib_seconds_total",
+        "counter",
+        "GiB-seconds of device memory each team's leases held.",
+        (({"team": t}, round(u[1], 3)) for t, u in sorted(usage.items())),
+    )
+    w.family(
+        "tether_pool_team_leases_total",
+        "counter",
+        "Leases each team was granted.",
+        (({"team": t}, u[2]) for t, u in sorted(usage.items())),
+    )
+    month: Mapping[str, tuple[float, float]] = stats.get("team_month", {})
+    w.family(
+        "tether_pool_team_month_device_seconds",
+        "gauge",
+        "Device-seconds each team used this calendar month (UTC): what its monthly quota counts.",
+        (({"team": t}, round(m[0], 3)) for t, m in sorted(month.items())),
+    )
+    quotas = {q.team: q for q in stats.get("quotas", {}).values()}  # keyed by team id
+    w.family(
+        "tether_pool_team_quota_share",
+        "gauge",
+        "Each team's limit on concurrent share (devices' worth); absent: no limit.",
+        (({"team": t}, q.max_share) for t, q in sorted(quotas.items()) if q.max_share is not None),
+    )
+    w.family(
+        "tether_pool_team_quota_memory_bytes",
+        "gauge",
+        "Each team's limit on device memory held at once; absent: no limit.",
+        (
+            ({"team": t}, q.max_memory_bytes)
+            for t, q in sorted(quotas.items())
+            if q.max_memory_bytes is not None
+        ),
+    )
+    w.family(
+        "tether_pool_team_quota_month_device_seconds",
+        "gauge",
+        "Each team's monthly limit in device-seconds; absent: no limit.",
+        (
+            ({"team": t}, q.device_hours_per_month * 3600.0)
+            for t, q in sorted(quotas.items())
+            if q.device_hours_per_month is not None
+        ),
+    )
+    waits: Mapping[str, tuple[int, float, list[int]]] = stats.get("queue_wait", {})
+    _histogram(
+        w,
+        "tether_pool_queue_wait_seconds",
+        "Time from each request to its placement, by team (0 for requests placed at once).",
+        QUEUE_WAIT_BUCKETS,
+        (({"team": t}, v) for t, v in sorted(waits.items())),
+    )

@@ -155,9 +155,16 @@ _V3 = [
     "CREATE INDEX sessions_group ON sessions (group_id, group_index)",
 ]
 
+# A session's name (`tether run --name`), chosen by its user: shown in lists and
+# accepted where an id is (issue 13). Not unique: the id stays the key.
+_V4 = [
+    "ALTER TABLE sessions ADD COLUMN name TEXT",
+]
+
 #: (version, statements) in order; version n is applied when schema_version < n.
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, tuple(_V1)),
     (2, tuple(_V2)),
     (3, tuple(_V3)),
+    (4, tuple(_V4)),
 )

@@ -162,6 +162,13 @@ class SessionMeter(BaseModel):
     )
     device_util_max: Annotated[float, Field(ge=0, le=100)] | None = None
     samples: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    memory_now: Annotated[int, Field(ge=0, le=MAX_MEMORY_BYTES)] | None = Field(
+        default=None, description="host memory (RSS) at the last sample, bytes"
+    )
+    device_memory_now: Annotated[int, Field(ge=0, le=MAX_MEMORY_BYTES)] | None = None
+    device_util_now: Annotated[float, Field(ge=0, le=100)] | None = Field(
+        default=None, description="percent, at the last sample"
+    )
     ended_at: Seconds | None = Field(
         default=None,
         description="the session has ended, at this time (sender's clock): its lease ends then",
@@ -273,6 +280,7 @@ class SliceIn(BaseModel):
     wait: bool = Field(default=True, description="queue when nothing fits (false: refuse)")
     queue_timeout_s: Annotated[float, Field(ge=0, le=86400 * 365)] | None = None
     policy: Literal["best-fit", "spread", "first-fit"] | None = None
+    name: Name | None = Field(default=None, description="your name for the session (not unique)")
 
 
 class LeaseDeviceOut(BaseModel):
@@ -283,6 +291,7 @@ class LeaseDeviceOut(BaseModel):
 
 class SessionOut(BaseModel):
     id: str
+    name: str | None = None
     team: str
     user: str
     state: Literal["queued", "placed", "ended"]

@@ -18,6 +18,7 @@ from tether.pool._db import Tx
 from tether.pool._directory import quota_out
 from tether.pool._events import QuotaSet
 from tether.pool._group_sessions import Groups
+from tether.pool._metrics_figures import figures_tx
 from tether.pool._model import Quota
 from tether.pool._nodes import Nodes
 from tether.pool._state import PoolState
@@ -131,7 +132,9 @@ class PoolService(Nodes, Groups):
                 "SELECT t.name AS team, COUNT(*) AS n FROM sessions s "
                 "JOIN teams t ON t.id = s.team_id WHERE s.state = 'queued' GROUP BY t.name"
             )
+            figures = figures_tx(tx, self.store, self._clock())
         return {
+            **figures,
             "nodes": nodes,
             "devices": devices,
             "allocation": alloc,

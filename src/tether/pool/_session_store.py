@@ -52,6 +52,7 @@ class SessionRow:
     metering: dict[str, Any] | None
     group_id: str | None = None  # the group request it is a member of (_group_store)
     group_index: int | None = None
+    name: str | None = None
 
 
 def _session_from(row: dict[str, Any], devices: tuple[tuple[str, float, int], ...]) -> SessionRow:
@@ -79,6 +80,7 @@ def _session_from(row: dict[str, Any], devices: tuple[tuple[str, float, int], ..
         metering=json.loads(row["metering"]) if row["metering"] else None,
         group_id=row.get("group_id"),
         group_index=None if row.get("group_index") is None else int(row["group_index"]),
+        name=row.get("name"),
     )
 
 
@@ -92,6 +94,10 @@ class SessionStore:
     """Session and lease rows; see the module docstring."""
 
     db: Database
+
+    def set_session_name_tx(self, tx: Tx, session_id: str, name: str) -> None:
+        """Name a session (its user's label for it; names need not be unique)."""
+        tx.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
 
     def next_seq(self, tx: Tx) -> int:
         """A strictly increasing number (queue order), inside a serialised transaction."""

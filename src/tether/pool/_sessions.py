@@ -71,6 +71,8 @@ class Sessions(ServiceCore):
         def work(tx: Tx, state: PoolState, now: float) -> Refused | None:
             decisions = self._handle(state, SliceRequested(now=now, request=request, policy=policy))
             self._persist(tx, decisions, context)
+            if body.get("name"):
+                self.store.set_session_name_tx(tx, session_id, str(body["name"]))
             for d in decisions:
                 if isinstance(d, Refused) and d.request_id == session_id:
                     return d
@@ -195,6 +197,7 @@ class Sessions(ServiceCore):
         request = {k: v for k, v in row.request.items() if v is not None and k != "id"}
         return {
             "id": row.id,
+            "name": row.name,
             "team": row.team,
             "user": row.user,
             "state": row.state,

@@ -95,6 +95,7 @@ table{border-collapse:collapse;margin:8px 0 24px;background:#fff}
 th,td{border:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:middle}
 th{background:#f3f4f6;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.name{white-space:nowrap}
 .bar{display:inline-block;width:120px;height:10px;background:#e5e7eb;border-radius:2px;
  vertical-align:middle;margin-right:6px;overflow:hidden}
 .bar span{display:block;height:100%;background:#0072B2}
@@ -320,7 +321,8 @@ def sessions_page(
         util = metering.get("device_util_mean")
         rows.append(
             f'<tr class="session" id="session-{esc(s["id"])}" data-session="{esc(s["id"])}">'
-            f"<td><code>{esc(s['id'])}</code></td><td>{esc(s['user'])}</td>"
+            f"<td><code>{esc(s['id'])}</code></td>"
+            f'<td class="name">{esc(s.get("name") or "")}</td><td>{esc(s["user"])}</td>'
             f"<td>{esc(s['team'])}</td><td>{esc(s.get('node'))}</td><td>{esc(devices)}</td>"
             f'<td class="num">{float(s.get("share") or 0):.2f}</td>'
             f'<td class="num">{esc(_mem(s.get("memory_bytes")))}</td>'
@@ -331,7 +333,7 @@ def sessions_page(
             f"</td><td>{_cancel_form(s, viewer, 'Cancel', 'sessions')}</td></tr>"
         )
     heads = (
-        "session", "user", "team", "node", "devices", "share", "memory", "age",
+        "session", "name", "user", "team", "node", "devices", "share", "memory", "age",
         "device memory used (peak)", "host memory (peak)", "utilisation", "",
     )  # fmt: skip
     table = _table("sessions", heads, rows, "No open sessions.")

@@ -282,7 +282,7 @@ class PoolClient:
 
         Keyword arguments are the API's fields: fraction, memory, count, vendor,
         model, min_memory, frameworks, node, team, priority, wait,
-        queue_timeout_s, policy. Raises :class:`Refused` when refused at once.
+        queue_timeout_s, policy, name. Raises :class:`Refused` when refused at once.
         """
         body = {k: v for k, v in request.items() if v is not None}
         return self.request("POST", "/v1/sessions", body)  # type: ignore[no-any-return]
