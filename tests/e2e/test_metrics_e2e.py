@@ -129,7 +129,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from tether.pool._client import PoolClient
+    from tether.poolapi._client import PoolClient
 
     root = tmp_path_factory.mktemp("metrics-e2e")
     env = base_env(with_src=True)

@@ -73,7 +73,7 @@ def _find(client: Any, key: str) -> dict[str, Any]:
 
     Raises the pool's NotFound (one line at the CLI) when neither exists.
     """
-    from tether.pool._problems import NotFound
+    from tether.poolapi._problems import NotFound
 
     try:
         return dict(client.session(key))
