@@ -1,0 +1,335 @@
+"""Pool write throughput: many real clients placing and releasing over HTTP.
+
+Starts a real pool (``python -m tether pool serve``) as a process, on SQLite and
+then on PostgreSQL, registers a few nodes with many devices (so that capacity is
+never what limits), and runs ``--clients`` concurrent clients -- threads spread
+over ``--procs`` processes, each using the project's own
+:class:`tether.pool.PoolClient` -- that loop *place a slice, release it* for
+``--seconds``. Prints, per backend:
+
+- placements per second (placements acknowledged to a client over wall time);
+- p50 / p99 latency of a placement (``POST /v1/sessions``) and of a release
+  (``DELETE /v1/sessions/ID``), as the client saw them;
+- errors (anything but a placement or a release).
+
+``--baseline PATH`` runs the same against another checkout (its ``src`` on
+``PYTHONPATH``; the clients stay this checkout's), in the same run, and prints
+the ratios. PostgreSQL is the one at ``--pg`` (default
+``postgresql://postgres@127.0.0.1:5432/test``); each run gets a fresh schema,
+dropped afterwards. A backend that cannot be had is skipped with the reason.
+
+Usage::
+
+    python bench/pool_write.py                           # 200 clients, 10 s, both backends
+    python bench/pool_write.py --clients 1000 --seconds 20
+    python bench/pool_write.py --baseline /path/to/older/checkout --backends sqlite
+
+Timings on a shared machine move from run to run: compare a baseline and the
+subject from the same invocation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tether.pool._client import PoolClient  # noqa: E402
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+NODES = 4
+DEVICES_PER_NODE = 64
+FRACTION = 0.25
+
+
+@dataclass
+class Figures:
+    label: str
+    backend: str
+    placements: int
+    releases: int
+    errors: int
+    seconds: float
+    place_ms: list[float]
+    release_ms: list[float]
+    first_error: str
+
+    @property
+    def rate(self) -> float:
+        return self.placements / self.seconds if self.seconds else 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+# ------------------------------------------------------------------ the pool process
+
+
+@contextlib.contextmanager
+def pool_process(checkout: Path, db: str, workdir: Path) -> Iterator[tuple[str, str]]:
+    """``tether pool serve`` from ``checkout`` on ``db``; yields (url, admin token)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready, token_file, log = workdir / "ready", workdir / "admin-token", workdir / "pool.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(checkout / "src")
+    for key in ("TETHER_POOL", "TETHER_POOL_TOKEN", "TETHER_CONFIG"):
+        env.pop(key, None)
+    argv = [
+        sys.executable, "-m", "tether", "pool", "serve",
+        "--listen", "127.0.0.1:0", "--db", db,
+        "--bootstrap-token-file", str(token_file), "--ready-file", str(ready),
+        "--secret-file", str(workdir / "pool-secret"),
+        "--lease-timeout", "600", "--node-timeout", "600",
+    ]  # fmt: skip
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the pool did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield ready.read_text().strip(), token_file.read_text().strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def pg_schema(base: str) -> Iterator[str]:
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(5)}"
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def prepare(url: str, admin_token: str) -> tuple[str, list[tuple[str, str]]]:
+    """A team, a user token, and NODES registered nodes: (user token, [(node, reg)])."""
+    admin = PoolClient(url, admin_token)
+    admin.create_team("bench")
+    admin.create_user("bench", teams=["bench"])
+    user_token = admin.create_token(kind="user", user="bench")["token"]
+    node_token = admin.create_token(kind="node")["token"]
+    node = PoolClient(url, node_token)
+    nodes = []
+    for i in range(NODES):
+        devices = [
+            {"id": f"gpu{j}", "vendor": "nvidia", "model": "H100", "memory": "80GiB"}
+            for j in range(DEVICES_PER_NODE)
+        ]
+        out = node.register_node(f"node{i}", f"tcp://10.0.0.{i}:7447", devices)
+        nodes.append((f"node{i}", str(out.get("registration") or "")))
+    return user_token, nodes
+
+
+# ------------------------------------------------------------------ the clients
+
+
+def worker_main(url: str, token: str, threads: int, start_at: float, seconds: float) -> None:
+    """One client process: ``threads`` clients looping place+release; JSON to stdout."""
+    client = PoolClient(url, token, timeout=60)
+    lock = threading.Lock()
+    out: dict[str, Any] = {"place": [], "release": [], "errors": 0, "first_error": ""}
+
+    def loop() -> None:
+        place: list[float] = []
+        release: list[float] = []
+        errors = 0
+        first = ""
+        end = start_at + seconds
+        while time.time() < start_at:
+            time.sleep(0.005)
+        while time.time() < end:
+            t0 = time.perf_counter()
+            try:
+                session = client.request_slice(fraction=FRACTION, wait=False)
+                t1 = time.perf_counter()
+                place.append((t1 - t0) * 1e3)
+                client.release(session["id"])
+                release.append((time.perf_counter() - t1) * 1e3)
+            except Exception as exc:  # counted, and the first one shown
+                errors += 1
+                first = first or f"{type(exc).__name__}: {exc}"
+                time.sleep(0.05)
+        with lock:
+            out["place"] += place
+            out["release"] += release
+            out["errors"] += errors
+            out["first_error"] = out["first_error"] or first
+
+    pool = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    json.dump(out, sys.stdout)
+
+
+def drive(
+    url: str, admin_token: str, args: argparse.Namespace, label: str, backend: str
+) -> Figures:
+    user_token, _nodes = prepare(url, admin_token)
+    procs = max(1, min(args.procs, args.clients))
+    per = [args.clients // procs + (1 if i < args.clients % procs else 0) for i in range(procs)]
+    start_at = time.time() + 2.0 + 0.05 * args.clients / procs
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--_worker",
+                url,
+                user_token,
+                str(n),
+                repr(start_at),
+                repr(args.seconds),
+            ],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+        for n in per
+        if n
+    ]
+    results = []
+    for child in children:
+        stdout, _ = child.communicate(timeout=args.seconds + 300)
+        results.append(json.loads(stdout))
+    elapsed = max(time.time() - start_at, args.seconds)  # the last cycles end after the window
+    place = [x for r in results for x in r["place"]]
+    release = [x for r in results for x in r["release"]]
+    return Figures(
+        label=label,
+        backend=backend,
+        placements=len(place),
+        releases=len(release),
+        errors=sum(r["errors"] for r in results),
+        seconds=elapsed,
+        place_ms=place,
+        release_ms=release,
+        first_error=next((r["first_error"] for r in results if r["first_error"]), ""),
+    )
+
+
+def run_one(checkout: Path, label: str, backend: str, args: argparse.Namespace) -> Figures:
+    with tempfile.TemporaryDirectory(prefix="pool-write-") as tmp:
+        work = Path(tmp)
+        with contextlib.ExitStack() as stack:
+            db = (
+                str(work / "pool.db")
+                if backend == "sqlite"
+                else stack.enter_context(pg_schema(args.pg))
+            )
+            url, admin = stack.enter_context(pool_process(checkout, db, work / "pool"))
+            return drive(url, admin, args, label, backend)
+
+
+def backend_reason(backend: str, pg: str) -> str | None:
+    if backend == "sqlite":
+        return None
+    try:
+        import psycopg
+
+        with psycopg.connect(pg, connect_timeout=3):
+            return None
+    except Exception as exc:
+        return f"PostgreSQL at {pg} unavailable: {exc}".strip()
+
+
+def report(f: Figures) -> str:
+    return (
+        f"{f.backend:<10} {f.label:<9} {f.rate:>8.0f} {pct(f.place_ms, 50):>8.1f} "
+        f"{pct(f.place_ms, 99):>8.1f} {pct(f.release_ms, 50):>8.1f} {pct(f.release_ms, 99):>8.1f} "
+        f"{f.placements:>7} {f.errors:>6}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--_worker":
+        url, token, threads, start_at, seconds = argv[1:6]
+        worker_main(url, token, int(threads), float(start_at), float(seconds))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--procs", type=int, default=4, help="client processes")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--pg", default=os.environ.get("TETHER_TEST_PG", PG_DEFAULT))
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
+    args = parser.parse_args(argv)
+
+    print(
+        f"pool_write: {args.clients} clients in {args.procs} processes, place+release for "
+        f"{args.seconds:g} s; {NODES} nodes x {DEVICES_PER_NODE} devices, fraction {FRACTION}; "
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'backend':<10} {'checkout':<9} {'place/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'rel p50':>8} {'rel p99':>8} {'placed':>7} {'errors':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    ratios = []
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        reason = backend_reason(backend, args.pg)
+        if reason is not None:
+            print(f"{backend:<10} skipped: {reason}")
+            continue
+        base = None
+        if args.baseline is not None:
+            base = run_one(args.baseline.resolve(), "baseline", backend, args)
+            print(report(base), flush=True)
+        this = run_one(ROOT, "this", backend, args)
+        print(report(this), flush=True)
+        for f in (base, this):
+            if f is not None and f.first_error:
+                print(f"           {f.label} first error: {f.first_error[:200]}")
+        if base is not None and base.rate:
+            ratios.append(
+                f"{backend}: {this.rate / base.rate:.1f}x placements/s, p99 "
+                f"{pct(base.place_ms, 99):.0f} -> {pct(this.place_ms, 99):.0f} ms"
+            )
+    print()
+    print("place/s: placements acknowledged over the wall time of the window; p50/p99: one")
+    print("POST /v1/sessions as a client saw it; rel: one DELETE /v1/sessions/ID.")
+    for line in ratios:
+        print(f"this vs baseline, {line}")
+    _ = statistics
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
