@@ -133,6 +133,24 @@ class Tx:
         row = self._cursor.fetchone()
         return dict(row) if row is not None else None
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested part of this transaction: on an exception in the block, what the
+        block wrote is undone (the rest of the transaction stays) and the exception
+        goes on. Both SQLite and PostgreSQL keep the transaction usable afterwards.
+
+        If undoing fails (the connection is gone), that error is raised instead,
+        chained to the block's, and the whole transaction is lost.
+        """
+        self._cursor.execute("SAVEPOINT tether_part")
+        try:
+            yield
+        except BaseException:
+            self._cursor.execute("ROLLBACK TO SAVEPOINT tether_part")
+            self._cursor.execute("RELEASE SAVEPOINT tether_part")
+            raise
+        self._cursor.execute("RELEASE SAVEPOINT tether_part")
+
 
 def _dict_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
