@@ -11,17 +11,21 @@ with 400 for bad input (malformed JSON, unknown fields, out-of-range values),
 401 for a missing, wrong or revoked token, 403 for what the caller may not do,
 404/409/410 for unknown, conflicting or ended things. Handlers are plain
 ``def`` functions: FastAPI runs them in its thread pool, where the blocking
-service and database belong.
+service and database belong. ``POST /v1/sessions`` is the exception: it runs
+the service in the thread pool itself, so that afterwards it can see whether
+the client is still there, and give back what it was given if not.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether import __version__
@@ -35,6 +39,8 @@ from tether.pool._service import PoolService
 from tether.pool._ui import mount_ui
 
 __all__ = ["create_app", "usage_csv"]
+
+log = logging.getLogger("tether.pool")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorBody, "description": text}
@@ -329,10 +335,16 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         responses={**r, 202: {"model": s.SessionOut, "description": "queued"}},
         tags=["sessions"],
     )
-    def request_slice(body: s.SliceIn, who: Who, response: Response) -> Any:
+    async def request_slice(body: s.SliceIn, who: Who, request: Request, response: Response) -> Any:
         """Ask for a slice: 201 placed (address + ticket), 202 queued (position),
         409 refused (error.detail says why: capacity, quota with its figures, ...)."""
-        session = service.request_slice(who, body.model_dump())
+        session = await run_in_threadpool(service.request_slice, who, body.model_dump())
+        if await request.is_disconnected():
+            # The client hung up before its answer (it gave up, or died): it cannot
+            # know the session's id, so nobody else could end the lease before
+            # its timeout. What is placed or queued for it is given back now.
+            log.warning("client left before its answer: released session %s", session["id"])
+            session = await run_in_threadpool(service.release, who, session["id"])
         if session["state"] == "queued":
             response.status_code = 202
         return session
