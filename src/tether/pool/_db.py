@@ -103,12 +103,27 @@ def redact(text: str, url: str) -> str:
     return shown.join(pieces)
 
 
-class Tx:
-    """One open transaction; valid only inside its ``with`` block."""
+def _plain_read(sql: str) -> bool:
+    """A statement that only reads and locks nothing (see :class:`Tx`)."""
+    head = sql.lstrip()[:6].upper()
+    return head == "SELECT" and "FOR " not in sql.upper() and "PG_ADVISORY" not in sql.upper()
 
-    def __init__(self, dialect: Dialect, cursor: Any) -> None:
+
+class Tx:
+    """One open transaction; valid only inside its ``with`` block.
+
+    On PostgreSQL a transaction that is not serialised opens (``BEGIN``) only at
+    its first statement that writes or locks: until then its plain SELECTs
+    run on their own. Under READ COMMITTED, PostgreSQL's default, a ``SELECT``
+    inside a transaction sees what was committed when it started, exactly as one
+    outside does, so the answers are the same, and a read-only request saves two
+    round trips (``BEGIN``, ``COMMIT``) to the server.
+    """
+
+    def __init__(self, dialect: Dialect, cursor: Any, *, begun: bool = True) -> None:
         self._dialect = dialect
         self._cursor = cursor
+        self._begun = begun
 
     @property
     def dialect(self) -> Dialect:
@@ -116,6 +131,9 @@ class Tx:
 
     def _sql(self, sql: str) -> str:
         if self._dialect == "postgresql":
+            if not self._begun and not _plain_read(sql):
+                self._cursor.execute("BEGIN")
+                self._begun = True
             return sql.replace("%", "%%").replace("?", "%s")
         return sql
 
@@ -142,7 +160,7 @@ class Tx:
         If undoing fails (the connection is gone), that error is raised instead,
         chained to the block's, and the whole transaction is lost.
         """
-        self._cursor.execute("SAVEPOINT tether_part")
+        self.execute("SAVEPOINT tether_part")
         try:
             yield
         except BaseException:
@@ -191,7 +209,11 @@ class Database:
                 import psycopg
                 from psycopg.rows import dict_row
 
-                conn = psycopg.connect(self._target, row_factory=dict_row, connect_timeout=10)
+                # Autocommit: Database.transaction sends BEGIN itself, and only when
+                # a transaction is needed (Tx).
+                conn = psycopg.connect(
+                    self._target, row_factory=dict_row, connect_timeout=10, autocommit=True
+                )
         except Exception as exc:
             raise self._unavailable(f"cannot open the pool database {self.url}", exc) from exc
         with self._all_lock:
@@ -255,10 +277,20 @@ class Database:
         import psycopg
 
         try:
-            with conn.transaction(), conn.cursor() as cursor:
+            with conn.cursor() as cursor:
+                tx = Tx("postgresql", cursor, begun=serialize)
                 if serialize:
+                    cursor.execute("BEGIN")
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-                yield Tx("postgresql", cursor)
+                try:
+                    yield tx
+                except BaseException:
+                    if tx._begun and not conn.closed:
+                        with suppress(psycopg.Error):
+                            cursor.execute("ROLLBACK")
+                    raise
+                if tx._begun:
+                    cursor.execute("COMMIT")
         except psycopg.OperationalError as exc:
             self._drop_connection()
             raise self._unavailable(f"lost the pool database {self.url}", exc) from exc
