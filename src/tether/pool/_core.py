@@ -49,6 +49,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -259,10 +260,13 @@ class ServiceCore(Directory):
                     seen = self.store.generation_tx(tx)
                     if seen != self._generation:
                         self._state = None  # another replica wrote: rebuild
-                    written = sum(self._apply(tx, change) for change in batch)
+                    # One change alone needs no savepoint: if it fails, the whole
+                    # transaction rolls back (two statements fewer when not busy).
+                    alone = len(batch) == 1
+                    written = sum(self._apply(tx, change, savepoint=not alone) for change in batch)
                     if not written:
                         raise _NothingWritten
-                    generation = self.store.bump_generation_tx(tx)
+                    generation = self.store.bump_generation_tx(tx, seen)
             except _NothingWritten:
                 if self._state is not None:
                     self._generation = seen  # restored from what the database holds
@@ -279,12 +283,16 @@ class ServiceCore(Directory):
                 for change in batch:
                     change.done = True
 
-    def _apply(self, tx: Tx, change: _Change) -> bool:
-        """Run one change in its savepoint; True if it wrote, False if it failed."""
+    def _apply(self, tx: Tx, change: _Change, *, savepoint: bool = True) -> bool:
+        """Run one change (in its savepoint); True if it wrote, False if it failed.
+
+        Without ``savepoint`` a failed change may leave writes behind: the caller
+        must then roll the transaction back.
+        """
         now = self._now = self._clock()
         self._dirty = False
         try:
-            with tx.savepoint():
+            with tx.savepoint() if savepoint else nullcontext():
                 if self._state is None:
                     self._state = self._restore(tx, at=None)
                 change.result = change.work(tx, self._state, now)

@@ -205,6 +205,10 @@ class Database:
                 conn.execute("PRAGMA busy_timeout = 30000")
                 if self._target != ":memory:":
                     conn.execute("PRAGMA journal_mode = WAL")
+                    # Said, not left to the build's default (some make it NORMAL
+                    # under WAL): every commit reaches the disk before the pool
+                    # answers, which group commit makes cheap (docs/pool.md).
+                    conn.execute("PRAGMA synchronous = FULL")
             else:
                 import psycopg
                 from psycopg.rows import dict_row
