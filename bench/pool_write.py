@@ -23,9 +23,11 @@ Usage::
     python bench/pool_write.py                           # 200 clients, 10 s, both backends
     python bench/pool_write.py --clients 1000 --seconds 20
     python bench/pool_write.py --baseline /path/to/older/checkout --backends sqlite
+    python bench/pool_write.py --baseline /path/to/older/checkout --repeat 3
 
 Timings on a shared machine move from run to run: compare a baseline and the
-subject from the same invocation only.
+subject from the same invocation only, and use ``--repeat`` (the two alternate,
+and the runs of each are pooled).
 """
 
 from __future__ import annotations
@@ -274,6 +276,23 @@ def run_one(checkout: Path, label: str, backend: str, args: argparse.Namespace) 
             return drive(url, admin, args, label, backend, pid)
 
 
+def merged(runs: list[Figures]) -> Figures:
+    """Several runs as one: counts and times added, latencies pooled."""
+    first = runs[0]
+    return Figures(
+        label=f"{first.label} x{len(runs)}" if len(runs) > 1 else first.label,
+        backend=first.backend,
+        placements=sum(f.placements for f in runs),
+        releases=sum(f.releases for f in runs),
+        errors=sum(f.errors for f in runs),
+        seconds=sum(f.seconds for f in runs),
+        place_ms=[x for f in runs for x in f.place_ms],
+        release_ms=[x for f in runs for x in f.release_ms],
+        first_error=next((f.first_error for f in runs if f.first_error), ""),
+        server_cpu_s=sum(f.server_cpu_s for f in runs),
+    )
+
+
 def backend_reason(backend: str, pg: str) -> str | None:
     if backend == "sqlite":
         return None
@@ -288,7 +307,7 @@ def backend_reason(backend: str, pg: str) -> str | None:
 
 def report(f: Figures) -> str:
     return (
-        f"{f.backend:<10} {f.label:<9} {f.rate:>8.0f} {pct(f.place_ms, 50):>8.1f} "
+        f"{f.backend:<10} {f.label:<11} {f.rate:>8.0f} {pct(f.place_ms, 50):>8.1f} "
         f"{pct(f.place_ms, 99):>8.1f} {pct(f.release_ms, 50):>8.1f} {pct(f.release_ms, 99):>8.1f} "
         f"{f.cpu_ms_per_cycle:>8.2f} {f.placements:>7} {f.errors:>6}"
     )
@@ -307,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--pg", default=os.environ.get("TETHER_TEST_PG", PG_DEFAULT))
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per checkout, alternated; then all pooled"
+    )
     args = parser.parse_args(argv)
 
     print(
@@ -315,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     header = (
-        f"{'backend':<10} {'checkout':<9} {'place/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'backend':<10} {'checkout':<11} {'place/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'placed':>7} {'errors':>6}"
     )
     print(header)
@@ -326,12 +348,20 @@ def main(argv: list[str] | None = None) -> int:
         if reason is not None:
             print(f"{backend:<10} skipped: {reason}")
             continue
-        base = None
-        if args.baseline is not None:
-            base = run_one(args.baseline.resolve(), "baseline", backend, args)
-            print(report(base), flush=True)
-        this = run_one(ROOT, "this", backend, args)
-        print(report(this), flush=True)
+        bases: list[Figures] = []
+        these: list[Figures] = []
+        for _ in range(args.repeat):  # alternated, so both see the same load
+            if args.baseline is not None:
+                bases.append(run_one(args.baseline.resolve(), "baseline", backend, args))
+                print(report(bases[-1]), flush=True)
+            these.append(run_one(ROOT, "this", backend, args))
+            print(report(these[-1]), flush=True)
+        base = merged(bases) if bases else None
+        this = merged(these)
+        if args.repeat > 1:
+            for f in (base, this):
+                if f is not None:
+                    print(report(f), flush=True)
         for f in (base, this):
             if f is not None and f.first_error:
                 print(f"           {f.label} first error: {f.first_error[:200]}")

@@ -126,6 +126,7 @@ class _Change:
     """One caller's change waiting for (or done by) a group commit."""
 
     work: Callable[[Tx, PoolState, float], Any]
+    ready: threading.Event = field(default_factory=threading.Event)
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -177,7 +178,7 @@ class ServiceCore(Directory):
         # Held while the state changes (a batch is written, the state restored).
         self._lock = threading.Lock()
         # Guards the changes waiting for a group commit and who is writing them.
-        self._queue = threading.Condition(threading.Lock())
+        self._queue = threading.Lock()
         self._waiting: list[_Change] = []
         self._writing = False
         self._state: PoolState | None = None
@@ -228,21 +229,24 @@ class ServiceCore(Directory):
         change = _Change(work)
         with self._queue:
             self._waiting.append(change)
-            while not change.done and self._writing:
-                self._queue.wait()
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            # Woken once: when a batch holding this change has been written, or
+            # to write the next batch (the writer before hands over to one
+            # waiter, rather than waking them all to race for it).
+            change.ready.wait()
             lead = not change.done
-            if lead:
-                self._writing = True
         if lead:
             try:
                 while not change.done:
                     self._write_waiting()
-                    with self._queue:
-                        self._queue.notify_all()
             finally:
                 with self._queue:
-                    self._writing = False
-                    self._queue.notify_all()
+                    after = self._waiting[0] if self._waiting else None
+                    self._writing = after is not None
+                if after is not None:
+                    after.ready.set()
         if change.error is not None:
             raise change.error
         return change.result  # type: ignore[no-any-return]
@@ -282,6 +286,7 @@ class ServiceCore(Directory):
             finally:
                 for change in batch:
                     change.done = True
+                    change.ready.set()
 
     def _apply(self, tx: Tx, change: _Change, *, savepoint: bool = True) -> bool:
         """Run one change (in its savepoint); True if it wrote, False if it failed.
