@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,7 @@ def prepare(url: str, admin_token: str) -> tuple[str, list[tuple[str, str]]]:
     node = PoolClient(url, node_token)
     nodes = []
     for i in range(NODES):
-        devices = [
+        devices: list[Mapping[str, Any]] = [
             {"id": f"gpu{j}", "vendor": "nvidia", "model": "H100", "memory": "80GiB"}
             for j in range(DEVICES_PER_NODE)
         ]
@@ -294,15 +294,38 @@ def merged(runs: list[Figures]) -> Figures:
 
 
 def backend_reason(backend: str, pg: str) -> str | None:
+    """None if ``backend`` can be had; else why not. A local PostgreSQL that is
+    down is started once (``pg_ctlcluster``), as ``tests/pool`` do."""
     if backend == "sqlite":
         return None
     try:
         import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'tether[pool]')"
 
-        with psycopg.connect(pg, connect_timeout=3):
-            return None
-    except Exception as exc:
-        return f"PostgreSQL at {pg} unavailable: {exc}".strip()
+    def answers() -> str | None:
+        try:
+            with psycopg.connect(pg, connect_timeout=3):
+                return None
+        except Exception as exc:
+            return str(exc).strip()
+
+    reason = answers()
+    if reason is not None and Path("/etc/postgresql").is_dir():
+        for version in os.listdir("/etc/postgresql"):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+        for _ in range(20):
+            reason = answers()
+            if reason is None:
+                break
+            time.sleep(0.5)
+    return None if reason is None else f"PostgreSQL at {pg} unavailable: {reason}"
 
 
 def report(f: Figures) -> str:
