@@ -11,11 +11,14 @@ with 400 for bad input (malformed JSON, unknown fields, out-of-range values),
 401 for a missing, wrong or revoked token, 403 for what the caller may not do,
 404/409/410 for unknown, conflicting or ended things. Handlers are plain
 ``def`` functions: FastAPI runs them in its thread pool, where the blocking
-service and database belong.
+service and database belong. ``POST /v1/sessions`` is the exception: it runs
+the service in the thread pool itself, so that afterwards it can see whether
+the client is still there, and give back what it was given if not.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Any, Literal
 
@@ -24,6 +27,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether._errors import AuthenticationError
@@ -37,6 +41,8 @@ from tether.pool._ui import mount_ui
 from tether.poolapi import PoolRequestError
 
 __all__ = ["create_app", "group_usage_csv", "usage_csv"]
+
+log = logging.getLogger("tether.pool")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorBody, "description": text}
@@ -99,6 +105,10 @@ def principal(
 
 # Module level: FastAPI resolves the (string) annotations in this module's globals.
 Who = Annotated[Principal, Depends(principal)]
+# The busiest routes take the token as it came (no I/O, on the event loop) and
+# check it in the same worker thread as their work: one thread-pool hop a
+# request instead of two (bench/pool_write.py). Same 401s as ``Who``.
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI:
@@ -332,14 +342,27 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         responses={**r, 202: {"model": s.SessionOut, "description": "queued"}},
         tags=["sessions"],
     )
-    def request_slice(body: s.SliceIn, who: Who, response: Response) -> Any:
+    async def request_slice(
+        body: s.SliceIn, token: Bearer, request: Request, response: Response
+    ) -> Any:
         """Ask for a slice: 201 placed (address + ticket), 202 queued (position),
         409 refused (error.detail says why: capacity, quota with its figures, ...)."""
-        started = time.perf_counter()
-        try:
-            session = service.request_slice(who, body.model_dump())
-        finally:
-            placement.observe(time.perf_counter() - started)
+
+        def place() -> tuple[Principal, dict[str, Any]]:
+            who = principal(token, request)
+            started = time.perf_counter()
+            try:
+                return who, service.request_slice(who, body.model_dump())
+            finally:
+                placement.observe(time.perf_counter() - started)
+
+        who, session = await run_in_threadpool(place)
+        if await request.is_disconnected():
+            # The client hung up before its answer (it gave up, or died): it cannot
+            # know the session's id, so nobody else could end the lease before
+            # its timeout. What is placed or queued for it is given back now.
+            log.warning("client left before its answer: released session %s", session["id"])
+            session = await run_in_threadpool(service.release, who, session["id"])
         if session["state"] == "queued":
             response.status_code = 202
         return session
@@ -373,9 +396,9 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     @app.delete(
         "/v1/sessions/{session_id}", response_model=s.SessionOut, responses=r, tags=["sessions"]
     )
-    def release(session_id: str, who: Who) -> Any:
+    def release(session_id: str, token: Bearer, request: Request) -> Any:
         """Release a lease, or withdraw a queued request. Releasing twice is harmless."""
-        return service.release(who, session_id)
+        return service.release(principal(token, request), session_id)
 
     # -------------------------------------------------------------- groups
 

@@ -6,13 +6,24 @@ build on it, and :class:`~tether.pool._service.PoolService` puts them together.
 
 Theory of operation
 -------------------
-Every change goes through :meth:`ServiceCore._mutate`: one *serialised*
+Every change goes through :meth:`ServiceCore._mutate`: inside a *serialised*
 database transaction (SQLite ``BEGIN IMMEDIATE``, PostgreSQL advisory lock)
-inside which the service reads the clock, turns the request into a policy
-event, feeds it to the in-memory :class:`PoolState`, writes every decision that
-comes back, and bumps a ``generation`` counter. If the transaction fails, the
-database is unchanged and the in-memory state is thrown away and rebuilt from
-the database on the next change, so the two never disagree for long.
+the service reads the clock, turns the request into a policy event, feeds it
+to the in-memory :class:`PoolState`, writes every decision that comes back,
+and bumps a ``generation`` counter. If the transaction fails, the database is
+unchanged and the in-memory state is thrown away and rebuilt from the database
+on the next change, so the two never disagree for long.
+
+Group commit: changes that arrive while one transaction is being written wait,
+and the next writer takes all of them (up to :data:`MAX_BATCH`) into one
+transaction, each in its own savepoint, with one commit (one fsync) for the lot.
+A change that fails rolls back to its savepoint only, and the state is rebuilt
+from the transaction before the next change of the batch. No caller gets its
+answer before the commit that holds its change has returned, so what a client
+was told is on disk; if the commit fails, every change of the batch fails.
+Under load this turns a commit per request into a commit per batch, and takes
+the lock once per batch instead of once per request (measured in
+``bench/pool_write.py``; figures in docs/performance.md).
 
 Several pool processes may share one PostgreSQL database: each keeps its own
 PoolState, and when it takes the lock and finds that the generation moved (some
@@ -38,6 +49,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -69,9 +81,12 @@ from tether.pool._usage import month_bounds
 from tether.pool._values import PoolConflictError, PoolInputError, PoolNotFoundError, parse_memory
 from tether.poolapi import Conflict, NotFound, PoolRequestError
 
-__all__ = ["Counters", "ServiceConfig", "ServiceCore", "Unchanged", "opt_memory"]
+__all__ = ["MAX_BATCH", "Counters", "ServiceConfig", "ServiceCore", "Unchanged", "opt_memory"]
 
 T = TypeVar("T")
+
+#: The most changes one group commit takes: bounds how long the first waits.
+MAX_BATCH = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +121,21 @@ def _policy_error(exc: PoolError) -> PoolRequestError:
     if isinstance(exc, PoolConflictError):
         return Conflict(message)
     return PoolRequestError(message)
+
+
+@dataclass(slots=True, eq=False)
+class _Change:
+    """One caller's change waiting for (or done by) a group commit."""
+
+    work: Callable[[Tx, PoolState, float], Any]
+    ready: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _NothingWritten(Exception):
+    """Every change of a batch failed: roll the (empty) transaction back."""
 
 
 class Unchanged(Exception):
@@ -147,7 +177,12 @@ class ServiceCore(Directory):
         # (tests), a random secret that dies with the process.
         self.secret = secret if secret is not None else SecretSource.ephemeral()
         self.secret.load()  # a bad secret file fails the start, not the first request
+        # Held while the state changes (a batch is written, the state restored).
         self._lock = threading.Lock()
+        # Guards the changes waiting for a group commit and who is writing them.
+        self._queue = threading.Lock()
+        self._waiting: list[_Change] = []
+        self._writing = False
         self._state: PoolState | None = None
         self._generation = -1
         self._now = 0.0  # the time of the change in progress
@@ -187,25 +222,100 @@ class ServiceCore(Directory):
         )
 
     def _mutate(self, work: Callable[[Tx, PoolState, float], T]) -> T:
-        """Run ``work(tx, state, now)`` serialised against every other change."""
+        """Run ``work(tx, state, now)`` serialised against every other change.
+
+        Returns what ``work`` returned once the transaction holding it has
+        committed; raises what it raised (an :class:`Unchanged` as its API
+        error), or the commit's error, and then nothing of it was written.
+        """
+        change = _Change(work)
+        with self._queue:
+            self._waiting.append(change)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            # Woken once: when a batch holding this change has been written, or
+            # to write the next batch (the writer before hands over to one
+            # waiter, rather than waking them all to race for it).
+            change.ready.wait()
+            lead = not change.done
+        if lead:
+            try:
+                while not change.done:
+                    self._write_waiting()
+            finally:
+                with self._queue:
+                    after = self._waiting[0] if self._waiting else None
+                    self._writing = after is not None
+                if after is not None:
+                    after.ready.set()
+        if change.error is not None:
+            raise change.error
+        return change.result  # type: ignore[no-any-return]
+
+    def _write_waiting(self) -> None:
+        """One transaction for the changes waiting: each in a savepoint, one commit."""
         with self._lock:
+            # Taken once the lock is ours: what queued while a tick or a restore
+            # held it joins this batch.
+            with self._queue:
+                batch = self._waiting[:MAX_BATCH]
+                del self._waiting[:MAX_BATCH]
             try:
                 with self.store.db.transaction(serialize=True) as tx:
-                    now = self._now = self._clock()
-                    self._dirty = False
-                    if self._state is None or self.store.generation_tx(tx) != self._generation:
-                        self._state = self._restore(tx, at=None)
-                    result = work(tx, self._state, now)
-                    generation = self.store.bump_generation_tx(tx)
-            except Unchanged as exc:
-                if self._dirty:
-                    self._state = None
-                raise exc.error from None
-            except BaseException:
+                    seen = self.store.generation_tx(tx)
+                    if seen != self._generation:
+                        self._state = None  # another replica wrote: rebuild
+                    # One change alone needs no savepoint: if it fails, the whole
+                    # transaction rolls back (two statements fewer when not busy).
+                    alone = len(batch) == 1
+                    written = sum(self._apply(tx, change, savepoint=not alone) for change in batch)
+                    if not written:
+                        raise _NothingWritten
+                    generation = self.store.bump_generation_tx(tx, seen)
+            except _NothingWritten:
+                if self._state is not None:
+                    self._generation = seen  # restored from what the database holds
+            except BaseException as exc:
                 self._state = None  # the database rolled back: rebuild from it next time
-                raise
-            self._generation = generation
-            return result
+                for change in batch:
+                    if change.error is None:
+                        change.result, change.error = None, exc
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt, SystemExit: every change has its error
+            else:
+                self._generation = generation
+            finally:
+                for change in batch:
+                    change.done = True
+                    change.ready.set()
+
+    def _apply(self, tx: Tx, change: _Change, *, savepoint: bool = True) -> bool:
+        """Run one change (in its savepoint); True if it wrote, False if it failed.
+
+        Without ``savepoint`` a failed change may leave writes behind: the caller
+        must then roll the transaction back.
+        """
+        now = self._now = self._clock()
+        self._dirty = False
+        try:
+            with tx.savepoint() if savepoint else nullcontext():
+                if self._state is None:
+                    self._state = self._restore(tx, at=None)
+                change.result = change.work(tx, self._state, now)
+        except Unchanged as exc:
+            error: Exception = exc.error
+        except PoolRequestError as exc:
+            error = exc  # refused before or after it changed the state (see _dirty)
+        except Exception as exc:
+            self._dirty = True  # a bug or the store's: trust nothing in memory
+            error = exc
+        else:
+            return True
+        if self._dirty:
+            self._state = None  # its part rolled back: rebuild from the transaction
+        change.error = error
+        return False
 
     def _handle(self, state: PoolState, event: Event) -> list[Decision]:
         """Feed one event; bad input raises an API error and changes nothing."""

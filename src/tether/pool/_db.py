@@ -103,12 +103,27 @@ def redact(text: str, url: str) -> str:
     return shown.join(pieces)
 
 
-class Tx:
-    """One open transaction; valid only inside its ``with`` block."""
+def _plain_read(sql: str) -> bool:
+    """A statement that only reads and locks nothing (see :class:`Tx`)."""
+    head = sql.lstrip()[:6].upper()
+    return head == "SELECT" and "FOR " not in sql.upper() and "PG_ADVISORY" not in sql.upper()
 
-    def __init__(self, dialect: Dialect, cursor: Any) -> None:
+
+class Tx:
+    """One open transaction; valid only inside its ``with`` block.
+
+    On PostgreSQL a transaction that is not serialised opens (``BEGIN``) only at
+    its first statement that writes or locks: until then its plain SELECTs
+    run on their own. Under READ COMMITTED, PostgreSQL's default, a ``SELECT``
+    inside a transaction sees what was committed when it started, exactly as one
+    outside does, so the answers are the same, and a read-only request saves two
+    round trips (``BEGIN``, ``COMMIT``) to the server.
+    """
+
+    def __init__(self, dialect: Dialect, cursor: Any, *, begun: bool = True) -> None:
         self._dialect = dialect
         self._cursor = cursor
+        self._begun = begun
 
     @property
     def dialect(self) -> Dialect:
@@ -116,6 +131,9 @@ class Tx:
 
     def _sql(self, sql: str) -> str:
         if self._dialect == "postgresql":
+            if not self._begun and not _plain_read(sql):
+                self._cursor.execute("BEGIN")
+                self._begun = True
             return sql.replace("%", "%%").replace("?", "%s")
         return sql
 
@@ -132,6 +150,24 @@ class Tx:
         self._cursor.execute(self._sql(sql), tuple(params))
         row = self._cursor.fetchone()
         return dict(row) if row is not None else None
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested part of this transaction: on an exception in the block, what the
+        block wrote is undone (the rest of the transaction stays) and the exception
+        goes on. Both SQLite and PostgreSQL keep the transaction usable afterwards.
+
+        If undoing fails (the connection is gone), that error is raised instead,
+        chained to the block's, and the whole transaction is lost.
+        """
+        self.execute("SAVEPOINT tether_part")
+        try:
+            yield
+        except BaseException:
+            self._cursor.execute("ROLLBACK TO SAVEPOINT tether_part")
+            self._cursor.execute("RELEASE SAVEPOINT tether_part")
+            raise
+        self._cursor.execute("RELEASE SAVEPOINT tether_part")
 
 
 def _dict_factory(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -169,11 +205,19 @@ class Database:
                 conn.execute("PRAGMA busy_timeout = 30000")
                 if self._target != ":memory:":
                     conn.execute("PRAGMA journal_mode = WAL")
+                    # Said, not left to the build's default (some make it NORMAL
+                    # under WAL): every commit reaches the disk before the pool
+                    # answers, which group commit makes cheap (docs/pool.md).
+                    conn.execute("PRAGMA synchronous = FULL")
             else:
                 import psycopg
                 from psycopg.rows import dict_row
 
-                conn = psycopg.connect(self._target, row_factory=dict_row, connect_timeout=10)
+                # Autocommit: Database.transaction sends BEGIN itself, and only when
+                # a transaction is needed (Tx).
+                conn = psycopg.connect(
+                    self._target, row_factory=dict_row, connect_timeout=10, autocommit=True
+                )
         except Exception as exc:
             raise self._unavailable(f"cannot open the pool database {self.url}", exc) from exc
         with self._all_lock:
@@ -237,10 +281,20 @@ class Database:
         import psycopg
 
         try:
-            with conn.transaction(), conn.cursor() as cursor:
+            with conn.cursor() as cursor:
+                tx = Tx("postgresql", cursor, begun=serialize)
                 if serialize:
+                    cursor.execute("BEGIN")
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-                yield Tx("postgresql", cursor)
+                try:
+                    yield tx
+                except BaseException:
+                    if tx._begun and not conn.closed:
+                        with suppress(psycopg.Error):
+                            cursor.execute("ROLLBACK")
+                    raise
+                if tx._begun:
+                    cursor.execute("COMMIT")
         except psycopg.OperationalError as exc:
             self._drop_connection()
             raise self._unavailable(f"lost the pool database {self.url}", exc) from exc

@@ -38,6 +38,10 @@ __all__ = ["ServeOptions", "bootstrap_admin", "parse_listen", "serve"]
 
 log = logging.getLogger("tether.pool")
 
+#: Connections the kernel may hold for the pool before it accepts them (capped
+#: by ``net.core.somaxconn``).
+LISTEN_BACKLOG = 4096
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServeOptions:
@@ -159,7 +163,10 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
         except OSError as exc:
             sock.close()
             raise PoolError(f"cannot listen on {options.listen}: {exc.strerror}") from exc
-        sock.listen(128)
+        # A deep accept queue: with the default 128, a burst of a few hundred
+        # clients overflows it, and each dropped connection waits out TCP's
+        # 1 s, 3 s, 7 s retransmits (the seconds-long p99 of bench/pool_write.py).
+        sock.listen(LISTEN_BACKLOG)
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if family == socket.AF_INET6 else bound[0]
         scheme = "https" if options.tls_cert is not None else "http"

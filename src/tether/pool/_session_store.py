@@ -90,6 +90,14 @@ _SESSION_SELECT = (
 )
 
 
+_SESSION_SELECT_DEVICES = (
+    "SELECT s.*, t.name AS team_name, u.name AS user_name, d.device_id AS d_device_id, "
+    "d.share AS d_share, d.memory_bytes AS d_memory_bytes FROM sessions s "
+    "JOIN teams t ON t.id = s.team_id JOIN users u ON u.id = s.user_id "
+    "LEFT JOIN lease_devices d ON d.session_id = s.id"
+)
+
+
 class SessionStore:
     """Session and lease rows; see the module docstring."""
 
@@ -155,10 +163,20 @@ class SessionStore:
         return [_session_from(r, tuple(devices.get(r["id"], ()))) for r in rows]
 
     def session_tx(self, tx: Tx, session_id: str) -> SessionRow:
-        rows = self.sessions_tx(tx, states=("queued", "placed", "ended"), session_id=session_id)
+        """One session with its devices, in one query (every request reads one)."""
+        rows = tx.all(
+            f"{_SESSION_SELECT_DEVICES} WHERE s.id = ? AND s.state IN (?, ?, ?) "
+            "ORDER BY d.device_id",
+            (session_id, "queued", "placed", "ended"),
+        )
         if not rows:
             raise NotFound(f"no session with id {session_id!r}")
-        return rows[0]
+        devices = tuple(
+            (r["d_device_id"], float(r["d_share"]), int(r["d_memory_bytes"]))
+            for r in rows
+            if r["d_device_id"] is not None
+        )
+        return _session_from(rows[0], devices)
 
     def insert_session_tx(
         self,

@@ -302,8 +302,13 @@ class Store(GroupStore, SessionStore, AccountStore):
         row = tx.one("SELECT value FROM counters WHERE name = 'generation'")
         return int(row["value"]) if row else 0
 
-    def bump_generation_tx(self, tx: Tx) -> int:
-        value = self.generation_tx(tx) + 1
+    def bump_generation_tx(self, tx: Tx, current: int | None = None) -> int:
+        """Count one more committed change; returns the new generation.
+
+        ``current``: the generation this serialised transaction already read
+        (saves reading it again; nobody else can have moved it meanwhile).
+        """
+        value = (self.generation_tx(tx) if current is None else current) + 1
         if tx.execute("UPDATE counters SET value = ? WHERE name = 'generation'", (value,)) == 0:
             tx.execute("INSERT INTO counters (name, value) VALUES ('generation', ?)", (value,))
         return value
