@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tether.pool._problems import PoolRequestError
 
 from tether.pool import _core
 from tether.pool._auth import Principal
@@ -22,6 +21,7 @@ from tether.pool._db import Tx
 from tether.pool._service import PoolService
 from tether.pool._state import PoolState
 from tether.pool._store import Store
+from tether.poolapi._problems import PoolRequestError
 
 from ._pooltest import DEVICES, db_url  # noqa: F401  (fixture)
 

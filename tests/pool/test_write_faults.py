@@ -21,11 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from tether.pool._client import PoolClient
 
 from tether._errors import ConnectError, PoolError
 from tether.pool._db import _ADVISORY_LOCK_KEY
 from tether.pool._store import Store
+from tether.poolapi._client import PoolClient
 
 from ._pooltest import DEVICES, db_url, repo_env, run_pool_server, wait_until  # noqa: F401
 
