@@ -1,8 +1,9 @@
 # tether-test: remote=numpy
 """One draw at a time from a seeded, remoted numpy.random, as genetic algorithms
 and tabular RL do (`if np.random.random() < rate:` per gene, per step): the
-numbers and the stream after them are the local ones, however the runs of single
-draws interleave with other draws, arrays of draws and reseeding."""
+numbers and the stream after them are the local ones, however the draws
+interleave with other kinds of draws, arrays of draws, other remote calls and
+reseeding."""
 
 import numpy as np
 
@@ -32,7 +33,16 @@ np.random.seed(11)
 again = [np.random.random() for _ in range(12)]
 print(first[:2] == again[:2], round(sum(again), 9))
 
-# Generator objects and arrays are untouched by the batching.
+# Draws between other remote calls, and in the worker's own code.
+q = np.zeros(4)
+for step in range(20):
+    a = np.random.randint(0, 4)
+    q[a] += np.random.normal()
+    if np.random.binomial(1, 0.3):
+        q = q * 0.9
+print(q.round(6).tolist(), np.random.permutation(5).tolist(), np.random.random())
+
+# Generator objects and arrays are untouched.
 rng = np.random.default_rng(5)
 print([round(float(rng.random()), 9) for _ in range(8)], rng.integers(0, 9, size=4).tolist())
 print(round(float(np.random.standard_normal()), 9), np.random.random_sample())

@@ -1,22 +1,21 @@
-"""Draws of numpy's global random generator, made ahead for the client.
+"""numpy's global random generator, lent to the client while it draws.
 
 A script that draws one number at a time from a remoted ``numpy.random``
-(``if np.random.random() < rate:`` per character, per step) would wait a round
-trip per draw. The client (``client/_draws.py``) asks for a batch instead: the
-same function with the same arguments, called ``n`` times here in order, so the
-numbers are exactly the ones the single calls would have drawn. Before the
-session sends anything else, the client says how many it used; the generator is
-put back to its state before the batch and advanced by that many draws, so the
-stream the rest of the script sees is the local one.
+(``if np.random.binomial(1, 0.9) == 0:`` every step, ``np.random.random() <
+rate`` per gene) would wait a round trip per draw. Instead the client
+(``client/_draws.py``) *checks the generator out*: it takes the state of the
+global ``RandomState`` here (:func:`check_out`), draws from a local
+``RandomState`` in that state, and before the session sends anything else
+*checks it back in* (:func:`check_in`, sent ahead of that call, no round trip).
+The numbers are the ones this process would have drawn: numpy keeps the legacy
+``RandomState`` streams stable across versions (NEP 19), and both ends run the
+same algorithm from the same state.
 
-Only the legacy global generator's (``RandomState``) drawing methods, and only
-scalar draws, qualify; anything else is refused (``None``) and called as usual.
+Only the legacy global generator's drawing methods qualify (:func:`drawing_name`).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
 from typing import Any, Final
 
 #: RandomState methods that draw numbers and change nothing but the generator.
@@ -29,48 +28,36 @@ DRAWING: Final = frozenset(
      "standard_gamma", "standard_normal", "standard_t", "triangular", "uniform",
      "vonmises", "wald", "weibull", "zipf"}
 )  # fmt: skip
-_SCALARS: Final = (int, float, bool)
-_MOST: Final = 4096  # draws in one batch, whatever the client asks
-_tokens = itertools.count(1)
-#: The one batch outstanding: token -> (generator, its state before, fn, args, kwargs)
-_pending: dict[int, tuple[Any, Any, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
+
+#: The state as plain data: (bit generator name, key words as bytes, position,
+#: has a cached Gaussian, the cached Gaussian).
+State = tuple[str, bytes, int, int, float]
 
 
-def prefetch(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], n: int
-) -> tuple[int, list[Any]] | None:
-    """``n`` successive results of ``fn(*args, **kwargs)``, or None if ``fn`` is not
-    a scalar draw of numpy's legacy generator."""
-    owner: Any = getattr(fn, "__self__", None)
-    kind = type(owner)
-    if (
-        kind.__name__ != "RandomState"
-        or not kind.__module__.startswith("numpy.random")
-        or getattr(fn, "__name__", None) not in DRAWING
-    ):
+def _global() -> Any:
+    import numpy.random
+
+    return numpy.random.random.__self__  # type: ignore[attr-defined]
+
+
+def drawing_name(fn: Any) -> str | None:
+    """``fn``'s name if it is a drawing method of numpy's global ``RandomState``."""
+    if getattr(fn, "__self__", None) is not _global():
         return None
-    _pending.clear()
-    n = max(1, min(n, _MOST))
-    state = owner.get_state()
-    draws = []
-    for _ in range(n):
-        value = fn(*args, **kwargs)
-        if not isinstance(value, _SCALARS) and getattr(value, "ndim", None) != 0:
-            owner.set_state(state)  # an array (size=...): not a scalar draw
-            return None
-        draws.append(value)
-    token = next(_tokens)
-    _pending[token] = (owner, state, fn, args, kwargs)
-    return token, draws
+    name = getattr(fn, "__name__", None)
+    return name if name in DRAWING else None
 
 
-def settle(token: int, used: int) -> None:
-    """The client used ``used`` draws of batch ``token``: the generator goes back to
-    where those draws alone would have left it."""
-    batch = _pending.pop(token, None)
-    if batch is None:
-        return
-    owner, state, fn, args, kwargs = batch
-    owner.set_state(state)
-    for _ in range(used):
-        fn(*args, **kwargs)
+def check_out() -> State:
+    """The global generator's state, for the client to draw from."""
+    name, keys, pos, has_gauss, cached = _global().get_state()
+    return (str(name), keys.tobytes(), int(pos), int(has_gauss), float(cached))
+
+
+def check_in(state: State) -> None:
+    """The client is done drawing: the generator goes on from where it left off."""
+    import numpy
+
+    name, raw, pos, has_gauss, cached = state
+    keys = numpy.frombuffer(raw, dtype=numpy.uint32).copy()
+    _global().set_state((name, keys, pos, has_gauss, cached))

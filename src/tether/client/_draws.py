@@ -1,12 +1,15 @@
-"""Draws from a remoted ``numpy.random``, one batch per run of single draws.
+"""Draws from a remoted ``numpy.random``, made here from the worker's generator.
 
 See :mod:`tether.acceptor._draws` for the worker's half and why the numbers are
-exactly the local ones. The client notices a run: the same function called with
-the same plain arguments :data:`STREAK` times with nothing else sent in between.
-It then asks for a batch and answers the next calls from it. Before the session
-sends any other call, :meth:`Draws.settle` tells the worker how many draws were
-used (sent ahead of that call, no round trip). A batch grows from
-:data:`FIRST` to :data:`MOST` while the run goes on.
+the worker's own. On the first draw after any other call the client checks the
+global generator out (one round trip: its state), then answers every draw of
+numpy's legacy functions with plain arguments (``binomial(1, 0.9)``,
+``choice(letters)``, ``normal(-0.1, 1)``) from a local ``RandomState`` in that
+state, and checks it back in ahead of the next other call it sends. A draw that
+makes an array (``size=``, ``rand(3)``, a list of means) is sent to the worker,
+so arrays stay the worker's.
+
+The client learns once per function whether it is such a draw (one round trip).
 """
 
 from __future__ import annotations
@@ -16,89 +19,98 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from tether.client._session import Session
 
-STREAK: Final = 4
-FIRST: Final = 8
-MOST: Final = 512
 #: What :meth:`Draws.call` returns when the call must go to the worker as usual.
 MISS: Final = object()
+_UNKNOWN: Final = object()
 _PLAIN: Final = (int, float, str, bool, type(None))
+#: Where each drawing method takes its ``size`` (rand and randn take shapes).
+_SIZE_AT: Final = {
+    "random_sample": 0, "random": 0, "standard_normal": 0, "standard_exponential": 0,
+    "standard_cauchy": 0, "poisson": 1, "exponential": 1, "chisquare": 1, "geometric": 1,
+    "pareto": 1, "power": 1, "rayleigh": 1, "weibull": 1, "zipf": 1, "logseries": 1,
+    "standard_gamma": 1, "standard_t": 1, "choice": 1, "binomial": 2, "normal": 2,
+    "uniform": 2, "randint": 2, "random_integers": 2, "beta": 2, "gamma": 2, "lognormal": 2,
+    "logistic": 2, "laplace": 2, "gumbel": 2, "f": 2, "negative_binomial": 2,
+    "noncentral_chisquare": 2, "wald": 2, "vonmises": 2, "hypergeometric": 3,
+    "noncentral_f": 3, "triangular": 3,
+}  # fmt: skip
 
 
-def _key(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A hashable key of the call, or None if an argument is not plain data."""
-    parts: list[Any] = [target._t_id]
-    for a in args:
+def _one_number(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """True if ``name(*args, **kwargs)`` draws one number (not an array), with plain
+    arguments only: no size, no sequence but choice's population and weights."""
+    if name in ("rand", "randn"):
+        return not args and not kwargs
+    at = _SIZE_AT.get(name)
+    if at is None or kwargs.get("size") is not None:
+        return False
+    if len(args) > at and args[at] is not None:
+        return False
+    for i, a in enumerate(args):
         t = type(a)
-        if t in _PLAIN:
-            parts.append(a)
-        elif (t is list or t is tuple) and len(a) <= 64 and all(type(x) in _PLAIN for x in a):
-            parts.append((t, tuple(a)))
-        else:
-            return None
-    for name, a in kwargs.items():
-        if type(a) not in _PLAIN:
-            return None
-        parts.append((name, a))
-    return tuple(parts)
+        if t in _PLAIN or (name == "choice" and i in (0, 3) and _plain_sequence(a)):
+            continue
+        return False
+    for key, a in kwargs.items():
+        t = type(a)
+        if t in _PLAIN or (name == "choice" and key in ("a", "p") and _plain_sequence(a)):
+            continue
+        return False
+    return True
+
+
+def _plain_sequence(a: Any) -> bool:
+    return (type(a) is list or type(a) is tuple) and all(type(x) in _PLAIN for x in a)
 
 
 class Draws:
-    """One session's batches of random draws (see the module docstring)."""
+    """One session's use of the worker's global random generator."""
 
     def __init__(self, session: Session) -> None:
         self._s = session
-        self._key: Any = None
-        self._streak = 0
-        self._after = -1  # calls_sent right after the last call of the run
-        self._refused: set[int] = set()  # functions that are not draws
-        self._size = FIRST
-        self._token = 0
-        self._batch: list[Any] = []
-        self._used = 0
-        self._remote: tuple[Any, Any] | None = None
+        self._names: dict[int, Any] = {}  # function handle id -> method name or None
+        self._local: Any = None  # a local RandomState while checked out
+        self._remote: Any = None  # the worker's helper module
 
     def call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if target._t_id in self._refused:
+        hid = target._t_id
+        name = self._names.get(hid, _UNKNOWN)
+        if name is None:
             return MISS
-        key = _key(target, args, kwargs)
-        if key is None:
-            return MISS
-        if self._token:
-            if key == self._key and self._used < len(self._batch):
-                value = self._batch[self._used]
-                self._used += 1
-                return value
-            self.settle()
-        sent = self._s.calls_sent
-        if key == self._key and sent == self._after:
-            self._streak += 1
-        else:
-            self._key, self._streak, self._size = key, 1, FIRST
-        if self._streak > STREAK:
-            got = self._prefetch(target, args, kwargs)
-            self._after = self._s.calls_sent
-            if got is None:
-                self._refused.add(target._t_id)
+        if name is _UNKNOWN:
+            if not all(type(a) in _PLAIN or _plain_sequence(a) for a in args):
+                return MISS  # (a proxy argument: not worth asking about the function)
+            name = self._names[hid] = self._helpers().drawing_name(target)
+            if name is None:
                 return MISS
-            self._token, self._batch = got
-            self._used = 1
-            self._size = min(self._size * 2, MOST)
-            self._s.draws_pending = True
-            return self._batch[0]
-        self._after = sent + 1  # the call the caller is about to send
-        return MISS
+        if not _one_number(name, args, kwargs):
+            return MISS  # arrays are the worker's to make
+        local = self._local
+        if local is None:
+            local = self._check_out()
+        return getattr(local, name)(*args, **kwargs)
 
-    def _prefetch(self, target: Any, args: Any, kwargs: Any) -> Any:
+    def _helpers(self) -> Any:
         if self._remote is None:
-            module = self._s.import_module("tether.acceptor._draws")
-            self._remote = (module.prefetch, module.settle)
-        return self._s.value_remote(self._remote[0], target, args, kwargs, self._size)
+            self._remote = self._s.import_module("tether.acceptor._draws")
+        return self._remote
+
+    def _check_out(self) -> Any:
+        import numpy
+
+        name, raw, pos, has_gauss, cached = self._helpers().check_out()
+        local = numpy.random.RandomState()
+        keys = numpy.frombuffer(raw, dtype=numpy.uint32).copy()
+        local.set_state((name, keys, pos, has_gauss, cached))
+        self._local = local
+        self._s.draws_pending = True
+        return local
 
     def settle(self) -> None:
-        """Tell the worker how many draws of the batch were used (before any call)."""
-        token, used, batch = self._token, self._used, self._batch
-        self._token, self._batch, self._used = 0, [], 0
+        """Check the generator back in (before any other call is sent)."""
+        local, self._local = self._local, None
         self._s.draws_pending = False
-        if token and self._remote is not None and used < len(batch):
-            # (All used: the generator is already where the single draws leave it.)
-            self._s.apply_none(self._remote[1], token, used)
+        if local is not None:
+            name, keys, pos, has_gauss, cached = local.get_state()
+            state = (str(name), keys.tobytes(), int(pos), int(has_gauss), float(cached))
+            self._s.apply_none(self._helpers().check_in, state)
