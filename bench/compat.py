@@ -22,7 +22,8 @@ Every run gets ``OMP_NUM_THREADS=1``, ``PYTHONHASHSEED=0`` and ``MPLBACKEND=Agg`
 ``env`` adds to these), runs in its own session, and is bounded: on timeout its whole
 process group is killed. Outputs are compared on stdout after blanking the entry's ``mask``
 regexes (timing fields) and hex addresses: ``exact`` wants the same lines, ``shape`` the same
-number of lines with every number masked; both want the same exit status.
+number of lines with every number masked, ``last`` the same last line with every number
+masked (unseeded searches whose length varies); all want the same exit status.
 
 Exit status: 0 when every selected entry ran identically in every mode, 1 otherwise, 2 on bad
 arguments or when the corpus folder or list cannot be used.
@@ -212,15 +213,18 @@ def last_line(text: str) -> str:
 
 
 def normalise(entry: Entry, text: str) -> list[str]:
-    """stdout as the comparison sees it: masks blanked, numbers too in ``shape`` mode."""
+    """stdout as the comparison sees it: masks blanked, numbers too in ``shape`` and
+    ``last`` modes (``last`` keeps only the last non-blank line)."""
     patterns = [re.compile(p) for p in (*ALWAYS_MASK, *entry.mask)]
     lines = []
     for line in text.splitlines():
         for rx in patterns:
             line = rx.sub("<masked>", line)
-        if entry.compare == "shape":
+        if entry.compare != "exact":
             line = " ".join(_NUMBER.sub("#", line).split())
         lines.append(line.rstrip())
+    if entry.compare == "last":
+        lines = [line for line in lines if line.strip()][-1:]
     return lines
 
 

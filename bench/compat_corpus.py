@@ -24,7 +24,7 @@ are never committed (``bench/compat/assemble.py`` lays them out from local git m
     command = ["-m", "pytest", "-q"]     # instead of [script, *args]: what follows "python"
     env = { PYTHONPATH = "." }
     remote = ["torch"]                   # the --remote modules under tether run
-    compare = "exact"                    # or "shape"
+    compare = "exact"                    # or "shape", or "last"
     mask = ['\\d+\\.\\d+ms']             # regexes blanked in both outputs before comparing
     timeout = 60                         # seconds for the plain run (the remote one: scaled)
     setup = [["generate.py"]]            # python scripts run (plainly) before each run;
@@ -51,8 +51,8 @@ HERE = Path(__file__).resolve().parent
 COMPAT_DIR = HERE / "compat"
 DEFAULT_LIST = COMPAT_DIR / "corpus.toml"
 
-Compare = Literal["exact", "shape"]
-_COMPARES: tuple[Compare, ...] = ("exact", "shape")
+Compare = Literal["exact", "shape", "last"]
+_COMPARES: tuple[Compare, ...] = ("exact", "shape", "last")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEYS = {
     "name", "repo", "commit", "path", "files", "cwd", "args", "command", "env", "remote", "compare",
