@@ -191,6 +191,7 @@ class Acceptor:
     async def serve(self, ready: Callable[[Address], None] | None = None) -> None:
         """Serve until cancelled; ``ready(address)`` is called once listening."""
         self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(_quiet_closed_pipes)
         sock = listen(self.requested)
         self.address = bound_address(sock, self.requested)
         tls: dict[str, Any] = {}
@@ -411,6 +412,19 @@ class Acceptor:
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
+
+
+def _quiet_closed_pipes(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: a worker's stdin pipe that broke because the
+    worker had already exited is not news. (Python 3.11's subprocess protocol keeps
+    that error in a future nobody has to await, and logs it at exit as "Future
+    exception was never retrieved": on the script's stderr, for an embedded
+    acceptor.) Everything else goes to asyncio's default handler."""
+    if isinstance(context.get("exception"), (BrokenPipeError, ConnectionResetError)) and (
+        "never retrieved" in str(context.get("message", ""))
+    ):
+        return
+    loop.default_exception_handler(context)
 
 
 def _tell_and_terminate(proc: asyncio.subprocess.Process, reason: str) -> None:
