@@ -32,9 +32,10 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from tether._prometheus import TextWriter
 from tether.acceptor._meter import Meter
 
 if TYPE_CHECKING:
@@ -56,30 +57,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_HEAD = 8192
 #: Seconds a scraper has to send its request.
 READ_TIMEOUT_S = 5.0
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[Mapping[str, str], float]],
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            self.lines.append(
-                f"{name}{{{inner}}} {float(value)!r}" if inner else f"{name} {float(value)!r}"
-            )
 
 
 class MeteringObserver:
@@ -120,7 +97,7 @@ class AcceptorMetrics:
         devices = self.meter.devices()
         figures = a.traffic.snapshot()
         traffic, calls = figures.sessions, figures.calls
-        w = _Writer()
+        w = TextWriter()
         w.family(
             "tether_acceptor_sessions_open",
             "gauge",

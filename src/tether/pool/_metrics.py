@@ -14,40 +14,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tether._prometheus import TextWriter, labels_text
+
 __all__ = ["CONTENT_TYPE", "PLACEMENT_BUCKETS", "Histogram", "render"]
 
 #: Upper bounds (seconds) of the placement-latency histogram's buckets.
 PLACEMENT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
-
-
-class _Writer:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(
-        self,
-        name: str,
-        kind: str,
-        help_text: str,
-        samples: Iterable[tuple[Mapping[str, str], float]],
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{name}{_labels(labels)} {float(value)!r}")
 
 
 class Histogram:
@@ -79,7 +53,7 @@ class Histogram:
 
 
 def _histogram(
-    w: _Writer,
+    w: TextWriter,
     name: str,
     help_text: str,
     buckets: tuple[float, ...],
@@ -91,15 +65,15 @@ def _histogram(
     for labels, (count, total, cumulative) in series:
         for bound, n in zip(buckets, cumulative, strict=True):
             le = {**labels, "le": repr(float(bound))}
-            w.lines.append(f"{name}_bucket{_labels(le)} {float(n)!r}")
-        w.lines.append(f"{name}_bucket{_labels({**labels, 'le': '+Inf'})} {float(count)!r}")
-        w.lines.append(f"{name}_sum{_labels(labels)} {float(total)!r}")
-        w.lines.append(f"{name}_count{_labels(labels)} {float(count)!r}")
+            w.lines.append(f"{name}_bucket{labels_text(le)} {float(n)!r}")
+        w.lines.append(f"{name}_bucket{labels_text({**labels, 'le': '+Inf'})} {float(count)!r}")
+        w.lines.append(f"{name}_sum{labels_text(labels)} {float(total)!r}")
+        w.lines.append(f"{name}_count{labels_text(labels)} {float(count)!r}")
 
 
 def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
     """Text for ``/metrics`` from :meth:`PoolService.statistics`."""
-    w = _Writer()
+    w = TextWriter()
     nodes = stats["nodes"]
     counts = {"ready": 0, "cordoned": 0, "drained": 0, "lost": 0}
     for n in nodes:
@@ -213,7 +187,7 @@ def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
     return "\n".join(w.lines) + "\n"
 
 
-def _usage(w: _Writer, stats: Mapping[str, Any]) -> None:
+def _usage(w: TextWriter, stats: Mapping[str, Any]) -> None:
     """Usage counters, quotas and queue waits per team (from the database)."""
     from tether.pool._metrics_figures import QUEUE_WAIT_BUCKETS
 
