@@ -59,6 +59,7 @@ from bench.compat_corpus import (
     Entry,
     load,
 )
+from bench.peers import sandbox_args
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_ENV = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
@@ -345,7 +346,7 @@ def acceptor(scratch: Path) -> Iterator[tuple[str, Path]]:
     token, ready, log = root / "token", root / "ready", root / "serve.log"
     argv = [
         sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
-        "--token-file", str(token), "--ready-file", str(ready),
+        "--token-file", str(token), "--ready-file", str(ready), *sandbox_args(),
     ]  # fmt: skip
     with log.open("wb") as log_fh:
         proc = subprocess.Popen(

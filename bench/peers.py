@@ -129,6 +129,20 @@ def rpyc_server(host: str, port: int = 0, stock: bool = False) -> list[str]:
     ]
 
 
+def sandbox_args() -> list[str]:
+    """``tether serve``'s sandbox flag for this machine: none where bubblewrap is installed
+    (workers sandboxed, as in production), else ``--no-sandbox`` (``tether serve`` refuses to
+    start a sandboxed acceptor without bwrap), so the suite also runs on a machine without it."""
+    import shutil
+
+    return [] if shutil.which("bwrap") else ["--no-sandbox"]
+
+
+def sandbox_note() -> str:
+    """One line for a report's header: whether the acceptor's workers ran sandboxed."""
+    return "workers sandboxed (bwrap)" if not sandbox_args() else "workers unsandboxed (no bwrap)"
+
+
 def tether_server(host: str, port: int, token_file: Path) -> list[str]:
     return [
         *python(),
@@ -139,6 +153,7 @@ def tether_server(host: str, port: int, token_file: Path) -> list[str]:
         f"tcp://{host}:{port}",
         "--token-file",
         str(token_file),
+        *sandbox_args(),
     ]
 
 

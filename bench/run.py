@@ -36,6 +36,7 @@ from bench.peers import (
     floor_server,
     free_port,
     rpyc_server,
+    sandbox_note,
     tether_server,
 )
 from bench.runner import CASE_KEYS
@@ -158,6 +159,8 @@ def run_loopback(args: argparse.Namespace, peers: list[str], workdir: Path) -> d
                 ]
         data = _run_runner(cmd, out, "loopback", args.timeout)
     data.setdefault("errors", {}).update({f"setup{i}": n for i, n in enumerate(notes)})
+    if "tether" in peers:
+        data["sandbox"] = sandbox_note()
     return data
 
 
@@ -214,6 +217,8 @@ def run_dc(args: argparse.Namespace, peers: list[str], workdir: Path) -> dict[st
             ]
             data = _run_runner(cmd, out, "dc", args.timeout)
             data.setdefault("errors", {}).update({f"setup{i}": n for i, n in enumerate(notes)})
+            if "tether" in peers:
+                data["sandbox"] = sandbox_note()
             data["link_notes"] = notes
             return data
     except netem.LinkUnavailable as exc:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 import tether
+from bench.peers import sandbox_args
 
 
 @contextlib.contextmanager
@@ -37,6 +38,7 @@ def _acceptor(work: Path, name: str, tls: tuple[Path, Path] | None) -> Iterator[
     scheme = "tls" if tls else "tcp"
     argv = [sys.executable, "-m", "tether", "serve", "--listen", f"{scheme}://127.0.0.1:0"]
     argv += ["--token-file", str(token), "--ready-file", str(ready), "--log-level", "WARNING"]
+    argv += sandbox_args()
     if tls is not None:
         argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
