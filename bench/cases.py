@@ -32,6 +32,8 @@ class Peer:
     close: Callable[[], None] = lambda: None
     # Counts of calls by kind ({"sync": n, "async": m}) where the peer keeps them (Tether).
     stats: Callable[[], dict[str, int]] | None = None
+    # Where the cases put their tensors: "cpu", or "cuda" for the GPU paths (--device).
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def null_call(peer: Peer, n: int) -> Outcome:
 def pipelined(peer: Peer, n: int) -> Outcome:
     """Calls per second for ``n`` calls whose results stay remote, then one value read."""
     torch = peer.torch
-    acc = torch.zeros(())
+    acc = torch.zeros((), device=peer.device)
     acc.item()
     t0 = time.perf_counter()
     for _ in range(n):
@@ -111,8 +113,8 @@ def pipelined(peer: Peer, n: int) -> Outcome:
 def fine_grained(peer: Peer, n: int) -> Outcome:
     """Seconds for ``n`` iterations of ``a = a * 0.999 + b`` with a read every 100."""
     torch = peer.torch
-    a = torch.ones(16)
-    b = torch.full((16,), 0.001)
+    a = torch.ones(16, device=peer.device)
+    b = torch.full((16,), 0.001, device=peer.device)
     reads = [a.sum().item()]
     t0 = time.perf_counter()
     for i in range(n):
@@ -132,10 +134,11 @@ def _mlp_steps(
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Linear(widths[0], widths[1]), nn.ReLU(), nn.Linear(widths[1], widths[2])
-    )
+    ).to(peer.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    x = torch.randn(256, widths[0])
-    y = torch.randint(0, widths[2], (256,))
+    # Drawn on the CPU (the same numbers whatever the device), then moved.
+    x = torch.randn(256, widths[0]).to(peer.device)
+    y = torch.randint(0, widths[2], (256,)).to(peer.device)
     loss_fn = nn.functional.cross_entropy
     losses = [loss_fn(model(x), y).item()]  # also the synchronisation point before timing
     t0 = time.perf_counter()
@@ -170,16 +173,22 @@ def make_bulk_array(mib: int) -> Any:
 
 def bulk(peer: Peer, array: Any) -> Outcome:
     """Bytes per second moving ``array`` to the peer (``torch.from_numpy`` and a size read)
-    and back (``.numpy()``); ``value`` is the upload rate, ``extra['down']`` the download."""
+    and back (``.numpy()``); ``value`` is the upload rate, ``extra['down']`` the download.
+    On a GPU (``peer.device``) the way includes the copy to the device and back."""
     import numpy as np
 
     torch = peer.torch
     torch.zeros(1).numel()  # a warm connection, so the first byte does not pay a handshake
+    on_cpu = peer.device == "cpu"
     t0 = time.perf_counter()
     remote = torch.from_numpy(peer.to_peer(array))
+    if not on_cpu:
+        remote = remote.to(peer.device)
+    if not on_cpu:
+        torch.cuda.synchronize()  # the copy to the device has ended
     count = remote.numel()
     t1 = time.perf_counter()
-    back = peer.to_local(remote.numpy())
+    back = peer.to_local(remote.numpy() if on_cpu else remote.cpu().numpy())
     t2 = time.perf_counter()
     same = bool(np.array_equal(back, array)) and int(count) == array.size
     del remote, back

@@ -245,6 +245,8 @@ def link_summary(link: dict[str, Any]) -> str:
     threads = link.get("threads")
     if threads:
         parts.append("torch threads " + ", ".join(f"{k} {v}" for k, v in threads.items()))
+    if link.get("device", "cpu") != "cpu":
+        parts.append(f"device {link['device']}")
     if link.get("sandbox"):
         parts.append(link["sandbox"])
     return "; ".join(parts)

@@ -76,6 +76,8 @@ def _runner_cmd(args: argparse.Namespace, out: Path, link: str, peers: list[str]
     ]
     if args.quick:
         cmd.append("--quick")
+    if args.device != "cpu":
+        cmd += ["--device", args.device]
     if args.reps:
         cmd += ["--reps", str(args.reps)]
     if args.rpyc_stock:
@@ -292,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(CASE_KEYS)}",
     )
     p.add_argument("--reps", type=int, help="repetitions per case (default 5; --quick 1)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the cases compute, in every peer: cpu (default) or cuda (the GPU paths; "
+        "the start-up case stays on the CPU)",
+    )
     p.add_argument(
         "--budget",
         type=float,

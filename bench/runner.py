@@ -101,9 +101,11 @@ class Runner:
         for name, factory in list(self.factories.items()):
             try:
                 self.peers[name] = factory()
+                self.peers[name].device = a.device
             except Exception as exc:
                 self.result["errors"][name] = _describe(exc)
                 del self.factories[name]
+        self.result["device"] = a.device
         # Recorded so the report can show that every peer computed with the same pool.
         self.result["threads"] = {
             name: int(peer.torch.get_num_threads()) for name, peer in self.peers.items()
@@ -316,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         help="continue the run in --out after a crash (bench.run does this)",
     )
     p.add_argument("--link", default="loopback")
+    p.add_argument("--device", default="cpu", help="where the cases compute: cpu or cuda")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int)
     p.add_argument(
