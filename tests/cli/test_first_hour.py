@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import tether
+from _serving import sandbox_flags
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +94,7 @@ def test_v_names_a_remote_acceptor_and_the_worker(tmp_path: Path) -> None:
     with (tmp_path / "serve.log").open("w") as log:
         serve = subprocess.Popen(
             [sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
-             "--token-file", str(token), "--ready-file", str(ready)],
+             "--token-file", str(token), "--ready-file", str(ready), *sandbox_flags()],
             env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     try:

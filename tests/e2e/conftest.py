@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from e2e_harness import (
     kill_group,
     run_local,
 )
+
+from _serving import sandbox_flags
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -59,7 +60,7 @@ def acceptor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Acceptor]:
         "--ready-file", str(ready_file),
         # Every test here runs in the worker sandbox where bubblewrap is (CI
         # installs it); a developer's machine without it runs them unsandboxed.
-        *([] if shutil.which("bwrap") else ["--no-sandbox"]),
+        *sandbox_flags(),
     ]  # fmt: skip
     with log.open("w") as log_fh:
         proc = subprocess.Popen(

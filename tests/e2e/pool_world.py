@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from typing import Any
 
 import pytest
 from e2e_harness import base_env, kill_group
+
+from _serving import sandbox_flags
 
 START_TIMEOUT_S = 90.0
 RUN_TIMEOUT_S = 240.0
@@ -138,7 +139,7 @@ class World:
                     "--name", node, "--heartbeat-interval", "1",
                     "--ready-file", str(node_ready),
                     *(["--devices", self.devices] if self.devices else []),
-                    *([] if shutil.which("bwrap") else ["--no-sandbox"]),
+                    *sandbox_flags(),
                 ],
                 f"acceptor-{node}",
             )  # fmt: skip

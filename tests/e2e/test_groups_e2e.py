@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from typing import Any
 
 import pytest
 from e2e_harness import base_env, kill_group
+
+from _serving import sandbox_flags
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +101,7 @@ class World:
                 [sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
                  "--pool", self.url, "--node-token-file", str(token_file), "--name", node,
                  "--heartbeat-interval", "1", "--ready-file", str(self.root / f"{node}.addr"),
-                 *([] if shutil.which("bwrap") else ["--no-sandbox"])],
+                 *sandbox_flags()],
                 node,
             )  # fmt: skip
         for node in NODES:

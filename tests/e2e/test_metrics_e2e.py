@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +28,8 @@ from typing import Any
 
 import pytest
 from e2e_harness import REPO, base_env, kill_group
+
+from _serving import sandbox_flags
 
 pytestmark = pytest.mark.slow
 
@@ -191,7 +192,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 "127.0.0.1:0",
                 "--metrics-token-file",
                 str(root / "metrics-token"),
-                *([] if shutil.which("bwrap") else ["--no-sandbox"]),
+                *sandbox_flags(),
             ],
             "acceptor",
         )

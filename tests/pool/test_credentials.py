@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from _serving import sandbox_flags
 from tether._errors import AuthenticationError
 from tether._ticket import SessionTicket, issue
 from tether.client._connect import open_session
@@ -112,7 +113,7 @@ def _start_acceptor(
                 sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
                 "--pool", pool.url, "--node-token-file", str(token_file), "--name", name,
                 "--devices", "cpu", "--ready-file", str(ready),
-                "--heartbeat-interval", str(heartbeat_s), *extra,
+                "--heartbeat-interval", str(heartbeat_s), *sandbox_flags(), *extra,
             ],
             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from _serving import sandbox_flags
 from tether._errors import ConnectError
 from tether.poolapi import PoolClient
 from tether.transport._selfsigned import SelfSigned, make_self_signed
@@ -131,7 +132,7 @@ def test_node_registration_and_a_run_over_https_and_tls(
         [sys.executable, "-m", "tether", "serve", "--listen", "tls://127.0.0.1:0",
          "--tls-cert", str(good.cert), "--tls-key", str(good.key), "--tls-ca", str(good.ca),
          "--pool", https_pool.url, "--node-token-file", str(node_token), "--name", "tlsnode",
-         "--devices", "cpu", "--ready-file", str(registered)],
+         "--devices", "cpu", "--ready-file", str(registered), *sandbox_flags()],
         env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from _serving import sandbox_flags
 from tether.poolapi import PoolClient
 
 from ._browser import Browser, BrowserUnavailable, open_browser
@@ -56,7 +57,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
         argv = [
             sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
             "--pool", server.url, "--node-token-file", str(token_file), "--name", "a",
-            "--heartbeat-interval", "1", "--ready-file", str(ready),
+            "--heartbeat-interval", "1", "--ready-file", str(ready), *sandbox_flags(),
         ]  # fmt: skip
         with (root / "acceptor.log").open("wb") as log:
             proc = subprocess.Popen(

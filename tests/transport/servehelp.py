@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from _serving import sandbox_flags
 from tether.transport._selfsigned import SelfSigned, make_self_signed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +68,8 @@ def tether_serve(
     log = (work / "serve.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether", "serve", "--listen", listen,
-         "--token-file", str(token_file), "--ready-file", str(ready), *extra],
+         "--token-file", str(token_file), "--ready-file", str(ready), *sandbox_flags(),
+         *extra],
         env=env or child_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, preexec_fn=preexec,  # type: ignore[arg-type]
     )  # fmt: skip
