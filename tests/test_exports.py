@@ -9,6 +9,7 @@ import tether
 
 EXPECTED = {
     "AuthenticationError",
+    "ConfigError",
     "ConnectError",
     "DeviceLost",
     "FrameTooLarge",
@@ -24,6 +25,7 @@ EXPECTED = {
     "TetherError",
     "__version__",
     "connect",
+    "lease",
     "submit",
 }
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from tether._errors import (
     AuthenticationError,
+    ConfigError,
     ConnectError,
     DeviceLost,
     FrameTooLarge,
@@ -26,7 +27,7 @@ from tether._errors import (
 from tether._version import __version__
 
 if TYPE_CHECKING:  # for type checkers; at run time these load on first use
-    from tether._api import connect
+    from tether._api import connect, lease
     from tether._submit import submit
     from tether.client._session import Session
 
@@ -37,6 +38,10 @@ def __getattr__(name: str) -> object:
         from tether._api import connect
 
         return connect
+    if name == "lease":
+        from tether._api import lease
+
+        return lease
     if name == "submit":
         from tether._submit import submit
 
@@ -59,6 +64,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuthenticationError",
+    "ConfigError",
     "ConnectError",
     "DeviceLost",
     "FrameTooLarge",
@@ -74,5 +80,6 @@ __all__ = [
     "TetherError",
     "__version__",
     "connect",
+    "lease",
     "submit",
 ]

@@ -24,9 +24,17 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether._errors import TetherError
+from tether._errors import ConfigError
 
-__all__ = ["PoolConfig", "config_path", "read_token_file", "resolve_pool", "write_pool"]
+__all__ = [
+    "PoolConfig",
+    "config_path",
+    "pool_url",
+    "read_token_file",
+    "require_pool",
+    "resolve_pool",
+    "write_pool",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,22 +62,22 @@ def _read_file(path: Path) -> dict[str, object]:
     except FileNotFoundError:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise TetherError(f"cannot read the Tether config file {path}: {exc}") from exc
+        raise ConfigError(f"cannot read the Tether config file {path}: {exc}") from exc
     pool = data.get("pool", {})
     if not isinstance(pool, dict):
-        raise TetherError(f"{path}: [pool] must be a table")
+        raise ConfigError(f"{path}: [pool] must be a table")
     return pool
 
 
 def read_token_file(path: str | os.PathLike[str], what: str = "token file") -> str:
-    """The token in ``path`` (surrounding whitespace dropped); TetherError if
+    """The token in ``path`` (surrounding whitespace dropped); ConfigError if
     it cannot be read or is empty."""
     try:
         token = Path(path).read_text().strip()
     except OSError as exc:
-        raise TetherError(f"cannot read the {what} {os.fspath(path)}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the {what} {os.fspath(path)}: {exc.strerror}") from None
     if not token:
-        raise TetherError(f"the {what} {os.fspath(path)} is empty")
+        raise ConfigError(f"the {what} {os.fspath(path)} is empty")
     return token
 
 
@@ -82,7 +90,7 @@ def resolve_pool(
 ) -> PoolConfig:
     """Combine flags (the arguments), environment and config file, in that order.
 
-    Raises :class:`TetherError` when the config file exists but cannot be
+    Raises :class:`ConfigError` when the config file exists but cannot be
     parsed, or a token file named anywhere cannot be read.
     """
     if token is None and token_file is not None:
@@ -141,3 +149,45 @@ def write_pool(url: str, token: str, path: Path | None = None, *, ca: Path | Non
         f.write(text)
     os.chmod(target, 0o600)
     return target
+
+
+def pool_url(url: str) -> str:
+    """``url`` as the pool's base URL: http(s)://HOST:PORT, or HOST:PORT (then http).
+
+    Raises :class:`ConfigError` for any other scheme (``tcp://`` is an acceptor's
+    address, not a pool's), instead of trying ``http://tcp://...``.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "http://" + url
+    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        hint = ""
+        if scheme.lower() in ("tcp", "tls", "unix"):
+            hint = f" ({scheme}:// is an acceptor's address: give it to `tether run --connect`)"
+        raise ConfigError(
+            f"the pool's URL must be http://HOST:PORT or https://HOST:PORT, not {url!r}{hint}; "
+            "check --pool, TETHER_POOL or the config file"
+        )
+    return url
+
+
+def require_pool(
+    url: str | None = None,
+    token: str | None = None,
+    *,
+    token_file: str | os.PathLike[str] | None = None,
+    ca: str | os.PathLike[str] | None = None,
+    how: str = "pass --pool URL and --token-file PATH",
+) -> PoolConfig:
+    """:func:`resolve_pool`, with the URL checked (:func:`pool_url`) and both URL and
+    token required: :class:`ConfigError` naming what is missing and where it may come
+    from (``how`` says how the caller's own arguments give it)."""
+    cfg = resolve_pool(url, token, token_file=token_file, ca=ca)
+    if not cfg.url or not cfg.token:
+        missing = "pool URL (--pool, $TETHER_POOL)" if not cfg.url else "API token"
+        raise ConfigError(
+            f"no {missing}: {how}, set TETHER_POOL and TETHER_POOL_TOKEN, or put them "
+            f"under [pool] in {config_path()} (`tether up` does)"
+        )
+    return PoolConfig(url=pool_url(cfg.url), token=cfg.token, ca=cfg.ca)

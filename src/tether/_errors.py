@@ -10,6 +10,8 @@ also a builtin error says so, for code that catches the builtin)::
     ├── ChannelClosed              (transport) the connection ended or broke; a
     │                              session turns it into DeviceLost
     ├── ConnectError               the acceptor (or pool) could not be reached
+    ├── ConfigError                no pool configured, or a config or token file
+    │                              that cannot be read or parsed
     ├── AuthenticationError        missing, wrong or expired token or ticket
     │   └── TicketError            (_ticket) a session ticket was refused:
     │       ├── TicketMalformed    not a ticket
@@ -76,6 +78,14 @@ class ProtocolVersionMismatch(ProtocolError):
 
 class ConnectError(TetherError):
     """The acceptor or the pool could not be reached."""
+
+
+class ConfigError(TetherError):
+    """What to connect to is not configured, or its configuration cannot be used.
+
+    No pool URL or token in the arguments, the environment or the config file; a
+    config file that does not parse; a token file that cannot be read or is empty.
+    """
 
 
 class AuthenticationError(TetherError):

@@ -37,8 +37,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
-from tether._errors import ConnectError, RemoteTraceback, TetherError
-from tether.cli._slice import add_slice_arguments, request_from_args, wants_pool
+from tether._errors import ConfigError, ConnectError, RemoteTraceback, TetherError
+from tether.cli._slice import add_slice_arguments, slice_kwargs, wants_pool
 from tether.client._session import Session
 
 __all__ = ["load_ipython_extension", "unload_ipython_extension"]
@@ -271,11 +271,6 @@ def _attach(args: argparse.Namespace, names: frozenset[str], pool_wanted: bool) 
             lease.release()
         _restore_modules(names, displaced)
         raise
-    if lease is not None:
-        from tether.client._lease import DEFAULT_HEARTBEAT_S
-
-        interval = float(os.environ.get("TETHER_LEASE_HEARTBEAT_S") or DEFAULT_HEARTBEAT_S)
-        lease.start_heartbeat(interval)
     atexit.register(session.close)  # the kernel exits: close the session cleanly
     return _Attachment(session, names, finder, displaced, embedded, lease)
 
@@ -285,22 +280,22 @@ def _lease(args: argparse.Namespace) -> tuple[Any, str | None]:
     verify its acceptor with."""
     from IPython.core.error import UsageError
 
-    from tether._config import config_path, resolve_pool
-    from tether.client._lease import acquire
-    from tether.poolapi import PoolClient
+    from tether._api import lease
+    from tether._config import require_pool
 
-    cfg = resolve_pool(args.pool, args.pool_token, token_file=args.pool_token_file, ca=args.tls_ca)
-    if not cfg.url or not cfg.token:
-        missing = "pool URL (--pool, $TETHER_POOL)" if not cfg.url else "API token"
-        raise UsageError(
-            f"%tether connect: no {missing}: pass --pool URL and --pool-token-file, set "
-            f"TETHER_POOL and TETHER_POOL_TOKEN, or put them under [pool] in {config_path()}"
-        )
     try:
-        request = request_from_args(args)
-    except ValueError as exc:
+        cfg = require_pool(
+            args.pool,
+            args.pool_token,
+            token_file=args.pool_token_file,
+            ca=args.tls_ca,
+            how="pass --pool URL and --pool-token-file PATH",
+        )
+        options = slice_kwargs(args)
+    except (ConfigError, ValueError) as exc:
         raise UsageError(f"%tether connect: {exc}") from None
-    return acquire(PoolClient(cfg.url, cfg.token, ca=cfg.ca), request), cfg.ca
+    held = lease(cfg.url, cfg.token, tls_ca=cfg.ca, **options)
+    return held, held.ca
 
 
 def _detach(a: _Attachment) -> None:

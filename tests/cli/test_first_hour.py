@@ -221,3 +221,21 @@ def test_up_without_the_pool_extra_says_what_to_install(tmp_path: Path) -> None:
     line = _one_line(r.stderr)
     assert "pip install 'tether[pool]'" in line and "fastapi" in line, line
     assert not (tmp_path / "up").exists()  # nothing started, nothing made
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("--gpus", "0.5"), "no pool URL (--pool, $TETHER_POOL)"),
+        (("--gpus", "0.5", "--pool", "http://127.0.0.1:9"), "no API token"),
+        (("--pool", "tcp://127.0.0.1:9", "--token", "t"), "is an acceptor's address"),
+        (("--gpus", "1.5", "--pool", "http://127.0.0.1:9", "--token", "t"), "--gpus 1.5"),
+    ],
+)
+def test_a_pool_run_that_cannot_start_says_why_in_one_line(
+    tmp_path: Path, argv: tuple[str, ...], says: str
+) -> None:
+    r = run(tmp_path, "run", *argv, "--remote", "torch")
+    assert r.returncode == 2, r.stderr
+    assert says in _one_line(r.stderr)
+    assert r.stdout == ""

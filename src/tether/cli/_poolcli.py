@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether._config import pool_url
 from tether._errors import TetherError
 
 if TYPE_CHECKING:
@@ -107,27 +108,6 @@ def require_pool_extra(command: str) -> None:
             "install the pool extra, pip install 'tether[pool]' (from a checkout: "
             "pip install -e '.[pool]')"
         )
-
-
-def pool_url(url: str) -> str:
-    """``url`` as the pool's base URL: http(s)://HOST:PORT, or HOST:PORT (then http).
-
-    Raises TetherError for any other scheme (``tcp://`` is an acceptor's
-    address, not a pool's), instead of trying ``http://tcp://...``.
-    """
-    url = url.strip()
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "http://" + url
-    if scheme.lower() not in ("http", "https") or not rest.strip("/"):
-        hint = ""
-        if scheme.lower() in ("tcp", "tls", "unix"):
-            hint = f" ({scheme}:// is an acceptor's address: give it to `tether run --connect`)"
-        raise TetherError(
-            f"the pool's URL must be http://HOST:PORT or https://HOST:PORT, not {url!r}{hint}; "
-            "check --pool, TETHER_POOL or the config file"
-        )
-    return url
 
 
 _MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")

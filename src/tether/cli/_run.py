@@ -13,7 +13,7 @@ from typing import Any
 
 from tether._config import read_token_file
 from tether._errors import TetherError
-from tether.cli._slice import add_slice_arguments, request_from_args, wants_pool
+from tether.cli._slice import add_slice_arguments, slice_kwargs, wants_pool
 
 DESCRIPTION = """\
 Run COMMAND (usually `python script.py`) unchanged, while every use of the
@@ -208,13 +208,11 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     """Lease a slice, run the command against it, release it whatever happens."""
     import shutil
     import tempfile
-    from dataclasses import replace
 
-    from tether._config import config_path, resolve_pool
+    from tether._api import lease as take_lease
+    from tether._config import require_pool
+    from tether._errors import ConfigError
     from tether.cli import error_line
-    from tether.cli._poolcli import pool_url
-    from tether.client._lease import DEFAULT_HEARTBEAT_S, acquire
-    from tether.poolapi import PoolClient
 
     # --token/--token-file name the credential of what you connect to: here the
     # pool (--pool-token/--pool-token-file say the same, and %tether shares them).
@@ -224,32 +222,17 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
         flags = " and ".join("--" + a.replace("_", "-") for a in given)
         return _fail(f"{flags} each name the pool token: give one of them", 2)
     try:
-        cfg = resolve_pool(
+        cfg = require_pool(
             args.pool,
             args.token or args.pool_token,
             token_file=args.token_file or args.pool_token_file,
             ca=args.tls_ca,
         )
-        if cfg.url:
-            cfg = replace(cfg, url=pool_url(cfg.url))
-    except TetherError as exc:
+        slice_options = slice_kwargs(args)
+    except (ConfigError, ValueError) as exc:
         return _fail(str(exc), 2)
-    if not cfg.url or not cfg.token:
-        missing = "pool URL (--pool, $TETHER_POOL)" if not cfg.url else "API token"
-        return _fail(
-            f"no {missing}: pass --pool URL and --token-file PATH, set TETHER_POOL and "
-            f"TETHER_POOL_TOKEN, or put them under [pool] in {config_path()} (`tether up` does)",
-            2,
-        )
     if cfg.ca:
         env["TETHER_TLS_CA"] = str(Path(cfg.ca).resolve())
-    try:
-        request = request_from_args(args)
-    except ValueError as exc:
-        return _fail(str(exc), 2)
-    if args.name is not None:
-        request["name"] = args.name
-    interval = float(os.environ.get("TETHER_LEASE_HEARTBEAT_S") or DEFAULT_HEARTBEAT_S)
     private = Path(tempfile.mkdtemp(prefix="tether-run-"))  # mode 0700: it holds the ticket
 
     def on_term(*_: object) -> None:
@@ -259,8 +242,14 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
     lease = None
     try:
         try:
-            client = PoolClient(cfg.url, cfg.token, ca=cfg.ca)
-            lease = acquire(client, request, ticket_file=private / "ticket")
+            lease = take_lease(
+                cfg.url,
+                cfg.token,
+                tls_ca=cfg.ca,
+                name=args.name,
+                ticket_file=private / "ticket",
+                **slice_options,
+            )
         except TetherError as exc:  # pool refusals, unreachable pool, bad token
             print(error_line(exc), file=sys.stderr)
             return 1
@@ -269,7 +258,6 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
         finally:
             signal.signal(signal.SIGTERM, old_term)
         print(f"tether: {lease.describe()}", file=sys.stderr, flush=True)
-        lease.start_heartbeat(interval)
         env["TETHER_CONNECT"] = lease.address
         env.pop("TETHER_TOKEN", None)
         env["TETHER_TOKEN_FILE"] = str(private / "ticket")

@@ -49,19 +49,27 @@ def add_slice_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def slice_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The slice the options ask for, as keyword arguments of ``tether.lease``;
+    ValueError for a bad value (checked here, before anything is asked of the pool)."""
+    kwargs: dict[str, Any] = {
+        "gpus": args.gpus,
+        "memory": args.gpu_memory,
+        "vendor": args.vendor,
+        "model": args.model,
+        "frameworks": args.framework,
+        "node": args.node,
+        "team": args.team,
+        "wait": not args.no_wait,
+        "queue_timeout_s": args.queue_timeout,
+    }
+    slice_request(**kwargs)
+    return kwargs
+
+
 def request_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The pool request the options ask for; ValueError for a bad value."""
-    return slice_request(
-        gpus=args.gpus,
-        memory=args.gpu_memory,
-        vendor=args.vendor,
-        model=args.model,
-        frameworks=args.framework,
-        node=args.node,
-        team=args.team,
-        wait=not args.no_wait,
-        queue_timeout_s=args.queue_timeout,
-    )
+    return slice_request(**slice_kwargs(args))
 
 
 def wants_pool(args: argparse.Namespace) -> bool:

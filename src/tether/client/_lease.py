@@ -153,6 +153,9 @@ class Lease:
     session: dict[str, Any]
     ticket_file: Path | None = None
     out: TextIO | None = None
+    #: The CA file that verifies the pool's and its acceptors' certificates (None: the
+    #: system's trust), for ``tether.connect(lease.address, lease.ticket, tls_ca=lease.ca)``.
+    ca: str | None = None
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -182,6 +185,12 @@ class Lease:
             f"session {self.id} on node {self.session.get('node')} ({self.address}): "
             f"{devices or '?'}, memory {_gib(memory)}"
         )
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def start_heartbeat(self, interval: float = DEFAULT_HEARTBEAT_S) -> None:
         """Renew the lease from a daemon thread until :meth:`release`."""
@@ -232,6 +241,7 @@ def acquire(
     out: TextIO | None = None,
     ticket_file: Path | None = None,
     poll_interval: float = 0.5,
+    ca: str | None = None,
 ) -> Lease:
     """Ask ``client``'s pool for a slice and wait until it is placed.
 
@@ -246,7 +256,7 @@ def acquire(
         session = _wait_for_slice(client, line, poll_interval, request)
     finally:
         line.done()
-    return Lease(client, session, ticket_file=ticket_file, out=stream)
+    return Lease(client, session, ticket_file=ticket_file, out=stream, ca=ca)
 
 
 def _wait_for_slice(
