@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tether.acceptor._service import MetricsEndpoint
 
 DESCRIPTION = """\
 Accept Tether sessions on this host. Each session gets its own worker process,
@@ -142,14 +144,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=serve)
 
 
-class _MetricsSetup:
-    """What --metrics-listen asks for, checked before anything starts."""
-
-    def __init__(self, host: str, port: int, token: str | None) -> None:
-        self.host, self.port, self.token = host, port, token
-
-
-def _metrics_setup(args: argparse.Namespace) -> _MetricsSetup | str | None:
+def _metrics_setup(args: argparse.Namespace) -> MetricsEndpoint | str | None:
     """The metrics endpoint asked for, None if none, or why it is refused."""
     from tether.acceptor._metrics import check_exposure
 
@@ -172,40 +167,9 @@ def _metrics_setup(args: argparse.Namespace) -> _MetricsSetup | str | None:
     why = check_exposure(host, token, args.metrics_public)
     if why is not None:
         return why
-    return _MetricsSetup(host, int(port_text), token)
+    from tether.acceptor._service import MetricsEndpoint
 
-
-def _run_serving(acceptor: Any, ready: Any, setup: _MetricsSetup | None, meter: Any) -> None:
-    """Run the acceptor, and its /metrics beside it when asked (until interrupted)."""
-    if setup is None:
-        asyncio.run(acceptor.serve(ready))
-        return
-    from tether._errors import TetherError
-    from tether.acceptor._metrics import AcceptorMetrics, start_metrics
-
-    metrics = AcceptorMetrics(acceptor, meter)
-
-    def metrics_ready(host: str, port: int) -> None:
-        shown = f"[{host}]" if ":" in host else host
-        print(f"tether: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
-
-    async def both() -> None:
-        try:  # bound first: a taken port stops us before any session starts
-            server = await start_metrics(
-                metrics, setup.host, setup.port, token=setup.token, ready=metrics_ready
-            )
-        except OSError as exc:
-            raise TetherError(
-                f"cannot serve metrics on {setup.host}:{setup.port}: {exc.strerror or exc}"
-            ) from None
-        async with server, asyncio.TaskGroup() as group:
-            group.create_task(acceptor.serve(ready))
-            group.create_task(server.serve_forever())
-
-    try:
-        asyncio.run(both())
-    except BaseExceptionGroup as group:  # one task's failure, e.g. the port is taken
-        raise group.exceptions[0] from None
+    return MetricsEndpoint(host=host, port=int(port_text), token=token)
 
 
 def _tls_context(args: argparse.Namespace, address: Any) -> Any:
@@ -230,7 +194,8 @@ def _tls_context(args: argparse.Namespace, address: Any) -> Any:
 
 def serve(args: argparse.Namespace) -> int:
     from tether._errors import TetherError
-    from tether.acceptor._server import Acceptor, read_or_create_token, token_authorizer
+    from tether.acceptor._server import read_or_create_token
+    from tether.acceptor._service import AcceptorService
     from tether.transport import parse_address
 
     logging.basicConfig(
@@ -274,25 +239,38 @@ def serve(args: argparse.Namespace) -> int:
     sandbox = _sandbox(args, [token_file, *_tls_secrets(args), *_metrics_secrets(args)])
     if isinstance(sandbox, int):
         return sandbox
-    acceptor = Acceptor(address, token_authorizer(token), tls=tls, **sandbox)
-    meter = None
-    if setup is not None:
-        from tether.acceptor._meter import Meter
-        from tether.acceptor._metrics import MeteringObserver
 
-        meter = Meter()
-        acceptor.observer = MeteringObserver(meter)
-
-    def ready(addr: Any) -> None:
+    def listening(addr: Any, _advertised: str | None) -> None:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
-        _write_ready(args.ready_file, addr)
+
+    service = AcceptorService(
+        address,
+        token=token,
+        tls=tls,
+        metrics=setup,
+        on_listening=listening,
+        on_ready=lambda addr: _write_ready(args.ready_file, addr),
+        on_metrics=_metrics_ready,
+        **sandbox,
+    )
+    return _run(service, address)
+
+
+def _metrics_ready(host: str, port: int) -> None:
+    shown = f"[{host}]" if ":" in host else host
+    print(f"tether: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
+
+
+def _run(service: Any, address: Any) -> int:
+    """Run ``service`` until SIGTERM or Ctrl-C; the exit status, after one line if it failed."""
+    from tether._errors import TetherError
 
     def on_term(*_: Any) -> None:  # systemd's stop: end the workers, remove the cells
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        _run_serving(acceptor, ready, setup, meter)
+        service.run()
     except TetherError as exc:
         print(f"tether serve: {exc}", file=sys.stderr)
         return 1
@@ -301,11 +279,6 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         pass
-    finally:
-        if meter is not None:
-            meter.close()
-        if acceptor.sandbox is not None:
-            acceptor.sandbox.close()
     return 0
 
 
@@ -357,26 +330,12 @@ def _write_ready(path: Path | None, addr: Any) -> None:
         tmp.replace(path)
 
 
-def _advertised(listen: Any, bound: Any, advertise: str | None) -> str:
-    """The address the pool hands clients: --advertise, else where we listen."""
-    if advertise:
-        return advertise
-    if bound.scheme in ("tcp", "tls") and bound.host in ("0.0.0.0", "::", ""):
-        import socket
-
-        return f"{bound.scheme}://{socket.getfqdn()}:{bound.port}"
-    return str(bound)
-
-
 def _serve_pool(
-    args: argparse.Namespace, address: Any, pool_url: str, tls: Any, setup: _MetricsSetup | None
+    args: argparse.Namespace, address: Any, pool_url: str, tls: Any, setup: MetricsEndpoint | None
 ) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
-    from tether._errors import TetherError
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
-    from tether.acceptor._poolagent import PoolAgent, TicketAuthorizer, registration_devices
-    from tether.acceptor._server import Acceptor
-    from tether.poolapi import PoolClient
+    from tether.acceptor._service import AcceptorService, PoolMembership
 
     node_token = os.environ.get("TETHER_NODE_TOKEN")
     token_file = args.node_token_file or os.environ.get("TETHER_NODE_TOKEN_FILE")
@@ -414,70 +373,37 @@ def _serve_pool(
         frameworks = _versions_only()
     else:
         frameworks = discover_frameworks()
-    authorizer = TicketAuthorizer(name, devices)
-    secret_files = [*_node_token_files(args), *_tls_secrets(args), *_metrics_secrets(args)]
-    sandbox = _sandbox(args, secret_files)
+    sandbox = _sandbox(args, [*_node_token_files(args), *_tls_secrets(args),
+                              *_metrics_secrets(args)])  # fmt: skip
     if isinstance(sandbox, int):
         return sandbox
-    acceptor = Acceptor(address, authorizer, tls=tls, **sandbox)
-    from tether.acceptor._meter import Meter
 
-    meter = Meter()  # the agent's: it meters each session for the pool and for /metrics
-    stopping: list[str] = []
-
-    def fatal(message: str) -> None:
-        stopping.append(message)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    agent: PoolAgent | None = None
-
-    def ready(addr: Any) -> None:
-        nonlocal agent
-        advertised = _advertised(address, addr, args.advertise)
+    def listening(addr: Any, advertised: str | None) -> None:
         print(f"tether: listening on {addr}; registering node {name!r} ({advertised}) "
               f"with {pool_url}", file=sys.stderr, flush=True)  # fmt: skip
-        agent = PoolAgent(
-            PoolClient(pool_url, node_token, timeout=10.0, ca=args.tls_ca),
-            name=name,
-            address=advertised,
-            devices=registration_devices(devices, frameworks),
-            authorizer=authorizer,
-            end_session=acceptor.end_session_threadsafe,
-            on_fatal=fatal,
-            interval=args.heartbeat_interval,
-            replace=args.replace,
-            on_registered=lambda: _write_ready(args.ready_file, addr),
-            meter=meter,
-        )
-        acceptor.observer = agent
-        authorizer.checker = agent.admit  # tickets are checked with the pool at connect
-        agent.start()
 
-    def on_term(*_: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        _run_serving(acceptor, ready, setup, meter)
-    except TetherError as exc:
-        print(f"tether serve: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"tether serve: cannot listen on {address}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if agent is not None:
-            agent.stop()
-        else:
-            meter.close()
-        if acceptor.sandbox is not None:
-            acceptor.sandbox.close()
-    if stopping:
-        print(f"tether serve: {stopping[0]}", file=sys.stderr)
-        return 1
-    return 0
+    membership = PoolMembership(
+        url=pool_url,
+        node_token=node_token,
+        name=name,
+        devices=devices,
+        frameworks=frameworks,
+        advertise=args.advertise,
+        heartbeat_interval=args.heartbeat_interval,
+        replace=args.replace,
+        ca=args.tls_ca,
+    )
+    service = AcceptorService(
+        address,
+        pool=membership,
+        tls=tls,
+        metrics=setup,
+        on_listening=listening,
+        on_ready=lambda addr: _write_ready(args.ready_file, addr),
+        on_metrics=_metrics_ready,
+        **sandbox,
+    )
+    return _run(service, address)
 
 
 def _versions_only() -> tuple[Any, ...]:
