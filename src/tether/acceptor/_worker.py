@@ -33,6 +33,7 @@ from typing import Any, TextIO
 from tether._env import forwarded
 from tether._errors import SessionError
 from tether.acceptor._codec import exception_lineage
+from tether.acceptor._descendants import end_descendants
 from tether.acceptor._engine import Engine
 from tether.acceptor._files import (
     PATH_FUNCTIONS,
@@ -242,7 +243,7 @@ class Worker:
             self.engine.flush_output()
             self.channel.send(Kind.NOTICE, 0, 0, reason.encode("utf-8", "replace"), [])
             self.channel.flush()
-        cleanup()
+        finish()
         os._exit(143)
 
     def serve(self) -> None:
@@ -329,6 +330,13 @@ def _end_when_told(worker: Worker, fd: int) -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+def finish() -> None:
+    """What every way out of a worker does last: its scratch files go, and so do the
+    processes the session started (see :mod:`tether.acceptor._descendants`)."""
+    cleanup()
+    end_descendants()
+
+
 def die_with_parent(parent: int) -> None:
     """Be killed (SIGKILL) when ``parent``, the acceptor, dies.
 
@@ -381,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     _end_when_told(worker, _private_stdin())
     worker.install()
     # The client gone mid-call, or silent for its window: end now, not after the call.
-    watch(sock, cleanup, worker.heart)
+    watch(sock, finish, worker.heart)
     try:
         worker.serve()
     except ChannelClosed:
@@ -393,9 +401,9 @@ def main(argv: list[str] | None = None) -> int:
             real_stderr.write(f"tether worker {args.session}: fatal: {exc!r}\n")
             traceback.print_exc(file=real_stderr)
             real_stderr.flush()
-        cleanup()
+        finish()
         os._exit(70)
-    cleanup()
+    finish()
     # Skip interpreter teardown: frameworks' atexit hooks can be slow or hang,
     # and nothing of the session must outlive the client anyway.
     os._exit(0)
