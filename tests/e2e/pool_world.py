@@ -30,15 +30,19 @@ START_TIMEOUT_S = 90.0
 RUN_TIMEOUT_S = 240.0
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, on_fail: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float, on_fail: str | Callable[[], str] = ""
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``, with
+    ``on_fail`` (or what it returns, read at that moment) under the message."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{on_fail}")
+            told = on_fail() if callable(on_fail) else on_fail
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{told}")
         time.sleep(0.1)
 
 
@@ -72,11 +76,21 @@ class World:
     """The running pool and acceptors, and helpers to start clients."""
 
     def __init__(
-        self, root: Path, *, nodes: tuple[str, ...] = ("a", "b"), devices: str | None = None
+        self,
+        root: Path,
+        *,
+        nodes: tuple[str, ...] = ("a", "b"),
+        devices: str | None = None,
+        node_timeout: float = 5.0,
+        lease_timeout: float = 4.0,
     ) -> None:
         self.root = root
         self.nodes = nodes
         self.devices = devices
+        self.timeouts = (
+            *("--node-timeout", f"{node_timeout:g}"),
+            *("--lease-timeout", f"{lease_timeout:g}"),
+        )
         self.procs: list[Proc] = []
         self.env = base_env(with_src=True)
         self.env["XDG_CONFIG_HOME"] = str(root / "config")  # no user config file
@@ -114,17 +128,18 @@ class World:
                 "--db", str(self.root / "pool.db"),
                 "--bootstrap-token-file", str(self.root / "admin-token"),
                 "--ready-file", str(ready),
-                "--node-timeout", "5", "--lease-timeout", "4",
+                *self.timeouts,
             ],
             "pool",
         )  # fmt: skip
-        wait_for("the pool", ready.exists, START_TIMEOUT_S, pool.describe())
+        wait_for("the pool", ready.exists, START_TIMEOUT_S, pool.describe)
         self.url = ready.read_text().strip()
         self.admin = PoolClient(self.url, (self.root / "admin-token").read_text().strip())
-        wait_for("the pool's API", lambda: _answers(self.admin), START_TIMEOUT_S, pool.describe())
+        wait_for("the pool's API", lambda: _answers(self.admin), START_TIMEOUT_S, pool.describe)
         self.admin.create_team("ml")
         self.admin.create_user("ann", teams=["ml"])
         self.ann_token = self.admin.create_token(user="ann")["token"]
+        (self.root / "ann-token").write_text(self.ann_token)
         self.ann = PoolClient(self.url, self.ann_token)
         starting = []
         for node in self.nodes:
@@ -145,8 +160,18 @@ class World:
             )  # fmt: skip
             starting.append((node, node_ready, proc))
         for node, node_ready, proc in starting:
-            wait_for(f"acceptor {node}", node_ready.exists, START_TIMEOUT_S, proc.describe())
+            wait_for(f"acceptor {node}", node_ready.exists, START_TIMEOUT_S, proc.describe)
             self.acceptors[node] = node_ready.read_text().strip()
+        wait_for(
+            f"{len(self.nodes)} ready nodes",
+            lambda: sum(n["status"] == "ready" for n in self.admin.nodes()) == len(self.nodes),
+            START_TIMEOUT_S,
+            self.logs,
+        )
+
+    def open_leases(self) -> list[dict[str, Any]]:
+        """The pool's placed sessions, of every team."""
+        return list(self.admin.sessions(state="placed"))
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -168,6 +193,11 @@ class World:
             sys.executable, str(script), *args,
         ]  # fmt: skip
         return self.spawn(argv, name, cwd=script.parent)
+
+    def log(self, name: str) -> str:
+        """The end of what the process started as ``name`` printed (stdout, then stderr)."""
+        parts = [self.root / f"{name}.out", self.root / f"{name}.err"]
+        return "".join(p.read_text(errors="replace")[-3000:] for p in parts if p.exists())
 
     def logs(self) -> str:
         parts = []

@@ -11,22 +11,18 @@ through sleeps; every subprocess has a timeout and its process group is killed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from e2e_harness import base_env, kill_group
-
-from _serving import sandbox_flags
+from e2e_harness import kill_group
+from pool_world import World, running_world, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,112 +31,20 @@ RUN_TIMEOUT_S = 300.0
 NODES = ("cpu0", "cpu1", "cpu2", "cpu3")
 
 
-def wait_for(
-    what: str, check: Callable[[], Any], timeout: float, on_fail: Callable[[], str]
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{on_fail()}")
-        time.sleep(0.1)
-
-
-class World:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.env = base_env(with_src=True)
-        self.env["XDG_CONFIG_HOME"] = str(root / "config")  # no user config file
-        self.url = ""
-        self.admin: Any = None
-        self.ann: Any = None
-        self.ann_token = ""
-
-    def spawn(self, argv: list[str], name: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        with (self.root / f"{name}.out").open("wb") as out:
-            proc = subprocess.Popen(
-                argv, cwd=cwd or self.root, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def log(self, name: str) -> str:
-        path = self.root / f"{name}.out"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n}\n{self.log(n)}" for n in ("pool", *NODES))
-
-    def start(self) -> None:
-        from tether.poolapi._client import PoolClient
-
-        ready = self.root / "pool.url"
-        self.spawn(
-            [sys.executable, "-m", "tether", "pool", "serve", "--listen", "127.0.0.1:0",
-             "--db", str(self.root / "pool.db"),
-             "--bootstrap-token-file", str(self.root / "admin-token"),
-             "--ready-file", str(ready), "--node-timeout", "10", "--lease-timeout", "30"],
-            "pool",
-        )  # fmt: skip
-        wait_for("the pool", ready.exists, START_TIMEOUT_S, self.logs)
-        self.url = ready.read_text().strip()
-        self.admin = PoolClient(self.url, (self.root / "admin-token").read_text().strip())
-        self.admin.create_team("ml")
-        self.admin.create_user("ann", teams=["ml"])
-        self.ann_token = self.admin.create_token(user="ann")["token"]
-        (self.root / "ann-token").write_text(self.ann_token)
-        self.ann = PoolClient(self.url, self.ann_token)
-        for node in NODES:
-            token_file = self.root / f"node-{node}"
-            token_file.write_text(self.admin.create_token(kind="node", node=node)["token"])
-            self.spawn(
-                [sys.executable, "-m", "tether", "serve", "--listen", "tcp://127.0.0.1:0",
-                 "--pool", self.url, "--node-token-file", str(token_file), "--name", node,
-                 "--heartbeat-interval", "1", "--ready-file", str(self.root / f"{node}.addr"),
-                 *sandbox_flags()],
-                node,
-            )  # fmt: skip
-        for node in NODES:
-            wait_for(f"acceptor {node}", (self.root / f"{node}.addr").exists,
-                     START_TIMEOUT_S, self.logs)  # fmt: skip
-        wait_for("four ready nodes",
-                 lambda: sum(n["status"] == "ready" for n in self.admin.nodes()) == 4,
-                 START_TIMEOUT_S, self.logs)  # fmt: skip
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                proc.wait(5)
-            kill_group(proc)
-
-    def open_leases(self) -> list[dict[str, Any]]:
-        return list(self.admin.sessions(state="placed"))
-
-    def submit(self, *args: str, cwd: Path) -> list[str]:
-        return [
-            sys.executable, "-m", "tether", "submit", "--pool", self.url,
-            "--token-file", str(self.root / "ann-token"), *args,
-        ]  # fmt: skip
+def submit_argv(world: World, *args: str) -> list[str]:
+    """``tether submit`` as ann, against the world's pool."""
+    return [
+        sys.executable, "-m", "tether", "submit", "--pool", world.url,
+        "--token-file", str(world.root / "ann-token"), *args,
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = World(tmp_path_factory.mktemp("groups-e2e"))
-    try:
-        w.start()
+    with running_world(
+        tmp_path_factory.mktemp("groups-e2e"), nodes=NODES, node_timeout=10, lease_timeout=30
+    ) as w:
         yield w
-    finally:
-        w.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -176,9 +80,8 @@ def test_sixteen_quarter_slices_in_one_call_and_a_gang_that_waits_as_a_unit(worl
     assert len(world.open_leases()) == 16  # nothing of the second is held
     # ... and `tether submit --no-wait` is refused at once, with the reason.
     done = subprocess.run(
-        world.submit("--count", "16", "--gpus", "0.25", "--name", "nowait", "--no-wait",
-                     "--remote", "statistics", "--", sys.executable, "-c", "pass",
-                     cwd=world.root),
+        submit_argv(world, "--count", "16", "--gpus", "0.25", "--name", "nowait", "--no-wait",
+                     "--remote", "statistics", "--", sys.executable, "-c", "pass"),
         env=world.env, cwd=world.root, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
@@ -235,9 +138,8 @@ def test_submit_runs_a_sixteen_way_sweep_to_completion(world: World, tmp_path: P
     script = tmp_path / "sweep.py"
     script.write_text(textwrap.dedent(SWEEP))
     done = subprocess.run(
-        world.submit("--count", "16", "--gpus", "0.25", "--name", "sweep", "--json",
-                     "--remote", "statistics", "--", sys.executable, str(script), "{index}",
-                     cwd=tmp_path),
+        submit_argv(world, "--count", "16", "--gpus", "0.25", "--name", "sweep", "--json",
+                     "--remote", "statistics", "--", sys.executable, str(script), "{index}"),
         env=world.env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr  # member 13 exits 3
@@ -263,10 +165,10 @@ def test_submit_runs_a_sixteen_way_sweep_to_completion(world: World, tmp_path: P
 
 def test_submit_sweeps_a_parameter_grid(world: World, tmp_path: Path) -> None:
     done = subprocess.run(
-        world.submit("--param", "lr=0.1,0.01", "--param", "bs=32,64", "--gpus", "0.5",
+        submit_argv(world, "--param", "lr=0.1,0.01", "--param", "bs=32,64", "--gpus", "0.5",
                      "--name", "grid", "--remote", "statistics", "--parallel", "2", "--",
                      sys.executable, "-c", "import sys; print('run', sys.argv[1:])",
-                     "--lr", "{lr}", "--bs", "{bs}", "{index}", cwd=tmp_path),
+                     "--lr", "{lr}", "--bs", "{bs}", "{index}"),
         env=world.env, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -291,8 +193,9 @@ def test_ctrl_c_cancels_every_member_and_leaves_no_lease_open(world: World, tmp_
     markers = tmp_path / "markers"
     markers.mkdir()
     proc = world.spawn(
-        world.submit("--count", "8", "--gpus", "0.5", "--name", "hang", "--remote", "statistics",
-                     "--", sys.executable, str(script), str(markers), "{index}", cwd=tmp_path),
+        submit_argv(world, "--count", "8", "--gpus", "0.5", "--name", "hang",
+                    "--remote", "statistics",
+                    "--", sys.executable, str(script), str(markers), "{index}"),
         "submit-hang", cwd=tmp_path,
     )  # fmt: skip
     try:
@@ -300,10 +203,10 @@ def test_ctrl_c_cancels_every_member_and_leaves_no_lease_open(world: World, tmp_
                  RUN_TIMEOUT_S, lambda: world.log("submit-hang") + world.logs())  # fmt: skip
         assert len(world.open_leases()) == 8
         pids = [int(p.read_text()) for p in markers.iterdir()]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130, world.log("submit-hang")
+        proc.popen.send_signal(signal.SIGINT)
+        assert proc.popen.wait(60) == 130, world.log("submit-hang")
     finally:
-        kill_group(proc)
+        kill_group(proc.popen)
     assert world.open_leases() == []
     group = world.ann.group("hang")
     assert group["state"] == "ended" and group["running"] == 0
@@ -383,8 +286,8 @@ def test_the_table_refreshes_in_place_on_a_terminal(world: World, tmp_path: Path
 
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        world.submit("--count", "4", "--gpus", "0.25", "--name", "tty", "--remote", "statistics",
-                     "--", sys.executable, "-c", "print('hi')", cwd=tmp_path),
+        submit_argv(world, "--count", "4", "--gpus", "0.25", "--name", "tty",
+                    "--remote", "statistics", "--", sys.executable, "-c", "print('hi')"),
         env=world.env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=follower, start_new_session=True,
     )  # fmt: skip
