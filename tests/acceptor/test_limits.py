@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tether.acceptor import _limits
+from tether.acceptor import _enforce, _limits
 from tether.acceptor._devices import Device
 from tether.acceptor._limits import SLICE_ENV, SliceError, SliceLimits
 
@@ -26,7 +26,8 @@ MiB = 1 << 20
 # Prologue of every child: apply the slice from the environment, as a worker does.
 PROLOGUE = """
 import json, sys
-from tether.acceptor._limits import SliceLimits, apply_slice
+from tether.acceptor._limits import SliceLimits
+from tether.acceptor._enforce import apply_slice
 enforcement = apply_slice(SliceLimits.from_env())
 report = {"rlimit": enforcement.rlimit, "memory": enforcement.memory}
 def done():
@@ -275,7 +276,7 @@ def test_torch_gpu_limit_is_queued_at_import_without_touching_the_device() -> No
     report = _run(
         """
         import os
-        from tether.acceptor._limits import limit_torch
+        from tether.acceptor._enforce import limit_torch
         assert "torch" not in sys.modules
         import torch
         report["state"] = limit_torch()
@@ -305,7 +306,8 @@ def test_torch_already_imported_is_limited_by_apply_slice_itself() -> None:
     code = textwrap.dedent(
         """
         import torch, json
-        from tether.acceptor._limits import SliceLimits, apply_slice, limit_torch
+        from tether.acceptor._limits import SliceLimits
+        from tether.acceptor._enforce import apply_slice, limit_torch
         apply_slice(SliceLimits.from_env())
         print(json.dumps({"state": limit_torch()}))
         """
@@ -320,11 +322,11 @@ def test_torch_already_imported_is_limited_by_apply_slice_itself() -> None:
 def test_gpu_compute_share_without_mps_is_reported_not_enforced(tmp_path: Path) -> None:
     slice = SliceLimits(vendor="nvidia", pins=("GPU-1",), compute_share=0.5)
     env: dict[str, str] = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)}
-    enforced, why = _limits._compute_share(slice, {}, env)
+    enforced, why = _enforce._compute_share(slice, {}, env)
     assert not enforced and "no CUDA MPS daemon" in why
     (tmp_path / "control").touch()
     changes: dict[str, str | None] = {}
-    enforced, why = _limits._compute_share(slice, changes, env)
+    enforced, why = _enforce._compute_share(slice, changes, env)
     assert enforced and changes["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
 
 
@@ -332,7 +334,8 @@ def test_apply_slice_env_is_what_the_worker_calls() -> None:
     report = _run(
         """
         import os, resource
-        from tether.acceptor._limits import apply_slice_env, SliceError
+        from tether.acceptor._enforce import apply_slice_env
+        from tether.acceptor._limits import SliceError
         report["again"] = apply_slice_env() is enforcement
         report["none"] = apply_slice_env("") is None
         try:

@@ -127,7 +127,7 @@ def test_visibility_lists_every_device_in_slice_order() -> None:
 
 SHOW = """
 import json, os
-from tether.acceptor._limits import apply_slice_env
+from tether.acceptor._enforce import apply_slice_env
 enf = apply_slice_env()
 names = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")
 print(json.dumps({"env": {n: os.environ.get(n) for n in names}, "memory": enf.memory}))
@@ -204,9 +204,9 @@ def test_the_acceptors_worker_sees_every_gpu_of_its_lease(acceptor_url: str) -> 
     token = _ticket("nvidia:GPU-bbbb", "nvidia:GPU-aaaa")
     with tether.connect(acceptor_url, token=token, ordered_output=False) as session:
         remote_os = session.import_module("os")
-        limits = session.import_module("tether.acceptor._limits")
+        enforce = session.import_module("tether.acceptor._enforce")
         assert remote_os.getpid() != os.getpid()
         assert remote_os.environ.get("CUDA_VISIBLE_DEVICES") == "GPU-bbbb,GPU-aaaa"
         assert remote_os.environ.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
         assert remote_os.environ.get(POOL_SESSION_ENV) == "s-multi"
-        assert "on each of its devices" in limits.current_enforcement().memory
+        assert "on each of its devices" in enforce.current_enforcement().memory

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         worker.calls = attach_call_counter(args.calls_fd)
     slice_env = os.environ.get("TETHER_SLICE")
     if slice_env:
-        from tether.acceptor._limits import apply_slice_env
+        from tether.acceptor._enforce import apply_slice_env
 
         done = apply_slice_env(slice_env)
         if done is not None:
