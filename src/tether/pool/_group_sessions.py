@@ -26,6 +26,7 @@ from tether.pool._events import (
 )
 from tether.pool._group_request import MAX_GROUP_SIZE, GroupRequest
 from tether.pool._group_store import GroupRow
+from tether.pool._model import PlacementPolicy
 from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
 from tether.pool._sessions import Sessions
@@ -52,7 +53,6 @@ class Groups(Sessions):
         assert principal.user_id is not None and principal.user_name is not None
         team_name, team_id = self._resolve_team(principal, body.get("team"))
         group_id = new_id()
-        policy = body.get("policy")
         max_count = body.get("max_count")
         min_count = body.get("min_count")
         if min_count is None:
@@ -66,6 +66,7 @@ class Groups(Sessions):
         else:
             member_ids = ()
         try:
+            policy = PlacementPolicy.parse_optional(body.get("policy"))
             shape = SliceRequest(
                 id=group_id,
                 fraction=body.get("fraction"),

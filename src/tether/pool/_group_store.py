@@ -19,6 +19,7 @@ from typing import Any
 from tether.pool._db import Tx
 from tether.pool._events import GroupPlaced
 from tether.pool._group_request import GroupRequest
+from tether.pool._model import PlacementPolicy
 from tether.pool._queue import QueueEntry
 from tether.pool._session_store import _SESSION_SELECT, SessionRow, SessionStore, _session_from
 from tether.poolapi._problems import NotFound
@@ -93,7 +94,7 @@ class GroupStore(SessionStore):
         *,
         team_id: str,
         user_id: str,
-        policy: str | None,
+        policy: PlacementPolicy | None,
         now: float,
     ) -> None:
         """A new group, as waiting; the policy's decision moves it on in the same
@@ -183,7 +184,7 @@ class GroupStore(SessionStore):
                     enqueued_at=g.submitted_at,
                     deadline=g.queue_deadline if g.queue_deadline is not None else g.submitted_at,
                     seq=g.seq,
-                    policy=policy,
+                    policy=PlacementPolicy.parse_optional(policy),
                     group=GroupRequest.from_dict(data),
                 )
             )

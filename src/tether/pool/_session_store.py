@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.pool._db import Database, Tx
-from tether.pool._model import Lease
+from tether.pool._model import Lease, PlacementPolicy
 from tether.pool._queue import QueueEntry
 from tether.pool._request import SliceRequest
 from tether.poolapi import NotFound, PoolRequestError
@@ -319,7 +319,7 @@ class SessionStore:
                     enqueued_at=s.submitted_at,
                     deadline=s.queue_deadline if s.queue_deadline is not None else s.submitted_at,
                     seq=s.seq,
-                    policy=policy,
+                    policy=PlacementPolicy.parse_optional(policy),
                 )
             )
         return out

@@ -24,6 +24,7 @@ from tether.pool._events import (
     RequestCancelled,
     SliceRequested,
 )
+from tether.pool._model import PlacementPolicy
 from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
 from tether.pool._state import PoolState
@@ -43,8 +44,8 @@ class Sessions(ServiceCore):
         assert principal.user_id is not None and principal.user_name is not None
         team_name, team_id = self._resolve_team(principal, body.get("team"))
         session_id = new_id()
-        policy = body.get("policy")
         try:
+            policy = PlacementPolicy.parse_optional(body.get("policy"))
             request = SliceRequest(
                 id=session_id,
                 fraction=body.get("fraction"),
