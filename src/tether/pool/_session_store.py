@@ -291,6 +291,24 @@ class SessionStore:
         )
         return {(r["node_name"], r["device_id"]): (float(r["share"]), int(r["mem"])) for r in rows}
 
+    def team_allocation_tx(self, tx: Tx) -> list[dict[str, Any]]:
+        """Per team (every team, zero or not): share, memory (``mem``) and count
+        (``n``) of its placed sessions."""
+        return tx.all(
+            "SELECT t.name AS team, COALESCE(SUM(s.share), 0) AS share, "
+            "COALESCE(SUM(s.memory_bytes), 0) AS mem, COUNT(s.id) AS n "
+            "FROM teams t LEFT JOIN sessions s ON s.team_id = t.id AND s.state = 'placed' "
+            "GROUP BY t.name"
+        )
+
+    def queued_by_team_tx(self, tx: Tx) -> dict[str, int]:
+        """How many sessions each team has waiting (teams with none left out)."""
+        rows = tx.all(
+            "SELECT t.name AS team, COUNT(*) AS n FROM sessions s "
+            "JOIN teams t ON t.id = s.team_id WHERE s.state = 'queued' GROUP BY t.name"
+        )
+        return {r["team"]: int(r["n"]) for r in rows}
+
     def leases_tx(
         self,
         tx: Tx,
