@@ -123,7 +123,5 @@ class Accounting:
                 "nodes": store.nodes_tx(tx),
                 "devices": store.devices_tx(tx),
                 "allocation": store.allocation_tx(tx),
-                "teams": store.team_allocation_tx(tx),
-                "queued": store.queued_by_team_tx(tx),
             }
         return {**out, "counters": self._core.counters}

@@ -61,31 +61,19 @@ from tether.pool._db import Tx
 from tether.pool._events import (
     Decision,
     Event,
-    GroupPlaced,
-    GroupQueued,
-    LeaseEnded,
-    LeaseRenewed,
-    NodeHeartbeatRecorded,
-    NodeLost,
-    NodeUpdated,
-    Placed,
-    Queued,
-    QuotaUpdated,
-    Refused,
     Tick,
 )
-from tether.pool._model import NodeSpec, PoolConfig
+from tether.pool._model import PoolConfig
+from tether.pool._persist import Counters, NewSession, persist
 from tether.pool._secrets import SecretSource
 from tether.pool._state import PoolState
-from tether.pool._store import DeviceRow, Store
+from tether.pool._store import Store
 from tether.pool._usage import month_bounds
 from tether.pool._values import PoolConflictError, PoolInputError, PoolNotFoundError, parse_memory
 from tether.poolapi import Conflict, NotFound, PoolRequestError
 
 __all__ = [
     "MAX_BATCH",
-    "Counters",
-    "NewSession",
     "ServiceConfig",
     "ServiceCore",
     "Unchanged",
@@ -112,16 +100,6 @@ class ServiceConfig:
     ticket_ttl_s: float = 300.0
 
 
-@dataclass(slots=True)
-class Counters:
-    """Monotonic counters for /metrics (this process only, as Prometheus expects)."""
-
-    placements: int = 0
-    refusals: dict[str, int] = field(default_factory=dict)
-    queued: int = 0
-    leases_ended: dict[str, int] = field(default_factory=dict)
-
-
 def _policy_error(exc: PoolError) -> PoolRequestError:
     """The API error for an error the policy raised on bad input."""
     message = str(exc)
@@ -130,18 +108,6 @@ def _policy_error(exc: PoolError) -> PoolRequestError:
     if isinstance(exc, PoolConflictError):
         return Conflict(message)
     return PoolRequestError(message)
-
-
-@dataclass(slots=True, eq=False, kw_only=True)
-class NewSession:
-    """A request's session row, written with the first decision about it."""
-
-    id: str
-    team_id: str
-    user_id: str
-    request: dict[str, Any]  # the SliceRequest's dict, plus "policy"
-    priority: int
-    written: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -356,110 +322,9 @@ class ServiceCore:
         return decisions
 
     def persist(self, tx: Tx, decisions: Iterable[Decision], new: NewSession | None = None) -> None:
-        """Write decisions. ``new``: the session row to insert, with its first
-        decision about it (the request is not in the database yet)."""
-        store = self.store
-        for d in decisions:
-            if isinstance(d, Placed):
-                lease = d.lease
-                self._ensure_session(tx, lease.id, new, submitted_at=lease.start)
-                store.place_session_tx(
-                    tx,
-                    lease.id,
-                    node_name=lease.node,
-                    devices=[(dev, lease.fraction, lease.memory_bytes) for dev in lease.device_ids],
-                    now=lease.start,
-                )
-                self.counters.placements += 1
-            elif isinstance(d, Queued):
-                self._ensure_session(
-                    tx, d.request.id, new, submitted_at=d.enqueued_at, deadline=d.deadline
-                )
-                tx.execute("UPDATE sessions SET message = ? WHERE id = ?", (d.reason, d.request.id))
-                self.counters.queued += 1
-            elif isinstance(d, Refused):
-                self.counters.refusals[d.code] = self.counters.refusals.get(d.code, 0) + 1
-                tx.execute(
-                    "UPDATE sessions SET state = 'ended', ended_at = ?, end_reason = ?, "
-                    "message = ? WHERE id = ? AND state = 'queued'",
-                    (self._now, d.code, d.message, d.request_id),
-                )
-                store.group_ended_tx(
-                    tx, d.request_id, reason=d.code, message=d.message, now=self._now
-                )
-            elif isinstance(d, GroupPlaced):
-                store.group_placed_tx(tx, d)
-                self.counters.placements += d.count
-            elif isinstance(d, GroupQueued):
-                store.group_queued_tx(tx, d.group.id, deadline=d.deadline, reason=d.reason)
-                self.counters.queued += 1
-            elif isinstance(d, LeaseEnded):
-                lease = d.lease
-                assert lease.end is not None
-                store.end_session_tx(tx, lease.id, at=lease.end, reason=d.reason)
-                self.counters.leases_ended[d.reason] = (
-                    self.counters.leases_ended.get(d.reason, 0) + 1
-                )
-            elif isinstance(d, LeaseRenewed):
-                store.session_heartbeat_tx(tx, d.lease_id, d.last_heartbeat)
-            elif isinstance(d, NodeUpdated):
-                self._write_node(tx, d.node, d.last_heartbeat)
-            elif isinstance(d, NodeHeartbeatRecorded):
-                store.node_heartbeat_tx(tx, d.node_id, d.last_heartbeat)
-            elif isinstance(d, NodeLost):
-                store.set_node_lost_tx(tx, d.node_id, True)
-            elif isinstance(d, QuotaUpdated):
-                pass  # the admin endpoint wrote the quota row itself
-
-    def _ensure_session(
-        self,
-        tx: Tx,
-        session_id: str,
-        new: NewSession | None,
-        *,
-        submitted_at: float,
-        deadline: float | None = None,
-    ) -> None:
-        if new is None or new.id != session_id or new.written:
-            return
-        self.store.insert_session_tx(
-            tx,
-            session_id=session_id,
-            team_id=new.team_id,
-            user_id=new.user_id,
-            request=new.request,
-            priority=new.priority,
-            now=submitted_at,
-            queue_deadline=deadline,
-        )
-        new.written = True
-
-    def _write_node(self, tx: Tx, spec: NodeSpec, last_heartbeat: float) -> None:
-        assert self._state is not None
-        record = self._state.node(spec.id)
-        self.store.upsert_node_tx(
-            tx,
-            name=spec.id,
-            address=spec.address,
-            devices=[
-                DeviceRow(
-                    node_name=spec.id,
-                    device_id=d.id,
-                    vendor=d.vendor,
-                    model=d.model,
-                    memory_bytes=d.memory_bytes,
-                    arch=d.arch,
-                    frameworks=dict(d.frameworks),
-                )
-                for d in spec.devices
-            ],
-            info={},
-            now=last_heartbeat,
-        )
-        tx.execute(
-            "UPDATE nodes SET schedulable = ?, lost = ?, last_heartbeat = ? WHERE name = ?",
-            (record.admin_state, record.lost, last_heartbeat, spec.id),
-        )
+        """Write decisions (:func:`~tether.pool._persist.persist`) at the change's time.
+        ``new``: the session row to insert with its first decision."""
+        persist(tx, self.store, self.counters, decisions, now=self._now, new=new)
 
     # ------------------------------------------------------------ ticket keys
 
@@ -469,8 +334,7 @@ class ServiceCore:
         return hashlib.sha256(registration.encode("utf-8")).hexdigest()
 
     def registration_of(self, tx: Tx, node: str) -> str | None:
-        row = tx.one("SELECT registration FROM nodes WHERE name = ?", (node,))
-        return None if row is None else row["registration"]
+        return self.store.registration_tx(tx, node)
 
     def signing_key(self, node: str, registration: str | None) -> bytes:
         """The key ``node``'s tickets are signed with now (its current registration's)."""

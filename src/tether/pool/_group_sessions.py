@@ -144,10 +144,7 @@ class Groups:
         with self._store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
             members = self._store.group_members_tx(tx, row.id)
-            nodes = {
-                r["name"]: (r["address"], r["registration"])
-                for r in tx.all("SELECT name, address, registration FROM nodes")
-            }
+            nodes = self._store.node_addresses_tx(tx)
         out = _group_out(row, _counts(members))
         if row.state == "queued":
             out["position"] = self._sessions._position(row.id)
@@ -167,12 +164,10 @@ class Groups:
         what a Kubernetes pod asks for, without reading every other member."""
         with self._store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
-            found = tx.one(
-                "SELECT id FROM sessions WHERE group_id = ? AND group_index = ?", (row.id, index)
-            )
-        if found is None:
+            member_id = self._store.group_member_id_tx(tx, row.id, index)
+        if member_id is None:
             raise NotFound(f"group {row.name} has no placed member {index} (state {row.state})")
-        out = self._sessions.session(principal, found["id"])
+        out = self._sessions.session(principal, member_id)
         out["index"] = index
         return out
 

@@ -224,6 +224,13 @@ class GroupStore(SessionStore):
         devices = self._devices_of(tx, [r["id"] for r in rows])
         return [_session_from(r, tuple(devices.get(r["id"], ()))) for r in rows]
 
+    def group_member_id_tx(self, tx: Tx, group_id: str, index: int) -> str | None:
+        """The session id of the group's member ``index`` (None: not placed)."""
+        row = tx.one(
+            "SELECT id FROM sessions WHERE group_id = ? AND group_index = ?", (group_id, index)
+        )
+        return None if row is None else str(row["id"])
+
     def group_member_counts_tx(self, tx: Tx, group_ids: list[str]) -> dict[str, tuple[int, int]]:
         """Per group: (members whose lease is open, members whose lease has ended)."""
         out: dict[str, tuple[int, int]] = {}

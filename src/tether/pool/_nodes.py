@@ -114,7 +114,7 @@ class Nodes:
                 )
             self._core.feed(tx, state, NodeRegistered(now=now, node=spec))
             reg_hash = self._core.registration_hash(registration)
-            tx.execute("UPDATE nodes SET registration = ? WHERE name = ?", (reg_hash, name))
+            self._store.set_registration_tx(tx, name, reg_hash)
             keys = self._core.node_keys(name, reg_hash, now)
             return {
                 **self._node_status(state, name),
@@ -226,22 +226,15 @@ class Nodes:
         """A finished session whose lease the pool had already ended: if it ended it
         later than the session really ended (released or expired after an outage),
         move the end back to the measured one."""
-        row = tx.one(
-            "SELECT started_at, ended_at FROM sessions WHERE id = ? AND node_name = ? "
-            "AND state = 'ended'",
-            (sid, node),
-        )
-        if row is None or row["started_at"] is None:
+        span = self._store.ended_span_tx(tx, sid, node)
+        if span is None:
             return
-        start = float(row["started_at"])
+        start, ended_at = span
         end = max(end, start)
-        if row["ended_at"] is not None and end < float(row["ended_at"]):
-            tx.execute(
-                "UPDATE sessions SET ended_at = ?, end_reason = 'finished' WHERE id = ?",
-                (end, sid),
-            )
+        if ended_at is not None and end < ended_at:
+            self._store.finish_earlier_tx(tx, sid, end)
             self._core.forget_state()  # the books count the old end
-        final = min(end, float(row["ended_at"])) if row["ended_at"] is not None else end
+        final = min(end, ended_at) if ended_at is not None else end
         self._store.session_metering_tx(tx, sid, _bounded(figures, final - start))
 
     def admit(
@@ -266,13 +259,11 @@ class Nodes:
                     PoolRequestError(f"invalid ticket: {exc}", {"ticket_error": type(exc).__name__})
                 ) from None
             sid = claims.session_id
-            row = tx.one(
-                "SELECT state, end_reason, connected_at FROM sessions WHERE id = ?", (sid,)
-            )
+            use = self._store.ticket_use_tx(tx, sid)
             try:
                 state.lease(sid)
             except PoolNotFoundError:
-                reason = row["end_reason"] if row is not None else None
+                reason = use[0] if use is not None else None
                 raise Unchanged(
                     Gone(
                         f"session {sid}'s lease has ended ({reason or 'unknown'}): its ticket "
@@ -280,7 +271,7 @@ class Nodes:
                         {"reason": reason},
                     )
                 ) from None
-            if row is None or row["connected_at"] is not None:
+            if use is None or use[1] is not None:
                 raise Unchanged(
                     Conflict(
                         f"session {sid}'s ticket was used already: one ticket opens one "
@@ -288,10 +279,7 @@ class Nodes:
                         {"reason": "used"},
                     )
                 )
-            tx.execute(
-                "UPDATE sessions SET connected_at = ? WHERE id = ? AND connected_at IS NULL",
-                (now, sid),
-            )
+            self._store.connect_session_tx(tx, sid, now)
             return {"session_id": sid, "ticket_keys": [k.hex() for k in keys]}
 
         return self._core.mutate(work)

@@ -25,10 +25,11 @@ from typing import Any
 
 from tether.pool._accounting import Accounting
 from tether.pool._auth import Principal
-from tether.pool._core import Counters, ServiceConfig, ServiceCore
+from tether.pool._core import ServiceConfig, ServiceCore
 from tether.pool._directory import Directory
 from tether.pool._group_sessions import Groups
 from tether.pool._nodes import Nodes
+from tether.pool._persist import Counters
 from tether.pool._secrets import SecretSource
 from tether.pool._sessions import Sessions
 from tether.pool._store import Store

@@ -14,7 +14,7 @@ from tether._ticket import SessionTicket, TicketError, verify_any
 from tether._ticket import issue as issue_ticket
 from tether.pool._accounts import new_id
 from tether.pool._auth import Principal
-from tether.pool._core import NewSession, ServiceCore, opt_memory
+from tether.pool._core import ServiceCore, opt_memory
 from tether.pool._db import Tx
 from tether.pool._directory import require_team, require_user, visible_team_ids
 from tether.pool._events import (
@@ -26,6 +26,7 @@ from tether.pool._events import (
     SliceRequested,
 )
 from tether.pool._model import PlacementPolicy
+from tether.pool._persist import NewSession
 from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
 from tether.pool._state import PoolState
@@ -126,11 +127,9 @@ class Sessions:
             row = self._store.session_tx(tx, session_id)
             address = registration = None
             if row.state == "placed" and row.node_name is not None:
-                addr = tx.one(
-                    "SELECT address, registration FROM nodes WHERE name = ?", (row.node_name,)
-                )
-                if addr:
-                    address, registration = addr["address"], addr["registration"]
+                found = self._store.node_address_tx(tx, row.node_name)
+                if found is not None:
+                    address, registration = found
         require_team(principal, row.team_id, what=f"session {session_id!r}")
         out = self._session_out(row, address)
         if row.state == "queued":
