@@ -16,7 +16,7 @@ from typing import Any
 from tether.pool._accounting import month_span
 from tether.pool._accounts import new_id
 from tether.pool._auth import Principal
-from tether.pool._core import ServiceCore, opt_memory
+from tether.pool._core import ServiceCore
 from tether.pool._db import Tx
 from tether.pool._directory import require_team, require_user, visible_team_ids
 from tether.pool._events import (
@@ -28,15 +28,12 @@ from tether.pool._events import (
 )
 from tether.pool._group_request import MAX_GROUP_SIZE, GroupRequest
 from tether.pool._group_store import GroupRow
-from tether.pool._model import PlacementPolicy
-from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
-from tether.pool._sessions import Sessions
+from tether.pool._sessions import Sessions, refusal_of, refused_error, request_from_body
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage
 from tether.pool._values import PoolInputError, PoolNotFoundError
 from tether.poolapi._problems import Forbidden, NotFound, PoolRequestError
-from tether.poolapi._problems import Refused as RefusedError
 
 __all__ = ["Groups"]
 
@@ -59,7 +56,7 @@ class Groups:
         """
         require_user(principal)
         assert principal.user_id is not None and principal.user_name is not None
-        team_name, team_id = self._sessions._resolve_team(principal, body.get("team"))
+        team_name, team_id = self._sessions.resolve_team(principal, body.get("team"))
         group_id = new_id()
         max_count = body.get("max_count")
         min_count = body.get("min_count")
@@ -73,24 +70,10 @@ class Groups:
             member_ids = tuple(f"{group_id}-{i}" for i in range(max_count))
         else:
             member_ids = ()
+        shape, policy = request_from_body(
+            body, request_id=group_id, team=team_name, user=principal.user_name
+        )
         try:
-            policy = PlacementPolicy.parse_optional(body.get("policy"))
-            shape = SliceRequest(
-                id=group_id,
-                fraction=body.get("fraction"),
-                memory_bytes=opt_memory(body.get("memory"), "requested memory"),
-                count=body.get("count"),
-                vendor=body.get("vendor"),
-                model=body.get("model"),
-                min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
-                frameworks=tuple(body.get("frameworks") or ()),
-                node=body.get("node"),
-                team=team_name,
-                user=principal.user_name,
-                priority=int(body.get("priority") or 0),
-                wait=bool(body.get("wait", True)),
-                queue_timeout_s=body.get("queue_timeout_s"),
-            )
             group = GroupRequest(
                 shape=shape,
                 name=body.get("name") or group_id,
@@ -109,20 +92,11 @@ class Groups:
                 state, GroupRequested(now=now, group=group, policy=policy)
             )
             self._core.persist(tx, decisions)
-            for d in decisions:
-                if isinstance(d, Refused) and d.request_id == group_id:
-                    return d
-            return None
+            return refusal_of(decisions, group_id)
 
         refused = self._core.mutate(work)
         if refused is not None:
-            detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
-            for key in ("limit", "used", "limit_value", "left"):
-                value = getattr(refused, key)
-                if value is not None:
-                    detail[key] = value
-            detail["group"] = group_id
-            raise RefusedError(refused.message, detail)
+            raise refused_error(refused, group=group_id)
         return self.group(principal, group_id)
 
     # ------------------------------------------------------------------ reads
@@ -147,14 +121,14 @@ class Groups:
             nodes = self._store.node_addresses_tx(tx)
         out = _group_out(row, _counts(members))
         if row.state == "queued":
-            out["position"] = self._sessions._position(row.id)
+            out["position"] = self._sessions.position(row.id)
         items = []
         for m in members:
             address, registration = nodes.get(m.node_name or "", (None, None))
-            item = self._sessions._session_out(m, address if m.state == "placed" else None)
+            item = self._sessions.session_out(m, address if m.state == "placed" else None)
             item["index"] = m.group_index
             if m.state == "placed" and principal.user_id == m.user_id:
-                item.update(self._sessions._ticket(m, registration))
+                item.update(self._sessions.ticket(m, registration))
             items.append(item)
         out["members"] = items
         return out
@@ -186,7 +160,7 @@ class Groups:
             out = _group_out(row, counts.get(row.id, (0, 0)))
             if state is None or out["state"] == state:
                 if out["state"] == "queued":
-                    out["position"] = self._sessions._position(out["id"])
+                    out["position"] = self._sessions.position(out["id"])
                 listed.append(out)
         return listed
 

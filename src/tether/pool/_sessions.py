@@ -18,6 +18,7 @@ from tether.pool._core import ServiceCore, opt_memory
 from tether.pool._db import Tx
 from tether.pool._directory import require_team, require_user, visible_team_ids
 from tether.pool._events import (
+    Decision,
     Event,
     LeaseHeartbeat,
     LeaseReleased,
@@ -48,28 +49,11 @@ class Sessions:
         """Place, queue or refuse a request (RefusedError). Returns the session."""
         require_user(principal)
         assert principal.user_id is not None and principal.user_name is not None
-        team_name, team_id = self._resolve_team(principal, body.get("team"))
+        team_name, team_id = self.resolve_team(principal, body.get("team"))
         session_id = new_id()
-        try:
-            policy = PlacementPolicy.parse_optional(body.get("policy"))
-            request = SliceRequest(
-                id=session_id,
-                fraction=body.get("fraction"),
-                memory_bytes=opt_memory(body.get("memory"), "requested memory"),
-                count=body.get("count"),
-                vendor=body.get("vendor"),
-                model=body.get("model"),
-                min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
-                frameworks=tuple(body.get("frameworks") or ()),
-                node=body.get("node"),
-                team=team_name,
-                user=principal.user_name,
-                priority=int(body.get("priority") or 0),
-                wait=bool(body.get("wait", True)),
-                queue_timeout_s=body.get("queue_timeout_s"),
-            )
-        except PoolInputError as exc:
-            raise PoolRequestError(str(exc)) from None
+        request, policy = request_from_body(
+            body, request_id=session_id, team=team_name, user=principal.user_name
+        )
         stored = {**request.to_dict(), "policy": policy}
         new = NewSession(
             id=session_id,
@@ -86,22 +70,14 @@ class Sessions:
             self._core.persist(tx, decisions, new)
             if body.get("name"):
                 self._store.set_session_name_tx(tx, session_id, str(body["name"]))
-            for d in decisions:
-                if isinstance(d, Refused) and d.request_id == session_id:
-                    return d
-            return None
+            return refusal_of(decisions, session_id)
 
         refused = self._core.mutate(work)
         if refused is not None:
-            detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
-            for key in ("limit", "used", "limit_value", "left"):
-                value = getattr(refused, key)
-                if value is not None:
-                    detail[key] = value
-            raise RefusedError(refused.message, detail)
+            raise refused_error(refused)
         return self.session(principal, session_id)
 
-    def _resolve_team(self, principal: Principal, team: str | None) -> tuple[str, str]:
+    def resolve_team(self, principal: Principal, team: str | None) -> tuple[str, str]:
         with self._store.db.transaction() as tx:
             ids = self._store.team_ids_tx(tx)
         names = {v: k for k, v in ids.items()}
@@ -131,17 +107,17 @@ class Sessions:
                 if found is not None:
                     address, registration = found
         require_team(principal, row.team_id, what=f"session {session_id!r}")
-        out = self._session_out(row, address)
+        out = self.session_out(row, address)
         if row.state == "queued":
-            out["position"] = self._position(session_id)
+            out["position"] = self.position(session_id)
         if row.state == "placed" and principal.user_id == row.user_id:
-            out.update(self._ticket(row, registration))
+            out.update(self.ticket(row, registration))
         return out
 
-    def _position(self, session_id: str) -> int | None:
+    def position(self, session_id: str) -> int | None:
         return self._core.queue_position(session_id)
 
-    def _ticket(self, row: SessionRow, registration: str | None) -> dict[str, Any]:
+    def ticket(self, row: SessionRow, registration: str | None) -> dict[str, Any]:
         lease = session_lease(row)
         if lease is None:
             return {}
@@ -197,7 +173,7 @@ class Sessions:
         }
 
     @staticmethod
-    def _session_out(row: SessionRow, address: str | None) -> dict[str, Any]:
+    def session_out(row: SessionRow, address: str | None) -> dict[str, Any]:
         request = {k: v for k, v in row.request.items() if v is not None and k != "id"}
         return {
             "id": row.id,
@@ -233,9 +209,9 @@ class Sessions:
             addresses = {n.name: n.address for n in self._store.nodes_tx(tx)}
         out = []
         for row in rows:
-            item = self._session_out(row, addresses.get(row.node_name or ""))
+            item = self.session_out(row, addresses.get(row.node_name or ""))
             if row.state == "queued":
-                item["position"] = self._position(row.id)
+                item["position"] = self.position(row.id)
             out.append(item)
         return out
 
@@ -290,6 +266,52 @@ class Sessions:
         if not principal.is_admin and principal.user_id != row.user_id:
             raise Forbidden(f"session {session_id} belongs to {row.user}; only they can change it")
         return row
+
+
+def request_from_body(
+    body: dict[str, Any], *, request_id: str, team: str, user: str
+) -> tuple[SliceRequest, PlacementPolicy | None]:
+    """The slice a request body asks for (a session's, or a group's shape) and the
+    placement policy it names; PoolRequestError naming what is wrong."""
+    try:
+        policy = PlacementPolicy.parse_optional(body.get("policy"))
+        request = SliceRequest(
+            id=request_id,
+            fraction=body.get("fraction"),
+            memory_bytes=opt_memory(body.get("memory"), "requested memory"),
+            count=body.get("count"),
+            vendor=body.get("vendor"),
+            model=body.get("model"),
+            min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
+            frameworks=tuple(body.get("frameworks") or ()),
+            node=body.get("node"),
+            team=team,
+            user=user,
+            priority=int(body.get("priority") or 0),
+            wait=bool(body.get("wait", True)),
+            queue_timeout_s=body.get("queue_timeout_s"),
+        )
+    except PoolInputError as exc:
+        raise PoolRequestError(str(exc)) from None
+    return request, policy
+
+
+def refusal_of(decisions: list[Decision], request_id: str) -> Refused | None:
+    """The decision that refused ``request_id``, if one did."""
+    for d in decisions:
+        if isinstance(d, Refused) and d.request_id == request_id:
+            return d
+    return None
+
+
+def refused_error(refused: Refused, **extra: Any) -> RefusedError:
+    """The API's error for a refusal: its reason, team and quota figures (and ``extra``)."""
+    detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
+    for key in ("limit", "used", "limit_value", "left"):
+        value = getattr(refused, key)
+        if value is not None:
+            detail[key] = value
+    return RefusedError(refused.message, {**detail, **extra})
 
 
 def _is_queued(state: PoolState, session_id: str) -> bool:
