@@ -2,7 +2,7 @@
 letting it go; and the signed tickets that let a client into its node.
 
 A session is a request that is queued, placed (a live lease) or ended. Changes
-go through :meth:`ServiceCore._mutate <tether.pool._core.ServiceCore._mutate>`;
+go through the core's :meth:`~tether.pool._core.ServiceCore.mutate`;
 reads go to the database directly.
 """
 
