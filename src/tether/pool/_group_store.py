@@ -178,14 +178,15 @@ class GroupStore(SessionStore):
         for g in self.groups_tx(tx, states=("queued",)):
             data = dict(g.request)
             policy = data.pop("policy", None)
+            group = GroupRequest.from_dict(data)
             out.append(
                 QueueEntry(
-                    request=GroupRequest.from_dict(data).shape,
+                    request=group.shape,
                     enqueued_at=g.submitted_at,
                     deadline=g.queue_deadline if g.queue_deadline is not None else g.submitted_at,
                     seq=g.seq,
                     policy=PlacementPolicy.parse_optional(policy),
-                    group=GroupRequest.from_dict(data),
+                    group=group,
                 )
             )
         return out
