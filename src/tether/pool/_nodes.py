@@ -27,6 +27,7 @@ from tether.pool._events import (
     NodeRegistered,
     NodeUncordoned,
 )
+from tether.pool._metering import SessionReport, bounded
 from tether.pool._model import DeviceSpec, NodeSpec
 from tether.pool._state import PoolState
 from tether.pool._values import PoolInputError, PoolNotFoundError, parse_memory
@@ -179,6 +180,8 @@ class Nodes:
                 "node token"
             )
 
+        reports = [SessionReport.from_dict(meter) for meter in sessions]
+
         def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
             self._check_skew(sent_at, now)
             reg_hash = self._check_registration(tx, name, registration)
@@ -187,14 +190,8 @@ class Nodes:
             )
             self._core.feed(tx, state, event)
             ended = []
-            for meter in sessions:
-                sid = meter["session_id"]
-                ended_at = meter.get("ended_at")
-                figures = {
-                    k: v
-                    for k, v in meter.items()
-                    if k not in ("session_id", "ended_at") and v is not None
-                }
+            for report in reports:
+                sid, ended_at, figures = report.session_id, report.ended_at, report.figures
                 try:
                     lease = state.lease(sid)
                 except PoolNotFoundError:
@@ -209,10 +206,10 @@ class Nodes:
                 if ended_at is not None:
                     end = min(max(ended_at, lease.start), now)
                     self._core.feed(tx, state, LeaseFinished(now=now, lease_id=sid, end=end))
-                    self._store.session_metering_tx(tx, sid, _bounded(figures, end - lease.start))
+                    self._store.session_metering_tx(tx, sid, bounded(figures, end - lease.start))
                     continue
                 self._core.feed(tx, state, LeaseHeartbeat(now=now, lease_id=sid))
-                self._store.session_heartbeat_tx(tx, sid, now, _bounded(figures, now - lease.start))
+                self._store.session_heartbeat_tx(tx, sid, now, bounded(figures, now - lease.start))
             out: dict[str, Any] = {"status": state.node(name).status, "ended_sessions": ended}
             if reg_hash is not None:
                 out["ticket_keys"] = [k.hex() for k in self._core.node_keys(name, reg_hash, now)]
@@ -235,7 +232,7 @@ class Nodes:
             self._store.finish_earlier_tx(tx, sid, end)
             self._core.forget_state()  # the books count the old end
         final = min(end, ended_at) if ended_at is not None else end
-        self._store.session_metering_tx(tx, sid, _bounded(figures, final - start))
+        self._store.session_metering_tx(tx, sid, bounded(figures, final - start))
 
     def admit(
         self, principal: Principal, name: str, *, registration: str, ticket: str
@@ -356,25 +353,3 @@ class Nodes:
 
     def devices(self) -> list[dict[str, Any]]:
         return [d for n in self.nodes() for d in n["devices"]]
-
-
-#: Metering figures that are time integrals or durations, and the high-water mark
-#: each integral is bounded by over the lease's span.
-_INTEGRALS = {
-    "memory_byte_seconds": "memory_hwm",
-    "device_memory_byte_seconds": "device_memory_hwm",
-}
-
-
-def _bounded(figures: dict[str, Any], span: float) -> dict[str, Any]:
-    """``figures`` held to what a session inside a lease of ``span`` seconds can have
-    used: a report cannot bill (or claim) time outside the lease."""
-    span = max(span, 0.0)
-    out = dict(figures)
-    if isinstance(out.get("wall_seconds"), int | float):
-        out["wall_seconds"] = min(float(out["wall_seconds"]), span)
-    for integral, peak in _INTEGRALS.items():
-        value, hwm = out.get(integral), out.get(peak)
-        if isinstance(value, int | float) and isinstance(hwm, int | float):
-            out[integral] = min(float(value), float(hwm) * span)
-    return out
