@@ -60,11 +60,8 @@ def requested(t: PoolTables, event: SliceRequested, now: float, out: list[Decisi
     if refusal is not None:
         out.append(quota_refusal(req, refusal))
         return False
-    timeout = _timeout(t, req)
-    may_wait = req.wait and timeout > 0
-    if may_wait and t.queue.team_waiting(req.team, req.priority):
-        reason = f"behind earlier requests of team {req.team}"
-        _enqueue(t, req, None, event.policy, now, timeout, reason, out)
+    timeout, may_wait = _waiting_terms(t, req)
+    if _behind_own_team(t, req, None, event.policy, now, timeout, may_wait, out):
         return False
     placement = t.inventory.find(req, policy)
     if placement is not None:
@@ -105,11 +102,8 @@ def group_requested(t: PoolTables, event: GroupRequested, now: float, out: list[
     if refusal is not None:
         out.append(group_refusal(group, refusal))
         return False
-    timeout = _timeout(t, req)
-    may_wait = req.wait and timeout > 0
-    if may_wait and t.queue.team_waiting(req.team, req.priority):
-        reason = f"behind earlier requests of team {req.team}"
-        _enqueue(t, req, group, event.policy, now, timeout, reason, out)
+    timeout, may_wait = _waiting_terms(t, req)
+    if _behind_own_team(t, req, group, event.policy, now, timeout, may_wait, out):
         return False
     fit = fit_group(t.inventory, t.books, group, policy, now)
     if len(fit.placements) >= group.min_count:
@@ -270,11 +264,33 @@ def _open_group(
 # ================================================================== mechanics
 
 
-def _timeout(t: PoolTables, req: SliceRequest) -> float:
-    """How long ``req`` may wait: its own timeout, else the pool's default."""
-    if req.queue_timeout_s is not None:
-        return req.queue_timeout_s
-    return t.config.default_queue_timeout_s
+def _waiting_terms(t: PoolTables, req: SliceRequest) -> tuple[float, bool]:
+    """How long ``req`` may wait (its own timeout, else the pool's default), and
+    whether it may wait at all."""
+    timeout = (
+        req.queue_timeout_s if req.queue_timeout_s is not None else t.config.default_queue_timeout_s
+    )
+    return timeout, req.wait and timeout > 0
+
+
+def _behind_own_team(
+    t: PoolTables,
+    req: SliceRequest,
+    group: GroupRequest | None,
+    policy: PlacementPolicy | None,
+    now: float,
+    timeout: float,
+    may_wait: bool,
+    out: list[Decision],
+) -> bool:
+    """Queue ``req`` behind its team's earlier request at its priority or higher,
+    if it may wait and there is one (a team's requests never overtake their own)."""
+    if not (may_wait and t.queue.team_waiting(req.team, req.priority)):
+        return False
+    _enqueue(
+        t, req, group, policy, now, timeout, f"behind earlier requests of team {req.team}", out
+    )
+    return True
 
 
 def _month_refusal(t: PoolTables, team: str, now: float) -> QuotaDecision | None:
