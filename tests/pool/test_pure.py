@@ -24,6 +24,7 @@ PURE = (
     "_tables",
     "_node_events",
     "_lease_events",
+    "_metering",
     "_books",
     "_deadlines",
     "_usage",
