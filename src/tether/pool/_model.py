@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from tether.pool._values import (
+    PLACEMENT_POLICIES,
     SHARE_SCALE,
+    PlacementPolicy,
     PoolInputError,
     PoolNotFoundError,
     check_id,
@@ -52,42 +53,6 @@ __all__ = [
 #: node stopped reporting one of the lease's devices.
 EndReason = Literal["released", "finished", "expired", "node-lost", "drained", "device-lost"]
 END_REASONS: tuple[str, ...] = get_args(EndReason)
-
-
-class PlacementPolicy(StrEnum):
-    """How placement picks among devices with room (:mod:`tether.pool._placement`).
-
-    ``best-fit`` packs fractions onto the fullest device that still fits (the
-    default: it keeps whole devices free for whole-device requests);
-    ``spread`` puts each slice on the emptiest device (least interference);
-    ``first-fit`` takes the first device in inventory order (the baseline).
-
-    A :class:`StrEnum`, so JSON, config files and the CLI see the same strings;
-    text becomes a member once, where it enters (:meth:`parse`).
-    """
-
-    BEST_FIT = "best-fit"
-    SPREAD = "spread"
-    FIRST_FIT = "first-fit"
-
-    @classmethod
-    def parse(cls, value: object) -> PlacementPolicy:
-        """The member named by ``value``; :class:`PoolInputError` naming the choices if none."""
-        if isinstance(value, str):  # a member is a str too
-            try:
-                return cls(value)
-            except ValueError:
-                pass
-        raise PoolInputError(f"placement policy must be one of {PLACEMENT_POLICIES}, got {value!r}")
-
-    @classmethod
-    def parse_optional(cls, value: object) -> PlacementPolicy | None:
-        """:meth:`parse`, with None for "the pool's default"."""
-        return None if value is None else cls.parse(value)
-
-
-PLACEMENT_POLICIES: tuple[str, ...] = tuple(p.value for p in PlacementPolicy)
-
 
 # --------------------------------------------------------------------------- inventory
 
