@@ -65,11 +65,11 @@ def _in_one_batch(service: PoolService, calls: list[Callable[[], Any]]) -> list[
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    with service._lock:
+    with service.core._lock:
         for t in threads:
             t.start()
         deadline = time.monotonic() + WAIT_S
-        while len(service._waiting) < len(calls):
+        while len(service.core._waiting) < len(calls):
             assert time.monotonic() < deadline, "the callers never queued"
             time.sleep(0.01)
     for t in threads:
@@ -105,7 +105,7 @@ def test_a_failing_change_is_undone_alone_and_the_batch_commits(store: Store) ->
 
     calls: list[Callable[[], Any]] = [
         lambda: service.request_slice(ann, {"fraction": 0.25, "wait": False}),
-        lambda: service._mutate(buggy),
+        lambda: service.core.mutate(buggy),
         # Refused inside the transaction (its clock is an hour off): changes nothing.
         lambda: service.node_heartbeat(
             node, "gpu1", sent_at=time.time() + 3600, device_ids=None, sessions=[]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from tether.pool import (
     FrameworkRequirement,
     Lease,
     NodeSpec,
+    PlacementPolicy,
     PoolConfig,
     PoolInputError,
     Quota,
@@ -21,6 +24,7 @@ from tether.pool import (
     parse_fraction,
     parse_memory,
 )
+from tether.pool._model import PLACEMENT_POLICIES
 
 from ._helpers import T0, GiB, dev, node, req
 
@@ -219,3 +223,13 @@ def test_parse_fraction_garbage_only_raises_pool_input_error(value: object) -> N
     except PoolInputError:
         return
     assert 0 < f <= 1
+
+
+def test_the_placement_policy_is_parsed_once_and_reads_as_its_string() -> None:
+    assert PlacementPolicy.parse("spread") is PlacementPolicy.SPREAD
+    assert PoolConfig(policy="first-fit").policy is PlacementPolicy.FIRST_FIT  # type: ignore[arg-type]
+    assert json.dumps({"policy": PlacementPolicy.BEST_FIT}) == '{"policy": "best-fit"}'
+    assert PLACEMENT_POLICIES == ("best-fit", "spread", "first-fit")
+    for bad in ("Spread", "", None, 1):
+        with pytest.raises(PoolInputError, match="placement policy must be one of"):
+            PlacementPolicy.parse(bad)

@@ -93,21 +93,24 @@ class TeamBooks:
     def quotas(self) -> list[Quota]:
         return [self._quotas[t] for t in sorted(self._quotas)]
 
-    def never(self, req: SliceRequest) -> QuotaDecision | None:
-        """A refusal when the request alone is over a concurrent limit (waiting cannot help)."""
+    def never(self, req: SliceRequest, *, count: int = 1) -> QuotaDecision | None:
+        """A refusal when ``count`` slices like ``req`` alone are over a concurrent limit
+        (waiting cannot help); a group asks with its ``min_count``."""
         quota = self._quotas.get(req.team)
         if quota is None:
             return None
-        units = SHARE_SCALE * req.count if req.count is not None else None
-        if req.fraction is not None:
+        if req.count is not None:
+            units = SHARE_SCALE * req.count
+        elif req.fraction is not None:
             units = share_units(req.fraction)
-        memory = req.memory_bytes
-        empty = TeamUse(team=req.team)
+        else:
+            units = 0  # a memory-only share depends on the device: the memory limit decides
+        memory = req.memory_bytes or 0
         decision = check_quota(
             replace(quota, max_device_hours_per_month=None),
-            empty,
-            request_share_units=units or 0,
-            request_memory_bytes=memory or 0,
+            TeamUse(team=req.team),
+            request_share_units=units * count,
+            request_memory_bytes=memory * count,
         )
         return None if decision.allowed else decision
 

@@ -1,12 +1,14 @@
 """The core of the pool service: the policy (:class:`PoolState`) driven over the store.
 
-:class:`ServiceCore` owns the in-memory state and the one way to change it;
-:class:`~tether.pool._nodes.Nodes` and :class:`~tether.pool._sessions.Sessions`
-build on it, and :class:`~tether.pool._service.PoolService` puts them together.
+:class:`ServiceCore` owns the in-memory state and the one way to change it
+(:meth:`ServiceCore.mutate`). The service's parts (:mod:`~tether.pool._nodes`,
+:mod:`~tether.pool._sessions`, :mod:`~tether.pool._group_sessions`,
+:mod:`~tether.pool._accounting`) each hold the one core and change the pool
+only through it; :class:`~tether.pool._service.PoolService` is their facade.
 
 Theory of operation
 -------------------
-Every change goes through :meth:`ServiceCore._mutate`: inside a *serialised*
+Every change goes through :meth:`ServiceCore.mutate`: inside a *serialised*
 database transaction (SQLite ``BEGIN IMMEDIATE``, PostgreSQL advisory lock)
 the service reads the clock, turns the request into a policy event, feeds it
 to the in-memory :class:`PoolState`, writes every decision that comes back,
@@ -56,32 +58,27 @@ from typing import Any, TypeVar
 from tether._errors import PoolError
 from tether._ticket import node_key
 from tether.pool._db import Tx
-from tether.pool._directory import Directory
 from tether.pool._events import (
     Decision,
     Event,
-    GroupPlaced,
-    GroupQueued,
-    LeaseEnded,
-    LeaseRenewed,
-    NodeHeartbeatRecorded,
-    NodeLost,
-    NodeUpdated,
-    Placed,
-    Queued,
-    QuotaUpdated,
-    Refused,
     Tick,
 )
-from tether.pool._model import NodeSpec, PoolConfig
+from tether.pool._model import PoolConfig
+from tether.pool._persist import Counters, NewSession, persist
 from tether.pool._secrets import SecretSource
 from tether.pool._state import PoolState
-from tether.pool._store import DeviceRow, Store
+from tether.pool._store import Store
 from tether.pool._usage import month_bounds
 from tether.pool._values import PoolConflictError, PoolInputError, PoolNotFoundError, parse_memory
 from tether.poolapi import Conflict, NotFound, PoolRequestError
 
-__all__ = ["MAX_BATCH", "Counters", "ServiceConfig", "ServiceCore", "Unchanged", "opt_memory"]
+__all__ = [
+    "MAX_BATCH",
+    "ServiceConfig",
+    "ServiceCore",
+    "Unchanged",
+    "opt_memory",
+]
 
 T = TypeVar("T")
 
@@ -101,16 +98,6 @@ class ServiceConfig:
     policy: PoolConfig = field(default_factory=PoolConfig)
     heartbeat_skew_s: float = 30.0
     ticket_ttl_s: float = 300.0
-
-
-@dataclass(slots=True)
-class Counters:
-    """Monotonic counters for /metrics (this process only, as Prometheus expects)."""
-
-    placements: int = 0
-    refusals: dict[str, int] = field(default_factory=dict)
-    queued: int = 0
-    leases_ended: dict[str, int] = field(default_factory=dict)
 
 
 def _policy_error(exc: PoolError) -> PoolRequestError:
@@ -155,10 +142,12 @@ def opt_memory(value: Any, what: str) -> int | None:
         raise PoolRequestError(str(exc)) from None
 
 
-class ServiceCore(Directory):
+class ServiceCore:
     """The policy over the store: restoring it, and making every change (see above).
 
-    ``clock`` is injectable for tests.
+    ``clock`` is injectable for tests. The parts call :meth:`mutate` with a
+    ``work(tx, state, now)`` that feeds events through :meth:`handle` and writes
+    their decisions with :meth:`persist`.
     """
 
     def __init__(
@@ -171,7 +160,7 @@ class ServiceCore(Directory):
     ) -> None:
         self.store = store
         self.config = config or ServiceConfig()
-        self._clock = clock
+        self.clock = clock
         # The secret every ticket key derives from lives outside the database
         # (tether.pool._secrets): replicas are given the same one. Without one
         # (tests), a random secret that dies with the process.
@@ -192,15 +181,15 @@ class ServiceCore(Directory):
     def start(self) -> None:
         """Restore the policy from the database (start-up), ending what is overdue."""
         with self._lock, self.store.db.transaction(serialize=True) as tx:
-            now = self._now = self._clock()
+            now = self._now = self.clock()
             self._state = self._restore(tx, at=now)
-            self._persist(tx, self._state.handle(Tick(now=now)), context={})
+            self.persist(tx, self._state.handle(Tick(now=now)))
             self._generation = self.store.bump_generation_tx(tx)
 
     def _restore(self, tx: Tx, *, at: float | None) -> PoolState:
         nodes = self.store.node_records_tx(tx)
         open_leases = self.store.leases_tx(tx, open_only=True)
-        now = self._clock()
+        now = self.clock()
         month_start, _ = month_bounds(now)
         if at is None:
             # Re-sync: restore at the oldest heartbeat so no deadline is stretched.
@@ -221,7 +210,7 @@ class ServiceCore(Directory):
             quotas=self.store.policy_quotas_tx(tx),
         )
 
-    def _mutate(self, work: Callable[[Tx, PoolState, float], T]) -> T:
+    def mutate(self, work: Callable[[Tx, PoolState, float], T]) -> T:
         """Run ``work(tx, state, now)`` serialised against every other change.
 
         Returns what ``work`` returned once the transaction holding it has
@@ -296,7 +285,7 @@ class ServiceCore(Directory):
         Without ``savepoint`` a failed change may leave writes behind: the caller
         must then roll the transaction back.
         """
-        now = self._now = self._clock()
+        now = self._now = self.clock()
         self._dirty = False
         try:
             with tx.savepoint() if savepoint else nullcontext():
@@ -317,7 +306,7 @@ class ServiceCore(Directory):
         change.error = error
         return False
 
-    def _handle(self, state: PoolState, event: Event) -> list[Decision]:
+    def handle(self, state: PoolState, event: Event) -> list[Decision]:
         """Feed one event; bad input raises an API error and changes nothing."""
         try:
             decisions = state.handle(event)
@@ -326,112 +315,16 @@ class ServiceCore(Directory):
         except (PoolInputError, PoolNotFoundError, PoolConflictError) as exc:
             raise Unchanged(_policy_error(exc)) from exc
 
-    def _persist(self, tx: Tx, decisions: Iterable[Decision], context: dict[str, Any]) -> None:
-        """Write decisions. ``context`` may carry ``new`` = (session id, team id, user id,
-        request dict, priority) for a request not yet in the database."""
-        store = self.store
-        for d in decisions:
-            if isinstance(d, Placed):
-                lease = d.lease
-                self._ensure_session(tx, lease.id, context, submitted_at=lease.start)
-                store.place_session_tx(
-                    tx,
-                    lease.id,
-                    node_name=lease.node,
-                    devices=[(dev, lease.fraction, lease.memory_bytes) for dev in lease.device_ids],
-                    now=lease.start,
-                )
-                self.counters.placements += 1
-            elif isinstance(d, Queued):
-                self._ensure_session(
-                    tx, d.request.id, context, submitted_at=d.enqueued_at, deadline=d.deadline
-                )
-                tx.execute("UPDATE sessions SET message = ? WHERE id = ?", (d.reason, d.request.id))
-                self.counters.queued += 1
-            elif isinstance(d, Refused):
-                self.counters.refusals[d.code] = self.counters.refusals.get(d.code, 0) + 1
-                tx.execute(
-                    "UPDATE sessions SET state = 'ended', ended_at = ?, end_reason = ?, "
-                    "message = ? WHERE id = ? AND state = 'queued'",
-                    (self._now, d.code, d.message, d.request_id),
-                )
-                store.group_ended_tx(
-                    tx, d.request_id, reason=d.code, message=d.message, now=self._now
-                )
-            elif isinstance(d, GroupPlaced):
-                store.group_placed_tx(tx, d)
-                self.counters.placements += d.count
-            elif isinstance(d, GroupQueued):
-                store.group_queued_tx(tx, d.group.id, deadline=d.deadline, reason=d.reason)
-                self.counters.queued += 1
-            elif isinstance(d, LeaseEnded):
-                lease = d.lease
-                assert lease.end is not None
-                store.end_session_tx(tx, lease.id, at=lease.end, reason=d.reason)
-                self.counters.leases_ended[d.reason] = (
-                    self.counters.leases_ended.get(d.reason, 0) + 1
-                )
-            elif isinstance(d, LeaseRenewed):
-                store.session_heartbeat_tx(tx, d.lease_id, d.last_heartbeat)
-            elif isinstance(d, NodeUpdated):
-                self._write_node(tx, d.node, d.last_heartbeat)
-            elif isinstance(d, NodeHeartbeatRecorded):
-                store.node_heartbeat_tx(tx, d.node_id, d.last_heartbeat)
-            elif isinstance(d, NodeLost):
-                store.set_node_lost_tx(tx, d.node_id, True)
-            elif isinstance(d, QuotaUpdated):
-                pass  # the admin endpoint wrote the quota row itself
+    def feed(self, tx: Tx, state: PoolState, event: Event) -> list[Decision]:
+        """:meth:`handle` one event and :meth:`persist` its decisions; returns them."""
+        decisions = self.handle(state, event)
+        self.persist(tx, decisions)
+        return decisions
 
-    def _ensure_session(
-        self,
-        tx: Tx,
-        session_id: str,
-        context: dict[str, Any],
-        *,
-        submitted_at: float,
-        deadline: float | None = None,
-    ) -> None:
-        new = context.get("new")
-        if new is not None and new[0] == session_id:
-            _sid, team_id, user_id, request, priority = new
-            self.store.insert_session_tx(
-                tx,
-                session_id=session_id,
-                team_id=team_id,
-                user_id=user_id,
-                request=request,
-                priority=priority,
-                now=submitted_at,
-                queue_deadline=deadline,
-            )
-            context["new"] = None
-
-    def _write_node(self, tx: Tx, spec: NodeSpec, last_heartbeat: float) -> None:
-        assert self._state is not None
-        record = self._state.node(spec.id)
-        self.store.upsert_node_tx(
-            tx,
-            name=spec.id,
-            address=spec.address,
-            devices=[
-                DeviceRow(
-                    node_name=spec.id,
-                    device_id=d.id,
-                    vendor=d.vendor,
-                    model=d.model,
-                    memory_bytes=d.memory_bytes,
-                    arch=d.arch,
-                    frameworks=dict(d.frameworks),
-                )
-                for d in spec.devices
-            ],
-            info={},
-            now=last_heartbeat,
-        )
-        tx.execute(
-            "UPDATE nodes SET schedulable = ?, lost = ?, last_heartbeat = ? WHERE name = ?",
-            (record.admin_state, record.lost, last_heartbeat, spec.id),
-        )
+    def persist(self, tx: Tx, decisions: Iterable[Decision], new: NewSession | None = None) -> None:
+        """Write decisions (:func:`~tether.pool._persist.persist`) at the change's time.
+        ``new``: the session row to insert with its first decision."""
+        persist(tx, self.store, self.counters, decisions, now=self._now, new=new)
 
     # ------------------------------------------------------------ ticket keys
 
@@ -440,15 +333,14 @@ class ServiceCore(Directory):
         """What the database keeps of a registration id (which is a bearer credential)."""
         return hashlib.sha256(registration.encode("utf-8")).hexdigest()
 
-    def _registration_of(self, tx: Tx, node: str) -> str | None:
-        row = tx.one("SELECT registration FROM nodes WHERE name = ?", (node,))
-        return None if row is None else row["registration"]
+    def registration_of(self, tx: Tx, node: str) -> str | None:
+        return self.store.registration_tx(tx, node)
 
-    def _signing_key(self, node: str, registration: str | None) -> bytes:
+    def signing_key(self, node: str, registration: str | None) -> bytes:
         """The key ``node``'s tickets are signed with now (its current registration's)."""
         return node_key(self.secret.load().current, node, registration or "")
 
-    def _node_keys(self, node: str, registration: str | None, now: float) -> list[bytes]:
+    def node_keys(self, node: str, registration: str | None, now: float) -> list[bytes]:
         """Every key a ticket for ``node`` may carry at ``now``: current first."""
         return [node_key(s, node, registration or "") for s in self.secret.load().verifying(now)]
 
@@ -456,10 +348,29 @@ class ServiceCore(Directory):
         """Let time pass: lose silent nodes, expire leases, time out the queue."""
 
         def work(tx: Tx, state: PoolState, now: float) -> None:
-            self._persist(tx, self._handle(state, Tick(now=now)), {})
+            self.feed(tx, state, Tick(now=now))
 
-        self._mutate(work)
+        self.mutate(work)
 
     def next_deadline(self) -> float | None:
         state = self._state
         return state.next_deadline() if state is not None else None
+
+    # ------------------------------------------------------------ for the parts
+
+    def queue_position(self, request_id: str) -> int | None:
+        """A waiting request's place in line as this process's state has it (None:
+        not waiting, or no state yet). Reads under the lock, not in a transaction."""
+        state = self._state
+        if state is None:
+            return None
+        with self._lock:
+            try:
+                return state.queue_position(request_id)
+            except PoolNotFoundError:
+                return None
+
+    def forget_state(self) -> None:
+        """The change in progress rewrote history the state's books hold (a lease's
+        end moved back): rebuild the state from the database before the next change."""
+        self._state = None

@@ -2,7 +2,7 @@
 them back with their members, cancelling them, and their usage.
 
 The policy is :mod:`tether.pool._groups`; rows are :mod:`tether.pool._group_store`.
-Changes go through :meth:`ServiceCore._mutate <tether.pool._core.ServiceCore._mutate>`
+Changes go through the core's :meth:`~tether.pool._core.ServiceCore.mutate`
 (one serialised transaction: the group row, the decision and every member's
 lease are written together or not at all); reads go to the database directly.
 A group is named by its id or, for its team's members, by its name (the most
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tether.pool._accounting import month_span
 from tether.pool._accounts import new_id
 from tether.pool._auth import Principal
-from tether.pool._core import opt_memory
+from tether.pool._core import ServiceCore
 from tether.pool._db import Tx
+from tether.pool._directory import require_team, require_user, visible_team_ids
 from tether.pool._events import (
     Event,
     GroupRequested,
@@ -26,20 +28,24 @@ from tether.pool._events import (
 )
 from tether.pool._group_request import MAX_GROUP_SIZE, GroupRequest
 from tether.pool._group_store import GroupRow
-from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
-from tether.pool._sessions import Sessions
+from tether.pool._sessions import Sessions, refusal_of, refused_error, request_from_body
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage
 from tether.pool._values import PoolInputError, PoolNotFoundError
 from tether.poolapi._problems import Forbidden, NotFound, PoolRequestError
-from tether.poolapi._problems import Refused as RefusedError
 
 __all__ = ["Groups"]
 
 
-class Groups(Sessions):
-    """Group requests; see the module docstring."""
+class Groups:
+    """Group requests; see the module docstring. Members are sessions: read
+    and shown by ``sessions``."""
+
+    def __init__(self, core: ServiceCore, sessions: Sessions) -> None:
+        self._core = core
+        self._store = core.store
+        self._sessions = sessions
 
     def request_group(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """Place, queue or refuse a group as one unit (RefusedError). Returns the group.
@@ -48,11 +54,10 @@ class Groups(Sessions):
         ``name``, ``max_count`` (members wanted) and ``min_count`` (default: all of
         them, a gang).
         """
-        self._require_user(principal)
+        require_user(principal)
         assert principal.user_id is not None and principal.user_name is not None
-        team_name, team_id = self._resolve_team(principal, body.get("team"))
+        team_name, team_id = self._sessions.resolve_team(principal, body.get("team"))
         group_id = new_id()
-        policy = body.get("policy")
         max_count = body.get("max_count")
         min_count = body.get("min_count")
         if min_count is None:
@@ -65,23 +70,10 @@ class Groups(Sessions):
             member_ids = tuple(f"{group_id}-{i}" for i in range(max_count))
         else:
             member_ids = ()
+        shape, policy = request_from_body(
+            body, request_id=group_id, team=team_name, user=principal.user_name
+        )
         try:
-            shape = SliceRequest(
-                id=group_id,
-                fraction=body.get("fraction"),
-                memory_bytes=opt_memory(body.get("memory"), "requested memory"),
-                count=body.get("count"),
-                vendor=body.get("vendor"),
-                model=body.get("model"),
-                min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
-                frameworks=tuple(body.get("frameworks") or ()),
-                node=body.get("node"),
-                team=team_name,
-                user=principal.user_name,
-                priority=int(body.get("priority") or 0),
-                wait=bool(body.get("wait", True)),
-                queue_timeout_s=body.get("queue_timeout_s"),
-            )
             group = GroupRequest(
                 shape=shape,
                 name=body.get("name") or group_id,
@@ -93,60 +85,50 @@ class Groups(Sessions):
             raise PoolRequestError(str(exc)) from None
 
         def work(tx: Tx, state: PoolState, now: float) -> Refused | None:
-            self.store.insert_group_tx(
+            self._store.insert_group_tx(
                 tx, group, team_id=team_id, user_id=principal.user_id or "", policy=policy, now=now
             )
-            decisions = self._handle(state, GroupRequested(now=now, group=group, policy=policy))
-            self._persist(tx, decisions, {})
-            for d in decisions:
-                if isinstance(d, Refused) and d.request_id == group_id:
-                    return d
-            return None
+            decisions = self._core.handle(
+                state, GroupRequested(now=now, group=group, policy=policy)
+            )
+            self._core.persist(tx, decisions)
+            return refusal_of(decisions, group_id)
 
-        refused = self._mutate(work)
+        refused = self._core.mutate(work)
         if refused is not None:
-            detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
-            for key in ("limit", "used", "limit_value", "left"):
-                value = getattr(refused, key)
-                if value is not None:
-                    detail[key] = value
-            detail["group"] = group_id
-            raise RefusedError(refused.message, detail)
+            raise refused_error(refused, group=group_id)
         return self.group(principal, group_id)
 
     # ------------------------------------------------------------------ reads
 
     def _find_group(self, tx: Tx, principal: Principal, ref: str) -> GroupRow:
-        rows = self.store.groups_tx(tx, group_id=ref)
+        rows = self._store.groups_tx(tx, group_id=ref)
         if rows:
             row = rows[0]
-            self._require_team(principal, row.team_id, what=f"group {ref!r}")
+            require_team(principal, row.team_id, what=f"group {ref!r}")
             return row
-        team_ids = self._visible_team_ids(tx, principal, None)
-        by_name = self.store.groups_tx(tx, team_ids=team_ids, name=ref)
+        team_ids = visible_team_ids(self._store, tx, principal, None)
+        by_name = self._store.groups_tx(tx, team_ids=team_ids, name=ref)
         if not by_name:
             raise NotFound(f"no group with id or name {ref!r}")
         return by_name[-1]
 
     def group(self, principal: Principal, ref: str) -> dict[str, Any]:
         """A group with its members (their sessions; tickets for the group's own user)."""
-        with self.store.db.transaction() as tx:
+        with self._store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
-            members = self.store.group_members_tx(tx, row.id)
-            nodes = {
-                r["name"]: (r["address"], r["registration"])
-                for r in tx.all("SELECT name, address, registration FROM nodes")
-            }
+            members = self._store.group_members_tx(tx, row.id)
+            nodes = self._store.node_addresses_tx(tx)
         out = _group_out(row, _counts(members))
         if row.state == "queued":
-            out["position"] = self._position(row.id)
+            out["position"] = self._sessions.position(row.id)
         items = []
         for m in members:
             address, registration = nodes.get(m.node_name or "", (None, None))
-            item = self._session_out(m, address if m.state == "placed" else None)
+            item = self._sessions.session_out(m, address if m.state == "placed" else None)
             item["index"] = m.group_index
             if m.state == "placed" and principal.user_id == m.user_id:
-                item.update(self._ticket(m, registration))
+                item.update(self._sessions.ticket(m, registration))
             items.append(item)
         out["members"] = items
         return out
@@ -154,14 +136,12 @@ class Groups(Sessions):
     def group_member(self, principal: Principal, ref: str, index: int) -> dict[str, Any]:
         """One member of a group as its session (with a fresh ticket for its user):
         what a Kubernetes pod asks for, without reading every other member."""
-        with self.store.db.transaction() as tx:
+        with self._store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
-            found = tx.one(
-                "SELECT id FROM sessions WHERE group_id = ? AND group_index = ?", (row.id, index)
-            )
-        if found is None:
+            member_id = self._store.group_member_id_tx(tx, row.id, index)
+        if member_id is None:
             raise NotFound(f"group {row.name} has no placed member {index} (state {row.state})")
-        out = self.session(principal, found["id"])
+        out = self._sessions.session(principal, member_id)
         out["index"] = index
         return out
 
@@ -171,16 +151,16 @@ class Groups(Sessions):
         """Groups of your teams (admins: all), oldest first, without their members."""
         if state is not None and state not in ("queued", "placed", "ended"):
             raise PoolRequestError("state must be queued, placed or ended")
-        with self.store.db.transaction() as tx:
-            team_ids = self._visible_team_ids(tx, principal, team)
-            rows = self.store.groups_tx(tx, team_ids=team_ids)
-            counts = self.store.group_member_counts_tx(tx, [g.id for g in rows])
+        with self._store.db.transaction() as tx:
+            team_ids = visible_team_ids(self._store, tx, principal, team)
+            rows = self._store.groups_tx(tx, team_ids=team_ids)
+            counts = self._store.group_member_counts_tx(tx, [g.id for g in rows])
         listed = []
         for row in rows:
             out = _group_out(row, counts.get(row.id, (0, 0)))
             if state is None or out["state"] == state:
                 if out["state"] == "queued":
-                    out["position"] = self._position(out["id"])
+                    out["position"] = self._sessions.position(out["id"])
                 listed.append(out)
         return listed
 
@@ -188,9 +168,9 @@ class Groups(Sessions):
 
     def cancel_group(self, principal: Principal, ref: str) -> dict[str, Any]:
         """Withdraw a waiting group, or release every open member lease; idempotent."""
-        with self.store.db.transaction() as tx:
+        with self._store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
-            member_ids = [m.id for m in self.store.group_members_tx(tx, row.id)]
+            member_ids = [m.id for m in self._store.group_members_tx(tx, row.id)]
         if not principal.is_admin and principal.user_id != row.user_id:
             raise Forbidden(f"group {row.name} belongs to {row.user}; only they can cancel it")
 
@@ -208,9 +188,9 @@ class Groups(Sessions):
                     continue  # ended already
                 events.append(LeaseReleased(now=now, lease_id=sid))
             for event in events:
-                self._persist(tx, self._handle(state, event), {})
+                self._core.feed(tx, state, event)
 
-        self._mutate(work)
+        self._core.mutate(work)
         return self.group(principal, row.id)
 
     # ------------------------------------------------------------------ usage
@@ -220,23 +200,21 @@ class Groups(Sessions):
     ) -> list[dict[str, Any]]:
         """Usage per group in a month (UTC; default this one): one row per group,
         its members' device-seconds, memory-GiB-seconds and peak share summed."""
-        from tether.pool._service import _month_range
-        from tether.pool._usage import month_key
-
-        self._require_user(principal)
-        now = self._clock()
-        month = month or month_key(now)
-        start, end = _month_range(month)
-        with self.store.db.transaction() as tx:
-            team_ids = self._visible_team_ids(tx, principal, team)
-            sessions = self.store.sessions_tx(
+        require_user(principal)
+        now = self._core.clock()
+        month, start, end = month_span(month, now)
+        with self._store.db.transaction() as tx:
+            team_ids = visible_team_ids(self._store, tx, principal, team)
+            sessions = self._store.sessions_tx(
                 tx, states=("placed", "ended"), team_ids=team_ids, overlapping=(start, end)
             )
             members: dict[str, list[SessionRow]] = {}
             for s in sessions:
                 if s.group_id is not None:
                     members.setdefault(s.group_id, []).append(s)
-            rows = {g.id: g for g in self.store.groups_tx(tx, team_ids=team_ids) if g.id in members}
+            rows = {
+                g.id: g for g in self._store.groups_tx(tx, team_ids=team_ids) if g.id in members
+            }
         out = []
         for group_id, sessions_of in members.items():
             g = rows.get(group_id)

@@ -19,6 +19,7 @@ from typing import Any
 from tether.pool._db import Tx
 from tether.pool._events import GroupPlaced
 from tether.pool._group_request import GroupRequest
+from tether.pool._model import PlacementPolicy
 from tether.pool._queue import QueueEntry
 from tether.pool._session_store import _SESSION_SELECT, SessionRow, SessionStore, _session_from
 from tether.poolapi._problems import NotFound
@@ -93,7 +94,7 @@ class GroupStore(SessionStore):
         *,
         team_id: str,
         user_id: str,
-        policy: str | None,
+        policy: PlacementPolicy | None,
         now: float,
     ) -> None:
         """A new group, as waiting; the policy's decision moves it on in the same
@@ -177,14 +178,15 @@ class GroupStore(SessionStore):
         for g in self.groups_tx(tx, states=("queued",)):
             data = dict(g.request)
             policy = data.pop("policy", None)
+            group = GroupRequest.from_dict(data)
             out.append(
                 QueueEntry(
-                    request=GroupRequest.from_dict(data).shape,
+                    request=group.shape,
                     enqueued_at=g.submitted_at,
                     deadline=g.queue_deadline if g.queue_deadline is not None else g.submitted_at,
                     seq=g.seq,
-                    policy=policy,
-                    group=GroupRequest.from_dict(data),
+                    policy=PlacementPolicy.parse_optional(policy),
+                    group=group,
                 )
             )
         return out
@@ -222,6 +224,13 @@ class GroupStore(SessionStore):
         rows = tx.all(f"{_SESSION_SELECT} WHERE s.group_id = ? ORDER BY s.group_index", (group_id,))
         devices = self._devices_of(tx, [r["id"] for r in rows])
         return [_session_from(r, tuple(devices.get(r["id"], ()))) for r in rows]
+
+    def group_member_id_tx(self, tx: Tx, group_id: str, index: int) -> str | None:
+        """The session id of the group's member ``index`` (None: not placed)."""
+        row = tx.one(
+            "SELECT id FROM sessions WHERE group_id = ? AND group_index = ?", (group_id, index)
+        )
+        return None if row is None else str(row["id"])
 
     def group_member_counts_tx(self, tx: Tx, group_ids: list[str]) -> dict[str, tuple[int, int]]:
         """Per group: (members whose lease is open, members whose lease has ended)."""

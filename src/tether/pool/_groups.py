@@ -7,12 +7,12 @@ is a *gang*: all of them or none. Otherwise the group takes as many as fit,
 up to ``max_count``, but only once at least ``min_count`` do.
 
 Part of the state machine (see ``_state``'s theory of operation), pure like it:
-this module holds the arithmetic (fitting a group, its quota refusals, opening
-its leases); :class:`~tether.pool._admission.Admission` decides with it.
+this module holds the arithmetic (fitting a group, its quota refusals);
+:mod:`tether.pool._admission` decides with it and opens the leases.
 
 Theory of operation
 -------------------
-On arrival (:meth:`Admission.group_requested`) a group is, in order:
+On arrival (:func:`~tether.pool._admission.group_requested`) a group is, in order:
 
 1. refused ``unsatisfiable`` if the pool's registered devices, all of them
    empty, could not hold ``min_count`` slices of the shape
@@ -48,19 +48,16 @@ and end); the group itself keeps no further state in the policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tether.pool._books import TeamBooks, quota_refusal
-from tether.pool._events import Decision, GroupPlaced, Placed, Refused
+from tether.pool._events import Refused
 from tether.pool._group_request import GroupRequest
 from tether.pool._model import PlacementPolicy
 from tether.pool._placement import Inventory, Placement
-from tether.pool._quota import QuotaDecision, TeamUse, check_quota
-from tether.pool._request import SliceRequest
-from tether.pool._values import SHARE_SCALE, share_units
+from tether.pool._quota import QuotaDecision, check_quota
 
-__all__ = ["GroupFit", "fit_group", "group_never", "group_refusal", "open_group"]
+__all__ = ["GroupFit", "fit_group", "group_refusal"]
 
 # --------------------------------------------------------------------------- fitting
 
@@ -117,44 +114,7 @@ def fit_group(
     return GroupFit(placements=tuple(taken), quota=stopped)
 
 
-def group_never(books: TeamBooks, group: GroupRequest) -> QuotaDecision | None:
-    """A refusal when ``min_count`` members alone are over a concurrent team limit."""
-    quota = books.quota(group.team)
-    if quota is None:
-        return None
-    shape = group.shape
-    if shape.count is not None:
-        units = SHARE_SCALE * shape.count
-    elif shape.fraction is not None:
-        units = share_units(shape.fraction)
-    else:
-        units = 0  # a memory-only share depends on the device: the memory limit decides
-    memory = shape.memory_bytes or 0
-    decision = check_quota(
-        replace(quota, max_device_hours_per_month=None),
-        TeamUse(team=group.team),
-        request_share_units=units * group.min_count,
-        request_memory_bytes=memory * group.min_count,
-    )
-    return None if decision.allowed else decision
-
-
 def group_refusal(group: GroupRequest, decision: QuotaDecision) -> Refused:
     """The :class:`Refused` of a group that ``decision`` turned down (by the group's id)."""
     refused = quota_refusal(group.shape, decision)
     return replace(refused, message=f"group {group.name}: {refused.message}")
-
-
-#: How the state opens one member's lease (request, placement, time, decisions).
-OpenLease = Callable[[SliceRequest, Placement, float, list[Decision]], None]
-
-
-def open_group(
-    group: GroupRequest, fit: GroupFit, now: float, open_lease: OpenLease
-) -> GroupPlaced:
-    """Open a lease per fitted member (the first ``len(fit.placements)`` ids)."""
-    placed: list[Decision] = []
-    for index, placement in enumerate(fit.placements):
-        open_lease(group.member(index), placement, now, placed)
-    members = tuple(d for d in placed if isinstance(d, Placed))
-    return GroupPlaced(group=group, members=members)

@@ -30,7 +30,8 @@ _GIB = float(1 << 30)
 
 
 def figures_tx(tx: Tx, store: Any, now: float) -> dict[str, Any]:
-    """``team_usage``, ``team_month``, ``quotas`` and ``queue_wait`` for /metrics."""
+    """``team_usage``, ``team_month``, ``quotas``, ``queue_wait``, ``teams`` (what each
+    team holds now) and ``queued`` (how many each has waiting) for /metrics."""
     beat = "COALESCE(s.last_heartbeat, s.started_at)"
     end = f"CASE WHEN s.ended_at IS NULL OR {beat} > s.ended_at THEN {beat} ELSE s.ended_at END"
     usage = tx.all(
@@ -53,6 +54,16 @@ def figures_tx(tx: Tx, store: Any, now: float) -> dict[str, Any]:
     leases = store.leases_tx(tx, overlapping=(start, stop))
     month = compute_usage(leases, now=now, group_by=("team",), months=[month_key(now)])
     quotas = store.quotas_tx(tx)
+    holding = tx.all(
+        "SELECT t.name AS team, COALESCE(SUM(s.share), 0) AS share, "
+        "COALESCE(SUM(s.memory_bytes), 0) AS mem, COUNT(s.id) AS n "
+        "FROM teams t LEFT JOIN sessions s ON s.team_id = t.id AND s.state = 'placed' "
+        "GROUP BY t.name"
+    )
+    queued = tx.all(
+        "SELECT t.name AS team, COUNT(*) AS n FROM sessions s "
+        "JOIN teams t ON t.id = s.team_id WHERE s.state = 'queued' GROUP BY t.name"
+    )
     return {
         "team_usage": {
             r["team"]: (max(0.0, float(r["dev"])), max(0.0, float(r["mem"])) / _GIB, int(r["n"]))
@@ -68,4 +79,6 @@ def figures_tx(tx: Tx, store: Any, now: float) -> dict[str, Any]:
             )
             for r in waits
         },
+        "teams": holding,
+        "queued": {r["team"]: int(r["n"]) for r in queued},
     }

@@ -21,7 +21,9 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from tether.pool._values import (
+    PLACEMENT_POLICIES,
     SHARE_SCALE,
+    PlacementPolicy,
     PoolInputError,
     PoolNotFoundError,
     check_id,
@@ -51,14 +53,6 @@ __all__ = [
 #: node stopped reporting one of the lease's devices.
 EndReason = Literal["released", "finished", "expired", "node-lost", "drained", "device-lost"]
 END_REASONS: tuple[str, ...] = get_args(EndReason)
-
-#: ``best-fit`` packs fractions onto the fullest device that still fits (the
-#: default: it keeps whole devices free for whole-device requests);
-#: ``spread`` puts each slice on the emptiest device (least interference);
-#: ``first-fit`` takes the first device in inventory order (the baseline).
-PlacementPolicy = Literal["best-fit", "spread", "first-fit"]
-PLACEMENT_POLICIES: tuple[str, ...] = get_args(PlacementPolicy)
-
 
 # --------------------------------------------------------------------------- inventory
 
@@ -391,7 +385,7 @@ class PoolConfig:
     default_queue_timeout_s: float = 300.0
     max_queue_timeout_s: float = 86_400.0
     clock_skew_s: float = 5.0
-    policy: PlacementPolicy = "best-fit"
+    policy: PlacementPolicy = PlacementPolicy.BEST_FIT
 
     def __post_init__(self) -> None:
         for name in (
@@ -402,7 +396,4 @@ class PoolConfig:
         ):
             check_positive_seconds(getattr(self, name), name)
         check_positive_seconds(self.clock_skew_s, "clock_skew_s", allow_zero=True)
-        if self.policy not in PLACEMENT_POLICIES:
-            raise PoolInputError(
-                f"placement policy must be one of {PLACEMENT_POLICIES}, got {self.policy!r}"
-            )
+        set_field(self, "policy", PlacementPolicy.parse(self.policy))

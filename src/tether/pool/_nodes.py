@@ -1,7 +1,7 @@
 """The pool's node inventory: acceptors registering and heartbeating their
 nodes, admins cordoning and draining them, and the listings of nodes and devices.
 
-Changes go through :meth:`ServiceCore._mutate <tether.pool._core.ServiceCore._mutate>`
+Changes go through the core's :meth:`~tether.pool._core.ServiceCore.mutate`
 like every other; the listings read the database directly.
 """
 
@@ -16,6 +16,7 @@ from tether._ticket import TicketError, verify_any
 from tether.pool._auth import Principal
 from tether.pool._core import ServiceCore, Unchanged
 from tether.pool._db import Tx
+from tether.pool._directory import require_admin, require_node
 from tether.pool._events import (
     Event,
     LeaseFinished,
@@ -26,6 +27,7 @@ from tether.pool._events import (
     NodeRegistered,
     NodeUncordoned,
 )
+from tether.pool._metering import SessionReport, bounded
 from tether.pool._model import DeviceSpec, NodeSpec
 from tether.pool._state import PoolState
 from tether.pool._values import PoolInputError, PoolNotFoundError, parse_memory
@@ -34,8 +36,12 @@ from tether.poolapi import Conflict, Forbidden, Gone, PoolRequestError
 __all__ = ["Nodes"]
 
 
-class Nodes(ServiceCore):
+class Nodes:
     """Registering, heartbeating, administering and listing nodes and their devices."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self._core = core
+        self._store = core.store
 
     def register_node(
         self,
@@ -57,7 +63,7 @@ class Nodes(ServiceCore):
         keeps its hash) and so a fresh ticket key: whoever re-registers a node gets
         a key the acceptor already serving it does not accept.
         """
-        self._require_node(principal, name)
+        require_node(principal, name)
         try:
             spec = NodeSpec(
                 id=name,
@@ -87,7 +93,7 @@ class Nodes(ServiceCore):
             alive = existing is not None and not existing.lost
             if alive and principal.node_name is None:
                 assert existing is not None
-                left = existing.last_heartbeat + self.config.policy.node_timeout_s - now
+                left = existing.last_heartbeat + self._core.config.policy.node_timeout_s - now
                 raise Unchanged(
                     Conflict(
                         f"node {name!r} is registered and alive, and an unnamed node token "
@@ -107,10 +113,10 @@ class Nodes(ServiceCore):
                         "this name. Register with replace=true to take it over."
                     )
                 )
-            self._persist(tx, self._handle(state, NodeRegistered(now=now, node=spec)), {})
-            reg_hash = self.registration_hash(registration)
-            tx.execute("UPDATE nodes SET registration = ? WHERE name = ?", (reg_hash, name))
-            keys = self._node_keys(name, reg_hash, now)
+            self._core.feed(tx, state, NodeRegistered(now=now, node=spec))
+            reg_hash = self._core.registration_hash(registration)
+            self._store.set_registration_tx(tx, name, reg_hash)
+            keys = self._core.node_keys(name, reg_hash, now)
             return {
                 **self._node_status(state, name),
                 "registration": registration,
@@ -118,7 +124,7 @@ class Nodes(ServiceCore):
                 "ticket_keys": [k.hex() for k in keys],
             }
 
-        return self._mutate(work)
+        return self._core.mutate(work)
 
     def _check_registration(self, tx: Tx, name: str, registration: str | None) -> str | None:
         """The node's registration hash, if ``registration`` is its current one.
@@ -126,11 +132,11 @@ class Nodes(ServiceCore):
         Raises (inside the transaction) Conflict with reason ``replaced`` if it is
         not: the node was registered again since, by another acceptor.
         """
-        current = self._registration_of(tx, name)
+        current = self._core.registration_of(tx, name)
         if registration is None:
             return None
         if current is None or not hmac.compare_digest(
-            self.registration_hash(registration), current
+            self._core.registration_hash(registration), current
         ):
             raise Unchanged(
                 Conflict(
@@ -164,7 +170,7 @@ class Nodes(ServiceCore):
         change when the pool's secret is rotated). Reports of sessions need it,
         and so does every heartbeat of an unnamed token (Forbidden otherwise).
         """
-        self._require_node(principal, name)
+        require_node(principal, name)
         if registration is None and (principal.node_name is None or sessions):
             # Reports renew, end and bill leases: only the acceptor that registered
             # may make them, not anyone else who holds (or shares) the node's token.
@@ -174,22 +180,18 @@ class Nodes(ServiceCore):
                 "node token"
             )
 
+        reports = [SessionReport.from_dict(meter) for meter in sessions]
+
         def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
             self._check_skew(sent_at, now)
             reg_hash = self._check_registration(tx, name, registration)
             event = NodeHeartbeat(
                 now=now, node_id=name, device_ids=tuple(device_ids) if device_ids else None
             )
-            self._persist(tx, self._handle(state, event), {})
+            self._core.feed(tx, state, event)
             ended = []
-            for meter in sessions:
-                sid = meter["session_id"]
-                ended_at = meter.get("ended_at")
-                figures = {
-                    k: v
-                    for k, v in meter.items()
-                    if k not in ("session_id", "ended_at") and v is not None
-                }
+            for report in reports:
+                sid, ended_at, figures = report.session_id, report.ended_at, report.figures
                 try:
                     lease = state.lease(sid)
                 except PoolNotFoundError:
@@ -203,19 +205,17 @@ class Nodes(ServiceCore):
                     continue
                 if ended_at is not None:
                     end = min(max(ended_at, lease.start), now)
-                    self._persist(
-                        tx, self._handle(state, LeaseFinished(now=now, lease_id=sid, end=end)), {}
-                    )
-                    self.store.session_metering_tx(tx, sid, _bounded(figures, end - lease.start))
+                    self._core.feed(tx, state, LeaseFinished(now=now, lease_id=sid, end=end))
+                    self._store.session_metering_tx(tx, sid, bounded(figures, end - lease.start))
                     continue
-                self._persist(tx, self._handle(state, LeaseHeartbeat(now=now, lease_id=sid)), {})
-                self.store.session_heartbeat_tx(tx, sid, now, _bounded(figures, now - lease.start))
+                self._core.feed(tx, state, LeaseHeartbeat(now=now, lease_id=sid))
+                self._store.session_heartbeat_tx(tx, sid, now, bounded(figures, now - lease.start))
             out: dict[str, Any] = {"status": state.node(name).status, "ended_sessions": ended}
             if reg_hash is not None:
-                out["ticket_keys"] = [k.hex() for k in self._node_keys(name, reg_hash, now)]
+                out["ticket_keys"] = [k.hex() for k in self._core.node_keys(name, reg_hash, now)]
             return out
 
-        return self._mutate(work)
+        return self._core.mutate(work)
 
     def _late_finish(
         self, tx: Tx, node: str, sid: str, end: float, figures: dict[str, Any]
@@ -223,23 +223,16 @@ class Nodes(ServiceCore):
         """A finished session whose lease the pool had already ended: if it ended it
         later than the session really ended (released or expired after an outage),
         move the end back to the measured one."""
-        row = tx.one(
-            "SELECT started_at, ended_at FROM sessions WHERE id = ? AND node_name = ? "
-            "AND state = 'ended'",
-            (sid, node),
-        )
-        if row is None or row["started_at"] is None:
+        span = self._store.ended_span_tx(tx, sid, node)
+        if span is None:
             return
-        start = float(row["started_at"])
+        start, ended_at = span
         end = max(end, start)
-        if row["ended_at"] is not None and end < float(row["ended_at"]):
-            tx.execute(
-                "UPDATE sessions SET ended_at = ?, end_reason = 'finished' WHERE id = ?",
-                (end, sid),
-            )
-            self._state = None  # the books count the old end: rebuild from the database
-        final = min(end, float(row["ended_at"])) if row["ended_at"] is not None else end
-        self.store.session_metering_tx(tx, sid, _bounded(figures, final - start))
+        if ended_at is not None and end < ended_at:
+            self._store.finish_earlier_tx(tx, sid, end)
+            self._core.forget_state()  # the books count the old end
+        final = min(end, ended_at) if ended_at is not None else end
+        self._store.session_metering_tx(tx, sid, bounded(figures, final - start))
 
     def admit(
         self, principal: Principal, name: str, *, registration: str, ticket: str
@@ -251,11 +244,11 @@ class Nodes(ServiceCore):
         signed for this registration, 409 used already (``used``) or the
         registration replaced (``replaced``), 410 the lease has ended.
         """
-        self._require_node(principal, name)
+        require_node(principal, name)
 
         def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
             reg_hash = self._check_registration(tx, name, registration)
-            keys = self._node_keys(name, reg_hash, now)
+            keys = self._core.node_keys(name, reg_hash, now)
             try:
                 claims = verify_any(keys, ticket, now=now, node=name)
             except TicketError as exc:
@@ -263,13 +256,11 @@ class Nodes(ServiceCore):
                     PoolRequestError(f"invalid ticket: {exc}", {"ticket_error": type(exc).__name__})
                 ) from None
             sid = claims.session_id
-            row = tx.one(
-                "SELECT state, end_reason, connected_at FROM sessions WHERE id = ?", (sid,)
-            )
+            use = self._store.ticket_use_tx(tx, sid)
             try:
                 state.lease(sid)
             except PoolNotFoundError:
-                reason = row["end_reason"] if row is not None else None
+                reason = use[0] if use is not None else None
                 raise Unchanged(
                     Gone(
                         f"session {sid}'s lease has ended ({reason or 'unknown'}): its ticket "
@@ -277,7 +268,7 @@ class Nodes(ServiceCore):
                         {"reason": reason},
                     )
                 ) from None
-            if row is None or row["connected_at"] is not None:
+            if use is None or use[1] is not None:
                 raise Unchanged(
                     Conflict(
                         f"session {sid}'s ticket was used already: one ticket opens one "
@@ -285,16 +276,13 @@ class Nodes(ServiceCore):
                         {"reason": "used"},
                     )
                 )
-            tx.execute(
-                "UPDATE sessions SET connected_at = ? WHERE id = ? AND connected_at IS NULL",
-                (now, sid),
-            )
+            self._store.connect_session_tx(tx, sid, now)
             return {"session_id": sid, "ticket_keys": [k.hex() for k in keys]}
 
-        return self._mutate(work)
+        return self._core.mutate(work)
 
     def node_admin(self, principal: Principal, name: str, action: str) -> dict[str, Any]:
-        self._require_admin(principal)
+        require_admin(principal)
         make: dict[str, Callable[[float], Event]] = {
             "cordon": lambda now: NodeCordoned(now=now, node_id=name),
             "drain": lambda now: NodeDrained(now=now, node_id=name),
@@ -304,10 +292,10 @@ class Nodes(ServiceCore):
             raise PoolRequestError(f"unknown node action {action!r}: cordon, drain or uncordon")
 
         def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
-            self._persist(tx, self._handle(state, make[action](now)), {})
+            self._core.feed(tx, state, make[action](now))
             return self._node_status(state, name)
 
-        return self._mutate(work)
+        return self._core.mutate(work)
 
     def _node_status(self, state: PoolState, name: str) -> dict[str, Any]:
         record = state.node(name)
@@ -317,20 +305,20 @@ class Nodes(ServiceCore):
         if sent_at is None:
             return
         skew = sent_at - now
-        if abs(skew) > self.config.heartbeat_skew_s:
+        if abs(skew) > self._core.config.heartbeat_skew_s:
             raise Unchanged(
                 PoolRequestError(
                     f"clock skew: the node's clock is {skew:+.1f}s off the pool's (at most "
-                    f"{self.config.heartbeat_skew_s:g}s allowed); synchronise it with NTP",
-                    {"skew_s": skew, "max_skew_s": self.config.heartbeat_skew_s},
+                    f"{self._core.config.heartbeat_skew_s:g}s allowed); synchronise it with NTP",
+                    {"skew_s": skew, "max_skew_s": self._core.config.heartbeat_skew_s},
                 )
             )
 
     def nodes(self) -> list[dict[str, Any]]:
-        with self.store.db.transaction() as tx:
-            nodes = self.store.nodes_tx(tx)
-            devices = self.store.devices_tx(tx)
-            alloc = self.store.allocation_tx(tx)
+        with self._store.db.transaction() as tx:
+            nodes = self._store.nodes_tx(tx)
+            devices = self._store.devices_tx(tx)
+            alloc = self._store.allocation_tx(tx)
         out = []
         for n in nodes:
             status = "lost" if n.lost else {"active": "ready"}.get(n.schedulable, n.schedulable)
@@ -365,25 +353,3 @@ class Nodes(ServiceCore):
 
     def devices(self) -> list[dict[str, Any]]:
         return [d for n in self.nodes() for d in n["devices"]]
-
-
-#: Metering figures that are time integrals or durations, and the high-water mark
-#: each integral is bounded by over the lease's span.
-_INTEGRALS = {
-    "memory_byte_seconds": "memory_hwm",
-    "device_memory_byte_seconds": "device_memory_hwm",
-}
-
-
-def _bounded(figures: dict[str, Any], span: float) -> dict[str, Any]:
-    """``figures`` held to what a session inside a lease of ``span`` seconds can have
-    used: a report cannot bill (or claim) time outside the lease."""
-    span = max(span, 0.0)
-    out = dict(figures)
-    if isinstance(out.get("wall_seconds"), int | float):
-        out["wall_seconds"] = min(float(out["wall_seconds"]), span)
-    for integral, peak in _INTEGRALS.items():
-        value, hwm = out.get(integral), out.get(peak)
-        if isinstance(value, int | float) and isinstance(hwm, int | float):
-            out[integral] = min(float(value), float(hwm) * span)
-    return out

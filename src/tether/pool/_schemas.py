@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from tether.pool._values import MAX_MEMORY_BYTES
+from tether.pool._model import PlacementPolicy
+from tether.pool._values import MAX_MEMORY_BYTES, parse_fraction
 
 _Strict = ConfigDict(extra="forbid")
 
@@ -24,6 +25,13 @@ Memory = Annotated[
     Field(description="bytes, or a size such as '8GiB', '512MiB', '8G' (binary)"),
 ]
 Seconds = Annotated[float, Field(ge=0, le=1e12)]
+#: A share of one device: checked by the pool's one parser (one message for the
+#: unit everywhere); the bounds are restated for the schema only.
+Fraction = Annotated[
+    float,
+    AfterValidator(parse_fraction),
+    Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1}),
+]
 
 
 class ErrorInfo(BaseModel):
@@ -259,9 +267,7 @@ class AdmitOut(BaseModel):
 
 class SliceIn(BaseModel):
     model_config = _Strict
-    fraction: Annotated[float, Field(gt=0, le=1)] | None = Field(
-        default=None, description="share of one device, in (0, 1]"
-    )
+    fraction: Fraction | None = Field(default=None, description="share of one device, in (0, 1]")
     memory: Memory | None = None
     count: Annotated[int, Field(ge=1, le=1024)] | None = Field(
         default=None, description="whole devices on one node (instead of fraction/memory)"
@@ -279,7 +285,7 @@ class SliceIn(BaseModel):
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0
     wait: bool = Field(default=True, description="queue when nothing fits (false: refuse)")
     queue_timeout_s: Annotated[float, Field(ge=0, le=86400 * 365)] | None = None
-    policy: Literal["best-fit", "spread", "first-fit"] | None = None
+    policy: PlacementPolicy | None = None
     name: Name | None = Field(default=None, description="your name for the session (not unique)")
 
 

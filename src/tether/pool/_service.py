@@ -1,35 +1,43 @@
-"""The pool service: everything the HTTP API can ask of the pool.
+"""The pool service: everything the HTTP API can ask of the pool, behind one facade.
 
-:class:`PoolService` puts together the core that drives the policy over the
-store (:mod:`tether.pool._core`, whose docstring tells how changes, restarts
-and replicas work), the node inventory (:mod:`tether.pool._nodes`), sessions
-(:mod:`tether.pool._sessions`) and the directory of teams, users and tokens
-(:mod:`tether.pool._directory`), and adds quotas, usage and the figures for
-/metrics.
+:class:`PoolService` is built by composition: one :class:`~tether.pool._core.ServiceCore`
+owns the policy's state and the write path (one serialised transaction per
+batch of changes; its docstring tells how changes, restarts and replicas work),
+and each part holds that core and adds one area:
+
+- :class:`~tether.pool._directory.Directory`: teams, users, tokens (no policy);
+- :class:`~tether.pool._nodes.Nodes`: registration, heartbeats, admission of
+  tickets, cordon and drain, the node and device listings;
+- :class:`~tether.pool._sessions.Sessions`: asking for a slice, reading,
+  heartbeating and releasing it, its ticket;
+- :class:`~tether.pool._group_sessions.Groups`: groups of slices (whose members
+  are sessions, shown by ``Sessions``);
+- :class:`~tether.pool._accounting.Accounting`: quotas, usage, /metrics figures.
+
+The facade only delegates; its methods are what ``_api``, ``_ui`` and the CLI call.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
+from tether.pool._accounting import Accounting
 from tether.pool._auth import Principal
-from tether.pool._core import ServiceConfig, opt_memory
-from tether.pool._db import Tx
-from tether.pool._directory import quota_out
-from tether.pool._events import QuotaSet
+from tether.pool._core import ServiceConfig, ServiceCore
+from tether.pool._directory import Directory
 from tether.pool._group_sessions import Groups
-from tether.pool._metrics_figures import figures_tx
-from tether.pool._model import Quota
 from tether.pool._nodes import Nodes
-from tether.pool._state import PoolState
-from tether.pool._usage import compute_usage, month_bounds
-from tether.pool._values import PoolInputError
-from tether.poolapi import PoolRequestError
+from tether.pool._persist import Counters
+from tether.pool._secrets import SecretSource
+from tether.pool._sessions import Sessions
+from tether.pool._store import Store
 
 __all__ = ["PoolService", "ServiceConfig"]
 
 
-class PoolService(Nodes, Groups):
+class PoolService:
     """Everything the HTTP API can ask of the pool, for one principal at a time.
 
     Methods raise :mod:`tether.poolapi._problems` errors for requests the caller
@@ -37,7 +45,180 @@ class PoolService(Nodes, Groups):
     :meth:`authenticate`. ``clock`` is injectable for tests.
     """
 
-    # ================================================================ quotas
+    def __init__(
+        self,
+        store: Store,
+        config: ServiceConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        secret: SecretSource | None = None,
+    ) -> None:
+        self.core = ServiceCore(store, config, clock=clock, secret=secret)
+        self.store = store
+        self.config = self.core.config
+        self.directory = Directory(store, clock)
+        self.node_part = Nodes(self.core)
+        self.session_part = Sessions(self.core)
+        self.group_part = Groups(self.core, self.session_part)
+        self.accounting = Accounting(self.core)
+
+    @property
+    def counters(self) -> Counters:
+        return self.core.counters
+
+    # ================================================================ core
+
+    def start(self) -> None:
+        """Restore the policy from the database (start-up), ending what is overdue."""
+        self.core.start()
+
+    def tick(self) -> None:
+        """Let time pass: lose silent nodes, expire leases, time out the queue."""
+        self.core.tick()
+
+    def next_deadline(self) -> float | None:
+        return self.core.next_deadline()
+
+    # ================================================================ directory
+
+    def authenticate(self, token: str) -> Principal:
+        return self.directory.authenticate(token)
+
+    def me(self, principal: Principal) -> dict[str, Any]:
+        return self.directory.me(principal)
+
+    def teams(self, principal: Principal) -> list[dict[str, Any]]:
+        return self.directory.teams(principal)
+
+    def create_team(self, principal: Principal, name: str) -> dict[str, Any]:
+        return self.directory.create_team(principal, name)
+
+    def delete_team(self, principal: Principal, name: str) -> None:
+        self.directory.delete_team(principal, name)
+
+    def users(self, principal: Principal) -> list[dict[str, Any]]:
+        return self.directory.users(principal)
+
+    def create_user(
+        self, principal: Principal, *, name: str, admin: bool, teams: list[str]
+    ) -> dict[str, Any]:
+        return self.directory.create_user(principal, name=name, admin=admin, teams=teams)
+
+    def set_membership(
+        self, principal: Principal, team: str, user: str, *, member: bool
+    ) -> dict[str, Any]:
+        return self.directory.set_membership(principal, team, user, member=member)
+
+    def tokens(self, principal: Principal, user: str | None) -> list[dict[str, Any]]:
+        return self.directory.tokens(principal, user)
+
+    def create_token(
+        self, principal: Principal, *, kind: str, user: str | None, node: str | None, label: str
+    ) -> dict[str, Any]:
+        return self.directory.create_token(principal, kind=kind, user=user, node=node, label=label)
+
+    def revoke_token(self, principal: Principal, token_id: str) -> dict[str, Any]:
+        return self.directory.revoke_token(principal, token_id)
+
+    def quota(self, principal: Principal, team: str) -> dict[str, Any]:
+        return self.directory.quota(principal, team)
+
+    # ================================================================ nodes
+
+    def register_node(
+        self,
+        principal: Principal,
+        *,
+        name: str,
+        address: str,
+        devices: list[dict[str, Any]],
+        replace: bool,
+        sent_at: float | None,
+    ) -> dict[str, Any]:
+        return self.node_part.register_node(
+            principal, name=name, address=address, devices=devices, replace=replace, sent_at=sent_at
+        )
+
+    def node_heartbeat(
+        self,
+        principal: Principal,
+        name: str,
+        *,
+        sent_at: float,
+        device_ids: list[str] | None,
+        sessions: list[dict[str, Any]],
+        registration: str | None = None,
+    ) -> dict[str, Any]:
+        return self.node_part.node_heartbeat(
+            principal,
+            name,
+            sent_at=sent_at,
+            device_ids=device_ids,
+            sessions=sessions,
+            registration=registration,
+        )
+
+    def admit(
+        self, principal: Principal, name: str, *, registration: str, ticket: str
+    ) -> dict[str, Any]:
+        return self.node_part.admit(principal, name, registration=registration, ticket=ticket)
+
+    def node_admin(self, principal: Principal, name: str, action: str) -> dict[str, Any]:
+        return self.node_part.node_admin(principal, name, action)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.node_part.nodes()
+
+    def devices(self) -> list[dict[str, Any]]:
+        return self.node_part.devices()
+
+    # ================================================================ sessions
+
+    def request_slice(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        return self.session_part.request_slice(principal, body)
+
+    def session(self, principal: Principal, session_id: str) -> dict[str, Any]:
+        return self.session_part.session(principal, session_id)
+
+    def sessions(
+        self, principal: Principal, *, state: str | None = None, team: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self.session_part.sessions(principal, state=state, team=team)
+
+    def heartbeat(self, principal: Principal, session_id: str) -> dict[str, Any]:
+        return self.session_part.heartbeat(principal, session_id)
+
+    def release(self, principal: Principal, session_id: str) -> dict[str, Any]:
+        return self.session_part.release(principal, session_id)
+
+    def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> dict[str, Any]:
+        return self.session_part.verify_ticket(principal, ticket, node)
+
+    # ================================================================ groups
+
+    def request_group(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        return self.group_part.request_group(principal, body)
+
+    def group(self, principal: Principal, ref: str) -> dict[str, Any]:
+        return self.group_part.group(principal, ref)
+
+    def group_member(self, principal: Principal, ref: str, index: int) -> dict[str, Any]:
+        return self.group_part.group_member(principal, ref, index)
+
+    def groups(
+        self, principal: Principal, *, team: str | None = None, state: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self.group_part.groups(principal, team=team, state=state)
+
+    def cancel_group(self, principal: Principal, ref: str) -> dict[str, Any]:
+        return self.group_part.cancel_group(principal, ref)
+
+    def group_usage(
+        self, principal: Principal, *, team: str | None, month: str | None
+    ) -> list[dict[str, Any]]:
+        return self.group_part.group_usage(principal, team=team, month=month)
+
+    # ================================================================ accounting
 
     def set_quota(
         self,
@@ -48,108 +229,20 @@ class PoolService(Nodes, Groups):
         max_memory: str | int | None,
         device_hours_per_month: float | None,
     ) -> dict[str, Any]:
-        self._require_admin(principal)
-        memory = 0 if max_memory == 0 else opt_memory(max_memory, "max memory")
-        try:
-            quota = Quota(
-                team=team,
-                max_share=max_share,
-                max_memory_bytes=memory,
-                max_device_hours_per_month=device_hours_per_month,
-            )
-        except PoolInputError as exc:
-            raise PoolRequestError(str(exc)) from None
-
-        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
-            row = self.store.set_quota_tx(
-                tx,
-                team,
-                max_share=quota.max_share,
-                max_memory_bytes=quota.max_memory_bytes,
-                device_hours_per_month=quota.max_device_hours_per_month,
-                now=now,
-            )
-            self._persist(tx, self._handle(state, QuotaSet(now=now, quota=quota)), {})
-            return quota_out(row)
-
-        return self._mutate(work)
-
-    # ================================================================ usage
+        return self.accounting.set_quota(
+            principal,
+            team,
+            max_share=max_share,
+            max_memory=max_memory,
+            device_hours_per_month=device_hours_per_month,
+        )
 
     def usage(
-        self,
-        principal: Principal,
-        *,
-        team: str | None,
-        user: str | None,
-        month: str | None,
+        self, principal: Principal, *, team: str | None, user: str | None, month: str | None
     ) -> list[dict[str, Any]]:
         """Rows per (month, team, user) plus each team's total (user ``*``)."""
-        self._require_user(principal)
-        now = self._clock()
-        if month is None:
-            from tether.pool._usage import month_key
-
-            month = month_key(now)
-        start, end = _month_range(month)
-        with self.store.db.transaction() as tx:
-            team_ids = self._visible_team_ids(tx, principal, team)
-            leases = self.store.leases_tx(tx, overlapping=(start, end), team_ids=team_ids)
-        if user is not None:
-            leases = [lease for lease in leases if lease.user == user]
-        rows = compute_usage(leases, now=now, group_by=("team", "user", "month"), months=[month])
-        totals = compute_usage(leases, now=now, group_by=("team", "month"), months=[month])
-        out = [
-            {
-                "month": r.month,
-                "team": r.team,
-                "user": r.user if r.user is not None else "*",
-                "device_seconds": r.device_seconds,
-                "memory_gib_seconds": r.memory_gib_seconds,
-                "sessions": r.sessions,
-                "peak_share": r.peak_share,
-            }
-            for r in [*rows, *(totals if user is None else [])]
-        ]
-        out.sort(key=lambda r: (r["team"], r["user"] == "*", r["user"]))
-        return out
-
-    # ================================================================ status
+        return self.accounting.usage(principal, team=team, user=user, month=month)
 
     def statistics(self) -> dict[str, Any]:
         """Figures for /metrics, from the database (right under any replica)."""
-        with self.store.db.transaction() as tx:
-            nodes = self.store.nodes_tx(tx)
-            devices = self.store.devices_tx(tx)
-            alloc = self.store.allocation_tx(tx)
-            team_rows = tx.all(
-                "SELECT t.name AS team, COALESCE(SUM(s.share), 0) AS share, "
-                "COALESCE(SUM(s.memory_bytes), 0) AS mem, COUNT(s.id) AS n "
-                "FROM teams t LEFT JOIN sessions s ON s.team_id = t.id AND s.state = 'placed' "
-                "GROUP BY t.name"
-            )
-            queued = tx.all(
-                "SELECT t.name AS team, COUNT(*) AS n FROM sessions s "
-                "JOIN teams t ON t.id = s.team_id WHERE s.state = 'queued' GROUP BY t.name"
-            )
-            figures = figures_tx(tx, self.store, self._clock())
-        return {
-            **figures,
-            "nodes": nodes,
-            "devices": devices,
-            "allocation": alloc,
-            "teams": team_rows,
-            "queued": {r["team"]: int(r["n"]) for r in queued},
-            "counters": self.counters,
-        }
-
-
-def _month_range(month: str) -> tuple[float, float]:
-    from datetime import UTC, datetime
-
-    try:
-        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        raise PoolRequestError(f"month must look like 2026-11, got {month!r}") from None
-    first, last = month_bounds(start.timestamp())
-    return first, last
+        return self.accounting.statistics()

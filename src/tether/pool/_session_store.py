@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.pool._db import Database, Tx
-from tether.pool._model import Lease
+from tether.pool._model import Lease, PlacementPolicy
 from tether.pool._queue import QueueEntry
 from tether.pool._request import SliceRequest
 from tether.poolapi import NotFound, PoolRequestError
@@ -260,6 +260,54 @@ class SessionStore:
         )
         tx.execute("UPDATE lease_devices SET active = ? WHERE session_id = ?", (False, session_id))
 
+    def session_queued_tx(self, tx: Tx, session_id: str, *, reason: str) -> None:
+        """Say why a session waits."""
+        tx.execute("UPDATE sessions SET message = ? WHERE id = ?", (reason, session_id))
+
+    def refuse_session_tx(
+        self, tx: Tx, session_id: str, *, code: str, message: str, now: float
+    ) -> None:
+        """End a waiting session as refused (no-op for one that is not waiting)."""
+        tx.execute(
+            "UPDATE sessions SET state = 'ended', ended_at = ?, end_reason = ?, "
+            "message = ? WHERE id = ? AND state = 'queued'",
+            (now, code, message, session_id),
+        )
+
+    def ticket_use_tx(self, tx: Tx, session_id: str) -> tuple[str | None, float | None] | None:
+        """A session's (end reason, connected at); None if there is no such session."""
+        row = tx.one("SELECT end_reason, connected_at FROM sessions WHERE id = ?", (session_id,))
+        return None if row is None else (row["end_reason"], row["connected_at"])
+
+    def connect_session_tx(self, tx: Tx, session_id: str, now: float) -> None:
+        """Mark the session's ticket used (at its first connection only)."""
+        tx.execute(
+            "UPDATE sessions SET connected_at = ? WHERE id = ? AND connected_at IS NULL",
+            (now, session_id),
+        )
+
+    def ended_span_tx(
+        self, tx: Tx, session_id: str, node: str
+    ) -> tuple[float, float | None] | None:
+        """(started at, ended at) of an ended session that ran on ``node``, else None."""
+        row = tx.one(
+            "SELECT started_at, ended_at FROM sessions WHERE id = ? AND node_name = ? "
+            "AND state = 'ended'",
+            (session_id, node),
+        )
+        if row is None or row["started_at"] is None:
+            return None
+        ended = row["ended_at"]
+        return float(row["started_at"]), None if ended is None else float(ended)
+
+    def finish_earlier_tx(self, tx: Tx, session_id: str, end: float) -> None:
+        """Move an ended session's end back to ``end``, as ``finished`` (its acceptor
+        measured it ending then)."""
+        tx.execute(
+            "UPDATE sessions SET ended_at = ?, end_reason = 'finished' WHERE id = ?",
+            (end, session_id),
+        )
+
     def session_heartbeat_tx(
         self, tx: Tx, session_id: str, now: float, metering: dict[str, Any] | None = None
     ) -> None:
@@ -319,7 +367,7 @@ class SessionStore:
                     enqueued_at=s.submitted_at,
                     deadline=s.queue_deadline if s.queue_deadline is not None else s.submitted_at,
                     seq=s.seq,
-                    policy=policy,
+                    policy=PlacementPolicy.parse_optional(policy),
                 )
             )
         return out

@@ -2,7 +2,7 @@
 letting it go; and the signed tickets that let a client into its node.
 
 A session is a request that is queued, placed (a live lease) or ended. Changes
-go through :meth:`ServiceCore._mutate <tether.pool._core.ServiceCore._mutate>`;
+go through the core's :meth:`~tether.pool._core.ServiceCore.mutate`;
 reads go to the database directly.
 """
 
@@ -16,7 +16,9 @@ from tether.pool._accounts import new_id
 from tether.pool._auth import Principal
 from tether.pool._core import ServiceCore, opt_memory
 from tether.pool._db import Tx
+from tether.pool._directory import require_team, require_user, visible_team_ids
 from tether.pool._events import (
+    Decision,
     Event,
     LeaseHeartbeat,
     LeaseReleased,
@@ -24,6 +26,8 @@ from tether.pool._events import (
     RequestCancelled,
     SliceRequested,
 )
+from tether.pool._model import PlacementPolicy
+from tether.pool._persist import NewSession
 from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
 from tether.pool._state import PoolState
@@ -34,63 +38,48 @@ from tether.poolapi import Refused as RefusedError
 __all__ = ["Sessions"]
 
 
-class Sessions(ServiceCore):
+class Sessions:
     """Requesting, reading, heartbeating and releasing sessions; their tickets."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self._core = core
+        self._store = core.store
 
     def request_slice(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         """Place, queue or refuse a request (RefusedError). Returns the session."""
-        self._require_user(principal)
+        require_user(principal)
         assert principal.user_id is not None and principal.user_name is not None
-        team_name, team_id = self._resolve_team(principal, body.get("team"))
+        team_name, team_id = self.resolve_team(principal, body.get("team"))
         session_id = new_id()
-        policy = body.get("policy")
-        try:
-            request = SliceRequest(
-                id=session_id,
-                fraction=body.get("fraction"),
-                memory_bytes=opt_memory(body.get("memory"), "requested memory"),
-                count=body.get("count"),
-                vendor=body.get("vendor"),
-                model=body.get("model"),
-                min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
-                frameworks=tuple(body.get("frameworks") or ()),
-                node=body.get("node"),
-                team=team_name,
-                user=principal.user_name,
-                priority=int(body.get("priority") or 0),
-                wait=bool(body.get("wait", True)),
-                queue_timeout_s=body.get("queue_timeout_s"),
-            )
-        except PoolInputError as exc:
-            raise PoolRequestError(str(exc)) from None
+        request, policy = request_from_body(
+            body, request_id=session_id, team=team_name, user=principal.user_name
+        )
         stored = {**request.to_dict(), "policy": policy}
-        context: dict[str, Any] = {
-            "new": (session_id, team_id, principal.user_id, stored, request.priority)
-        }
+        new = NewSession(
+            id=session_id,
+            team_id=team_id,
+            user_id=principal.user_id,
+            request=stored,
+            priority=request.priority,
+        )
 
         def work(tx: Tx, state: PoolState, now: float) -> Refused | None:
-            decisions = self._handle(state, SliceRequested(now=now, request=request, policy=policy))
-            self._persist(tx, decisions, context)
+            decisions = self._core.handle(
+                state, SliceRequested(now=now, request=request, policy=policy)
+            )
+            self._core.persist(tx, decisions, new)
             if body.get("name"):
-                self.store.set_session_name_tx(tx, session_id, str(body["name"]))
-            for d in decisions:
-                if isinstance(d, Refused) and d.request_id == session_id:
-                    return d
-            return None
+                self._store.set_session_name_tx(tx, session_id, str(body["name"]))
+            return refusal_of(decisions, session_id)
 
-        refused = self._mutate(work)
+        refused = self._core.mutate(work)
         if refused is not None:
-            detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
-            for key in ("limit", "used", "limit_value", "left"):
-                value = getattr(refused, key)
-                if value is not None:
-                    detail[key] = value
-            raise RefusedError(refused.message, detail)
+            raise refused_error(refused)
         return self.session(principal, session_id)
 
-    def _resolve_team(self, principal: Principal, team: str | None) -> tuple[str, str]:
-        with self.store.db.transaction() as tx:
-            ids = self.store.team_ids_tx(tx)
+    def resolve_team(self, principal: Principal, team: str | None) -> tuple[str, str]:
+        with self._store.db.transaction() as tx:
+            ids = self._store.team_ids_tx(tx)
         names = {v: k for k, v in ids.items()}
         mine = sorted(names[t] for t in principal.team_ids if t in names)
         if team is None:
@@ -110,38 +99,29 @@ class Sessions(ServiceCore):
         return team, ids[team]
 
     def session(self, principal: Principal, session_id: str) -> dict[str, Any]:
-        with self.store.db.transaction() as tx:
-            row = self.store.session_tx(tx, session_id)
+        with self._store.db.transaction() as tx:
+            row = self._store.session_tx(tx, session_id)
             address = registration = None
             if row.state == "placed" and row.node_name is not None:
-                addr = tx.one(
-                    "SELECT address, registration FROM nodes WHERE name = ?", (row.node_name,)
-                )
-                if addr:
-                    address, registration = addr["address"], addr["registration"]
-        self._require_team(principal, row.team_id, what=f"session {session_id!r}")
-        out = self._session_out(row, address)
+                found = self._store.node_address_tx(tx, row.node_name)
+                if found is not None:
+                    address, registration = found
+        require_team(principal, row.team_id, what=f"session {session_id!r}")
+        out = self.session_out(row, address)
         if row.state == "queued":
-            out["position"] = self._position(session_id)
+            out["position"] = self.position(session_id)
         if row.state == "placed" and principal.user_id == row.user_id:
-            out.update(self._ticket(row, registration))
+            out.update(self.ticket(row, registration))
         return out
 
-    def _position(self, session_id: str) -> int | None:
-        state = self._state
-        if state is None:
-            return None
-        with self._lock:
-            try:
-                return state.queue_position(session_id)
-            except PoolNotFoundError:
-                return None
+    def position(self, session_id: str) -> int | None:
+        return self._core.queue_position(session_id)
 
-    def _ticket(self, row: SessionRow, registration: str | None) -> dict[str, Any]:
+    def ticket(self, row: SessionRow, registration: str | None) -> dict[str, Any]:
         lease = session_lease(row)
         if lease is None:
             return {}
-        now = self._clock()
+        now = self._core.clock()
         ticket = SessionTicket(
             session_id=row.id,
             node=lease.node,
@@ -151,11 +131,11 @@ class Sessions(ServiceCore):
             team=row.team,
             user=row.user,
             issued_at=now,
-            expires_at=now + self.config.ticket_ttl_s,
+            expires_at=now + self._core.config.ticket_ttl_s,
         )
         # Signed with the key of the node's current registration: an acceptor that
         # registered before (or someone who re-registered the node since) refuses it.
-        text = issue_ticket(self._signing_key(lease.node, registration), ticket)
+        text = issue_ticket(self._core.signing_key(lease.node, registration), ticket)
         return {"ticket": text, "ticket_expires_at": ticket.expires_at}
 
     def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> dict[str, Any]:
@@ -166,12 +146,12 @@ class Sessions(ServiceCore):
             raise Forbidden("only node tokens and admins can verify tickets")
         if node is None:
             raise PoolRequestError("name the node the ticket is for")
-        with self.store.db.transaction() as tx:
-            registration = self._registration_of(tx, node)
-        now = self._clock()
+        with self._store.db.transaction() as tx:
+            registration = self._core.registration_of(tx, node)
+        now = self._core.clock()
         try:
             claims = verify_any(
-                self._node_keys(node, registration, now), ticket, now=now, node=node
+                self._core.node_keys(node, registration, now), ticket, now=now, node=node
             )
         except TicketError as exc:
             raise PoolRequestError(
@@ -193,7 +173,7 @@ class Sessions(ServiceCore):
         }
 
     @staticmethod
-    def _session_out(row: SessionRow, address: str | None) -> dict[str, Any]:
+    def session_out(row: SessionRow, address: str | None) -> dict[str, Any]:
         request = {k: v for k, v in row.request.items() if v is not None and k != "id"}
         return {
             "id": row.id,
@@ -223,15 +203,15 @@ class Sessions(ServiceCore):
         states = (state,) if state else ("queued", "placed")
         if state is not None and state not in ("queued", "placed", "ended"):
             raise PoolRequestError("state must be queued, placed or ended")
-        with self.store.db.transaction() as tx:
-            team_ids = self._visible_team_ids(tx, principal, team)
-            rows = self.store.sessions_tx(tx, states=states, team_ids=team_ids)
-            addresses = {n.name: n.address for n in self.store.nodes_tx(tx)}
+        with self._store.db.transaction() as tx:
+            team_ids = visible_team_ids(self._store, tx, principal, team)
+            rows = self._store.sessions_tx(tx, states=states, team_ids=team_ids)
+            addresses = {n.name: n.address for n in self._store.nodes_tx(tx)}
         out = []
         for row in rows:
-            item = self._session_out(row, addresses.get(row.node_name or ""))
+            item = self.session_out(row, addresses.get(row.node_name or ""))
             if row.state == "queued":
-                item["position"] = self._position(row.id)
+                item["position"] = self.position(row.id)
             out.append(item)
         return out
 
@@ -248,9 +228,9 @@ class Sessions(ServiceCore):
                 except PoolNotFoundError:
                     return
                 event = LeaseHeartbeat(now=now, lease_id=session_id)
-                self._persist(tx, self._handle(state, event), {})
+                self._core.feed(tx, state, event)
 
-            self._mutate(work)
+            self._core.mutate(work)
         current = self.session(principal, session_id)
         if current["state"] == "ended":
             raise Gone(
@@ -274,18 +254,64 @@ class Sessions(ServiceCore):
                     except PoolNotFoundError:
                         return  # it ended meanwhile
                     event = LeaseReleased(now=now, lease_id=session_id)
-                self._persist(tx, self._handle(state, event), {})
+                self._core.feed(tx, state, event)
 
-            self._mutate(work)
+            self._core.mutate(work)
         return self.session(principal, session_id)
 
     def _own_session(self, principal: Principal, session_id: str) -> SessionRow:
-        with self.store.db.transaction() as tx:
-            row = self.store.session_tx(tx, session_id)
-        self._require_team(principal, row.team_id, what=f"session {session_id!r}")
+        with self._store.db.transaction() as tx:
+            row = self._store.session_tx(tx, session_id)
+        require_team(principal, row.team_id, what=f"session {session_id!r}")
         if not principal.is_admin and principal.user_id != row.user_id:
             raise Forbidden(f"session {session_id} belongs to {row.user}; only they can change it")
         return row
+
+
+def request_from_body(
+    body: dict[str, Any], *, request_id: str, team: str, user: str
+) -> tuple[SliceRequest, PlacementPolicy | None]:
+    """The slice a request body asks for (a session's, or a group's shape) and the
+    placement policy it names; PoolRequestError naming what is wrong."""
+    try:
+        policy = PlacementPolicy.parse_optional(body.get("policy"))
+        request = SliceRequest(
+            id=request_id,
+            fraction=body.get("fraction"),
+            memory_bytes=opt_memory(body.get("memory"), "requested memory"),
+            count=body.get("count"),
+            vendor=body.get("vendor"),
+            model=body.get("model"),
+            min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
+            frameworks=tuple(body.get("frameworks") or ()),
+            node=body.get("node"),
+            team=team,
+            user=user,
+            priority=int(body.get("priority") or 0),
+            wait=bool(body.get("wait", True)),
+            queue_timeout_s=body.get("queue_timeout_s"),
+        )
+    except PoolInputError as exc:
+        raise PoolRequestError(str(exc)) from None
+    return request, policy
+
+
+def refusal_of(decisions: list[Decision], request_id: str) -> Refused | None:
+    """The decision that refused ``request_id``, if one did."""
+    for d in decisions:
+        if isinstance(d, Refused) and d.request_id == request_id:
+            return d
+    return None
+
+
+def refused_error(refused: Refused, **extra: Any) -> RefusedError:
+    """The API's error for a refusal: its reason, team and quota figures (and ``extra``)."""
+    detail: dict[str, Any] = {"reason": refused.code, "team": refused.team}
+    for key in ("limit", "used", "limit_value", "left"):
+        value = getattr(refused, key)
+        if value is not None:
+            detail[key] = value
+    return RefusedError(refused.message, {**detail, **extra})
 
 
 def _is_queued(state: PoolState, session_id: str) -> bool:

@@ -10,13 +10,14 @@ here reads a clock, touches a socket or a database, or draws random numbers:
 the same events in the same order always give the same decisions, which is
 what the unit tests assert.
 
-Inventory (``_roster``). Nodes register with their devices and heartbeat. Each node has an
-admin state (active, cordoned, drained) and a liveness (up, lost); only
-devices of nodes that are up and active are in the placement index
-(``_placement.Inventory``), so cordoned, drained and lost nodes never get new
-slices. A node silent for ``node_timeout_s`` is lost on the next event: every
-lease on it ends with ``node-lost`` at the node's last heartbeat; a heartbeat
-or registration brings it back (admin state kept).
+Inventory (``_node_events``, over the node table of ``_roster``). Nodes
+register with their devices and heartbeat. Each node has an admin state
+(active, cordoned, drained) and a liveness (up, lost); only devices of nodes
+that are up and active are in the placement index (``_placement.Inventory``),
+so cordoned, drained and lost nodes never get new slices. A node silent for
+``node_timeout_s`` is lost on the next event: every lease on it ends with
+``node-lost`` at the node's last heartbeat; a heartbeat or registration brings
+it back (admin state kept).
 
 Requests (``_admission``). A :class:`SliceRequested` is, in order: refused ``unsatisfiable`` if
 no registered device could ever hold it; refused ``quota`` if its team spent
@@ -41,15 +42,24 @@ its own team's later requests; other teams' requests may go past it (backfill),
 so one big request does not idle the pool. Requests waiting longer than their
 timeout are refused ``timeout``.
 
-Leases (``_leases``) end on release, when the acceptor reports their session
-finished (at the end it measured), on expiry (no heartbeat for ``lease_timeout_s``; ended
-at their last heartbeat), on node loss, on a device disappearing from the
-node's report, or on drain. Usage is computed from leases (``_usage``).
+Leases (``_lease_events``, over the table of ``_leases``) end on release, when
+the acceptor reports their session finished (at the end it measured), on
+expiry (no heartbeat for ``lease_timeout_s``; ended at their last heartbeat),
+on node loss, on a device disappearing from the node's report, or on drain.
+Usage is computed from leases (``_usage``).
 
 Time. Events carry ``now``. Time may not go backwards by more than
 ``clock_skew_s``; an event that does is rejected with :class:`PoolInputError`
 (and changes nothing); a smaller lag is read as the latest time seen. Every
 bad input raises before anything changes.
+
+Structure. One owner holds all the data: :class:`~tether.pool._tables.PoolTables`
+(nodes, open leases, placement index, books, queue), each table referring to
+no other. Each event type maps, in a table (``_TRANSITIONS``), to one
+transition function that takes the tables, the event, its time and the
+decisions to append to, and says whether it made room. Opening and ending a
+lease, the two writes that touch several tables, are the tables' own methods;
+no part calls back into another.
 
 Restart. :meth:`PoolState.restore` rebuilds the state from the database's
 nodes, open leases, queue and quotas. Everything restored gets one full timeout
@@ -59,11 +69,11 @@ session; what does not check in ends at its last heartbeat as usual.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from tether.pool._admission import Admission
-from tether.pool._books import TeamBooks
+from tether.pool import _admission, _lease_events, _node_events
 from tether.pool._events import (
     Decision,
     Event,
@@ -77,36 +87,43 @@ from tether.pool._events import (
     NodeRegistered,
     NodeUncordoned,
     QuotaSet,
-    QuotaUpdated,
     RequestCancelled,
     SliceRequested,
     Tick,
 )
-from tether.pool._leases import OpenLeases
-from tether.pool._model import EndReason, Lease, PoolConfig, Quota
-from tether.pool._placement import Inventory
-from tether.pool._queue import QueueEntry, RequestQueue
+from tether.pool._model import Lease, PoolConfig, Quota
+from tether.pool._queue import QueueEntry
 from tether.pool._quota import TeamUse
-from tether.pool._roster import NodeRecord, Roster
+from tether.pool._roster import NodeRecord
+from tether.pool._tables import PoolTables
 from tether.pool._values import SHARE_SCALE, PoolConflictError, PoolInputError
 
 __all__ = ["PoolState", "PoolStatistics"]
 
-_EVENT_TYPES = (
-    NodeRegistered,
-    NodeHeartbeat,
-    NodeCordoned,
-    NodeDrained,
-    NodeUncordoned,
-    SliceRequested,
-    RequestCancelled,
-    LeaseHeartbeat,
-    LeaseReleased,
-    LeaseFinished,
-    QuotaSet,
-    Tick,
-    GroupRequested,
-)
+#: One event's transition: (tables, event, its time, decisions to append to) -> made room.
+Transition = Callable[[PoolTables, Any, float, list[Decision]], bool]
+
+
+def _tick(t: PoolTables, event: Tick, now: float, out: list[Decision]) -> bool:
+    return False  # time passing is the expiry pass, which every event runs first
+
+
+#: What each event does. Data, so the events the state takes are the keys.
+_TRANSITIONS: dict[type[Event], Transition] = {
+    NodeRegistered: _node_events.registered,
+    NodeHeartbeat: _node_events.heartbeat,
+    NodeCordoned: _node_events.cordoned,
+    NodeDrained: _node_events.drained,
+    NodeUncordoned: _node_events.uncordoned,
+    SliceRequested: _admission.requested,
+    GroupRequested: _admission.group_requested,
+    RequestCancelled: _admission.cancelled,
+    LeaseHeartbeat: _lease_events.heartbeat,
+    LeaseReleased: _lease_events.released,
+    LeaseFinished: _lease_events.finished,
+    QuotaSet: _lease_events.quota_set,
+    Tick: _tick,
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,16 +147,7 @@ class PoolState:
 
     def __init__(self, config: PoolConfig | None = None) -> None:
         self.config = config if config is not None else PoolConfig()
-        self._now = 0.0
-        self._inv = Inventory()
-        self._books = TeamBooks()
-        open_leases: dict[str, Lease] = {}
-        self._roster = Roster(self.config, self._inv, open_leases, self._end_lease)
-        self._leases = OpenLeases(self.config, self._inv, self._books, self._roster, open_leases)
-        self._queue = RequestQueue()
-        self._admission = Admission(
-            self.config, self._inv, self._books, self._queue, self._leases.open
-        )
+        self._t = PoolTables(self.config)
 
     # ================================================================== driving
 
@@ -152,51 +160,56 @@ class PoolState:
         :class:`PoolInputError`, :class:`PoolNotFoundError` or
         :class:`PoolConflictError` for bad input, before changing anything.
         """
-        handler = getattr(self, f"_on_{type(event).__name__}", None)
-        if handler is None or not isinstance(event, _EVENT_TYPES):
+        transition = _TRANSITIONS.get(type(event))
+        if transition is None:
             raise PoolInputError(f"not a pool event: {event!r}")
+        t = self._t
         now = self._accept_time(event.now)
         self._validate(event)
         out: list[Decision] = []
-        self._now = now
-        if now >= self._books.month_end:
-            self._books.roll_month(now)
-        room = self._expire(now, out)
-        room = handler(event, now, out) or room
+        t.now = now
+        if now >= t.books.month_end:
+            t.books.roll_month(now)
+        room = _lease_events.end_restored(t, now, out)
+        room = _node_events.lose_silent(t, now, out) or room
+        room = _lease_events.expire(t, now, out) or room
+        room = _admission.time_out(t, now, out) or room
+        room = transition(t, event, now, out) or room
         if room:
-            self._admission.serve(now, out)
+            _admission.serve(t, now, out)
         return out
 
     @property
     def now(self) -> float:
         """The latest time the state has seen."""
-        return self._now
+        return self._t.now
 
     # ================================================================== queries
 
     def node(self, node_id: str) -> NodeRecord:
-        return self._roster.get(node_id).record()
+        return self._t.nodes.get(node_id).record()
 
     def nodes(self) -> list[NodeRecord]:
-        return self._roster.records()
+        return self._t.nodes.records()
 
     def device_usage(self, node_id: str) -> dict[str, tuple[float, int]]:
         """Per device of the node: (allocated share in devices, allocated memory bytes)."""
-        self._roster.get(node_id)
+        self._t.nodes.get(node_id)
+        inv = self._t.inventory
         out = {}
-        for dev_id in self._inv.device_ids(node_id):
-            units, memory = self._inv.usage(node_id, dev_id)
+        for dev_id in inv.device_ids(node_id):
+            units, memory = inv.usage(node_id, dev_id)
             out[dev_id] = (units / SHARE_SCALE, memory)
         return out
 
     def lease(self, lease_id: str) -> Lease:
-        return self._leases.get(lease_id)
+        return self._t.leases.get(lease_id)
 
     def leases(self, *, team: str | None = None, node: str | None = None) -> list[Lease]:
         """Open leases, by id, optionally of one team and/or on one node."""
         return [
             lease
-            for lease in self._leases
+            for lease in self._t.leases
             if (team is None or lease.team == team) and (node is None or lease.node == node)
         ]
 
@@ -204,44 +217,46 @@ class PoolState:
         """Waiting requests in serve order (optionally one team's)."""
         return [
             e
-            for e in self._queue.order(self._books.share)
+            for e in self._t.queue.order(self._t.books.share)
             if team is None or e.request.team == team
         ]
 
     def queue_position(self, request_id: str) -> int:
         """A waiting request's 1-based place in line; :class:`PoolNotFoundError` if not queued."""
-        return self._queue.position(request_id, self._books.share)
+        return self._t.queue.position(request_id, self._t.books.share)
 
     def quota(self, team: str) -> Quota | None:
-        return self._books.quota(team)
+        return self._t.books.quota(team)
 
     def quotas(self) -> list[Quota]:
-        return self._books.quotas()
+        return self._t.books.quotas()
 
     def team_use(self, team: str) -> TeamUse:
         """What ``team`` holds now and has used this month (open leases up to now)."""
-        return self._books.use(team, self._now)
+        return self._t.books.use(team, self._t.now)
 
     def statistics(self) -> PoolStatistics:
+        t = self._t
         return PoolStatistics(
-            nodes=self._roster.status_counts(),
-            devices=self._inv.device_count,
-            capacity_share=self._inv.capacity_units / SHARE_SCALE,
-            allocated_share=self._inv.allocated_units / SHARE_SCALE,
-            open_leases=len(self._leases),
-            queued=len(self._queue),
+            nodes=t.nodes.status_counts(),
+            devices=t.inventory.device_count,
+            capacity_share=t.inventory.capacity_units / SHARE_SCALE,
+            allocated_share=t.inventory.allocated_units / SHARE_SCALE,
+            open_leases=len(t.leases),
+            queued=len(t.queue),
         )
 
     def next_deadline(self) -> float | None:
         """The next time something expires on its own: feed a :class:`Tick` then."""
+        t = self._t
         times = [
-            t
-            for t in (
-                self._roster.next_deadline(),
-                self._leases.next_deadline(self._now),
-                self._queue.next_deadline(),
+            d
+            for d in (
+                t.nodes.next_deadline(),
+                t.leases.next_deadline(t.now),
+                t.queue.next_deadline(),
             )
-            if t is not None
+            if d is not None
         ]
         return min(times) if times else None
 
@@ -270,114 +285,50 @@ class PoolState:
         after restoring, and persist its decisions.
         """
         state = cls(config)
-        state._now = float(now)
-        state._books.roll_month(now)
+        t = state._t
+        t.now = float(now)
+        t.books.roll_month(now)
         for rec in nodes:
-            state._roster.restore(rec, now)
+            t.restore_node(rec, now)
         for lease in leases:
-            state._leases.restore(lease, now)
+            t.restore_lease(lease, now)
         for entry in queue:
-            state._admission.restore(entry)
+            _admission.restore(t, entry)
         for quota in quotas:
-            state._books.set_quota(quota)
+            t.books.set_quota(quota)
         return state
 
-    # ================================================================== event handlers
+    # ================================================================== checks
 
     def _validate(self, event: Event) -> None:
+        t = self._t
         if isinstance(event, NodeHeartbeat | NodeCordoned | NodeDrained | NodeUncordoned):
-            self._roster.require(event.node_id)
+            t.nodes.require(event.node_id)
         elif isinstance(event, LeaseHeartbeat | LeaseReleased | LeaseFinished):
-            self.lease(event.lease_id)
+            t.leases.get(event.lease_id)
         elif isinstance(event, RequestCancelled):
-            self._queue.get(event.request_id)
+            t.queue.get(event.request_id)
         elif isinstance(event, SliceRequested):
-            req = event.request
-            if req.id in self._leases or req.id in self._queue:
-                raise PoolConflictError(f"request id {req.id!r} is already in use")
-            timeout = req.queue_timeout_s
-            if timeout is not None and timeout > self.config.max_queue_timeout_s:
-                raise PoolInputError(
-                    f"queue timeout {timeout:g}s is over the pool's maximum of "
-                    f"{self.config.max_queue_timeout_s:g}s"
-                )
+            self._check_new(event.request.id, event.request.queue_timeout_s)
         elif isinstance(event, GroupRequested):
             group = event.group
-            for rid in (group.id, *group.member_ids):
-                if rid in self._leases or rid in self._queue:
-                    raise PoolConflictError(f"request id {rid!r} is already in use")
-            timeout = group.shape.queue_timeout_s
-            if timeout is not None and timeout > self.config.max_queue_timeout_s:
-                raise PoolInputError(
-                    f"queue timeout {timeout:g}s is over the pool's maximum of "
-                    f"{self.config.max_queue_timeout_s:g}s"
-                )
+            self._check_new(group.id, group.shape.queue_timeout_s, *group.member_ids)
 
-    # The node events are the roster's.
-
-    def _on_NodeRegistered(self, event: NodeRegistered, now: float, out: list[Decision]) -> bool:
-        return self._roster.registered(event, now, out)
-
-    def _on_NodeHeartbeat(self, event: NodeHeartbeat, now: float, out: list[Decision]) -> bool:
-        return self._roster.heartbeat(event, now, out)
-
-    def _on_NodeCordoned(self, event: NodeCordoned, now: float, out: list[Decision]) -> bool:
-        return self._roster.cordoned(event, now, out)
-
-    def _on_NodeDrained(self, event: NodeDrained, now: float, out: list[Decision]) -> bool:
-        return self._roster.drained(event, now, out)
-
-    def _on_NodeUncordoned(self, event: NodeUncordoned, now: float, out: list[Decision]) -> bool:
-        return self._roster.uncordoned(event, now, out)
-
-    # Requests are admission's.
-
-    def _on_SliceRequested(self, event: SliceRequested, now: float, out: list[Decision]) -> bool:
-        return self._admission.requested(event, now, out)
-
-    def _on_GroupRequested(self, event: GroupRequested, now: float, out: list[Decision]) -> bool:
-        return self._admission.group_requested(event, now, out)
-
-    def _on_RequestCancelled(
-        self, event: RequestCancelled, now: float, out: list[Decision]
-    ) -> bool:
-        return self._admission.cancelled(event, now, out)
-
-    # Lease events are the open leases'.
-
-    def _on_LeaseHeartbeat(self, event: LeaseHeartbeat, now: float, out: list[Decision]) -> bool:
-        return self._leases.heartbeat(event, now, out)
-
-    def _on_LeaseReleased(self, event: LeaseReleased, now: float, out: list[Decision]) -> bool:
-        return self._leases.released(event, now, out)
-
-    def _on_LeaseFinished(self, event: LeaseFinished, now: float, out: list[Decision]) -> bool:
-        return self._leases.finished(event, now, out)
-
-    def _on_QuotaSet(self, event: QuotaSet, now: float, out: list[Decision]) -> bool:
-        self._books.set_quota(event.quota)
-        out.append(QuotaUpdated(quota=event.quota))
-        return True
-
-    def _on_Tick(self, event: Event, now: float, out: list[Decision]) -> bool:
-        return False
-
-    # ================================================================== mechanics
+    def _check_new(self, request_id: str, timeout: float | None, *member_ids: str) -> None:
+        for rid in (request_id, *member_ids):
+            if self._t.in_use(rid):
+                raise PoolConflictError(f"request id {rid!r} is already in use")
+        if timeout is not None and timeout > self.config.max_queue_timeout_s:
+            raise PoolInputError(
+                f"queue timeout {timeout:g}s is over the pool's maximum of "
+                f"{self.config.max_queue_timeout_s:g}s"
+            )
 
     def _accept_time(self, t: float) -> float:
-        if t < self._now - self.config.clock_skew_s:
+        latest = self._t.now
+        if t < latest - self.config.clock_skew_s:
             raise PoolInputError(
-                f"event time {t:.3f} is {self._now - t:.3f}s before the latest time the pool has "
-                f"seen ({self._now:.3f}); clocks may lag by at most {self.config.clock_skew_s:g}s"
+                f"event time {t:.3f} is {latest - t:.3f}s before the latest time the pool has "
+                f"seen ({latest:.3f}); clocks may lag by at most {self.config.clock_skew_s:g}s"
             )
-        return max(t, self._now)
-
-    def _expire(self, now: float, out: list[Decision]) -> bool:
-        room = self._leases.end_pending(now, out)
-        room = self._roster.expire(now, out) or room
-        room = self._leases.expire(now, out) or room
-        room = self._admission.expire(now, out) or room
-        return room
-
-    def _end_lease(self, lease_id: str, reason: EndReason, end: float, out: list[Decision]) -> None:
-        self._leases.end(lease_id, reason, end, self._now, out)
+        return max(t, latest)

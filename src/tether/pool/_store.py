@@ -1,9 +1,13 @@
-"""The pool's persistent state: quotas, nodes and devices (and, through
+"""The pool's persistent state: quotas and the change counter (and, through
 :class:`~tether.pool._session_store.SessionStore`, sessions and leases; through
-:class:`~tether.pool._accounts.AccountStore`, teams, users and tokens).
+:class:`~tether.pool._group_store.GroupStore`, groups; through
+:class:`~tether.pool._node_store.NodeStore`, nodes and devices; through
+:class:`~tether.pool._accounts.AccountStore`, teams, users and tokens). Every
+SQL statement of the pool is in these modules (and the figures of
+:mod:`tether.pool._metrics_figures`).
 
 Theory of operation: the database is the source of truth, and every change is one
-transaction. Whatever decides placement (``tether.pool._service``) runs inside a
+transaction. Whatever decides placement (``tether.pool._core``) runs inside a
 *serialised* transaction (:meth:`Database.transaction` with ``serialize=True``): it
 reads the live allocation, decides, and writes the lease before anyone else may
 read, so two requests, threads or pool replicas can never both take the last
@@ -16,19 +20,16 @@ the clock and the store never reads it.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from tether.pool._accounts import AccountStore, TeamRow
 from tether.pool._db import Database, Tx, open_database
 from tether.pool._group_store import GroupStore
 from tether.pool._migrations import MIGRATIONS
-from tether.pool._model import DeviceSpec, NodeSpec, Quota
-from tether.pool._roster import NodeRecord
+from tether.pool._model import Quota
+from tether.pool._node_store import DeviceRow, NodeRow, NodeStore
 from tether.pool._session_store import SessionStore
-from tether.poolapi import NotFound
 
 log = logging.getLogger("tether.pool")
 
@@ -48,28 +49,6 @@ class QuotaRow:
     device_hours_per_month: float | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceRow:
-    node_name: str
-    device_id: str
-    vendor: str
-    model: str
-    memory_bytes: int
-    arch: str
-    frameworks: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeRow:
-    name: str
-    address: str
-    schedulable: str  # active | cordoned | drained (the admin's say)
-    lost: bool
-    registered_at: float
-    last_heartbeat: float
-    info: dict[str, Any]
-
-
 def _note_dropped_secret(tx: Tx) -> None:
     if tx.one("SELECT key FROM settings WHERE key = 'ticket_secret'") is not None:
         log.warning(
@@ -79,7 +58,7 @@ def _note_dropped_secret(tx: Tx) -> None:
         )
 
 
-class Store(GroupStore, SessionStore, AccountStore):
+class Store(GroupStore, SessionStore, NodeStore, AccountStore):
     """Typed reads and writes of the pool database. Thread-safe (a connection per thread).
 
     Methods that take a ``tx`` run inside the caller's transaction; the others open
@@ -201,100 +180,6 @@ class Store(GroupStore, SessionStore, AccountStore):
             out[team.id] = self._quota(tx, team)
         return out
 
-    # ------------------------------------------------------------------- nodes
-
-    def nodes_tx(self, tx: Tx) -> list[NodeRow]:
-        return [
-            NodeRow(
-                name=r["name"],
-                address=r["address"],
-                schedulable=r["schedulable"],
-                lost=bool(r["lost"]),
-                registered_at=float(r["registered_at"]),
-                last_heartbeat=float(r["last_heartbeat"]),
-                info=json.loads(r["info"]),
-            )
-            for r in tx.all("SELECT * FROM nodes ORDER BY name")
-        ]
-
-    def node_tx(self, tx: Tx, name: str) -> NodeRow:
-        for node in self.nodes_tx(tx):
-            if node.name == name:
-                return node
-        raise NotFound(f"no node named {name!r}")
-
-    def devices_tx(self, tx: Tx, node_name: str | None = None) -> list[DeviceRow]:
-        if node_name is None:
-            rows = tx.all("SELECT * FROM devices ORDER BY node_name, device_id")
-        else:
-            rows = tx.all(
-                "SELECT * FROM devices WHERE node_name = ? ORDER BY device_id", (node_name,)
-            )
-        return [
-            DeviceRow(
-                node_name=r["node_name"],
-                device_id=r["device_id"],
-                vendor=r["vendor"],
-                model=r["model"],
-                memory_bytes=int(r["memory_bytes"]),
-                arch=r["arch"],
-                frameworks=json.loads(r["frameworks"]),
-            )
-            for r in rows
-        ]
-
-    def upsert_node_tx(
-        self,
-        tx: Tx,
-        *,
-        name: str,
-        address: str,
-        devices: list[DeviceRow],
-        info: dict[str, Any],
-        now: float,
-    ) -> None:
-        """Insert a node, or refresh a known one (keeping its cordon/drain state)."""
-        existing = tx.one("SELECT name FROM nodes WHERE name = ?", (name,))
-        if existing is None:
-            tx.execute(
-                "INSERT INTO nodes (name, address, schedulable, lost, registered_at, "
-                "last_heartbeat, info) VALUES (?, ?, 'active', ?, ?, ?, ?)",
-                (name, address, False, now, now, json.dumps(info)),
-            )
-        else:
-            tx.execute(
-                "UPDATE nodes SET address = ?, lost = ?, registered_at = ?, last_heartbeat = ?, "
-                "info = ? WHERE name = ?",
-                (address, False, now, now, json.dumps(info), name),
-            )
-        tx.execute("DELETE FROM devices WHERE node_name = ?", (name,))
-        for d in devices:
-            tx.execute(
-                "INSERT INTO devices (node_name, device_id, vendor, model, memory_bytes, "
-                "arch, frameworks) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    d.device_id,
-                    d.vendor,
-                    d.model,
-                    d.memory_bytes,
-                    d.arch,
-                    json.dumps(d.frameworks, sort_keys=True),
-                ),
-            )
-
-    def node_heartbeat_tx(self, tx: Tx, name: str, now: float) -> None:
-        tx.execute(
-            "UPDATE nodes SET last_heartbeat = ?, lost = ? WHERE name = ?", (now, False, name)
-        )
-
-    def set_node_lost_tx(self, tx: Tx, name: str, lost: bool) -> None:
-        tx.execute("UPDATE nodes SET lost = ? WHERE name = ?", (lost, name))
-
-    def set_schedulable_tx(self, tx: Tx, name: str, schedulable: str) -> None:
-        if tx.execute("UPDATE nodes SET schedulable = ? WHERE name = ?", (schedulable, name)) == 0:
-            raise NotFound(f"no node named {name!r}")
-
     # ------------------------------------------------------- the state's view
 
     def generation_tx(self, tx: Tx) -> int:
@@ -312,30 +197,6 @@ class Store(GroupStore, SessionStore, AccountStore):
         if tx.execute("UPDATE counters SET value = ? WHERE name = 'generation'", (value,)) == 0:
             tx.execute("INSERT INTO counters (name, value) VALUES ('generation', ?)", (value,))
         return value
-
-    def node_records_tx(self, tx: Tx) -> list[NodeRecord]:
-        """Every node as the policy sees it (spec with devices, admin state, liveness)."""
-        devices: dict[str, list[DeviceSpec]] = {}
-        for d in self.devices_tx(tx):
-            devices.setdefault(d.node_name, []).append(
-                DeviceSpec(
-                    id=d.device_id,
-                    vendor=d.vendor,
-                    model=d.model,
-                    memory_bytes=d.memory_bytes,
-                    arch=d.arch,
-                    frameworks=d.frameworks,
-                )
-            )
-        return [
-            NodeRecord(
-                node=NodeSpec(id=n.name, address=n.address, devices=tuple(devices.get(n.name, ()))),
-                admin_state=n.schedulable,  # type: ignore[arg-type]  # CHECK constraint
-                lost=n.lost,
-                last_heartbeat=n.last_heartbeat,
-            )
-            for n in self.nodes_tx(tx)
-        ]
 
     def policy_quotas_tx(self, tx: Tx) -> list[Quota]:
         return [

@@ -24,7 +24,14 @@ from typing import Literal
 from tether.pool._model import Lease
 from tether.pool._values import SHARE_SCALE, PoolInputError
 
-__all__ = ["UsageRow", "compute_usage", "lease_interval", "month_bounds", "month_key"]
+__all__ = [
+    "UsageRow",
+    "compute_usage",
+    "lease_interval",
+    "month_bounds",
+    "month_key",
+    "month_range",
+]
 
 GroupKey = Literal["team", "user", "month"]
 _GROUP_KEYS = ("team", "user", "month")
@@ -41,6 +48,15 @@ def month_bounds(t: float) -> tuple[float, float]:
 def month_key(t: float) -> str:
     """``"YYYY-MM"`` of the UTC month containing ``t``."""
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m")
+
+
+def month_range(month: str) -> tuple[float, float]:
+    """The [start, end) of the UTC month ``"YYYY-MM"``; :class:`PoolInputError` if it is not one."""
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except (TypeError, ValueError):
+        raise PoolInputError(f"month must look like 2026-11, got {month!r}") from None
+    return month_bounds(start.timestamp())
 
 
 def lease_interval(lease: Lease, now: float, *, crashed: bool = False) -> tuple[float, float]:

@@ -10,6 +10,8 @@ Units, fixed once for the whole pool:
   of fractions never drift: three slices of ``1/3`` fill a device exactly
   (0.3333 each) instead of over-committing it by a float epsilon.
 
+The placement policy's name becomes a :class:`PlacementPolicy` here too.
+
 Bad input raises :class:`PoolInputError` (a :class:`ValueError` too) with a
 message that names the field, the value and what would be accepted. The
 ``check_*`` helpers and :func:`from_dict` are what the records of
@@ -21,13 +23,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from tether._errors import PoolError
 
 __all__ = [
     "MAX_MEMORY_BYTES",
+    "PLACEMENT_POLICIES",
     "SHARE_SCALE",
+    "PlacementPolicy",
     "PoolConflictError",
     "PoolInputError",
     "PoolNotFoundError",
@@ -228,3 +233,41 @@ def from_dict(cls: type[_T], data: Mapping[str, Any], names: tuple[str, ...]) ->
         return cls(**{k: v for k, v in data.items() if v is not None or k in ("end", "end_reason")})
     except TypeError as exc:  # a missing required field
         raise PoolInputError(f"{cls.__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- policy
+
+
+class PlacementPolicy(StrEnum):
+    """How placement picks among devices with room (:mod:`tether.pool._placement`).
+
+    ``best-fit`` packs fractions onto the fullest device that still fits (the
+    default: it keeps whole devices free for whole-device requests);
+    ``spread`` puts each slice on the emptiest device (least interference);
+    ``first-fit`` takes the first device in inventory order (the baseline).
+
+    A :class:`StrEnum`, so JSON, config files and the CLI see the same strings;
+    text becomes a member once, where it enters (:meth:`parse`).
+    """
+
+    BEST_FIT = "best-fit"
+    SPREAD = "spread"
+    FIRST_FIT = "first-fit"
+
+    @classmethod
+    def parse(cls, value: object) -> PlacementPolicy:
+        """The member named by ``value``; :class:`PoolInputError` naming the choices if none."""
+        if isinstance(value, str):  # a member is a str too
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        raise PoolInputError(f"placement policy must be one of {PLACEMENT_POLICIES}, got {value!r}")
+
+    @classmethod
+    def parse_optional(cls, value: object) -> PlacementPolicy | None:
+        """:meth:`parse`, with None for "the pool's default"."""
+        return None if value is None else cls.parse(value)
+
+
+PLACEMENT_POLICIES: tuple[str, ...] = tuple(p.value for p in PlacementPolicy)

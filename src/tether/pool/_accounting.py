@@ -1,0 +1,127 @@
+"""Quotas, usage and the figures for /metrics: the service's books part.
+
+Setting a quota is a change like any other (through the core's
+:meth:`~tether.pool._core.ServiceCore.mutate`, so the policy's books see it in
+the same transaction); usage and figures are reads of the database, right
+under any replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.pool._auth import Principal
+from tether.pool._core import ServiceCore, opt_memory
+from tether.pool._db import Tx
+from tether.pool._directory import quota_out, require_admin, require_user, visible_team_ids
+from tether.pool._events import QuotaSet
+from tether.pool._metrics_figures import figures_tx
+from tether.pool._model import Quota
+from tether.pool._state import PoolState
+from tether.pool._usage import compute_usage, month_key, month_range
+from tether.pool._values import PoolInputError
+from tether.poolapi import PoolRequestError
+
+__all__ = ["Accounting", "month_span"]
+
+
+def month_span(month: str | None, now: float) -> tuple[str, float, float]:
+    """The month asked for (default: the one holding ``now``) and its [start, end);
+    PoolRequestError if it is not ``YYYY-MM``."""
+    month = month or month_key(now)
+    try:
+        start, end = month_range(month)
+    except PoolInputError as exc:
+        raise PoolRequestError(str(exc)) from None
+    return month, start, end
+
+
+class Accounting:
+    """Quotas, usage per team and user, and the /metrics figures."""
+
+    def __init__(self, core: ServiceCore) -> None:
+        self._core = core
+        self._store = core.store
+
+    def set_quota(
+        self,
+        principal: Principal,
+        team: str,
+        *,
+        max_share: float | None,
+        max_memory: str | int | None,
+        device_hours_per_month: float | None,
+    ) -> dict[str, Any]:
+        require_admin(principal)
+        memory = 0 if max_memory == 0 else opt_memory(max_memory, "max memory")
+        try:
+            quota = Quota(
+                team=team,
+                max_share=max_share,
+                max_memory_bytes=memory,
+                max_device_hours_per_month=device_hours_per_month,
+            )
+        except PoolInputError as exc:
+            raise PoolRequestError(str(exc)) from None
+        core = self._core
+
+        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
+            row = self._store.set_quota_tx(
+                tx,
+                team,
+                max_share=quota.max_share,
+                max_memory_bytes=quota.max_memory_bytes,
+                device_hours_per_month=quota.max_device_hours_per_month,
+                now=now,
+            )
+            core.feed(tx, state, QuotaSet(now=now, quota=quota))
+            return quota_out(row)
+
+        return core.mutate(work)
+
+    def usage(
+        self,
+        principal: Principal,
+        *,
+        team: str | None,
+        user: str | None,
+        month: str | None,
+    ) -> list[dict[str, Any]]:
+        """Rows per (month, team, user) plus each team's total (user ``*``)."""
+        require_user(principal)
+        now = self._core.clock()
+        month, start, end = month_span(month, now)
+        with self._store.db.transaction() as tx:
+            team_ids = visible_team_ids(self._store, tx, principal, team)
+            leases = self._store.leases_tx(tx, overlapping=(start, end), team_ids=team_ids)
+        if user is not None:
+            leases = [lease for lease in leases if lease.user == user]
+        rows = compute_usage(leases, now=now, group_by=("team", "user", "month"), months=[month])
+        totals = compute_usage(leases, now=now, group_by=("team", "month"), months=[month])
+        out = [
+            {
+                "month": r.month,
+                "team": r.team,
+                "user": r.user if r.user is not None else "*",
+                "device_seconds": r.device_seconds,
+                "memory_gib_seconds": r.memory_gib_seconds,
+                "sessions": r.sessions,
+                "peak_share": r.peak_share,
+            }
+            for r in [*rows, *(totals if user is None else [])]
+        ]
+        out.sort(key=lambda r: (r["team"], r["user"] == "*", r["user"]))
+        return out
+
+    def statistics(self) -> dict[str, Any]:
+        """Figures for /metrics, from the database (right under any replica)."""
+        store = self._store
+        with store.db.transaction() as tx:
+            figures = figures_tx(tx, store, self._core.clock())
+            out = {
+                **figures,
+                "nodes": store.nodes_tx(tx),
+                "devices": store.devices_tx(tx),
+                "allocation": store.allocation_tx(tx),
+            }
+        return {**out, "counters": self._core.counters}
