@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether._errors import AuthenticationError
+from tether._units import parse_fraction
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW_S",
@@ -127,12 +128,9 @@ class SessionTicket:
         if not isinstance(ids, tuple | list) or not ids or not all(isinstance(d, str) for d in ids):
             raise TicketMalformed("ticket field device_ids must be a non-empty list of strings")
         object.__setattr__(self, "device_ids", tuple(ids))
-        if (
-            isinstance(self.fraction, bool)
-            or not isinstance(self.fraction, int | float)
-            or not 0 < self.fraction <= 1
-        ):
-            raise TicketMalformed("ticket field fraction must be in (0, 1]")
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float):
+            raise TicketMalformed("ticket field fraction must be a number in (0, 1]")
+        parse_fraction(self.fraction, what="ticket field fraction", error=TicketMalformed)
         if (
             isinstance(self.memory_bytes, bool)
             or not isinstance(self.memory_bytes, int)

@@ -98,7 +98,7 @@ def test_slice_round_trips_through_one_environment_variable() -> None:
         ('{"memory_limit": -1}', "positive"),
         ('{"memory_limit": 1.5}', "positive"),
         ('{"memory_limit": true}', "positive"),
-        ('{"compute_share": "half"}', "malformed"),
+        ('{"compute_share": "half"}', "compute_share must be a number"),
         ('{"compute_share": 0}', "compute_share"),
         ('{"compute_share": 1.5}', "compute_share"),
         ('{"cpus": 3}', "cpus"),

@@ -29,5 +29,5 @@ def test_a_month_is_parsed_in_one_place() -> None:
     start, end = month_range("2026-12")
     assert end - start == 31 * 86400
     for bad in ("2026-13", "26-12", "december", ""):
-        with pytest.raises(PoolInputError, match="month must look like 2026-11"):
+        with pytest.raises(PoolInputError, match="give a UTC month as YYYY-MM"):
             month_range(bad)

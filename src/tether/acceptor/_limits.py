@@ -19,6 +19,7 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
 from tether._errors import TetherError
+from tether._units import parse_fraction
 from tether.acceptor._devices import VENDORS, Device
 
 __all__ = [
@@ -105,8 +106,12 @@ class SliceLimits:
             raise SliceError(
                 f"memory_limit must be a positive byte count, not {self.memory_limit!r}"
             )
-        if self.compute_share is not None and not 0 < self.compute_share <= 1:
-            raise SliceError(f"compute_share must be in (0, 1], not {self.compute_share!r}")
+        if self.compute_share is not None:
+            if isinstance(self.compute_share, bool) or not isinstance(
+                self.compute_share, int | float
+            ):
+                raise SliceError(f"compute_share must be a number, not {self.compute_share!r}")
+            parse_fraction(self.compute_share, what="compute_share", error=SliceError)
         if any(not isinstance(c, int) or c < 0 for c in self.cpus):
             raise SliceError(f"cpus must be core numbers, not {self.cpus!r}")
         if self.headroom is not None and self.headroom < 0:

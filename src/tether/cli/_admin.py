@@ -216,7 +216,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _quota_text(q: dict[str, Any]) -> str:
-    from tether.pool import format_memory
+    from tether._units import format_memory
 
     def show(v: Any, fmt: Any = str) -> str:
         return "unlimited" if v is None else fmt(v)

@@ -223,7 +223,7 @@ def bar(share: float, width: int = BAR_WIDTH) -> str:
 def _memory(n: int | None) -> str:
     if not n:
         return "-"
-    from tether.pool import format_memory
+    from tether._units import format_memory
 
     return format_memory(int(n))
 

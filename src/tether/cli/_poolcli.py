@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether._config import pool_url
 from tether._errors import TetherError
+from tether._units import parse_month
 
 if TYPE_CHECKING:
     from tether.poolapi import PoolClient
@@ -110,15 +110,9 @@ def require_pool_extra(command: str) -> None:
         )
 
 
-_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-
-
 def check_month(month: str | None) -> str | None:
     """``month`` if it is YYYY-MM (or None); a TetherError with an example otherwise."""
-    if month is None or _MONTH.fullmatch(month.strip()):
-        return None if month is None else month.strip()
-    example = time.strftime("%Y-%m", time.gmtime())
-    raise TetherError(f"--month {month!r}: give a UTC month as YYYY-MM, e.g. {example}")
+    return None if month is None else parse_month(month, what="--month", error=TetherError)
 
 
 def print_json(value: Any) -> None:

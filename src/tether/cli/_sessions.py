@@ -94,7 +94,7 @@ def _public(session: dict[str, Any]) -> dict[str, Any]:
 
 
 def _slice(s: dict[str, Any]) -> str:
-    from tether.pool import format_memory
+    from tether._units import format_memory
 
     if s.get("devices"):
         devices = ", ".join(f"{d['id']} x{d['fraction']:.2f}" for d in s["devices"])
@@ -195,7 +195,7 @@ def _when(t: float | None) -> str:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from tether.pool import format_memory
+    from tether._units import format_memory
 
     s = _public(_find(client_from(args), args.id))
     events: list[tuple[float | None, str]] = [

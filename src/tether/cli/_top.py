@@ -191,7 +191,7 @@ def rows_from_acceptor(url: str, token: str | None) -> list[dict[str, Any]]:
 
 
 def _mem(value: Any) -> str:
-    from tether.pool import format_memory
+    from tether._units import format_memory
 
     return format_memory(int(value)) if isinstance(value, int | float) else "-"
 

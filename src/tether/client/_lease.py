@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tether._errors import ConnectError, PoolError
+from tether._units import parse_fraction, parse_memory
 
 __all__ = ["Lease", "acquire", "slice_request"]
 
@@ -65,10 +66,8 @@ def slice_request(
     """
     body: dict[str, Any] = {}
     if gpus is not None:
-        if gpus <= 0:
-            raise ValueError(f"--gpus must be positive, not {gpus:g}")
         if gpus <= 1:
-            body["fraction"] = float(gpus)
+            body["fraction"] = parse_fraction(gpus, what="--gpus")
         elif float(gpus).is_integer():
             body["count"] = int(gpus)
         else:
@@ -78,6 +77,7 @@ def slice_request(
     elif memory is None:
         body["fraction"] = 1.0
     if memory is not None:
+        parse_memory(memory, what="--gpu-memory")  # refused here, before the pool is asked
         body["memory"] = memory
     extra = {
         "vendor": vendor,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from tether._units import parse_month
 from tether.pool._model import Lease
 from tether.pool._values import SHARE_SCALE, PoolInputError
 
@@ -52,10 +53,8 @@ def month_key(t: float) -> str:
 
 def month_range(month: str) -> tuple[float, float]:
     """The [start, end) of the UTC month ``"YYYY-MM"``; :class:`PoolInputError` if it is not one."""
-    try:
-        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
-    except (TypeError, ValueError):
-        raise PoolInputError(f"month must look like 2026-11, got {month!r}") from None
+    text = parse_month(month, error=PoolInputError)
+    start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
     return month_bounds(start.timestamp())
 
 

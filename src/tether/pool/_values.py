@@ -21,12 +21,13 @@ message that names the field, the value and what would be accepted. The
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from tether import _units
 from tether._errors import PoolError
+from tether._units import MAX_MEMORY_BYTES, SHARE_SCALE, format_memory
 
 __all__ = [
     "MAX_MEMORY_BYTES",
@@ -50,13 +51,6 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-#: One whole device, in share units. A share of ``f`` is ``round(f * SHARE_SCALE)``.
-SHARE_SCALE = 10_000
-
-#: Largest memory size accepted anywhere (1 PiB): anything above is a typo
-#: (``8GB`` written as ``8000000000000``), not a device.
-MAX_MEMORY_BYTES = 1 << 50
-
 
 class PoolInputError(PoolError, ValueError):
     """Bad input to the pool: a malformed value, an impossible size, a clock gone backwards.
@@ -79,103 +73,15 @@ class PoolConflictError(PoolError):
 
 # --------------------------------------------------------------------------- parsing
 
-_MEMORY_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
-_MEMORY_UNITS: dict[str, int] = {
-    "": 1,
-    "b": 1,
-    "k": 1 << 10,
-    "kb": 1000,
-    "kib": 1 << 10,
-    "m": 1 << 20,
-    "mb": 1000**2,
-    "mib": 1 << 20,
-    "g": 1 << 30,
-    "gb": 1000**3,
-    "gib": 1 << 30,
-    "t": 1 << 40,
-    "tb": 1000**4,
-    "tib": 1 << 40,
-}
-
 
 def parse_memory(value: str | int, *, what: str = "memory size") -> int:
-    """Return a memory size in bytes.
-
-    Takes an int (bytes) or a string: ``"8GiB"``, ``"512MiB"``, ``"1.5GiB"``,
-    ``"8G"`` / ``"8g"`` (binary: GiB), ``"8GB"`` (decimal: 10**9 bytes), ``"4096"``.
-    Raises :class:`PoolInputError` for anything else, for zero or negative sizes,
-    and for sizes above :data:`MAX_MEMORY_BYTES` (1 PiB); ``what`` names the
-    value in the message.
-    """
-    if isinstance(value, bool):
-        raise PoolInputError(
-            f"{what} must be a size such as '8GiB' or a number of bytes, not {value!r}"
-        )
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str):
-        m = _MEMORY_RE.match(value)
-        unit = m.group(2).lower() if m else ""
-        if m is None or unit not in _MEMORY_UNITS:
-            raise PoolInputError(
-                f"{what} {value!r} is not a size: write a number and a unit, such as "
-                "'8GiB', '512MiB', '8G' or a plain number of bytes"
-            )
-        number = float(m.group(1))
-        size = math.ceil(number * _MEMORY_UNITS[unit])
-    else:
-        raise PoolInputError(
-            f"{what} must be a string such as '8GiB' or an int, not {type(value).__name__}"
-        )
-    if size <= 0:
-        raise PoolInputError(f"{what} must be positive, got {value!r}")
-    if size > MAX_MEMORY_BYTES:
-        raise PoolInputError(
-            f"{what} {value!r} is absurd ({format_memory(size)}): the largest accepted is "
-            f"{format_memory(MAX_MEMORY_BYTES)}; did you mean a smaller unit?"
-        )
-    return size
-
-
-def format_memory(size: int) -> str:
-    """Render bytes for people: ``8.00GiB``, ``512MiB``, ``4096B``."""
-    for unit, scale in (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
-        if abs(size) >= scale:
-            amount = size / scale
-            return f"{amount:.0f}{unit}" if amount == int(amount) else f"{amount:.2f}{unit}"
-    return f"{size}B"
+    """:func:`tether._units.parse_memory`, raising :class:`PoolInputError`."""
+    return _units.parse_memory(value, what=what, error=PoolInputError)
 
 
 def parse_fraction(value: str | float, *, what: str = "fraction") -> float:
-    """Return a device fraction in ``(0, 1]``, rounded to 1/SHARE_SCALE.
-
-    Accepts a float or int (``0.25``, ``1``), a decimal string (``"0.25"``) or a
-    percentage (``"25%"``). Raises :class:`PoolInputError` for negative, zero,
-    above-one, non-finite values and for fractions smaller than one share unit.
-    """
-    if isinstance(value, bool):
-        raise PoolInputError(f"{what} must be a number in (0, 1], not {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            raise PoolInputError(
-                f"{what} {value!r} is not a number: write a fraction such as 0.25 or 25%"
-            ) from None
-    elif isinstance(value, int | float):
-        number = float(value)
-    else:
-        raise PoolInputError(f"{what} must be a number in (0, 1], not {type(value).__name__}")
-    if not math.isfinite(number) or number <= 0 or number > 1:
-        raise PoolInputError(
-            f"{what} must be greater than 0 and at most 1 (one whole device), got {value!r}; "
-            "ask for several whole devices with a count instead"
-        )
-    units = round(number * SHARE_SCALE)
-    if units < 1:
-        raise PoolInputError(f"{what} {value!r} is below the smallest share, 1/{SHARE_SCALE}")
-    return units / SHARE_SCALE
+    """:func:`tether._units.parse_fraction`, raising :class:`PoolInputError`."""
+    return _units.parse_fraction(value, what=what, error=PoolInputError)
 
 
 def share_units(fraction: float) -> int:
