@@ -23,9 +23,9 @@ from acceptor_thread import running_acceptor
 
 from tether._ticket import SessionTicket, issue, node_key
 from tether.acceptor import _limits
+from tether.acceptor._authorizer import TicketAuthorizer
 from tether.acceptor._devices import Device
 from tether.acceptor._limits import SLICE_ENV, SliceError, SliceLimits
-from tether.acceptor._poolagent import TicketAuthorizer
 from tether.acceptor._server import POOL_SESSION_ENV
 from tether.wire import PROTOCOL_VERSION, Hello
 

@@ -11,9 +11,10 @@ from acceptor_thread import running_acceptor
 
 from tether._errors import AuthenticationError
 from tether._ticket import SessionTicket, issue, node_key
+from tether.acceptor._authorizer import TicketAuthorizer
 from tether.acceptor._devices import Device
 from tether.acceptor._limits import SLICE_ENV
-from tether.acceptor._poolagent import TicketAuthorizer, registration_devices
+from tether.acceptor._poolagent import registration_devices
 from tether.acceptor._server import POOL_SESSION_ENV
 from tether.client._connect import open_session
 from tether.wire import PROTOCOL_VERSION, Hello

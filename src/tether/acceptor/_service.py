@@ -117,7 +117,7 @@ class AcceptorService:
                 self.meter = Meter()
                 self.acceptor.observer = MeteringObserver(self.meter)
         else:
-            from tether.acceptor._poolagent import TicketAuthorizer
+            from tether.acceptor._authorizer import TicketAuthorizer
 
             self.authorizer = TicketAuthorizer(pool.name, list(pool.devices))
             self.acceptor = Acceptor(address, self.authorizer, tls=tls, **sandboxing)
