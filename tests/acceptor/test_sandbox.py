@@ -13,6 +13,7 @@ from serve_process import SRC, sandbox_skip_reason
 
 import tether
 from tether._errors import ConnectError
+from tether.acceptor._devnodes import nvidia_minors, slice_device_nodes
 from tether.acceptor._sandbox import (
     CellPlan,
     Mode,
@@ -20,9 +21,7 @@ from tether.acceptor._sandbox import (
     cell_argv,
     cell_env,
     minimal_paths,
-    nvidia_minors,
     parse_uid_range,
-    slice_device_nodes,
 )
 from tether.acceptor._server import token_authorizer
 

@@ -1,5 +1,10 @@
 """A sandbox for each session's worker: its own uid, namespaces and private dir.
 
+(Over 400 lines on purpose: the threat model below and every piece of the cell it
+argues for, from bwrap's arguments to the scrubbed environment, the uid pool and the
+sweep of a crashed acceptor's cells, are reviewed together; the device nodes a cell
+gets are in :mod:`tether.acceptor._devnodes`.)
+
 Theory of operation
 -------------------
 A worker runs whatever code its client ships, so it is treated as hostile to
@@ -77,6 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tether._errors import TetherError
+from tether.acceptor._devnodes import device_nodes, mps_dirs, nvidia_minors, slice_device_nodes
 from tether.acceptor._seccomp import SeccompUnavailable, compile_filter
 
 #: Per-session uids of a root acceptor unless --worker-uids says otherwise.
@@ -86,7 +92,6 @@ DEFAULT_UIDS = range(61000, 62000)
 #: with trust auth, a container runtime's socket).
 MASKED_DIRS = ("/tmp", "/var/tmp", "/run", "/var/run")
 #: Device nodes a framework needs to drive the host's GPUs.
-DEVICE_GLOBS = ("nvidia*", "nvidia-caps", "dri", "kfd")
 #: The slice's variable (acceptor/_limits.py); read here without importing it.
 SLICE_ENV = "TETHER_SLICE"
 #: Inside the cell: its private directory.
@@ -396,7 +401,7 @@ class Sandbox:
             exposed=self.exposed,
             secret_files=self.secret_files,
             devices=slice_device_nodes(env.get(SLICE_ENV), device_nodes(), nvidia_minors()),
-            writable=_mps_dirs(env),
+            writable=mps_dirs(env),
             seccomp_fd=seccomp_fd,
             bwrap=self.bwrap,
             setpriv=self.setpriv,
@@ -469,70 +474,6 @@ class Sandbox:
                 "Tether where that uid can read them, or check that this kernel allows "
                 "namespaces (bwrap)"
             )
-
-
-def device_nodes(dev: Path = Path("/dev")) -> tuple[str, ...]:
-    """The host's GPU device nodes (NVIDIA, DRM, AMD KFD) that exist."""
-    found: set[str] = set()
-    for pattern in DEVICE_GLOBS:
-        found.update(str(p) for p in dev.glob(pattern))
-    return tuple(sorted(found))
-
-
-def nvidia_minors(gpus: Path = Path("/proc/driver/nvidia/gpus")) -> dict[str, int]:
-    """GPU UUID -> minor number of its ``/dev/nvidiaN``, from the driver's /proc files."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for info in gpus.glob("*/information"):
-            fields: dict[str, str] = {}
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                for line in info.read_text().splitlines():
-                    key, _, value = line.partition(":")
-                    fields[key.strip()] = value.strip()
-                out[fields["GPU UUID"]] = int(fields["Device Minor"])
-    return out
-
-
-_NVIDIA_GPU_NODE = re.compile(r"/dev/nvidia(\d+)")
-
-
-def slice_device_nodes(
-    slice_json: str | None, nodes: Sequence[str], minors: Mapping[str, int]
-) -> tuple[str, ...]:
-    """The device nodes a cell gets, of the host's ``nodes``.
-
-    No slice (a token session has the host): all of them. A CPU slice: none,
-    so no GPU can be opened whatever the session does to its environment. An
-    NVIDIA slice of whole GPUs whose minors are known: the driver's control
-    nodes and its own ``/dev/nvidiaN`` only (as container runtimes do: the
-    driver cannot open a GPU without its node). Otherwise (MIG instances, AMD,
-    Intel) all of the vendor's nodes, and visibility rests on the slice's
-    environment variables (docs/devices.md says so).
-    """
-    if slice_json is None:
-        return tuple(nodes)
-    from tether.acceptor._limits import SliceLimits
-
-    sl = SliceLimits.from_json(slice_json)
-    if sl.vendor == "cpu":
-        return ()
-    if sl.vendor != "nvidia":
-        return tuple(n for n in nodes if not n.startswith("/dev/nvidia"))
-    nvidia = [n for n in nodes if n.startswith("/dev/nvidia")]
-    if not all(p in minors for p in sl.pins):
-        return tuple(nvidia)  # MIG, or a driver without the /proc files
-    own = {minors[p] for p in sl.pins}
-    return tuple(
-        n for n in nvidia if (m := _NVIDIA_GPU_NODE.fullmatch(n)) is None or int(m[1]) in own
-    )
-
-
-def _mps_dirs(env: Mapping[str, str]) -> tuple[str, ...]:
-    """The CUDA MPS pipe directory when a daemon runs (it lives under /tmp by default)."""
-    from tether.acceptor._devices import mps_pipe_directory
-
-    pipe = mps_pipe_directory(env)
-    return (str(pipe),) if pipe is not None else ()
 
 
 def _visible(path: str, masked: Sequence[str], exposed: Sequence[str]) -> bool:
