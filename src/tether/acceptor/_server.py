@@ -1,5 +1,9 @@
 """The acceptor: listens, checks each client's hello, starts its worker.
 
+(Over 400 lines: one class, the life of a connection from its first byte to its worker's
+exit, with the loopback acceptor that `tether run` embeds; composition with the pool
+agent and /metrics is in :mod:`tether.acceptor._service`.)
+
 One asyncio task per connection. A connection that authenticates is handed,
 socket and all, to a fresh worker process (the fd is inherited), so the session's
 traffic never passes through the acceptor. The acceptor keeps a table of live

@@ -1,4 +1,8 @@
-"""``tether serve``: the acceptor on a device host."""
+"""``tether serve``: the acceptor on a device host.
+
+Only parses: the options (most of the file, with their help), their checks, and the
+records they become; :class:`~tether.acceptor._service.AcceptorService` runs them.
+"""
 
 from __future__ import annotations
 

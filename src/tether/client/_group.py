@@ -1,5 +1,8 @@
 """Running a sweep: one group request, then one client process per member.
 
+(Over 400 lines: one class, a sweep's run, whose waiting, starting, watching and
+cancelling share one table of members and must be read together.)
+
 ``tether submit`` and :func:`tether.submit` use :class:`GroupRun`. It asks the
 pool for a group (:meth:`PoolClient.request_group`: ``count`` slices of one
 shape, placed together), waits while the group is queued, then runs the

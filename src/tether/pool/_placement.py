@@ -1,5 +1,9 @@
 """Deterministic placement of slices onto devices.
 
+(Over 400 lines on purpose: one data structure, the placement index, whose classes,
+sorted lists and segment tree keep invariants that are stated and property-tested
+together; cut apart, each piece would be wrong alone.)
+
 :class:`Inventory` holds every registered device with its capacity and what
 is allocated on it, and answers "where would this request go?" without
 changing anything (:meth:`Inventory.find`); :meth:`Inventory.allocate` and

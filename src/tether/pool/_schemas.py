@@ -1,5 +1,7 @@
 """The JSON bodies of the pool's HTTP API, as pydantic models.
 
+(Over 400 lines: one model per body, declarations only.)
+
 These models are the OpenAPI schema (served at ``/v1/openapi.json``) and the
 first line of validation: unknown fields are rejected (``extra="forbid"``), and
 ranges that can be said in JSON Schema (fractions in ``(0, 1]``, counts, sizes)

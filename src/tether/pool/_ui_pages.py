@@ -1,5 +1,7 @@
 """The dashboard's pages, rendered to HTML with the standard library.
 
+(Over 400 lines: one short function per page and the helpers they share; nothing else.)
+
 Each function takes the plain figures the service's public methods return
 (the same dicts the JSON API sends) and returns a whole page. Every value
 that came from outside -- names, ids, models, messages -- goes through

@@ -1,5 +1,7 @@
 """A small blocking client for the pool's HTTP API, standard library only.
 
+(Over 400 lines: one short method per API route, each with its contract.)
+
 The user's machine (``tether run --pool URL``), the CLI and acceptors use it;
 none of them needs the pool's server-side dependencies. Every method is one
 HTTP request (except :meth:`PoolClient.wait_for_slice`, which polls), and every

@@ -1,5 +1,8 @@
 """A blocking, frame-oriented channel over one stream socket.
 
+(Over 400 lines: one class whose send, receive, spin and TLS paths share one buffer
+discipline, measured as a whole.)
+
 The socket is non-blocking underneath so that sending never deadlocks: while a
 large write is stuck because the peer is itself busy writing to us, the channel
 keeps reading what the peer sends and queues it. Receiving spins for a short
