@@ -1,7 +1,8 @@
 """``tether serve``: the acceptor on a device host.
 
-Only parses: the options (most of the file, with their help), their checks, and the
-records they become; :class:`~tether.acceptor._service.AcceptorService` runs them.
+(Over 400 lines: the options and their help are most of it.) It only parses: the
+options, their checks, and the records they become;
+:class:`~tether.acceptor._service.AcceptorService` runs them.
 """
 
 from __future__ import annotations
