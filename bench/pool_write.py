@@ -10,6 +10,9 @@ over ``--procs`` processes, each using the project's own
 - placements per second (placements acknowledged to a client over wall time);
 - p50 / p99 latency of a placement (``POST /v1/sessions``) and of a release
   (``DELETE /v1/sessions/ID``), as the client saw them;
+- the CPU time per place+release cycle of the pool process and of the client
+  processes (they share the machine: together they bound what it can do);
+- the 1-minute load average at the end of the window (other jobs count);
 - errors (anything but a placement or a release).
 
 ``--baseline PATH`` runs the same against another checkout (its ``src`` on
@@ -71,6 +74,8 @@ class Figures:
     release_ms: list[float]
     first_error: str
     server_cpu_s: float  # the pool process's CPU time over the window (user + system)
+    client_cpu_s: float = 0.0  # the client processes' CPU time, all of their run
+    load: float = 0.0  # 1-minute load average at the end of the window
 
     @property
     def rate(self) -> float:
@@ -80,6 +85,10 @@ class Figures:
     def cpu_ms_per_cycle(self) -> float:
         """Pool CPU per place+release: the figure a busy machine moves least."""
         return 1e3 * self.server_cpu_s / self.placements if self.placements else float("nan")
+
+    @property
+    def client_ms_per_cycle(self) -> float:
+        return 1e3 * self.client_cpu_s / self.placements if self.placements else float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -179,6 +188,7 @@ def worker_main(url: str, token: str, threads: int, start_at: float, seconds: fl
     client = PoolClient(url, token, timeout=60)
     lock = threading.Lock()
     out: dict[str, Any] = {"place": [], "release": [], "errors": 0, "first_error": ""}
+    cpu0 = time.process_time()
 
     def loop() -> None:
         place: list[float] = []
@@ -211,6 +221,7 @@ def worker_main(url: str, token: str, threads: int, start_at: float, seconds: fl
         t.start()
     for t in pool:
         t.join()
+    out["cpu_s"] = time.process_time() - cpu0
     json.dump(out, sys.stdout)
 
 
@@ -246,6 +257,7 @@ def drive(
         stdout, _ = child.communicate(timeout=args.seconds + 300)
         results.append(json.loads(stdout))
     server_cpu = cpu_seconds(pid) - cpu0
+    load = os.getloadavg()[0]
     elapsed = max(time.time() - start_at, args.seconds)  # the last cycles end after the window
     place = [x for r in results for x in r["place"]]
     release = [x for r in results for x in r["release"]]
@@ -260,6 +272,8 @@ def drive(
         release_ms=release,
         first_error=next((r["first_error"] for r in results if r["first_error"]), ""),
         server_cpu_s=server_cpu,
+        client_cpu_s=sum(r["cpu_s"] for r in results),
+        load=load,
     )
 
 
@@ -290,6 +304,8 @@ def merged(runs: list[Figures]) -> Figures:
         release_ms=[x for f in runs for x in f.release_ms],
         first_error=next((f.first_error for f in runs if f.first_error), ""),
         server_cpu_s=sum(f.server_cpu_s for f in runs),
+        client_cpu_s=sum(f.client_cpu_s for f in runs),
+        load=max(f.load for f in runs),
     )
 
 
@@ -332,7 +348,8 @@ def report(f: Figures) -> str:
     return (
         f"{f.backend:<10} {f.label:<11} {f.rate:>8.0f} {pct(f.place_ms, 50):>8.1f} "
         f"{pct(f.place_ms, 99):>8.1f} {pct(f.release_ms, 50):>8.1f} {pct(f.release_ms, 99):>8.1f} "
-        f"{f.cpu_ms_per_cycle:>8.2f} {f.placements:>7} {f.errors:>6}"
+        f"{f.cpu_ms_per_cycle:>8.2f} {f.client_ms_per_cycle:>8.2f} {f.load:>5.1f} "
+        f"{f.placements:>7} {f.errors:>6}"
     )
 
 
@@ -361,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'backend':<10} {'checkout':<11} {'place/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'placed':>7} {'errors':>6}"
+        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'cli ms':>8} {'load':>5} "
+        f"{'placed':>7} {'errors':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -397,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("place/s: placements acknowledged over the wall time of the window; p50/p99: one")
     print("POST /v1/sessions as a client saw it; rel: one DELETE /v1/sessions/ID; cpu ms: the")
-    print("pool process's CPU time per place+release cycle (least moved by a busy machine).")
+    print("pool process's CPU time per place+release cycle (least moved by a busy machine);")
+    print("cli ms: the client processes' CPU time per cycle; load: 1-minute load average at")
+    print("the end of the window (a repeat shows the highest).")
     for line in ratios:
         print(f"this vs baseline, {line}")
     return 0
