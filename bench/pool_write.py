@@ -27,6 +27,7 @@ Usage::
     python bench/pool_write.py --clients 1000 --seconds 20
     python bench/pool_write.py --baseline /path/to/older/checkout --backends sqlite
     python bench/pool_write.py --baseline /path/to/older/checkout --repeat 3
+    python bench/pool_write.py --keep-alive     # clients that keep their connection
 
 Timings on a shared machine move from run to run: compare a baseline and the
 subject from the same invocation only, and use ``--repeat`` (the two alternate,
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import secrets
@@ -50,6 +52,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -183,9 +186,53 @@ def prepare(url: str, admin_token: str) -> tuple[str, list[tuple[str, str]]]:
 # ------------------------------------------------------------------ the clients
 
 
-def worker_main(url: str, token: str, threads: int, start_at: float, seconds: float) -> None:
+class KeepAliveClient:
+    """Place and release over one persistent HTTP/1.1 connection per thread.
+
+    Not the project's client: :class:`PoolClient` opens a connection a request.
+    ``--keep-alive`` measures what a client that keeps its connection would give
+    (plain HTTP only).
+    """
+
+    def __init__(self, url: str, token: str) -> None:
+        where = urlsplit(url)
+        self._host, self._port = where.hostname or "127.0.0.1", where.port or 80
+        self._token = token
+        self._local = threading.local()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self._host, self._port, timeout=60)
+        headers = {"Authorization": f"Bearer {self._token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except Exception:
+            conn.close()
+            self._local.conn = None
+            raise
+        if resp.status >= 300:
+            raise RuntimeError(f"HTTP {resp.status}: {payload[:200]!r}")
+        return json.loads(payload)
+
+    def request_slice(self, *, fraction: float, wait: bool) -> Any:
+        return self._call("POST", "/v1/sessions", {"fraction": fraction, "wait": wait})
+
+    def release(self, session_id: str) -> Any:
+        return self._call("DELETE", f"/v1/sessions/{session_id}")
+
+
+def worker_main(
+    url: str, token: str, threads: int, start_at: float, seconds: float, keep_alive: bool
+) -> None:
     """One client process: ``threads`` clients looping place+release; JSON to stdout."""
-    client = PoolClient(url, token, timeout=60)
+    client = KeepAliveClient(url, token) if keep_alive else PoolClient(url, token, timeout=60)
     lock = threading.Lock()
     out: dict[str, Any] = {"place": [], "release": [], "errors": 0, "first_error": ""}
     cpu0 = time.process_time()
@@ -243,6 +290,7 @@ def drive(
                 str(n),
                 repr(start_at),
                 repr(args.seconds),
+                "keep-alive" if args.keep_alive else "close",
             ],
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
@@ -356,8 +404,10 @@ def report(f: Figures) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_worker":
-        url, token, threads, start_at, seconds = argv[1:6]
-        worker_main(url, token, int(threads), float(start_at), float(seconds))
+        url, token, threads, start_at, seconds, connection = argv[1:7]
+        worker_main(
+            url, token, int(threads), float(start_at), float(seconds), connection == "keep-alive"
+        )
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=200)
@@ -367,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default=os.environ.get("TETHER_TEST_PG", PG_DEFAULT))
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
     parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="clients keep one connection each (http.client), not PoolClient's one a request",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="runs per checkout, alternated; then all pooled"
     )
     args = parser.parse_args(argv)
@@ -374,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pool_write: {args.clients} clients in {args.procs} processes, place+release for "
         f"{args.seconds:g} s; {NODES} nodes x {DEVICES_PER_NODE} devices, fraction {FRACTION}; "
+        f"{'keep-alive clients' if args.keep_alive else 'PoolClient'}; "
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     header = (
