@@ -32,7 +32,7 @@ from tether.pool._front import Front, Workers
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
 
-from ._pooltest import DEVICES, db_url, pg_url  # noqa: F401  (fixtures)
+from ._pooltest import DEVICES, db_url  # noqa: F401  (fixture)
 
 # Fields that differ between two sessions placed alike.
 VOLATILE = {"id", "submitted_at", "started_at", "last_heartbeat", "ended_at", "ticket",

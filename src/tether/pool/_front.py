@@ -217,12 +217,15 @@ class Workers:
         self._calls.put((loop, future, call))
         return future
 
-    def close(self) -> None:
-        """Let the calls handed over finish, then stop every thread."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Let the calls handed over finish, then stop every thread; waits at most
+        ``timeout`` seconds in all (a call stuck on the database is left to die with
+        the process: the threads are daemons)."""
         for _ in self._threads:
             self._calls.put(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         while (item := self._calls.get()) is not None:
