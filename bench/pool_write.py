@@ -10,6 +10,9 @@ over ``--procs`` processes, each using the project's own
 - placements per second (placements acknowledged to a client over wall time);
 - p50 / p99 latency of a placement (``POST /v1/sessions``) and of a release
   (``DELETE /v1/sessions/ID``), as the client saw them;
+- the CPU time per place+release cycle of the pool process and of the client
+  processes (they share the machine: together they bound what it can do);
+- the 1-minute load average at the end of the window (other jobs count);
 - errors (anything but a placement or a release).
 
 ``--baseline PATH`` runs the same against another checkout (its ``src`` on
@@ -24,6 +27,7 @@ Usage::
     python bench/pool_write.py --clients 1000 --seconds 20
     python bench/pool_write.py --baseline /path/to/older/checkout --backends sqlite
     python bench/pool_write.py --baseline /path/to/older/checkout --repeat 3
+    python bench/pool_write.py --keep-alive     # clients that keep their connection
 
 Timings on a shared machine move from run to run: compare a baseline and the
 subject from the same invocation only, and use ``--repeat`` (the two alternate,
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import secrets
@@ -47,6 +52,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -71,6 +77,8 @@ class Figures:
     release_ms: list[float]
     first_error: str
     server_cpu_s: float  # the pool process's CPU time over the window (user + system)
+    client_cpu_s: float = 0.0  # the client processes' CPU time, all of their run
+    load: float = 0.0  # 1-minute load average at the end of the window
 
     @property
     def rate(self) -> float:
@@ -80,6 +88,10 @@ class Figures:
     def cpu_ms_per_cycle(self) -> float:
         """Pool CPU per place+release: the figure a busy machine moves least."""
         return 1e3 * self.server_cpu_s / self.placements if self.placements else float("nan")
+
+    @property
+    def client_ms_per_cycle(self) -> float:
+        return 1e3 * self.client_cpu_s / self.placements if self.placements else float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -174,11 +186,56 @@ def prepare(url: str, admin_token: str) -> tuple[str, list[tuple[str, str]]]:
 # ------------------------------------------------------------------ the clients
 
 
-def worker_main(url: str, token: str, threads: int, start_at: float, seconds: float) -> None:
+class KeepAliveClient:
+    """Place and release over one persistent HTTP/1.1 connection per thread.
+
+    Not the project's client: :class:`PoolClient` opens a connection a request.
+    ``--keep-alive`` measures what a client that keeps its connection would give
+    (plain HTTP only).
+    """
+
+    def __init__(self, url: str, token: str) -> None:
+        where = urlsplit(url)
+        self._host, self._port = where.hostname or "127.0.0.1", where.port or 80
+        self._token = token
+        self._local = threading.local()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(self._host, self._port, timeout=60)
+        headers = {"Authorization": f"Bearer {self._token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except Exception:
+            conn.close()
+            self._local.conn = None
+            raise
+        if resp.status >= 300:
+            raise RuntimeError(f"HTTP {resp.status}: {payload[:200]!r}")
+        return json.loads(payload)
+
+    def request_slice(self, *, fraction: float, wait: bool) -> Any:
+        return self._call("POST", "/v1/sessions", {"fraction": fraction, "wait": wait})
+
+    def release(self, session_id: str) -> Any:
+        return self._call("DELETE", f"/v1/sessions/{session_id}")
+
+
+def worker_main(
+    url: str, token: str, threads: int, start_at: float, seconds: float, keep_alive: bool
+) -> None:
     """One client process: ``threads`` clients looping place+release; JSON to stdout."""
-    client = PoolClient(url, token, timeout=60)
+    client = KeepAliveClient(url, token) if keep_alive else PoolClient(url, token, timeout=60)
     lock = threading.Lock()
     out: dict[str, Any] = {"place": [], "release": [], "errors": 0, "first_error": ""}
+    cpu0 = time.process_time()
 
     def loop() -> None:
         place: list[float] = []
@@ -211,6 +268,7 @@ def worker_main(url: str, token: str, threads: int, start_at: float, seconds: fl
         t.start()
     for t in pool:
         t.join()
+    out["cpu_s"] = time.process_time() - cpu0
     json.dump(out, sys.stdout)
 
 
@@ -232,6 +290,7 @@ def drive(
                 str(n),
                 repr(start_at),
                 repr(args.seconds),
+                "keep-alive" if args.keep_alive else "close",
             ],
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
@@ -246,6 +305,7 @@ def drive(
         stdout, _ = child.communicate(timeout=args.seconds + 300)
         results.append(json.loads(stdout))
     server_cpu = cpu_seconds(pid) - cpu0
+    load = os.getloadavg()[0]
     elapsed = max(time.time() - start_at, args.seconds)  # the last cycles end after the window
     place = [x for r in results for x in r["place"]]
     release = [x for r in results for x in r["release"]]
@@ -260,6 +320,8 @@ def drive(
         release_ms=release,
         first_error=next((r["first_error"] for r in results if r["first_error"]), ""),
         server_cpu_s=server_cpu,
+        client_cpu_s=sum(r["cpu_s"] for r in results),
+        load=load,
     )
 
 
@@ -290,6 +352,8 @@ def merged(runs: list[Figures]) -> Figures:
         release_ms=[x for f in runs for x in f.release_ms],
         first_error=next((f.first_error for f in runs if f.first_error), ""),
         server_cpu_s=sum(f.server_cpu_s for f in runs),
+        client_cpu_s=sum(f.client_cpu_s for f in runs),
+        load=max(f.load for f in runs),
     )
 
 
@@ -332,15 +396,18 @@ def report(f: Figures) -> str:
     return (
         f"{f.backend:<10} {f.label:<11} {f.rate:>8.0f} {pct(f.place_ms, 50):>8.1f} "
         f"{pct(f.place_ms, 99):>8.1f} {pct(f.release_ms, 50):>8.1f} {pct(f.release_ms, 99):>8.1f} "
-        f"{f.cpu_ms_per_cycle:>8.2f} {f.placements:>7} {f.errors:>6}"
+        f"{f.cpu_ms_per_cycle:>8.2f} {f.client_ms_per_cycle:>8.2f} {f.load:>5.1f} "
+        f"{f.placements:>7} {f.errors:>6}"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_worker":
-        url, token, threads, start_at, seconds = argv[1:6]
-        worker_main(url, token, int(threads), float(start_at), float(seconds))
+        url, token, threads, start_at, seconds, connection = argv[1:7]
+        worker_main(
+            url, token, int(threads), float(start_at), float(seconds), connection == "keep-alive"
+        )
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=200)
@@ -350,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg", default=os.environ.get("TETHER_TEST_PG", PG_DEFAULT))
     parser.add_argument("--baseline", type=Path, help="another checkout to compare with")
     parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="clients keep one connection each (http.client), not PoolClient's one a request",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="runs per checkout, alternated; then all pooled"
     )
     args = parser.parse_args(argv)
@@ -357,11 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pool_write: {args.clients} clients in {args.procs} processes, place+release for "
         f"{args.seconds:g} s; {NODES} nodes x {DEVICES_PER_NODE} devices, fraction {FRACTION}; "
+        f"{'keep-alive clients' if args.keep_alive else 'PoolClient'}; "
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     header = (
         f"{'backend':<10} {'checkout':<11} {'place/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'placed':>7} {'errors':>6}"
+        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'cli ms':>8} {'load':>5} "
+        f"{'placed':>7} {'errors':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -397,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("place/s: placements acknowledged over the wall time of the window; p50/p99: one")
     print("POST /v1/sessions as a client saw it; rel: one DELETE /v1/sessions/ID; cpu ms: the")
-    print("pool process's CPU time per place+release cycle (least moved by a busy machine).")
+    print("pool process's CPU time per place+release cycle (least moved by a busy machine);")
+    print("cli ms: the client processes' CPU time per cycle; load: 1-minute load average at")
+    print("the end of the window (a repeat shows the highest).")
     for line in ratios:
         print(f"this vs baseline, {line}")
     return 0

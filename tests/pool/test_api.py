@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -386,6 +388,26 @@ def test_cordon_drain_and_a_lost_node(world: World) -> None:
 def test_unreachable_pool_is_a_connect_error(tmp_path: Path) -> None:
     with pytest.raises(ConnectError, match="cannot reach the pool"):
         PoolClient("http://127.0.0.1:9", "tu_x").me()
+
+
+def test_a_pool_that_dies_mid_answer_is_a_connect_error() -> None:
+    """Headers sent, body cut short (a pool killed between the two writes)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def answer_half() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 571\r\n\r\n{")
+
+        server = threading.Thread(target=answer_half)
+        server.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        try:
+            with pytest.raises(ConnectError, match="in the middle of its answer"):
+                PoolClient(url, "tu_x").release("abc")
+        finally:
+            server.join(timeout=30)
 
 
 @pytest.mark.postgres

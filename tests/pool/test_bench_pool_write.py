@@ -19,10 +19,11 @@ pytestmark = pytest.mark.slow
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "pool_write.py"
 
 
-def test_pool_write_bench_runs_and_its_clients_see_no_errors() -> None:
+@pytest.mark.parametrize("clients", [[], ["--keep-alive"]], ids=["PoolClient", "keep-alive"])
+def test_pool_write_bench_runs_and_its_clients_see_no_errors(clients: list[str]) -> None:
     pytest.importorskip("uvicorn", reason="the pool service needs pip install 'tether[pool]'")
     argv = [sys.executable, str(BENCH), "--clients", "4", "--procs", "2", "--seconds", "1",
-            "--backends", "sqlite"]  # fmt: skip
+            "--backends", "sqlite", *clients]  # fmt: skip
     out = subprocess.run(
         argv, capture_output=True, text=True, timeout=300, env=repo_env(), check=False
     )

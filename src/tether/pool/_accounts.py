@@ -229,37 +229,47 @@ class AccountStore:
             return self._token(tx, token_id)
 
     def authenticate(self, text: str) -> _auth.Principal:
-        """The principal a token's text stands for; raises AuthenticationError."""
+        """The principal a token's text stands for; raises AuthenticationError.
+
+        One query (the token, its user and the user's teams, one row a team),
+        asked on every request: nothing is cached, so a revoked token, a deleted
+        user or a changed membership counts from the next request on, whichever
+        pool replica made the change.
+        """
         kind, token_id = _auth.split_token(text)
         with self.db.transaction() as tx:
-            row = tx.one("SELECT * FROM tokens WHERE id = ? AND kind = ?", (token_id, kind))
-            token_row = (
-                None
-                if row is None
-                else _auth.TokenRow(
-                    id=row["id"],
-                    kind=row["kind"],
-                    hash=row["hash"],
-                    revoked=row["revoked_at"] is not None,
-                    user_id=row["user_id"],
-                    node_name=row["node_name"],
-                )
+            rows = tx.all(
+                "SELECT k.id, k.kind, k.hash, k.revoked_at, k.user_id, k.node_name, "
+                "u.id AS uid, u.name AS user_name, u.is_admin, m.team_id "
+                "FROM tokens k LEFT JOIN users u ON u.id = k.user_id "
+                "LEFT JOIN memberships m ON m.user_id = u.id "
+                "WHERE k.id = ? AND k.kind = ?",
+                (token_id, kind),
             )
-            _auth.check_token(text, token_row)
-            assert token_row is not None
-            if kind == "node":
-                return _auth.Principal(
-                    kind="node", token_id=token_id, node_name=token_row.node_name
-                )
-            user = tx.one("SELECT * FROM users WHERE id = ?", (token_row.user_id,))
-            if user is None:  # the user was deleted: its tokens die with it
-                raise AuthenticationError("invalid token")
-            teams = tx.all("SELECT team_id FROM memberships WHERE user_id = ?", (user["id"],))
-            return _auth.Principal(
-                kind="user",
-                token_id=token_id,
-                user_id=user["id"],
-                user_name=user["name"],
-                is_admin=bool(user["is_admin"]),
-                team_ids=frozenset(t["team_id"] for t in teams),
+        row = rows[0] if rows else None
+        token_row = (
+            None
+            if row is None
+            else _auth.TokenRow(
+                id=row["id"],
+                kind=row["kind"],
+                hash=row["hash"],
+                revoked=row["revoked_at"] is not None,
+                user_id=row["user_id"],
+                node_name=row["node_name"],
             )
+        )
+        _auth.check_token(text, token_row)
+        assert row is not None and token_row is not None
+        if kind == "node":
+            return _auth.Principal(kind="node", token_id=token_id, node_name=token_row.node_name)
+        if row["uid"] is None:  # the user was deleted: its tokens die with it
+            raise AuthenticationError("invalid token")
+        return _auth.Principal(
+            kind="user",
+            token_id=token_id,
+            user_id=row["uid"],
+            user_name=row["user_name"],
+            is_admin=bool(row["is_admin"]),
+            team_ids=frozenset(r["team_id"] for r in rows if r["team_id"] is not None),
+        )

@@ -40,7 +40,7 @@ from tether.pool._service import PoolService
 from tether.pool._ui import mount_ui
 from tether.poolapi import PoolRequestError
 
-__all__ = ["create_app", "group_usage_csv", "usage_csv"]
+__all__ = ["EXPECTED_ERRORS", "create_app", "error_response", "group_usage_csv", "usage_csv"]
 
 log = logging.getLogger("tether.pool")
 
@@ -60,13 +60,37 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _bearer = HTTPBearer(auto_error=False, description="a user or node token: tu_... or tn_...")
 
 
-def _error(status: int, code: str, message: str, detail: dict[str, Any] | None = None) -> Any:
+def _error(
+    status: int, code: str, message: str, detail: dict[str, Any] | None = None
+) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(
         {"error": {"code": code, "message": message, "detail": detail or {}}},
         status_code=status,
         headers=headers,
     )
+
+
+#: What the service raises for a request it refuses (anything else is a bug: 500).
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (
+    PoolRequestError,
+    AuthenticationError,
+    StoreUnavailable,
+)
+
+
+def error_response(exc: Exception, service: PoolService) -> JSONResponse:
+    """The API's answer to ``exc``, raised while serving a request: its status and
+    the error shape above (for :mod:`tether.pool._front` too)."""
+    if isinstance(exc, PoolRequestError):
+        return _error(exc.status, exc.code, exc.message, exc.detail)
+    if isinstance(exc, AuthenticationError):
+        return _error(401, "unauthorized", str(exc))
+    if isinstance(exc, StoreUnavailable):
+        # The store's messages hide the password already; once more, at the boundary.
+        return _error(503, "unavailable", service.store.db.redact(str(exc)))
+    # The last line of defence: a JSON body, never a traceback, for any bug.
+    return _error(500, "internal", f"internal error: {type(exc).__name__}")
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -123,24 +147,18 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     )
     app.state.service = service
     placement = _metrics.Histogram(_metrics.PLACEMENT_BUCKETS)  # this process's answers
+    app.state.placement = placement  # observed by _front's placements too
 
     @app.exception_handler(RequestValidationError)
     def _on_validation(request: Request, exc: RequestValidationError) -> Any:
         message, problems = _validation_message(exc)
         return _error(400, "bad-request", message, {"problems": problems} if problems else None)
 
-    @app.exception_handler(PoolRequestError)
-    def _on_pool(request: Request, exc: PoolRequestError) -> Any:
-        return _error(exc.status, exc.code, exc.message, exc.detail)
+    for kind in EXPECTED_ERRORS:  # the service's errors: the same answers in _front
 
-    @app.exception_handler(AuthenticationError)
-    def _on_auth(request: Request, exc: AuthenticationError) -> Any:
-        return _error(401, "unauthorized", str(exc))
-
-    @app.exception_handler(StoreUnavailable)
-    def _on_store(request: Request, exc: StoreUnavailable) -> Any:
-        # The store's messages hide the password already; once more, at the boundary.
-        return _error(503, "unavailable", service.store.db.redact(str(exc)))
+        @app.exception_handler(kind)
+        def _on_service_error(request: Request, exc: Exception) -> Any:
+            return error_response(exc, service)
 
     @app.exception_handler(StarletteHTTPException)
     def _on_http(request: Request, exc: StarletteHTTPException) -> Any:
@@ -149,8 +167,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
 
     @app.exception_handler(Exception)
     def _on_crash(request: Request, exc: Exception) -> Any:
-        # The last line of defence: a JSON body, never a traceback, for any bug.
-        return _error(500, "internal", f"internal error: {type(exc).__name__}")
+        return error_response(exc, service)
 
     r = _ERRORS
 

@@ -135,6 +135,7 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
         import uvicorn
 
         from tether.pool._api import create_app
+        from tether.pool._front import Front
     except ImportError as exc:
         raise PoolError(
             f"the pool service needs its extra dependencies ({exc.name} is missing): "
@@ -176,7 +177,8 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
             tmp = options.ready_file.with_name(options.ready_file.name + ".tmp")
             tmp.write_text(url + "\n")
             tmp.replace(options.ready_file)  # atomic: readers never see half a URL
-        app = create_app(service, public_metrics=options.public_metrics)
+        # The hot routes first (tether.pool._front), everything else by FastAPI.
+        app = Front(create_app(service, public_metrics=options.public_metrics))
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -197,6 +199,7 @@ def serve(options: ServeOptions, *, out: TextIO = sys.stdout) -> int:
         finally:
             stop.set()
             ticker.join(timeout=5)
+            app.close()
             sock.close()
     finally:
         store.close()

@@ -19,6 +19,7 @@ failure is one of Tether's errors:
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import ssl
@@ -102,6 +103,11 @@ class PoolClient:
         except (TimeoutError, urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ConnectError(self._unreachable(reason)) from exc
+        except http.client.HTTPException as exc:  # IncompleteRead: it died mid-answer
+            raise ConnectError(
+                f"the pool at {self.url} closed the connection in the middle of its answer "
+                f"({type(exc).__name__}); what it was asked may or may not have been done"
+            ) from exc
         if raw:
             return payload.decode("utf-8", "replace")
         if status == 204 or not payload:
