@@ -21,7 +21,7 @@ import types
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tether.client._trycheck import note_transparent_with
-from tether.wire._ops import STOP, Op
+from tether.wire._ops import EXHAUSTED, Op
 
 if TYPE_CHECKING:
     from tether.client._session import Session
@@ -131,7 +131,7 @@ def _iter(self: RemoteObject) -> Any:
 def _next(self: RemoteObject) -> Any:
     __tracebackhide__ = True  # IPython leaves Tether's frames out
     item = self._t_s.value_op(Op.NEXT, self)
-    if isinstance(item, str) and item == STOP:
+    if item is EXHAUSTED:
         raise StopIteration
     return item
 
@@ -376,7 +376,7 @@ class RemoteIterator:
             self._left = left - 1
             return self._s.next_item(self._it, more=True)
         item = self._s.next_item(self._it, more=False)
-        if isinstance(item, str) and item == STOP:
+        if item is EXHAUSTED:
             raise StopIteration
         if left == 0:
             self._left = None  # the length was wrong: go on one by one

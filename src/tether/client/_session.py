@@ -55,7 +55,6 @@ from tether.client._codec import (
     ClientUnpickler,
     CodeContext,
     _Shared,
-    compact_call,
     dumps_code,
     dumps_inband,
     is_shared,
@@ -64,6 +63,7 @@ from tether.client._codec import (
 from tether.client._draws import MISS as _MISS
 from tether.client._draws import Draws
 from tether.client._namespace import LOCAL_MODULES, ScriptNamespaces, is_user_file
+from tether.client._predict import HandleOf, ItemsOf, Predictions, Template, instantiate
 from tether.client._proxy import (
     RemoteModule,
     RemoteObject,
@@ -78,17 +78,23 @@ from tether.client._trycheck import in_handler, note_transparent_with
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart
 from tether.wire import Flag, Kind
+from tether.wire._compact import CompactEncoder
 from tether.wire._messages import decode_warning
 from tether.wire._ops import (
     ANY,
     DISCARD,
+    EXHAUSTED,
     NAMESPACE_TAG,
     NONE,
     RELEASE_TAG,
+    Handle,
+    Items,
     Op,
+    Shape,
     TypeDesc,
     pack_batch,
     pack_ids,
+    shape_to_wire,
 )
 
 # Pipelined calls queued before they are written anyway. When the script
@@ -103,7 +109,7 @@ _BATCH = int(Flag.BATCH)
 _CALL = int(Kind.CALL)
 _RELEASE_BATCH = 256  # released handles sent together (or with the next sync)
 _RELEASE_EVERY = 4  # in a batch, released handles are grouped by this many calls
-_NONE_AFTER = 3  # a site must return None this often before None is assumed
+_EXHAUSTED_FLAG = int(Flag.EXHAUSTED)
 #: Remote classes whose items are all of one class: indexing them is one site.
 _GETITEM: Final = operator.getitem
 _HOMOGENEOUS = frozenset(
@@ -119,15 +125,6 @@ _FUNCTION_TYPES = frozenset(
 _new: Any = object.__new__
 _set_s: Any = RemoteObject.__dict__["_t_s"].__set__
 _set_id: Any = RemoteObject.__dict__["_t_id"].__set__
-
-
-class _Prediction:
-    __slots__ = ("count", "never", "template")
-
-    def __init__(self) -> None:
-        self.template: Any = None
-        self.count = 0
-        self.never = False
 
 
 class Session:
@@ -151,8 +148,8 @@ class Session:
         self._mirrors: dict[int, RemoteType] = {0: RemoteObject}  # type: ignore[dict-item]
         self._modules: dict[int, RemoteModule] = {}
         self._classes: dict[int, RemoteType] = {}
-        self._pred: dict[Any, _Prediction] = {}
-        self._async_keys: dict[int, Any] = {}
+        self._pred = Predictions()
+        self._compact = CompactEncoder(RemoteType).encode
         self._released: list[int] = []
         self._released_at: list[int] = []  # len(self._batch) when each was released
         self._interned: dict[int, RemoteObject] = {}
@@ -461,59 +458,35 @@ class Session:
     def _predicted(self, key: Any, op: Op, fields: tuple[Any, ...]) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
-            p = self._pred.get(key)
-            if (
-                p is None
-                or p.never
-                or p.template is None
-                or (p.template == NONE and p.count < _NONE_AFTER)
-                or in_handler()
-            ):
+            template = self._pred.predict(key)
+            if template is None or in_handler():
                 value, flags = self._sync_flags(op, fields)
-                self._learn(key, value, flags)
+                self._pred.learn(key, _template(value), nopipe=bool(flags & Flag.NOPIPE))
                 return value
-            template = p.template
-            if template[0] == "H":  # one handle, the common case: _instantiate inlined
+            shape: Shape
+            if type(template) is HandleOf:  # one handle, the common case: inlined
                 hid = self._next_id
                 self._next_id = hid + 1
-                tid = template[1]
-                shape: Any = ("H", hid, tid)
+                tid = template.tid
+                shape = Handle(hid, tid)
                 result = _new(self._mirrors.get(tid) or self._mirror(tid))
                 _set_s(result, self)
                 _set_id(result, hid)
             else:
-                shape, result = self._instantiate(template)
+                shape, self._next_id = instantiate(template, self._next_id)
+                result = self._proxies(shape)
             seq = self._send(op, shape, fields)
-            self._async_keys[seq] = key
+            self._pred.sent(seq, key)
             return result
 
-    def _learn(self, key: Any, value: Any, flags: int) -> None:
-        p = self._pred.get(key)
-        if p is None:
-            p = self._pred[key] = _Prediction()
-        if flags & Flag.NOPIPE:
-            p.never = True
-            return
-        template = _template(value)
-        if template == p.template:
-            p.count += 1
-        else:
-            p.template, p.count = template, 1
-
-    def _instantiate(self, template: Any) -> tuple[Any, Any]:
-        if template == NONE:
-            return NONE, None
-        if template[0] == "H":
-            hid = self._next_id
-            self._next_id += 1
-            return ("H", hid, template[1]), self._mk_handle(hid, template[1])
-        shapes, values = [], []
-        for sub in template[1]:
-            s, v = self._instantiate(sub)
-            shapes.append(s)
-            values.append(v)
-        container = list if template[0] == "L" else tuple
-        return (template[0], tuple(shapes)), container(values)
+    def _proxies(self, shape: Shape) -> Any:
+        """The proxies for a pipelined result of ``shape``."""
+        if type(shape) is Handle:
+            return self._mk_handle(shape.hid, shape.tid)
+        if type(shape) is Items:
+            values = [self._proxies(sub) for sub in shape.parts]
+            return values if shape.is_list else tuple(values)
+        return None
 
     # -- frames --------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -522,7 +495,7 @@ class Session:
         if self._closed:
             raise SessionClosed(f"session {self.session_id} is closed")
 
-    def _send(self, op: Op, shape: Any, fields: tuple[Any, ...], flags: int = 0) -> int:
+    def _send(self, op: Op, shape: Shape, fields: tuple[Any, ...], flags: int = 0) -> int:
         if self._lost is not None or self._closed:
             self._check_open()
         if self.draws_pending:
@@ -540,12 +513,12 @@ class Session:
         if len(self._released) >= _RELEASE_BATCH or (sync and self._released):
             self._emit_batch()
             self._send_releases()
-        meta = compact_call(op, shape, fields)
+        meta = self._compact(op, shape, fields)
         if meta is not None:
             buffers: Any = ()
         else:
             try:
-                meta, buffers = self._encoder.dumps((int(op), shape, *fields))
+                meta, buffers = self._encoder.dumps((int(op), shape_to_wire(shape), *fields))
             except Exception as exc:
                 raise TypeError(f"cannot send this call to the worker: {exc}") from exc
         self._seq += 1
@@ -661,7 +634,7 @@ class Session:
                 if frame.seq != seq:
                     raise ProtocolError(f"reply to call {frame.seq} while waiting for {seq}")
                 self._unsynced = False
-                self._async_keys.clear()
+                self._pred.synced()
                 if warned is not None:
                     # Locally the script would have stopped at the warning.
                     if frame.flags & Flag.DEFERRED:
@@ -674,6 +647,8 @@ class Session:
                     if frame.flags & Flag.DEFERRED:
                         self._frame(Kind.RESUME, 0, 0, b"")
                     raise self._exception(frame.meta)
+                if frame.flags & _EXHAUSTED_FLAG:
+                    return EXHAUSTED, frame.flags
                 return self._decode(frame.meta, frame.buffers), frame.flags
             if kind == Kind.OUTPUT:
                 self._write_output(frame.meta, bool(frame.flags & Flag.STDERR))
@@ -685,9 +660,7 @@ class Session:
             elif kind == Kind.NOTICE:
                 if frame.seq == 0:  # the worker's last word: who ended the session, and why
                     self._lose(bytes(frame.meta).decode("utf-8", "replace"))
-                key = self._async_keys.get(frame.seq)
-                if key is not None and key in self._pred:
-                    self._pred[key].never = True
+                self._pred.mispredicted(frame.seq)
 
     def _warn(self, meta: bytes) -> Exception | None:
         """Re-issue a worker's warning here, so that the script's filters,
@@ -946,17 +919,17 @@ def _np_scalar(dtype: str, raw: bytes) -> Any:
     return numpy.frombuffer(raw, dtype=numpy.dtype(dtype))[0]
 
 
-def _template(value: Any) -> Any:
+def _template(value: Any) -> Template | None:
     """The prediction template of a result, or None if it cannot be predicted."""
     if value is None:
         return NONE
     t = type(value)
     if isinstance(value, RemoteObject):
-        return ("H", t._t_tid)
+        return HandleOf(t._t_tid)
     if (t is list or t is tuple) and 0 < len(value) <= 16:
         subs = tuple(_template(v) for v in value)
-        if all(s is not None and s != NONE for s in subs):
-            return ("L" if t is list else "T", subs)
+        if all(s is not None and s is not NONE for s in subs):
+            return ItemsOf(t is list, subs)  # type: ignore[arg-type]
     return None
 
 
