@@ -13,6 +13,7 @@ from tether.acceptor._engine import Engine
 from tether.client._codec import CodeContext, dumps
 from tether.wire import Flag, Kind
 from tether.wire._ops import ANY, NONE, Handle, Items, Op, pack_ids, shape_to_wire
+from tether.wire._requests import ReadGlobal, WorkerRequest
 
 
 class Ref:
@@ -34,8 +35,8 @@ class Harness:
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
         self.sent.append((kind, flags, seq, meta))
 
-    def _request(self, kind: str, payload: Any) -> Any:
-        raise AssertionError(f"unexpected request {kind}")
+    def _request(self, request: WorkerRequest) -> Any:
+        raise AssertionError(f"unexpected request {request}")
 
     def call(self, op: Op, shape: Any, *fields: Any, sync: bool = False) -> int:
         self.seq += 1
@@ -206,14 +207,13 @@ class PagingHarness(Harness):
     def __init__(self, names: dict[str, Any]) -> None:
         super().__init__()
         self.names = names
-        self.requests: list[tuple[str, Any]] = []
+        self.requests: list[WorkerRequest] = []
 
-    def _request(self, kind: str, payload: Any) -> Any:
-        self.requests.append((kind, payload))
-        if kind == "global":
-            _module, name = payload
-            return (name in self.names, self.names.get(name))
-        raise AssertionError(f"unexpected request {kind}")
+    def _request(self, request: WorkerRequest) -> Any:
+        self.requests.append(request)
+        if isinstance(request, ReadGlobal):
+            return (request.name in self.names, self.names.get(request.name))
+        raise AssertionError(f"unexpected request {request}")
 
 
 def _script_function(h: Harness, source: str, name: str) -> Any:
@@ -228,7 +228,7 @@ def test_script_code_pages_names_in_once_and_falls_back_to_builtins() -> None:
     f = _script_function(h, "def f(x):\n    return len(x) * k\n", "f")
     assert f([1, 2]) == 6
     assert f([1]) == 3
-    assert h.requests == [("global", ("script_mod", "len")), ("global", ("script_mod", "k"))]
+    assert h.requests == [ReadGlobal("script_mod", "len"), ReadGlobal("script_mod", "k")]
     assert h.engine.script_ref(7) is f
 
 

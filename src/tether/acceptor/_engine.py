@@ -17,7 +17,7 @@ which returns the engine to normal. Calls that use a poisoned handle fail with
 the original error.
 
 The engine does no I/O itself: it is given ``send(kind, flags, seq, meta,
-buffers)`` and ``request(kind, payload)`` (a blocking round trip to the client,
+buffers)`` and ``request(WorkerRequest)`` (a blocking round trip to the client,
 used to fetch the client's modules and files).
 """
 
@@ -66,9 +66,9 @@ from tether.wire._ops import (
     unpack_batch,
     unpack_ids,
 )
+from tether.wire._requests import RequestFn, WriteGlobal
 
 SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
-RequestFn = Callable[[str, Any], Any]
 
 
 class _Mispredicted(Exception):
@@ -242,7 +242,7 @@ class Engine:
                 for name in names:
                     present = dict.__contains__(namespace, name)
                     value = dict.get(namespace, name) if present else None
-                    request("setglobal", (module, name, present, value))
+                    request(WriteGlobal(module, name, present, value))
                 for cell, theirs in remote_cells:
                     theirs.cell_contents = cell.cell_contents
 

@@ -43,7 +43,7 @@ from tether.client._proxy import (
 )
 
 if TYPE_CHECKING:
-    from tether.client._session import Session
+    from tether.client._remoting import Remoting
 
 
 _ref = _refs.ref
@@ -548,7 +548,7 @@ class CallEncoder:
 class ClientUnpickler(pickle.Unpickler):
     """Turns the worker's references into this session's proxies."""
 
-    def __init__(self, session: Session, file: io.BytesIO, buffers: Any) -> None:
+    def __init__(self, session: Remoting, file: io.BytesIO, buffers: Any) -> None:
         super().__init__(file, buffers=buffers)
         self._session = session
 

@@ -16,6 +16,20 @@ from collections.abc import Callable
 from typing import Any
 
 from tether.client._namespace import is_user_file
+from tether.wire._requests import (
+    CALLABLE,
+    IsDir,
+    ListDir,
+    ModuleSource,
+    ObjectAttr,
+    ObjectCall,
+    ObjectSetAttr,
+    ObjectSnapshot,
+    ReadFile,
+    Stat,
+    WorkerRequest,
+    WriteFile,
+)
 
 
 def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, bool, str] | None:
@@ -52,48 +66,41 @@ def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, boo
     return spec.origin, source, spec.submodule_search_locations is not None, digest
 
 
-#: The answer to "objattr" when the attribute is a method: call it with objcall.
-CALLABLE = "__tether_callable__"
-
-
 def serve_request(
-    kind: str,
-    payload: Any,
+    request: WorkerRequest,
     remote: frozenset[str],
     exported: dict[int, Any],
     share: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """Answer one of the worker's requests; exceptions go back to the worker."""
-    if kind == "objattr":
-        oid, name = payload
-        value = getattr(exported[oid], name)
-        if callable(value) and not isinstance(value, type):
-            return CALLABLE
-        return share(value) if share is not None else value
-    if kind == "objsetattr":
-        oid, name, value = payload
-        setattr(exported[oid], name, value)
-        return None
-    if kind == "objcall":
-        oid, method, args, *rest = payload
-        kwargs = rest[0] if rest else {}
-        return getattr(exported[oid], method)(*args, **kwargs)
-    if kind == "objsnapshot":
-        return list(exported[payload])
-    if kind == "module":
-        return user_module_source(payload, remote)
-    if kind == "listdir":
-        return os.listdir(payload)
-    if kind == "stat":
-        return os.stat(payload)
-    if kind == "isdir":
-        return os.path.isdir(payload)
-    if kind == "read":
-        with open(payload, "rb") as f:
-            return f.read()
-    if kind == "write":
-        path, data, append = payload
-        with open(path, "ab" if append else "wb") as f:
-            f.write(data)
-        return None
-    raise ValueError(f"unknown request {kind!r}")
+    """Answer one of the worker's requests about the client's objects, modules
+    and files (the session answers those about the script's namespaces);
+    exceptions go back to the worker."""
+    match request:
+        case ObjectAttr(oid, name):
+            value = getattr(exported[oid], name)
+            if callable(value) and not isinstance(value, type):
+                return CALLABLE
+            return share(value) if share is not None else value
+        case ObjectSetAttr(oid, name, value):
+            setattr(exported[oid], name, value)
+            return None
+        case ObjectCall(oid, method, args, kwargs):
+            return getattr(exported[oid], method)(*args, **(kwargs or {}))
+        case ObjectSnapshot(oid):
+            return list(exported[oid])
+        case ModuleSource(name):
+            return user_module_source(name, remote)
+        case ListDir(path):
+            return os.listdir(path)
+        case Stat(path):
+            return os.stat(path)
+        case IsDir(path):
+            return os.path.isdir(path)
+        case ReadFile(path):
+            with open(path, "rb") as f:
+                return f.read()
+        case WriteFile(path, data, append):
+            with open(path, "ab" if append else "wb") as f:
+                f.write(data)
+            return None
+    raise ValueError(f"unknown request {request!r}")
