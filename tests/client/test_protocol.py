@@ -190,6 +190,25 @@ def test_the_awaited_reply_ends_the_wait_and_the_stale_one_is_skipped() -> None:
     assert not p.unsynced
 
 
+def test_a_wait_nested_in_answering_a_request_ends_first_then_the_outer_one() -> None:
+    p = ClientProtocol()
+    p.call(b"\x80outer", sync=True)
+    assert p.receive_frame(frame(Kind.REQUEST, 0, 1, b"q")) == Request(1, b"q", ())
+    p.call(b"\x80inner", sync=True, nested=True)  # the script's code, serving it
+    assert p.receive_frame(frame(Kind.REPLY, seq=2, meta=b"in")) == Reply(2, 0, b"in", ())
+    assert p.receive_frame(frame(Kind.REPLY, seq=1, meta=b"out")) == Reply(1, 0, b"out", ())
+    assert p.awaiting == 0
+
+
+def test_an_abandoned_wait_skips_its_late_reply() -> None:
+    p = ClientProtocol()
+    p.call(b"\x80a", sync=True)
+    p.abandon(1)  # Ctrl-C while waiting
+    p.call(b"\x80b", sync=True)
+    assert p.receive_frame(frame(Kind.REPLY, seq=1)) is None
+    assert p.receive_frame(frame(Kind.REPLY, seq=2)) == Reply(2, 0, b"", ())
+
+
 def test_a_reply_from_the_future_is_a_protocol_error() -> None:
     p = ClientProtocol()
     p.call(b"\x80a", sync=True)

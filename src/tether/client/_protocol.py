@@ -125,7 +125,9 @@ class ClientProtocol:
         self.state = State.OPEN
         self.lost_reason: str | None = None
         self.seq = 0  # calls numbered so far
-        self.awaiting = 0  # the synchronous call whose REPLY ends the wait
+        # The synchronous calls being waited for, innermost last: answering a
+        # request, the script's code may make calls and wait for them in turn.
+        self._waits: list[int] = []
         self.unsynced = False  # pipelined calls sent since the last REPLY
         self.flush_due = False  # enough is queued: the session should write now
         self.stats = {"sync": 0, "async": 0}
@@ -211,7 +213,7 @@ class ClientProtocol:
             full = self._batch_bytes >= FLUSH_BYTES
         if sync:
             self.stats["sync"] += 1
-            self.awaiting = seq
+            self._waits.append(seq)
             self._queued = 0
         else:
             self.stats["async"] += 1
@@ -259,6 +261,22 @@ class ClientProtocol:
         self._emit_batch()
 
     # -- frames in --------------------------------------------------------------------
+    @property
+    def awaiting(self) -> int:
+        """The call whose REPLY ends the innermost wait (0: none)."""
+        return self._waits[-1] if self._waits else 0
+
+    def expect(self, seq: int) -> None:
+        """Wait for call ``seq`` (a synchronous :meth:`call` already does)."""
+        if self.awaiting != seq:
+            self._waits.append(seq)
+
+    def abandon(self, seq: int) -> None:
+        """The wait for ``seq`` ended without its reply (Ctrl-C, an error):
+        its REPLY, when it comes, is skipped."""
+        if seq in self._waits:
+            self._waits.remove(seq)
+
     def receive_data(self, data: Buffer) -> list[Event]:
         """Bytes from the worker (any chunking): the events they complete."""
         if self._decoder is None:
@@ -279,10 +297,12 @@ class ClientProtocol:
         kind = frame.kind
         if kind == _REPLY:
             seq = frame.seq
-            if seq < self.awaiting:
+            awaiting = self.awaiting
+            if seq < awaiting:
                 return None  # the answer to a wait that was interrupted (Ctrl-C)
-            if seq != self.awaiting:
-                raise ProtocolError(f"reply to call {seq} while waiting for {self.awaiting}")
+            if seq != awaiting:
+                raise ProtocolError(f"reply to call {seq} while waiting for {awaiting}")
+            self._waits.pop()
             self.unsynced = False
             self.predictions.synced()
             flags = frame.flags

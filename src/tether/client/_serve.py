@@ -1,4 +1,5 @@
-"""Answers to the worker's requests: the script's modules and the user's files.
+"""Answers to the worker's requests: the script's names, modules and files,
+and the objects the session lends the worker.
 
 The worker asks only for what it lacks. Modules are served only when they are
 the user's own code: a module that lives in the standard library or in an
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import linecache
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from tether.client._namespace import is_user_file
+from tether.client._codec import _Shared, is_shared, share_global
+from tether.client._namespace import ScriptNamespaces, is_user_file
 from tether.wire._requests import (
     CALLABLE,
     IsDir,
@@ -26,9 +29,12 @@ from tether.wire._requests import (
     ObjectSetAttr,
     ObjectSnapshot,
     ReadFile,
+    ReadGlobal,
+    Source,
     Stat,
     WorkerRequest,
     WriteFile,
+    WriteGlobal,
 )
 
 
@@ -104,3 +110,40 @@ def serve_request(
                 f.write(data)
             return None
     raise ValueError(f"unknown request {request!r}")
+
+
+class Lender:
+    """What one session lends its worker: local objects by id (open files,
+    shared script state), the script's namespaces, the user's modules and
+    files; answers the worker's requests about them."""
+
+    def __init__(self, remote_modules: frozenset[str], namespaces: ScriptNamespaces) -> None:
+        self.remote_modules = remote_modules
+        self.namespaces = namespaces
+        self.exported: dict[int, Any] = {}
+
+    def export(self, obj: Any) -> int:
+        """Lend a local object (an open file) to the worker for the session."""
+        oid = id(obj)
+        self.exported[oid] = obj
+        return oid
+
+    def share(self, value: Any) -> Any:
+        """``value`` as the worker should see it: shared if it is script state."""
+        return _Shared(self.export(value)) if is_shared(value) else value
+
+    def serve(self, request: WorkerRequest) -> Any:
+        """The answer to ``request``; its exceptions go back to the worker."""
+        if type(request) is ReadGlobal:  # the worker reads a name of a script module
+            found, value = self.namespaces.page(request.module, request.name)
+            return (found, share_global(value, self.export) if found else None)
+        if type(request) is WriteGlobal:  # shipped code rebound a name of a script module
+            self.namespaces.wrote(request.module, request.name, request.value, request.present)
+            return None
+        if type(request) is Source:  # inspect, linecache and tracebacks in the worker
+            filename = request.filename
+            if not isinstance(filename, str) or not is_user_file(filename):
+                return None
+            lines = linecache.getlines(filename)
+            return "".join(lines) if lines else None
+        return serve_request(request, self.remote_modules, self.exported, self.share)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import linecache
 import operator
 import pickle
 import sys
@@ -47,18 +46,16 @@ from tether.client._codec import (
     CallEncoder,
     ClientUnpickler,
     CodeContext,
-    _Shared,
     dumps_code,
     dumps_inband,
-    is_shared,
     share_global,
 )
 from tether.client._draws import MISS as _MISS
 from tether.client._draws import Draws
 from tether.client._events import Exhausted, Failed, Lost, Output, Reply, Request, WarningFrame
 from tether.client._mirrors import Mirrors
-from tether.client._namespace import ScriptNamespaces, is_user_file
-from tether.client._predict import HandleOf, ItemsOf, Template, instantiate
+from tether.client._namespace import ScriptNamespaces
+from tether.client._predict import HandleOf, instantiate
 from tether.client._protocol import ClientProtocol, State
 from tether.client._proxy import (
     RemoteObject,
@@ -66,12 +63,13 @@ from tether.client._proxy import (
 )
 from tether.client._reissue import Warnings, rebuild_exception
 from tether.client._replica import Replicas
-from tether.client._serve import serve_request
+from tether.client._serve import Lender
+from tether.client._sites import call_site, is_function, next_site, operator_site, template_of
 from tether.client._streams import original_stream, uninstall_ordered_streams
 from tether.client._trycheck import in_handler, note_transparent_with
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart
-from tether.wire import Flag, Kind
+from tether.wire import Flag
 from tether.wire._compact import CompactEncoder
 from tether.wire._ops import (
     ANY,
@@ -87,37 +85,12 @@ from tether.wire._ops import (
     shape_to_wire,
 )
 from tether.wire._requests import (
-    ReadGlobal,
-    Source,
-    WorkerRequest,
-    WriteGlobal,
     request_from_wire,
 )
 
-# Pipelined calls queued before they are written anyway. When the script
-# waits, the worker still has the last batch to run: small batches keep that
-# tail short. Measured (a loop reading a value every 200 calls): 16 per batch
-# 12.6 us per iteration, 64 per batch 14.1 us; pipelined throughput the same.
-_FLUSH_EVERY = 16
-_FLUSH_BYTES = 256 * 1024
 _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
-_NESTED = int(Flag.NESTED)
-_BATCH = int(Flag.BATCH)
-_CALL = int(Kind.CALL)
-_RELEASE_BATCH = 256  # released handles sent together (or with the next sync)
-_RELEASE_EVERY = 4  # in a batch, released handles are grouped by this many calls
 _EXHAUSTED_FLAG = int(Flag.EXHAUSTED)
-#: Remote classes whose items are all of one class: indexing them is one site.
 _GETITEM: Final = operator.getitem
-_HOMOGENEOUS = frozenset(
-    {("torch", "Tensor"), ("numpy", "ndarray"), ("torch.nn.parameter", "Parameter")}
-)
-_FUNCTION_TYPES = frozenset(
-    {"builtin_function_or_method", "function", "method", "method-wrapper",
-     "cython_function_or_method", "fused_cython_function", "_lru_cache_wrapper",
-     "partial", "wrapper_descriptor", "method_descriptor", "classmethod_descriptor",
-     "_ArrayFunctionDispatcher", "ufunc"}  # numpy's functions and ufuncs
-)  # fmt: skip
 
 _new: Any = object.__new__
 _set_s: Any = RemoteObject.__dict__["_t_s"].__set__
@@ -149,10 +122,11 @@ class Session:
         self._proto = ClientProtocol(session_id=session_id, address=address, in_handler=in_handler)
         self._pred = self._proto.predictions
         self._compact = CompactEncoder(RemoteType).encode
-        self._exported: dict[int, Any] = {}
+        self._ns = ScriptNamespaces()
+        self._lender = Lender(remote_modules, self._ns)
+        self._export = self._lender.export
         self._code = CodeContext(self._export)
         self._encoder = CallEncoder(self._code)
-        self._ns = ScriptNamespaces()
         #: Local copies of arrays read element by element, when the client has numpy.
         self.replicas: Replicas | None = None
         #: Batches of numpy.random draws (client/_draws.py), when the client has numpy.
@@ -169,7 +143,7 @@ class Session:
         self._warnings = Warnings()
         self.resolvers: dict[str, Callable[..., Any]] = {
             **mirrors.resolvers(),
-            "local": self._exported.__getitem__,
+            "local": self._lender.exported.__getitem__,
         }
         # Liveness (tether.wire._liveness): BEATs while the script computes or
         # waits, and the channel ended if the worker falls silent.
@@ -330,25 +304,7 @@ class Session:
     def apply_remote(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in the worker (``apply`` may answer an array's items locally)."""
         __tracebackhide__ = True  # IPython leaves Tether's frames out
-        if len(args) == 2:  # a binary operator, the common case: no map() to build
-            a, b = args
-            ta, tb = type(a), type(b)
-            key: tuple[Any, ...] = (
-                "o",
-                fn,
-                ta._t_tid if type(ta) is RemoteType else ta,
-                tb._t_tid if type(tb) is RemoteType else tb,
-            )
-        else:
-            key = ("o", fn, *map(_kind, args))
-        if fn is operator.getitem and type(args[1]) in (int, str):
-            # Containers hold objects of different classes (nn.Sequential): the
-            # class of seq[1] says nothing about seq[2]. Each index learns alone,
-            # except in arrays and tensors, whose items are all alike.
-            desc = self.types.get(key[2]) if type(key[2]) is int else None
-            if desc is None or (desc.module, desc.qualname) not in _HOMOGENEOUS:
-                key += (args[1],)
-        return self._predicted(key, Op.CALL, (fn, args, {}))
+        return self._predicted(operator_site(fn, args, self.types), Op.CALL, (fn, args, {}))
 
     def apply_none(self, fn: Any, *args: Any) -> None:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
@@ -360,25 +316,16 @@ class Session:
 
     def call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
-        if isinstance(target, RemoteType):
-            key: Any = ("c", target.__dict__.get("_t_cid"))
-        else:
-            tid = type(target)._t_tid
-            desc = self.types.get(tid)
-            fn_like = desc is not None and desc.qualname in _FUNCTION_TYPES
-            # One function, results of the class its arguments decide (torch.fx's
-            # map_arg: a tuple for a tuple, a dict for a dict), and of the keywords
-            # given (numpy's random.choice(a) and choice(a, size=n)).
-            if fn_like and self.draws is not None:
-                value = self.draws.call(target, args, kwargs)
-                if value is not _MISS:
-                    return value
-            if not fn_like:
-                key = ("ct", tid)
-            elif kwargs:
-                key = ("c", target._t_id, *map(_kind, args), *kwargs)
-            else:
-                key = ("c", target._t_id, *map(_kind, args))
+        draws = self.draws
+        if (
+            draws is not None
+            and not isinstance(target, RemoteType)
+            and is_function(self.types.get(type(target)._t_tid))
+        ):
+            value = draws.call(target, args, kwargs)  # numpy.random drawn locally
+            if value is not _MISS:
+                return value
+        key = call_site(target, args, kwargs, self.types)
         return self._predicted(key, Op.CALL, (target, args, kwargs))
 
     def callmethod(
@@ -397,20 +344,16 @@ class Session:
                     return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs))
                 self._send(Op.CALLMETHOD, DISCARD, (obj, name, args, kwargs))
                 return None
-        key = ("m", type(obj)._t_tid, name)
+        key = ("m", type(obj)._t_tid, name)  # see tether.client._sites
         return self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
 
     def next_item(self, it: Any, *, more: bool) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
-        tid = type(it)._t_tid
-        desc = self.types.get(tid)
-        # Items of builtin iterators and generators (a list's items, modules())
-        # vary in class: fetch each one. Iterators of library types (DataLoader)
-        # yield the same structure every time and are pipelined.
-        if not more or desc is None or desc.module == "builtins":
+        key = next_site(it, self.types) if more else None
+        if key is None:
             with self._lock:
                 return self._sync(Op.NEXT, (it,))
-        return self._predicted(("n", tid), Op.NEXT, (it,))
+        return self._predicted(key, Op.NEXT, (it,))
 
     def make_class(
         self, name: str, bases: tuple[type, ...], ns: dict[str, Any], kwds: dict[str, Any]
@@ -436,7 +379,7 @@ class Session:
             template = self._proto.plan(key)
             if template is None:
                 value, flags = self._sync_flags(op, fields)
-                self._pred.learn(key, _template(value), nopipe=bool(flags & Flag.NOPIPE))
+                self._pred.learn(key, template_of(value), nopipe=bool(flags & Flag.NOPIPE))
                 return value
             shape: Shape
             if type(template) is HandleOf:  # one handle, the common case: inlined
@@ -541,9 +484,17 @@ class Session:
 
     def _wait(self, seq: int) -> tuple[Any, int]:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
+        proto = self._proto
+        proto.expect(seq)
+        try:
+            return self._wait_loop(seq)
+        finally:
+            proto.abandon(seq)  # already answered, or never will be here
+
+    def _wait_loop(self, seq: int) -> tuple[Any, int]:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
         channel = self.channel
         proto = self._proto
-        proto.awaiting = seq
         warned: Exception | None = None  # a worker's warning that became an error
         while True:
             self._drain()  # recv writes it first
@@ -588,7 +539,7 @@ class Session:
         flags = 0
         self._serving += 1
         try:
-            result: Any = self._serve(request_from_wire(self._decode(meta, buffers)))
+            result: Any = self._lender.serve(request_from_wire(self._decode(meta, buffers)))
         except Exception as exc:
             flags, result = Flag.ERROR, exc
         finally:
@@ -599,21 +550,6 @@ class Session:
             flags = Flag.ERROR
             out, bufs = self._encoder.dumps(TypeError(f"cannot send the answer: {exc}"))
         self._proto.respond(rid, out, tuple(b.raw() for b in bufs), error=bool(flags))
-
-    def _serve(self, request: WorkerRequest) -> Any:
-        if type(request) is ReadGlobal:  # the worker reads a name of a script module
-            found, value = self._ns.page(request.module, request.name)
-            return (found, share_global(value, self._export) if found else None)
-        if type(request) is WriteGlobal:  # shipped code rebound a name of a script module
-            self._ns.wrote(request.module, request.name, request.value, request.present)
-            return None
-        if type(request) is Source:  # inspect, linecache and tracebacks in the worker
-            filename = request.filename
-            if not isinstance(filename, str) or not is_user_file(filename):
-                return None
-            lines = linecache.getlines(filename)
-            return "".join(lines) if lines else None
-        return serve_request(request, self.remote_modules, self._exported, self._share)
 
     def _decode(self, meta: bytes, buffers: Any) -> Any:
         try:
@@ -651,17 +587,7 @@ class Session:
 
     def share(self, value: Any) -> Any:
         """``value`` as remote code should hold it: shared if it is script state."""
-        return self._share(value)
-
-    def _share(self, value: Any) -> Any:
-        """An attribute of a shared script object, as the worker should see it."""
-        return _Shared(self._export(value)) if is_shared(value) else value
-
-    def _export(self, obj: Any) -> int:
-        """Lend a local object (an open file) to the worker for the session."""
-        oid = id(obj)
-        self._exported[oid] = obj
-        return oid
+        return self._lender.share(value)
 
 
 class _Code:
@@ -676,24 +602,3 @@ class _Code:
         from tether import _refs
 
         return (_refs.code, (self.blob,))
-
-
-def _kind(x: Any) -> Any:
-    """What a prediction key records of an argument: a proxy's remote type id,
-    else the local type."""
-    t = type(x)
-    return t._t_tid if type(t) is RemoteType else t
-
-
-def _template(value: Any) -> Template | None:
-    """The prediction template of a result, or None if it cannot be predicted."""
-    if value is None:
-        return NONE
-    t = type(value)
-    if isinstance(value, RemoteObject):
-        return HandleOf(t._t_tid)
-    if (t is list or t is tuple) and 0 < len(value) <= 16:
-        subs = tuple(_template(v) for v in value)
-        if all(s is not None and s is not NONE for s in subs):
-            return ItemsOf(t is list, subs)  # type: ignore[arg-type]
-    return None
