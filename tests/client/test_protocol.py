@@ -464,3 +464,27 @@ def test_any_mix_of_calls_keeps_both_ends_in_step(steps: list[str]) -> None:
             failed = False
     pair.pump()  # the last RESUME, if any
     assert pair.engine.failed is None
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200), st.data())
+def test_garbage_from_the_worker_only_raises_protocol_error(
+    seed: bytes, data: st.DataObject
+) -> None:
+    """Random bytes, and real frames with bytes flipped: events or ProtocolError,
+    nothing else escapes (the house's fuzz rule, as for the frame decoder)."""
+    if data.draw(st.booleans()):
+        wire = seed
+    else:
+        i = data.draw(st.integers(0, len(_WIRE) - 1))
+        wire = _WIRE[:i] + data.draw(st.binary(min_size=1, max_size=4)) + _WIRE[i + 1 :]
+    p = ClientProtocol()
+    p.call(b"\x80a", sync=True)
+    p.call(b"\x80b", sync=True)
+    try:
+        for event in p.receive_data(wire):
+            assert isinstance(
+                event, (Reply, Exhausted, Failed, Output, WarningFrame, Request, Lost)
+            )
+    except ProtocolError:
+        pass
