@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from tether.wire._requests import (
-    CALLABLE,
     ObjectAttr,
     ObjectCall,
     ObjectSetAttr,
@@ -35,8 +34,8 @@ class ClientObject:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        value = self._request(ObjectAttr(self._oid, name))
-        if not (isinstance(value, str) and value == CALLABLE):
+        is_method, value = self._request(ObjectAttr(self._oid, name))
+        if not is_method:
             return value
 
         def method(*args: Any, **kwargs: Any) -> Any:

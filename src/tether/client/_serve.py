@@ -20,7 +20,6 @@ from typing import Any
 from tether.client._codec import _Shared, is_shared, share_global
 from tether.client._namespace import ScriptNamespaces, is_user_file
 from tether.wire._requests import (
-    CALLABLE,
     IsDir,
     ListDir,
     ModuleSource,
@@ -85,8 +84,8 @@ def serve_request(
         case ObjectAttr(oid, name):
             value = getattr(exported[oid], name)
             if callable(value) and not isinstance(value, type):
-                return CALLABLE
-            return share(value) if share is not None else value
+                return (True, None)
+            return (False, share(value) if share is not None else value)
         case ObjectSetAttr(oid, name, value):
             setattr(exported[oid], name, value)
             return None

@@ -13,7 +13,8 @@ kind              record                                 answer
 ``source``        :class:`Source`                        the text, or None
 ``module``        :class:`ModuleSource`                  ``(filename, source, is_package,
                                                          sha256)`` or None
-``objattr``       :class:`ObjectAttr`                    the value, or :data:`CALLABLE`
+``objattr``       :class:`ObjectAttr`                    ``(False, value)``, or ``(True,
+                                                         None)`` for a method
 ``objsetattr``    :class:`ObjectSetAttr`                 None
 ``objcall``       :class:`ObjectCall`                    the method's result
 ``objsnapshot``   :class:`ObjectSnapshot`                the object's items, as a list
@@ -32,10 +33,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from tether._errors import ProtocolError
-
-#: The answer to :class:`ObjectAttr` when the attribute is a method: call it
-#: with :class:`ObjectCall`.
-CALLABLE: Final = "__tether_callable__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +69,10 @@ class ModuleSource:
 
 @dataclass(frozen=True, slots=True)
 class ObjectAttr:
+    """An attribute of a lent object. The answer says whether it is a method
+    (then call it with :class:`ObjectCall`) beside the value, so that no value
+    can pass for a method."""
+
     oid: int
     name: str
 
