@@ -188,9 +188,10 @@ class ClientProtocol:
         return template
 
     def call(
-        self, meta: bytes, buffers: tuple[Buffer, ...] = (), *, sync: bool, nested: bool = False
+        self, meta: bytes, buffers: tuple[Buffer, ...] = (), sync: int = 0, nested: int = 0
     ) -> int:
-        """Number one call and queue or encode it; returns its sequence number."""
+        """Number one call and queue or encode it; returns its sequence number.
+        ``sync`` and ``nested`` are truth values (positional ints on the hot path)."""
         if self.state is not State.OPEN:
             self.check_open()
         flags = (_SYNC if sync else 0) | (_NESTED if nested else 0)

@@ -100,12 +100,17 @@ _EXHAUSTED_FLAG = int(Flag.EXHAUSTED)
 _GETITEM: Final = operator.getitem
 
 _new: Any = object.__new__
+_new_tuple: Any = tuple.__new__
 _set_s: Any = RemoteObject.__dict__["_t_s"].__set__
 _set_id: Any = RemoteObject.__dict__["_t_id"].__set__
 
 
 class Session:
     """One session; use :func:`tether.connect` to make one."""
+
+    #: The proxy of a handle died (called from ``__del__``: only queues the
+    #: release). The protocol's own method, bound: no call in between.
+    forget: Callable[[int], None]
 
     def __init__(
         self,
@@ -128,6 +133,7 @@ class Session:
         self._mk_handle = mirrors.handle
         self._proto = ClientProtocol(session_id=session_id, address=address, in_handler=in_handler)
         self._pred = self._proto.predictions
+        self.forget = self._proto.release
         self._compact = CompactEncoder(RemoteType).encode
         self._ns = ScriptNamespaces()
         self._lender = Lender(remote_modules, self._ns)
@@ -375,10 +381,6 @@ class Session:
             cell.cell_contents = cls
         return cls  # type: ignore[no-any-return]
 
-    def forget(self, hid: int) -> None:
-        """The proxy of ``hid`` died (from ``__del__``: only queues the release)."""
-        self._proto.release(hid)
-
     # -- prediction ----------------------------------------------------------------------
     def _predicted(self, key: Any, op: Op, fields: tuple[Any, ...]) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
@@ -393,7 +395,7 @@ class Session:
                 hid = self._next_id
                 self._next_id = hid + 1
                 tid = template.tid
-                shape = Handle(hid, tid)
+                shape = _new_tuple(Handle, (hid, tid))  # Handle(hid, tid), at C speed
                 result = _new(self._mirrors.get(tid) or self._mirror(tid))
                 _set_s(result, self)
                 _set_id(result, hid)
@@ -439,7 +441,7 @@ class Session:
         # A call made while the worker waits for our answer: the worker runs it
         # at once, inside the request (the calls queued before it wait for the
         # request to end, as they would locally).
-        seq = proto.call(meta, buffers, sync=bool(flags & _SYNC), nested=self._serving > 0)
+        seq = proto.call(meta, buffers, flags & _SYNC, self._serving)
         if proto.flush_due:
             self._flush()
         return seq

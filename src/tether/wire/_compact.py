@@ -80,6 +80,7 @@ def pack(fmt: str, values: list[Any]) -> bytes:
 
 
 _BUILTIN_FUNCTION = types.BuiltinFunctionType
+_new_tuple: Any = tuple.__new__
 _CALL = int(Op.CALL)
 _CALLMETHOD = int(Op.CALLMETHOD)
 
@@ -217,7 +218,7 @@ def decode(
         raise ProtocolError("compact call with the wrong number of items")
     shape: Shape
     if kind == SHAPE_HANDLE:
-        shape = Handle(hid, tid)
+        shape = _new_tuple(Handle, (hid, tid))  # Handle(hid, tid), at C speed
     elif kind == SHAPE_ANY:
         shape = None
     elif kind == SHAPE_NONE:
