@@ -331,6 +331,7 @@ def test_bytes_fed_one_at_a_time_give_the_same_events() -> None:
     assert _feed([_WIRE[i : i + 1] for i in range(len(_WIRE))]) == whole
 
 
+@settings(deadline=None)
 @given(st.lists(st.integers(1, len(_WIRE)), max_size=12))
 def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
     points = sorted(set(cuts))
@@ -466,7 +467,9 @@ def test_any_mix_of_calls_keeps_both_ends_in_step(steps: list[str]) -> None:
     assert pair.engine.failed is None
 
 
-@settings(max_examples=200)
+# No deadline: a flipped length byte may announce a big frame, and the decoder's
+# first buffer for it takes as long as the machine's load makes it.
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200), st.data())
 def test_garbage_from_the_worker_only_raises_protocol_error(
     seed: bytes, data: st.DataObject
