@@ -13,7 +13,8 @@ from tether._config import require_pool
 from tether._errors import ConnectError
 from tether.client._connect import open_session
 from tether.client._lease import DEFAULT_HEARTBEAT_S, Lease, acquire, slice_request
-from tether.client._session import Session, install_ordered_streams
+from tether.client._session import Session
+from tether.client._streams import install_ordered_streams
 from tether.transport._tls import ca_from_env
 
 

@@ -12,7 +12,8 @@ from tether import _refs
 from tether.acceptor._engine import Engine
 from tether.client._codec import CodeContext, dumps
 from tether.wire import Flag, Kind
-from tether.wire._ops import ANY, NONE, Op, pack_ids
+from tether.wire._ops import ANY, NONE, Handle, Items, Op, pack_ids, shape_to_wire
+from tether.wire._requests import ReadGlobal, WorkerRequest
 
 
 class Ref:
@@ -34,12 +35,12 @@ class Harness:
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
         self.sent.append((kind, flags, seq, meta))
 
-    def _request(self, kind: str, payload: Any) -> Any:
-        raise AssertionError(f"unexpected request {kind}")
+    def _request(self, request: WorkerRequest) -> Any:
+        raise AssertionError(f"unexpected request {request}")
 
     def call(self, op: Op, shape: Any, *fields: Any, sync: bool = False) -> int:
         self.seq += 1
-        meta, _ = dumps((op, shape, *fields), CodeContext(lambda obj: 0))
+        meta, _ = dumps((op, shape_to_wire(shape), *fields), CodeContext(lambda obj: 0))
         self.engine.on_call(Flag.SYNC if sync else 0, self.seq, meta, ())
         return self.seq
 
@@ -54,7 +55,7 @@ class Harness:
 
 def test_pipelined_results_are_bound_to_the_client_ids_without_a_reply() -> None:
     h = Harness()
-    h.call(Op.CALL, ("H", 1, h.engine.types.tid(list)), list, ((1, 2),), {})
+    h.call(Op.CALL, Handle(1, h.engine.types.tid(list)), list, ((1, 2),), {})
     h.call(Op.CALL, NONE, operator.setitem, (Ref(1), 0, 5), {})
     assert h.sent == []
     assert h.engine.handles[1] == [5, 2]
@@ -65,7 +66,7 @@ def test_pipelined_results_are_bound_to_the_client_ids_without_a_reply() -> None
 
 def test_a_failed_pipelined_call_is_deferred_to_the_next_sync_and_skips_the_rest() -> None:
     h = Harness()
-    h.call(Op.CALL, ("H", 1, 0), operator.truediv, (1, 0), {})  # fails
+    h.call(Op.CALL, Handle(1, 0), operator.truediv, (1, 0), {})  # fails
     h.call(Op.CALL, NONE, print, ("never runs",), {})
     h.call(Op.CALL, ANY, len, ((1, 2, 3),), {}, sync=True)
     flags, info = h.reply()
@@ -87,7 +88,7 @@ def test_a_failed_pipelined_call_is_deferred_to_the_next_sync_and_skips_the_rest
 
 def test_released_handles_raise_object_released() -> None:
     h = Harness()
-    h.call(Op.CALL, ("H", 7, h.engine.types.tid(list)), list, (), {})
+    h.call(Op.CALL, Handle(7, h.engine.types.tid(list)), list, (), {})
     h.engine.on_frame(Kind.RELEASE, 0, 0, pack_ids([7]), ())
     assert 7 not in h.engine.handles
     h.call(Op.CALL, ANY, len, (Ref(7),), {}, sync=True)
@@ -143,7 +144,9 @@ def test_make_class_fills_every_super_cell() -> None:
     assert (obj.hello(), obj.bye()) == ("child of base", "child says bye")
 
 
-@pytest.mark.parametrize("shape", [("L", (("H", 1, 0),)), ("T", (("H", 1, 0), ("H", 2, 0)))])
+@pytest.mark.parametrize(
+    "shape", [Items(True, (Handle(1, 0),)), Items(False, (Handle(1, 0), Handle(2, 0)))]
+)
 def test_a_result_that_changes_shape_poisons_its_ids(shape: Any) -> None:
     h = Harness()
     h.call(Op.CALL, shape, int, (3,), {})
@@ -158,9 +161,17 @@ def test_a_batch_of_pipelined_calls_runs_in_order() -> None:
     h = Harness()
     tid = h.engine.types.tid(list)
     metas = [
-        dumps((Op.CALL, ("H", 1, tid), list, ((),), {}), CodeContext(lambda obj: 0))[0],
-        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (5,), {}), CodeContext(lambda obj: 0))[0],
-        dumps((Op.CALLMETHOD, NONE, Ref(1), "append", (6,), {}), CodeContext(lambda obj: 0))[0],
+        dumps(
+            (Op.CALL, shape_to_wire(Handle(1, tid)), list, ((),), {}), CodeContext(lambda obj: 0)
+        )[0],
+        dumps(
+            (Op.CALLMETHOD, shape_to_wire(NONE), Ref(1), "append", (5,), {}),
+            CodeContext(lambda obj: 0),
+        )[0],
+        dumps(
+            (Op.CALLMETHOD, shape_to_wire(NONE), Ref(1), "append", (6,), {}),
+            CodeContext(lambda obj: 0),
+        )[0],
     ]
     h.engine.on_frame(Kind.CALL, Flag.BATCH, 10, pack_batch(metas), ())
     assert h.engine.handles[1] == [5, 6]
@@ -172,14 +183,17 @@ def test_release_entries_in_a_batch_free_in_place_and_take_no_sequence_number() 
 
     h = Harness()
     tid = h.engine.types.tid(list)
-    h.call(Op.CALL, ("H", 1, tid), list, ((1,),), {})
+    h.call(Op.CALL, Handle(1, tid), list, ((1,),), {})
     metas = [
         RELEASE_TAG + pack_ids([99]),  # released before the first call: nothing to free
-        dumps((Op.CALL, ("H", 2, tid), list, (Ref(1),), {}), CodeContext(lambda obj: 0))[0],
+        dumps(
+            (Op.CALL, shape_to_wire(Handle(2, tid)), list, (Ref(1),), {}),
+            CodeContext(lambda obj: 0),
+        )[0],
         RELEASE_TAG + pack_ids([1]),  # the proxy of 1 died after the copy was made
         # A mispredicted call: its NOTICE names its own number, 21 (the release
         # entries before it take none).
-        dumps((Op.CALL, NONE, len, (Ref(2),), {}), CodeContext(lambda obj: 0))[0],
+        dumps((Op.CALL, shape_to_wire(NONE), len, (Ref(2),), {}), CodeContext(lambda obj: 0))[0],
     ]
     h.engine.on_frame(Kind.CALL, Flag.BATCH, 20, pack_batch(metas), ())
     assert 1 not in h.engine.handles and h.engine.handles[2] == [1]
@@ -193,14 +207,13 @@ class PagingHarness(Harness):
     def __init__(self, names: dict[str, Any]) -> None:
         super().__init__()
         self.names = names
-        self.requests: list[tuple[str, Any]] = []
+        self.requests: list[WorkerRequest] = []
 
-    def _request(self, kind: str, payload: Any) -> Any:
-        self.requests.append((kind, payload))
-        if kind == "global":
-            _module, name = payload
-            return (name in self.names, self.names.get(name))
-        raise AssertionError(f"unexpected request {kind}")
+    def _request(self, request: WorkerRequest) -> Any:
+        self.requests.append(request)
+        if isinstance(request, ReadGlobal):
+            return (request.name in self.names, self.names.get(request.name))
+        raise AssertionError(f"unexpected request {request}")
 
 
 def _script_function(h: Harness, source: str, name: str) -> Any:
@@ -215,7 +228,7 @@ def test_script_code_pages_names_in_once_and_falls_back_to_builtins() -> None:
     f = _script_function(h, "def f(x):\n    return len(x) * k\n", "f")
     assert f([1, 2]) == 6
     assert f([1]) == 3
-    assert h.requests == [("global", ("script_mod", "len")), ("global", ("script_mod", "k"))]
+    assert h.requests == [ReadGlobal("script_mod", "len"), ReadGlobal("script_mod", "k")]
     assert h.engine.script_ref(7) is f
 
 
@@ -225,7 +238,7 @@ def test_namespace_entries_update_names_even_after_a_failed_call() -> None:
     h = PagingHarness({"k": 1})
     f = _script_function(h, "def f():\n    return k\n", "f")
     assert f() == 1
-    h.call(Op.CALL, ("H", 1, 0), operator.truediv, (1, 0), {})  # the engine is now failed
+    h.call(Op.CALL, Handle(1, 0), operator.truediv, (1, 0), {})  # the engine is now failed
     blob = dumps(5, CodeContext(lambda obj: 0))[0]
     entry = NAMESPACE_TAG + pickle.dumps([("script_mod", [("k", blob)])])
     forget = NAMESPACE_TAG + pickle.dumps([("script_mod", [("gone", None)])])

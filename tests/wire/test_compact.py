@@ -1,4 +1,4 @@
-"""Compact calls: round trips through the real client encoder, and the fuzz rule."""
+"""Compact calls: round trips through the encoder and decoder, and the fuzz rule."""
 
 from __future__ import annotations
 
@@ -12,15 +12,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether import ProtocolError
-from tether.client._codec import compact_call
-from tether.wire._compact import COMPACT_TAG, HEAD, HEADER, decode, peek_shape
-from tether.wire._ops import DISCARD, NONE, Op
+from tether.wire._compact import COMPACT_TAG, HEAD, HEADER, CompactEncoder, decode, peek_shape
+from tether.wire._ops import DISCARD, NONE, Handle, Items, Op
 
 HANDLES = {5: "tensor a", 9: "tensor b"}
 
 
+class _ProxyMeta(type):
+    """Stands for the client's proxy metaclass: its instances' instances are handles."""
+
+
+class Proxy(metaclass=_ProxyMeta):
+    def __init__(self, hid: int) -> None:
+        self._t_id = hid
+
+
+compact_call = CompactEncoder(_ProxyMeta).encode
+
+
 def ref(hid: int) -> Any:
     return HANDLES[hid]
+
+
+def test_proxies_travel_as_handles() -> None:
+    meta = compact_call(Op.CALLMETHOD, NONE, (Proxy(5), "add_", (Proxy(9), 1.0), {}))
+    assert meta is not None
+    assert decode(meta, ref, name) == (
+        Op.CALLMETHOD,
+        NONE,
+        ["tensor a", "add_", "tensor b", 1.0],
+        None,
+    )
 
 
 def name(raw: bytes) -> Any:
@@ -30,17 +52,17 @@ def name(raw: bytes) -> Any:
 
 def test_a_call_of_a_module_builtin_on_plain_values_round_trips() -> None:
     fields = (operator.mul, (2.5, -1, None, True, False, "é\ud800", b"\0x"), {"k": "v", "j": 3})
-    meta = compact_call(Op.CALL, ("H", 3, 7), fields)
+    meta = compact_call(Op.CALL, Handle(3, 7), fields)
     assert meta is not None and meta[:1] == COMPACT_TAG
     assert decode(meta, ref, name) == (
         Op.CALL,
-        ("H", 3, 7),
+        Handle(3, 7),
         [operator.mul, 2.5, -1, None, True, False, "é\ud800", b"\0x"],
         {"k": "v", "j": 3},
     )
 
 
-@pytest.mark.parametrize("shape", [None, NONE, DISCARD, ("H", 2**40, 12)])
+@pytest.mark.parametrize("shape", [None, NONE, DISCARD, Handle(2**40, 12)])
 def test_a_method_call_round_trips_with_each_result_shape(shape: Any) -> None:
     meta = compact_call(Op.CALLMETHOD, shape, ("x", "add_", (1.0,), {}))
     assert meta is not None
@@ -57,7 +79,7 @@ def test_a_method_call_round_trips_with_each_result_shape(shape: Any) -> None:
         (Op.CALL, None, ([].append, (1,), {}), False),  # a bound builtin is not module level
         (Op.CALL, None, (operator.mul, (2**63,), {}), False),  # past 64 bits
         (Op.CALL, None, (operator.mul, (1 + 2j,), {}), False),
-        (Op.CALL, ("T", (("H", 1, 2),)), (operator.mul, (1,), {}), False),  # nested shape
+        (Op.CALL, Items(False, (Handle(1, 2),)), (operator.mul, (1,), {}), False),  # nested shape
         (Op.CALL, None, (operator.mul, (-(2**63), 3.0), {}), True),
         (Op.CALL, None, (math.floor, (2.5,), {}), True),
         (Op.IMPORT, None, ("math",), False),  # no compact form

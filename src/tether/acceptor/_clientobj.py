@@ -9,11 +9,16 @@ applies it to the real object. Iteration and ``repr`` read a snapshot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-RequestFn = Callable[[str, Any], Any]
-CALLABLE = "__tether_callable__"  # the client's answer for a method (client/_serve.py)
+from tether.wire._requests import (
+    ObjectAttr,
+    ObjectCall,
+    ObjectSetAttr,
+    ObjectSnapshot,
+    RequestFn,
+)
 
 
 class ClientObject:
@@ -24,13 +29,13 @@ class ClientObject:
         self._oid = oid
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._request("objcall", (self._oid, method, args, kwargs))
+        return self._request(ObjectCall(self._oid, method, args, kwargs))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        value = self._request("objattr", (self._oid, name))
-        if not (isinstance(value, str) and value == CALLABLE):
+        is_method, value = self._request(ObjectAttr(self._oid, name))
+        if not is_method:
             return value
 
         def method(*args: Any, **kwargs: Any) -> Any:
@@ -43,7 +48,7 @@ class ClientObject:
         if name in ClientObject.__slots__:
             object.__setattr__(self, name, value)
         else:
-            self._request("objsetattr", (self._oid, name, value))
+            self._request(ObjectSetAttr(self._oid, name, value))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("__call__", *args, **kwargs)
@@ -70,7 +75,7 @@ class ClientObject:
         return self._call("__contains__", item)  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._request("objsnapshot", self._oid))
+        return iter(self._request(ObjectSnapshot(self._oid)))
 
     def __bool__(self) -> bool:
         return bool(self._call("__len__"))

@@ -17,7 +17,7 @@ which returns the engine to normal. Calls that use a poisoned handle fail with
 the original error.
 
 The engine does no I/O itself: it is given ``send(kind, flags, seq, meta,
-buffers)`` and ``request(kind, payload)`` (a blocking round trip to the client,
+buffers)`` and ``request(WorkerRequest)`` (a blocking round trip to the client,
 used to fetch the client's modules and files).
 """
 
@@ -57,18 +57,31 @@ from tether.wire._ops import (
     NAMESPACE_TAG,
     NONE,
     RELEASE_TAG,
-    STOP,
+    Handle,
+    Items,
     Op,
+    Shape,
+    shape_from_wire,
+    shape_handles,
     unpack_batch,
     unpack_ids,
 )
+from tether.wire._requests import RequestFn, WriteGlobal
 
 SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
-RequestFn = Callable[[str, Any], Any]
 
 
 class _Mispredicted(Exception):
     pass
+
+
+class _Exhausted:
+    """What NEXT returns when its iterator has ended (a REPLY flagged EXHAUSTED)."""
+
+    __slots__ = ()
+
+
+_EXHAUSTED = _Exhausted()
 
 
 _SYNC = int(Flag.SYNC)
@@ -229,7 +242,7 @@ class Engine:
                 for name in names:
                     present = dict.__contains__(namespace, name)
                     value = dict.get(namespace, name) if present else None
-                    request("setglobal", (module, name, present, value))
+                    request(WriteGlobal(module, name, present, value))
                 for cell, theirs in remote_cells:
                     theirs.cell_contents = cell.cell_contents
 
@@ -303,10 +316,14 @@ class Engine:
                 self._poison_shape(self._peek_shape(meta, buffers), self.failed)
             return
         self.touched_client = False
-        shape: Any = None
+        shape: Shape = None
         try:
-            msg = self._compact(meta) if meta[:1] == COMPACT_TAG else self._loads(meta, buffers)
-            op, shape = msg[0], msg[1]
+            if meta[:1] == COMPACT_TAG:
+                msg = self._compact(meta)
+                op, shape = msg[0], msg[1]
+            else:
+                msg = self._loads(meta, buffers)
+                op, shape = msg[0], shape_from_wire(msg[1])
             result = self._execute(op, msg[2:])
         except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not sync:
@@ -358,7 +375,7 @@ class Engine:
             try:
                 return next(f[0])
             except StopIteration:
-                return STOP
+                return _EXHAUSTED
         if op == Op.ITER:
             target = f[0]
             it = iter(target)
@@ -411,22 +428,22 @@ class Engine:
         return cls
 
     # -- results ----------------------------------------------------------------
-    def _bind(self, shape: Any, value: Any) -> None:
-        if shape == DISCARD:
+    def _bind(self, shape: Shape, value: Any) -> None:
+        if type(shape) is Handle:
+            self.handles[shape.hid] = value
+            if self.types.tid(type(value)) != shape.tid:
+                raise _Mispredicted(f"result type changed to {type(value).__qualname__}")
             return
-        if shape == NONE:
+        if shape is DISCARD:
+            return
+        if shape is NONE:
             if value is not None:
                 raise _Mispredicted(f"expected None, got {type(value).__qualname__}")
             return
-        tag = shape[0]
-        if tag == "H":
-            self.handles[shape[1]] = value
-            if self.types.tid(type(value)) != shape[2]:
-                raise _Mispredicted(f"result type changed to {type(value).__qualname__}")
-            return
-        expected = list if tag == "L" else tuple
-        parts = shape[1]
-        if type(value) is not expected or len(value) != len(parts):
+        if type(shape) is not Items:
+            raise ProtocolError(f"a pipelined call with no result shape: {shape!r}")
+        parts = shape.parts
+        if type(value) is not (list if shape.is_list else tuple) or len(value) != len(parts):
             err = TypeError(
                 f"a pipelined result changed shape (now {type(value).__qualname__}); "
                 "the proxies made for it cannot be used"
@@ -436,15 +453,10 @@ class Engine:
         for sub, item in zip(parts, value, strict=True):
             self._bind(sub, item)
 
-    def _poison_shape(self, shape: Any, err: BaseException) -> None:
-        if not shape or shape in (NONE, DISCARD):
-            return
-        if shape[0] == "H":
-            self.poisoned[shape[1]] = err
-            self.handles.pop(shape[1], None)
-        else:
-            for sub in shape[1]:
-                self._poison_shape(sub, err)
+    def _poison_shape(self, shape: Shape, err: BaseException) -> None:
+        for hid in shape_handles(shape):
+            self.poisoned[hid] = err
+            self.handles.pop(hid, None)
 
     def _compact(self, meta: bytes) -> tuple[Any, ...]:
         """A compact call (see :mod:`tether.wire._compact`) as ``(op, shape, *fields)``."""
@@ -466,12 +478,12 @@ class Engine:
             found = self._named[raw] = getattr(importlib.import_module(module), name)
         return found
 
-    def _peek_shape(self, meta: bytes, buffers: Sequence[Any]) -> Any:
+    def _peek_shape(self, meta: bytes, buffers: Sequence[Any]) -> Shape:
         """The shape of a call we are going to skip, without running anything."""
         if meta[:1] == COMPACT_TAG:
             return _compact.peek_shape(meta)
         try:
-            return _ShapeOnly(io.BytesIO(meta), buffers=buffers).load()
+            return shape_from_wire(_ShapeOnly(io.BytesIO(meta), buffers=buffers).load())
         except Exception:
             return None
 
@@ -493,6 +505,10 @@ class Engine:
         return pickle.dumps((self.types.take_pending(), inner), protocol=5), buffers
 
     def _reply_value(self, seq: int, value: Any) -> None:
+        if value is _EXHAUSTED:
+            self.flush_output()
+            self._send(Kind.REPLY, Flag.EXHAUSTED, seq, b"", ())
+            return
         try:
             meta, buffers = self.dumps_value(value)
         except Exception as exc:

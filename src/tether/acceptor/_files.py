@@ -32,7 +32,16 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-RequestFn = Callable[[str, Any], Any]
+from tether.wire._requests import (
+    IsDir,
+    ListDir,
+    ModuleSource,
+    ObjectCall,
+    ReadFile,
+    RequestFn,
+    Stat,
+    WriteFile,
+)
 
 #: module -> function -> (index of the path argument, its keyword, "r" or "w")
 PATH_FUNCTIONS: dict[str, dict[str, tuple[int, str, str]]] = {
@@ -78,7 +87,7 @@ class ClientWriteFile(io.BytesIO):
         if not self.closed:
             data = self.getvalue()
             super().close()
-            self._request("write", (self.name, data, self._append))
+            self._request(WriteFile(self.name, data, self._append))
 
 
 def open_client_file(request: RequestFn, path: Any, mode: str = "r", **kw: Any) -> Any:
@@ -89,9 +98,9 @@ def open_client_file(request: RequestFn, path: Any, mode: str = "r", **kw: Any) 
         raw: Any = ClientWriteFile(request, path, append=False)
         if "a" in mode:
             with contextlib.suppress(FileNotFoundError):
-                raw.write(request("read", path))
+                raw.write(request(ReadFile(path)))
     else:
-        raw = io.BytesIO(request("read", path))
+        raw = io.BytesIO(request(ReadFile(path)))
         raw.name = path
     if binary:
         return raw
@@ -124,7 +133,7 @@ class ClientFile(io.RawIOBase):
         self._caps: dict[str, bool] = {}
 
     def _call(self, method: str, *args: Any) -> Any:
-        return self._request("objcall", (self._oid, method, args))
+        return self._request(ObjectCall(self._oid, method, args))
 
     def _send_pending(self) -> None:
         if self._pending:
@@ -213,11 +222,11 @@ def wrap_path_function(fn: Callable[..., Any], spec: tuple[int, str, str], reque
         relative = not os.path.isabs(path)
         local = os.path.join(stage, path.lstrip(os.sep))
         parent = os.path.dirname(path)
-        if not parent or request("isdir", parent):
+        if not parent or request(IsDir(parent)):
             os.makedirs(os.path.dirname(local), exist_ok=True)
         if mode == "r":
             with open(local, "wb") as f:
-                f.write(request("read", path))
+                f.write(request(ReadFile(path)))
         arg = path if relative else local
         if len(args) > index:
             args = (*args[:index], arg, *args[index + 1 :])
@@ -239,7 +248,7 @@ def wrap_path_function(fn: Callable[..., Any], spec: tuple[int, str, str], reque
                     with open(full, "rb") as f:
                         data = f.read()
                     target = os.path.relpath(full, stage)
-                    request("write", (target if relative else os.sep + target, data, False))
+                    request(WriteFile(target if relative else os.sep + target, data, False))
             shutil.rmtree(stage, ignore_errors=True)
         return result
 
@@ -260,7 +269,7 @@ class ClientFileCache:
 
     def local_path(self, path: str) -> str:
         """A path in the worker holding what the client's ``path`` holds now."""
-        theirs = self._request("stat", path)  # FileNotFoundError as locally
+        theirs = self._request(Stat(path))  # FileNotFoundError as locally
         try:
             ours = _REAL_STAT(path)
         except OSError:
@@ -277,7 +286,7 @@ class ClientFileCache:
             return copy[2]
         local = os.path.join(tempfile.mkdtemp(dir=scratch_dir()), os.path.basename(path))
         with open(local, "wb") as f:
-            f.write(self._request("read", path))
+            f.write(self._request(ReadFile(path)))
         self._copies[path] = (theirs.st_size, theirs.st_mtime_ns, local)
         return local
 
@@ -365,17 +374,17 @@ def _route_os(request: RequestFn, client_files: set[str]) -> None:
 
     def listdir(path: Any = ".") -> list[str]:
         if _is_path(path) and from_client():
-            return request("listdir", os.fspath(path))  # type: ignore[no-any-return]
+            return request(ListDir(os.fspath(path)))  # type: ignore[no-any-return]
         return real_listdir(path)
 
     def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
         if _is_path(path) and not args and not kwargs and from_client():
-            return request("stat", os.fspath(path))
+            return request(Stat(os.fspath(path)))
         return real_stat(path, *args, **kwargs)
 
     def _client_mode(path: Any) -> int | None:
         try:
-            return request("stat", os.fspath(path)).st_mode  # type: ignore[no-any-return]
+            return request(Stat(os.fspath(path))).st_mode  # type: ignore[no-any-return]
         except OSError:
             return None
 
@@ -398,7 +407,7 @@ def _route_os(request: RequestFn, client_files: set[str]) -> None:
 
     def getsize(path: Any) -> int:
         if _is_path(path) and from_client():
-            return request("stat", os.fspath(path)).st_size  # type: ignore[no-any-return]
+            return request(Stat(os.fspath(path))).st_size  # type: ignore[no-any-return]
         return real_getsize(path)
 
     os.listdir = listdir  # type: ignore[assignment]
@@ -433,7 +442,7 @@ class ClientModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         if not self.active or fullname in self._missing:
             return None
         try:
-            found = self._request("module", fullname)
+            found = self._request(ModuleSource(fullname))
         except Exception:
             return None
         if found is None:

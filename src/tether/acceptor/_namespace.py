@@ -16,12 +16,10 @@ from __future__ import annotations
 import builtins
 import sys
 import types
-from collections.abc import Callable
 from typing import Any
 
 from tether._errors import SessionError
-
-RequestFn = Callable[[str, Any], Any]
+from tether.wire._requests import ReadGlobal, RequestFn, Source
 
 _MISSING: Any = object()
 
@@ -51,7 +49,7 @@ class ScriptNamespace(dict[str, Any]):
         if name[:2] == "__" and name[-2:] == "__":
             raise KeyError(name)  # module dunders are set here, never paged
         try:
-            found, value = self._t_request("global", (self._t_module, name))
+            found, value = self._t_request(ReadGlobal(self._t_module, name))
         except Exception as exc:
             raise NameUnavailable(
                 f"name {name!r} of the script's module {self._t_module} cannot be used by "
@@ -82,7 +80,7 @@ class ClientSource:
 
     def get_source(self, name: str) -> str | None:
         try:
-            text = self._request("source", self._filename)
+            text = self._request(Source(self._filename))
         except Exception:
             return None
         return text if isinstance(text, str) else None

@@ -48,6 +48,7 @@ from tether.transport._heart import Heart
 from tether.wire import PROTOCOL_VERSION, Flag, Frame, Kind, Role, Welcome, encode_handshake
 from tether.wire._liveness import BEATS_PER_WINDOW, DEFAULT_WINDOW_S, parse_window
 from tether.wire._messages import RemoteWarning, encode_warning
+from tether.wire._requests import WorkerRequest, request_to_wire
 
 _TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -163,8 +164,9 @@ class Worker:
     def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
         self.channel.send(kind, flags, seq, meta, buffers)
 
-    def request(self, kind: str, payload: Any) -> Any:
+    def request(self, request: WorkerRequest) -> Any:
         """A blocking round trip to the client (module sources, file contents)."""
+        kind, payload = request_to_wire(request)
         if os.getpid() != self.pid:
             # A process the worker forked (DataLoader workers) shares the socket:
             # using it would garble the session. Say so instead.
@@ -178,7 +180,7 @@ class Worker:
         self.engine.flush_output()
         self._rid += 1
         rid = self._rid
-        meta, buffers = self.engine.dumps_value((kind, payload))
+        meta, buffers = self.engine.dumps_value((kind, payload))  # the wire form
         self.channel.send(Kind.REQUEST, 0, rid, meta, [b.raw() for b in buffers])
         while True:
             frame = self.channel.recv()

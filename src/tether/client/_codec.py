@@ -8,7 +8,7 @@ travels by reference; the worker imports it, fetching the script's modules from
 the client when it has to.
 
 Plain calls (remote objects, module-level builtins and plain values only) skip
-pickle: :func:`compact_call` writes them in the compact form of
+pickle: the session writes them in the compact form of
 :mod:`tether.wire._compact`, at half the cost.
 """
 
@@ -41,124 +41,14 @@ from tether.client._proxy import (
     RemoteType,
     _TupleMirror,
 )
-from tether.wire import _compact
-from tether.wire._ops import Op
 
 if TYPE_CHECKING:
-    from tether.client._session import Session
+    from tether.client._remoting import Remoting
 
 
 _ref = _refs.ref
 _BUILTIN_FUNCTION = types.BuiltinFunctionType
 _ANCHORS = frozenset(getattr(_refs, name) for name in _refs.NAMES)
-_HEAD = _compact.HEAD
-_SHAPE_KIND = _compact.SHAPE_KIND
-_CALL = int(Op.CALL)
-_CALLMETHOD = int(Op.CALLMETHOD)
-_I64_MIN, _I64_MAX = _compact.I64_MIN, _compact.I64_MAX
-#: Module-level builtin function -> (format piece, values) of its compact item,
-#: or () if it has none.
-_names: dict[Any, tuple[Any, ...]] = {}
-
-
-def _builtin_name(fn: Any) -> tuple[Any, ...]:
-    """The compact item of a builtin that lives at module level (``g`` and
-    ``module:qualname``), else ()."""
-    owner = getattr(fn, "__self__", None)
-    named: tuple[Any, ...] = ()
-    if isinstance(owner, types.ModuleType):
-        qualname = getattr(fn, "__qualname__", "")
-        if qualname and "." not in qualname and getattr(owner, qualname, None) is fn:
-            name = f"{owner.__name__}:{qualname}".encode()
-            named = (f"cH{len(name)}s", (b"g", len(name), name))
-    _names[fn] = named
-    return named
-
-
-def compact_call(op: int, shape: Any, fields: tuple[Any, ...]) -> bytes | None:
-    """The compact meta of a plain call (:mod:`tether.wire._compact`), or None
-    if it needs pickle."""
-    if op == _CALL:
-        fn, args, kwargs = fields
-        items: tuple[Any, ...] = (fn, *args)
-    elif op == _CALLMETHOD:
-        target, name, args, kwargs = fields
-        items = (target, name, *args)
-    elif op in _HEAD:
-        items, kwargs = fields, None
-    else:
-        return None
-    if type(shape) is tuple:
-        if shape[0] != "H":
-            return None  # a list or tuple of handles
-        kind, hid, tid = _compact.SHAPE_HANDLE, shape[1], shape[2]
-    else:
-        kind, hid, tid = _SHAPE_KIND[shape], 0, 0
-    n_kwargs = len(kwargs) if kwargs else 0
-    if len(items) > 255 or n_kwargs > 255:
-        return None
-    fmt = ["<BBqqBB"]
-    values: list[Any] = [int(op), kind, hid, tid, len(items), n_kwargs]
-    for x in items:
-        t = type(x)
-        if type(t) is RemoteType:  # the common items inline: a call per item costs
-            fmt.append("cq")
-            values += (b"h", x._t_id)
-        elif t is float:
-            fmt.append("cd")
-            values += (b"f", x)
-        elif not _put(x, fmt, values):
-            return None
-    if n_kwargs:
-        for k, x in kwargs.items():
-            key = k.encode("utf-8", "surrogatepass")
-            if len(key) > 0xFFFF:
-                return None
-            fmt.append(f"H{len(key)}s")
-            values += (len(key), key)
-            if not _put(x, fmt, values):
-                return None
-    return _compact.pack("".join(fmt), values)
-
-
-def _put(x: Any, fmt: list[str], values: list[Any]) -> bool:
-    """Append one item's format and values; False if it has no compact form."""
-    t = type(x)
-    if t is float:
-        fmt.append("cd")
-        values += (b"f", x)
-    elif type(t) is RemoteType:
-        fmt.append("cq")
-        values += (b"h", x._t_id)
-    elif t is int:
-        if not _I64_MIN <= x <= _I64_MAX:
-            return False
-        fmt.append("cq")
-        values += (b"i", x)
-    elif t is str:
-        b = x.encode("utf-8", "surrogatepass")
-        fmt.append(f"cI{len(b)}s")
-        values += (b"s", len(b), b)
-    elif t is _BUILTIN_FUNCTION:
-        named = _names.get(x)
-        if named is None:
-            named = _builtin_name(x)
-        if not named:
-            return False
-        fmt.append(named[0])
-        values += named[1]
-    elif x is None:
-        fmt.append("c")
-        values.append(b"N")
-    elif t is bool:
-        fmt.append("c")
-        values.append(b"T" if x else b"F")
-    elif t is bytes:
-        fmt.append(f"cI{len(x)}s")
-        values += (b"b", len(x), x)
-    else:
-        return False
-    return True
 
 
 def ref_reduce(obj: Any) -> Any:
@@ -658,7 +548,7 @@ class CallEncoder:
 class ClientUnpickler(pickle.Unpickler):
     """Turns the worker's references into this session's proxies."""
 
-    def __init__(self, session: Session, file: io.BytesIO, buffers: Any) -> None:
+    def __init__(self, session: Remoting, file: io.BytesIO, buffers: Any) -> None:
         super().__init__(file, buffers=buffers)
         self._session = session
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from tether.client._session import Session
+    from tether.client._remoting import Remoting
 
 #: What :meth:`Draws.call` returns when the call must go to the worker as usual.
 MISS: Final = object()
@@ -66,7 +66,7 @@ def _plain_sequence(a: Any) -> bool:
 class Draws:
     """One session's use of the worker's global random generator."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Remoting) -> None:
         self._s = session
         self._names: dict[int, Any] = {}  # function handle id -> method name or None
         self._local: Any = None  # a local RandomState while checked out

@@ -21,10 +21,10 @@ import types
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tether.client._trycheck import note_transparent_with
-from tether.wire._ops import STOP, Op
+from tether.wire._ops import EXHAUSTED, Op
 
 if TYPE_CHECKING:
-    from tether.client._session import Session
+    from tether.client._remoting import Remoting
 
 
 class RemoteObject:
@@ -33,13 +33,13 @@ class RemoteObject:
     __slots__ = ("__weakref__", "_t_id", "_t_s")
     _t_tid: ClassVar[int] = 0
     _t_methods: ClassVar[frozenset[str]] = frozenset()
-    _t_s: Session
+    _t_s: Remoting
     _t_id: int
 
     def __del__(self) -> None:
         # No contextlib here: __del__ runs for every proxy and must stay cheap.
         try:  # noqa: SIM105
-            self._t_s._release(self._t_id)
+            self._t_s.forget(self._t_id)
         except Exception:  # interpreter shutdown, or never fully built
             pass
 
@@ -131,7 +131,7 @@ def _iter(self: RemoteObject) -> Any:
 def _next(self: RemoteObject) -> Any:
     __tracebackhide__ = True  # IPython leaves Tether's frames out
     item = self._t_s.value_op(Op.NEXT, self)
-    if isinstance(item, str) and item == STOP:
+    if item is EXHAUSTED:
         raise StopIteration
     return item
 
@@ -249,7 +249,7 @@ _ADDRESS_ATTRS = frozenset(
 class RemoteType(type):
     """Metaclass of mirror classes; see the module docstring."""
 
-    _t_s: Session
+    _t_s: Remoting
     _t_cid: int  # the class's handle (instances keep theirs in the _t_id slot)
     _t_tid: int
     _t_methods: frozenset[str]
@@ -261,7 +261,8 @@ class RemoteType(type):
         if ns.pop("_t_internal", False):
             return super().__new__(mcls, name, bases, ns)
         session = next(b._t_s for b in bases if isinstance(b, RemoteType))
-        return session.make_class(name, bases, ns, kwds)
+        cls: RemoteType = session.make_class(name, bases, ns, kwds)
+        return cls
 
     def __init__(cls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kwds: Any) -> None:
         super().__init__(name, bases, ns)
@@ -347,7 +348,7 @@ class RemoteIterator:
 
     __slots__ = ("_it", "_items", "_k", "_left", "_n", "_obj", "_s", "_seq")
 
-    def __init__(self, session: Session, obj: Any) -> None:
+    def __init__(self, session: Remoting, obj: Any) -> None:
         self._s = session
         reply = session.value_op(Op.ITER, obj)
         self._it, self._left, items = reply[:3]
@@ -376,7 +377,7 @@ class RemoteIterator:
             self._left = left - 1
             return self._s.next_item(self._it, more=True)
         item = self._s.next_item(self._it, more=False)
-        if isinstance(item, str) and item == STOP:
+        if item is EXHAUSTED:
             raise StopIteration
         if left == 0:
             self._left = None  # the length was wrong: go on one by one
@@ -386,10 +387,10 @@ class RemoteIterator:
 class RemoteModule(types.ModuleType):
     """A module that lives in the worker; its attributes are cached."""
 
-    _t_s: Session
+    _t_s: Remoting
     _t_id: int
 
-    def __init__(self, session: Session, hid: int, name: str) -> None:
+    def __init__(self, session: Remoting, hid: int, name: str) -> None:
         super().__init__(name)
         d = self.__dict__
         d["_t_s"] = session
@@ -417,7 +418,7 @@ class RemoteModule(types.ModuleType):
         return f"<remote module {self.__name__!r} on {self._t_s.address}>"
 
 
-def build_mirror(session: Session, desc: Any, bases: tuple[type, ...]) -> RemoteType:
+def build_mirror(session: Remoting, desc: Any, bases: tuple[type, ...]) -> RemoteType:
     """Create the mirror class for a type descriptor."""
     ns: dict[str, Any] = {
         "_t_internal": True,
@@ -483,7 +484,7 @@ _tuple_mirrors: dict[tuple[int, int], type] = {}
 
 
 def tuple_mirror(
-    session: Session, cls_hid: int, tid: int, items: tuple[Any, ...], r: str, s: str
+    session: Remoting, cls_hid: int, tid: int, items: tuple[Any, ...], r: str, s: str
 ) -> Any:
     key = (id(session), tid)
     cls = _tuple_mirrors.get(key)

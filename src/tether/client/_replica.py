@@ -23,7 +23,7 @@ import operator
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from tether.client._session import Session
+    from tether.client._remoting import Remoting
 
 #: Reads in a row, with nothing else sent, before the array is fetched.
 STREAK: Final = 16
@@ -36,7 +36,7 @@ KEEP: Final = 8
 class Replicas:
     """One session's local copies of remote arrays (see the module docstring)."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Remoting) -> None:
         self._s = session
         self._copies: dict[int, tuple[int, Any]] = {}  # handle id -> (epoch, array)
         self._refused: set[int] = set()  # handle ids that cannot be copied

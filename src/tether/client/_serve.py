@@ -1,4 +1,5 @@
-"""Answers to the worker's requests: the script's modules and the user's files.
+"""Answers to the worker's requests: the script's names, modules and files,
+and the objects the session lends the worker.
 
 The worker asks only for what it lacks. Modules are served only when they are
 the user's own code: a module that lives in the standard library or in an
@@ -10,12 +11,30 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import linecache
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from tether.client._namespace import is_user_file
+from tether.client._codec import _Shared, is_shared, share_global
+from tether.client._namespace import ScriptNamespaces, is_user_file
+from tether.wire._requests import (
+    IsDir,
+    ListDir,
+    ModuleSource,
+    ObjectAttr,
+    ObjectCall,
+    ObjectSetAttr,
+    ObjectSnapshot,
+    ReadFile,
+    ReadGlobal,
+    Source,
+    Stat,
+    WorkerRequest,
+    WriteFile,
+    WriteGlobal,
+)
 
 
 def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, bool, str] | None:
@@ -52,48 +71,78 @@ def user_module_source(name: str, remote: frozenset[str]) -> tuple[str, str, boo
     return spec.origin, source, spec.submodule_search_locations is not None, digest
 
 
-#: The answer to "objattr" when the attribute is a method: call it with objcall.
-CALLABLE = "__tether_callable__"
-
-
 def serve_request(
-    kind: str,
-    payload: Any,
+    request: WorkerRequest,
     remote: frozenset[str],
     exported: dict[int, Any],
     share: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """Answer one of the worker's requests; exceptions go back to the worker."""
-    if kind == "objattr":
-        oid, name = payload
-        value = getattr(exported[oid], name)
-        if callable(value) and not isinstance(value, type):
-            return CALLABLE
-        return share(value) if share is not None else value
-    if kind == "objsetattr":
-        oid, name, value = payload
-        setattr(exported[oid], name, value)
-        return None
-    if kind == "objcall":
-        oid, method, args, *rest = payload
-        kwargs = rest[0] if rest else {}
-        return getattr(exported[oid], method)(*args, **kwargs)
-    if kind == "objsnapshot":
-        return list(exported[payload])
-    if kind == "module":
-        return user_module_source(payload, remote)
-    if kind == "listdir":
-        return os.listdir(payload)
-    if kind == "stat":
-        return os.stat(payload)
-    if kind == "isdir":
-        return os.path.isdir(payload)
-    if kind == "read":
-        with open(payload, "rb") as f:
-            return f.read()
-    if kind == "write":
-        path, data, append = payload
-        with open(path, "ab" if append else "wb") as f:
-            f.write(data)
-        return None
-    raise ValueError(f"unknown request {kind!r}")
+    """Answer one of the worker's requests about the client's objects, modules
+    and files (the session answers those about the script's namespaces);
+    exceptions go back to the worker."""
+    match request:
+        case ObjectAttr(oid, name):
+            value = getattr(exported[oid], name)
+            if callable(value) and not isinstance(value, type):
+                return (True, None)
+            return (False, share(value) if share is not None else value)
+        case ObjectSetAttr(oid, name, value):
+            setattr(exported[oid], name, value)
+            return None
+        case ObjectCall(oid, method, args, kwargs):
+            return getattr(exported[oid], method)(*args, **(kwargs or {}))
+        case ObjectSnapshot(oid):
+            return list(exported[oid])
+        case ModuleSource(name):
+            return user_module_source(name, remote)
+        case ListDir(path):
+            return os.listdir(path)
+        case Stat(path):
+            return os.stat(path)
+        case IsDir(path):
+            return os.path.isdir(path)
+        case ReadFile(path):
+            with open(path, "rb") as f:
+                return f.read()
+        case WriteFile(path, data, append):
+            with open(path, "ab" if append else "wb") as f:
+                f.write(data)
+            return None
+    raise ValueError(f"unknown request {request!r}")
+
+
+class Lender:
+    """What one session lends its worker: local objects by id (open files,
+    shared script state), the script's namespaces, the user's modules and
+    files; answers the worker's requests about them."""
+
+    def __init__(self, remote_modules: frozenset[str], namespaces: ScriptNamespaces) -> None:
+        self.remote_modules = remote_modules
+        self.namespaces = namespaces
+        self.exported: dict[int, Any] = {}
+
+    def export(self, obj: Any) -> int:
+        """Lend a local object (an open file) to the worker for the session."""
+        oid = id(obj)
+        self.exported[oid] = obj
+        return oid
+
+    def share(self, value: Any) -> Any:
+        """``value`` as the worker should see it: shared if it is script state."""
+        return _Shared(self.export(value)) if is_shared(value) else value
+
+    def serve(self, request: WorkerRequest) -> Any:
+        """The answer to ``request``; its exceptions go back to the worker."""
+        if type(request) is ReadGlobal:  # the worker reads a name of a script module
+            found, value = self.namespaces.page(request.module, request.name)
+            return (found, share_global(value, self.export) if found else None)
+        if type(request) is WriteGlobal:  # shipped code rebound a name of a script module
+            self.namespaces.wrote(request.module, request.name, request.value, request.present)
+            return None
+        if type(request) is Source:  # inspect, linecache and tracebacks in the worker
+            filename = request.filename
+            if not isinstance(filename, str) or not is_user_file(filename):
+                return None
+            lines = linecache.getlines(filename)
+            return "".join(lines) if lines else None
+        return serve_request(request, self.remote_modules, self.exported, self.share)

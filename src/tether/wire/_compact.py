@@ -25,6 +25,11 @@ fn(*args, **kwargs)`` is ``(fn, *args)``; ``CALLMETHOD`` is ``(target, name,
 *args)``; ``GETATTR`` and ``NEXT`` are their fields. Anything else (containers,
 big ints, code, files, buffers, nested result shapes) goes as a pickle.
 
+Both halves live here: :class:`CompactEncoder` (the client's) and
+:func:`decode` (the worker's). The encoder knows remote objects only as
+instances of a class whose metaclass it is given, with the handle id at
+``_t_id`` (the client's proxies), so this module imports nothing above ``wire``.
+
 The decoder reads nothing it has not bounds-checked, allocates nothing larger
 than the frame, and raises :class:`~tether.ProtocolError` on anything malformed.
 """
@@ -32,11 +37,12 @@ than the frame, and raises :class:`~tether.ProtocolError` on anything malformed.
 from __future__ import annotations
 
 import struct
+import types
 from collections.abc import Callable
 from typing import Any, Final
 
 from tether._errors import ProtocolError
-from tether.wire._ops import DISCARD, NONE, Op
+from tether.wire._ops import DISCARD, NONE, Handle, Op, Shape
 
 #: First byte of a compact call.
 COMPACT_TAG: Final = b"\x01"
@@ -73,9 +79,128 @@ def pack(fmt: str, values: list[Any]) -> bytes:
     return COMPACT_TAG + s.pack(*values)
 
 
+_BUILTIN_FUNCTION = types.BuiltinFunctionType
+_new_tuple: Any = tuple.__new__
+_CALL = int(Op.CALL)
+_CALLMETHOD = int(Op.CALLMETHOD)
+
+
+class CompactEncoder:
+    """Writes calls in the compact form, or says that one needs pickle.
+
+    ``handle_meta`` is the metaclass of the client's proxies: an item whose
+    class is an instance of it is a handle, its id at ``_t_id``. (Compared by
+    identity on the hot path: a call per item would cost more than the rest.)
+    """
+
+    __slots__ = ("_meta", "_names")
+
+    def __init__(self, handle_meta: type) -> None:
+        self._meta = handle_meta
+        #: Module-level builtin function -> (format piece, values) of its
+        #: compact item, or () if it has none.
+        self._names: dict[Any, tuple[Any, ...]] = {}
+
+    def encode(self, op: int, shape: Shape, fields: tuple[Any, ...]) -> bytes | None:
+        """The compact meta of a plain call, or None if it needs pickle."""
+        if op == _CALL:
+            fn, args, kwargs = fields
+            items: tuple[Any, ...] = (fn, *args)
+        elif op == _CALLMETHOD:
+            target, name, args, kwargs = fields
+            items = (target, name, *args)
+        elif op in HEAD:
+            items, kwargs = fields, None
+        else:
+            return None
+        if type(shape) is Handle:
+            kind, hid, tid = SHAPE_HANDLE, shape.hid, shape.tid
+        elif shape is None or shape is NONE or shape is DISCARD:
+            kind, hid, tid = SHAPE_KIND[shape], 0, 0
+        else:
+            return None  # a list or tuple of handles
+        n_kwargs = len(kwargs) if kwargs else 0
+        if len(items) > MAX_ITEMS or n_kwargs > MAX_ITEMS:
+            return None
+        meta = self._meta
+        fmt = ["<BBqqBB"]
+        values: list[Any] = [int(op), kind, hid, tid, len(items), n_kwargs]
+        for x in items:
+            t = type(x)
+            if type(t) is meta:  # the common items inline: a call per item costs
+                fmt.append("cq")
+                values += (b"h", x._t_id)
+            elif t is float:
+                fmt.append("cd")
+                values += (b"f", x)
+            elif not self._put(x, fmt, values):
+                return None
+        if n_kwargs:
+            for k, x in kwargs.items():
+                key = k.encode("utf-8", "surrogatepass")
+                if len(key) > 0xFFFF:
+                    return None
+                fmt.append(f"H{len(key)}s")
+                values += (len(key), key)
+                if not self._put(x, fmt, values):
+                    return None
+        return pack("".join(fmt), values)
+
+    def _put(self, x: Any, fmt: list[str], values: list[Any]) -> bool:
+        """Append one item's format and values; False if it has no compact form."""
+        t = type(x)
+        if t is float:
+            fmt.append("cd")
+            values += (b"f", x)
+        elif type(t) is self._meta:
+            fmt.append("cq")
+            values += (b"h", x._t_id)
+        elif t is int:
+            if not I64_MIN <= x <= I64_MAX:
+                return False
+            fmt.append("cq")
+            values += (b"i", x)
+        elif t is str:
+            b = x.encode("utf-8", "surrogatepass")
+            fmt.append(f"cI{len(b)}s")
+            values += (b"s", len(b), b)
+        elif t is _BUILTIN_FUNCTION:
+            named = self._names.get(x)
+            if named is None:
+                named = self._names[x] = _builtin_name(x)
+            if not named:
+                return False
+            fmt.append(named[0])
+            values += named[1]
+        elif x is None:
+            fmt.append("c")
+            values.append(b"N")
+        elif t is bool:
+            fmt.append("c")
+            values.append(b"T" if x else b"F")
+        elif t is bytes:
+            fmt.append(f"cI{len(x)}s")
+            values += (b"b", len(x), x)
+        else:
+            return False
+        return True
+
+
+def _builtin_name(fn: Any) -> tuple[Any, ...]:
+    """The compact item of a builtin that lives at module level (``g`` and
+    ``module:qualname``), else ()."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, types.ModuleType):
+        qualname = getattr(fn, "__qualname__", "")
+        if qualname and "." not in qualname and getattr(owner, qualname, None) is fn:
+            name = f"{owner.__name__}:{qualname}".encode()
+            return (f"cH{len(name)}s", (b"g", len(name), name))
+    return ()
+
+
 def decode(
     meta: bytes, ref: Callable[[int], Any], name: Callable[[bytes], Any]
-) -> tuple[int, Any, list[Any], dict[str, Any] | None]:
+) -> tuple[int, Shape, list[Any], dict[str, Any] | None]:
     """Decode a compact meta into ``(op, shape, items, kwargs)``, the items
     resolved: ``ref(hid)`` for a handle, ``name(raw)`` for a function name
     (its UTF-8 bytes: the resolver caches by them, and decodes only once).
@@ -91,9 +216,9 @@ def decode(
         raise ProtocolError(f"compact call with an unknown operation {op}")
     if n_items < head or (op in _FIXED and (n_items != head or n_kwargs)):
         raise ProtocolError("compact call with the wrong number of items")
-    shape: Any
+    shape: Shape
     if kind == SHAPE_HANDLE:
-        shape = ("H", hid, tid)
+        shape = _new_tuple(Handle, (hid, tid))  # Handle(hid, tid), at C speed
     elif kind == SHAPE_ANY:
         shape = None
     elif kind == SHAPE_NONE:
@@ -185,7 +310,7 @@ def _text(meta: bytes, pos: int, end: int, size: struct.Struct) -> tuple[str, in
         raise ProtocolError("compact call with malformed text") from None
 
 
-def peek_shape(meta: bytes) -> Any:
+def peek_shape(meta: bytes) -> Shape:
     """The result shape of a compact call, resolving nothing (for calls skipped
     after an error); None if it cannot be read."""
     try:

@@ -64,6 +64,7 @@ class Flag(enum.IntFlag):
     STDERR = 16  # OUTPUT: the text is for stderr
     BATCH = 32  # CALL: meta holds several pipelined calls (seq, seq + 1, ...)
     NESTED = 64  # CALL: made while the worker waits for a RESPONSE; run it at once
+    EXHAUSTED = 128  # REPLY to NEXT: the iterator has ended (no payload)
 
 
 class Role(enum.Enum):

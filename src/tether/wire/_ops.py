@@ -10,7 +10,7 @@ op                      fields                                          result
 ``CALL``                callable, args, kwargs                          result
 ``CALLMETHOD``          target, method name, args, kwargs               result
 ``ITER``                target                                          (iterator, length, items)
-``NEXT``                iterator                                        item, or :data:`STOP`
+``NEXT``                iterator                                        item, or :data:`EXHAUSTED`
 ``MAKECLASS``           name, bases, namespace, keywords                the new class
 ``PING``                (none)                                          None
 ======================  ==============================================  =========
@@ -20,8 +20,9 @@ is every item, or None, for iterators whose items cannot change under the loop.)
 
 ``shape`` says what the client already assumed about the result when it did
 not wait for it (a pipelined call): :data:`ANY` means "send it back" (the call
-is synchronous); otherwise a :data:`Shape` names the handle ids the client
-allocated for the result's parts, so the worker can bind them without a reply.
+is synchronous); otherwise a :data:`Shape` (:class:`Handle`, :class:`Items`,
+:data:`NONE` or :data:`DISCARD`) names the handle ids the client allocated
+for the result's parts, so the worker can bind them without a reply.
 """
 
 from __future__ import annotations
@@ -43,17 +44,108 @@ class Op(enum.IntEnum):
     PING = 8
 
 
+class Returns(enum.Enum):
+    """Shapes of pipelined calls whose result binds no handle."""
+
+    NONE = "N"  # expected to return None
+    DISCARD = "D"  # nobody will ever use the result (``__exit__`` on success)
+
+
 #: Shape of a synchronous call: the worker sends the result back.
 ANY: Final = None
 #: Shape of a call expected to return None.
-NONE: Final = "N"
+NONE: Final = Returns.NONE
 #: Shape of a call whose result nobody will ever use (``__exit__`` on success).
-DISCARD: Final = "D"
-#: A shape is ANY, NONE, ("H", handle_id, type_id), or ("L" | "T", (shape, ...)).
-Shape = None | str | tuple
+DISCARD: Final = Returns.DISCARD
 
-#: Marker the worker returns from NEXT when the iterator is exhausted.
-STOP: Final = "__tether_stop__"
+
+# The shapes are NamedTuples, not dataclasses: one is built for every pipelined
+# call on both ends, and a frozen dataclass costs about twice as much to make.
+class Handle(NamedTuple):
+    """The result is one remote object: the worker binds it to ``hid`` and
+    checks that its class is still the type ``tid``."""
+
+    hid: int
+    tid: int
+
+
+class Items(NamedTuple):
+    """The result is a small list (``is_list``) or tuple of remote objects."""
+
+    is_list: bool
+    parts: tuple[Shape, ...]
+
+
+#: What the client assumed about a result it did not wait for.
+Shape = Handle | Items | Returns | None
+
+
+class Exhausted:
+    """The value a NEXT call gives back when its iterator has ended.
+
+    On the wire it is a REPLY with the EXHAUSTED flag and no payload, so no
+    value an iterator yields can be mistaken for the end.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "EXHAUSTED"
+
+    def __reduce__(self) -> str:
+        return "EXHAUSTED"
+
+
+#: The end of a remote iteration (see :class:`Exhausted`).
+EXHAUSTED: Final = Exhausted()
+
+_MAX_DEPTH = 16
+
+
+def shape_to_wire(shape: Shape) -> object:
+    """``shape`` in the form a pickled call carries: None, ``"N"``, ``"D"``,
+    ``("H", hid, tid)`` or ``("L" | "T", (shape, ...))`` (plain builtins, so
+    that the worker's unpickler imports nothing to read it)."""
+    if shape is None:
+        return None
+    if type(shape) is Handle:
+        return ("H", shape.hid, shape.tid)
+    if type(shape) is Items:
+        return ("L" if shape.is_list else "T", tuple(shape_to_wire(s) for s in shape.parts))
+    return shape.value  # type: ignore[union-attr]
+
+
+def shape_from_wire(raw: object, depth: int = 0) -> Shape:
+    """The shape a pickled call carries; ProtocolError if it is none."""
+    from tether._errors import ProtocolError
+
+    if raw is None:
+        return None
+    if raw == "N" or raw == "D":
+        return Returns(raw)
+    if type(raw) is tuple and len(raw) == 3 and raw[0] == "H":
+        hid, tid = raw[1], raw[2]
+        if type(hid) is int and type(tid) is int:
+            return Handle(hid, tid)
+    elif (
+        type(raw) is tuple
+        and len(raw) == 2
+        and raw[0] in ("L", "T")
+        and type(raw[1]) is tuple
+        and depth < _MAX_DEPTH
+    ):
+        parts = tuple(shape_from_wire(s, depth + 1) for s in raw[1])
+        return Items(raw[0] == "L", parts)
+    raise ProtocolError(f"malformed result shape {raw!r:.80}")
+
+
+def shape_handles(shape: Shape) -> list[int]:
+    """The handle ids ``shape`` names, in order."""
+    if type(shape) is Handle:
+        return [shape.hid]
+    if type(shape) is Items:
+        return [hid for s in shape.parts for hid in shape_handles(s)]
+    return []
 
 
 class TypeDesc(NamedTuple):

@@ -1,0 +1,129 @@
+"""Prediction: what a call site returned before, so its next call need not wait.
+
+Theory of operation
+-------------------
+A *site* is a key the session builds for a call (the remote type and method
+name, the function and its argument kinds, the operator and operand types).
+Each site remembers a :data:`Template` of its last result: None (the call
+returned None), :class:`HandleOf` one remote object of a type, or
+:class:`ItemsOf` a small list or tuple of those. A site is predictable once
+it has a template (None only after :data:`NONE_AFTER` times in a row: a
+method that returns None once may return a tensor next time) and the worker
+never said otherwise.
+
+A predicted call is pipelined: the template is *instantiated* into a
+:data:`~tether.wire._ops.Shape` with fresh client-allocated handle ids, and
+the call is sent without waiting. The worker checks the shape when it runs
+the call; when the result differs it sends a NOTICE for that call's sequence
+number, and the site is never pipelined again (:meth:`Predictions.mispredicted`).
+A synchronous reply flagged NOPIPE (the call touched the client's files or
+objects) does the same.
+
+Pure: keys and templates in, templates and shapes out. No proxies, no
+session, no I/O; the session turns results into templates and shapes into
+proxies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Final, NamedTuple
+
+from tether.wire._ops import NONE, Handle, Items, Returns, Shape
+
+#: A site must return None this often in a row before None is assumed.
+NONE_AFTER: Final = 3
+
+
+class HandleOf(NamedTuple):
+    """The site returns one remote object of type ``tid``."""
+
+    tid: int
+
+
+class ItemsOf(NamedTuple):
+    """The site returns a list (``is_list``) or tuple of these."""
+
+    is_list: bool
+    parts: tuple[Template, ...]
+
+
+#: What a site returned last: ``NONE``, one handle, or a list or tuple of handles.
+Template = HandleOf | ItemsOf | Returns
+
+
+class _Site:
+    __slots__ = ("count", "never", "template")
+
+    def __init__(self) -> None:
+        self.template: Template | None = None
+        self.count = 0
+        self.never = False
+
+
+class Predictions:
+    """The table of sites: see the module docstring."""
+
+    __slots__ = ("_pending", "_sites")
+
+    def __init__(self) -> None:
+        self._sites: dict[Hashable, _Site] = {}
+        self._pending: dict[int, Hashable] = {}  # seq of a pipelined call -> its site
+
+    def predict(self, key: Hashable) -> Template | None:
+        """The template to pipeline a call of ``key`` with, or None: call it
+        synchronously and :meth:`learn` from the result."""
+        p = self._sites.get(key)
+        if p is None or p.never:
+            return None
+        template = p.template
+        if template is NONE and p.count < NONE_AFTER:
+            return None
+        return template
+
+    def learn(self, key: Hashable, template: Template | None, *, nopipe: bool = False) -> None:
+        """A synchronous call of ``key`` returned a value of ``template`` (None:
+        one that cannot be predicted); ``nopipe``: never pipeline the site."""
+        p = self._sites.get(key)
+        if p is None:
+            p = self._sites[key] = _Site()
+        if nopipe:
+            p.never = True
+            return
+        if template == p.template:
+            p.count += 1
+        else:
+            p.template, p.count = template, 1
+
+    def sent(self, seq: int, key: Hashable) -> None:
+        """Call ``seq`` was pipelined as a prediction of ``key``."""
+        self._pending[seq] = key
+
+    def mispredicted(self, seq: int) -> None:
+        """The worker found call ``seq``'s result unlike its prediction."""
+        key = self._pending.get(seq)
+        if key is not None:
+            p = self._sites.get(key)
+            if p is not None:
+                p.never = True
+
+    def synced(self) -> None:
+        """Every call sent has run: no NOTICE can come for them any more."""
+        self._pending.clear()
+
+    def is_never(self, key: Hashable) -> bool:
+        p = self._sites.get(key)
+        return p is not None and p.never
+
+
+def instantiate(template: Template, next_id: int) -> tuple[Shape, int]:
+    """``template`` with handle ids from ``next_id`` on, and the next free id."""
+    if type(template) is HandleOf:
+        return Handle(next_id, template.tid), next_id + 1
+    if type(template) is ItemsOf:
+        parts: list[Shape] = []
+        for sub in template.parts:
+            shape, next_id = instantiate(sub, next_id)
+            parts.append(shape)
+        return Items(template.is_list, tuple(parts)), next_id
+    return NONE, next_id

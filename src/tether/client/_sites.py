@@ -1,0 +1,123 @@
+"""Call sites: the keys under which prediction learns what calls return.
+
+A site groups the calls that return results of one shape. Too coarse and a
+site mispredicts (then it is never pipelined again); too fine and every call
+is a first call, which is synchronous. The keys, by the kind of call:
+
+=====================  ===============================================  ==================
+call                   key                                              why
+=====================  ===============================================  ==================
+``a + b``, ``x[i]``    ``("o", fn, kind of each operand)``              operators decide
+                       (``+ index`` for ``[int or str]`` of a           on operand types;
+                       container whose items differ in class)           ``seq[1]`` says
+                                                                        nothing of
+                                                                        ``seq[2]``
+``f(*args)``           ``("c", handle of f, kinds of args, keywords)``  one function, the
+                                                                        class its
+                                                                        arguments decide
+``Cls(*args)``         ``("c", class handle)``                          a class makes its
+                                                                        instances
+``obj(*args)``         ``("ct", type of obj)``                          a module's call
+``obj.m(*args)``       ``("m", type of obj, "m")``                      methods by type
+``next(it)``           ``("n", type of it)`` (library iterators only)   a DataLoader's
+                                                                        batches alike
+=====================  ===============================================  ==================
+
+A *kind* is a proxy's remote type id, else the local type. Pure functions of
+the call and the session's type descriptors.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Final
+
+from tether.client._predict import HandleOf, ItemsOf, Template
+from tether.client._proxy import RemoteObject, RemoteType
+from tether.wire._ops import NONE, TypeDesc
+
+#: Remote classes whose items are all of one class: indexing them is one site.
+_HOMOGENEOUS: Final = frozenset(
+    {("torch", "Tensor"), ("numpy", "ndarray"), ("torch.nn.parameter", "Parameter")}
+)
+_FUNCTION_TYPES: Final = frozenset(
+    {"builtin_function_or_method", "function", "method", "method-wrapper",
+     "cython_function_or_method", "fused_cython_function", "_lru_cache_wrapper",
+     "partial", "wrapper_descriptor", "method_descriptor", "classmethod_descriptor",
+     "_ArrayFunctionDispatcher", "ufunc"}  # numpy's functions and ufuncs
+)  # fmt: skip
+_GETITEM: Final = operator.getitem
+
+
+def kind(x: Any) -> Any:
+    """What a key records of an argument: a proxy's remote type id, else the local type."""
+    t = type(x)
+    return t._t_tid if type(t) is RemoteType else t
+
+
+def is_function(desc: TypeDesc | None) -> bool:
+    return desc is not None and desc.qualname in _FUNCTION_TYPES
+
+
+def operator_site(fn: Any, args: tuple[Any, ...], types: dict[int, TypeDesc]) -> tuple[Any, ...]:
+    if len(args) == 2:  # a binary operator, the common case: no map() to build
+        a, b = args
+        ta, tb = type(a), type(b)
+        key: tuple[Any, ...] = (
+            "o",
+            fn,
+            ta._t_tid if type(ta) is RemoteType else ta,
+            tb._t_tid if type(tb) is RemoteType else tb,
+        )
+    else:
+        key = ("o", fn, *map(kind, args))
+    if fn is _GETITEM and type(args[1]) in (int, str):
+        # Containers hold objects of different classes (nn.Sequential): the
+        # class of seq[1] says nothing about seq[2]. Each index learns alone,
+        # except in arrays and tensors, whose items are all alike.
+        desc = types.get(key[2]) if type(key[2]) is int else None
+        if desc is None or (desc.module, desc.qualname) not in _HOMOGENEOUS:
+            key += (args[1],)
+    return key
+
+
+def call_site(
+    target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], types: dict[int, TypeDesc]
+) -> tuple[Any, ...]:
+    if isinstance(target, RemoteType):
+        return ("c", target.__dict__.get("_t_cid"))
+    tid = type(target)._t_tid
+    if not is_function(types.get(tid)):
+        return ("ct", tid)
+    # One function, results of the class its arguments decide (torch.fx's
+    # map_arg: a tuple for a tuple, a dict for a dict), and of the keywords
+    # given (numpy's random.choice(a) and choice(a, size=n)).
+    if kwargs:
+        return ("c", target._t_id, *map(kind, args), *kwargs)
+    return ("c", target._t_id, *map(kind, args))
+
+
+def next_site(it: Any, types: dict[int, TypeDesc]) -> tuple[Any, ...] | None:
+    """The site of ``next(it)``, or None: fetch each item synchronously."""
+    tid = type(it)._t_tid
+    desc = types.get(tid)
+    # Items of builtin iterators and generators (a list's items, modules())
+    # vary in class: fetch each one. Iterators of library types (DataLoader)
+    # yield the same structure every time and are pipelined.
+    if desc is None or desc.module == "builtins":
+        return None
+    return ("n", tid)
+
+
+def template_of(value: Any) -> Template | None:
+    """The prediction template of a result, or None if it cannot be predicted."""
+    if value is None:
+        return NONE
+    t = type(value)
+    if isinstance(value, RemoteObject):
+        return HandleOf(t._t_tid)
+    if (t is list or t is tuple) and 0 < len(value) <= 16:
+        subs = tuple(template_of(v) for v in value)
+        if all(s is not None and s is not NONE for s in subs):
+            return ItemsOf(t is list, subs)  # type: ignore[arg-type]
+    return None

@@ -1,0 +1,90 @@
+"""Prediction of result shapes, without a session or a worker."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tether.client._predict import (
+    NONE_AFTER,
+    HandleOf,
+    ItemsOf,
+    Predictions,
+    Template,
+    instantiate,
+)
+from tether.wire._ops import NONE, Handle, Items, shape_handles
+
+
+def test_the_first_call_of_a_site_is_synchronous_and_teaches_it() -> None:
+    p = Predictions()
+    assert p.predict("site") is None
+    p.learn("site", HandleOf(7))
+    assert p.predict("site") == HandleOf(7)
+
+
+def test_none_is_assumed_only_after_it_came_back_several_times_in_a_row() -> None:
+    p = Predictions()
+    for _ in range(NONE_AFTER - 1):
+        p.learn("site", NONE)
+        assert p.predict("site") is None
+    p.learn("site", NONE)
+    assert p.predict("site") is NONE
+    p.learn("site", HandleOf(1))  # a method that returns None, then a tensor
+    p.learn("site", NONE)
+    assert p.predict("site") is None
+
+
+def test_an_unpredictable_result_makes_the_site_synchronous_again() -> None:
+    p = Predictions()
+    p.learn("site", HandleOf(1))
+    p.learn("site", None)  # a plain value came back
+    assert p.predict("site") is None
+
+
+def test_a_notice_for_a_pipelined_call_stops_its_site_for_good() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    p.learn("b", HandleOf(2))
+    p.sent(5, "a")
+    p.sent(6, "b")
+    p.mispredicted(5)
+    assert p.predict("a") is None and p.predict("b") == HandleOf(2)
+    p.learn("a", HandleOf(1))
+    assert p.predict("a") is None and p.is_never("a")
+
+
+def test_a_notice_after_the_sync_point_is_ignored() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    p.sent(5, "a")
+    p.synced()
+    p.mispredicted(5)
+    assert p.predict("a") == HandleOf(1)
+
+
+def test_nopipe_stops_a_site() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1), nopipe=True)
+    assert p.predict("a") is None
+
+
+def test_instantiate_numbers_handles_in_order() -> None:
+    template = ItemsOf(False, (HandleOf(3), ItemsOf(True, (HandleOf(4), HandleOf(3)))))
+    shape, next_id = instantiate(template, 10)
+    assert shape == Items(False, (Handle(10, 3), Items(True, (Handle(11, 4), Handle(12, 3)))))
+    assert next_id == 13
+    assert instantiate(NONE, 10) == (NONE, 10)
+
+
+_templates: st.SearchStrategy[Template] = st.recursive(
+    st.builds(HandleOf, st.integers(0, 99)),
+    lambda inner: st.builds(ItemsOf, st.booleans(), st.tuples(inner) | st.tuples(inner, inner)),
+    max_leaves=12,
+)
+
+
+@given(_templates, st.integers(1, 2**40))
+def test_instantiated_ids_are_fresh_and_consecutive(template: Template, start: int) -> None:
+    shape, next_id = instantiate(template, start)
+    assert shape_handles(shape) == list(range(start, next_id))
