@@ -10,7 +10,8 @@ import pytest
 
 from tether import _refs
 from tether.acceptor._engine import Engine
-from tether.client._codec import CodeContext, dumps
+from tether.client._codec import dumps
+from tether.client._shipcode import CodeContext
 from tether.wire import Flag, Kind
 from tether.wire._ops import ANY, NONE, Handle, Items, Op, pack_ids, shape_to_wire
 from tether.wire._requests import ReadGlobal, WorkerRequest

@@ -6,7 +6,8 @@ import pickle
 import types
 from typing import Any
 
-from tether.client._codec import _stored_globals, needs_value, share_state
+from tether.client._kinds import needs_value
+from tether.client._shipcode import _stored_globals, share_state
 
 RECORD: list[int] = []
 TOTAL = 0

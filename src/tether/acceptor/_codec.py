@@ -1,5 +1,8 @@
 """The worker's side of pickling: what stays remote, what travels by value.
 
+(Over 400 lines: the one rule, remote or by value, with the type registry and the error
+payloads it decides for.)
+
 Results go back to the client as real values when they are plain (numbers,
 strings, bytes, None, and lists/tuples/dicts/sets of those), and as arrays when
 the client said it has numpy and does not remote it. Everything else becomes a

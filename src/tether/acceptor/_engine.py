@@ -1,5 +1,9 @@
 """The worker's engine: a session's handle table and the execution of its calls.
 
+(Over 400 lines: the engine is still one class that executes calls and talks to the
+client through blocking callbacks; the sans-I/O ``WorkerProtocol`` beside the client's
+``ClientProtocol`` is the cut that will shrink it, and has not been made yet.)
+
 Theory of operation
 -------------------
 The client names results itself. A synchronous call (shape ANY) gets a REPLY

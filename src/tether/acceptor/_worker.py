@@ -37,11 +37,11 @@ from tether.acceptor._descendants import end_descendants
 from tether.acceptor._engine import Engine
 from tether.acceptor._files import (
     PATH_FUNCTIONS,
-    ClientModuleFinder,
     PathPatcher,
     cleanup,
     install_open,
 )
+from tether.acceptor._modfinder import ClientModuleFinder
 from tether.acceptor._watchdog import watch
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart

@@ -1,5 +1,8 @@
 """Local stand-ins for remote objects: proxies, mirror classes, proxy modules.
 
+(Over 400 lines: the proxy's special methods, one small function each, and the mirror
+machinery they share; no I/O, no protocol decisions.)
+
 Every remote class the client meets gets a *mirror class*: a real local class,
 created by the :class:`RemoteType` metaclass, named like the remote one, whose
 bases mirror the remote bases. Proxies of remote objects are instances of their

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tether.client._codec import _Shared, is_shared, share_global
+from tether.client._kinds import _Shared, is_shared, share_global
 from tether.client._namespace import ScriptNamespaces, is_user_file
 from tether.wire._requests import (
     IsDir,

@@ -49,17 +49,11 @@ from tether._errors import (
     RemoteModuleNotFound,
     TetherError,
 )
-from tether.client._codec import (
-    CallEncoder,
-    ClientUnpickler,
-    CodeContext,
-    dumps_code,
-    dumps_inband,
-    share_global,
-)
+from tether.client._codec import CallEncoder, ClientUnpickler, dumps_inband
 from tether.client._draws import MISS as _MISS
 from tether.client._draws import Draws
 from tether.client._events import Exhausted, Failed, Lost, Output, Reply, Request, WarningFrame
+from tether.client._kinds import share_global
 from tether.client._mirrors import Mirrors
 from tether.client._namespace import ScriptNamespaces
 from tether.client._predict import HandleOf, instantiate
@@ -71,6 +65,7 @@ from tether.client._proxy import (
 from tether.client._reissue import Warnings, rebuild_exception
 from tether.client._replica import Replicas
 from tether.client._serve import Lender
+from tether.client._shipcode import CodeContext, dumps_code
 from tether.client._sites import call_site, is_function, next_site, operator_site, template_of
 from tether.client._streams import original_stream, uninstall_ordered_streams
 from tether.client._trycheck import in_handler, note_transparent_with

@@ -1,5 +1,8 @@
 """The pool's HTTP JSON API (``/v1/...``), a thin FastAPI shell over :class:`PoolService`.
 
+(Over 400 lines: one short route per endpoint, declared in one ``create_app`` so the
+OpenAPI schema and the routes cannot drift apart.)
+
 Every route needs ``Authorization: Bearer TOKEN`` but ``/v1/openapi.json`` and
 the probes ``/v1/health`` and ``/v1/ready`` (:mod:`tether.pool._health`);
 ``/metrics`` too, unless the server was started with public metrics. Every
