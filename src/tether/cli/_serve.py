@@ -200,7 +200,6 @@ def _tls_context(args: argparse.Namespace, address: Any) -> Any:
 def serve(args: argparse.Namespace) -> int:
     from tether._errors import TetherError
     from tether.acceptor._server import read_or_create_token
-    from tether.acceptor._service import AcceptorService
     from tether.transport import parse_address
 
     logging.basicConfig(
@@ -248,17 +247,7 @@ def serve(args: argparse.Namespace) -> int:
     def listening(addr: Any, _advertised: str | None) -> None:
         print(f"tether: listening on {addr}", file=sys.stderr, flush=True)
 
-    service = AcceptorService(
-        address,
-        token=token,
-        tls=tls,
-        metrics=setup,
-        on_listening=listening,
-        on_ready=lambda addr: _write_ready(args.ready_file, addr),
-        on_metrics=_metrics_ready,
-        **sandbox,
-    )
-    return _run(service, address)
+    return _run(args, address, listening, token=token, tls=tls, metrics=setup, **sandbox)
 
 
 def _metrics_ready(host: str, port: int) -> None:
@@ -266,9 +255,19 @@ def _metrics_ready(host: str, port: int) -> None:
     print(f"tether: metrics on http://{shown}:{port}/metrics", file=sys.stderr, flush=True)
 
 
-def _run(service: Any, address: Any) -> int:
-    """Run ``service`` until SIGTERM or Ctrl-C; the exit status, after one line if it failed."""
+def _run(args: argparse.Namespace, address: Any, listening: Any, **service_args: Any) -> int:
+    """Run an :class:`~tether.acceptor._service.AcceptorService` of ``service_args`` until
+    SIGTERM or Ctrl-C; the exit status, after one line if it failed."""
     from tether._errors import TetherError
+    from tether.acceptor._service import AcceptorService
+
+    service = AcceptorService(
+        address,
+        on_listening=listening,
+        on_ready=lambda addr: _write_ready(args.ready_file, addr),
+        on_metrics=_metrics_ready,
+        **service_args,
+    )
 
     def on_term(*_: Any) -> None:  # systemd's stop: end the workers, remove the cells
         raise KeyboardInterrupt
@@ -340,7 +339,7 @@ def _serve_pool(
 ) -> int:
     """``tether serve --pool``: tickets only, registered with the pool, metered."""
     from tether.acceptor._devices import DeviceFilterError, discover, discover_frameworks
-    from tether.acceptor._service import AcceptorService, PoolMembership
+    from tether.acceptor._service import PoolMembership
 
     node_token = os.environ.get("TETHER_NODE_TOKEN")
     token_file = args.node_token_file or os.environ.get("TETHER_NODE_TOKEN_FILE")
@@ -398,17 +397,7 @@ def _serve_pool(
         replace=args.replace,
         ca=args.tls_ca,
     )
-    service = AcceptorService(
-        address,
-        pool=membership,
-        tls=tls,
-        metrics=setup,
-        on_listening=listening,
-        on_ready=lambda addr: _write_ready(args.ready_file, addr),
-        on_metrics=_metrics_ready,
-        **sandbox,
-    )
-    return _run(service, address)
+    return _run(args, address, listening, pool=membership, tls=tls, metrics=setup, **sandbox)
 
 
 def _versions_only() -> tuple[Any, ...]:
