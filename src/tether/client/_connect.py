@@ -20,6 +20,7 @@ from tether._errors import (
     RemoteModuleNotFound,
     TetherError,
 )
+from tether.client._arrays import ArrayOps
 from tether.client._draws import Draws
 from tether.client._namespace import LOCAL_MODULES
 from tether.client._replica import Replicas
@@ -128,6 +129,7 @@ def open_session(
     _WORKER_INFO[session] = dict(welcome.info)
     if scalars:
         session.replicas = Replicas(session)
+        session.arrays = ArrayOps(session, session.replicas)
         session.draws = Draws(session)
     try:
         check_remote_modules(session, remote)

@@ -80,7 +80,9 @@ class Draws:
         if name is _UNKNOWN:
             if not all(type(a) in _PLAIN or _plain_sequence(a) for a in args):
                 return MISS  # (a proxy argument: not worth asking about the function)
-            name = self._names[hid] = self._helpers().drawing_name(target)
+            drawing_name = self._helpers().drawing_name
+            with self._s.quietly():
+                name = self._names[hid] = drawing_name(target)
             if name is None:
                 return MISS
         if not _one_number(name, args, kwargs):
@@ -92,13 +94,16 @@ class Draws:
 
     def _helpers(self) -> Any:
         if self._remote is None:
-            self._remote = self._s.import_module("tether.acceptor._draws")
+            with self._s.quietly():
+                self._remote = self._s.import_module("tether.acceptor._draws")
         return self._remote
 
     def _check_out(self) -> Any:
         import numpy
 
-        name, raw, pos, has_gauss, cached = self._helpers().check_out()
+        check_out = self._helpers().check_out
+        with self._s.quietly():  # (it changes no array: local copies stay good)
+            name, raw, pos, has_gauss, cached = check_out()
         local = numpy.random.RandomState()
         keys = numpy.frombuffer(raw, dtype=numpy.uint32).copy()
         local.set_state((name, keys, pos, has_gauss, cached))
@@ -113,4 +118,6 @@ class Draws:
         if local is not None:
             name, keys, pos, has_gauss, cached = local.get_state()
             state = (str(name), keys.tobytes(), int(pos), int(has_gauss), float(cached))
-            self._s.apply_none(self._helpers().check_in, state)
+            check_in = self._helpers().check_in
+            with self._s.quietly():
+                self._s.apply_none(check_in, state)

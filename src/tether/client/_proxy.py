@@ -21,7 +21,7 @@ import copy
 import operator
 import sys
 import types
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from tether.client._trycheck import note_transparent_with
 from tether.wire._ops import EXHAUSTED, Op
@@ -171,14 +171,14 @@ def _array(self: RemoteObject, *args: Any, **kwargs: Any) -> Any:
     return result
 
 
-_BINOPS = {
+BINARY_OPERATORS: Final = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul,
     "matmul": operator.matmul, "truediv": operator.truediv,
     "floordiv": operator.floordiv, "mod": operator.mod, "divmod": divmod,
     "pow": pow, "lshift": operator.lshift, "rshift": operator.rshift,
     "and": operator.and_, "xor": operator.xor, "or": operator.or_,
 }  # fmt: skip
-_INPLACE = {
+INPLACE_OPERATORS: Final = {
     "iadd": operator.iadd, "isub": operator.isub, "imul": operator.imul,
     "imatmul": operator.imatmul, "itruediv": operator.itruediv,
     "ifloordiv": operator.ifloordiv, "imod": operator.imod, "ipow": operator.ipow,
@@ -223,10 +223,10 @@ SPECIALS: dict[str, Any] = {
     "__eq__": _apply(operator.eq),
     "__ne__": _apply(operator.ne),
 }
-for _name, _fn in _BINOPS.items():
+for _name, _fn in BINARY_OPERATORS.items():
     SPECIALS[f"__{_name}__"] = _apply(_fn)
     SPECIALS[f"__r{_name}__"] = _reflected(_fn)
-for _name, _fn in _INPLACE.items():
+for _name, _fn in INPLACE_OPERATORS.items():
     SPECIALS[f"__{_name}__"] = _apply(_fn)
 
 #: Names the metaclass answers locally (AttributeError) instead of asking the
@@ -344,21 +344,29 @@ class RemoteIterator:
     a round trip each; the iterator's end is then confirmed once.
 
     Items that can change under the loop (an array's, when the body writes to
-    the array) come as a *checked* snapshot: used only while the session has sent
-    no other call since, so nothing could have changed them; after such a call
-    each item is read again from the object.
+    the array) come as a *checked* snapshot: used only while the session's epoch
+    has not moved (no call that may change a remote object was sent since, so
+    nothing could have changed them); after such a call each item is read again
+    from the object. A small one-dimensional array is iterated over its local copy
+    (client/_replica.py), checked the same way.
     """
 
     __slots__ = ("_it", "_items", "_k", "_left", "_n", "_obj", "_s", "_seq")
 
     def __init__(self, session: Remoting, obj: Any) -> None:
         self._s = session
+        local = session.local_items(obj)
+        if local is not None:  # a small array: its local copy, checked the same way
+            self._it = self._left = None
+            self._items = iter(local)
+            self._obj, self._seq, self._k, self._n = obj, session.epoch, 0, len(local)
+            return
         reply = session.value_op(Op.ITER, obj)
         self._it, self._left, items = reply[:3]
         self._items = iter(items) if items is not None else None
         self._obj = None
         if len(reply) > 3:  # a checked snapshot
-            self._obj, self._seq, self._k, self._n = obj, session.calls_sent, 0, len(items)
+            self._obj, self._seq, self._k, self._n = obj, session.epoch, 0, len(items)
 
     def __iter__(self) -> RemoteIterator:
         return self
@@ -369,8 +377,8 @@ class RemoteIterator:
             if k >= self._n:
                 raise StopIteration
             self._k = k + 1
-            if self._s.calls_sent == self._seq:
-                return next(self._items)  # type: ignore[arg-type]
+            if self._s.epoch == self._seq:
+                return next(self._items)
             self._items = None
             return self._obj[k]
         if self._items is not None:

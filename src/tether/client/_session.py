@@ -49,6 +49,7 @@ from tether._errors import (
     RemoteModuleNotFound,
     TetherError,
 )
+from tether.client._arrays import ArrayOps
 from tether.client._codec import CallEncoder, ClientUnpickler, dumps_inband
 from tether.client._draws import MISS as _MISS
 from tether.client._draws import Draws
@@ -59,11 +60,12 @@ from tether.client._namespace import ScriptNamespaces
 from tether.client._predict import HandleOf, instantiate
 from tether.client._protocol import ClientProtocol, State
 from tether.client._proxy import (
+    RemoteModule,
     RemoteObject,
     RemoteType,
 )
 from tether.client._reissue import Warnings, rebuild_exception
-from tether.client._replica import Replicas
+from tether.client._replica import REDUCING_METHODS, Replicas
 from tether.client._serve import Lender
 from tether.client._shipcode import CodeContext, dumps_code
 from tether.client._sites import call_site, is_function, next_site, operator_site, template_of
@@ -93,6 +95,12 @@ from tether.wire._requests import (
 _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
 _EXHAUSTED_FLAG = int(Flag.EXHAUSTED)
 _GETITEM: Final = operator.getitem
+_SETITEM: Final = operator.setitem
+#: How quiet the next call sent is (Session._quiet): it changes no remote object
+#: (_QUIET_ALL), or it only does not use numpy's global generator (_QUIET_RNG).
+_QUIET_RNG: Final = 1
+_QUIET_ALL: Final = 3
+
 
 _new: Any = object.__new__
 _new_tuple: Any = tuple.__new__
@@ -140,6 +148,15 @@ class Session:
         #: Batches of numpy.random draws (client/_draws.py), when the client has numpy.
         self.draws: Draws | None = None
         self.draws_pending = False
+        # Calls known to change nothing the script could see again (client/_replica.py):
+        # _quiet marks the next call sent (_QUIET_ALL, or _QUIET_RNG: it does not use
+        # numpy's global generator), _quiet_calls counts those sent.
+        self._quiet = 0
+        self._quiet_calls = 0
+        self._quiet_all = _Quietly(self, _QUIET_ALL)
+        self._quiet_rng = _Quietly(self, _QUIET_RNG)
+        #: Operators on remote arrays (client/_arrays.py), with the copies.
+        self.arrays: ArrayOps | None = None
         self._serving = 0  # > 0 while the script's code runs for a worker's request
         self._next_id = 1
         self._muted = 0  # > 0 while showing a worker's warning: stderr must not sync
@@ -258,6 +275,27 @@ class Session:
         return self._proto.seq
 
     @property
+    def epoch(self) -> int:
+        """Moves whenever a call is sent that may change a remote object: copies of
+        remote state made at one epoch are good while it stays the same."""
+        return self._proto.seq - self._quiet_calls
+
+    def quietly(self, *, rng_only: bool = False) -> _Quietly:
+        """A block whose first call sent changes nothing remote, not even numpy's
+        global generator: it keeps local copies good (see :attr:`epoch`). With
+        ``rng_only`` the call may change remote objects, but it draws nothing, so
+        numpy's generator stays checked out (client/_draws.py). The block holds the
+        session's lock: the mark is for this thread's call."""
+        return self._quiet_rng if rng_only else self._quiet_all
+
+    def local_items(self, obj: Any) -> Any:
+        """A good local one-dimensional copy of the remote array ``obj`` to iterate
+        over, or None (see client/_replica.py)."""
+        if self.replicas is not None and self.is_ndarray(obj):
+            return self.replicas.items(obj)
+        return None
+
+    @property
     def lost(self) -> bool:
         """True once the worker is gone (killed, or the connection broke)."""
         return self._proto.lost
@@ -270,11 +308,15 @@ class Session:
     def getattr(self, obj: Any, name: str) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
+            if self.replicas is not None and (type(obj) is RemoteModule or self.is_ndarray(obj)):
+                # np.argmax, x.shape: numpy's module and arrays have no attribute
+                # that changes an array or draws when it is read.
+                self._quiet = _QUIET_ALL
             return self._sync(Op.GETATTR, (obj, name))
 
     def value(self, fn: Any, *args: Any) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
-        if fn is len and self.replicas is not None and self._is_ndarray(args[0]):
+        if fn is len and self.replicas is not None and self.is_ndarray(args[0]):
             return self.replicas.length(args[0])
         return self.value_remote(fn, *args)
 
@@ -287,6 +329,8 @@ class Session:
     def value_op(self, op: Op, target: Any) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
+            if op is Op.ITER and self.is_ndarray(target):
+                self._quiet = _QUIET_ALL  # an iterator over an array changes nothing
             return self._sync(op, (target,))
 
     def value_method(self, obj: Any, name: str, args: Any, kwargs: Any = None) -> Any:
@@ -296,13 +340,12 @@ class Session:
 
     def apply(self, fn: Any, *args: Any) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
-        if fn is _GETITEM and self.replicas is not None:
-            index = args[1]
-            if (type(index) is int or type(index) is tuple) and self._is_ndarray(args[0]):
-                return self.replicas.read(args[0], index)
+        if self.arrays is not None:
+            return self.arrays.apply(fn, args)  # may answer an array's items locally
         return self.apply_remote(fn, *args)
 
-    def _is_ndarray(self, obj: Any) -> bool:
+    def is_ndarray(self, obj: Any) -> bool:
+        """True for a proxy of a remote ``numpy.ndarray`` (not of a subclass)."""
         t = type(obj)
         if type(t) is not RemoteType:
             return False
@@ -315,6 +358,13 @@ class Session:
         return self._predicted(operator_site(fn, args, self.types), Op.CALL, (fn, args, {}))
 
     def apply_none(self, fn: Any, *args: Any) -> None:
+        __tracebackhide__ = True  # IPython leaves Tether's frames out
+        if fn is _SETITEM and self.arrays is not None and self.arrays.setitem(*args):
+            return  # q[s, a] = v: sent, saying what it leaves alone
+        self.apply_none_remote(fn, *args)
+
+    def apply_none_remote(self, fn: Any, *args: Any) -> None:
+        """``fn(*args)`` in the worker, for its effect only (pipelined)."""
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             if self._proto.in_handler():
@@ -333,6 +383,10 @@ class Session:
             value = draws.call(target, args, kwargs)  # numpy.random drawn locally
             if value is not _MISS:
                 return value
+            if len(args) == 1 and not kwargs and self.is_ndarray(args[0]):
+                value = self.replicas.reduce(target, args[0])  # type: ignore[union-attr]
+                if value is not _MISS:  # np.max(q[s]) from a local copy
+                    return value
         key = call_site(target, args, kwargs, self.types)
         return self._predicted(key, Op.CALL, (target, args, kwargs))
 
@@ -352,6 +406,16 @@ class Session:
                     return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs))
                 self._send(Op.CALLMETHOD, DISCARD, (obj, name, args, kwargs))
                 return None
+        if (
+            name in REDUCING_METHODS
+            and self.replicas is not None
+            and not args
+            and not kwargs
+            and self.is_ndarray(obj)
+        ):
+            value = self.replicas.reduce_method(obj, name)
+            if value is not _MISS:  # q[s].max() from a local copy
+                return value
         key = ("m", type(obj)._t_tid, name)  # see tether.client._sites
         return self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
 
@@ -415,11 +479,13 @@ class Session:
         self._proto.check_open()
 
     def _send(self, op: Op, shape: Shape, fields: tuple[Any, ...], flags: int = 0) -> int:
+        quiet = self._quiet
+        self._quiet = 0  # (it marks one call: not the ones made while this one waits)
         proto = self._proto
         if proto.state is not State.OPEN:
             proto.check_open()
-        if self.draws_pending:
-            self.draws.settle()  # type: ignore[union-attr]  # before anything else goes
+        if self.draws_pending and not quiet:
+            self.draws.settle()  # type: ignore[union-attr]  # before anything that may draw
         if self._ns.tracked:
             changed = self._ns.changes()
             if changed:
@@ -437,6 +503,8 @@ class Session:
         # at once, inside the request (the calls queued before it wait for the
         # request to end, as they would locally).
         seq = proto.call(meta, buffers, flags & _SYNC, self._serving)
+        if quiet == _QUIET_ALL:
+            self._quiet_calls += 1
         if proto.flush_due:
             self._flush()
         return seq
@@ -606,3 +674,21 @@ class _Code:
         from tether import _refs
 
         return (_refs.code, (self.blob,))
+
+
+class _Quietly:
+    """What :meth:`Session.quietly` returns: marks the next call sent, under the lock."""
+
+    __slots__ = ("_level", "_s")
+
+    def __init__(self, session: Session, level: int) -> None:
+        self._s = session
+        self._level = level
+
+    def __enter__(self) -> None:
+        self._s._lock.acquire()
+        self._s._quiet = self._level
+
+    def __exit__(self, *exc: object) -> None:
+        self._s._quiet = 0
+        self._s._lock.release()

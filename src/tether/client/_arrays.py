@@ -1,0 +1,120 @@
+"""Operators on remote numpy arrays, and what each one leaves alone.
+
+With ``--remote numpy`` and a numpy on the client, scripts index, compare and update
+small arrays in Python loops. Each such operator still goes to the worker, but most
+of them are known to change no other array and to draw nothing from numpy's global
+generator, since numpy runs no Python code for arrays of numbers. Saying so when the
+call is sent (:meth:`Remoting.quietly`) keeps the client's local copies good
+(``client/_replica.py``) and numpy's generator checked out (``client/_draws.py``):
+
+* an index of plain numbers, slices, ``None`` and ``...`` (a view: changes nothing);
+* arithmetic and comparisons of arrays whose kind a copy told and plain numbers
+  (a new array: changes nothing; exact ones are also made on the copies);
+* ``a[i] = v`` and ``a += v`` (changes ``a``'s memory only: copies of other memory
+  stay good, and one float written into a float array is written into its copy).
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from typing import TYPE_CHECKING, Any, Final
+
+from tether.client._proxy import BINARY_OPERATORS, INPLACE_OPERATORS
+from tether.client._replica import EXACT_OPERATORS
+
+if TYPE_CHECKING:
+    from tether.client._remoting import Remoting
+    from tether.client._replica import Replicas
+
+_GETITEM: Final = operator.getitem
+_PLAIN_KEYS: Final = (int, type(None), type(Ellipsis))
+_MAKES: Final = "makes"
+_WRITES: Final = "writes"
+#: Operators that numpy answers for arrays of numbers without running Python code:
+#: those that make a new array, and those that write to their first operand.
+_ARRAY_OPS: Final[dict[Any, str]] = {
+    **dict.fromkeys(BINARY_OPERATORS.values(), _MAKES),
+    **dict.fromkeys(
+        (operator.neg, operator.pos, abs, operator.invert, operator.lt, operator.le,
+         operator.gt, operator.ge, operator.eq, operator.ne),
+        _MAKES,
+    ),
+    **dict.fromkeys(INPLACE_OPERATORS.values(), _WRITES),
+}  # fmt: skip
+
+
+def plain_index(key: Any) -> bool:
+    """True for an index that makes numpy run no code of anyone's: ints, slices
+    of ints, ``None``, ``...``, numpy's numbers, and tuples of those."""
+    if type(key) is tuple:
+        return all(plain_index(k) for k in key)
+    if type(key) is slice:
+        return all(type(k) in _PLAIN_KEYS for k in (key.start, key.stop, key.step))
+    return type(key) in _PLAIN_KEYS or type(key).__module__ == "numpy"
+
+
+def plain_value(value: Any) -> bool:
+    """True for a number, or a numpy number of the client's."""
+    t = type(value)
+    return t in (int, float, bool, complex) or t.__module__ == "numpy"
+
+
+class ArrayOps:
+    """One session's operators on remote arrays (see the module docstring)."""
+
+    def __init__(self, session: Remoting, replicas: Replicas) -> None:
+        self._s = session
+        self._r = replicas
+
+    def known(self, obj: Any) -> bool:
+        """True for a remote ndarray whose kind a copy told (numbers, not objects)."""
+        return self._s.is_ndarray(obj) and self._r.known(obj) is not None
+
+    def apply(self, fn: Any, args: tuple[Any, ...]) -> Any:
+        """``fn(*args)``: an operator with a remote operand."""
+        s = self._s
+        if fn is _GETITEM:
+            index = args[1]
+            if type(index).__module__ == "numpy" and isinstance(index, numbers.Integral):
+                index = int(index)  # q[s][a] with an action drawn by numpy: the same read
+            if (type(index) is int or type(index) is tuple) and s.is_ndarray(args[0]):
+                return self._r.read(args[0], index)
+            if plain_index(index) and s.is_ndarray(args[0]):
+                with s.quietly():  # a view or a copy: nothing changes
+                    return s.apply_remote(fn, *args)
+            return s.apply_remote(fn, *args)
+        how = _ARRAY_OPS.get(fn)
+        if how is None or not all(plain_value(a) or self.known(a) for a in args):
+            return s.apply_remote(fn, *args)
+        if how is _MAKES:
+            with s.quietly():  # a new array: nothing changes
+                result = s.apply_remote(fn, *args)
+                if fn in EXACT_OPERATORS and s.is_ndarray(result):
+                    self._r.made(result, fn, args)  # q1[s] + q2[s]: its copy made here
+            return result
+        known = self._r.known(args[0])
+        with s.quietly(rng_only=True):  # q[s] += v: it changes q[s]'s memory only
+            before = s.epoch
+            result = s.apply_remote(fn, *args)
+            if known is not None and known[1] is not None:
+                self._r.wrote(known[1], before, s.epoch)
+        return result
+
+    def setitem(self, target: Any, index: Any, value: Any) -> bool:
+        """Send ``target[index] = value`` if it is an array write that changes only
+        ``target``'s memory and draws nothing; False (nothing sent) if it is not."""
+        s = self._s
+        if not (
+            s.is_ndarray(target)
+            and plain_index(index)
+            and (plain_value(value) or self.known(value))
+        ):
+            return False
+        known = self._r.known(target)
+        with s.quietly(rng_only=True):
+            before = s.epoch
+            s.apply_none_remote(operator.setitem, target, index, value)
+            if known is not None and known[1] is not None:
+                self._r.wrote(known[1], before, s.epoch, target, index, value)
+        return True

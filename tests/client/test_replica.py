@@ -1,0 +1,165 @@
+"""Local copies of small remote arrays (client/_replica.py), through a real ``tether run``.
+
+What a copy saves is round trips, so the script below counts them (the session's
+``stats``) around each case; the values are checked against local numpy.
+(``tests/scripts/numpy_tabular_rl.py`` checks, line for line, that the output is
+the local one in many more cases.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy
+import pytest
+from tests.e2e.e2e_harness import base_env, run_command
+
+SCRIPT = '''
+import json
+import numpy as np
+from tether.client import _bootstrap
+
+session = _bootstrap._session
+out = {}
+
+
+def syncs():
+    return session.stats["sync"]
+
+
+def tabular(steps):
+    """Q-learning on two small tables, as textbook code writes it."""
+    np.random.seed(3)
+    q = [np.zeros(2), np.zeros(6)]
+    seen = []
+    for step in range(steps):
+        s = step % 2
+        values = q[s]
+        best = [a for a, v in enumerate(values) if v == np.max(values)]
+        a = int(np.random.choice(best)) if np.random.binomial(1, 0.9) else step % len(values)
+        target = np.max(q[1 - s])
+        q[s][a] += 0.5 * (np.random.normal() + target - q[s][a])
+        seen.append(float(q[s][a]))
+    return seen + [float(x) for x in q[0]] + [float(x) for x in q[1]]
+
+
+tabular(10)  # (the first calls learn which functions draw and which reduce)
+before = syncs()
+out["tabular"] = tabular(200)
+out["tabular_syncs"] = syncs() - before
+
+base, other = np.arange(6.0), np.ones(3)
+view = base[2:]
+out["first_reads"] = [float(view[0]), float(other[0]), float(base[5])]
+before = syncs()
+base[3] = 30.0  # written through base's copy; view's copy (same memory) dropped
+out["after_write"] = [float(other[1]), float(base[3])]
+out["after_write_syncs"] = syncs() - before
+out["view_sees_it"] = float(view[1])
+view[0] = -2.0
+out["base_sees_it"] = [float(base[2]), float(np.min(base))]
+base += 1.0  # in place, the whole array: its copies go
+out["after_iadd"] = [float(base[2]), float(view[0]), float(other[2])]
+
+a = np.zeros(4)
+out["zero"] = float(a[1])
+a.fill(7.0)  # a method: it may change anything
+out["filled"] = [float(a[1]), float(np.max(a))]
+np.add(a, 1.0, out=a)
+out["added"] = [float(x) for x in a]
+
+big = np.arange(100_000.0)  # 800 kB: more than comes with a first read
+before = syncs()
+out["big_read"] = float(big[12])
+out["big_read_syncs"] = syncs() - before
+out["big_known"] = session.replicas.known(big) is not None
+out["big_max"] = float(np.max(big))
+out["big_known_after_max"] = session.replicas.known(big) is not None
+
+w = np.ones(2)
+float(w[0]), int(np.argmax(w + w)), bool((w < w).any())  # (learn these call sites)
+x, y = np.linspace(0.0, 1.0, 5), np.full(5, 0.25)
+out["xy"] = [float(x[0]), float(y[0])]
+before = syncs()
+total = x + y
+out["total"] = [float(v) for v in total]
+out["total_argmax"] = int(np.argmax(total))
+out["any_less"] = bool((x < y).any())
+out["total_syncs"] = syncs() - before
+print(json.dumps(out))
+'''
+
+
+def _tabular(steps: int) -> list[float]:
+    np: Any = numpy
+    np.random.seed(3)
+    q = [np.zeros(2), np.zeros(6)]
+    seen = []
+    for step in range(steps):
+        s = step % 2
+        values = q[s]
+        best = [a for a, v in enumerate(values) if v == np.max(values)]
+        a = int(np.random.choice(best)) if np.random.binomial(1, 0.9) else step % len(values)
+        target = np.max(q[1 - s])
+        q[s][a] += 0.5 * (np.random.normal() + target - q[s][a])
+        seen.append(float(q[s][a]))
+    return seen + [float(x) for x in q[0]] + [float(x) for x in q[1]]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder: Path = tmp_path_factory.mktemp("replica")
+    (folder / "script.py").write_text(SCRIPT)
+    argv = [sys.executable, "-m", "tether", "run", "--remote", "numpy", "--"]
+    done = run_command(
+        [*argv, sys.executable, "script.py"],
+        cwd=folder,
+        env=base_env(with_src=True),
+        timeout=120,
+    )
+    assert done.status == 0 and not done.leftovers, done.describe()
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def test_a_tabular_loop_gives_local_numbers_with_a_few_round_trips(out: dict[str, Any]) -> None:
+    assert out["tabular"] == _tabular(200)
+    # Reads, reductions, draws and writes: about ten round trips a step without
+    # copies (2,000 here); with them, the seeding and the tables' first reads.
+    assert out["tabular_syncs"] <= 10, out["tabular_syncs"]
+
+
+def test_a_write_keeps_copies_of_other_memory_and_reaches_views_of_its_own(
+    out: dict[str, Any],
+) -> None:
+    assert out["first_reads"] == [2.0, 1.0, 5.0]
+    assert out["after_write"] == [1.0, 30.0]
+    assert out["after_write_syncs"] == 0  # the write pipelined, both copies still good
+    assert out["view_sees_it"] == 30.0
+    assert out["base_sees_it"] == [-2.0, -2.0]
+    assert out["after_iadd"] == [-1.0, -1.0, 1.0]
+
+
+def test_the_workers_own_writes_end_every_copy(out: dict[str, Any]) -> None:
+    assert out["zero"] == 0.0
+    assert out["filled"] == [7.0, 7.0]
+    assert out["added"] == [8.0] * 4
+
+
+def test_a_large_array_is_not_copied_for_one_read(out: dict[str, Any]) -> None:
+    assert out["big_read"] == 12.0
+    assert out["big_read_syncs"] == 1
+    assert not out["big_known"]
+    assert out["big_max"] == 99_999.0  # reduced by the worker, not copied
+    assert not out["big_known_after_max"]
+
+
+def test_sums_of_float_tables_are_made_locally(out: dict[str, Any]) -> None:
+    assert out["xy"] == [0.0, 0.25]
+    expected = numpy.linspace(0.0, 1.0, 5) + 0.25
+    assert out["total"] == [float(v) for v in expected]
+    assert out["total_argmax"] == 4 and out["any_less"]
+    assert out["total_syncs"] == 0
