@@ -32,7 +32,9 @@ from tether._errors import ProtocolError
 from tether.wire._frames import Buffer, Frame, encode_frame
 
 #: Bumped whenever a change makes old peers misunderstand new ones.
-PROTOCOL_VERSION: Final = 2  # 2: Kind.WARNING
+#: 2: Kind.WARNING. 3: the client's array copies call the worker's
+#: acceptor/_snapshot.read_or_copy and reduce_or_copy, which older workers lack.
+PROTOCOL_VERSION: Final = 3
 
 
 class Kind(enum.IntEnum):
