@@ -64,8 +64,12 @@ class ArrayOps:
     """One session's operators on remote arrays (see the module docstring)."""
 
     def __init__(self, session: Remoting, replicas: Replicas) -> None:
+        import numpy  # (the client has one: there are no copies without)
+
         self._s = session
         self._r = replicas
+        self._integer = numpy.integer
+        self._float64 = numpy.float64
 
     def known(self, obj: Any) -> bool:
         """True for a remote ndarray whose kind a copy told (numbers, not objects)."""
@@ -112,6 +116,12 @@ class ArrayOps:
         ):
             return False
         known = self._r.known(target)
+        # The same write in the forms that travel without pickle: q[s][a] = v with an
+        # action drawn by numpy and a value computed from a copy.
+        if isinstance(index, self._integer):
+            index = int(index)
+        if type(value) is self._float64 and known is not None and known[0] == "f":
+            value = float(value)  # (into an array of floats: the same number stored)
         with s.quietly(rng_only=True):
             before = s.epoch
             s.apply_none_remote(operator.setitem, target, index, value)
