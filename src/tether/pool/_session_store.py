@@ -108,14 +108,25 @@ class SessionStore:
         tx.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
 
     def next_seq(self, tx: Tx) -> int:
-        """A strictly increasing number (queue order), inside a serialised transaction."""
-        row = tx.one("SELECT value FROM counters WHERE name = 'seq'")
-        value = (int(row["value"]) if row else 0) + 1
-        if row is None:
-            tx.execute("INSERT INTO counters (name, value) VALUES ('seq', ?)", (value,))
-        else:
-            tx.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (value,))
+        """A strictly increasing number (queue order), inside a serialised transaction.
+
+        Reads and writes the counter each time; the service's core hands out
+        numbers from memory instead and saves the last once a batch
+        (:meth:`~tether.pool._core.ServiceCore.next_seq`).
+        """
+        value = self.seq_tx(tx) + 1
+        self.set_seq_tx(tx, value)
         return value
+
+    def seq_tx(self, tx: Tx) -> int:
+        """The last queue-order number handed out (0: none yet)."""
+        row = tx.one("SELECT value FROM counters WHERE name = 'seq'")
+        return int(row["value"]) if row else 0
+
+    def set_seq_tx(self, tx: Tx, value: int) -> None:
+        """Save the last queue-order number handed out."""
+        if tx.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (value,)) == 0:
+            tx.execute("INSERT INTO counters (name, value) VALUES ('seq', ?)", (value,))
 
     def _devices_of(
         self, tx: Tx, session_ids: list[str]
@@ -189,8 +200,10 @@ class SessionStore:
         priority: int,
         now: float,
         queue_deadline: float | None,
+        seq: int | None = None,
     ) -> None:
-        """A new session, queued; :meth:`place_session_tx` turns it into a lease."""
+        """A new session, queued; :meth:`place_session_tx` turns it into a lease.
+        ``seq``: its queue-order number (default: the next from the counter)."""
         tx.execute(
             "INSERT INTO sessions (id, team_id, user_id, state, request, priority, seq, "
             "submitted_at, queue_deadline) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
@@ -200,7 +213,7 @@ class SessionStore:
                 user_id,
                 json.dumps(request, sort_keys=True),
                 priority,
-                self.next_seq(tx),
+                self.next_seq(tx) if seq is None else seq,
                 now,
                 queue_deadline,
             ),
