@@ -109,7 +109,7 @@ def server() -> Iterator[Server]:
 
 
 def test_requests_share_one_connection(server: Server) -> None:
-    with PoolClient(server.url, "t") as client:
+    with PoolClient(server.url, "t", max_idle=4) as client:
         for _ in range(5):
             client.request("GET", "/x")
         client.request("POST", "/y", {"a": 1})
@@ -119,7 +119,7 @@ def test_requests_share_one_connection(server: Server) -> None:
 
 
 def test_a_connection_the_server_closed_is_not_used(server: Server) -> None:
-    with PoolClient(server.url, "t") as client:
+    with PoolClient(server.url, "t", max_idle=4) as client:
         client.request("GET", "/x")
         server.close_idle()
         # Both kinds find it closed before sending, and use a fresh connection.
@@ -132,7 +132,7 @@ def test_a_connection_the_server_closed_is_not_used(server: Server) -> None:
 def test_a_repeatable_request_is_sent_again_when_its_kept_connection_dies(
     server: Server,
 ) -> None:
-    with PoolClient(server.url, "t") as client:
+    with PoolClient(server.url, "t", max_idle=4) as client:
         client.request("GET", "/x")
         # The server reads the request and closes: sent again, on a new connection.
         assert client.request("DELETE", "/drop-release")["n"] == 3
@@ -140,7 +140,7 @@ def test_a_repeatable_request_is_sent_again_when_its_kept_connection_dies(
 
 
 def test_a_post_is_never_sent_twice(server: Server) -> None:
-    with PoolClient(server.url, "t") as client:
+    with PoolClient(server.url, "t", max_idle=4) as client:
         client.request("GET", "/x")
         with pytest.raises(ConnectError, match="closed the connection"):
             client.request("POST", "/drop-place", {"fraction": 0.25})
@@ -152,7 +152,7 @@ def test_a_post_takes_no_connection_idle_for_long(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_connections, "POST_REUSE_IDLE_S", 0.0)
-    with PoolClient(server.url, "t") as client:
+    with PoolClient(server.url, "t", max_idle=4) as client:
         client.request("GET", "/x")
         client.request("POST", "/y", {})
         client.request("GET", "/x")
@@ -160,7 +160,7 @@ def test_a_post_takes_no_connection_idle_for_long(
 
 
 def test_close_closes_the_kept_connections(server: Server) -> None:
-    client = PoolClient(server.url, "t")
+    client = PoolClient(server.url, "t", max_idle=4)
     client.request("GET", "/x")
     client.close()
     server.connections[0].settimeout(5)
@@ -171,15 +171,15 @@ def test_close_closes_the_kept_connections(server: Server) -> None:
 
 
 def test_a_client_nobody_closed_closes_its_connections_when_collected(server: Server) -> None:
-    client = PoolClient(server.url, "t")
+    client = PoolClient(server.url, "t", max_idle=4)
     client.request("GET", "/x")
     del client
     server.connections[0].settimeout(5)
     assert server.connections[0].recv(1) == b""
 
 
-def test_no_connection_is_kept_with_max_idle_zero(server: Server) -> None:
-    with PoolClient(server.url, "t", max_idle=0) as client:
+def test_a_client_keeps_no_connection_by_default(server: Server) -> None:
+    with PoolClient(server.url, "t") as client:
         client.request("GET", "/x")
         client.request("GET", "/x")
     assert len(server.connections) == 2

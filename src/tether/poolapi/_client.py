@@ -15,11 +15,13 @@ failure is one of Tether's errors:
   server's message and ``detail`` (for quota refusals: limit, used, left);
 - 5xx or a body that is not the API's JSON: :class:`PoolError`.
 
-Connections are kept and reused (:mod:`tether.poolapi._connections`, which
-says when a request is sent twice: never a POST); close a client with
-:meth:`PoolClient.close`, or use it as a context manager. Behind an HTTP proxy
-(``$http_proxy`` ...) every request goes through ``urllib`` on a connection of
-its own.
+A client made with ``max_idle`` > 0 keeps up to that many connections open and
+reuses them (:mod:`tether.poolapi._connections`, which says when a request is
+sent twice: never a POST); its owner closes it (:meth:`PoolClient.close`, or a
+``with`` block). Long-lived clients do (the acceptor's pool agent, a held
+lease); by default a client keeps none, a connection a request, and owes
+nobody a close. Behind an HTTP proxy (``$http_proxy`` ...) every request goes
+through ``urllib`` on a connection of its own.
 """
 
 from __future__ import annotations
@@ -54,10 +56,10 @@ class PoolClient:
     ``timeout`` bounds each request in seconds. An ``https://`` pool must show a
     certificate for its host that chains to ``ca`` (a PEM file; default
     ``$TETHER_TLS_CA``, else the system's trust); there is no way to skip the
-    check. Instances are safe to share between threads; they keep up to
-    ``max_idle`` connections open for the next requests (see the module
-    docstring): :meth:`close` them when done, or use the client as a context
-    manager. A closed client may still be used (it connects again).
+    check. Instances are safe to share between threads. With ``max_idle`` > 0
+    they keep up to that many connections open for the next requests (see the
+    module docstring): :meth:`close` them when done, or use the client as a
+    context manager; a closed client may still be used (it connects again).
     """
 
     def __init__(
@@ -67,7 +69,7 @@ class PoolClient:
         *,
         timeout: float = 30.0,
         ca: str | os.PathLike[str] | None = None,
-        max_idle: int = 16,
+        max_idle: int = 0,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
