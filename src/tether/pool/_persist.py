@@ -72,14 +72,28 @@ def persist(
     for d in decisions:
         if isinstance(d, Placed):
             lease = d.lease
-            _ensure_session(tx, store, lease.id, new, next_seq, submitted_at=lease.start)
-            store.place_session_tx(
-                tx,
-                lease.id,
-                node_name=lease.node,
-                devices=[(dev, lease.fraction, lease.memory_bytes) for dev in lease.device_ids],
-                now=lease.start,
-            )
+            devices = [(dev, lease.fraction, lease.memory_bytes) for dev in lease.device_ids]
+            if new is not None and new.id == lease.id and not new.written and next_seq:
+                # Placed as it arrives: one INSERT of the placed row.
+                new.seq = next_seq()
+                store.insert_placed_session_tx(
+                    tx,
+                    session_id=new.id,
+                    team_id=new.team_id,
+                    user_id=new.user_id,
+                    request=new.request,
+                    priority=new.priority,
+                    seq=new.seq,
+                    node_name=lease.node,
+                    devices=devices,
+                    now=lease.start,
+                )
+                new.written = True
+            else:
+                _ensure_session(tx, store, lease.id, new, next_seq, submitted_at=lease.start)
+                store.place_session_tx(
+                    tx, lease.id, node_name=lease.node, devices=devices, now=lease.start
+                )
             counters.placements += 1
         elif isinstance(d, Queued):
             _ensure_session(

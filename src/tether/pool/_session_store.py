@@ -233,24 +233,8 @@ class SessionStore:
         A last line of defence below the policy: refuses (PoolRequestError, and the
         transaction rolls back) if any device would end up over a whole share.
         """
-        for device_id, share, _memory in devices:
-            row = tx.one(
-                "SELECT COALESCE(SUM(share), 0) AS used FROM lease_devices "
-                "WHERE node_name = ? AND device_id = ? AND active = ?",
-                (node_name, device_id, True),
-            )
-            used = float(row["used"]) if row else 0.0
-            if used + share > 1.0 + 1e-9:
-                raise PoolRequestError(
-                    f"internal: device {node_name}/{device_id} would be over-allocated "
-                    f"({used:g} + {share:g})"
-                )
-        for device_id, share, memory in devices:
-            tx.execute(
-                "INSERT INTO lease_devices (session_id, node_name, device_id, share, "
-                "memory_bytes, active) VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, node_name, device_id, share, memory, True),
-            )
+        self._check_free_tx(tx, node_name, devices)
+        self._insert_devices_tx(tx, session_id, node_name, devices)
         tx.execute(
             "UPDATE sessions SET state = 'placed', node_name = ?, started_at = ?, "
             "last_heartbeat = ?, share = ?, memory_bytes = ? WHERE id = ?",
@@ -263,6 +247,70 @@ class SessionStore:
                 session_id,
             ),
         )
+
+    def insert_placed_session_tx(
+        self,
+        tx: Tx,
+        *,
+        session_id: str,
+        team_id: str,
+        user_id: str,
+        request: dict[str, Any],
+        priority: int,
+        seq: int,
+        node_name: str,
+        devices: list[tuple[str, float, int]],
+        now: float,
+    ) -> None:
+        """A new session placed at once: :meth:`insert_session_tx` then
+        :meth:`place_session_tx` in one INSERT (the same checks, one statement less)."""
+        self._check_free_tx(tx, node_name, devices)
+        tx.execute(
+            "INSERT INTO sessions (id, team_id, user_id, state, request, priority, seq, "
+            "submitted_at, node_name, started_at, last_heartbeat, share, memory_bytes) "
+            "VALUES (?, ?, ?, 'placed', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session_id,
+                team_id,
+                user_id,
+                json.dumps(request, sort_keys=True),
+                priority,
+                seq,
+                now,
+                node_name,
+                now,
+                now,
+                sum(s for _d, s, _m in devices),
+                sum(m for _d, _s, m in devices),
+            ),
+        )
+        self._insert_devices_tx(tx, session_id, node_name, devices)
+
+    def _check_free_tx(self, tx: Tx, node_name: str, devices: list[tuple[str, float, int]]) -> None:
+        """PoolRequestError if a device would end up over a whole share (see
+        :meth:`place_session_tx`)."""
+        for device_id, share, _memory in devices:
+            row = tx.one(
+                "SELECT COALESCE(SUM(share), 0) AS used FROM lease_devices "
+                "WHERE node_name = ? AND device_id = ? AND active = ?",
+                (node_name, device_id, True),
+            )
+            used = float(row["used"]) if row else 0.0
+            if used + share > 1.0 + 1e-9:
+                raise PoolRequestError(
+                    f"internal: device {node_name}/{device_id} would be over-allocated "
+                    f"({used:g} + {share:g})"
+                )
+
+    def _insert_devices_tx(
+        self, tx: Tx, session_id: str, node_name: str, devices: list[tuple[str, float, int]]
+    ) -> None:
+        for device_id, share, memory in devices:
+            tx.execute(
+                "INSERT INTO lease_devices (session_id, node_name, device_id, share, "
+                "memory_bytes, active) VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, node_name, device_id, share, memory, True),
+            )
 
     def end_session_tx(self, tx: Tx, session_id: str, *, at: float, reason: str) -> None:
         """End a queued session or a lease at time ``at`` (idempotent for ended ones)."""
