@@ -86,6 +86,7 @@ class Figures:
     first_error: str
     server_cpu_s: float  # the pool process's CPU time over the window (user + system)
     client_cpu_s: float = 0.0  # the client processes' CPU time, all of their run
+    db_cpu_s: float = 0.0  # every PostgreSQL server process's CPU time over the window
     load: float = 0.0  # 1-minute load average at the end of the window
 
     @property
@@ -101,6 +102,10 @@ class Figures:
     def client_ms_per_cycle(self) -> float:
         return 1e3 * self.client_cpu_s / self.placements if self.placements else float("nan")
 
+    @property
+    def db_ms_per_cycle(self) -> float:
+        return 1e3 * self.db_cpu_s / self.placements if self.placements else float("nan")
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux /proc), NaN elsewhere."""
@@ -109,6 +114,18 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU seconds of every ``postgres`` process on this machine (its
+    server's share of the work; whoever else uses that server counts too)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(entry.name))
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -333,11 +350,13 @@ def drive(
     ]
     time.sleep(max(0.0, start_at - time.time()))
     cpu0 = cpu_seconds(pid)
+    db0 = postgres_cpu_seconds() if backend == "postgres" else 0.0
     results = []
     for child in children:
         stdout, _ = child.communicate(timeout=args.seconds + 300)
         results.append(json.loads(stdout))
     server_cpu = cpu_seconds(pid) - cpu0
+    db_cpu = postgres_cpu_seconds() - db0 if backend == "postgres" else 0.0
     load = os.getloadavg()[0]
     elapsed = max(time.time() - start_at, args.seconds)  # the last cycles end after the window
     place = [x for r in results for x in r["place"]]
@@ -354,6 +373,7 @@ def drive(
         first_error=next((r["first_error"] for r in results if r["first_error"]), ""),
         server_cpu_s=server_cpu,
         client_cpu_s=sum(r["cpu_s"] for r in results),
+        db_cpu_s=db_cpu,
         load=load,
     )
 
@@ -386,6 +406,7 @@ def merged(runs: list[Figures]) -> Figures:
         first_error=next((f.first_error for f in runs if f.first_error), ""),
         server_cpu_s=sum(f.server_cpu_s for f in runs),
         client_cpu_s=sum(f.client_cpu_s for f in runs),
+        db_cpu_s=sum(f.db_cpu_s for f in runs),
         load=max(f.load for f in runs),
     )
 
@@ -429,7 +450,8 @@ def report(f: Figures) -> str:
     return (
         f"{f.backend:<10} {f.label:<11} {f.rate:>8.0f} {pct(f.place_ms, 50):>8.1f} "
         f"{pct(f.place_ms, 99):>8.1f} {pct(f.release_ms, 50):>8.1f} {pct(f.release_ms, 99):>8.1f} "
-        f"{f.cpu_ms_per_cycle:>8.2f} {f.client_ms_per_cycle:>8.2f} {f.load:>5.1f} "
+        f"{f.cpu_ms_per_cycle:>8.2f} {f.client_ms_per_cycle:>8.2f} {f.db_ms_per_cycle:>7.2f} "
+        f"{f.load:>5.1f} "
         f"{f.placements:>7} {f.errors:>6}"
     )
 
@@ -470,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'backend':<10} {'checkout':<11} {'place/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'cli ms':>8} {'load':>5} "
+        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'cli ms':>8} {'db ms':>7} {'load':>5} "
         f"{'placed':>7} {'errors':>6}"
     )
     print(header)
@@ -508,8 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     print("place/s: placements acknowledged over the wall time of the window; p50/p99: one")
     print("POST /v1/sessions as a client saw it; rel: one DELETE /v1/sessions/ID; cpu ms: the")
     print("pool process's CPU time per place+release cycle (least moved by a busy machine);")
-    print("cli ms: the client processes' CPU time per cycle; load: 1-minute load average at")
-    print("the end of the window (a repeat shows the highest).")
+    print("cli ms: the client processes' CPU time per cycle; db ms: the PostgreSQL server's")
+    print("(all its processes, 0 for SQLite, which runs in the pool); load: 1-minute load")
+    print("average at the end of the window (a repeat shows the highest).")
     for line in ratios:
         print(f"this vs baseline, {line}")
     return 0
