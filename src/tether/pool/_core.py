@@ -1,5 +1,9 @@
 """The core of the pool service: the policy (:class:`PoolState`) driven over the store.
 
+(Over 400 lines: the write path, and what it keeps of the database besides the
+state -- the queue-order counter, the nodes' registrations -- which is valid only
+as long as the write path says, so it lives beside it.)
+
 :class:`ServiceCore` owns the in-memory state and the one way to change it
 (:meth:`ServiceCore.mutate`). The service's parts (:mod:`~tether.pool._nodes`,
 :mod:`~tether.pool._sessions`, :mod:`~tether.pool._group_sessions`,

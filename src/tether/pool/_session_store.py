@@ -1,5 +1,8 @@
 """Sessions in the pool database: queued requests, live leases and ended ones.
 
+(Over 400 lines: every statement about the ``sessions`` and ``lease_devices``
+rows, a short method each.)
+
 :class:`SessionStore` is the part of :class:`~tether.pool._store.Store` that
 reads and writes the ``sessions`` and ``lease_devices`` rows and maps them to
 plain records (:class:`SessionRow`) and to the policy's records
