@@ -16,8 +16,8 @@ over ``--procs`` processes, each using the project's own
 - errors (anything but a placement or a release).
 
 ``--baseline PATH`` runs the same against another checkout (its ``src`` on
-``PYTHONPATH``; the clients stay this checkout's), in the same run, and prints
-the ratios. PostgreSQL is the one at ``--pg`` (default
+``PYTHONPATH``, for the pool and for its clients: each side runs its own
+``PoolClient``), in the same run, and prints the ratios. PostgreSQL is the one at ``--pg`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``); each run gets a fresh schema,
 dropped afterwards. A backend that cannot be had is skipped with the reason.
 
@@ -27,7 +27,8 @@ Usage::
     python bench/pool_write.py --clients 1000 --seconds 20
     python bench/pool_write.py --baseline /path/to/older/checkout --backends sqlite
     python bench/pool_write.py --baseline /path/to/older/checkout --repeat 3
-    python bench/pool_write.py --keep-alive     # clients that keep their connection
+    python bench/pool_write.py --keep-alive     # bare http.client clients, one connection each
+    python bench/pool_write.py --no-keep        # PoolClient opening a connection a request
 
 Timings on a shared machine move from run to run: compare a baseline and the
 subject from the same invocation only, and use ``--repeat`` (the two alternate,
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import inspect
 import json
 import os
 import secrets
@@ -55,11 +57,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+# The checkout whose client a worker process runs (the baseline's, for its runs).
+sys.path.insert(0, os.environ.get("POOL_WRITE_SRC") or str(ROOT / "src"))
 
 from tether.poolapi._client import PoolClient  # noqa: E402
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+CLIENTS = {
+    "pool": "PoolClient (kept connections)",
+    "close": "PoolClient, a connection a request",
+    "keep-alive": "bare http.client keep-alive clients",
+}
 NODES = 4
 DEVICES_PER_NODE = 64
 FRACTION = 0.25
@@ -78,6 +86,7 @@ class Figures:
     first_error: str
     server_cpu_s: float  # the pool process's CPU time over the window (user + system)
     client_cpu_s: float = 0.0  # the client processes' CPU time, all of their run
+    db_cpu_s: float = 0.0  # every PostgreSQL server process's CPU time over the window
     load: float = 0.0  # 1-minute load average at the end of the window
 
     @property
@@ -93,6 +102,10 @@ class Figures:
     def client_ms_per_cycle(self) -> float:
         return 1e3 * self.client_cpu_s / self.placements if self.placements else float("nan")
 
+    @property
+    def db_ms_per_cycle(self) -> float:
+        return 1e3 * self.db_cpu_s / self.placements if self.placements else float("nan")
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux /proc), NaN elsewhere."""
@@ -101,6 +114,18 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """User + system CPU seconds of every ``postgres`` process on this machine (its
+    server's share of the work; whoever else uses that server counts too)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(entry.name))
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -189,9 +214,8 @@ def prepare(url: str, admin_token: str) -> tuple[str, list[tuple[str, str]]]:
 class KeepAliveClient:
     """Place and release over one persistent HTTP/1.1 connection per thread.
 
-    Not the project's client: :class:`PoolClient` opens a connection a request.
-    ``--keep-alive`` measures what a client that keeps its connection would give
-    (plain HTTP only).
+    Not the project's client: ``--keep-alive`` measures what the bare minimum of
+    a client (``http.client``, no error mapping) would give (plain HTTP only).
     """
 
     def __init__(self, url: str, token: str) -> None:
@@ -229,10 +253,20 @@ class KeepAliveClient:
 
 
 def worker_main(
-    url: str, token: str, threads: int, start_at: float, seconds: float, keep_alive: bool
+    url: str, token: str, threads: int, start_at: float, seconds: float, connection: str
 ) -> None:
-    """One client process: ``threads`` clients looping place+release; JSON to stdout."""
-    client = KeepAliveClient(url, token) if keep_alive else PoolClient(url, token, timeout=60)
+    """One client process: ``threads`` clients looping place+release; JSON to stdout.
+
+    ``connection``: ``keep-alive`` (:class:`KeepAliveClient`), ``pool`` (one
+    shared :class:`PoolClient`, keeping a connection a thread) or ``close`` (a
+    PoolClient that keeps none: a connection a request)."""
+    client: KeepAliveClient | PoolClient
+    if connection == "keep-alive":
+        client = KeepAliveClient(url, token)
+    elif "max_idle" in inspect.signature(PoolClient).parameters:
+        client = PoolClient(url, token, timeout=60, max_idle=threads if connection == "pool" else 0)
+    else:  # a checkout from before kept connections: a connection a request
+        client = PoolClient(url, token, timeout=60)
     lock = threading.Lock()
     out: dict[str, Any] = {"place": [], "release": [], "errors": 0, "first_error": ""}
     cpu0 = time.process_time()
@@ -268,12 +302,24 @@ def worker_main(
         t.start()
     for t in pool:
         t.join()
+    if isinstance(client, PoolClient) and hasattr(client, "close"):
+        client.close()
     out["cpu_s"] = time.process_time() - cpu0
     json.dump(out, sys.stdout)
 
 
+def connection_mode(args: argparse.Namespace) -> str:
+    return "keep-alive" if args.keep_alive else "close" if args.no_keep else "pool"
+
+
 def drive(
-    url: str, admin_token: str, args: argparse.Namespace, label: str, backend: str, pid: int
+    url: str,
+    admin_token: str,
+    args: argparse.Namespace,
+    label: str,
+    backend: str,
+    pid: int,
+    checkout: Path,
 ) -> Figures:
     user_token, _nodes = prepare(url, admin_token)
     procs = max(1, min(args.procs, args.clients))
@@ -290,21 +336,27 @@ def drive(
                 str(n),
                 repr(start_at),
                 repr(args.seconds),
-                "keep-alive" if args.keep_alive else "close",
+                connection_mode(args),
             ],
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(checkout / "src"),
+                "POOL_WRITE_SRC": str(checkout / "src"),
+            },
         )
         for n in per
         if n
     ]
     time.sleep(max(0.0, start_at - time.time()))
     cpu0 = cpu_seconds(pid)
+    db0 = postgres_cpu_seconds() if backend == "postgres" else 0.0
     results = []
     for child in children:
         stdout, _ = child.communicate(timeout=args.seconds + 300)
         results.append(json.loads(stdout))
     server_cpu = cpu_seconds(pid) - cpu0
+    db_cpu = postgres_cpu_seconds() - db0 if backend == "postgres" else 0.0
     load = os.getloadavg()[0]
     elapsed = max(time.time() - start_at, args.seconds)  # the last cycles end after the window
     place = [x for r in results for x in r["place"]]
@@ -321,6 +373,7 @@ def drive(
         first_error=next((r["first_error"] for r in results if r["first_error"]), ""),
         server_cpu_s=server_cpu,
         client_cpu_s=sum(r["cpu_s"] for r in results),
+        db_cpu_s=db_cpu,
         load=load,
     )
 
@@ -335,7 +388,7 @@ def run_one(checkout: Path, label: str, backend: str, args: argparse.Namespace) 
                 else stack.enter_context(pg_schema(args.pg))
             )
             url, admin, pid = stack.enter_context(pool_process(checkout, db, work / "pool"))
-            return drive(url, admin, args, label, backend, pid)
+            return drive(url, admin, args, label, backend, pid, checkout)
 
 
 def merged(runs: list[Figures]) -> Figures:
@@ -353,6 +406,7 @@ def merged(runs: list[Figures]) -> Figures:
         first_error=next((f.first_error for f in runs if f.first_error), ""),
         server_cpu_s=sum(f.server_cpu_s for f in runs),
         client_cpu_s=sum(f.client_cpu_s for f in runs),
+        db_cpu_s=sum(f.db_cpu_s for f in runs),
         load=max(f.load for f in runs),
     )
 
@@ -396,7 +450,8 @@ def report(f: Figures) -> str:
     return (
         f"{f.backend:<10} {f.label:<11} {f.rate:>8.0f} {pct(f.place_ms, 50):>8.1f} "
         f"{pct(f.place_ms, 99):>8.1f} {pct(f.release_ms, 50):>8.1f} {pct(f.release_ms, 99):>8.1f} "
-        f"{f.cpu_ms_per_cycle:>8.2f} {f.client_ms_per_cycle:>8.2f} {f.load:>5.1f} "
+        f"{f.cpu_ms_per_cycle:>8.2f} {f.client_ms_per_cycle:>8.2f} {f.db_ms_per_cycle:>7.2f} "
+        f"{f.load:>5.1f} "
         f"{f.placements:>7} {f.errors:>6}"
     )
 
@@ -405,9 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_worker":
         url, token, threads, start_at, seconds, connection = argv[1:7]
-        worker_main(
-            url, token, int(threads), float(start_at), float(seconds), connection == "keep-alive"
-        )
+        worker_main(url, token, int(threads), float(start_at), float(seconds), connection)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=200)
@@ -419,7 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-alive",
         action="store_true",
-        help="clients keep one connection each (http.client), not PoolClient's one a request",
+        help="bare http.client clients keeping one connection each, not PoolClient",
+    )
+    parser.add_argument(
+        "--no-keep",
+        action="store_true",
+        help="PoolClient keeping no connection (one a request, as it was before keep-alive)",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per checkout, alternated; then all pooled"
@@ -429,12 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pool_write: {args.clients} clients in {args.procs} processes, place+release for "
         f"{args.seconds:g} s; {NODES} nodes x {DEVICES_PER_NODE} devices, fraction {FRACTION}; "
-        f"{'keep-alive clients' if args.keep_alive else 'PoolClient'}; "
+        f"{CLIENTS[connection_mode(args)]}; "
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
     header = (
         f"{'backend':<10} {'checkout':<11} {'place/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'cli ms':>8} {'load':>5} "
+        f"{'rel p50':>8} {'rel p99':>8} {'cpu ms':>8} {'cli ms':>8} {'db ms':>7} {'load':>5} "
         f"{'placed':>7} {'errors':>6}"
     )
     print(header)
@@ -472,8 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     print("place/s: placements acknowledged over the wall time of the window; p50/p99: one")
     print("POST /v1/sessions as a client saw it; rel: one DELETE /v1/sessions/ID; cpu ms: the")
     print("pool process's CPU time per place+release cycle (least moved by a busy machine);")
-    print("cli ms: the client processes' CPU time per cycle; load: 1-minute load average at")
-    print("the end of the window (a repeat shows the highest).")
+    print("cli ms: the client processes' CPU time per cycle; db ms: the PostgreSQL server's")
+    print("(all its processes, 0 for SQLite, which runs in the pool); load: 1-minute load")
+    print("average at the end of the window (a repeat shows the highest).")
     for line in ratios:
         print(f"this vs baseline, {line}")
     return 0

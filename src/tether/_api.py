@@ -149,7 +149,7 @@ def lease(
     )
     assert cfg.url is not None and cfg.token is not None  # require_pool says so
     held = acquire(
-        PoolClient(cfg.url, cfg.token, ca=cfg.ca),
+        PoolClient(cfg.url, cfg.token, ca=cfg.ca, max_idle=1),  # the lease closes it
         request,
         out=out,
         ticket_file=Path(ticket_file) if ticket_file is not None else None,

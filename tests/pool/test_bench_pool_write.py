@@ -19,7 +19,11 @@ pytestmark = pytest.mark.slow
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "pool_write.py"
 
 
-@pytest.mark.parametrize("clients", [[], ["--keep-alive"]], ids=["PoolClient", "keep-alive"])
+@pytest.mark.parametrize(
+    "clients",
+    [[], ["--no-keep"], ["--keep-alive"]],
+    ids=["PoolClient", "PoolClient-no-keep", "keep-alive"],
+)
 def test_pool_write_bench_runs_and_its_clients_see_no_errors(clients: list[str]) -> None:
     pytest.importorskip("uvicorn", reason="the pool service needs pip install 'tether[pool]'")
     argv = [sys.executable, str(BENCH), "--clients", "4", "--procs", "2", "--seconds", "1",

@@ -278,3 +278,55 @@ def test_refusal_names_the_quota_limit_and_what_is_left(store: Store) -> None:
     assert info.value.detail["limit"] == "max_share"
     assert info.value.detail["left"] == pytest.approx(0.25)
     assert "0.25" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"fraction": 0.5, "name": "mine"},
+        {"memory": "10GiB", "priority": 2},
+        {"count": 2},
+    ],
+    ids=["fraction", "memory", "devices"],
+)
+def test_placing_and_releasing_answer_what_reading_the_session_gives(
+    store: Store, body: dict[str, object]
+) -> None:
+    # The answers are built from what was written, not read back: they must be what
+    # a read of the session gives (the ticket aside, which a read signs afresh).
+    clock = FakeClock()
+    service = _service(store, clock)
+    _admin, ann, node = _principals(store)
+    service.register_node(
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+    )
+    placed = service.request_slice(ann, dict(body))
+    assert placed["state"] == "placed" and placed["ticket"]
+    read = service.session(ann, placed["id"])
+    for answer in (placed, read):
+        del answer["ticket"], answer["ticket_expires_at"]
+    assert placed == read
+    clock.advance(5)
+    released = service.release(ann, placed["id"])
+    assert released["state"] == "ended" and released["end_reason"] == "released"
+    assert released == service.session(ann, placed["id"])
+
+
+def test_queue_order_numbers_increase_across_replicas_and_restarts(store: Store) -> None:
+    # Each core hands them out from memory; another replica's write or a restart
+    # must make it read the counter again, never reuse a number.
+    clock = FakeClock()
+    first = _service(store, clock)
+    _admin, ann, node = _principals(store)
+    first.register_node(
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+    )
+    second = _service(store, clock)
+    ids = []
+    for service in (first, second, first, first, second, _service(store, clock), first):
+        session = service.request_slice(ann, {"fraction": 0.125})
+        ids.append(session["id"])
+        service.release(ann, session["id"])
+    with store.db.transaction() as tx:
+        seqs = [store.session_tx(tx, i).seq for i in ids]
+    assert seqs == sorted(set(seqs))

@@ -138,6 +138,7 @@ class PoolAgent:
         self._stop.set()
         self._thread.join(timeout)
         self.meter.close()
+        self.client.close()  # the connections it kept to the pool
 
     def _run(self) -> None:
         try:

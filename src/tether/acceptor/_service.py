@@ -181,7 +181,8 @@ class AcceptorService:
             self._on_listening(address, advertised)
         on_ready = self._on_ready
         agent = PoolAgent(
-            PoolClient(pool.url, pool.node_token, timeout=10.0, ca=pool.ca),
+            # Kept connections (its heartbeats, the ticket checks): the agent closes them.
+            PoolClient(pool.url, pool.node_token, timeout=10.0, ca=pool.ca, max_idle=2),
             name=pool.name,
             address=advertised,
             devices=registration_devices(list(pool.devices), tuple(pool.frameworks)),

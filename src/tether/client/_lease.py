@@ -226,12 +226,16 @@ class Lease:
 
     def release(self) -> None:
         """Stop the heartbeats and end the lease (best effort: the pool's timeout
-        ends it anyway if the pool cannot be reached now)."""
+        ends it anyway if the pool cannot be reached now); closes the client's
+        connections to the pool."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        with contextlib.suppress(ConnectError, PoolError):
-            self.client.release(self.id)
+        try:
+            with contextlib.suppress(ConnectError, PoolError):
+                self.client.release(self.id)
+        finally:
+            self.client.close()
 
 
 def acquire(

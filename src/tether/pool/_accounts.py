@@ -240,9 +240,10 @@ class AccountStore:
         with self.db.transaction() as tx:
             rows = tx.all(
                 "SELECT k.id, k.kind, k.hash, k.revoked_at, k.user_id, k.node_name, "
-                "u.id AS uid, u.name AS user_name, u.is_admin, m.team_id "
+                "u.id AS uid, u.name AS user_name, u.is_admin, m.team_id, t.name AS team_name "
                 "FROM tokens k LEFT JOIN users u ON u.id = k.user_id "
                 "LEFT JOIN memberships m ON m.user_id = u.id "
+                "LEFT JOIN teams t ON t.id = m.team_id "
                 "WHERE k.id = ? AND k.kind = ?",
                 (token_id, kind),
             )
@@ -272,4 +273,7 @@ class AccountStore:
             user_name=row["user_name"],
             is_admin=bool(row["is_admin"]),
             team_ids=frozenset(r["team_id"] for r in rows if r["team_id"] is not None),
+            team_names=tuple(
+                sorted((r["team_id"], r["team_name"]) for r in rows if r["team_name"] is not None)
+            ),
         )

@@ -69,6 +69,8 @@ class Principal:
 
     A user principal has ``user_id``/``user_name``/``is_admin``/``team_ids``; a node
     principal has ``node_name`` (``None``: the token may register any node name).
+    ``team_names``: (id, name) of each of the user's teams, as read with the token
+    (spares a placement reading the teams again).
     """
 
     kind: TokenKind
@@ -77,6 +79,7 @@ class Principal:
     user_name: str | None = None
     is_admin: bool = False
     team_ids: frozenset[str] = frozenset()
+    team_names: tuple[tuple[str, str], ...] = ()
     node_name: str | None = None
 
     def can_see_team(self, team_id: str) -> bool:

@@ -1,5 +1,9 @@
 """The core of the pool service: the policy (:class:`PoolState`) driven over the store.
 
+(Over 400 lines: the write path, and what it keeps of the database besides the
+state -- the queue-order counter, the nodes' registrations -- which is valid only
+as long as the write path says, so it lives beside it.)
+
 :class:`ServiceCore` owns the in-memory state and the one way to change it
 (:meth:`ServiceCore.mutate`). The service's parts (:mod:`~tether.pool._nodes`,
 :mod:`~tether.pool._sessions`, :mod:`~tether.pool._group_sessions`,
@@ -174,6 +178,14 @@ class ServiceCore:
         self._writing = False
         self._state: PoolState | None = None
         self._generation = -1
+        # The last queue-order number handed out, read from the database once and
+        # saved once a batch (None: read it at the next need); good while the
+        # generation is the one this process last wrote.
+        self._seq: int | None = None
+        self._seq_saved = True
+        # Node name -> its registration's hash (what tickets are signed with), read
+        # under the lock: forgotten with the seq, and a node's when it registers.
+        self._registrations: dict[str, str | None] = {}
         self._now = 0.0  # the time of the change in progress
         self._dirty = False  # the change in progress has altered the in-memory state
         self.counters = Counters()
@@ -183,7 +195,9 @@ class ServiceCore:
         with self._lock, self.store.db.transaction(serialize=True) as tx:
             now = self._now = self.clock()
             self._state = self._restore(tx, at=now)
+            self._forget_cached()
             self.persist(tx, self._state.handle(Tick(now=now)))
+            self._save_seq(tx)
             self._generation = self.store.bump_generation_tx(tx)
 
     def _restore(self, tx: Tx, *, at: float | None) -> PoolState:
@@ -255,18 +269,21 @@ class ServiceCore:
                     seen = self.store.generation_tx(tx)
                     if seen != self._generation:
                         self._state = None  # another replica wrote: rebuild
+                        self._forget_cached()
                     # One change alone needs no savepoint: if it fails, the whole
                     # transaction rolls back (two statements fewer when not busy).
                     alone = len(batch) == 1
                     written = sum(self._apply(tx, change, savepoint=not alone) for change in batch)
                     if not written:
                         raise _NothingWritten
+                    self._save_seq(tx)
                     generation = self.store.bump_generation_tx(tx, seen)
             except _NothingWritten:
                 if self._state is not None:
                     self._generation = seen  # restored from what the database holds
             except BaseException as exc:
                 self._state = None  # the database rolled back: rebuild from it next time
+                self._forget_cached()
                 for change in batch:
                     if change.error is None:
                         change.result, change.error = None, exc
@@ -324,7 +341,39 @@ class ServiceCore:
     def persist(self, tx: Tx, decisions: Iterable[Decision], new: NewSession | None = None) -> None:
         """Write decisions (:func:`~tether.pool._persist.persist`) at the change's time.
         ``new``: the session row to insert with its first decision."""
-        persist(tx, self.store, self.counters, decisions, now=self._now, new=new)
+        persist(
+            tx,
+            self.store,
+            self.counters,
+            decisions,
+            now=self._now,
+            new=new,
+            next_seq=lambda: self.next_seq(tx),
+        )
+
+    def next_seq(self, tx: Tx) -> int:
+        """The next queue-order number, inside the serialised transaction of a change.
+
+        Handed out from memory (the counter is read once, then only when another
+        replica wrote or a batch failed) and saved once a batch, before its
+        commit: two statements a new session fewer. A change that fails after
+        taking one leaves a gap, which orders nothing wrongly.
+        """
+        if self._seq is None:
+            self._seq = self.store.seq_tx(tx)
+        self._seq += 1
+        self._seq_saved = False
+        return self._seq
+
+    def _forget_cached(self) -> None:
+        """What this process keeps of the database besides the state may be stale."""
+        self._seq = None
+        self._registrations.clear()
+
+    def _save_seq(self, tx: Tx) -> None:
+        if not self._seq_saved and self._seq is not None:
+            self.store.set_seq_tx(tx, self._seq)
+            self._seq_saved = True
 
     # ------------------------------------------------------------ ticket keys
 
@@ -335,6 +384,19 @@ class ServiceCore:
 
     def registration_of(self, tx: Tx, node: str) -> str | None:
         return self.store.registration_tx(tx, node)
+
+    def registration_in_change(self, tx: Tx, node: str) -> str | None:
+        """:meth:`registration_of`, inside a change only: from memory once read (a
+        placement's ticket needs it, and it changes only when the node registers)."""
+        try:
+            return self._registrations[node]
+        except KeyError:
+            found = self._registrations[node] = self.store.registration_tx(tx, node)
+            return found
+
+    def registration_changed(self, node: str) -> None:
+        """``node`` has a new registration (in the change in progress)."""
+        self._registrations.pop(node, None)
 
     def signing_key(self, node: str, registration: str | None) -> bytes:
         """The key ``node``'s tickets are signed with now (its current registration's)."""

@@ -86,7 +86,13 @@ class Groups:
 
         def work(tx: Tx, state: PoolState, now: float) -> Refused | None:
             self._store.insert_group_tx(
-                tx, group, team_id=team_id, user_id=principal.user_id or "", policy=policy, now=now
+                tx,
+                group,
+                team_id=team_id,
+                user_id=principal.user_id or "",
+                policy=policy,
+                now=now,
+                seq=self._core.next_seq(tx),
             )
             decisions = self._core.handle(
                 state, GroupRequested(now=now, group=group, policy=policy)

@@ -12,7 +12,7 @@ Like the rest of the store it holds no policy and never reads a clock.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +96,11 @@ class GroupStore(SessionStore):
         user_id: str,
         policy: PlacementPolicy | None,
         now: float,
+        seq: int | None = None,
     ) -> None:
         """A new group, as waiting; the policy's decision moves it on in the same
-        transaction (placed, queued with its deadline, or ended with its refusal)."""
+        transaction (placed, queued with its deadline, or ended with its refusal).
+        ``seq``: its queue-order number (default: the next from the counter)."""
         tx.execute(
             "INSERT INTO session_groups (id, name, team_id, user_id, state, request, "
             "min_count, max_count, priority, seq, submitted_at) "
@@ -112,7 +114,7 @@ class GroupStore(SessionStore):
                 group.min_count,
                 group.max_count,
                 group.shape.priority,
-                self.next_seq(tx),
+                self.next_seq(tx) if seq is None else seq,
                 now,
             ),
         )
@@ -133,8 +135,11 @@ class GroupStore(SessionStore):
             (now, reason, message, group_id),
         )
 
-    def group_placed_tx(self, tx: Tx, decision: GroupPlaced) -> None:
-        """Write every placed member as a lease of the group, and the group as placed."""
+    def group_placed_tx(
+        self, tx: Tx, decision: GroupPlaced, next_seq: Callable[[], int] | None = None
+    ) -> None:
+        """Write every placed member as a lease of the group, and the group as placed.
+        ``next_seq``: hands out the members' queue-order numbers (default: the counter)."""
         group = decision.group
         row = tx.one(
             "SELECT team_id, user_id, request FROM session_groups WHERE id = ?", (group.id,)
@@ -153,6 +158,7 @@ class GroupStore(SessionStore):
                 priority=group.shape.priority,
                 now=lease.start,
                 queue_deadline=None,
+                seq=None if next_seq is None else next_seq(),
             )
             tx.execute(
                 "UPDATE sessions SET group_id = ?, group_index = ? WHERE id = ?",

@@ -116,6 +116,7 @@ class Nodes:
             self._core.feed(tx, state, NodeRegistered(now=now, node=spec))
             reg_hash = self._core.registration_hash(registration)
             self._store.set_registration_tx(tx, name, reg_hash)
+            self._core.registration_changed(name)
             keys = self._core.node_keys(name, reg_hash, now)
             return {
                 **self._node_status(state, name),

@@ -8,7 +8,7 @@ the state decided and what the database holds commit or roll back together
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ class NewSession:
     request: dict[str, Any]  # the SliceRequest's dict, plus "policy"
     priority: int
     written: bool = False
+    seq: int | None = None  # its queue-order number, once written (if the core gave it)
 
 
 def persist(
@@ -62,25 +63,47 @@ def persist(
     *,
     now: float,
     new: NewSession | None = None,
+    next_seq: Callable[[], int] | None = None,
 ) -> None:
     """Write ``decisions`` in ``tx`` and count them. ``now``: the change's time
     (when a refused request ended). ``new``: the session row to insert with its
-    first decision (the request is not in the database yet)."""
+    first decision (the request is not in the database yet). ``next_seq``: hands
+    out new rows' queue-order numbers (default: the store's counter)."""
     for d in decisions:
         if isinstance(d, Placed):
             lease = d.lease
-            _ensure_session(tx, store, lease.id, new, submitted_at=lease.start)
-            store.place_session_tx(
-                tx,
-                lease.id,
-                node_name=lease.node,
-                devices=[(dev, lease.fraction, lease.memory_bytes) for dev in lease.device_ids],
-                now=lease.start,
-            )
+            devices = [(dev, lease.fraction, lease.memory_bytes) for dev in lease.device_ids]
+            if new is not None and new.id == lease.id and not new.written and next_seq:
+                # Placed as it arrives: one INSERT of the placed row.
+                new.seq = next_seq()
+                store.insert_placed_session_tx(
+                    tx,
+                    session_id=new.id,
+                    team_id=new.team_id,
+                    user_id=new.user_id,
+                    request=new.request,
+                    priority=new.priority,
+                    seq=new.seq,
+                    node_name=lease.node,
+                    devices=devices,
+                    now=lease.start,
+                )
+                new.written = True
+            else:
+                _ensure_session(tx, store, lease.id, new, next_seq, submitted_at=lease.start)
+                store.place_session_tx(
+                    tx, lease.id, node_name=lease.node, devices=devices, now=lease.start
+                )
             counters.placements += 1
         elif isinstance(d, Queued):
             _ensure_session(
-                tx, store, d.request.id, new, submitted_at=d.enqueued_at, deadline=d.deadline
+                tx,
+                store,
+                d.request.id,
+                new,
+                next_seq,
+                submitted_at=d.enqueued_at,
+                deadline=d.deadline,
             )
             store.session_queued_tx(tx, d.request.id, reason=d.reason)
             counters.queued += 1
@@ -89,7 +112,7 @@ def persist(
             store.refuse_session_tx(tx, d.request_id, code=d.code, message=d.message, now=now)
             store.group_ended_tx(tx, d.request_id, reason=d.code, message=d.message, now=now)
         elif isinstance(d, GroupPlaced):
-            store.group_placed_tx(tx, d)
+            store.group_placed_tx(tx, d, next_seq)
             counters.placements += d.count
         elif isinstance(d, GroupQueued):
             store.group_queued_tx(tx, d.group.id, deadline=d.deadline, reason=d.reason)
@@ -122,12 +145,14 @@ def _ensure_session(
     store: Store,
     session_id: str,
     new: NewSession | None,
+    next_seq: Callable[[], int] | None,
     *,
     submitted_at: float,
     deadline: float | None = None,
 ) -> None:
     if new is None or new.id != session_id or new.written:
         return
+    new.seq = None if next_seq is None else next_seq()
     store.insert_session_tx(
         tx,
         session_id=session_id,
@@ -137,5 +162,6 @@ def _ensure_session(
         priority=new.priority,
         now=submitted_at,
         queue_deadline=deadline,
+        seq=new.seq,
     )
     new.written = True

@@ -8,6 +8,8 @@ reads go to the database directly.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 from tether._ticket import SessionTicket, TicketError, verify_any
@@ -20,13 +22,15 @@ from tether.pool._directory import require_team, require_user, visible_team_ids
 from tether.pool._events import (
     Decision,
     Event,
+    LeaseEnded,
     LeaseHeartbeat,
     LeaseReleased,
+    Placed,
     Refused,
     RequestCancelled,
     SliceRequested,
 )
-from tether.pool._model import PlacementPolicy
+from tether.pool._model import Lease, PlacementPolicy
 from tether.pool._persist import NewSession
 from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
@@ -63,21 +67,40 @@ class Sessions:
             priority=request.priority,
         )
 
-        def work(tx: Tx, state: PoolState, now: float) -> Refused | None:
+        name = str(body["name"]) if body.get("name") else None
+
+        def work(tx: Tx, state: PoolState, now: float) -> tuple[Refused | None, _Placement]:
             decisions = self._core.handle(
                 state, SliceRequested(now=now, request=request, policy=policy)
             )
             self._core.persist(tx, decisions, new)
-            if body.get("name"):
-                self._store.set_session_name_tx(tx, session_id, str(body["name"]))
-            return refusal_of(decisions, session_id)
+            if name is not None:
+                self._store.set_session_name_tx(tx, session_id, name)
+            placed = next(
+                (d for d in decisions if isinstance(d, Placed) and d.lease.id == session_id), None
+            )
+            if placed is None:
+                return refusal_of(decisions, session_id), None
+            return None, (placed, self._core.registration_in_change(tx, placed.lease.node))
 
-        refused = self._core.mutate(work)
+        refused, placement = self._core.mutate(work)
         if refused is not None:
             raise refused_error(refused)
-        return self.session(principal, session_id)
+        if placement is None or new.seq is None:
+            return self.session(principal, session_id)  # queued: read back, with its place
+        # Placed: the answer is what was written, with no read back.
+        placed, registration = placement
+        row = placed_row(new, placed.lease, name=name, team=team_name, user=principal.user_name)
+        return {**self.session_out(row, placed.address), **self.ticket(row, registration)}
 
     def resolve_team(self, principal: Principal, team: str | None) -> tuple[str, str]:
+        """(name, id) of the team a request is for: ``team``, else the user's only one."""
+        if len(principal.team_names) == len(principal.team_ids):
+            # The user's teams were read with the token: no query for their own.
+            mine_ids = {name: team_id for team_id, name in principal.team_names}
+            if team in mine_ids or (team is None and len(mine_ids) == 1):
+                name = team if team is not None else next(iter(mine_ids))
+                return name, mine_ids[name]
         with self._store.db.transaction() as tx:
             ids = self._store.team_ids_tx(tx)
         names = {v: k for k, v in ids.items()}
@@ -242,22 +265,38 @@ class Sessions:
     def release(self, principal: Principal, session_id: str) -> dict[str, Any]:
         """End a lease or withdraw a queued request; releasing an ended one is harmless."""
         row = self._own_session(principal, session_id)
-        if row.state != "ended":
+        if row.state == "ended":
+            return self.session(principal, session_id)
 
-            def work(tx: Tx, state: PoolState, now: float) -> None:
-                event: Event
-                if _is_queued(state, session_id):
-                    event = RequestCancelled(now=now, request_id=session_id)
-                else:
-                    try:
-                        state.lease(session_id)
-                    except PoolNotFoundError:
-                        return  # it ended meanwhile
-                    event = LeaseReleased(now=now, lease_id=session_id)
-                self._core.feed(tx, state, event)
+        def work(tx: Tx, state: PoolState, now: float) -> Lease | None:
+            event: Event
+            if _is_queued(state, session_id):
+                event = RequestCancelled(now=now, request_id=session_id)
+            else:
+                try:
+                    state.lease(session_id)
+                except PoolNotFoundError:
+                    return None  # it ended meanwhile
+                event = LeaseReleased(now=now, lease_id=session_id)
+            decisions = self._core.feed(tx, state, event)
+            return next(
+                (d.lease for d in decisions if isinstance(d, LeaseEnded) and d.lease.id == row.id),
+                None,
+            )
 
-            self._core.mutate(work)
-        return self.session(principal, session_id)
+        ended = self._core.mutate(work)
+        if ended is None or row.state != "placed":
+            return self.session(principal, session_id)
+        # The lease read above, as its end was just written: no read back.
+        return self.session_out(
+            dataclasses.replace(
+                row,
+                state="ended",
+                ended_at=ended.end,
+                end_reason=ended.end_reason,
+            ),
+            None,
+        )
 
     def _own_session(self, principal: Principal, session_id: str) -> SessionRow:
         with self._store.db.transaction() as tx:
@@ -266,6 +305,44 @@ class Sessions:
         if not principal.is_admin and principal.user_id != row.user_id:
             raise Forbidden(f"session {session_id} belongs to {row.user}; only they can change it")
         return row
+
+
+#: What a placement wrote: its decision and the node's registration (for the ticket).
+_Placement = tuple[Placed, str | None] | None
+
+
+def placed_row(
+    new: NewSession, lease: Lease, *, name: str | None, team: str, user: str | None
+) -> SessionRow:
+    """The row :func:`~tether.pool._persist.persist` wrote for ``new`` placed as
+    ``lease``, as reading it back would give it (``new.seq`` must be known)."""
+    assert new.seq is not None and user is not None
+    devices = tuple(sorted((d, lease.fraction, lease.memory_bytes) for d in lease.device_ids))
+    return SessionRow(
+        id=new.id,
+        team_id=new.team_id,
+        team=team,
+        user_id=new.user_id,
+        user=user,
+        state="placed",
+        # As stored: through JSON (tuples come back as lists).
+        request=json.loads(json.dumps(new.request, sort_keys=True)),
+        priority=new.priority,
+        seq=new.seq,
+        submitted_at=lease.start,
+        queue_deadline=None,
+        node_name=lease.node,
+        started_at=lease.start,
+        last_heartbeat=lease.start,
+        ended_at=None,
+        end_reason=None,
+        message=None,
+        share=sum(s for _d, s, _m in devices),
+        memory_bytes=sum(m for _d, _s, m in devices),
+        devices=devices,
+        metering=None,
+        name=name,
+    )
 
 
 def request_from_body(

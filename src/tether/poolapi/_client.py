@@ -14,6 +14,14 @@ failure is one of Tether's errors:
   (:class:`Refused`, :class:`Forbidden`, :class:`NotFound`, ...), carrying the
   server's message and ``detail`` (for quota refusals: limit, used, left);
 - 5xx or a body that is not the API's JSON: :class:`PoolError`.
+
+A client made with ``max_idle`` > 0 keeps up to that many connections open and
+reuses them (:mod:`tether.poolapi._connections`, which says when a request is
+sent twice: never a POST); its owner closes it (:meth:`PoolClient.close`, or a
+``with`` block). Long-lived clients do (the acceptor's pool agent, a held
+lease); by default a client keeps none, a connection a request, and owes
+nobody a close. Behind an HTTP proxy (``$http_proxy`` ...) every request goes
+through ``urllib`` on a connection of its own.
 """
 
 from __future__ import annotations
@@ -27,10 +35,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 from tether._errors import AuthenticationError, ConnectError, PoolError
+from tether.poolapi._connections import Connections
 from tether.poolapi._problems import PoolRequestError, error_class_for
 from tether.transport._tls import ca_from_env, client_context, verify_failure
 
@@ -46,7 +56,10 @@ class PoolClient:
     ``timeout`` bounds each request in seconds. An ``https://`` pool must show a
     certificate for its host that chains to ``ca`` (a PEM file; default
     ``$TETHER_TLS_CA``, else the system's trust); there is no way to skip the
-    check. Instances hold no connection and are safe to share.
+    check. Instances are safe to share between threads. With ``max_idle`` > 0
+    they keep up to that many connections open for the next requests (see the
+    module docstring): :meth:`close` them when done, or use the client as a
+    context manager; a closed client may still be used (it connects again).
     """
 
     def __init__(
@@ -56,6 +69,7 @@ class PoolClient:
         *,
         timeout: float = 30.0,
         ca: str | os.PathLike[str] | None = None,
+        max_idle: int = 0,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
@@ -67,6 +81,26 @@ class PoolClient:
         self._tls: ssl.SSLContext | None = (
             client_context(self.ca) if self.url.startswith("https://") else None
         )
+        where = urllib.parse.urlsplit(self.url)
+        self._base = where.path
+        # Through a proxy (urllib's rules: $http_proxy, $no_proxy): urllib does it.
+        proxy = urllib.request.getproxies().get(where.scheme)
+        self._direct = proxy is None or bool(urllib.request.proxy_bypass(where.netloc))
+        self._connections = Connections(
+            where.hostname or "", where.port, timeout=timeout, tls=self._tls, max_idle=max_idle
+        )
+        # A client nobody closed closes its connections when it is collected.
+        weakref.finalize(self, self._connections.close)
+
+    def close(self) -> None:
+        """Close the connections kept for the next requests (idempotent)."""
+        self._connections.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -------------------------------------------------------------- transport
 
@@ -80,34 +114,34 @@ class PoolClient:
         raw: bool = False,
     ) -> Any:
         """One API call; returns the decoded JSON (or the text, when ``raw``)."""
-        url = self.url + path
+        target = path
         if query:
             clean = {k: v for k, v in query.items() if v is not None}
             if clean:
-                url += "?" + urllib.parse.urlencode(clean)
+                target += "?" + urllib.parse.urlencode(clean)
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self._tls) as resp:
-                payload = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            payload = exc.read()
-            exc.close()
-            raise self._error(exc.code, payload) from None
+            if self._direct:
+                status, payload = self._connections.exchange(
+                    method, self._base + target, data, headers
+                )
+            else:
+                status, payload = self._via_urllib(method, self.url + target, data, headers)
         except (TimeoutError, urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             raise ConnectError(self._unreachable(reason)) from exc
         except http.client.HTTPException as exc:  # IncompleteRead: it died mid-answer
             raise ConnectError(
                 f"the pool at {self.url} closed the connection in the middle of its answer "
                 f"({type(exc).__name__}); what it was asked may or may not have been done"
             ) from exc
+        if not 200 <= status < 300:
+            raise self._error(status, payload)
         if raw:
             return payload.decode("utf-8", "replace")
         if status == 204 or not payload:
@@ -116,6 +150,19 @@ class PoolClient:
             return json.loads(payload)
         except ValueError as exc:
             raise PoolError(f"the pool at {self.url} sent a body that is not JSON") from exc
+
+    def _via_urllib(
+        self, method: str, url: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One request through urllib (its proxies), on a connection of its own."""
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._tls) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            payload = exc.read()
+            exc.close()
+            return exc.code, payload
 
     def _unreachable(self, reason: object) -> str:
         if isinstance(reason, ssl.SSLCertVerificationError):
