@@ -1,9 +1,5 @@
 """The worker's engine: a session's handle table and the execution of its calls.
 
-(Over 400 lines: the engine is still one class that executes calls and talks to the
-client through blocking callbacks; the sans-I/O ``WorkerProtocol`` beside the client's
-``ClientProtocol`` is the cut that will shrink it, and has not been made yet.)
-
 Theory of operation
 -------------------
 The client names results itself. A synchronous call (shape ANY) gets a REPLY
@@ -12,17 +8,17 @@ objects as new worker-numbered handles (negative ids). A pipelined call carries
 the shape the client assumed (handle ids it allocated, or None) and gets no
 reply: the engine binds the result to those ids.
 
-When a pipelined call fails the engine enters the *failed* state: it remembers
-the error, poisons the call's result ids, and skips every later call (poisoning
-their results too), because locally the script would never have got past the
-failing line. The next synchronous call is answered with that error, flagged
-DEFERRED; the client raises it where the script can catch it and sends RESUME,
-which returns the engine to normal. Calls that use a poisoned handle fail with
-the original error.
-
-The engine does no I/O itself: it is given ``send(kind, flags, seq, meta,
-buffers)`` and ``request(WorkerRequest)`` (a blocking round trip to the client,
-used to fetch the client's modules and files).
+The engine only executes: :meth:`Engine.call_sync` returns a value (or
+raises), :meth:`Engine.call_pipelined` reports an outcome (None, a
+:class:`~tether.acceptor._events.Mispredicted` or a
+:class:`~tether.acceptor._events.CallFailed`). Which calls run at all, the
+deferred error of a failed pipelined call, the poisoned result ids, the
+replies and the requests' round trips are the
+:class:`~tether.acceptor._protocol.WorkerProtocol`'s; the engine reads the
+poisoned ids (a handle that failed fails with the original error) and is
+given ``request(WorkerRequest)``, a blocking round trip to the client that
+the shell makes through the protocol (to fetch the client's modules and
+files).
 """
 
 from __future__ import annotations
@@ -35,7 +31,8 @@ import operator
 import pickle
 import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from tether._code import global_names
@@ -46,37 +43,33 @@ from tether.acceptor._codec import (
     ByRef,
     TypeRegistry,
     WorkerPickler,
-    error_payload,
     exact_length,
     is_plain,
     iter_functions,
     numpy_scalar_types,
 )
+from tether.acceptor._events import CallFailed, Mispredicted, Outcome
 from tether.acceptor._files import ClientFile
 from tether.acceptor._namespace import Namespaces, ScriptNamespace
-from tether.wire import Flag, Kind, _compact
+from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
 from tether.wire._ops import (
     DISCARD,
-    NAMESPACE_TAG,
     NONE,
-    RELEASE_TAG,
     Handle,
     Items,
     Op,
     Shape,
     shape_from_wire,
-    shape_handles,
-    unpack_batch,
-    unpack_ids,
 )
 from tether.wire._requests import RequestFn, WriteGlobal
 
-SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
-
 
 class _Mispredicted(Exception):
-    pass
+    def __init__(self, why: str, poison: Shape = None, error: BaseException | None = None) -> None:
+        super().__init__(why)
+        self.poison = poison
+        self.error = error
 
 
 class _Exhausted:
@@ -85,10 +78,10 @@ class _Exhausted:
     __slots__ = ()
 
 
-_EXHAUSTED = _Exhausted()
+#: What :meth:`Engine.call_sync` returns for a NEXT whose iterator has ended.
+EXHAUSTED = _Exhausted()
 
 
-_SYNC = int(Flag.SYNC)
 #: Iterators whose items are fixed when iteration starts, and how many of them
 #: ITER sends at once.
 _SNAPSHOT_ITERATORS = frozenset(
@@ -96,7 +89,6 @@ _SNAPSHOT_ITERATORS = frozenset(
      "str_iterator", "bytes_iterator"}
 )  # fmt: skip
 _PREFETCH_MAX = 4096
-_BATCH = int(Flag.BATCH)
 _CONTAINERS = (list, dict, set, bytearray)
 # Iterating an existing container yields its items, which are places too.
 _CONTAINER_ITERATORS = frozenset(
@@ -109,13 +101,12 @@ class Engine:
 
     def __init__(
         self,
-        send: SendFn,
         request: RequestFn,
         *,
+        poisoned: Mapping[int, BaseException] = MappingProxyType({}),
         value_modules: frozenset[str] = frozenset(),
         scalar_modules: frozenset[str] = frozenset(),
     ) -> None:
-        self._send = send
         self.request = request
         self.value_modules = value_modules
         self.scalar_types: frozenset[type] = frozenset()
@@ -123,20 +114,15 @@ class Engine:
             with contextlib.suppress(ImportError):  # no numpy here: none to send
                 self.scalar_types = numpy_scalar_types()
         self.handles: dict[int, Any] = {}
-        self.poisoned: dict[int, BaseException] = {}
+        self._poisoned = poisoned  # the protocol's: result ids of calls that failed
         self._next_hid = -1
         self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
         self._interned_hids: set[int] = set()  # never released: the client shares them
         self.types = TypeRegistry()
-        self.failed: BaseException | None = None
         self.client_files: set[str] = set()
-        self.touched_client = False
-        # Queued output: (stderr?, text), or (None, WARNING meta) for a warning.
-        self.output: list[tuple[bool | None, str]] = []
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
-        self.calls = 0
         # The script's modules, functions and classes (see _namespace.py): the
         # client's id of each function and class built here, both ways.
         self.namespaces = Namespaces(request)
@@ -163,7 +149,7 @@ class Engine:
             return self.handles[hid]
         except KeyError:
             pass
-        err = self.poisoned.get(hid)
+        err = self._poisoned.get(hid)
         if err is not None:
             raise err
         raise ObjectReleased(f"remote object #{hid} was released or never existed")
@@ -276,89 +262,50 @@ class Engine:
 
     def release(self, hids: Sequence[int]) -> None:
         interned = self._interned_hids
-        handles, poisoned = self.handles, self.poisoned
+        handles = self.handles
         for hid in hids:
-            if hid in interned:
-                continue
-            handles.pop(hid, None)
-            if poisoned:
-                poisoned.pop(hid, None)
+            if hid not in interned:
+                handles.pop(hid, None)
 
-    # -- frames -----------------------------------------------------------------
-    def on_frame(
-        self, kind: int, flags: int, seq: int, meta: bytes, buffers: Sequence[Any]
-    ) -> None:
-        if kind == Kind.CALL:
-            if flags & _BATCH:
-                for sub in unpack_batch(meta):
-                    tag = sub[:1]
-                    if tag == RELEASE_TAG:  # handles the client let go of here
-                        self.release(unpack_ids(sub[1:]))
-                    elif tag == NAMESPACE_TAG:
-                        self.set_names(sub[1:])
-                    else:
-                        self.on_call(0, seq, sub, ())
-                        seq += 1
-            elif meta[:1] == NAMESPACE_TAG:
-                self.set_names(meta[1:])
-            else:
-                self.on_call(flags, seq, meta, buffers)
-        elif kind == Kind.RELEASE:
-            self.release(unpack_ids(meta))
-        elif kind == Kind.RESUME:
-            self.failed = None
-        else:
-            raise ProtocolError(f"the worker does not expect frame kind {kind} here")
+    # -- calls ------------------------------------------------------------------------
+    def call_sync(self, meta: bytes, buffers: Sequence[Any]) -> Any:
+        """Run a synchronous call; returns what the client gets (:data:`EXHAUSTED`
+        for a NEXT at the end), or raises what the call raised."""
+        op, _shape, fields = self._decode(meta, buffers)
+        result = self._execute(op, fields)
+        # A list or dict read from an attribute or an item is a place the
+        # script may change in place: it stays remote. Other results are fresh.
+        if type(result) in _CONTAINERS and (
+            op == Op.GETATTR
+            or (op == Op.CALL and fields[0] is operator.getitem)
+            or (op == Op.NEXT and type(fields[0]).__name__ in _CONTAINER_ITERATORS)
+        ):
+            return ByRef(result)
+        return result
 
-    def on_call(self, flags: int, seq: int, meta: bytes, buffers: Sequence[Any]) -> None:
-        self.calls += 1
-        sync = flags & _SYNC
-        if self.failed is not None:
-            if sync:
-                self._reply_error(seq, self.failed, deferred=True)
-            else:
-                self._poison_shape(self._peek_shape(meta, buffers), self.failed)
-            return
-        self.touched_client = False
+    def call_pipelined(self, meta: bytes, buffers: Sequence[Any]) -> Outcome:
+        """Run a pipelined call and bind its result to the ids the client chose:
+        None, or what went wrong (KeyboardInterrupt and SystemExit propagate)."""
         shape: Shape = None
         try:
-            if meta[:1] == COMPACT_TAG:
-                msg = self._compact(meta)
-                op, shape = msg[0], msg[1]
-            else:
-                msg = self._loads(meta, buffers)
-                op, shape = msg[0], shape_from_wire(msg[1])
-            result = self._execute(op, msg[2:])
+            op, shape, fields = self._decode(meta, buffers)
+            result = self._execute(op, fields)
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not sync:
-                raise
-            if sync:
-                self._reply_error(seq, exc, deferred=False)
-            else:
-                self.failed = exc
-                self._poison_shape(shape, exc)
-            return
-        if sync:
-            # A list or dict read from an attribute or an item is a place the
-            # script may change in place: it stays remote. Other results are fresh.
-            place = (
-                op == Op.GETATTR
-                or (op == Op.CALL and msg[2] is operator.getitem)
-                or (op == Op.NEXT and type(msg[2]).__name__ in _CONTAINER_ITERATORS)
-            )
-            self._reply_value(
-                seq, ByRef(result) if place and type(result) in _CONTAINERS else result
-            )
-        else:
-            try:
-                self._bind(shape, result)
-            except _Mispredicted as exc:
-                self._notice(seq, str(exc))
-            else:
-                if self.touched_client:
-                    # It used the client's files or objects: the script must see
-                    # the effect when the call returns, so stop pipelining it.
-                    self._notice(seq, "the call uses the client's files or objects")
+            return CallFailed(shape, exc)
+        try:
+            self._bind(shape, result)
+        except _Mispredicted as exc:
+            return Mispredicted(str(exc), exc.poison, exc.error)
+        return None
+
+    def _decode(self, meta: bytes, buffers: Sequence[Any]) -> tuple[int, Shape, tuple[Any, ...]]:
+        if meta[:1] == COMPACT_TAG:
+            msg = self._compact(meta)
+            return msg[0], msg[1], msg[2:]
+        msg = self._loads(meta, buffers)
+        return msg[0], shape_from_wire(msg[1]), msg[2:]
 
     # -- execution ------------------------------------------------------------
     def _execute(self, op: int, f: tuple[Any, ...]) -> Any:
@@ -379,7 +326,7 @@ class Engine:
             try:
                 return next(f[0])
             except StopIteration:
-                return _EXHAUSTED
+                return EXHAUSTED
         if op == Op.ITER:
             target = f[0]
             it = iter(target)
@@ -452,15 +399,9 @@ class Engine:
                 f"a pipelined result changed shape (now {type(value).__qualname__}); "
                 "the proxies made for it cannot be used"
             )
-            self._poison_shape(shape, err)
-            raise _Mispredicted(str(err))
+            raise _Mispredicted(str(err), shape, err)
         for sub, item in zip(parts, value, strict=True):
             self._bind(sub, item)
-
-    def _poison_shape(self, shape: Shape, err: BaseException) -> None:
-        for hid in shape_handles(shape):
-            self.poisoned[hid] = err
-            self.handles.pop(hid, None)
 
     def _compact(self, meta: bytes) -> tuple[Any, ...]:
         """A compact call (see :mod:`tether.wire._compact`) as ``(op, shape, *fields)``."""
@@ -482,15 +423,6 @@ class Engine:
             found = self._named[raw] = getattr(importlib.import_module(module), name)
         return found
 
-    def _peek_shape(self, meta: bytes, buffers: Sequence[Any]) -> Shape:
-        """The shape of a call we are going to skip, without running anything."""
-        if meta[:1] == COMPACT_TAG:
-            return _compact.peek_shape(meta)
-        try:
-            return shape_from_wire(_ShapeOnly(io.BytesIO(meta), buffers=buffers).load())
-        except Exception:
-            return None
-
     def dumps_value(self, value: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
         buf = io.BytesIO()
         buffers: list[pickle.PickleBuffer] = []
@@ -507,28 +439,6 @@ class Engine:
         ).dump(value)
         inner = buf.getvalue()
         return pickle.dumps((self.types.take_pending(), inner), protocol=5), buffers
-
-    def _reply_value(self, seq: int, value: Any) -> None:
-        if value is _EXHAUSTED:
-            self.flush_output()
-            self._send(Kind.REPLY, Flag.EXHAUSTED, seq, b"", ())
-            return
-        try:
-            meta, buffers = self.dumps_value(value)
-        except Exception as exc:
-            self._reply_error(seq, exc, deferred=False)
-            return
-        flags = Flag.NOPIPE if self.touched_client else Flag.NONE
-        self.flush_output()
-        self._send(Kind.REPLY, flags, seq, meta, [b.raw() for b in buffers])
-
-    def _reply_error(self, seq: int, exc: BaseException, *, deferred: bool) -> None:
-        flags = Flag.ERROR | (Flag.DEFERRED if deferred else 0)
-        self.flush_output()
-        self._send(Kind.REPLY, flags, seq, error_payload(exc), ())
-
-    def _notice(self, seq: int, text: str) -> None:
-        self._send(Kind.NOTICE, 0, seq, pickle.dumps(("mispredicted", text)), ())
 
     def loads(self, meta: bytes, buffers: Sequence[Any]) -> Any:
         """Decode what the client sent (a call, or the answer to a request)."""
@@ -549,47 +459,6 @@ class Engine:
         for value in values:
             for fn in iter_functions(value):
                 self.client_files.add(fn.__code__.co_filename)
-
-    # -- output -----------------------------------------------------------------
-    def write_output(self, text: str, *, stderr: bool) -> None:
-        self.output.append((stderr, text))
-
-    def write_warning(self, meta: str) -> None:
-        """Queue a warning (the JSON of a WARNING frame) in its place among the output.
-
-        The call that warned is marked as touching the client (as file access
-        does): the client stops pipelining its site, so that later warnings of
-        the same site reach the script at the line that made them.
-        """
-        self.touched_client = True
-        self.output.append((None, meta))
-
-    def flush_output(self) -> None:
-        if not self.output:
-            return
-        chunks, self.output = self.output, []
-        # Merge consecutive writes to the same stream into one frame; a warning
-        # is a frame of its own, between the text written before and after it.
-        cur_err = False
-        cur: list[str] = []
-        for is_err, text in chunks:
-            if is_err is None:
-                if cur:
-                    self._send_output(cur_err, "".join(cur))
-                    cur = []
-                self._send(Kind.WARNING, 0, 0, text.encode(), ())
-                continue
-            if cur and is_err != cur_err:
-                self._send_output(cur_err, "".join(cur))
-                cur = []
-            cur_err = is_err
-            cur.append(text)
-        if cur:
-            self._send_output(cur_err, "".join(cur))
-
-    def _send_output(self, stderr: bool, text: str) -> None:
-        flags = Flag.STDERR if stderr else Flag.NONE
-        self._send(Kind.OUTPUT, flags, 0, text.encode("utf-8", "surrogateescape"), ())
 
 
 class WorkerUnpickler(pickle.Unpickler):
@@ -634,16 +503,6 @@ class WorkerUnpickler(pickle.Unpickler):
             return refs[name]
         except KeyError:
             raise pickle.UnpicklingError(f"unknown reference kind {name!r}") from None
-
-
-class _ShapeOnly(pickle.Unpickler):
-    """Reads just enough of a call to find its shape (never imports anything)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        return lambda *a, **k: None
-
-    def load(self) -> Any:
-        return super().load()[1]
 
 
 def _exception_class(lineage: Sequence[tuple[str, str]]) -> type:
