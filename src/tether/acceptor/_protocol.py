@@ -149,7 +149,9 @@ class WorkerProtocol:
         self._outer: list[deque[_Entry]] = []  # those of the frames a wait interrupted
         self._inbox: deque[Frame] = deque()
         self._backlog: deque[Frame] = deque()  # set aside during a wait
+        # What the client may send (BYE closes it), and what the worker may.
         self._conn = Connection(Role.SERVER, WireState.OPEN)
+        self._conn_out = Connection(Role.SERVER, WireState.OPEN)
         self._decoder: FrameDecoder | None = None
         self._out: list[Buffer] = []
 
@@ -382,7 +384,7 @@ class WorkerProtocol:
     def _put(
         self, kind: int, flags: int, seq: int, meta: Buffer, buffers: Sequence[Buffer] = ()
     ) -> None:
-        self._conn.check_outgoing(kind)
+        self._conn_out.check_outgoing(kind)
         self._out += encode_frame(kind, flags, seq, meta, buffers)
 
 
