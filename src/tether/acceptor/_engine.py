@@ -1,5 +1,12 @@
 """The worker's engine: a session's handle table and the execution of its calls.
 
+(Over 400 lines: the engine is the one object that everything the client's
+pickles refer to resolves against -- handles, interned classes and modules,
+the script's functions, classes and namespaces, lent objects, the functions
+compact calls name -- and it runs the calls. The session's states, deferred
+errors, poisoning, output and replies moved to ``WorkerProtocol``; the
+script's code, about 100 lines here, could still become a class of its own.)
+
 Theory of operation
 -------------------
 The client names results itself. A synchronous call (shape ANY) gets a REPLY
@@ -35,7 +42,6 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from tether._code import global_names
 from tether._errors import ObjectReleased, ProtocolError
 from tether.acceptor._callers import call_from_module, is_caller_sensitive
 from tether.acceptor._clientobj import ClientObject
@@ -50,7 +56,8 @@ from tether.acceptor._codec import (
 )
 from tether.acceptor._events import CallFailed, Mispredicted, Outcome
 from tether.acceptor._files import ClientFile
-from tether.acceptor._namespace import Namespaces, ScriptNamespace
+from tether.acceptor._namespace import Namespaces
+from tether.acceptor._spawn import spawn_by_value
 from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
 from tether.wire._ops import (
@@ -164,7 +171,7 @@ class Engine:
     def _register(self, oid: int, obj: Any) -> Any:
         self.script_objs[oid] = obj
         self.script_ids[id(obj)] = oid
-        _spawn_by_value(obj)
+        spawn_by_value(obj)
         return obj
 
     def script_ref(self, oid: int) -> Any:
@@ -362,7 +369,7 @@ class Engine:
         cls = types.new_class(name, bases, kwds, lambda ns: ns.update(namespace))
         self.adopt(cls)
         if isinstance(namespace.get("__module__"), str) and self.namespaces.get(cls.__module__):
-            _spawn_by_value(cls)
+            spawn_by_value(cls)
         for value in namespace.values():
             for top in iter_functions(value):
                 # Decorated methods too (``@torch.no_grad()``, the wrapper of a
@@ -511,43 +518,3 @@ def _exception_class(lineage: Sequence[tuple[str, str]]) -> type:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj  # type: ignore[no-any-return]
-
-
-def _spawn_by_value(obj: Any) -> None:
-    """Let processes the worker spawns (DataLoader workers with "spawn") receive
-    the script's classes and functions: their ``__main__`` is not the script's,
-    and they have none of the script's modules, so multiprocessing's pickler
-    must send these by value, not by name."""
-    from multiprocessing.reduction import ForkingPickler
-
-    if isinstance(obj, type):
-        ForkingPickler.register(obj, _by_value)
-    else:
-        # Functions bypass the dispatch table in the C pickler: override instead.
-        ForkingPickler.reducer_override = _function_by_value  # type: ignore[method-assign]
-
-
-def _page_globals(obj: Any) -> None:
-    """Read every global name the object's code uses, so that names not yet
-    paged in from the client travel with it to a spawned process."""
-    for fn in iter_functions(obj):
-        namespace = fn.__globals__
-        if isinstance(namespace, ScriptNamespace):
-            for name in global_names(fn.__code__):
-                try:
-                    namespace[name]
-                except Exception:
-                    continue
-
-
-def _by_value(obj: Any) -> Any:
-    import cloudpickle
-
-    _page_globals(obj)
-    return (cloudpickle.loads, (cloudpickle.dumps(obj),))
-
-
-def _function_by_value(pickler: Any, obj: Any) -> Any:
-    if type(obj) is types.FunctionType and isinstance(obj.__globals__, ScriptNamespace):
-        return _by_value(obj)
-    return NotImplemented
