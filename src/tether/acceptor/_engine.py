@@ -278,14 +278,15 @@ class Engine:
     def call_sync(self, meta: bytes, buffers: Sequence[Any]) -> Any:
         """Run a synchronous call; returns what the client gets (:data:`EXHAUSTED`
         for a NEXT at the end), or raises what the call raised."""
-        op, _shape, fields = self._decode(meta, buffers)
-        result = self._execute(op, fields)
+        msg = self._compact(meta) if meta[:1] == COMPACT_TAG else self._loads(meta, buffers)
+        op = msg[0]
+        result = self._execute(op, msg[2:])
         # A list or dict read from an attribute or an item is a place the
         # script may change in place: it stays remote. Other results are fresh.
         if type(result) in _CONTAINERS and (
             op == Op.GETATTR
-            or (op == Op.CALL and fields[0] is operator.getitem)
-            or (op == Op.NEXT and type(fields[0]).__name__ in _CONTAINER_ITERATORS)
+            or (op == Op.CALL and msg[2] is operator.getitem)
+            or (op == Op.NEXT and type(msg[2]).__name__ in _CONTAINER_ITERATORS)
         ):
             return ByRef(result)
         return result
@@ -295,8 +296,13 @@ class Engine:
         None, or what went wrong (KeyboardInterrupt and SystemExit propagate)."""
         shape: Shape = None
         try:
-            op, shape, fields = self._decode(meta, buffers)
-            result = self._execute(op, fields)
+            if meta[:1] == COMPACT_TAG:
+                msg = self._compact(meta)
+                shape = msg[1]
+            else:
+                msg = self._loads(meta, buffers)
+                shape = shape_from_wire(msg[1])
+            result = self._execute(msg[0], msg[2:])
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
@@ -306,13 +312,6 @@ class Engine:
         except _Mispredicted as exc:
             return Mispredicted(str(exc), exc.poison, exc.error)
         return None
-
-    def _decode(self, meta: bytes, buffers: Sequence[Any]) -> tuple[int, Shape, tuple[Any, ...]]:
-        if meta[:1] == COMPACT_TAG:
-            msg = self._compact(meta)
-            return msg[0], msg[1], msg[2:]
-        msg = self._loads(meta, buffers)
-        return msg[0], shape_from_wire(msg[1]), msg[2:]
 
     # -- execution ------------------------------------------------------------
     def _execute(self, op: int, f: tuple[Any, ...]) -> Any:

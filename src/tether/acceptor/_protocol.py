@@ -127,9 +127,10 @@ TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
     (State.CLOSED, Input.CLOSE): State.CLOSED,
 }
 
-# A pending batch entry: (seq, flags, meta, buffers); seq -1: a release or
-# namespace entry (its tag says which).
-_Entry = tuple[int, int, bytes, tuple[Any, ...]]
+# A pending entry of a batch: (seq, meta) of a pipelined call, or (-1, entry)
+# for a release or namespace entry (its tag says which).
+_Entry = tuple[int, bytes]
+_UNNUMBERED: Final = (RELEASE_TAG, NAMESPACE_TAG)
 
 
 class WorkerProtocol:
@@ -182,10 +183,17 @@ class WorkerProtocol:
         """What the shell must do next, or NEED_DATA. ProtocolError if the
         client sent something that makes no sense here."""
         while True:
-            if self._entries:
-                event = self._entry(*self._entries.popleft())
-                if event is not None:
-                    return event
+            entries = self._entries
+            if entries:  # a batch's entries: pipelined calls, releases, rebinds
+                seq, meta = entries.popleft()
+                if seq < 0:
+                    if meta[:1] == RELEASE_TAG:
+                        return self._release(meta[1:])
+                    return Names(meta[1:])
+                if self.failed is None:
+                    self.touched = False
+                    return Call(seq, False, meta, ())
+                self._skip(seq, 0, meta, ())
                 continue
             if self._waits:
                 if not self._inbox:
@@ -193,14 +201,10 @@ class WorkerProtocol:
                 frame = self._inbox.popleft()
                 if frame.kind == _RESPONSE and frame.seq == self._waits[-1]:
                     return self._answered(frame)
-                if frame.kind == _CALL and frame.flags & _NESTED:
-                    event = self._open(frame)
-                    if event is not None:
-                        return event
-                else:
+                if frame.kind != _CALL or not frame.flags & _NESTED:
                     self._backlog.append(frame)  # for when no wait is open
-                continue
-            if self._backlog:
+                    continue
+            elif self._backlog:
                 frame = self._backlog.popleft()
             elif self._inbox:
                 frame = self._inbox.popleft()
@@ -208,9 +212,16 @@ class WorkerProtocol:
                 return NEED_DATA
             kind = frame.kind
             if kind == _CALL:
-                event = self._open(frame)
-                if event is not None:
-                    return event
+                flags, meta = frame.flags, frame.meta
+                if flags & _BATCH:
+                    self._unbatch(frame.seq, meta)
+                elif meta[:1] == NAMESPACE_TAG:
+                    return Names(meta[1:])
+                elif self.failed is None:
+                    self.touched = False
+                    return Call(frame.seq, bool(flags & _SYNC), meta, frame.buffers)
+                else:
+                    self._skip(frame.seq, flags, meta, frame.buffers)
             elif kind == Kind.RELEASE:
                 return self._release(frame.meta)
             elif kind == Kind.RESUME:
@@ -224,41 +235,25 @@ class WorkerProtocol:
             else:
                 raise ProtocolError(f"the worker does not expect frame kind {kind} here")
 
-    def _open(self, frame: Frame) -> Event | None:
-        """A CALL frame: its one event, or its entries queued (a batch)."""
-        meta = frame.meta
-        if frame.flags & _BATCH:
-            seq = frame.seq
-            entries = self._entries
-            for sub in unpack_batch(meta):
-                tag = sub[:1]
-                if tag in (RELEASE_TAG, NAMESPACE_TAG):
-                    entries.append((-1, 0, sub, ()))
-                else:
-                    entries.append((seq, 0, sub, ()))
-                    seq += 1
-            return None
-        if meta[:1] == NAMESPACE_TAG:
-            return Names(meta[1:])
-        return self._call(frame.seq, frame.flags, meta, frame.buffers)
+    def _unbatch(self, seq: int, meta: bytes) -> None:
+        """Queue a batch's entries, numbering its calls from ``seq``."""
+        entries = self._entries
+        for sub in unpack_batch(meta):
+            if sub[:1] in _UNNUMBERED:
+                entries.append((-1, sub))
+            else:
+                entries.append((seq, sub))
+                seq += 1
 
-    def _entry(self, seq: int, flags: int, meta: bytes, buffers: tuple[Any, ...]) -> Event | None:
-        if seq >= 0:
-            return self._call(seq, flags, meta, buffers)
-        if meta[:1] == RELEASE_TAG:
-            return self._release(meta[1:])
-        return Names(meta[1:])
-
-    def _call(self, seq: int, flags: int, meta: bytes, buffers: tuple[Any, ...]) -> Call | None:
+    def _skip(self, seq: int, flags: int, meta: bytes, buffers: tuple[Any, ...]) -> None:
+        """A call in FAILED: answered with the error if synchronous, else its
+        result ids poisoned with it."""
         failed = self.failed
-        if failed is None:
-            self.touched = False
-            return Call(seq, bool(flags & _SYNC), meta, buffers)
+        assert failed is not None
         if flags & _SYNC:
             self._reply_error(seq, failed, deferred=True)
         else:
             self._poison(peek_shape(meta, buffers), failed)
-        return None
 
     def _release(self, packed: bytes) -> Release:
         hids = unpack_ids(packed)

@@ -82,10 +82,15 @@ class WorkerShell:
     def pump(self) -> bool:
         """Carry out everything the frames that have arrived ask for, without
         waiting; True once the client has said BYE."""
-        proto, link = self.protocol, self.link
+        proto, link, engine = self.protocol, self.link, self.engine
         while True:
             event = proto.next_event()
-            if event is NEED_DATA:
+            if type(event) is Call:  # the hot path, inline
+                if event.sync:
+                    self._call_sync(event.seq, event.meta, event.buffers)
+                else:
+                    proto.pipelined(event.seq, engine.call_pipelined(event.meta, event.buffers))
+            elif event is NEED_DATA:
                 frame = link.poll()
                 if frame is None:
                     return False
@@ -101,32 +106,36 @@ class WorkerShell:
 
     def handle(self, event: Event) -> None:
         """Carry out one event (a call runs, a release frees, names rebind)."""
-        proto, engine = self.protocol, self.engine
         if type(event) is Call:
-            seq, sync, meta, buffers = event
-            if not sync:
-                proto.pipelined(seq, engine.call_pipelined(meta, buffers))
-                return
-            try:
-                value = engine.call_sync(meta, buffers)
-            except BaseException as exc:
-                proto.reply_error(seq, exc)
-                return
-            if value is EXHAUSTED:
-                proto.exhausted(seq)
-                return
-            try:
-                meta, pickled = engine.dumps_value(value)
-            except Exception as exc:
-                proto.reply_error(seq, exc)
-                return
-            proto.reply(seq, meta, [b.raw() for b in pickled])
+            if event.sync:
+                self._call_sync(event.seq, event.meta, event.buffers)
+            else:
+                self.protocol.pipelined(
+                    event.seq, self.engine.call_pipelined(event.meta, event.buffers)
+                )
         elif type(event) is Release:
-            engine.release(event.hids)
+            self.engine.release(event.hids)
         elif type(event) is Names:
-            engine.set_names(event.meta)
+            self.engine.set_names(event.meta)
         else:
             raise AssertionError(f"the protocol handed out {event!r} out of a wait")
+
+    def _call_sync(self, seq: int, meta: bytes, buffers: tuple[Any, ...]) -> None:
+        proto, engine = self.protocol, self.engine
+        try:
+            value = engine.call_sync(meta, buffers)
+        except BaseException as exc:
+            proto.reply_error(seq, exc)
+            return
+        if value is EXHAUSTED:
+            proto.exhausted(seq)
+            return
+        try:
+            meta, pickled = engine.dumps_value(value)
+        except Exception as exc:
+            proto.reply_error(seq, exc)
+            return
+        proto.reply(seq, meta, [b.raw() for b in pickled])
 
     def request(self, request: WorkerRequest) -> Any:
         """A blocking round trip to the client (module sources, file contents)."""
