@@ -229,7 +229,7 @@ def _script_function(h: Harness, source: str, name: str) -> Any:
     """Build a function of module ``script_mod`` in the engine, as the client ships it."""
     code = compile(source, "script_mod.py", "exec")
     fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == name)
-    return h.engine.script_function(7, ("script_mod", "script_mod.py", "", False), fn_code, None)
+    return h.engine.script.function(7, ("script_mod", "script_mod.py", "", False), fn_code, None)
 
 
 def test_script_code_pages_names_in_once_and_falls_back_to_builtins() -> None:
@@ -238,7 +238,7 @@ def test_script_code_pages_names_in_once_and_falls_back_to_builtins() -> None:
     assert f([1, 2]) == 6
     assert f([1]) == 3
     assert h.requests == [ReadGlobal("script_mod", "len"), ReadGlobal("script_mod", "k")]
-    assert h.engine.script_ref(7) is f
+    assert h.engine.script.ref(7) is f
 
 
 def test_namespace_entries_update_names_even_after_a_failed_call() -> None:

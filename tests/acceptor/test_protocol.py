@@ -503,7 +503,7 @@ def test_pipelined_calls_a_deferred_error_and_resume_back_to_back() -> None:
 def _script_fn(pair: Pair, source: str) -> Any:
     code = compile(source, "script_mod.py", "exec")
     fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == "f")
-    return pair.worker.engine.script_function(
+    return pair.worker.engine.script.function(
         7, ("script_mod", "script_mod.py", "", False), fn_code, None
     )
 

@@ -1,12 +1,5 @@
 """The worker's engine: a session's handle table and the execution of its calls.
 
-(Over 400 lines: the engine is the one object that everything the client's
-pickles refer to resolves against -- handles, interned classes and modules,
-the script's functions, classes and namespaces, lent objects, the functions
-compact calls name -- and it runs the calls. The session's states, deferred
-errors, poisoning, output and replies moved to ``WorkerProtocol``; the
-script's code, about 100 lines here, could still become a class of its own.)
-
 Theory of operation
 -------------------
 The client names results itself. A synchronous call (shape ANY) gets a REPLY
@@ -25,18 +18,19 @@ replies and the requests' round trips are the
 poisoned ids (a handle that failed fails with the original error) and is
 given ``request(WorkerRequest)``, a blocking round trip to the client that
 the shell makes through the protocol (to fetch the client's modules and
-files).
+files). The script's functions, classes and namespaces are its
+:class:`~tether.acceptor._scriptcode.ScriptCode`'s; the client's references
+resolve through the table :class:`~tether.acceptor._unpickler.WorkerUnpickler`
+is given.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import io
 import operator
 import pickle
-import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -56,8 +50,9 @@ from tether.acceptor._codec import (
 )
 from tether.acceptor._events import CallFailed, Mispredicted, Outcome
 from tether.acceptor._files import ClientFile
-from tether.acceptor._namespace import Namespaces
+from tether.acceptor._scriptcode import ScriptCode
 from tether.acceptor._spawn import spawn_by_value
+from tether.acceptor._unpickler import WorkerUnpickler, exception_class
 from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
 from tether.wire._ops import (
@@ -69,7 +64,7 @@ from tether.wire._ops import (
     Shape,
     shape_from_wire,
 )
-from tether.wire._requests import RequestFn, WriteGlobal
+from tether.wire._requests import RequestFn
 
 
 class _Mispredicted(Exception):
@@ -126,15 +121,30 @@ class Engine:
         self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
         self._interned_hids: set[int] = set()  # never released: the client shares them
         self.types = TypeRegistry()
-        self.client_files: set[str] = set()
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
-        # The script's modules, functions and classes (see _namespace.py): the
-        # client's id of each function and class built here, both ways.
-        self.namespaces = Namespaces(request)
-        self.script_objs: dict[int, Any] = {}
-        self.script_ids: dict[int, int] = {}
+        self.script = ScriptCode(request, self.client_object)
+        self._refs = self._reference_kinds()
+
+    def _reference_kinds(self) -> dict[str, Callable[..., Any]]:
+        """What each kind of reference in the client's pickles resolves to here
+        (the names of :mod:`tether._refs`)."""
+        script = self.script
+        return {
+            "ref": self.lookup,
+            "attr": lambda hid, attr: getattr(self.lookup(hid), attr),
+            "code": self.loads_blob,
+            "exc_class": exception_class,
+            "client_obj": self.client_object,
+            "script_fn": script.function,
+            "script_cls": script.cls,
+            "script_ref": script.ref,
+            "script_synced": script.synced,
+            "script_module": script.module,
+            "client_file": lambda oid, fname, mode: ClientFile(self.request, oid, fname, mode),
+            "tuple_mirror": lambda hid, items: self.lookup(hid)(items),
+        }
 
     # -- handles --------------------------------------------------------------
     def new_handle(self, obj: Any) -> int:
@@ -167,105 +177,9 @@ class Engine:
             obj = self._client_objects[oid] = ClientObject(self.request, oid)
         return obj
 
-    # -- the script's code -------------------------------------------------------
-    def _register(self, oid: int, obj: Any) -> Any:
-        self.script_objs[oid] = obj
-        self.script_ids[id(obj)] = oid
-        spawn_by_value(obj)
-        return obj
-
-    def script_ref(self, oid: int) -> Any:
-        try:
-            return self.script_objs[oid]
-        except KeyError:
-            raise ProtocolError(
-                f"the client referred to its function or class #{oid}, which never arrived"
-            ) from None
-
-    def script_module(self, info: tuple[str, str | None, str | None, bool]) -> Any:
-        self.namespaces.make(*info)
-        return sys.modules[info[0]]
-
-    def script_function(
-        self,
-        oid: int,
-        info: tuple[str, str | None, str | None, bool],
-        code: types.CodeType,
-        closure: tuple[types.CellType, ...] | None,
-    ) -> types.FunctionType:
-        """A function of the script's, with its module's namespace as globals
-        (cloudpickle's state setter fills in the rest)."""
-        namespace = self.namespaces.make(*info)
-        self.client_files.add(code.co_filename)
-        fn = types.FunctionType(code, namespace, code.co_name, None, closure)
-        return self._register(oid, fn)  # type: ignore[no-any-return]
-
-    def script_class(
-        self,
-        oid: int,
-        info: tuple[str, str | None, str | None, bool],
-        maker: Callable[..., type],
-        args: tuple[Any, ...],
-    ) -> type:
-        """A plain class of the script's (cloudpickle's skeleton; its state setter
-        fills in the body)."""
-        self.namespaces.make(*info)
-        return self._register(oid, maker(*args))  # type: ignore[no-any-return]
-
-    def script_synced(
-        self,
-        oid: int,
-        fn: types.FunctionType,
-        module: str,
-        names: tuple[str, ...],
-        cells: tuple[tuple[int, int], ...] = (),
-    ) -> Any:
-        """Wrap a shipped function that rebinds the script's variables (module
-        globals with ``global``, enclosing variables with ``nonlocal``): the
-        globals it rebinds are written back to the client after each call, and
-        the enclosing variables read from the client before and written after."""
-        namespace = fn.__globals__
-        request = self.request
-        closure = fn.__closure__ or ()
-        remote_cells = [(closure[i], self.client_object(coid)) for i, coid in cells]
-
-        @functools.wraps(fn)
-        def synced(*args: Any, **kwargs: Any) -> Any:
-            for cell, theirs in remote_cells:
-                cell.cell_contents = theirs.cell_contents
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                for name in names:
-                    present = dict.__contains__(namespace, name)
-                    value = dict.get(namespace, name) if present else None
-                    request(WriteGlobal(module, name, present, value))
-                for cell, theirs in remote_cells:
-                    theirs.cell_contents = cell.cell_contents
-
-        return self._register(oid, synced)
-
     def set_names(self, meta: bytes) -> None:
         """Apply the script's rebinds (a namespace entry of the call stream)."""
-        try:
-            entries = pickle.loads(meta)
-            updates = [
-                (str(module), str(name), blob if blob is None else bytes(blob))
-                for module, items in entries
-                for name, blob in items
-            ]
-        except Exception as exc:
-            raise ProtocolError(f"malformed namespace update: {exc!r}") from None
-        for module, name, blob in updates:
-            if blob is None:
-                self.namespaces.forget(module, name)
-                continue
-            try:
-                value = self._loads(blob, ())
-            except Exception:  # read it again where it is used, and fail there
-                self.namespaces.forget(module, name)
-            else:
-                self.namespaces.update(module, name, value)
+        self.script.set_names(meta, lambda blob: self._loads(blob, ()))
 
     def release(self, hids: Sequence[int]) -> None:
         interned = self._interned_hids
@@ -321,7 +235,7 @@ class Engine:
         if op == Op.CALL:
             fn, args, kwargs = f
             if is_caller_sensitive(fn):
-                return call_from_module(fn, args, kwargs, self.namespaces)
+                return call_from_module(fn, args, kwargs, self.script.namespaces)
             return fn(*args, **kwargs)
         if op == Op.GETATTR:
             value = getattr(f[0], f[1])
@@ -367,7 +281,9 @@ class Engine:
         namespace.pop("__classcell__", None)
         cls = types.new_class(name, bases, kwds, lambda ns: ns.update(namespace))
         self.adopt(cls)
-        if isinstance(namespace.get("__module__"), str) and self.namespaces.get(cls.__module__):
+        if isinstance(namespace.get("__module__"), str) and self.script.namespaces.get(
+            cls.__module__
+        ):
             spawn_by_value(cls)
         for value in namespace.values():
             for top in iter_functions(value):
@@ -440,7 +356,7 @@ class Engine:
             types_=self.types,
             value_modules=self.value_modules,
             buffers=buffers,
-            script_ids=self.script_ids,
+            script_ids=self.script.ids,
             scalar_types=self.scalar_types,
         ).dump(value)
         inner = buf.getvalue()
@@ -451,7 +367,7 @@ class Engine:
         return self._loads(meta, buffers)
 
     def _loads(self, meta: bytes, buffers: Sequence[Any]) -> Any:
-        return WorkerUnpickler(self, io.BytesIO(meta), buffers=buffers).load()
+        return WorkerUnpickler(io.BytesIO(meta), buffers, self._refs, self.resolved).load()
 
     def loads_blob(self, blob: bytes) -> Any:
         obj = self._loads(blob, ())
@@ -464,56 +380,4 @@ class Engine:
         values = obj.values() if isinstance(obj, dict) else (obj,)
         for value in values:
             for fn in iter_functions(value):
-                self.client_files.add(fn.__code__.co_filename)
-
-
-class WorkerUnpickler(pickle.Unpickler):
-    """Resolves the client's references to this session's objects.
-
-    Globals are looked up once per session (``engine.resolved``): a call names
-    the same few functions over and over, and the import machinery's lookup
-    costs more than the rest of decoding a small call.
-    """
-
-    def __init__(self, engine: Engine, file: io.BytesIO, *, buffers: Sequence[Any]) -> None:
-        super().__init__(file, buffers=buffers)
-        self._engine = engine
-
-    def find_class(self, module: str, name: str) -> Any:
-        key = (module, name)
-        found = self._engine.resolved.get(key)
-        if found is None:
-            found = self._resolve(module, name)
-            self._engine.resolved[key] = found
-        return found
-
-    def _resolve(self, module: str, name: str) -> Any:
-        if module != "tether._refs":
-            return super().find_class(module, name)
-        e = self._engine
-        refs: dict[str, Any] = {
-            "ref": e.lookup,
-            "attr": lambda hid, attr: getattr(e.lookup(hid), attr),
-            "code": e.loads_blob,
-            "exc_class": _exception_class,
-            "client_obj": e.client_object,
-            "script_fn": e.script_function,
-            "script_cls": e.script_class,
-            "script_ref": e.script_ref,
-            "script_synced": e.script_synced,
-            "script_module": e.script_module,
-            "client_file": lambda oid, fname, mode: ClientFile(e.request, oid, fname, mode),
-            "tuple_mirror": lambda hid, items: e.lookup(hid)(items),
-        }
-        try:
-            return refs[name]
-        except KeyError:
-            raise pickle.UnpicklingError(f"unknown reference kind {name!r}") from None
-
-
-def _exception_class(lineage: Sequence[tuple[str, str]]) -> type:
-    module, qualname = lineage[0]
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+                self.script.client_files.add(fn.__code__.co_filename)

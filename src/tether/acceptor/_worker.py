@@ -175,7 +175,7 @@ class Worker:
         file.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     def install(self) -> None:
-        engine = self.engine
+        script = self.engine.script
         sys.stdout = _Stream(self.protocol, stderr=False)
         sys.stderr = _Stream(self.protocol, stderr=True)
         # Every warning reaches the client, which applies the script's filters
@@ -185,9 +185,9 @@ class Worker:
         warnings.showwarning = self.show_warning
         sys.meta_path.insert(0, PathPatcher(self.request))
         sys.meta_path.append(
-            ClientModuleFinder(self.request, engine.client_files, engine.namespaces)
+            ClientModuleFinder(self.request, script.client_files, script.namespaces)
         )
-        install_open(self.request, engine.client_files)
+        install_open(self.request, script.client_files)
         for name in PATH_FUNCTIONS:
             module = sys.modules.get(name)
             if module is not None:
