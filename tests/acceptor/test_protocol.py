@@ -545,3 +545,37 @@ def test_any_mix_of_calls_keeps_both_protocols_in_step(steps: list[str]) -> None
             failing = False
     pair.pump()
     assert pair.worker.protocol.state is State.OPEN
+
+
+def test_the_last_word_follows_the_queued_output() -> None:
+    p = WorkerProtocol()
+    p.write_output("partial", stderr=True)
+    p.last_word("the acceptor ended the session")
+    assert sent(p) == [
+        (int(Kind.OUTPUT), int(Flag.STDERR), 0, b"partial"),
+        (NOTICE, 0, 0, b"the acceptor ended the session"),
+    ]
+
+
+def test_an_answer_flagged_error_raises_where_the_engine_asked() -> None:
+    from memory_link import MemoryLink, pump
+
+    def answer(link: MemoryLink, request: Any) -> Any:
+        raise LookupError("the client cannot say")
+
+    link = MemoryLink(answer)
+    shell = WorkerShell(link)
+    code = compile("def f():\n    return k\n", "script_mod.py", "exec")
+    fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == "f")
+    shell.engine.handles[50] = shell.engine.script.function(
+        7, ("script_mod", "script_mod.py", "", False), fn_code, None
+    )
+    meta = _encode(int(Op.CALL), None, (Proxy(50), (), {}))
+    assert meta is not None
+    link.push(CALL, SYNC, 1, meta)
+    pump(shell)
+    *asked, reply = link.frames
+    assert asked and all(f.kind == REQUEST for f in asked)  # each answered, with an error
+    assert (reply.kind, reply.flags, reply.seq) == (REPLY, int(Flag.ERROR), 1)
+    assert "the client cannot say" in pickle.loads(reply.meta)["traceback"]
+    assert shell.protocol.waiting == 0 and shell.protocol.state is State.OPEN
