@@ -127,9 +127,9 @@ TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
     (State.CLOSED, Input.CLOSE): State.CLOSED,
 }
 
-# A pending entry of a batch: (seq, meta) of a pipelined call, or (-1, entry)
-# for a release or namespace entry (its tag says which).
-_Entry = tuple[int, bytes]
+# A pending entry of a batch: a pipelined call (handed out unless the session
+# has FAILED meanwhile), or a release or namespace entry (its tag says which).
+_Entry = Call | bytes
 _UNNUMBERED: Final = (RELEASE_TAG, NAMESPACE_TAG)
 
 
@@ -185,15 +185,15 @@ class WorkerProtocol:
         while True:
             entries = self._entries
             if entries:  # a batch's entries: pipelined calls, releases, rebinds
-                seq, meta = entries.popleft()
-                if seq < 0:
-                    if meta[:1] == RELEASE_TAG:
-                        return self._release(meta[1:])
-                    return Names(meta[1:])
+                entry = entries.popleft()
+                if isinstance(entry, bytes):
+                    if entry[:1] == RELEASE_TAG:
+                        return self._release(entry[1:])
+                    return Names(entry[1:])
                 if self.failed is None:
                     self.touched = False
-                    return Call(seq, False, meta, ())
-                self._skip(seq, 0, meta, ())
+                    return entry
+                self._skip(entry.seq, 0, entry.meta, ())
                 continue
             if self._waits:
                 if not self._inbox:
@@ -240,9 +240,9 @@ class WorkerProtocol:
         entries = self._entries
         for sub in unpack_batch(meta):
             if sub[:1] in _UNNUMBERED:
-                entries.append((-1, sub))
+                entries.append(sub)
             else:
-                entries.append((seq, sub))
+                entries.append(Call(seq, False, sub, ()))
                 seq += 1
 
     def _skip(self, seq: int, flags: int, meta: bytes, buffers: tuple[Any, ...]) -> None:

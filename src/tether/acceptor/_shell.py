@@ -86,10 +86,11 @@ class WorkerShell:
         while True:
             event = proto.next_event()
             if type(event) is Call:  # the hot path, inline
-                if event.sync:
-                    self._call_sync(event.seq, event.meta, event.buffers)
+                seq, sync, meta, buffers = event
+                if sync:
+                    self._call_sync(seq, meta, buffers)
                 else:
-                    proto.pipelined(event.seq, engine.call_pipelined(event.meta, event.buffers))
+                    proto.pipelined(seq, engine.call_pipelined(meta, buffers))
             elif event is NEED_DATA:
                 frame = link.poll()
                 if frame is None:
