@@ -1,4 +1,4 @@
-"""The worker's engine, driven with frames and no sockets."""
+"""The worker's engine, driven with frames through its protocol and shell, no sockets."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pickle
 from typing import Any
 
 import pytest
+from memory_link import MemoryLink, pump
 
 from tether import _refs
-from tether.acceptor._engine import Engine
+from tether.acceptor._shell import WorkerShell
 from tether.client._codec import dumps
 from tether.client._shipcode import CodeContext
 from tether.wire import Flag, Kind
@@ -29,20 +30,27 @@ class Ref:
 
 class Harness:
     def __init__(self) -> None:
+        self.link = MemoryLink(lambda link, request: self._request(request))
+        self.shell = WorkerShell(self.link)
+        self.engine = self.shell.engine
+        self.protocol = self.shell.protocol
         self.sent: list[tuple[int, int, int, bytes]] = []
-        self.engine = Engine(self._send, self._request)
         self.seq = 0
-
-    def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
-        self.sent.append((kind, flags, seq, meta))
 
     def _request(self, request: WorkerRequest) -> Any:
         raise AssertionError(f"unexpected request {request}")
 
+    def frame(self, kind: int, flags: int = 0, seq: int = 0, meta: bytes = b"") -> None:
+        """One frame from the client, carried out; what the worker sent lands in ``sent``."""
+        self.link.push(kind, flags, seq, meta)
+        pump(self.shell)
+        self.sent += self.link.sent
+        self.link.frames.clear()
+
     def call(self, op: Op, shape: Any, *fields: Any, sync: bool = False) -> int:
         self.seq += 1
         meta, _ = dumps((op, shape_to_wire(shape), *fields), CodeContext(lambda obj: 0))
-        self.engine.on_call(Flag.SYNC if sync else 0, self.seq, meta, ())
+        self.frame(Kind.CALL, Flag.SYNC if sync else 0, self.seq, meta)
         return self.seq
 
     def reply(self) -> tuple[int, Any]:
@@ -74,11 +82,11 @@ def test_a_failed_pipelined_call_is_deferred_to_the_next_sync_and_skips_the_rest
     assert flags & Flag.ERROR and flags & Flag.DEFERRED
     assert info["lineage"][0] == ("builtins", "ZeroDivisionError")
     assert "division by zero" in info["traceback"]
-    assert h.engine.output == []  # the print was skipped
+    assert h.protocol.output == []  # the print was skipped
     # Until the client resumes, everything is answered with the same error.
     h.call(Op.PING, ANY, sync=True)
     assert h.reply()[0] & Flag.DEFERRED
-    h.engine.on_frame(Kind.RESUME, 0, 0, b"", ())
+    h.frame(Kind.RESUME)
     h.call(Op.CALL, ANY, len, ((1, 2, 3),), {}, sync=True)
     assert pickle.loads(h.reply()[1]) == 3
     # The failed call's result stays poisoned with its error.
@@ -90,7 +98,7 @@ def test_a_failed_pipelined_call_is_deferred_to_the_next_sync_and_skips_the_rest
 def test_released_handles_raise_object_released() -> None:
     h = Harness()
     h.call(Op.CALL, Handle(7, h.engine.types.tid(list)), list, (), {})
-    h.engine.on_frame(Kind.RELEASE, 0, 0, pack_ids([7]), ())
+    h.frame(Kind.RELEASE, 0, 0, pack_ids([7]))
     assert 7 not in h.engine.handles
     h.call(Op.CALL, ANY, len, (Ref(7),), {}, sync=True)
     flags, info = h.reply()
@@ -153,7 +161,7 @@ def test_a_result_that_changes_shape_poisons_its_ids(shape: Any) -> None:
     h.call(Op.CALL, shape, int, (3,), {})
     notice = h.sent.pop()
     assert notice[0] == Kind.NOTICE
-    assert 1 in h.engine.poisoned
+    assert 1 in h.protocol.poisoned
 
 
 def test_a_batch_of_pipelined_calls_runs_in_order() -> None:
@@ -174,7 +182,7 @@ def test_a_batch_of_pipelined_calls_runs_in_order() -> None:
             CodeContext(lambda obj: 0),
         )[0],
     ]
-    h.engine.on_frame(Kind.CALL, Flag.BATCH, 10, pack_batch(metas), ())
+    h.frame(Kind.CALL, Flag.BATCH, 10, pack_batch(metas))
     assert h.engine.handles[1] == [5, 6]
     assert h.sent == []
 
@@ -196,7 +204,7 @@ def test_release_entries_in_a_batch_free_in_place_and_take_no_sequence_number() 
         # entries before it take none).
         dumps((Op.CALL, shape_to_wire(NONE), len, (Ref(2),), {}), CodeContext(lambda obj: 0))[0],
     ]
-    h.engine.on_frame(Kind.CALL, Flag.BATCH, 20, pack_batch(metas), ())
+    h.frame(Kind.CALL, Flag.BATCH, 20, pack_batch(metas))
     assert 1 not in h.engine.handles and h.engine.handles[2] == [1]
     kind, _flags, seq, _meta = h.sent.pop()
     assert (kind, seq) == (Kind.NOTICE, 21)
@@ -221,7 +229,7 @@ def _script_function(h: Harness, source: str, name: str) -> Any:
     """Build a function of module ``script_mod`` in the engine, as the client ships it."""
     code = compile(source, "script_mod.py", "exec")
     fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == name)
-    return h.engine.script_function(7, ("script_mod", "script_mod.py", "", False), fn_code, None)
+    return h.engine.script.function(7, ("script_mod", "script_mod.py", "", False), fn_code, None)
 
 
 def test_script_code_pages_names_in_once_and_falls_back_to_builtins() -> None:
@@ -230,7 +238,7 @@ def test_script_code_pages_names_in_once_and_falls_back_to_builtins() -> None:
     assert f([1, 2]) == 6
     assert f([1]) == 3
     assert h.requests == [ReadGlobal("script_mod", "len"), ReadGlobal("script_mod", "k")]
-    assert h.engine.script_ref(7) is f
+    assert h.engine.script.ref(7) is f
 
 
 def test_namespace_entries_update_names_even_after_a_failed_call() -> None:
@@ -243,7 +251,7 @@ def test_namespace_entries_update_names_even_after_a_failed_call() -> None:
     blob = dumps(5, CodeContext(lambda obj: 0))[0]
     entry = NAMESPACE_TAG + pickle.dumps([("script_mod", [("k", blob)])])
     forget = NAMESPACE_TAG + pickle.dumps([("script_mod", [("gone", None)])])
-    h.engine.on_frame(Kind.CALL, Flag.BATCH, 10, pack_batch([entry, forget]), ())
+    h.frame(Kind.CALL, Flag.BATCH, 10, pack_batch([entry, forget]))
     assert f() == 5  # the script's rebind, though every call is being skipped
     assert len(h.requests) == 1
 
@@ -254,4 +262,4 @@ def test_a_malformed_namespace_entry_is_a_protocol_error() -> None:
 
     h = Harness()
     with pytest.raises(ProtocolError):
-        h.engine.on_frame(Kind.CALL, 0, 1, NAMESPACE_TAG + b"garbage", ())
+        h.frame(Kind.CALL, 0, 1, NAMESPACE_TAG + b"garbage")

@@ -1,14 +1,17 @@
 """The client's protocol in memory: calls in, frames and events out, no sockets.
 
-The worker's end is either written by hand (exact frames) or the real
-:class:`~tether.acceptor._engine.Engine`, fed the protocol's bytes and
-answering with frames the protocol reads one byte at a time.
+The worker's end is either written by hand (exact frames) or the real one
+(:class:`~tether.acceptor._shell.WorkerShell`: its protocol and engine), fed
+the protocol's bytes and answering with frames the protocol reads one byte at
+a time.
 """
 
 from __future__ import annotations
 
 import operator
 import pickle
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from hypothesis import strategies as st
 
 from tether import DeviceLost, ProtocolError, SessionClosed
 from tether.acceptor._engine import Engine
+from tether.acceptor._shell import WorkerShell
 from tether.client._events import (
     Event,
     Exhausted,
@@ -38,7 +42,7 @@ from tether.client._protocol import (
 )
 from tether.wire import Flag, Frame, FrameDecoder, Kind
 from tether.wire._compact import CompactEncoder
-from tether.wire._frames import encode_frame, frame_bytes
+from tether.wire._frames import Buffer, encode_frame, frame_bytes
 from tether.wire._ops import NONE, RELEASE_TAG, Handle, Op, unpack_batch, unpack_ids
 
 
@@ -359,25 +363,37 @@ _encode = CompactEncoder(_ProxyMeta).encode
 
 
 class Pair:
-    """A client protocol and a real engine, connected by bytes in memory."""
+    """A client protocol and the real worker (protocol, shell and engine),
+    connected by bytes in memory."""
 
     def __init__(self) -> None:
         self.client = ClientProtocol()
-        self.wire = bytearray()  # engine -> client
-        self.engine = Engine(self._send, self._request)
+        self.wire = bytearray()  # worker -> client
+        self.inbox: deque[Frame] = deque()  # client -> worker
+        self.worker = WorkerShell(self)
+        self.engine: Engine = self.worker.engine
         self.decoder = FrameDecoder()
 
-    def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
-        self.wire += frame_bytes(encode_frame(kind, flags, seq, meta, buffers))
+    # The worker's link: bytes out to ``wire``, frames in from ``inbox``.
+    def send_pieces(self, pieces: Sequence[Buffer]) -> None:
+        self.wire += frame_bytes(pieces)
 
-    def _request(self, request: Any) -> Any:
-        raise AssertionError(f"unexpected request {request}")
+    def poll(self) -> Frame | None:
+        return self.inbox.popleft() if self.inbox else None
+
+    def recv(self) -> Frame:
+        raise AssertionError("the worker waits for a frame nobody will send")
+
+    def flush(self) -> None:
+        pass
 
     def pump(self) -> list[Event]:
-        """Deliver the client's bytes to the engine, and its answers back a byte at a time."""
+        """Deliver the client's bytes to the worker, and its answers back a byte at a time."""
         self.decoder.feed(frame_bytes(self.client.data_to_send()))
         while (f := self.decoder.next_frame()) is not None:
-            self.engine.on_frame(f.kind, f.flags, f.seq, f.meta, f.buffers)
+            self.inbox.append(f)
+        self.worker.pump()
+        self.worker.write()
         data, self.wire = bytes(self.wire), bytearray()
         events: list[Event] = []
         for i in range(len(data)):
@@ -413,10 +429,10 @@ def test_a_failed_pipelined_call_surfaces_at_the_next_sync_and_resume_reopens() 
     pair.call(operator.add, 1, 2)
     (event,) = pair.pump()
     assert isinstance(event, Failed) and event.deferred and event.seq == 3
-    assert pair.engine.failed is not None
+    assert pair.worker.protocol.failed is not None
     pair.call(operator.add, 2, 2)  # the RESUME goes first
     (event,) = pair.pump()
-    assert isinstance(event, Reply) and pair.engine.failed is None
+    assert isinstance(event, Reply) and pair.worker.protocol.failed is None
 
 
 def test_a_misprediction_comes_back_as_a_notice_for_its_site() -> None:
@@ -464,7 +480,7 @@ def test_any_mix_of_calls_keeps_both_ends_in_step(steps: list[str]) -> None:
             assert isinstance(events[0], Failed if failed else Reply)
             failed = False
     pair.pump()  # the last RESUME, if any
-    assert pair.engine.failed is None
+    assert pair.worker.protocol.failed is None
 
 
 # No deadline: a flipped length byte may announce a big frame, and the decoder's

@@ -1,6 +1,6 @@
 """Warnings issued in the worker: the engine queues them among the output, and
 the client re-issues them under the script's own filters (no worker process:
-the engine is driven directly, the client reads frames from a socket pair)."""
+the worker's protocol is driven directly, the client reads frames from a socket pair)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from tether import ProtocolError
-from tether.acceptor._engine import Engine
+from tether.acceptor._protocol import WorkerProtocol
 from tether.acceptor._worker import warning_meta
 from tether.client._session import Session
 from tether.transport import Channel
-from tether.wire import Flag, Kind, Role, State
+from tether.wire import Flag, FrameDecoder, Kind, Role, State
+from tether.wire._frames import frame_bytes
 from tether.wire._messages import decode_warning
 
 
@@ -26,29 +27,26 @@ class FrameyWarning(UserWarning):
     """A category the client has itself (as the script's own would be)."""
 
 
-def _engine() -> tuple[Engine, list[tuple[int, int, bytes]]]:
-    sent: list[tuple[int, int, bytes]] = []
-
-    def send(kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
-        sent.append((kind, flags, meta))
-
-    def request(kind: str, payload: Any) -> Any:
-        raise AssertionError(kind)
-
-    return Engine(send, request), sent
+def _sent(protocol: WorkerProtocol) -> list[tuple[int, int, bytes]]:
+    decoder = FrameDecoder()
+    decoder.feed(frame_bytes(protocol.data_to_send()))
+    sent = []
+    while (frame := decoder.next_frame()) is not None:
+        sent.append((frame.kind, frame.flags, bytes(frame.meta)))
+    return sent
 
 
 def test_warnings_keep_their_place_among_the_output() -> None:
-    engine, sent = _engine()
-    engine.write_output("a", stderr=False)
-    engine.write_output("b", stderr=False)
-    engine.write_warning('{"w": 1}')
-    engine.write_output("c", stderr=True)
-    engine.write_warning('{"w": 2}')
-    engine.write_warning('{"w": 3}')
-    engine.write_output("d", stderr=False)
-    engine.flush_output()
-    assert sent == [
+    protocol = WorkerProtocol()
+    protocol.write_output("a", stderr=False)
+    protocol.write_output("b", stderr=False)
+    protocol.write_warning('{"w": 1}')
+    protocol.write_output("c", stderr=True)
+    protocol.write_warning('{"w": 2}')
+    protocol.write_warning('{"w": 3}')
+    protocol.write_output("d", stderr=False)
+    protocol.flush_output()
+    assert _sent(protocol) == [
         (Kind.OUTPUT, Flag.NONE, b"ab"),
         (Kind.WARNING, 0, b'{"w": 1}'),
         (Kind.OUTPUT, Flag.STDERR, b"c"),
@@ -56,7 +54,7 @@ def test_warnings_keep_their_place_among_the_output() -> None:
         (Kind.WARNING, 0, b'{"w": 3}'),
         (Kind.OUTPUT, Flag.NONE, b"d"),
     ]
-    assert engine.touched_client  # the call that warned stops being pipelined
+    assert protocol.touched  # the call that warned stops being pipelined
 
 
 def test_the_worker_describes_a_warning_by_lineage_and_place() -> None:

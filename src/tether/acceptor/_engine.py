@@ -1,9 +1,5 @@
 """The worker's engine: a session's handle table and the execution of its calls.
 
-(Over 400 lines: the engine is still one class that executes calls and talks to the
-client through blocking callbacks; the sans-I/O ``WorkerProtocol`` beside the client's
-``ClientProtocol`` is the cut that will shrink it, and has not been made yet.)
-
 Theory of operation
 -------------------
 The client names results itself. A synchronous call (shape ANY) gets a REPLY
@@ -12,33 +8,34 @@ objects as new worker-numbered handles (negative ids). A pipelined call carries
 the shape the client assumed (handle ids it allocated, or None) and gets no
 reply: the engine binds the result to those ids.
 
-When a pipelined call fails the engine enters the *failed* state: it remembers
-the error, poisons the call's result ids, and skips every later call (poisoning
-their results too), because locally the script would never have got past the
-failing line. The next synchronous call is answered with that error, flagged
-DEFERRED; the client raises it where the script can catch it and sends RESUME,
-which returns the engine to normal. Calls that use a poisoned handle fail with
-the original error.
-
-The engine does no I/O itself: it is given ``send(kind, flags, seq, meta,
-buffers)`` and ``request(WorkerRequest)`` (a blocking round trip to the client,
-used to fetch the client's modules and files).
+The engine only executes: :meth:`Engine.call_sync` returns a value (or
+raises), :meth:`Engine.call_pipelined` reports an outcome (None, a
+:class:`~tether.acceptor._events.Mispredicted` or a
+:class:`~tether.acceptor._events.CallFailed`). Which calls run at all, the
+deferred error of a failed pipelined call, the poisoned result ids, the
+replies and the requests' round trips are the
+:class:`~tether.acceptor._protocol.WorkerProtocol`'s; the engine reads the
+poisoned ids (a handle that failed fails with the original error) and is
+given ``request(WorkerRequest)``, a blocking round trip to the client that
+the shell makes through the protocol (to fetch the client's modules and
+files). The script's functions, classes and namespaces are its
+:class:`~tether.acceptor._scriptcode.ScriptCode`'s; the client's references
+resolve through the table :class:`~tether.acceptor._unpickler.WorkerUnpickler`
+is given.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib
 import io
 import operator
 import pickle
-import sys
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from tether._code import global_names
 from tether._errors import ObjectReleased, ProtocolError
 from tether.acceptor._callers import call_from_module, is_caller_sensitive
 from tether.acceptor._clientobj import ClientObject
@@ -46,37 +43,35 @@ from tether.acceptor._codec import (
     ByRef,
     TypeRegistry,
     WorkerPickler,
-    error_payload,
     exact_length,
     is_plain,
     iter_functions,
     numpy_scalar_types,
 )
+from tether.acceptor._events import CallFailed, Mispredicted, Outcome
 from tether.acceptor._files import ClientFile
-from tether.acceptor._namespace import Namespaces, ScriptNamespace
-from tether.wire import Flag, Kind, _compact
+from tether.acceptor._scriptcode import ScriptCode
+from tether.acceptor._spawn import spawn_by_value
+from tether.acceptor._unpickler import WorkerUnpickler, exception_class
+from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
 from tether.wire._ops import (
     DISCARD,
-    NAMESPACE_TAG,
     NONE,
-    RELEASE_TAG,
     Handle,
     Items,
     Op,
     Shape,
     shape_from_wire,
-    shape_handles,
-    unpack_batch,
-    unpack_ids,
 )
-from tether.wire._requests import RequestFn, WriteGlobal
-
-SendFn = Callable[[int, int, int, bytes, Sequence[Any]], None]
+from tether.wire._requests import RequestFn
 
 
 class _Mispredicted(Exception):
-    pass
+    def __init__(self, why: str, poison: Shape = None, error: BaseException | None = None) -> None:
+        super().__init__(why)
+        self.poison = poison
+        self.error = error
 
 
 class _Exhausted:
@@ -85,10 +80,10 @@ class _Exhausted:
     __slots__ = ()
 
 
-_EXHAUSTED = _Exhausted()
+#: What :meth:`Engine.call_sync` returns for a NEXT whose iterator has ended.
+EXHAUSTED = _Exhausted()
 
 
-_SYNC = int(Flag.SYNC)
 #: Iterators whose items are fixed when iteration starts, and how many of them
 #: ITER sends at once.
 _SNAPSHOT_ITERATORS = frozenset(
@@ -96,7 +91,6 @@ _SNAPSHOT_ITERATORS = frozenset(
      "str_iterator", "bytes_iterator"}
 )  # fmt: skip
 _PREFETCH_MAX = 4096
-_BATCH = int(Flag.BATCH)
 _CONTAINERS = (list, dict, set, bytearray)
 # Iterating an existing container yields its items, which are places too.
 _CONTAINER_ITERATORS = frozenset(
@@ -109,13 +103,12 @@ class Engine:
 
     def __init__(
         self,
-        send: SendFn,
         request: RequestFn,
         *,
+        poisoned: Mapping[int, BaseException] = MappingProxyType({}),
         value_modules: frozenset[str] = frozenset(),
         scalar_modules: frozenset[str] = frozenset(),
     ) -> None:
-        self._send = send
         self.request = request
         self.value_modules = value_modules
         self.scalar_types: frozenset[type] = frozenset()
@@ -123,25 +116,35 @@ class Engine:
             with contextlib.suppress(ImportError):  # no numpy here: none to send
                 self.scalar_types = numpy_scalar_types()
         self.handles: dict[int, Any] = {}
-        self.poisoned: dict[int, BaseException] = {}
+        self._poisoned = poisoned  # the protocol's: result ids of calls that failed
         self._next_hid = -1
         self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
         self._interned_hids: set[int] = set()  # never released: the client shares them
         self.types = TypeRegistry()
-        self.failed: BaseException | None = None
-        self.client_files: set[str] = set()
-        self.touched_client = False
-        # Queued output: (stderr?, text), or (None, WARNING meta) for a warning.
-        self.output: list[tuple[bool | None, str]] = []
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
-        self.calls = 0
-        # The script's modules, functions and classes (see _namespace.py): the
-        # client's id of each function and class built here, both ways.
-        self.namespaces = Namespaces(request)
-        self.script_objs: dict[int, Any] = {}
-        self.script_ids: dict[int, int] = {}
+        self.script = ScriptCode(request, self.client_object)
+        self._refs = self._reference_kinds()
+
+    def _reference_kinds(self) -> dict[str, Callable[..., Any]]:
+        """What each kind of reference in the client's pickles resolves to here
+        (the names of :mod:`tether._refs`)."""
+        script = self.script
+        return {
+            "ref": self.lookup,
+            "attr": lambda hid, attr: getattr(self.lookup(hid), attr),
+            "code": self.loads_blob,
+            "exc_class": exception_class,
+            "client_obj": self.client_object,
+            "script_fn": script.function,
+            "script_cls": script.cls,
+            "script_ref": script.ref,
+            "script_synced": script.synced,
+            "script_module": script.module,
+            "client_file": lambda oid, fname, mode: ClientFile(self.request, oid, fname, mode),
+            "tuple_mirror": lambda hid, items: self.lookup(hid)(items),
+        }
 
     # -- handles --------------------------------------------------------------
     def new_handle(self, obj: Any) -> int:
@@ -163,7 +166,7 @@ class Engine:
             return self.handles[hid]
         except KeyError:
             pass
-        err = self.poisoned.get(hid)
+        err = self._poisoned.get(hid)
         if err is not None:
             raise err
         raise ObjectReleased(f"remote object #{hid} was released or never existed")
@@ -174,191 +177,55 @@ class Engine:
             obj = self._client_objects[oid] = ClientObject(self.request, oid)
         return obj
 
-    # -- the script's code -------------------------------------------------------
-    def _register(self, oid: int, obj: Any) -> Any:
-        self.script_objs[oid] = obj
-        self.script_ids[id(obj)] = oid
-        _spawn_by_value(obj)
-        return obj
-
-    def script_ref(self, oid: int) -> Any:
-        try:
-            return self.script_objs[oid]
-        except KeyError:
-            raise ProtocolError(
-                f"the client referred to its function or class #{oid}, which never arrived"
-            ) from None
-
-    def script_module(self, info: tuple[str, str | None, str | None, bool]) -> Any:
-        self.namespaces.make(*info)
-        return sys.modules[info[0]]
-
-    def script_function(
-        self,
-        oid: int,
-        info: tuple[str, str | None, str | None, bool],
-        code: types.CodeType,
-        closure: tuple[types.CellType, ...] | None,
-    ) -> types.FunctionType:
-        """A function of the script's, with its module's namespace as globals
-        (cloudpickle's state setter fills in the rest)."""
-        namespace = self.namespaces.make(*info)
-        self.client_files.add(code.co_filename)
-        fn = types.FunctionType(code, namespace, code.co_name, None, closure)
-        return self._register(oid, fn)  # type: ignore[no-any-return]
-
-    def script_class(
-        self,
-        oid: int,
-        info: tuple[str, str | None, str | None, bool],
-        maker: Callable[..., type],
-        args: tuple[Any, ...],
-    ) -> type:
-        """A plain class of the script's (cloudpickle's skeleton; its state setter
-        fills in the body)."""
-        self.namespaces.make(*info)
-        return self._register(oid, maker(*args))  # type: ignore[no-any-return]
-
-    def script_synced(
-        self,
-        oid: int,
-        fn: types.FunctionType,
-        module: str,
-        names: tuple[str, ...],
-        cells: tuple[tuple[int, int], ...] = (),
-    ) -> Any:
-        """Wrap a shipped function that rebinds the script's variables (module
-        globals with ``global``, enclosing variables with ``nonlocal``): the
-        globals it rebinds are written back to the client after each call, and
-        the enclosing variables read from the client before and written after."""
-        namespace = fn.__globals__
-        request = self.request
-        closure = fn.__closure__ or ()
-        remote_cells = [(closure[i], self.client_object(coid)) for i, coid in cells]
-
-        @functools.wraps(fn)
-        def synced(*args: Any, **kwargs: Any) -> Any:
-            for cell, theirs in remote_cells:
-                cell.cell_contents = theirs.cell_contents
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                for name in names:
-                    present = dict.__contains__(namespace, name)
-                    value = dict.get(namespace, name) if present else None
-                    request(WriteGlobal(module, name, present, value))
-                for cell, theirs in remote_cells:
-                    theirs.cell_contents = cell.cell_contents
-
-        return self._register(oid, synced)
-
     def set_names(self, meta: bytes) -> None:
         """Apply the script's rebinds (a namespace entry of the call stream)."""
-        try:
-            entries = pickle.loads(meta)
-            updates = [
-                (str(module), str(name), blob if blob is None else bytes(blob))
-                for module, items in entries
-                for name, blob in items
-            ]
-        except Exception as exc:
-            raise ProtocolError(f"malformed namespace update: {exc!r}") from None
-        for module, name, blob in updates:
-            if blob is None:
-                self.namespaces.forget(module, name)
-                continue
-            try:
-                value = self._loads(blob, ())
-            except Exception:  # read it again where it is used, and fail there
-                self.namespaces.forget(module, name)
-            else:
-                self.namespaces.update(module, name, value)
+        self.script.set_names(meta, lambda blob: self._loads(blob, ()))
 
     def release(self, hids: Sequence[int]) -> None:
         interned = self._interned_hids
-        handles, poisoned = self.handles, self.poisoned
+        handles = self.handles
         for hid in hids:
-            if hid in interned:
-                continue
-            handles.pop(hid, None)
-            if poisoned:
-                poisoned.pop(hid, None)
+            if hid not in interned:
+                handles.pop(hid, None)
 
-    # -- frames -----------------------------------------------------------------
-    def on_frame(
-        self, kind: int, flags: int, seq: int, meta: bytes, buffers: Sequence[Any]
-    ) -> None:
-        if kind == Kind.CALL:
-            if flags & _BATCH:
-                for sub in unpack_batch(meta):
-                    tag = sub[:1]
-                    if tag == RELEASE_TAG:  # handles the client let go of here
-                        self.release(unpack_ids(sub[1:]))
-                    elif tag == NAMESPACE_TAG:
-                        self.set_names(sub[1:])
-                    else:
-                        self.on_call(0, seq, sub, ())
-                        seq += 1
-            elif meta[:1] == NAMESPACE_TAG:
-                self.set_names(meta[1:])
-            else:
-                self.on_call(flags, seq, meta, buffers)
-        elif kind == Kind.RELEASE:
-            self.release(unpack_ids(meta))
-        elif kind == Kind.RESUME:
-            self.failed = None
-        else:
-            raise ProtocolError(f"the worker does not expect frame kind {kind} here")
+    # -- calls ------------------------------------------------------------------------
+    def call_sync(self, meta: bytes, buffers: Sequence[Any]) -> Any:
+        """Run a synchronous call; returns what the client gets (:data:`EXHAUSTED`
+        for a NEXT at the end), or raises what the call raised."""
+        msg = self._compact(meta) if meta[:1] == COMPACT_TAG else self._loads(meta, buffers)
+        op = msg[0]
+        result = self._execute(op, msg[2:])
+        # A list or dict read from an attribute or an item is a place the
+        # script may change in place: it stays remote. Other results are fresh.
+        if type(result) in _CONTAINERS and (
+            op == Op.GETATTR
+            or (op == Op.CALL and msg[2] is operator.getitem)
+            or (op == Op.NEXT and type(msg[2]).__name__ in _CONTAINER_ITERATORS)
+        ):
+            return ByRef(result)
+        return result
 
-    def on_call(self, flags: int, seq: int, meta: bytes, buffers: Sequence[Any]) -> None:
-        self.calls += 1
-        sync = flags & _SYNC
-        if self.failed is not None:
-            if sync:
-                self._reply_error(seq, self.failed, deferred=True)
-            else:
-                self._poison_shape(self._peek_shape(meta, buffers), self.failed)
-            return
-        self.touched_client = False
+    def call_pipelined(self, meta: bytes, buffers: Sequence[Any]) -> Outcome:
+        """Run a pipelined call and bind its result to the ids the client chose:
+        None, or what went wrong (KeyboardInterrupt and SystemExit propagate)."""
         shape: Shape = None
         try:
             if meta[:1] == COMPACT_TAG:
                 msg = self._compact(meta)
-                op, shape = msg[0], msg[1]
+                shape = msg[1]
             else:
                 msg = self._loads(meta, buffers)
-                op, shape = msg[0], shape_from_wire(msg[1])
-            result = self._execute(op, msg[2:])
+                shape = shape_from_wire(msg[1])
+            result = self._execute(msg[0], msg[2:])
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not sync:
-                raise
-            if sync:
-                self._reply_error(seq, exc, deferred=False)
-            else:
-                self.failed = exc
-                self._poison_shape(shape, exc)
-            return
-        if sync:
-            # A list or dict read from an attribute or an item is a place the
-            # script may change in place: it stays remote. Other results are fresh.
-            place = (
-                op == Op.GETATTR
-                or (op == Op.CALL and msg[2] is operator.getitem)
-                or (op == Op.NEXT and type(msg[2]).__name__ in _CONTAINER_ITERATORS)
-            )
-            self._reply_value(
-                seq, ByRef(result) if place and type(result) in _CONTAINERS else result
-            )
-        else:
-            try:
-                self._bind(shape, result)
-            except _Mispredicted as exc:
-                self._notice(seq, str(exc))
-            else:
-                if self.touched_client:
-                    # It used the client's files or objects: the script must see
-                    # the effect when the call returns, so stop pipelining it.
-                    self._notice(seq, "the call uses the client's files or objects")
+            return CallFailed(shape, exc)
+        try:
+            self._bind(shape, result)
+        except _Mispredicted as exc:
+            return Mispredicted(str(exc), exc.poison, exc.error)
+        return None
 
     # -- execution ------------------------------------------------------------
     def _execute(self, op: int, f: tuple[Any, ...]) -> Any:
@@ -368,7 +235,7 @@ class Engine:
         if op == Op.CALL:
             fn, args, kwargs = f
             if is_caller_sensitive(fn):
-                return call_from_module(fn, args, kwargs, self.namespaces)
+                return call_from_module(fn, args, kwargs, self.script.namespaces)
             return fn(*args, **kwargs)
         if op == Op.GETATTR:
             value = getattr(f[0], f[1])
@@ -379,7 +246,7 @@ class Engine:
             try:
                 return next(f[0])
             except StopIteration:
-                return _EXHAUSTED
+                return EXHAUSTED
         if op == Op.ITER:
             target = f[0]
             it = iter(target)
@@ -414,8 +281,10 @@ class Engine:
         namespace.pop("__classcell__", None)
         cls = types.new_class(name, bases, kwds, lambda ns: ns.update(namespace))
         self.adopt(cls)
-        if isinstance(namespace.get("__module__"), str) and self.namespaces.get(cls.__module__):
-            _spawn_by_value(cls)
+        if isinstance(namespace.get("__module__"), str) and self.script.namespaces.get(
+            cls.__module__
+        ):
+            spawn_by_value(cls)
         for value in namespace.values():
             for top in iter_functions(value):
                 # Decorated methods too (``@torch.no_grad()``, the wrapper of a
@@ -452,15 +321,9 @@ class Engine:
                 f"a pipelined result changed shape (now {type(value).__qualname__}); "
                 "the proxies made for it cannot be used"
             )
-            self._poison_shape(shape, err)
-            raise _Mispredicted(str(err))
+            raise _Mispredicted(str(err), shape, err)
         for sub, item in zip(parts, value, strict=True):
             self._bind(sub, item)
-
-    def _poison_shape(self, shape: Shape, err: BaseException) -> None:
-        for hid in shape_handles(shape):
-            self.poisoned[hid] = err
-            self.handles.pop(hid, None)
 
     def _compact(self, meta: bytes) -> tuple[Any, ...]:
         """A compact call (see :mod:`tether.wire._compact`) as ``(op, shape, *fields)``."""
@@ -482,15 +345,6 @@ class Engine:
             found = self._named[raw] = getattr(importlib.import_module(module), name)
         return found
 
-    def _peek_shape(self, meta: bytes, buffers: Sequence[Any]) -> Shape:
-        """The shape of a call we are going to skip, without running anything."""
-        if meta[:1] == COMPACT_TAG:
-            return _compact.peek_shape(meta)
-        try:
-            return shape_from_wire(_ShapeOnly(io.BytesIO(meta), buffers=buffers).load())
-        except Exception:
-            return None
-
     def dumps_value(self, value: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
         buf = io.BytesIO()
         buffers: list[pickle.PickleBuffer] = []
@@ -502,40 +356,18 @@ class Engine:
             types_=self.types,
             value_modules=self.value_modules,
             buffers=buffers,
-            script_ids=self.script_ids,
+            script_ids=self.script.ids,
             scalar_types=self.scalar_types,
         ).dump(value)
         inner = buf.getvalue()
         return pickle.dumps((self.types.take_pending(), inner), protocol=5), buffers
-
-    def _reply_value(self, seq: int, value: Any) -> None:
-        if value is _EXHAUSTED:
-            self.flush_output()
-            self._send(Kind.REPLY, Flag.EXHAUSTED, seq, b"", ())
-            return
-        try:
-            meta, buffers = self.dumps_value(value)
-        except Exception as exc:
-            self._reply_error(seq, exc, deferred=False)
-            return
-        flags = Flag.NOPIPE if self.touched_client else Flag.NONE
-        self.flush_output()
-        self._send(Kind.REPLY, flags, seq, meta, [b.raw() for b in buffers])
-
-    def _reply_error(self, seq: int, exc: BaseException, *, deferred: bool) -> None:
-        flags = Flag.ERROR | (Flag.DEFERRED if deferred else 0)
-        self.flush_output()
-        self._send(Kind.REPLY, flags, seq, error_payload(exc), ())
-
-    def _notice(self, seq: int, text: str) -> None:
-        self._send(Kind.NOTICE, 0, seq, pickle.dumps(("mispredicted", text)), ())
 
     def loads(self, meta: bytes, buffers: Sequence[Any]) -> Any:
         """Decode what the client sent (a call, or the answer to a request)."""
         return self._loads(meta, buffers)
 
     def _loads(self, meta: bytes, buffers: Sequence[Any]) -> Any:
-        return WorkerUnpickler(self, io.BytesIO(meta), buffers=buffers).load()
+        return WorkerUnpickler(io.BytesIO(meta), buffers, self._refs, self.resolved).load()
 
     def loads_blob(self, blob: bytes) -> Any:
         obj = self._loads(blob, ())
@@ -548,147 +380,4 @@ class Engine:
         values = obj.values() if isinstance(obj, dict) else (obj,)
         for value in values:
             for fn in iter_functions(value):
-                self.client_files.add(fn.__code__.co_filename)
-
-    # -- output -----------------------------------------------------------------
-    def write_output(self, text: str, *, stderr: bool) -> None:
-        self.output.append((stderr, text))
-
-    def write_warning(self, meta: str) -> None:
-        """Queue a warning (the JSON of a WARNING frame) in its place among the output.
-
-        The call that warned is marked as touching the client (as file access
-        does): the client stops pipelining its site, so that later warnings of
-        the same site reach the script at the line that made them.
-        """
-        self.touched_client = True
-        self.output.append((None, meta))
-
-    def flush_output(self) -> None:
-        if not self.output:
-            return
-        chunks, self.output = self.output, []
-        # Merge consecutive writes to the same stream into one frame; a warning
-        # is a frame of its own, between the text written before and after it.
-        cur_err = False
-        cur: list[str] = []
-        for is_err, text in chunks:
-            if is_err is None:
-                if cur:
-                    self._send_output(cur_err, "".join(cur))
-                    cur = []
-                self._send(Kind.WARNING, 0, 0, text.encode(), ())
-                continue
-            if cur and is_err != cur_err:
-                self._send_output(cur_err, "".join(cur))
-                cur = []
-            cur_err = is_err
-            cur.append(text)
-        if cur:
-            self._send_output(cur_err, "".join(cur))
-
-    def _send_output(self, stderr: bool, text: str) -> None:
-        flags = Flag.STDERR if stderr else Flag.NONE
-        self._send(Kind.OUTPUT, flags, 0, text.encode("utf-8", "surrogateescape"), ())
-
-
-class WorkerUnpickler(pickle.Unpickler):
-    """Resolves the client's references to this session's objects.
-
-    Globals are looked up once per session (``engine.resolved``): a call names
-    the same few functions over and over, and the import machinery's lookup
-    costs more than the rest of decoding a small call.
-    """
-
-    def __init__(self, engine: Engine, file: io.BytesIO, *, buffers: Sequence[Any]) -> None:
-        super().__init__(file, buffers=buffers)
-        self._engine = engine
-
-    def find_class(self, module: str, name: str) -> Any:
-        key = (module, name)
-        found = self._engine.resolved.get(key)
-        if found is None:
-            found = self._resolve(module, name)
-            self._engine.resolved[key] = found
-        return found
-
-    def _resolve(self, module: str, name: str) -> Any:
-        if module != "tether._refs":
-            return super().find_class(module, name)
-        e = self._engine
-        refs: dict[str, Any] = {
-            "ref": e.lookup,
-            "attr": lambda hid, attr: getattr(e.lookup(hid), attr),
-            "code": e.loads_blob,
-            "exc_class": _exception_class,
-            "client_obj": e.client_object,
-            "script_fn": e.script_function,
-            "script_cls": e.script_class,
-            "script_ref": e.script_ref,
-            "script_synced": e.script_synced,
-            "script_module": e.script_module,
-            "client_file": lambda oid, fname, mode: ClientFile(e.request, oid, fname, mode),
-            "tuple_mirror": lambda hid, items: e.lookup(hid)(items),
-        }
-        try:
-            return refs[name]
-        except KeyError:
-            raise pickle.UnpicklingError(f"unknown reference kind {name!r}") from None
-
-
-class _ShapeOnly(pickle.Unpickler):
-    """Reads just enough of a call to find its shape (never imports anything)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        return lambda *a, **k: None
-
-    def load(self) -> Any:
-        return super().load()[1]
-
-
-def _exception_class(lineage: Sequence[tuple[str, str]]) -> type:
-    module, qualname = lineage[0]
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
-
-
-def _spawn_by_value(obj: Any) -> None:
-    """Let processes the worker spawns (DataLoader workers with "spawn") receive
-    the script's classes and functions: their ``__main__`` is not the script's,
-    and they have none of the script's modules, so multiprocessing's pickler
-    must send these by value, not by name."""
-    from multiprocessing.reduction import ForkingPickler
-
-    if isinstance(obj, type):
-        ForkingPickler.register(obj, _by_value)
-    else:
-        # Functions bypass the dispatch table in the C pickler: override instead.
-        ForkingPickler.reducer_override = _function_by_value  # type: ignore[method-assign]
-
-
-def _page_globals(obj: Any) -> None:
-    """Read every global name the object's code uses, so that names not yet
-    paged in from the client travel with it to a spawned process."""
-    for fn in iter_functions(obj):
-        namespace = fn.__globals__
-        if isinstance(namespace, ScriptNamespace):
-            for name in global_names(fn.__code__):
-                try:
-                    namespace[name]
-                except Exception:
-                    continue
-
-
-def _by_value(obj: Any) -> Any:
-    import cloudpickle
-
-    _page_globals(obj)
-    return (cloudpickle.loads, (cloudpickle.dumps(obj),))
-
-
-def _function_by_value(pickler: Any, obj: Any) -> Any:
-    if type(obj) is types.FunctionType and isinstance(obj.__globals__, ScriptNamespace):
-        return _by_value(obj)
-    return NotImplemented
+                self.script.client_files.add(fn.__code__.co_filename)

@@ -27,14 +27,11 @@ import socket
 import sys
 import threading
 import warnings
-from collections import deque
 from typing import Any, TextIO
 
 from tether._env import forwarded
-from tether._errors import SessionError
 from tether.acceptor._codec import exception_lineage
 from tether.acceptor._descendants import end_descendants
-from tether.acceptor._engine import Engine
 from tether.acceptor._files import (
     PATH_FUNCTIONS,
     PathPatcher,
@@ -42,13 +39,14 @@ from tether.acceptor._files import (
     install_open,
 )
 from tether.acceptor._modfinder import ClientModuleFinder
+from tether.acceptor._protocol import WorkerProtocol
+from tether.acceptor._shell import WorkerShell
 from tether.acceptor._watchdog import watch
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart
-from tether.wire import PROTOCOL_VERSION, Flag, Frame, Kind, Role, Welcome, encode_handshake
+from tether.wire import PROTOCOL_VERSION, Kind, Role, Welcome, encode_handshake
 from tether.wire._liveness import BEATS_PER_WINDOW, DEFAULT_WINDOW_S, parse_window
 from tether.wire._messages import RemoteWarning, encode_warning
-from tether.wire._requests import WorkerRequest, request_to_wire
 
 _TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -56,15 +54,15 @@ _TETHER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.s
 class _Stream(io.TextIOBase):
     """The worker's sys.stdout/sys.stderr: text goes to the client, in order."""
 
-    def __init__(self, engine: Engine, *, stderr: bool) -> None:
-        self._engine = engine
+    def __init__(self, protocol: WorkerProtocol, *, stderr: bool) -> None:
+        self._protocol = protocol
         self._stderr = stderr
 
     def writable(self) -> bool:
         return True
 
     def write(self, s: str) -> int:
-        self._engine.write_output(s, stderr=self._stderr)
+        self._protocol.write_output(s, stderr=self._stderr)
         return len(s)
 
     @property
@@ -109,25 +107,21 @@ def warning_meta(
     return encode_warning(warning).decode()
 
 
-def _describe(payload: Any) -> str:
-    if isinstance(payload, tuple) and payload and all(isinstance(p, str) for p in payload):
-        return ".".join(payload)
-    return type(payload).__name__
-
-
 class Worker:
     def __init__(self, sock: socket.socket, session: str, info: dict[str, Any]) -> None:
         self.session = session
         self.channel = Channel(sock, Role.SERVER)
-        self.backlog: deque[Frame] = deque()
-        self.pid = os.getpid()
-        self._rid = 0
-        values = frozenset(info.get("values", ()))
-        scalars = frozenset(info.get("scalars", ()))
-        self.engine = Engine(self._send, self.request, value_modules=values, scalar_modules=scalars)
+        self.shell = WorkerShell(
+            self.channel,
+            value_modules=frozenset(info.get("values", ())),
+            scalar_modules=frozenset(info.get("scalars", ())),
+        )
+        self.protocol = self.shell.protocol
+        self.engine = self.shell.engine
+        self.request = self.shell.request
+        self.pid = self.shell.pid
         self.device = "the acceptor host's devices, unrestricted (CPU if none)"
         self.heart = self._heart(info)
-        self.calls: memoryview | None = None  # CALL frames served (--calls-fd)
 
     def _heart(self, info: dict[str, Any]) -> Heart | None:
         """The session's liveness, if the client speaks it (see wire/_liveness.py).
@@ -161,43 +155,6 @@ class Worker:
                 stderr.flush()
         self.channel.send_nowait(Kind.NOTICE, 0, 0, reason.encode())
 
-    def _send(self, kind: int, flags: int, seq: int, meta: bytes, buffers: Any) -> None:
-        self.channel.send(kind, flags, seq, meta, buffers)
-
-    def request(self, request: WorkerRequest) -> Any:
-        """A blocking round trip to the client (module sources, file contents)."""
-        kind, payload = request_to_wire(request)
-        if os.getpid() != self.pid:
-            # A process the worker forked (DataLoader workers) shares the socket:
-            # using it would garble the session. Say so instead.
-            raise SessionError(
-                f"remote code in a process the worker forked (pid {os.getpid()}) needs the "
-                f"client ({kind} {_describe(payload)}), which only the worker itself can "
-                "reach: pass plain values to code that runs in DataLoader workers, or use "
-                "num_workers=0"
-            )
-        self.engine.touched_client = True
-        self.engine.flush_output()
-        self._rid += 1
-        rid = self._rid
-        meta, buffers = self.engine.dumps_value((kind, payload))  # the wire form
-        self.channel.send(Kind.REQUEST, 0, rid, meta, [b.raw() for b in buffers])
-        while True:
-            frame = self.channel.recv()
-            if frame.kind == Kind.RESPONSE and frame.seq == rid:
-                value = self.engine.loads(frame.meta, frame.buffers)
-                if frame.flags & Flag.ERROR:
-                    raise value
-                return value
-            if frame.kind == Kind.CALL and frame.flags & Flag.NESTED:
-                # The client's code, serving this request, called back into the
-                # worker (a finder that imports a module calling remote numpy):
-                # run it now, or both sides would wait for each other.
-                self.engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
-                self.engine.touched_client = True
-                continue
-            self.backlog.append(frame)
-
     def show_warning(
         self,
         message: Warning | str,
@@ -211,16 +168,16 @@ class Worker:
         in its place among the output, and the script's filters decide there."""
         if file is None:
             try:
-                self.engine.write_warning(warning_meta(message, category, filename, lineno, line))
+                self.protocol.write_warning(warning_meta(message, category, filename, lineno, line))
                 return
             except Exception:  # never fail the remote code over a warning: print it
                 file = sys.stderr
         file.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     def install(self) -> None:
-        engine = self.engine
-        sys.stdout = _Stream(engine, stderr=False)
-        sys.stderr = _Stream(engine, stderr=True)
+        script = self.engine.script
+        sys.stdout = _Stream(self.protocol, stderr=False)
+        sys.stderr = _Stream(self.protocol, stderr=True)
         # Every warning reaches the client, which applies the script's filters
         # (de-duplication included): none may be swallowed here.
         warnings.resetwarnings()
@@ -228,9 +185,9 @@ class Worker:
         warnings.showwarning = self.show_warning
         sys.meta_path.insert(0, PathPatcher(self.request))
         sys.meta_path.append(
-            ClientModuleFinder(self.request, engine.client_files, engine.namespaces)
+            ClientModuleFinder(self.request, script.client_files, script.namespaces)
         )
-        install_open(self.request, engine.client_files)
+        install_open(self.request, script.client_files)
         for name in PATH_FUNCTIONS:
             module = sys.modules.get(name)
             if module is not None:
@@ -242,9 +199,7 @@ class Worker:
         frame being queued at that instant could be cut, which costs only the
         message, since the session ends either way."""
         with contextlib.suppress(Exception):
-            self.engine.flush_output()
-            self.channel.send(Kind.NOTICE, 0, 0, reason.encode("utf-8", "replace"), [])
-            self.channel.flush()
+            self.shell.last_word(reason)
         finish()
         os._exit(143)
 
@@ -259,30 +214,7 @@ class Worker:
         self.channel.conn.check_outgoing(Kind.WELCOME)
         self.channel.send_pieces(encode_handshake(welcome))
         self.channel.flush()
-        engine = self.engine
-        channel = self.channel
-        # CALL frames served, for the acceptor's /metrics: counted in a local
-        # and published to the shared counter only before blocking (about
-        # 30 ns a frame, against 100-200 ns for a store into shared memory).
-        calls, served, call_kind = self.calls, 0, int(Kind.CALL)
-        while True:
-            frame = self.backlog.popleft() if self.backlog else channel.poll()
-            if frame is None:
-                engine.flush_output()
-                if calls is not None:
-                    calls[0] = served
-                frame = channel.recv()
-            if frame.kind == Kind.BYE:
-                if calls is not None:
-                    calls[0] = served
-                engine.flush_output()
-                channel.flush()
-                return
-            if frame.kind == Kind.RESPONSE:
-                continue  # an answer nobody waits for any more
-            if frame.kind == call_kind:
-                served += 1
-            engine.on_frame(frame.kind, frame.flags, frame.seq, frame.meta, frame.buffers)
+        self.shell.serve()
 
 
 def _private_stdin() -> int:
@@ -380,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.calls_fd >= 0:
         from tether.acceptor._traffic import attach_call_counter
 
-        worker.calls = attach_call_counter(args.calls_fd)
+        worker.shell.calls = attach_call_counter(args.calls_fd)
     slice_env = os.environ.get("TETHER_SLICE")
     if slice_env:
         from tether.acceptor._enforce import apply_slice_env

@@ -187,7 +187,7 @@ RELEASE_TAG: Final = b"\x02"
 #: First byte of a batch entry (or a lone CALL frame's meta) that carries the
 #: script's rebinds of names the worker holds: a pickle of
 #: ``[(module, [(name, value pickle or None), ...]), ...]``, None meaning "forget
-#: it, page it in again". Applied in stream order, even while the engine skips
+#: it, page it in again". Applied in stream order, even while the worker skips
 #: calls after an error; takes no sequence number.
 NAMESPACE_TAG: Final = b"\x03"
 
