@@ -13,8 +13,8 @@ from typing import Any, NoReturn
 
 NAMES = frozenset(
     {"handle", "interned", "cls", "module", "ref", "attr", "code", "exc_class", "tuple_mirror",
-     "client_file", "client_obj", "local", "script_fn", "script_cls", "script_ref",
-     "script_synced", "script_module", "np_scalar"}
+     "tuple_of", "client_file", "client_obj", "local", "script_fn", "script_cls",
+     "script_ref", "script_synced", "script_module", "np_scalar"}
 )  # fmt: skip
 
 
@@ -54,7 +54,16 @@ def exc_class(*args: Any) -> NoReturn:
 
 
 def tuple_mirror(*args: Any) -> NoReturn:
+    """Worker to client: ``(class hid, class tid, items, repr, str)`` of a tuple of a
+    remote class (a named tuple such as ``torch.return_types.max``); the client
+    makes a local mirror that holds the items."""
     _outside("tuple_mirror")
+
+
+def tuple_of(*args: Any) -> NoReturn:
+    """Client to worker: ``(class hid, items)`` of such a mirror; the worker makes
+    the tuple of its class again."""
+    _outside("tuple_of")
 
 
 def interned(*args: Any) -> NoReturn:

@@ -124,6 +124,8 @@ s = torch.stack([a[0], a[1]]).sum(0)
 print(f"stack-sum {s.tolist()}")
 print(f"torch.where: {torch.where(a > 5, a, torch.zeros_like(a)).sum().item()}")
 print(f"topk: {a.flatten().topk(3)}")
+shape = a.shape  # a torch.Size: the client's mirror of a tuple of the worker's class
+print(f"zeros(a.shape) {torch.zeros(shape).shape} {type(shape).__name__} {shape == (3, 4)}")
 print(f"chunk: {[c.shape for c in a.chunk(2, dim=1)]}")
 u, idx = torch.unique(torch.tensor([3, 1, 3, 2, 1]), return_inverse=True)
 print(f"unique {u.tolist()} inverse {idx.tolist()}")

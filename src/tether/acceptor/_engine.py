@@ -143,7 +143,7 @@ class Engine:
             "script_synced": script.synced,
             "script_module": script.module,
             "client_file": lambda oid, fname, mode: ClientFile(self.request, oid, fname, mode),
-            "tuple_mirror": lambda hid, items: self.lookup(hid)(items),
+            "tuple_of": lambda hid, items: self.lookup(hid)(items),
         }
 
     # -- handles --------------------------------------------------------------

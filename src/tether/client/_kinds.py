@@ -53,7 +53,7 @@ def ref_reduce(obj: Any) -> Any:
     if isinstance(obj, LazyMethod):
         return (_refs.attr, (obj._t_obj._t_id, obj._t_name))
     if isinstance(obj, _TupleMirror):
-        return (_refs.tuple_mirror, (type(obj)._t_hid, tuple(obj)))
+        return (_refs.tuple_of, (type(obj)._t_hid, tuple(obj)))
     if isinstance(obj, type) and "_t_lineage" in obj.__dict__:
         return (_refs.exc_class, (obj.__dict__["_t_lineage"],))
     return None

@@ -51,7 +51,7 @@ class Mirrors:
         """The unpickler's resolvers for the references these objects answer."""
         owner = self.owner
 
-        def tuple_of(hid: int, tid: int, items: Any, r: Any, s: Any) -> Any:
+        def mirror_of_tuple(hid: int, tid: int, items: Any, r: Any, s: Any) -> Any:
             return tuple_mirror(owner, hid, tid, items, r, s)
 
         return {
@@ -61,9 +61,7 @@ class Mirrors:
             "module": self.module,
             "exc_class": exception_class,
             "np_scalar": _np_scalar,
-            "tuple_mirror": lambda hid, tid, items, r, s: tuple_mirror(
-                owner, hid, tid, items, r, s
-            ),
+            "tuple_mirror": mirror_of_tuple,
         }
 
     def mirror(self, tid: int) -> RemoteType:
