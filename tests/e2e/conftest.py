@@ -24,6 +24,20 @@ from e2e_harness import (
 
 from _serving import sandbox_flags
 
+# --------------------------------------------------------------------------- grouping
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per script: its local run (``local_run``, cached per
+    worker), its remote runs and its zero-install run share a worker, so the
+    local run is made once while the scripts spread over the workers."""
+    for item in items:
+        spec = getattr(item, "callspec", None) and item.callspec.params.get("spec")
+        if isinstance(spec, ScriptSpec):
+            item.add_marker(pytest.mark.xdist_group(f"script:{spec.id}"))
+
+
 # --------------------------------------------------------------------------- fixtures
 
 

@@ -10,6 +10,7 @@ stdout must match the plain local run in the torch environment.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib.metadata
 import importlib.util
 import os
@@ -93,7 +94,17 @@ def _probe_ok() -> bool:
 
 @pytest.fixture(scope="session")
 def client_venv() -> Path:
-    """The python of a venv with tether, cloudpickle, numpy and matplotlib, and no torch."""
+    """The python of a venv with tether, cloudpickle, numpy and matplotlib, and no torch.
+
+    Each xdist worker that runs a zero-install test asks for it: the first builds it,
+    under a lock, and the others then find it built."""
+    with open(REPO / ".venv-client.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _build_client_venv()
+    return _client_python()
+
+
+def _build_client_venv() -> None:
     if not _probe_ok():
         # No pip inside it (ensurepip alone costs ~10 s): this environment's pip installs
         # into it (``pip --python``), tether editable with its declared dependencies and
@@ -108,7 +119,6 @@ def client_venv() -> Path:
             if done.status != 0:
                 pytest.fail(f"could not build the client venv:\n{done.describe()}", pytrace=False)
         assert _probe_ok(), f"the client venv at {CLIENT_VENV} is not what this test needs"
-    return _client_python()
 
 
 def test_client_venv_cannot_import_torch(client_venv: Path, tmp_path: Path) -> None:
