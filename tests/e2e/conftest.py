@@ -23,6 +23,21 @@ from e2e_harness import (
 )
 
 from _serving import sandbox_flags
+from _timings import WORKER_KEY, write_table
+
+# --------------------------------------------------------------------------- grouping
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per script: its local run (``local_run``, cached per
+    worker), its remote runs and its zero-install run share a worker, so the
+    local run is made once while the scripts spread over the workers."""
+    for item in items:
+        spec = getattr(item, "callspec", None) and item.callspec.params.get("spec")
+        if isinstance(spec, ScriptSpec):
+            item.add_marker(pytest.mark.xdist_group(f"script:{spec.id}"))
+
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -105,16 +120,13 @@ def _wait_ready(proc: subprocess.Popen[Any], ready_file: Path, log: Path) -> str
     )
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its script timings to the controlling process."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[WORKER_KEY] = [list(row) for row in TIMINGS]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Wall time of every script run, local against remote (information, not a test)."""
-    if not TIMINGS:
-        return
-    labels = sorted({label for label, _, _ in TIMINGS}, key=lambda x: (x != "local", x))
-    by_script: dict[str, dict[str, float]] = {}
-    for label, script, seconds in TIMINGS:
-        by_script.setdefault(script, {})[label] = seconds
-    terminalreporter.section("e2e script wall times (seconds)")
-    terminalreporter.write_line(f"{'script':28s}" + "".join(f"{lb:>14s}" for lb in labels))
-    for script, row in sorted(by_script.items()):
-        cells = "".join(f"{row[lb]:14.2f}" if lb in row else f"{'-':>14s}" for lb in labels)
-        terminalreporter.write_line(f"{script:28s}{cells}")
+    """Wall time of every script run, when the scripts ran in this process."""
+    write_table(terminalreporter, TIMINGS)

@@ -1,8 +1,8 @@
 """The client needs Tether, not torch: the scripts pass from an environment without it.
 
 A second real virtual environment (cached under ``.venv-client/`` in the repo,
-rebuilt when it no longer fits) holds this checkout's tether (editable, no
-dependencies), cloudpickle and numpy, and no torch. A ``tether serve`` from the
+rebuilt when it no longer fits) holds this checkout's tether (editable, with its
+declared dependencies), numpy and matplotlib, and no torch (and no pip). A ``tether serve`` from the
 test environment, which has torch, serves it over ``--connect``; each script's
 stdout must match the plain local run in the torch environment.
 """
@@ -10,6 +10,7 @@ stdout must match the plain local run in the torch environment.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib.metadata
 import importlib.util
 import os
@@ -93,19 +94,31 @@ def _probe_ok() -> bool:
 
 @pytest.fixture(scope="session")
 def client_venv() -> Path:
-    """The python of a venv with tether, cloudpickle, numpy and matplotlib, and no torch."""
+    """The python of a venv with tether, cloudpickle, numpy and matplotlib, and no torch.
+
+    Each xdist worker that runs a zero-install test asks for it: the first builds it,
+    under a lock, and the others then find it built."""
+    with open(REPO / ".venv-client.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        _build_client_venv()
+    return _client_python()
+
+
+def _build_client_venv() -> None:
     if not _probe_ok():
+        # No pip inside it (ensurepip alone costs ~10 s): this environment's pip installs
+        # into it (``pip --python``), tether editable with its declared dependencies and
+        # the pins in one resolution, so the client gets exactly what tether asks for.
         steps = [
-            [sys.executable, "-m", "venv", "--clear", str(CLIENT_VENV)],
-            [str(_client_python()), "-m", "pip", "install", "-q", "--no-deps", "-e", str(REPO)],
-            [str(_client_python()), "-m", "pip", "install", "-q", *_pins()],
-        ]
+            [sys.executable, "-m", "venv", "--without-pip", "--clear", str(CLIENT_VENV)],
+            [sys.executable, "-m", "pip", "--python", str(_client_python()), "install", "-q",
+             "-e", str(REPO), *_pins()],
+        ]  # fmt: skip
         for argv in steps:
             done = run_command(argv, cwd=REPO, timeout=PIP_TIMEOUT_S, env=base_env(with_src=False))
             if done.status != 0:
                 pytest.fail(f"could not build the client venv:\n{done.describe()}", pytrace=False)
         assert _probe_ok(), f"the client venv at {CLIENT_VENV} is not what this test needs"
-    return _client_python()
 
 
 def test_client_venv_cannot_import_torch(client_venv: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ session id, waits for "go" on stdin, makes one remote call (or a few) and
 prints how it ended: ``OK ...`` or ``ERR <monotonic time> <class> <message>``.
 CLOCK_MONOTONIC is one clock for every process of the host (and of its network
 namespaces), so a test can tell how long after its fault the error came. Those
-figures are printed (run with ``-s`` to see them), never asserted: the tests
+figures are printed (run with ``-n 0 -s`` to see them), never asserted: the tests
 assert only bounds that mean "no hang".
 """
 
@@ -170,5 +170,5 @@ def wait_gone(pid: int, bound: float = BOUND_S) -> float:
 
 
 def figure(what: str, seconds: float) -> None:
-    """A figure for the report (pytest -s shows it)."""
+    """A figure for the report (pytest -n 0 -s shows it)."""
     print(f"\nFIGURE {what}: {seconds:.2f} s", flush=True)
