@@ -17,19 +17,7 @@ import numpy
 import pytest
 from tests.e2e.e2e_harness import base_env, run_command
 
-SCRIPT = '''
-import json
-import numpy as np
-from tether.client import _bootstrap
-
-session = _bootstrap._session
-out = {}
-
-
-def syncs():
-    return session.stats["sync"]
-
-
+TABULAR = '''
 def tabular(steps):
     """Q-learning on two small tables, as textbook code writes it."""
     np.random.seed(3)
@@ -44,7 +32,22 @@ def tabular(steps):
         q[s][a] += 0.5 * (np.random.normal() + target - q[s][a])
         seen.append(float(q[s][a]))
     return seen + [float(x) for x in q[0]] + [float(x) for x in q[1]]
+'''
 
+SCRIPT_TEMPLATE = """
+import json
+import numpy as np
+from tether.client import _bootstrap
+
+session = _bootstrap._session
+out = {}
+
+
+def syncs():
+    return session.stats["sync"]
+
+
+{TABULAR}
 
 tabular(10)  # (the first calls learn which functions draw and which reduce)
 before = syncs()
@@ -90,23 +93,15 @@ out["total_argmax"] = int(np.argmax(total))
 out["any_less"] = bool((x < y).any())
 out["total_syncs"] = syncs() - before
 print(json.dumps(out))
-'''
+"""
+SCRIPT = SCRIPT_TEMPLATE.replace("{TABULAR}", TABULAR)
 
 
 def _tabular(steps: int) -> list[float]:
-    np: Any = numpy
-    np.random.seed(3)
-    q = [np.zeros(2), np.zeros(6)]
-    seen = []
-    for step in range(steps):
-        s = step % 2
-        values = q[s]
-        best = [a for a, v in enumerate(values) if v == np.max(values)]
-        a = int(np.random.choice(best)) if np.random.binomial(1, 0.9) else step % len(values)
-        target = np.max(q[1 - s])
-        q[s][a] += 0.5 * (np.random.normal() + target - q[s][a])
-        seen.append(float(q[s][a]))
-    return seen + [float(x) for x in q[0]] + [float(x) for x in q[1]]
+    """The script's loop, run here on local numpy."""
+    namespace: dict[str, Any] = {"np": numpy}
+    exec(TABULAR, namespace)
+    return namespace["tabular"](steps)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

@@ -289,7 +289,11 @@ class Replicas:
         copies[hid] = _Copy(self._s.epoch, local, root)
         if len(self._known) >= KNOWN_MAX:
             self._known.clear()
+            self._ndim.clear()
         self._known[hid] = (local.dtype.kind, root)
+        # (so that a row read of a 2-D array whose copy went stale is asked for as
+        # usual, not answered by fetching the whole array again to find it does not fit)
+        self._ndim[hid] = local.ndim
 
 
 def _write_through(numpy: Any, local: Any, index: Any, value: Any) -> bool:
