@@ -55,6 +55,7 @@ from tether.acceptor._spawn import spawn_by_value
 from tether.acceptor._unpickler import WorkerUnpickler, exception_class
 from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
+from tether.wire._lanes import LaneReader
 from tether.wire._ops import (
     DISCARD,
     NONE,
@@ -124,6 +125,8 @@ class Engine:
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
+        # Compact calls of a layout read before: one unpack each (wire/_lanes.py).
+        self._lane = LaneReader(self._global).read
         self.script = ScriptCode(request, self.client_object)
         self._refs = self._reference_kinds()
 
@@ -192,7 +195,10 @@ class Engine:
     def call_sync(self, meta: bytes, buffers: Sequence[Any]) -> Any:
         """Run a synchronous call; returns what the client gets (:data:`EXHAUSTED`
         for a NEXT at the end), or raises what the call raised."""
-        msg = self._compact(meta) if meta[:1] == COMPACT_TAG else self._loads(meta, buffers)
+        if meta[:1] == COMPACT_TAG:
+            msg = self._lane(meta, self.lookup) or self._compact(meta)
+        else:
+            msg = self._loads(meta, buffers)
         op = msg[0]
         result = self._execute(op, msg[2:])
         # A list or dict read from an attribute or an item is a place the
@@ -211,7 +217,7 @@ class Engine:
         shape: Shape = None
         try:
             if meta[:1] == COMPACT_TAG:
-                msg = self._compact(meta)
+                msg = self._lane(meta, self.lookup) or self._compact(meta)
                 shape = msg[1]
             else:
                 msg = self._loads(meta, buffers)

@@ -146,6 +146,19 @@ class CompactEncoder:
                     return None
         return pack("".join(fmt), values)
 
+    @property
+    def handle_meta(self) -> type:
+        """The metaclass of the classes whose instances are handles."""
+        return self._meta
+
+    def item_bytes(self, x: Any) -> bytes | None:
+        """One item in the compact form (tag and payload), or None if it has none."""
+        fmt: list[str] = ["<"]
+        values: list[Any] = []
+        if not self._put(x, fmt, values):
+            return None
+        return struct.pack("".join(fmt), *values)
+
     def _put(self, x: Any, fmt: list[str], values: list[Any]) -> bool:
         """Append one item's format and values; False if it has no compact form."""
         t = type(x)
