@@ -155,7 +155,7 @@ def test_a_mangled_call_is_read_as_decode_reads_it_or_left_to_decode(
     except (ProtocolError, KeyError, UnicodeDecodeError):
         assert want == "unreadable"  # the reader fails only where decode fails
         return
-    assert found is None or found == want
+    assert found is None or repr(found) == repr(want)  # (repr: a mangled float may be NaN)
 
 
 def test_lookup_errors_propagate_as_from_decode() -> None:
