@@ -35,6 +35,37 @@ def test_none_is_assumed_only_after_it_came_back_several_times_in_a_row() -> Non
     assert p.predict("site") is None
 
 
+def test_a_site_that_returned_none_and_an_object_is_never_predicted_again() -> None:
+    for first, then in [(NONE, HandleOf(1)), (HandleOf(1), NONE)]:
+        p = Predictions()
+        for _ in range(NONE_AFTER):
+            p.learn("get", first)  # dict.get: misses, then a hit (or the other way)
+        p.learn("get", then)
+        for _ in range(NONE_AFTER):
+            p.learn("get", then)
+        assert p.predict("get") is None and p.is_never("get")
+    p = Predictions()
+    p.learn("site", HandleOf(1))
+    p.learn("site", HandleOf(2))  # another class: predictable again
+    assert p.predict("site") == HandleOf(2)
+
+
+def test_each_change_of_prediction_moves_the_sites_version() -> None:
+    p = Predictions()
+    p.learn("site", HandleOf(1))
+    site = p.site("site")
+    assert site is not None
+    seen = [site.version]
+    p.learn("site", HandleOf(1))  # the same again: no change
+    assert site.version == seen[-1]
+    p.learn("site", HandleOf(2))
+    seen.append(site.version)
+    p.sent(5, "site")
+    p.mispredicted(5)
+    seen.append(site.version)
+    assert len(set(seen)) == 3
+
+
 def test_an_unpredictable_result_makes_the_site_synchronous_again() -> None:
     p = Predictions()
     p.learn("site", HandleOf(1))

@@ -9,7 +9,10 @@ returned None), :class:`HandleOf` one remote object of a type, or
 :class:`ItemsOf` a small list or tuple of those. A site is predictable once
 it has a template (None only after :data:`NONE_AFTER` times in a row: a
 method that returns None once may return a tensor next time) and the worker
-never said otherwise.
+never said otherwise. A site that returned None one time and an object
+another (``dict.get``) is never predictable again; and the protocol uses a
+None prediction only where the script drops the result
+(:mod:`tether.client._usecheck`), since a pipelined None is the value itself.
 
 A predicted call is pipelined: the template is *instantiated* into a
 :data:`~tether.wire._ops.Shape` with fresh client-allocated handle ids, and
@@ -52,13 +55,18 @@ class ItemsOf(NamedTuple):
 Template = HandleOf | ItemsOf | Returns
 
 
-class _Site:
-    __slots__ = ("count", "never", "template")
+class Site:
+    """One site: its last template, how many times in a row, and whether it
+    is never to be pipelined. ``version`` changes whenever its prediction may
+    (a new template, never): what was planned from it is good while it stays."""
+
+    __slots__ = ("count", "never", "template", "version")
 
     def __init__(self) -> None:
         self.template: Template | None = None
         self.count = 0
         self.never = False
+        self.version = 0
 
 
 class Predictions:
@@ -67,7 +75,7 @@ class Predictions:
     __slots__ = ("_pending", "_sites")
 
     def __init__(self) -> None:
-        self._sites: dict[Hashable, _Site] = {}
+        self._sites: dict[Hashable, Site] = {}
         self._pending: dict[int, Hashable] = {}  # seq of a pipelined call -> its site
 
     def predict(self, key: Hashable) -> Template | None:
@@ -86,14 +94,21 @@ class Predictions:
         one that cannot be predicted); ``nopipe``: never pipeline the site."""
         p = self._sites.get(key)
         if p is None:
-            p = self._sites[key] = _Site()
+            p = self._sites[key] = Site()
         if nopipe:
             p.never = True
+            p.version += 1
             return
         if template == p.template:
             p.count += 1
-        else:
-            p.template, p.count = template, 1
+            return
+        old = p.template
+        p.template, p.count = template, 1
+        p.version += 1
+        if old is not None and template is not None and (old is NONE) != (template is NONE):
+            # None one time, an object another (dict.get): a pipelined call would
+            # hand the script a guess either way, so this site always waits.
+            p.never = True
 
     def sent(self, seq: int, key: Hashable) -> None:
         """Call ``seq`` was pipelined as a prediction of ``key``."""
@@ -106,10 +121,15 @@ class Predictions:
             p = self._sites.get(key)
             if p is not None:
                 p.never = True
+                p.version += 1
 
     def synced(self) -> None:
         """Every call sent has run: no NOTICE can come for them any more."""
         self._pending.clear()
+
+    def site(self, key: Hashable) -> Site | None:
+        """The record of site ``key`` (what a fast lane watches), if it has one."""
+        return self._sites.get(key)
 
     def is_never(self, key: Hashable) -> bool:
         p = self._sites.get(key)

@@ -63,7 +63,8 @@ from tether.wire import Flag, Frame, FrameDecoder, Kind
 from tether.wire._frames import Buffer, encode_frame
 from tether.wire._messages import Connection, Role
 from tether.wire._messages import State as WireState
-from tether.wire._ops import RELEASE_TAG, pack_batch, pack_ids
+from tether.wire._ops import ENTRY_HEAD as _ENTRY_HEAD
+from tether.wire._ops import NONE, RELEASE_TAG, frame_entry, pack_ids
 
 # Pipelined calls queued before they are written anyway. When the script
 # waits, the worker still has the last batch to run: small batches keep that
@@ -109,7 +110,9 @@ TRANSITIONS: Final[dict[tuple[State, Input], State]] = {
 
 class ClientProtocol:
     """See the module docstring. ``in_handler`` says whether the script's
-    current line could catch a remote error (then nothing is pipelined)."""
+    current line could catch a remote error (then nothing is pipelined);
+    ``result_used`` whether it uses the value of the call it makes (then a
+    call predicted to return None is not pipelined: the None would be a guess)."""
 
     def __init__(
         self,
@@ -117,10 +120,12 @@ class ClientProtocol:
         session_id: str = "",
         address: str = "",
         in_handler: Callable[[], bool] = lambda: False,
+        result_used: Callable[[], bool] = lambda: False,
     ) -> None:
         self.session_id = session_id
         self.address = address
         self.in_handler = in_handler
+        self.result_used = result_used
         self.predictions = Predictions()
         self.state = State.OPEN
         self.lost_reason: str | None = None
@@ -185,6 +190,8 @@ class ClientProtocol:
         template = self.predictions.predict(key)
         if template is None or self.in_handler():
             return None
+        if template is NONE and self.result_used():
+            return None
         return template
 
     def call(
@@ -192,6 +199,8 @@ class ClientProtocol:
     ) -> int:
         """Number one call and queue or encode it; returns its sequence number.
         ``sync`` and ``nested`` are truth values (positional ints on the hot path)."""
+        if not (sync or buffers or nested):
+            return self.call_entry(frame_entry(meta))
         if self.state is not State.OPEN:
             self.check_open()
         flags = (_SYNC if sync else 0) | (_NESTED if nested else 0)
@@ -200,18 +209,7 @@ class ClientProtocol:
             self._send_releases()
         self.seq += 1
         seq = self.seq
-        if sync or buffers or nested:
-            self._frame(_CALL, flags, seq, meta, buffers)
-            full = self._out_bytes >= FLUSH_BYTES
-        else:
-            # Pipelined calls travel together: one frame, one header to check
-            # and one send for up to FLUSH_EVERY of them.
-            if not self._batch:
-                self._batch_seq = seq
-                self._batch_bytes = 0
-            self._batch.append(meta)
-            self._batch_bytes += len(meta)
-            full = self._batch_bytes >= FLUSH_BYTES
+        self._frame(_CALL, flags, seq, meta, buffers)
         if sync:
             self.stats["sync"] += 1
             self._waits.append(seq)
@@ -219,11 +217,36 @@ class ClientProtocol:
         else:
             self.stats["async"] += 1
             self.unsynced = True
-            self._queued += 1
-            if self._queued >= FLUSH_EVERY or full:
+            if self._out_bytes >= FLUSH_BYTES:
                 self._queued = 0
-                self._emit_batch()
                 self.flush_due = True
+        return seq
+
+    def call_entry(self, entry: bytes) -> int:
+        """Number one pipelined call given as a batch entry (its meta behind its
+        length, :func:`~tether.wire._ops.frame_entry`) and queue it; returns its
+        sequence number. The session's fast lane packs entries whole."""
+        if self.state is not State.OPEN:
+            self.check_open()
+        if len(self._released) >= RELEASE_BATCH:
+            self._emit_batch()
+            self._send_releases()
+        self.seq = seq = self.seq + 1
+        # Pipelined calls travel together: one frame, one header to check
+        # and one send for up to FLUSH_EVERY of them.
+        batch = self._batch
+        if not batch:
+            self._batch_seq = seq
+            self._batch_bytes = 0
+        batch.append(entry)
+        self._batch_bytes += len(entry)
+        self.stats["async"] += 1
+        self.unsynced = True
+        self._queued = queued = self._queued + 1
+        if queued >= FLUSH_EVERY or self._batch_bytes >= FLUSH_BYTES:
+            self._queued = 0
+            self._emit_batch()
+            self.flush_due = True
         return seq
 
     def names(self, entry: bytes) -> None:
@@ -231,7 +254,7 @@ class ClientProtocol:
         if not self._batch:
             self._batch_seq = self.seq + 1
             self._batch_bytes = 0
-        self._batch.append(entry)
+        self._batch.append(frame_entry(entry))
 
     def release(self, hid: int) -> None:
         """The proxy of handle ``hid`` died (from ``__del__``: only appends)."""
@@ -355,9 +378,9 @@ class ClientProtocol:
                 metas, [hid for hid, _ in released], [at for _, at in released]
             )
         if len(metas) == 1:
-            self._put(_CALL, 0, self._batch_seq, metas[0])
+            self._put(_CALL, 0, self._batch_seq, metas[0][_ENTRY_HEAD:])
         else:
-            self._put(_CALL, _BATCH, self._batch_seq, pack_batch(metas))
+            self._put(_CALL, _BATCH, self._batch_seq, b"".join(metas))
 
     def _send_releases(self) -> None:
         """Send the handles released since the last batch (none are in one now)."""
@@ -369,7 +392,8 @@ class ClientProtocol:
 def interleave_releases(
     metas: list[bytes], ids: list[int], at: list[int], every: int = RELEASE_EVERY
 ) -> list[bytes]:
-    """A batch of calls with release entries for ``ids`` in it.
+    """A batch of entries (:func:`~tether.wire._ops.frame_entry`) with release
+    entries for ``ids`` in it.
 
     ``at[i]`` is how many of the calls were queued when ``ids[i]``'s proxy died;
     its release goes after those calls (never earlier: they may use it) and,
@@ -381,7 +405,7 @@ def interleave_releases(
     """
     n = len(metas)
     if len(at) != len(ids):  # bookkeeping that does not add up: all last is always safe
-        return [*metas, RELEASE_TAG + pack_ids(ids)] if ids else list(metas)
+        return [*metas, frame_entry(RELEASE_TAG + pack_ids(ids))] if ids else list(metas)
     # ``at`` never decreases: the ids released when the batch held at most b
     # calls are a prefix, and may go before call b.
     out: list[bytes] = []
@@ -389,9 +413,9 @@ def interleave_releases(
     for b in range(0, n, every):
         k = bisect.bisect_right(at, b, j)
         if k > j:
-            out.append(RELEASE_TAG + pack_ids(ids[j:k]))
+            out.append(frame_entry(RELEASE_TAG + pack_ids(ids[j:k])))
             j = k
         out += metas[b : b + every]
     if j < len(ids):
-        out.append(RELEASE_TAG + pack_ids(ids[j:]))
+        out.append(frame_entry(RELEASE_TAG + pack_ids(ids[j:])))
     return out

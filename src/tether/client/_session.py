@@ -71,6 +71,7 @@ from tether.client._shipcode import CodeContext, dumps_code
 from tether.client._sites import call_site, is_function, next_site, operator_site, template_of
 from tether.client._streams import original_stream, uninstall_ordered_streams
 from tether.client._trycheck import in_handler, note_transparent_with
+from tether.client._usecheck import result_used
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart
 from tether.wire import Flag
@@ -134,7 +135,9 @@ class Session:
         self._mirrors = mirrors.by_tid  # read on the hot path: no call when it is there
         self._mirror = mirrors.mirror
         self._mk_handle = mirrors.handle
-        self._proto = ClientProtocol(session_id=session_id, address=address, in_handler=in_handler)
+        self._proto = ClientProtocol(
+            session_id=session_id, address=address, in_handler=in_handler, result_used=result_used
+        )
         self._pred = self._proto.predictions
         self.forget = self._proto.release
         self._compact = CompactEncoder(RemoteType).encode

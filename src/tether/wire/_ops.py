@@ -192,11 +192,20 @@ RELEASE_TAG: Final = b"\x02"
 NAMESPACE_TAG: Final = b"\x03"
 
 
+#: Bytes in front of each entry of a batch: its length (u32).
+ENTRY_HEAD: Final = _LEN.size
+
+
+def frame_entry(meta: bytes) -> bytes:
+    """One entry of a batch: ``meta`` behind its length."""
+    return _LEN.pack(len(meta)) + meta
+
+
 def pack_batch(metas: list[bytes]) -> bytes:
     """Several entries in one frame, each prefixed by its length: calls' metas,
     numbered from the frame's sequence number on, and release entries
     (:data:`RELEASE_TAG`), which take no number."""
-    return b"".join(_LEN.pack(len(m)) + m for m in metas)
+    return b"".join(map(frame_entry, metas))
 
 
 def unpack_batch(meta: bytes) -> list[bytes]:
