@@ -38,6 +38,7 @@ import contextlib
 import io
 import operator
 import pickle
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -55,6 +56,7 @@ from tether.client._draws import MISS as _MISS
 from tether.client._draws import Draws
 from tether.client._events import Exhausted, Failed, Lost, Output, Reply, Request, WarningFrame
 from tether.client._kinds import share_global
+from tether.client._lanes import Lane, Lanes, call_key, method_key
 from tether.client._mirrors import Mirrors
 from tether.client._namespace import ScriptNamespaces
 from tether.client._predict import HandleOf, instantiate
@@ -103,6 +105,9 @@ _QUIET_RNG: Final = 1
 _QUIET_ALL: Final = 3
 
 
+#: What Session._on_lane returns when the call must take the general path.
+_OFF_LANE: Final = object()
+
 _new: Any = object.__new__
 _new_tuple: Any = tuple.__new__
 _set_s: Any = RemoteObject.__dict__["_t_s"].__set__
@@ -140,7 +145,12 @@ class Session:
         )
         self._pred = self._proto.predictions
         self.forget = self._proto.release
-        self._compact = CompactEncoder(RemoteType).encode
+        compact = CompactEncoder(RemoteType)
+        self._compact = compact.encode
+        self._lanes = lanes = Lanes(self._pred, compact, self._mirror)
+        self._op_lane = lanes.ops.get
+        self._method_lane = lanes.methods.get
+        self._call_lane = lanes.calls.get
         self._ns = ScriptNamespaces()
         self._lender = Lender(remote_modules, self._ns)
         self._export = self._lender.export
@@ -345,6 +355,13 @@ class Session:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         if self.arrays is not None:
             return self.arrays.apply(fn, args)  # may answer an array's items locally
+        if len(args) == 2:
+            a, b = args
+            lane = self._op_lane((fn, type(a), type(b)))
+            if lane:
+                result = self._on_lane(lane, args)  # type: ignore[arg-type]
+                if result is not _OFF_LANE:
+                    return result
         return self.apply_remote(fn, *args)
 
     def is_ndarray(self, obj: Any) -> bool:
@@ -358,7 +375,50 @@ class Session:
     def apply_remote(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in the worker (``apply`` may answer an array's items locally)."""
         __tracebackhide__ = True  # IPython leaves Tether's frames out
-        return self._predicted(operator_site(fn, args, self.types), Op.CALL, (fn, args, {}))
+        key = operator_site(fn, args, self.types)
+        result = self._predicted(key, Op.CALL, (fn, args, {}))
+        if len(args) == 2 and len(key) == 4 and self.arrays is None:
+            self._lanes.offer_op(key, fn, *args)  # the next such call may take a lane
+        return result
+
+    def _on_lane(self, lane: Lane, values: tuple[Any, ...]) -> Any:
+        """Pipeline a call through its lane (client/_lanes.py), ``values`` its
+        variable items; _OFF_LANE where the general path must take it, having
+        done nothing."""
+        with self._lock:
+            proto = self._proto
+            if (
+                self._quiet
+                or self.draws_pending
+                or self._serving
+                or proto.state is not State.OPEN
+                or lane.site.version != lane.version
+                or proto.in_handler()
+            ):
+                return _OFF_LANE
+            cls = lane.cls
+            if cls is None and proto.result_used():
+                return _OFF_LANE  # a None the script would use: wait for the value
+            hid = 0 if cls is None else self._next_id
+            try:
+                entry = lane.pack(hid, *values)
+            except struct.error:  # an int past 64 bits: the general path pickles it
+                return _OFF_LANE
+            result = None
+            if cls is not None:
+                self._next_id = hid + 1
+                result = _new(cls)
+                _set_s(result, self)
+                _set_id(result, hid)
+            if self._ns.tracked:
+                changed = self._ns.changes()
+                if changed:
+                    self._queue_names(changed)
+            seq = proto.call_entry(entry)
+            self._pred.sent(seq, lane.key)
+            if proto.flush_due:
+                self._flush()
+            return result
 
     def apply_none(self, fn: Any, *args: Any) -> None:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
@@ -377,6 +437,13 @@ class Session:
 
     def call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
+        lanes = not kwargs and self.arrays is None and not isinstance(target, RemoteType)
+        if lanes:
+            lane = self._call_lane(call_key(target, args))
+            if lane:
+                result = self._on_lane(lane, args)  # type: ignore[arg-type]
+                if result is not _OFF_LANE:
+                    return result
         draws = self.draws
         if (
             draws is not None
@@ -391,7 +458,10 @@ class Session:
                 if value is not _MISS:  # np.max(q[s]) from a local copy
                     return value
         key = call_site(target, args, kwargs, self.types)
-        return self._predicted(key, Op.CALL, (target, args, kwargs))
+        result = self._predicted(key, Op.CALL, (target, args, kwargs))
+        if lanes:
+            self._lanes.offer_call(key, target, args)  # the next such call may take a lane
+        return result
 
     def callmethod(
         self,
@@ -403,6 +473,13 @@ class Session:
         discard: bool = False,
     ) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
+        lanes = not kwargs and self.arrays is None
+        if lanes and not discard:
+            lane = self._method_lane(method_key(obj, name, args))
+            if lane:
+                result = self._on_lane(lane, (obj, *args))  # type: ignore[arg-type]
+                if result is not _OFF_LANE:
+                    return result
         if discard:
             with self._lock:
                 if self._proto.in_handler():
@@ -420,7 +497,10 @@ class Session:
             if value is not _MISS:  # q[s].max() from a local copy
                 return value
         key = ("m", type(obj)._t_tid, name)  # see tether.client._sites
-        return self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
+        result = self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
+        if lanes:
+            self._lanes.offer_method(key, obj, name, args)  # the next such call may take a lane
+        return result
 
     def next_item(self, it: Any, *, more: bool) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
