@@ -40,6 +40,7 @@ from tether.pool import _health, _metrics
 from tether.pool import _schemas as s
 from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
+from tether.pool._metering import SessionReport
 from tether.pool._orders import GroupOrder, SliceOrder
 from tether.pool._service import PoolService
 from tether.pool._session_views import SessionView
@@ -381,7 +382,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             node,
             sent_at=body.sent_at,
             device_ids=body.device_ids,
-            sessions=[m.model_dump() for m in body.sessions],
+            sessions=[SessionReport.from_dict(m.model_dump()) for m in body.sessions],
             registration=body.registration,
         ).to_json()
 

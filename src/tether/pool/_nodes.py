@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether._ticket import TicketError, verify_any
@@ -166,7 +166,7 @@ class Nodes:
         *,
         sent_at: float,
         device_ids: list[str] | None,
-        sessions: list[dict[str, Any]],
+        sessions: Sequence[SessionReport],
         registration: str | None = None,
     ) -> NodeBeatReply:
         """The node is alive; renew the leases of the sessions it runs.
@@ -191,8 +191,6 @@ class Nodes:
                 "node token"
             )
 
-        reports = [SessionReport.from_dict(meter) for meter in sessions]
-
         def work(tx: Tx, state: PoolState, now: float) -> NodeBeatReply:
             self._check_skew(sent_at, now)
             reg_hash = self._check_registration(tx, name, registration)
@@ -201,7 +199,7 @@ class Nodes:
             )
             self._core.feed(tx, state, event)
             ended = []
-            for report in reports:
+            for report in sessions:
                 sid, ended_at, figures = report.session_id, report.ended_at, report.figures
                 try:
                     lease = state.lease(sid)

@@ -24,7 +24,7 @@ each with the ``to_json()`` the API sends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.pool._accounting import Accounting
@@ -32,6 +32,7 @@ from tether.pool._auth import Principal
 from tether.pool._core import ServiceConfig, ServiceCore
 from tether.pool._directory import Directory
 from tether.pool._group_sessions import Groups
+from tether.pool._metering import SessionReport
 from tether.pool._nodes import Nodes
 from tether.pool._orders import GroupOrder, SliceOrder
 from tether.pool._persist import Counters
@@ -169,7 +170,7 @@ class PoolService:
         *,
         sent_at: float,
         device_ids: list[str] | None,
-        sessions: list[dict[str, Any]],
+        sessions: Sequence[SessionReport],
         registration: str | None = None,
     ) -> NodeBeatReply:
         return self.node_part.node_heartbeat(
