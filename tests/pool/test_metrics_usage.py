@@ -14,7 +14,7 @@ from tether.pool._model import PoolConfig
 from tether.pool._orders import SliceOrder
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
-from tether.pool._views import Statistics
+from tether.pool._usage_views import Statistics
 
 from ._pooltest import DEVICES, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
 

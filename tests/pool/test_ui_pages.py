@@ -16,7 +16,8 @@ from tether.pool import _ui_pages as pages
 from tether.pool._session_views import LeaseDevice, SessionView
 from tether.pool._ui_auth import LoginSessions, csrf_matches
 from tether.pool._ui_svg import bar_chart, nice_ticks
-from tether.pool._views import DeviceView, NodeView, UsageView
+from tether.pool._usage_views import UsageView
+from tether.pool._views import DeviceView, NodeView
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 EVIL = '<script>alert("x")</script>&\'"'

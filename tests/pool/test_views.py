@@ -17,11 +17,11 @@ from tether.pool._request import FrameworkRequirement, SliceRequest
 from tether.pool._service import PoolService
 from tether.pool._session_store import SessionRow
 from tether.pool._session_views import GroupView, LeaseDevice, SessionView, TicketCheck
+from tether.pool._usage_views import GroupUsageView, UsageView
 from tether.pool._values import PoolInputError
 from tether.pool._views import (
     Admission,
     DeviceView,
-    GroupUsageView,
     IssuedToken,
     MeView,
     NodeBeatReply,
@@ -31,7 +31,6 @@ from tether.pool._views import (
     QuotaView,
     TeamView,
     TokenView,
-    UsageView,
     UserView,
 )
 

@@ -17,8 +17,9 @@ from tether.pool._metrics_figures import figures_tx
 from tether.pool._model import Quota
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage, month_key, month_range
+from tether.pool._usage_views import Statistics, TeamHolding, UsageView
 from tether.pool._values import PoolInputError
-from tether.pool._views import QuotaView, Statistics, TeamHolding, UsageView
+from tether.pool._views import QuotaView
 from tether.poolapi import PoolRequestError
 
 __all__ = ["Accounting", "month_span"]

@@ -45,8 +45,8 @@ from tether.pool._orders import GroupOrder, SliceOrder
 from tether.pool._service import PoolService
 from tether.pool._session_views import SessionView
 from tether.pool._ui import mount_ui
+from tether.pool._usage_views import GroupUsageView, UsageView
 from tether.pool._values import PoolInputError
-from tether.pool._views import GroupUsageView, UsageView
 from tether.poolapi import PoolRequestError
 
 __all__ = [

@@ -34,8 +34,8 @@ from tether.pool._session_views import GroupView, SessionView
 from tether.pool._sessions import Sessions, filed_request, refusal_of, refused_error
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage
+from tether.pool._usage_views import GroupUsageView
 from tether.pool._values import PoolInputError, PoolNotFoundError
-from tether.pool._views import GroupUsageView
 from tether.poolapi._problems import Forbidden, NotFound, PoolRequestError
 
 __all__ = ["Groups"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tether._prometheus import TextWriter, labels_text
 
 if TYPE_CHECKING:
-    from tether.pool._views import Statistics
+    from tether.pool._usage_views import Statistics
 
 __all__ = ["CONTENT_TYPE", "PLACEMENT_BUCKETS", "Histogram", "render"]
 

@@ -40,10 +40,10 @@ from tether.pool._secrets import SecretSource
 from tether.pool._session_views import GroupView, SessionView, TicketCheck
 from tether.pool._sessions import Sessions
 from tether.pool._store import Store
+from tether.pool._usage_views import GroupUsageView, Statistics, UsageView
 from tether.pool._views import (
     Admission,
     DeviceView,
-    GroupUsageView,
     IssuedToken,
     MeView,
     NodeBeatReply,
@@ -51,10 +51,8 @@ from tether.pool._views import (
     NodeStatusView,
     NodeView,
     QuotaView,
-    Statistics,
     TeamView,
     TokenView,
-    UsageView,
     UserView,
 )
 

@@ -42,7 +42,7 @@ from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
 from tether.pool._service import PoolService
 from tether.pool._ui_auth import COOKIE, LoginSessions, csrf_matches
-from tether.pool._views import UsageView
+from tether.pool._usage_views import UsageView
 from tether.poolapi import PoolRequestError
 
 __all__ = ["mount_ui"]

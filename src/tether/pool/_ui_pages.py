@@ -29,7 +29,8 @@ from tether.pool._values import format_memory
 
 if TYPE_CHECKING:
     from tether.pool._session_views import SessionView
-    from tether.pool._views import DeviceView, NodeView, UsageView
+    from tether.pool._usage_views import UsageView
+    from tether.pool._views import DeviceView, NodeView
 
 __all__ = [
     "PAGES",
