@@ -11,8 +11,10 @@ from tether.pool._db import open_database
 from tether.pool._metrics import PLACEMENT_BUCKETS, Histogram, render
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._model import PoolConfig
+from tether.pool._orders import SliceOrder
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
+from tether.pool._usage_views import Statistics
 
 from ._pooltest import DEVICES, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
 
@@ -47,14 +49,14 @@ def _world(
 def test_usage_counters_quotas_and_queue_waits(db_url: str) -> None:  # noqa: F811
     store, service, clock, ann, _node = _world(db_url)
     try:
-        first = service.request_slice(ann, {"fraction": 0.5, "memory": "40GiB"})
-        second = service.request_slice(ann, {"fraction": 0.75, "queue_timeout_s": 3600})
-        assert (first["state"], second["state"]) == ("placed", "queued")
+        first = service.request_slice(ann, SliceOrder(fraction=0.5, memory_bytes=40 << 30))
+        second = service.request_slice(ann, SliceOrder(fraction=0.75, queue_timeout_s=3600))
+        assert (first.state, second.state) == ("placed", "queued")
         clock.advance(600)  # the second waits ten minutes for the first to end
-        service.release(ann, first["id"])
-        assert service.session(ann, second["id"])["state"] == "placed"
+        service.release(ann, first.id)
+        assert service.session(ann, second.id).state == "placed"
         clock.advance(1200)
-        service.heartbeat(ann, second["id"])
+        service.heartbeat(ann, second.id)
         text = render(service.statistics())
 
         # 0.5 of a device for 600 s, then 0.75 for 1200 s (open: up to its last heartbeat)
@@ -94,7 +96,7 @@ def test_usage_counters_quotas_and_queue_waits(db_url: str) -> None:  # noqa: F8
         assert _sample(lagging, "tether_pool_team_device_seconds_total", team="ml") == (
             pytest.approx(0.5 * 600 + 0.75 * 1200)
         )
-        service.heartbeat(ann, second["id"])
+        service.heartbeat(ann, second.id)
         later = render(service.statistics())
         assert _sample(later, "tether_pool_team_device_seconds_total", team="ml") == pytest.approx(
             0.5 * 600 + 0.75 * 1300
@@ -109,16 +111,16 @@ def test_the_usage_counter_does_not_fall_when_a_silent_lease_expires(db_url: str
     (a fall would read as a counter reset and double the monthly chart)."""
     store, service, clock, ann, _node = _world(db_url, lease_timeout_s=60.0)
     try:
-        lease = service.request_slice(ann, {"fraction": 0.5})
+        lease = service.request_slice(ann, SliceOrder(fraction=0.5))
         clock.advance(30)
-        service.heartbeat(ann, lease["id"])
+        service.heartbeat(ann, lease.id)
         clock.advance(50)  # silent, not yet expired
         before = _sample(
             render(service.statistics()), "tether_pool_team_device_seconds_total", team="ml"
         )
         clock.advance(100)
         service.tick()
-        assert service.session(ann, lease["id"])["state"] == "ended"
+        assert service.session(ann, lease.id).state == "ended"
         after = _sample(
             render(service.statistics()), "tether_pool_team_device_seconds_total", team="ml"
         )
@@ -131,17 +133,19 @@ def test_placement_histogram_is_cumulative() -> None:
     h = Histogram(PLACEMENT_BUCKETS)
     for v in (0.0005, 0.003, 0.003, 7.0):
         h.observe(v)
-    text = render(
-        {
-            "nodes": [],
-            "devices": [],
-            "allocation": {},
-            "teams": [],
-            "queued": {},
-            "counters": _NoCounters(),
-        },
-        h,
+    empty = Statistics(
+        nodes=(),
+        devices=(),
+        allocation={},
+        teams=(),
+        queued={},
+        team_usage={},
+        team_month={},
+        quotas={},
+        queue_wait={},
+        counters=_NoCounters(),  # type: ignore[arg-type]  # only its figures are read
     )
+    text = render(empty, h)
     name = "tether_pool_placement_duration_seconds"
     assert _sample(text, name + "_bucket", le="0.001") == 1
     assert _sample(text, name + "_bucket", le="0.0025") == 1
@@ -161,12 +165,12 @@ class _NoCounters:
 def test_a_session_keeps_its_name(db_url: str) -> None:  # noqa: F811
     store, service, _clock, ann, _node = _world(db_url)
     try:
-        named = service.request_slice(ann, {"fraction": 0.25, "name": "train-7"})
-        plain = service.request_slice(ann, {"fraction": 0.25})
-        assert service.session(ann, named["id"])["name"] == "train-7"
-        assert service.session(ann, plain["id"])["name"] is None
-        listed = {s["id"]: s["name"] for s in service.sessions(ann)}
-        assert listed == {named["id"]: "train-7", plain["id"]: None}
+        named = service.request_slice(ann, SliceOrder(fraction=0.25, name="train-7"))
+        plain = service.request_slice(ann, SliceOrder(fraction=0.25))
+        assert service.session(ann, named.id).name == "train-7"
+        assert service.session(ann, plain.id).name is None
+        listed = {s.id: s.name for s in service.sessions(ann)}
+        assert listed == {named.id: "train-7", plain.id: None}
     finally:
         store.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable, open_database
 from tether.pool._migrations import MIGRATIONS
 from tether.pool._model import PoolConfig
+from tether.pool._orders import SliceOrder
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
+from tether.pool._values import PoolInputError
 from tether.poolapi import Conflict, NotFound, PoolRequestError, Refused
 
 from ._pooltest import DEVICES, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
@@ -138,17 +141,17 @@ def test_place_release_and_usage_are_persisted(store: Store) -> None:
     reg = service.register_node(
         node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
     )
-    assert reg["status"] == "ready" and len(reg["ticket_key"]) == 64
-    s = service.request_slice(ann, {"fraction": 0.5})
-    assert s["state"] == "placed" and s["address"] == "tcp://h:7447" and s["ticket"]
+    assert reg.status == "ready" and len(reg.ticket_key) == 64
+    s = service.request_slice(ann, SliceOrder(fraction=0.5))
+    assert s.state == "placed" and s.address == "tcp://h:7447" and s.ticket
     clock.advance(3600)
     service.node_heartbeat(node, "gpu1", sent_at=clock.now, device_ids=None, sessions=[])
-    service.heartbeat(ann, s["id"])
-    service.release(ann, s["id"])
-    [row] = [r for r in service.usage(ann, team="ml", user=None, month=None) if r["user"] == "ann"]
-    assert row["device_seconds"] == pytest.approx(1800.0)
-    assert row["memory_gib_seconds"] == pytest.approx(40 * 3600.0)
-    assert (row["sessions"], row["peak_share"]) == (1, 0.5)
+    service.heartbeat(ann, s.id)
+    service.release(ann, s.id)
+    [row] = [r for r in service.usage(ann, team="ml", user=None, month=None) if r.user == "ann"]
+    assert row.device_seconds == pytest.approx(1800.0)
+    assert row.memory_gib_seconds == pytest.approx(40 * 3600.0)
+    assert (row.sessions, row.peak_share) == (1, 0.5)
 
 
 def test_the_store_refuses_to_over_allocate_below_the_policy(store: Store) -> None:
@@ -158,7 +161,7 @@ def test_the_store_refuses_to_over_allocate_below_the_policy(store: Store) -> No
     service.register_node(
         node, name="gpu1", address="tcp://h:7447", devices=DEVICES[:1], replace=False, sent_at=None
     )
-    s = service.request_slice(ann, {"fraction": 0.75})
+    s = service.request_slice(ann, SliceOrder(fraction=0.75))
     team_id, user_id = store.team("ml").id, store.user("ann").id
     with (
         pytest.raises(PoolRequestError, match="over-allocated"),
@@ -180,7 +183,7 @@ def test_the_store_refuses_to_over_allocate_below_the_policy(store: Store) -> No
     with store.db.transaction() as tx:
         assert store.allocation_tx(tx) == {("gpu1", "cuda:0"): (0.75, 60 << 30)}
         assert tx.one("SELECT id FROM sessions WHERE id = 'intruder'") is None
-    assert s["state"] == "placed"
+    assert s.state == "placed"
 
 
 def test_a_crashed_pool_closes_dead_leases_at_their_last_heartbeat(db_url: str) -> None:  # noqa: F811
@@ -191,10 +194,10 @@ def test_a_crashed_pool_closes_dead_leases_at_their_last_heartbeat(db_url: str) 
     service.register_node(
         node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
     )
-    alive = service.request_slice(ann, {"fraction": 0.5})
-    dead = service.request_slice(ann, {"fraction": 0.5})
+    alive = service.request_slice(ann, SliceOrder(fraction=0.5))
+    dead = service.request_slice(ann, SliceOrder(fraction=0.5))
     clock.advance(30)
-    service.heartbeat(ann, dead["id"])
+    service.heartbeat(ann, dead.id)
     last_beat_of_dead = clock.now
     store.close()  # the pool dies here: no release, no tick
 
@@ -202,16 +205,16 @@ def test_a_crashed_pool_closes_dead_leases_at_their_last_heartbeat(db_url: str) 
     store = Store.open(db_url)
     service = _service(store, clock, lease_timeout_s=60.0, node_timeout_s=60.0)
     # Restored, not ended: a live client gets one full timeout to check in again.
-    assert service.session(ann, dead["id"])["state"] == "placed"
+    assert service.session(ann, dead.id).state == "placed"
     clock.advance(30)
     service.node_heartbeat(node, "gpu1", sent_at=clock.now, device_ids=None, sessions=[])
-    service.heartbeat(ann, alive["id"])
+    service.heartbeat(ann, alive.id)
     clock.advance(40)
     service.tick()
-    ended = service.session(ann, dead["id"])
-    assert ended["state"] == "ended" and ended["end_reason"] == "expired"
-    assert ended["ended_at"] == pytest.approx(last_beat_of_dead)  # not the restart, not now
-    assert service.session(ann, alive["id"])["state"] == "placed"
+    ended = service.session(ann, dead.id)
+    assert ended.state == "ended" and ended.end_reason == "expired"
+    assert ended.ended_at == pytest.approx(last_beat_of_dead)  # not the restart, not now
+    assert service.session(ann, alive.id).state == "placed"
     store.close()
 
 
@@ -223,20 +226,20 @@ def test_queue_survives_a_restart_in_order(db_url: str) -> None:  # noqa: F811
     service.register_node(
         node, name="gpu1", address="tcp://h:7447", devices=DEVICES[:1], replace=False, sent_at=None
     )
-    holder = service.request_slice(ann, {"fraction": 1.0})
-    first = service.request_slice(ann, {"fraction": 1.0})
-    second = service.request_slice(ann, {"fraction": 0.5})
-    assert (first["state"], first["position"]) == ("queued", 1)
-    assert (second["state"], second["position"]) == ("queued", 2)
+    holder = service.request_slice(ann, SliceOrder(fraction=1.0))
+    first = service.request_slice(ann, SliceOrder(fraction=1.0))
+    second = service.request_slice(ann, SliceOrder(fraction=0.5))
+    assert (first.state, first.position) == ("queued", 1)
+    assert (second.state, second.position) == ("queued", 2)
     store.close()
 
     store = Store.open(db_url)
     service = _service(store, clock)
-    assert service.session(ann, second["id"])["position"] == 2
+    assert service.session(ann, second.id).position == 2
     clock.advance(1)
-    service.release(ann, holder["id"])
-    assert service.session(ann, first["id"])["state"] == "placed"
-    assert service.session(ann, second["id"])["state"] == "queued"
+    service.release(ann, holder.id)
+    assert service.session(ann, first.id).state == "placed"
+    assert service.session(ann, second.id).state == "queued"
     store.close()
 
 
@@ -249,9 +252,11 @@ def test_bad_input_changes_nothing(store: Store) -> None:
     )
     with store.db.transaction() as tx:
         before = store.generation_tx(tx)
-    for body in ({"fraction": 1.5}, {"fraction": -0.1}, {"memory": "9PiB"}, {"team": "nope"}):
-        with pytest.raises(PoolRequestError):
-            service.request_slice(ann, {"fraction": 0.5, **body})
+    for bad in ({"fraction": 1.5}, {"fraction": -0.1}, {"memory_bytes": "9PiB"}):
+        with pytest.raises(PoolInputError):  # no order: the service never sees it
+            SliceOrder(**{"fraction": 0.5, **bad})  # type: ignore[arg-type]
+    with pytest.raises(PoolRequestError):
+        service.request_slice(ann, SliceOrder(fraction=0.5, team="nope"))
     with pytest.raises(Conflict, match="already registered and alive"):
         service.register_node(
             node, name="gpu1", address="tcp://h:1", devices=DEVICES, replace=False, sent_at=None
@@ -272,25 +277,25 @@ def test_refusal_names_the_quota_limit_and_what_is_left(store: Store) -> None:
         node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
     )
     service.set_quota(admin, "ml", max_share=1.0, max_memory=None, device_hours_per_month=None)
-    service.request_slice(ann, {"fraction": 0.75})
+    service.request_slice(ann, SliceOrder(fraction=0.75))
     with pytest.raises(Refused) as info:
-        service.request_slice(ann, {"fraction": 0.5, "wait": False})
+        service.request_slice(ann, SliceOrder(fraction=0.5, wait=False))
     assert info.value.detail["limit"] == "max_share"
     assert info.value.detail["left"] == pytest.approx(0.25)
     assert "0.25" in str(info.value)
 
 
 @pytest.mark.parametrize(
-    "body",
+    "order",
     [
-        {"fraction": 0.5, "name": "mine"},
-        {"memory": "10GiB", "priority": 2},
-        {"count": 2},
+        SliceOrder(fraction=0.5, name="mine"),
+        SliceOrder(memory_bytes=10 << 30, priority=2),
+        SliceOrder(count=2),
     ],
     ids=["fraction", "memory", "devices"],
 )
 def test_placing_and_releasing_answer_what_reading_the_session_gives(
-    store: Store, body: dict[str, object]
+    store: Store, order: SliceOrder
 ) -> None:
     # The answers are built from what was written, not read back: they must be what
     # a read of the session gives (the ticket aside, which a read signs afresh).
@@ -300,16 +305,17 @@ def test_placing_and_releasing_answer_what_reading_the_session_gives(
     service.register_node(
         node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
     )
-    placed = service.request_slice(ann, dict(body))
-    assert placed["state"] == "placed" and placed["ticket"]
-    read = service.session(ann, placed["id"])
-    for answer in (placed, read):
-        del answer["ticket"], answer["ticket_expires_at"]
-    assert placed == read
+    placed = service.request_slice(ann, order)
+    assert placed.state == "placed" and placed.ticket
+    read = service.session(ann, placed.id)
+    assert read.ticket
+    untick = {"ticket": None, "ticket_expires_at": None}
+    assert replace(placed, **untick) == replace(read, **untick)
+    assert replace(placed, **untick).to_json() == replace(read, **untick).to_json()
     clock.advance(5)
-    released = service.release(ann, placed["id"])
-    assert released["state"] == "ended" and released["end_reason"] == "released"
-    assert released == service.session(ann, placed["id"])
+    released = service.release(ann, placed.id)
+    assert released.state == "ended" and released.end_reason == "released"
+    assert released == service.session(ann, placed.id)
 
 
 def test_queue_order_numbers_increase_across_replicas_and_restarts(store: Store) -> None:
@@ -324,9 +330,9 @@ def test_queue_order_numbers_increase_across_replicas_and_restarts(store: Store)
     second = _service(store, clock)
     ids = []
     for service in (first, second, first, first, second, _service(store, clock), first):
-        session = service.request_slice(ann, {"fraction": 0.125})
-        ids.append(session["id"])
-        service.release(ann, session["id"])
+        session = service.request_slice(ann, SliceOrder(fraction=0.125))
+        ids.append(session.id)
+        service.release(ann, session.id)
     with store.db.transaction() as tx:
         seqs = [store.session_tx(tx, i).seq for i in ids]
     assert seqs == sorted(set(seqs))

@@ -30,6 +30,7 @@ _WORKER = r"""
 import json, random, sys, threading
 from tether._errors import PoolError
 from tether.poolapi import Refused
+from tether.pool._orders import SliceOrder
 from tether.pool._service import PoolService
 from tether.pool._store import Store
 
@@ -51,9 +52,9 @@ def run(k):
                 with lock:
                     counts["released"] += 1
                 continue
-            s = service.request_slice(who, {"fraction": rng.choice([0.25, 0.5, 0.75, 1.0]),
-                                            "wait": False})
-            held.append(s["id"])
+            order = SliceOrder(fraction=rng.choice([0.25, 0.5, 0.75, 1.0]), wait=False)
+            s = service.request_slice(who, order)
+            held.append(s.id)
             with lock:
                 counts["placed"] += 1
         except Refused:

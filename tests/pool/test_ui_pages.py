@@ -8,12 +8,16 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+from dataclasses import replace
 
 import pytest
 
 from tether.pool import _ui_pages as pages
+from tether.pool._session_views import LeaseDevice, SessionView
 from tether.pool._ui_auth import LoginSessions, csrf_matches
 from tether.pool._ui_svg import bar_chart, nice_ticks
+from tether.pool._usage_views import UsageView
+from tether.pool._views import DeviceView, NodeView
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 EVIL = '<script>alert("x")</script>&\'"'
@@ -25,16 +29,17 @@ def _viewer(**kw: object) -> pages.Viewer:
     return pages.Viewer(**base)  # type: ignore[arg-type]
 
 
-def _session(**kw: object) -> dict[str, object]:
+def _session(**kw: object) -> SessionView:
     base: dict[str, object] = {
         "id": "s1", "user": "ann", "team": "ml", "state": "placed", "node": "gpu1",
-        "devices": [{"id": "cuda:0", "fraction": 0.5, "memory_bytes": 1 << 33}],
+        "devices": [LeaseDevice(id="cuda:0", fraction=0.5, memory_bytes=1 << 33)],
         "share": 0.5, "memory_bytes": 1 << 33, "started_at": NOW - 3725.0,
         "submitted_at": NOW - 3800.0, "metering": None, "request": {"fraction": 0.5},
-        "reason": None, "queue_deadline": None, "position": None,
+        "reason": None, "queue_deadline": None, "position": None, "name": None,
+        "address": None, "last_heartbeat": None, "ended_at": None, "end_reason": None,
     }  # fmt: skip
     base.update(kw)
-    return base
+    return SessionView(**base)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- escaping
@@ -44,22 +49,26 @@ def test_every_outside_value_is_escaped() -> None:
     """Whatever a name, model or message holds, it cannot become markup."""
     viewer = _viewer(user=EVIL, teams=(EVIL,), csrf=EVIL)
     session = _session(id=EVIL, user=EVIL, team=EVIL, node=EVIL, reason=EVIL,
-                       devices=[{"id": EVIL}], request={"model": EVIL, "vendor": EVIL})  # fmt: skip
-    node = {
-        "name": EVIL, "address": EVIL, "status": EVIL, "last_heartbeat": NOW,
-        "devices": [{"id": EVIL, "vendor": EVIL, "model": EVIL, "memory_bytes": 1 << 34,
-                     "allocated_share": 0.5, "allocated_memory_bytes": 1 << 33}],
-    }  # fmt: skip
+                       devices=[LeaseDevice(id=EVIL, fraction=0.5, memory_bytes=1)],
+                       request={"model": EVIL, "vendor": EVIL})  # fmt: skip
+    device = DeviceView(node=EVIL, id=EVIL, vendor=EVIL, model=EVIL, memory_bytes=1 << 34,
+                        arch="", frameworks={}, allocated_share=0.5,
+                        allocated_memory_bytes=1 << 33)  # fmt: skip
+    # A status is checked when a view is built: the page must still escape whatever
+    # the record holds, so the record is bent past its check here.
+    node = NodeView(name=EVIL, address=EVIL, status="ready", registered_at=NOW,
+                    last_heartbeat=NOW, devices=(device,))  # fmt: skip
+    object.__setattr__(node, "status", EVIL)
     quota = pages.QuotaLine(
         team=EVIL, max_share=1.0, max_memory_bytes=None, device_hours_per_month=None,
         share_used=0.5, memory_used=0, device_hours_used=1.0, queued=0,
     )  # fmt: skip
-    total = {"team": EVIL, "month": "2027-01", "device_seconds": 7200.0,
-             "memory_gib_seconds": 3600.0, "sessions": 1, "peak_share": 0.5}  # fmt: skip
+    total = UsageView(team=EVIL, month="2027-01", user="*", device_seconds=7200.0,
+                      memory_gib_seconds=3600.0, sessions=1, peak_share=0.5)  # fmt: skip
     rendered = [
         pages.devices_page(viewer, [node], [session], now=NOW),
         pages.sessions_page(viewer, [session], now=NOW, notice=EVIL),
-        pages.queue_page(viewer, [{**session, "state": "queued", "position": 1}], now=NOW),
+        pages.queue_page(viewer, [replace(session, state="queued", position=1)], now=NOW),
         pages.quotas_page(viewer, [quota]),
         pages.usage_page(viewer, ["2027-01"], [total], csv_href="/ui/usage.csv?months=1"),
         pages.login_page(EVIL),

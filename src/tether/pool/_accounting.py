@@ -8,18 +8,18 @@ under any replica.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tether.pool._auth import Principal
 from tether.pool._core import ServiceCore, opt_memory
 from tether.pool._db import Tx
-from tether.pool._directory import quota_out, require_admin, require_user, visible_team_ids
+from tether.pool._directory import require_admin, require_user, visible_team_ids
 from tether.pool._events import QuotaSet
 from tether.pool._metrics_figures import figures_tx
 from tether.pool._model import Quota
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage, month_key, month_range
+from tether.pool._usage_views import Statistics, TeamHolding, UsageView
 from tether.pool._values import PoolInputError
+from tether.pool._views import QuotaView
 from tether.poolapi import PoolRequestError
 
 __all__ = ["Accounting", "month_span"]
@@ -51,7 +51,7 @@ class Accounting:
         max_share: float | None,
         max_memory: str | int | None,
         device_hours_per_month: float | None,
-    ) -> dict[str, Any]:
+    ) -> QuotaView:
         require_admin(principal)
         memory = 0 if max_memory == 0 else opt_memory(max_memory, "max memory")
         try:
@@ -65,7 +65,7 @@ class Accounting:
             raise PoolRequestError(str(exc)) from None
         core = self._core
 
-        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
+        def work(tx: Tx, state: PoolState, now: float) -> QuotaView:
             row = self._store.set_quota_tx(
                 tx,
                 team,
@@ -75,7 +75,7 @@ class Accounting:
                 now=now,
             )
             core.feed(tx, state, QuotaSet(now=now, quota=quota))
-            return quota_out(row)
+            return QuotaView.of(row)
 
         return core.mutate(work)
 
@@ -86,7 +86,7 @@ class Accounting:
         team: str | None,
         user: str | None,
         month: str | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[UsageView]:
         """Rows per (month, team, user) plus each team's total (user ``*``)."""
         require_user(principal)
         now = self._core.clock()
@@ -99,29 +99,45 @@ class Accounting:
         rows = compute_usage(leases, now=now, group_by=("team", "user", "month"), months=[month])
         totals = compute_usage(leases, now=now, group_by=("team", "month"), months=[month])
         out = [
-            {
-                "month": r.month,
-                "team": r.team,
-                "user": r.user if r.user is not None else "*",
-                "device_seconds": r.device_seconds,
-                "memory_gib_seconds": r.memory_gib_seconds,
-                "sessions": r.sessions,
-                "peak_share": r.peak_share,
-            }
+            UsageView(
+                month=month if r.month is None else r.month,
+                team="" if r.team is None else r.team,
+                user=r.user if r.user is not None else "*",
+                device_seconds=r.device_seconds,
+                memory_gib_seconds=r.memory_gib_seconds,
+                sessions=r.sessions,
+                peak_share=r.peak_share,
+            )
             for r in [*rows, *(totals if user is None else [])]
         ]
-        out.sort(key=lambda r: (r["team"], r["user"] == "*", r["user"]))
+        out.sort(key=lambda r: (r.team, r.user == "*", r.user))
         return out
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         """Figures for /metrics, from the database (right under any replica)."""
         store = self._store
         with store.db.transaction() as tx:
             figures = figures_tx(tx, store, self._core.clock())
-            out = {
-                **figures,
-                "nodes": store.nodes_tx(tx),
-                "devices": store.devices_tx(tx),
-                "allocation": store.allocation_tx(tx),
-            }
-        return {**out, "counters": self._core.counters}
+            nodes = tuple(store.nodes_tx(tx))
+            devices = tuple(store.devices_tx(tx))
+            allocation = store.allocation_tx(tx)
+        return Statistics(
+            nodes=nodes,
+            devices=devices,
+            allocation=allocation,
+            teams=tuple(
+                TeamHolding(
+                    team=t["team"],
+                    share=float(t["share"]),
+                    memory_bytes=int(t["mem"]),
+                    sessions=int(t["n"]),
+                )
+                for t in figures["teams"]
+            ),
+            queued=figures["queued"],
+            team_usage=figures["team_usage"],
+            team_month=figures["team_month"],
+            quotas=figures["quotas"],
+            queue_wait=figures["queue_wait"],
+            counters=self._core.counters,
+        )

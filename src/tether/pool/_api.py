@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
@@ -39,11 +40,24 @@ from tether.pool import _health, _metrics
 from tether.pool import _schemas as s
 from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
+from tether.pool._metering import SessionReport
+from tether.pool._orders import GroupOrder, SliceOrder
 from tether.pool._service import PoolService
+from tether.pool._session_views import SessionView
 from tether.pool._ui import mount_ui
+from tether.pool._usage_views import GroupUsageView, UsageView
+from tether.pool._values import PoolInputError
 from tether.poolapi import PoolRequestError
 
-__all__ = ["EXPECTED_ERRORS", "create_app", "error_response", "group_usage_csv", "usage_csv"]
+__all__ = [
+    "EXPECTED_ERRORS",
+    "create_app",
+    "error_response",
+    "group_order",
+    "group_usage_csv",
+    "slice_order",
+    "usage_csv",
+]
 
 log = logging.getLogger("tether.pool")
 
@@ -112,6 +126,36 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str
         problems.append({"field": where, "problem": text})
     message = "; ".join(p["problem"] for p in problems[:5]) or "invalid request"
     return message, problems
+
+
+def slice_order(service: PoolService, who: Principal, body: s.SliceIn) -> SliceOrder:
+    """The order in ``who``'s ``POST /v1/sessions`` body: the one place a slice body
+    becomes the service's record, so each bad unit gets one message (400, nothing
+    changed). A bad body is answered as the service always answered it: first
+    whether ``who`` may order for the team it names (403, 404), then the 400."""
+    try:
+        return SliceOrder.from_json(body.model_dump())
+    except PoolInputError as exc:
+        service.team_for(who, body.team)
+        raise PoolRequestError(str(exc)) from None
+
+
+def group_order(service: PoolService, who: Principal, body: s.GroupIn) -> GroupOrder:
+    """The order in a ``POST /v1/groups`` body, as :func:`slice_order` makes one."""
+    try:
+        return GroupOrder.from_json(body.model_dump())
+    except PoolInputError as exc:
+        service.team_for(who, body.team)
+        raise PoolRequestError(str(exc)) from None
+
+
+class _View(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def _json(views: Iterable[_View]) -> list[dict[str, Any]]:
+    """The JSON of a listing: each view's own."""
+    return [v.to_json() for v in views]
 
 
 def principal(
@@ -198,16 +242,16 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     @app.get("/v1/me", response_model=s.MeOut, responses=r, tags=["identity"])
     def me(who: Who) -> Any:
         """Who this token is: user (admin flag, teams) or node."""
-        return service.me(who)
+        return service.me(who).to_json()
 
     @app.get("/v1/status", response_model=s.StatusOut, responses=r, tags=["identity"])
     def status(who: Who) -> Any:
         """Nodes, devices with their allocation, and the sessions this token may see."""
         sessions = service.sessions(who) if who.kind == "user" else []
         return {
-            "nodes": service.nodes(),
-            "sessions": sessions,
-            "queue_length": sum(1 for x in sessions if x["state"] == "queued"),
+            "nodes": _json(service.nodes()),
+            "sessions": _json(sessions),
+            "queue_length": sum(1 for x in sessions if x.state == "queued"),
         }
 
     # --------------------------------------------------------------- teams
@@ -215,12 +259,12 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     @app.get("/v1/teams", response_model=list[s.TeamOut], responses=r, tags=["admin"])
     def list_teams(who: Who) -> Any:
         """Teams: all of them for admins, your own for users."""
-        return service.teams(who)
+        return _json(service.teams(who))
 
     @app.post("/v1/teams", response_model=s.TeamOut, status_code=201, responses=r, tags=["admin"])
     def create_team(body: s.TeamIn, who: Who) -> Any:
         """Create a team (admins)."""
-        return service.create_team(who, body.name)
+        return service.create_team(who, body.name).to_json()
 
     @app.delete("/v1/teams/{team}", status_code=204, responses=r, tags=["admin"])
     def delete_team(team: str, who: Who) -> Response:
@@ -231,19 +275,19 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     @app.post("/v1/teams/{team}/members", response_model=s.UserOut, responses=r, tags=["admin"])
     def add_member(team: str, body: s.MemberIn, who: Who) -> Any:
         """Add a user to a team (admins)."""
-        return service.set_membership(who, team, body.user, member=True)
+        return service.set_membership(who, team, body.user, member=True).to_json()
 
     @app.delete(
         "/v1/teams/{team}/members/{user}", response_model=s.UserOut, responses=r, tags=["admin"]
     )
     def remove_member(team: str, user: str, who: Who) -> Any:
         """Remove a user from a team (admins)."""
-        return service.set_membership(who, team, user, member=False)
+        return service.set_membership(who, team, user, member=False).to_json()
 
     @app.get("/v1/teams/{team}/quota", response_model=s.QuotaOut, responses=r, tags=["admin"])
     def get_quota(team: str, who: Who) -> Any:
         """A team's quota (members and admins); null limits are unlimited."""
-        return service.quota(who, team)
+        return service.quota(who, team).to_json()
 
     @app.put("/v1/teams/{team}/quota", response_model=s.QuotaOut, responses=r, tags=["admin"])
     def set_quota(team: str, body: s.QuotaIn, who: Who) -> Any:
@@ -254,26 +298,28 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             max_share=body.max_share,
             max_memory=body.max_memory,
             device_hours_per_month=body.device_hours_per_month,
-        )
+        ).to_json()
 
     # --------------------------------------------------------------- users
 
     @app.get("/v1/users", response_model=list[s.UserOut], responses=r, tags=["admin"])
     def list_users(who: Who) -> Any:
         """Users: all for admins, yourself for users."""
-        return service.users(who)
+        return _json(service.users(who))
 
     @app.post("/v1/users", response_model=s.UserOut, status_code=201, responses=r, tags=["admin"])
     def create_user(body: s.UserIn, who: Who) -> Any:
         """Create a user, optionally an admin, optionally in teams (admins)."""
-        return service.create_user(who, name=body.name, admin=body.admin, teams=body.teams)
+        return service.create_user(
+            who, name=body.name, admin=body.admin, teams=body.teams
+        ).to_json()
 
     # -------------------------------------------------------------- tokens
 
     @app.get("/v1/tokens", response_model=list[s.TokenOut], responses=r, tags=["admin"])
     def list_tokens(who: Who, user: Annotated[str | None, Query(max_length=64)] = None) -> Any:
         """Tokens (never their secrets): all or one user's for admins, your own for users."""
-        return service.tokens(who, user)
+        return _json(service.tokens(who, user))
 
     @app.post(
         "/v1/tokens",
@@ -286,24 +332,24 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         """Issue a token; its secret is in this response only. Node tokens: admins."""
         return service.create_token(
             who, kind=body.kind, user=body.user, node=body.node, label=body.label
-        )
+        ).to_json()
 
     @app.delete("/v1/tokens/{token_id}", response_model=s.TokenOut, responses=r, tags=["admin"])
     def revoke_token(token_id: str, who: Who) -> Any:
         """Revoke a token: it stops working at once (admins; users: their own)."""
-        return service.revoke_token(who, token_id)
+        return service.revoke_token(who, token_id).to_json()
 
     # --------------------------------------------------------------- nodes
 
     @app.get("/v1/nodes", response_model=list[s.NodeOut], responses=r, tags=["nodes"])
     def list_nodes(who: Who) -> Any:
         """Nodes with their devices and allocated shares."""
-        return service.nodes()
+        return _json(service.nodes())
 
     @app.get("/v1/devices", response_model=list[s.DeviceOut], responses=r, tags=["nodes"])
     def list_devices(who: Who) -> Any:
         """Every registered device with its allocated share and memory."""
-        return service.devices()
+        return _json(service.devices())
 
     @app.post(
         "/v1/nodes",
@@ -321,7 +367,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             devices=[d.model_dump() for d in body.devices],
             replace=body.replace,
             sent_at=body.sent_at,
-        )
+        ).to_json()
 
     @app.post(
         "/v1/nodes/{node}/heartbeat",
@@ -336,22 +382,24 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             node,
             sent_at=body.sent_at,
             device_ids=body.device_ids,
-            sessions=[m.model_dump() for m in body.sessions],
+            sessions=[SessionReport.from_dict(m.model_dump()) for m in body.sessions],
             registration=body.registration,
-        )
+        ).to_json()
 
     @app.post("/v1/nodes/{node}/admit", response_model=s.AdmitOut, responses=r, tags=["nodes"])
     def admit(node: str, body: s.AdmitIn, who: Who) -> Any:
         """An acceptor's check at connect (node token): 200 if the ticket's lease is
         open and the ticket unused (it is then used); 410 lease ended, 409 used."""
-        return service.admit(who, node, registration=body.registration, ticket=body.ticket)
+        return service.admit(
+            who, node, registration=body.registration, ticket=body.ticket
+        ).to_json()
 
     @app.post(
         "/v1/nodes/{node}/{action}", response_model=s.NodeStatusOut, responses=r, tags=["nodes"]
     )
     def node_action(node: str, action: Literal["cordon", "drain", "uncordon"], who: Who) -> Any:
         """Cordon (no new slices), drain (end its leases too) or uncordon a node (admins)."""
-        return service.node_admin(who, node, action)
+        return service.node_admin(who, node, action).to_json()
 
     # ------------------------------------------------------------ sessions
 
@@ -368,11 +416,12 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         """Ask for a slice: 201 placed (address + ticket), 202 queued (position),
         409 refused (error.detail says why: capacity, quota with its figures, ...)."""
 
-        def place() -> tuple[Principal, dict[str, Any]]:
+        def place() -> tuple[Principal, SessionView]:
             who = principal(token, request)
+            order = slice_order(service, who, body)
             started = time.perf_counter()
             try:
-                return who, service.request_slice(who, body.model_dump())
+                return who, service.request_slice(who, order)
             finally:
                 placement.observe(time.perf_counter() - started)
 
@@ -381,11 +430,11 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             # The client hung up before its answer (it gave up, or died): it cannot
             # know the session's id, so nobody else could end the lease before
             # its timeout. What is placed or queued for it is given back now.
-            log.warning("client left before its answer: released session %s", session["id"])
-            session = await run_in_threadpool(service.release, who, session["id"])
-        if session["state"] == "queued":
+            log.warning("client left before its answer: released session %s", session.id)
+            session = await run_in_threadpool(service.release, who, session.id)
+        if session.state == "queued":
             response.status_code = 202
-        return session
+        return session.to_json()
 
     @app.get("/v1/sessions", response_model=list[s.SessionOut], responses=r, tags=["sessions"])
     def list_sessions(
@@ -394,14 +443,14 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         team: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Any:
         """Sessions of your teams (admins: all); queued and placed unless a state is named."""
-        return service.sessions(who, state=state, team=team)
+        return _json(service.sessions(who, state=state, team=team))
 
     @app.get(
         "/v1/sessions/{session_id}", response_model=s.SessionOut, responses=r, tags=["sessions"]
     )
     def get_session(session_id: str, who: Who) -> Any:
         """A session: its queue position, or its address and a fresh ticket, or its end."""
-        return service.session(who, session_id)
+        return service.session(who, session_id).to_json()
 
     @app.post(
         "/v1/sessions/{session_id}/heartbeat",
@@ -411,14 +460,14 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     )
     def session_heartbeat(session_id: str, who: Who) -> Any:
         """Renew a lease; 410 if it has ended."""
-        return service.heartbeat(who, session_id)
+        return service.heartbeat(who, session_id).to_json()
 
     @app.delete(
         "/v1/sessions/{session_id}", response_model=s.SessionOut, responses=r, tags=["sessions"]
     )
     def release(session_id: str, token: Bearer, request: Request) -> Any:
         """Release a lease, or withdraw a queued request. Releasing twice is harmless."""
-        return service.release(principal(token, request), session_id)
+        return service.release(principal(token, request), session_id).to_json()
 
     # -------------------------------------------------------------- groups
 
@@ -433,10 +482,10 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         """Ask for many slices of one shape in one call: 201 placed (every member with
         its address and ticket), 202 queued as a unit, 409 refused (error.detail says
         why: unsatisfiable, capacity, quota with its figures)."""
-        group = service.request_group(who, body.model_dump())
-        if group["state"] == "queued":
+        group = service.request_group(who, group_order(service, who, body))
+        if group.state == "queued":
             response.status_code = 202
-        return group
+        return group.to_json()
 
     @app.get("/v1/groups", response_model=list[s.GroupOut], responses=r, tags=["groups"])
     def list_groups(
@@ -445,7 +494,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         team: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Any:
         """Groups of your teams (admins: all), without their members."""
-        return service.groups(who, state=state, team=team)
+        return _json(service.groups(who, state=state, team=team))
 
     @app.get("/v1/groups/{ref}/usage", response_model=s.GroupUsageOut, responses=r, tags=["groups"])
     def group_usage_one(
@@ -453,8 +502,8 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     ) -> Any:
         """One group's usage in a month (its members' sums)."""
         group = service.group(who, ref)
-        rows = service.group_usage(who, team=group["team"], month=month)
-        return {"rows": [row for row in rows if row["group_id"] == group["id"]]}
+        rows = service.group_usage(who, team=group.team, month=month)
+        return {"rows": [row.to_json() for row in rows if row.group_id == group.id]}
 
     @app.get(
         "/v1/groups/{ref}/members/{index}",
@@ -466,23 +515,23 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         ref: str, index: Annotated[int, PathParam(ge=0, le=10_000)], who: Who
     ) -> Any:
         """One placed member: its session, address and a fresh ticket (for its user)."""
-        return service.group_member(who, ref, index)
+        return service.group_member(who, ref, index).to_json()
 
     @app.get("/v1/groups/{ref}", response_model=s.GroupOut, responses=r, tags=["groups"])
     def get_group(ref: str, who: Who) -> Any:
         """A group by id or name: its queue position, or its members (with their
         addresses and fresh tickets, for the group's own user)."""
-        return service.group(who, ref)
+        return service.group(who, ref).to_json()
 
     @app.delete("/v1/groups/{ref}", response_model=s.GroupOut, responses=r, tags=["groups"])
     def cancel_group(ref: str, who: Who) -> Any:
         """Withdraw a waiting group, or release every member's lease. Idempotent."""
-        return service.cancel_group(who, ref)
+        return service.cancel_group(who, ref).to_json()
 
     @app.post("/v1/tickets/verify", response_model=s.TicketOut, responses=r, tags=["sessions"])
     def verify_ticket(body: s.TicketIn, who: Who) -> Any:
         """Check a ticket as its acceptor would (node tokens, admins); 400 if invalid."""
-        return service.verify_ticket(who, body.ticket, body.node)
+        return service.verify_ticket(who, body.ticket, body.node).to_json()
 
     # --------------------------------------------------------------- usage
 
@@ -509,7 +558,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         rows = service.usage(who, team=team, user=user, month=month)
         if format == "csv":
             return PlainTextResponse(usage_csv(rows), media_type="text/csv")
-        return {"rows": rows}
+        return {"rows": _json(rows)}
 
     @app.get(
         "/v1/usage/groups",
@@ -534,7 +583,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         rows = service.group_usage(who, team=team, month=month)
         if format == "csv":
             return PlainTextResponse(group_usage_csv(rows), media_type="text/csv")
-        return {"rows": rows}
+        return {"rows": _json(rows)}
 
     # ------------------------------------------------------------- metrics
 
@@ -574,7 +623,7 @@ _CSV_FIELDS = (
 )
 
 
-def usage_csv(rows: list[dict[str, Any]]) -> str:
+def usage_csv(rows: Iterable[UsageView]) -> str:
     """Usage rows as CSV (the API's ``format=csv`` and the dashboard's export)."""
     import csv
     import io
@@ -583,7 +632,8 @@ def usage_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=_CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row[k] for k in _CSV_FIELDS})
+        as_json = row.to_json()
+        writer.writerow({k: as_json[k] for k in _CSV_FIELDS})
     return out.getvalue()
 
 
@@ -601,7 +651,7 @@ _GROUP_CSV_FIELDS = (
 )
 
 
-def group_usage_csv(rows: list[dict[str, Any]]) -> str:
+def group_usage_csv(rows: Iterable[GroupUsageView]) -> str:
     """Group usage rows as CSV (``GET /v1/usage?by=group&format=csv``)."""
     import csv
     import io
@@ -610,5 +660,6 @@ def group_usage_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=_GROUP_CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: row[k] for k in _GROUP_CSV_FIELDS})
+        as_json = row.to_json()
+        writer.writerow({k: as_json[k] for k in _GROUP_CSV_FIELDS})
     return out.getvalue()

@@ -8,16 +8,16 @@ plain reads and writes of the store behind admin checks. The access rules
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from tether.pool._accounts import TokenRecord, UserRow
 from tether.pool._auth import Principal
 from tether.pool._db import Tx
 from tether.pool._store import Store
+from tether.pool._views import IssuedToken, MeView, QuotaView, TeamView, TokenView, UserView
 from tether.poolapi import Forbidden, NotFound, PoolRequestError
 
 __all__ = [
     "Directory",
-    "quota_out",
     "require_admin",
     "require_node",
     "require_team",
@@ -37,45 +37,42 @@ class Directory:
         """The principal of a bearer token; AuthenticationError if wrong or revoked."""
         return self.store.authenticate(token)
 
-    def me(self, principal: Principal) -> dict[str, Any]:
+    def me(self, principal: Principal) -> MeView:
         with self.store.db.transaction() as tx:
             ids = self.store.team_ids_tx(tx)
         names = {v: k for k, v in ids.items()}
-        return {
-            "kind": principal.kind,
-            "user": principal.user_name,
-            "admin": principal.is_admin,
-            "teams": sorted(names[t] for t in principal.team_ids if t in names),
-            "node": principal.node_name,
-        }
+        return MeView(
+            kind=principal.kind,
+            user=principal.user_name,
+            admin=principal.is_admin,
+            teams=tuple(sorted(names[t] for t in principal.team_ids if t in names)),
+            node=principal.node_name,
+        )
 
-    def teams(self, principal: Principal) -> list[dict[str, Any]]:
+    def teams(self, principal: Principal) -> list[TeamView]:
         require_user(principal)
         return [
-            {"name": t.name, "created_at": t.created_at}
+            TeamView(name=t.name, created_at=t.created_at)
             for t in self.store.teams()
             if principal.can_see_team(t.id)
         ]
 
-    def create_team(self, principal: Principal, name: str) -> dict[str, Any]:
+    def create_team(self, principal: Principal, name: str) -> TeamView:
         require_admin(principal)
         team = self.store.create_team(name, self._clock())
-        return {"name": team.name, "created_at": team.created_at}
+        return TeamView(name=team.name, created_at=team.created_at)
 
     def delete_team(self, principal: Principal, name: str) -> None:
         require_admin(principal)
         self.store.delete_team(name)
 
     @staticmethod
-    def _user_out(user: Any) -> dict[str, Any]:
-        return {
-            "name": user.name,
-            "admin": user.is_admin,
-            "teams": list(user.teams),
-            "created_at": user.created_at,
-        }
+    def _user_out(user: UserRow) -> UserView:
+        return UserView(
+            name=user.name, admin=user.is_admin, teams=tuple(user.teams), created_at=user.created_at
+        )
 
-    def users(self, principal: Principal) -> list[dict[str, Any]]:
+    def users(self, principal: Principal) -> list[UserView]:
         require_user(principal)
         if principal.is_admin:
             return [self._user_out(u) for u in self.store.users()]
@@ -84,30 +81,30 @@ class Directory:
 
     def create_user(
         self, principal: Principal, *, name: str, admin: bool, teams: list[str]
-    ) -> dict[str, Any]:
+    ) -> UserView:
         require_admin(principal)
         user = self.store.create_user(name, is_admin=admin, teams=teams, now=self._clock())
         return self._user_out(user)
 
     def set_membership(
         self, principal: Principal, team: str, user: str, *, member: bool
-    ) -> dict[str, Any]:
+    ) -> UserView:
         require_admin(principal)
         return self._user_out(self.store.set_membership(team, user, member=member))
 
     @staticmethod
-    def _token_out(record: Any) -> dict[str, Any]:
-        return {
-            "id": record.id,
-            "kind": record.kind,
-            "user": record.user_name,
-            "node": record.node_name,
-            "label": record.label,
-            "created_at": record.created_at,
-            "revoked_at": record.revoked_at,
-        }
+    def _token_out(record: TokenRecord) -> TokenView:
+        return TokenView(
+            id=record.id,
+            kind=record.kind,
+            user=record.user_name,
+            node=record.node_name,
+            label=record.label,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at,
+        )
 
-    def tokens(self, principal: Principal, user: str | None) -> list[dict[str, Any]]:
+    def tokens(self, principal: Principal, user: str | None) -> list[TokenView]:
         require_user(principal)
         if not principal.is_admin:
             if user is not None and user != principal.user_name:
@@ -123,7 +120,7 @@ class Directory:
         user: str | None,
         node: str | None,
         label: str,
-    ) -> dict[str, Any]:
+    ) -> IssuedToken:
         """Issue a token. Users may issue user tokens for themselves; the rest is admin's."""
         require_user(principal)
         if kind == "user":
@@ -143,20 +140,29 @@ class Directory:
             label=label,
             now=self._clock(),
         )
-        return {**self._token_out(record), "token": text}
+        return IssuedToken(
+            id=record.id,
+            kind=record.kind,
+            user=record.user_name,
+            node=record.node_name,
+            label=record.label,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at,
+            token=text,
+        )
 
-    def revoke_token(self, principal: Principal, token_id: str) -> dict[str, Any]:
+    def revoke_token(self, principal: Principal, token_id: str) -> TokenView:
         require_user(principal)
         record = self.store.token(token_id)
         if not principal.is_admin and record.user_name != principal.user_name:
             raise NotFound(f"no token with id {token_id!r} among yours")
         return self._token_out(self.store.revoke_token(token_id, self._clock()))
 
-    def quota(self, principal: Principal, team: str) -> dict[str, Any]:
+    def quota(self, principal: Principal, team: str) -> QuotaView:
         require_user(principal)
         row = self.store.team(team)
         require_team(principal, row.id, what=f"team {team!r}")
-        return quota_out(self.store.quota(team))
+        return QuotaView.of(self.store.quota(team))
 
 
 def require_admin(principal: Principal) -> None:
@@ -200,12 +206,3 @@ def visible_team_ids(
         require_team(principal, ids[team], what=f"team {team!r}")
         return [ids[team]]
     return None if principal.is_admin else sorted(principal.team_ids)
-
-
-def quota_out(row: Any) -> dict[str, Any]:
-    return {
-        "team": row.team,
-        "max_share": row.max_share,
-        "max_memory_bytes": row.max_memory_bytes,
-        "device_hours_per_month": row.device_hours_per_month,
-    }

@@ -50,10 +50,11 @@ from fastapi import FastAPI
 from pydantic import TypeAdapter, ValidationError
 
 from tether.pool import _schemas as s
-from tether.pool._api import EXPECTED_ERRORS, error_response
+from tether.pool._api import EXPECTED_ERRORS, error_response, slice_order
 from tether.pool._auth import Principal
 from tether.pool._metrics import Histogram
 from tether.pool._service import PoolService
+from tether.pool._session_views import SessionView
 
 __all__ = ["HOT_THREADS", "Front", "Workers"]
 
@@ -156,14 +157,14 @@ class Front:
             request = s.SliceIn.model_validate_json(body)
         except ValidationError:
             raise _Decline from None  # FastAPI's 400, in its words
-        fields = request.model_dump()
         service = self.service
 
-        def place() -> tuple[Principal, dict[str, Any]]:
+        def place() -> tuple[Principal, SessionView]:
             who = service.authenticate(token)
+            order = slice_order(service, who, request)
             started = time.perf_counter()
             try:
-                return who, service.request_slice(who, fields)
+                return who, service.request_slice(who, order)
             finally:
                 self.placement.observe(time.perf_counter() - started)
 
@@ -172,17 +173,17 @@ class Front:
             # The client hung up before its answer (it gave up, or died): it cannot
             # know the session's id, so nobody else could end the lease before
             # its timeout. What is placed or queued for it is given back now.
-            log.warning("client left before its answer: released session %s", session["id"])
-            sid = session["id"]
+            log.warning("client left before its answer: released session %s", session.id)
+            sid = session.id
             session = await self._run(lambda: service.release(who, sid))
-        return (202 if session["state"] == "queued" else 201), _session_json(session)
+        return (202 if session.state == "queued" else 201), _session_json(session)
 
     async def _release(
         self, token: str, _body: bytes, session_id: str, _receive: Receive
     ) -> tuple[int, bytes]:
         service = self.service
 
-        def release() -> dict[str, Any]:
+        def release() -> SessionView:
             return service.release(service.authenticate(token), session_id)
 
         return 200, _session_json(await self._run(release))
@@ -248,9 +249,9 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-def _session_json(session: dict[str, Any]) -> bytes:
+def _session_json(session: SessionView) -> bytes:
     """What FastAPI sends for ``response_model=SessionOut``: validated, then dumped."""
-    return _SESSION_OUT.dump_json(_SESSION_OUT.validate_python(session), by_alias=True)
+    return _SESSION_OUT.dump_json(_SESSION_OUT.validate_python(session.to_json()), by_alias=True)
 
 
 def _bearer(scope: Scope) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from tether.pool._request import SliceRequest
 from tether.pool._values import PoolInputError, check_id, set_field
 
-__all__ = ["MAX_GROUP_SIZE", "GroupRequest"]
+__all__ = ["MAX_GROUP_SIZE", "GroupRequest", "check_counts"]
 
 #: The most members one group may ask for.
 MAX_GROUP_SIZE = 10_000
@@ -41,17 +41,7 @@ class GroupRequest:
         if not isinstance(self.shape, SliceRequest):
             raise PoolInputError("a group's shape must be a SliceRequest")
         check_id(self.name, "group name")
-        for what in ("min_count", "max_count"):
-            n = getattr(self, what)
-            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_GROUP_SIZE:
-                raise PoolInputError(
-                    f"group {what.replace('_', ' ')} must be a whole number from 1 to "
-                    f"{MAX_GROUP_SIZE}, got {n!r}"
-                )
-        if self.min_count > self.max_count:
-            raise PoolInputError(
-                f"group min count {self.min_count} is above its max count {self.max_count}"
-            )
+        check_counts(self.min_count, self.max_count)
         ids = tuple(self.member_ids)
         for member in ids:
             check_id(member, "group member id")
@@ -108,3 +98,17 @@ class GroupRequest:
             max_count=data.get("max_count"),  # type: ignore[arg-type]
             member_ids=tuple(ids),
         )
+
+
+def check_counts(min_count: object, max_count: object) -> None:
+    """A group's member counts are whole numbers in ``[1, MAX_GROUP_SIZE]``, min at
+    most max; :class:`PoolInputError` naming the first that is not (the one check,
+    for the request and for the order the API builds)."""
+    for what, n in (("min count", min_count), ("max count", max_count)):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_GROUP_SIZE:
+            raise PoolInputError(
+                f"group {what} must be a whole number from 1 to {MAX_GROUP_SIZE}, got {n!r}"
+            )
+    assert isinstance(min_count, int) and isinstance(max_count, int)
+    if min_count > max_count:
+        raise PoolInputError(f"group min count {min_count} is above its max count {max_count}")

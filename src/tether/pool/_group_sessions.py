@@ -11,7 +11,7 @@ recent group of that name).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from tether.pool._accounting import month_span
 from tether.pool._accounts import new_id
@@ -26,12 +26,15 @@ from tether.pool._events import (
     Refused,
     RequestCancelled,
 )
-from tether.pool._group_request import MAX_GROUP_SIZE, GroupRequest
+from tether.pool._group_request import GroupRequest
 from tether.pool._group_store import GroupRow
+from tether.pool._orders import GroupOrder
 from tether.pool._session_store import SessionRow, session_lease
-from tether.pool._sessions import Sessions, refusal_of, refused_error, request_from_body
+from tether.pool._session_views import GroupView, SessionView
+from tether.pool._sessions import Sessions, filed_request, refusal_of, refused_error
 from tether.pool._state import PoolState
 from tether.pool._usage import compute_usage
+from tether.pool._usage_views import GroupUsageView
 from tether.pool._values import PoolInputError, PoolNotFoundError
 from tether.poolapi._problems import Forbidden, NotFound, PoolRequestError
 
@@ -47,39 +50,21 @@ class Groups:
         self._store = core.store
         self._sessions = sessions
 
-    def request_group(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        """Place, queue or refuse a group as one unit (RefusedError). Returns the group.
-
-        ``body``: the slice fields of ``POST /v1/sessions`` for every member, plus
-        ``name``, ``max_count`` (members wanted) and ``min_count`` (default: all of
-        them, a gang).
-        """
+    def request_group(self, principal: Principal, order: GroupOrder) -> GroupView:
+        """Place, queue or refuse ``order`` as one unit (RefusedError). Returns the group."""
         require_user(principal)
         assert principal.user_id is not None and principal.user_name is not None
-        team_name, team_id = self._sessions.resolve_team(principal, body.get("team"))
+        team_name, team_id = self._sessions.resolve_team(principal, order.shape.team)
         group_id = new_id()
-        max_count = body.get("max_count")
-        min_count = body.get("min_count")
-        if min_count is None:
-            min_count = max_count  # a gang: all of them or none
-        if (
-            isinstance(max_count, int)
-            and not isinstance(max_count, bool)
-            and 1 <= max_count <= MAX_GROUP_SIZE
-        ):
-            member_ids = tuple(f"{group_id}-{i}" for i in range(max_count))
-        else:
-            member_ids = ()
-        shape, policy = request_from_body(
-            body, request_id=group_id, team=team_name, user=principal.user_name
-        )
+        shape = filed_request(order.shape, id=group_id, team=team_name, user=principal.user_name)
+        policy = order.shape.policy
         try:
             group = GroupRequest(
                 shape=shape,
-                name=body.get("name") or group_id,
-                min_count=min_count,  # type: ignore[arg-type]  # validated by the record
-                max_count=max_count,  # type: ignore[arg-type]
-                member_ids=member_ids,
+                name=order.name or group_id,
+                min_count=order.min_count_or_all,
+                max_count=order.max_count,
+                member_ids=tuple(f"{group_id}-{i}" for i in range(order.max_count)),
             )
         except PoolInputError as exc:
             raise PoolRequestError(str(exc)) from None
@@ -119,27 +104,24 @@ class Groups:
             raise NotFound(f"no group with id or name {ref!r}")
         return by_name[-1]
 
-    def group(self, principal: Principal, ref: str) -> dict[str, Any]:
+    def group(self, principal: Principal, ref: str) -> GroupView:
         """A group with its members (their sessions; tickets for the group's own user)."""
         with self._store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
             members = self._store.group_members_tx(tx, row.id)
             nodes = self._store.node_addresses_tx(tx)
-        out = _group_out(row, _counts(members))
-        if row.state == "queued":
-            out["position"] = self._sessions.position(row.id)
+        position = self._sessions.position(row.id) if row.state == "queued" else None
         items = []
         for m in members:
             address, registration = nodes.get(m.node_name or "", (None, None))
-            item = self._sessions.session_out(m, address if m.state == "placed" else None)
-            item["index"] = m.group_index
+            item = SessionView.of(m, address if m.state == "placed" else None)
+            item = replace(item, index=m.group_index)
             if m.state == "placed" and principal.user_id == m.user_id:
-                item.update(self._sessions.ticket(m, registration))
+                item = self._sessions.with_ticket(item, m, registration)
             items.append(item)
-        out["members"] = items
-        return out
+        return _group_view(row, _counts(members), position=position, members=tuple(items))
 
-    def group_member(self, principal: Principal, ref: str, index: int) -> dict[str, Any]:
+    def group_member(self, principal: Principal, ref: str, index: int) -> SessionView:
         """One member of a group as its session (with a fresh ticket for its user):
         what a Kubernetes pod asks for, without reading every other member."""
         with self._store.db.transaction() as tx:
@@ -147,13 +129,11 @@ class Groups:
             member_id = self._store.group_member_id_tx(tx, row.id, index)
         if member_id is None:
             raise NotFound(f"group {row.name} has no placed member {index} (state {row.state})")
-        out = self._sessions.session(principal, member_id)
-        out["index"] = index
-        return out
+        return replace(self._sessions.session(principal, member_id), index=index)
 
     def groups(
         self, principal: Principal, *, team: str | None = None, state: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupView]:
         """Groups of your teams (admins: all), oldest first, without their members."""
         if state is not None and state not in ("queued", "placed", "ended"):
             raise PoolRequestError("state must be queued, placed or ended")
@@ -163,16 +143,16 @@ class Groups:
             counts = self._store.group_member_counts_tx(tx, [g.id for g in rows])
         listed = []
         for row in rows:
-            out = _group_out(row, counts.get(row.id, (0, 0)))
-            if state is None or out["state"] == state:
-                if out["state"] == "queued":
-                    out["position"] = self._sessions.position(out["id"])
-                listed.append(out)
+            view = _group_view(row, counts.get(row.id, (0, 0)))
+            if state is None or view.state == state:
+                if view.state == "queued":
+                    view = replace(view, position=self._sessions.position(view.id))
+                listed.append(view)
         return listed
 
     # ----------------------------------------------------------------- cancel
 
-    def cancel_group(self, principal: Principal, ref: str) -> dict[str, Any]:
+    def cancel_group(self, principal: Principal, ref: str) -> GroupView:
         """Withdraw a waiting group, or release every open member lease; idempotent."""
         with self._store.db.transaction() as tx:
             row = self._find_group(tx, principal, ref)
@@ -203,7 +183,7 @@ class Groups:
 
     def group_usage(
         self, principal: Principal, *, team: str | None, month: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupUsageView]:
         """Usage per group in a month (UTC; default this one): one row per group,
         its members' device-seconds, memory-GiB-seconds and peak share summed."""
         require_user(principal)
@@ -229,21 +209,22 @@ class Groups:
             leases = [lease for s in sessions_of if (lease := session_lease(s)) is not None]
             totals = compute_usage(leases, now=now, group_by=("team", "month"), months=[month])
             for r in totals:
+                assert r.team is not None and r.month is not None
                 out.append(
-                    {
-                        "month": r.month,
-                        "team": r.team,
-                        "group": g.name,
-                        "group_id": g.id,
-                        "user": g.user,
-                        "members": len(sessions_of),
-                        "device_seconds": r.device_seconds,
-                        "memory_gib_seconds": r.memory_gib_seconds,
-                        "sessions": r.sessions,
-                        "peak_share": r.peak_share,
-                    }
+                    GroupUsageView(
+                        month=r.month,
+                        team=r.team,
+                        group=g.name,
+                        group_id=g.id,
+                        user=g.user,
+                        members=len(sessions_of),
+                        device_seconds=r.device_seconds,
+                        memory_gib_seconds=r.memory_gib_seconds,
+                        sessions=r.sessions,
+                        peak_share=r.peak_share,
+                    )
                 )
-        out.sort(key=lambda r: (r["team"], r["group"], r["group_id"]))
+        out.sort(key=lambda r: (r.team, r.group, r.group_id))
         return out
 
 
@@ -252,10 +233,15 @@ def _counts(members: list[SessionRow]) -> tuple[int, int]:
     return running, len(members) - running
 
 
-def _group_out(row: GroupRow, counts: tuple[int, int]) -> dict[str, Any]:
-    """A group as the API shows it; ``counts``: its members (open, ended). ``state``:
-    queued, placed (some member holds its lease), ended (refused, cancelled, timed
-    out, or every member ended)."""
+def _group_view(
+    row: GroupRow,
+    counts: tuple[int, int],
+    *,
+    position: int | None = None,
+    members: tuple[SessionView, ...] | None = None,
+) -> GroupView:
+    """A group as the API shows it; ``counts``: its members (open, ended). A group
+    placed once whose members have all ended is ended."""
     shape = {k: v for k, v in row.request.get("shape", {}).items() if v is not None}
     for key in ("id", "team", "user", "priority", "wait"):
         shape.pop(key, None)
@@ -263,23 +249,25 @@ def _group_out(row: GroupRow, counts: tuple[int, int]) -> dict[str, Any]:
     state = row.state
     if state == "placed" and running == 0:
         state = "ended"
-    return {
-        "id": row.id,
-        "name": row.name,
-        "team": row.team,
-        "user": row.user,
-        "state": state,
-        "min_count": row.min_count,
-        "max_count": row.max_count,
-        "placed_count": row.placed_count,
-        "running": running,
-        "ended": ended,
-        "request": shape,
-        "policy": row.request.get("policy"),
-        "submitted_at": row.submitted_at,
-        "queue_deadline": row.queue_deadline,
-        "placed_at": row.placed_at,
-        "ended_at": row.ended_at,
-        "end_reason": row.end_reason,
-        "reason": row.message,
-    }
+    return GroupView(
+        id=row.id,
+        name=row.name,
+        team=row.team,
+        user=row.user,
+        state=state,
+        min_count=row.min_count,
+        max_count=row.max_count,
+        placed_count=row.placed_count,
+        running=running,
+        ended=ended,
+        request=shape,
+        policy=row.request.get("policy"),
+        submitted_at=row.submitted_at,
+        queue_deadline=row.queue_deadline,
+        placed_at=row.placed_at,
+        ended_at=row.ended_at,
+        end_reason=row.end_reason,
+        reason=row.message,
+        position=position,
+        members=members,
+    )

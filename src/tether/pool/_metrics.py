@@ -12,9 +12,12 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tether._prometheus import TextWriter, labels_text
+
+if TYPE_CHECKING:
+    from tether.pool._usage_views import Statistics
 
 __all__ = ["CONTENT_TYPE", "PLACEMENT_BUCKETS", "Histogram", "render"]
 
@@ -71,10 +74,10 @@ def _histogram(
         w.lines.append(f"{name}_count{labels_text(labels)} {float(count)!r}")
 
 
-def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
+def render(stats: Statistics, placement: Histogram | None = None) -> str:
     """Text for ``/metrics`` from :meth:`PoolService.statistics`."""
     w = TextWriter()
-    nodes = stats["nodes"]
+    nodes = stats.nodes
     counts = {"ready": 0, "cordoned": 0, "drained": 0, "lost": 0}
     for n in nodes:
         status = "lost" if n.lost else {"active": "ready"}.get(n.schedulable, n.schedulable)
@@ -85,8 +88,8 @@ def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
         "Registered nodes by status.",
         (({"status": k}, v) for k, v in sorted(counts.items())),
     )
-    devices = stats["devices"]
-    alloc = stats["allocation"]
+    devices = stats.devices
+    alloc = stats.allocation
     w.family("tether_pool_devices", "gauge", "Registered devices.", [({}, len(devices))])
     w.family(
         "tether_pool_device_memory_bytes",
@@ -118,26 +121,26 @@ def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
             for d in devices
         ),
     )
-    teams = stats["teams"]
+    teams = stats.teams
     w.family(
         "tether_pool_team_allocated_share",
         "gauge",
         "Devices' worth of share each team holds.",
-        (({"team": t["team"]}, round(float(t["share"]), 6)) for t in teams),
+        (({"team": t.team}, round(t.share, 6)) for t in teams),
     )
     w.family(
         "tether_pool_team_allocated_memory_bytes",
         "gauge",
         "Device memory each team holds.",
-        (({"team": t["team"]}, int(t["mem"])) for t in teams),
+        (({"team": t.team}, t.memory_bytes) for t in teams),
     )
     w.family(
         "tether_pool_team_sessions",
         "gauge",
         "Open leases of each team.",
-        (({"team": t["team"]}, int(t["n"])) for t in teams),
+        (({"team": t.team}, t.sessions) for t in teams),
     )
-    queued = stats["queued"]
+    queued = stats.queued
     w.family(
         "tether_pool_queue_length",
         "gauge",
@@ -150,7 +153,7 @@ def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
         "Requests waiting in the queue, by team.",
         (({"team": t}, n) for t, n in sorted(queued.items())),
     )
-    counters = stats["counters"]
+    counters = stats.counters
     w.family(
         "tether_pool_placements_total",
         "counter",
@@ -187,11 +190,11 @@ def render(stats: Mapping[str, Any], placement: Histogram | None = None) -> str:
     return "\n".join(w.lines) + "\n"
 
 
-def _usage(w: TextWriter, stats: Mapping[str, Any]) -> None:
+def _usage(w: TextWriter, stats: Statistics) -> None:
     """Usage counters, quotas and queue waits per team (from the database)."""
     from tether.pool._metrics_figures import QUEUE_WAIT_BUCKETS
 
-    usage: Mapping[str, tuple[float, float, int]] = stats.get("team_usage", {})
+    usage = stats.team_usage
     w.family(
         "tether_pool_team_device_seconds_total",
         "counter",
@@ -210,14 +213,14 @@ def _usage(w: TextWriter, stats: Mapping[str, Any]) -> None:
         "Leases each team was granted.",
         (({"team": t}, u[2]) for t, u in sorted(usage.items())),
     )
-    month: Mapping[str, tuple[float, float]] = stats.get("team_month", {})
+    month = stats.team_month
     w.family(
         "tether_pool_team_month_device_seconds",
         "gauge",
         "Device-seconds each team used this calendar month (UTC): what its monthly quota counts.",
         (({"team": t}, round(m[0], 3)) for t, m in sorted(month.items())),
     )
-    quotas = {q.team: q for q in stats.get("quotas", {}).values()}  # keyed by team id
+    quotas = {q.team: q for q in stats.quotas.values()}  # keyed by team id
     w.family(
         "tether_pool_team_quota_share",
         "gauge",
@@ -244,7 +247,7 @@ def _usage(w: TextWriter, stats: Mapping[str, Any]) -> None:
             if q.device_hours_per_month is not None
         ),
     )
-    waits: Mapping[str, tuple[int, float, list[int]]] = stats.get("queue_wait", {})
+    waits = stats.queue_wait
     _histogram(
         w,
         "tether_pool_queue_wait_seconds",

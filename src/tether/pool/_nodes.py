@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether._ticket import TicketError, verify_any
@@ -31,6 +31,14 @@ from tether.pool._metering import SessionReport, bounded
 from tether.pool._model import DeviceSpec, NodeSpec
 from tether.pool._state import PoolState
 from tether.pool._values import PoolInputError, PoolNotFoundError, parse_memory
+from tether.pool._views import (
+    Admission,
+    DeviceView,
+    NodeBeatReply,
+    NodeRegistration,
+    NodeStatusView,
+    NodeView,
+)
 from tether.poolapi import Conflict, Forbidden, Gone, PoolRequestError
 
 __all__ = ["Nodes"]
@@ -52,7 +60,7 @@ class Nodes:
         devices: list[dict[str, Any]],
         replace: bool,
         sent_at: float | None,
-    ) -> dict[str, Any]:
+    ) -> NodeRegistration:
         """Register (or take over, with ``replace``) node ``name``.
 
         Who may take over a node that is alive: only a token *named* for it. An
@@ -84,7 +92,7 @@ class Nodes:
             raise PoolRequestError(str(exc)) from None
         registration = secrets.token_hex(16)
 
-        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
+        def work(tx: Tx, state: PoolState, now: float) -> NodeRegistration:
             self._check_skew(sent_at, now)
             try:
                 existing = state.node(name)
@@ -118,12 +126,14 @@ class Nodes:
             self._store.set_registration_tx(tx, name, reg_hash)
             self._core.registration_changed(name)
             keys = self._core.node_keys(name, reg_hash, now)
-            return {
-                **self._node_status(state, name),
-                "registration": registration,
-                "ticket_key": keys[0].hex(),
-                "ticket_keys": [k.hex() for k in keys],
-            }
+            record = state.node(name)
+            return NodeRegistration(
+                name=name,
+                status=record.status,
+                last_heartbeat=record.last_heartbeat,
+                registration=registration,
+                ticket_keys=tuple(k.hex() for k in keys),
+            )
 
         return self._core.mutate(work)
 
@@ -156,9 +166,9 @@ class Nodes:
         *,
         sent_at: float,
         device_ids: list[str] | None,
-        sessions: list[dict[str, Any]],
+        sessions: Sequence[SessionReport],
         registration: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> NodeBeatReply:
         """The node is alive; renew the leases of the sessions it runs.
 
         A session reported with ``ended_at`` (the acceptor's clock, which the skew
@@ -181,9 +191,7 @@ class Nodes:
                 "node token"
             )
 
-        reports = [SessionReport.from_dict(meter) for meter in sessions]
-
-        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
+        def work(tx: Tx, state: PoolState, now: float) -> NodeBeatReply:
             self._check_skew(sent_at, now)
             reg_hash = self._check_registration(tx, name, registration)
             event = NodeHeartbeat(
@@ -191,7 +199,7 @@ class Nodes:
             )
             self._core.feed(tx, state, event)
             ended = []
-            for report in reports:
+            for report in sessions:
                 sid, ended_at, figures = report.session_id, report.ended_at, report.figures
                 try:
                     lease = state.lease(sid)
@@ -211,10 +219,12 @@ class Nodes:
                     continue
                 self._core.feed(tx, state, LeaseHeartbeat(now=now, lease_id=sid))
                 self._store.session_heartbeat_tx(tx, sid, now, bounded(figures, now - lease.start))
-            out: dict[str, Any] = {"status": state.node(name).status, "ended_sessions": ended}
+            keys = None
             if reg_hash is not None:
-                out["ticket_keys"] = [k.hex() for k in self._core.node_keys(name, reg_hash, now)]
-            return out
+                keys = tuple(k.hex() for k in self._core.node_keys(name, reg_hash, now))
+            return NodeBeatReply(
+                status=state.node(name).status, ended_sessions=tuple(ended), ticket_keys=keys
+            )
 
         return self._core.mutate(work)
 
@@ -237,7 +247,7 @@ class Nodes:
 
     def admit(
         self, principal: Principal, name: str, *, registration: str, ticket: str
-    ) -> dict[str, Any]:
+    ) -> Admission:
         """The acceptor's check at connect: is this ticket's lease open, and unused?
 
         Marks the session connected (one ticket, one session, across acceptor
@@ -247,7 +257,7 @@ class Nodes:
         """
         require_node(principal, name)
 
-        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
+        def work(tx: Tx, state: PoolState, now: float) -> Admission:
             reg_hash = self._check_registration(tx, name, registration)
             keys = self._core.node_keys(name, reg_hash, now)
             try:
@@ -278,11 +288,11 @@ class Nodes:
                     )
                 )
             self._store.connect_session_tx(tx, sid, now)
-            return {"session_id": sid, "ticket_keys": [k.hex() for k in keys]}
+            return Admission(session_id=sid, ticket_keys=tuple(k.hex() for k in keys))
 
         return self._core.mutate(work)
 
-    def node_admin(self, principal: Principal, name: str, action: str) -> dict[str, Any]:
+    def node_admin(self, principal: Principal, name: str, action: str) -> NodeStatusView:
         require_admin(principal)
         make: dict[str, Callable[[float], Event]] = {
             "cordon": lambda now: NodeCordoned(now=now, node_id=name),
@@ -292,15 +302,14 @@ class Nodes:
         if action not in make:
             raise PoolRequestError(f"unknown node action {action!r}: cordon, drain or uncordon")
 
-        def work(tx: Tx, state: PoolState, now: float) -> dict[str, Any]:
+        def work(tx: Tx, state: PoolState, now: float) -> NodeStatusView:
             self._core.feed(tx, state, make[action](now))
-            return self._node_status(state, name)
+            record = state.node(name)
+            return NodeStatusView(
+                name=name, status=record.status, last_heartbeat=record.last_heartbeat
+            )
 
         return self._core.mutate(work)
-
-    def _node_status(self, state: PoolState, name: str) -> dict[str, Any]:
-        record = state.node(name)
-        return {"name": name, "status": record.status, "last_heartbeat": record.last_heartbeat}
 
     def _check_skew(self, sent_at: float | None, now: float) -> None:
         if sent_at is None:
@@ -315,42 +324,23 @@ class Nodes:
                 )
             )
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[NodeView]:
+        """Every node with its devices and what open leases hold of them."""
         with self._store.db.transaction() as tx:
             nodes = self._store.nodes_tx(tx)
             devices = self._store.devices_tx(tx)
             alloc = self._store.allocation_tx(tx)
-        out = []
-        for n in nodes:
-            status = "lost" if n.lost else {"active": "ready"}.get(n.schedulable, n.schedulable)
-            out.append(
-                {
-                    "name": n.name,
-                    "address": n.address,
-                    "status": status,
-                    "registered_at": n.registered_at,
-                    "last_heartbeat": n.last_heartbeat,
-                    "devices": [
-                        self._device_out(d, alloc) for d in devices if d.node_name == n.name
-                    ],
-                }
+        return [
+            NodeView(
+                name=n.name,
+                address=n.address,
+                status="lost" if n.lost else {"active": "ready"}.get(n.schedulable, n.schedulable),
+                registered_at=n.registered_at,
+                last_heartbeat=n.last_heartbeat,
+                devices=tuple(DeviceView.of(d, alloc) for d in devices if d.node_name == n.name),
             )
-        return out
+            for n in nodes
+        ]
 
-    @staticmethod
-    def _device_out(d: Any, alloc: dict[tuple[str, str], tuple[float, int]]) -> dict[str, Any]:
-        share, memory = alloc.get((d.node_name, d.device_id), (0.0, 0))
-        return {
-            "node": d.node_name,
-            "id": d.device_id,
-            "vendor": d.vendor,
-            "model": d.model,
-            "memory_bytes": d.memory_bytes,
-            "arch": d.arch,
-            "frameworks": d.frameworks,
-            "allocated_share": round(share, 4),
-            "allocated_memory_bytes": memory,
-        }
-
-    def devices(self) -> list[dict[str, Any]]:
-        return [d for n in self.nodes() for d in n["devices"]]
+    def devices(self) -> list[DeviceView]:
+        return [d for n in self.nodes() for d in n.devices]

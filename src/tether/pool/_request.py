@@ -14,7 +14,7 @@ import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.pool._model import DeviceSpec
 from tether.pool._values import (
@@ -28,7 +28,10 @@ from tether.pool._values import (
     set_field,
 )
 
-__all__ = ["FrameworkRequirement", "SliceRequest"]
+if TYPE_CHECKING:
+    from tether.pool._orders import SliceOrder
+
+__all__ = ["FrameworkRequirement", "SliceRequest", "check_slice_fields"]
 
 
 _REQ_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*?)\s*$")
@@ -194,64 +197,7 @@ class SliceRequest:
         check_id(self.id, "request id")
         check_id(self.team, "team")
         check_id(self.user, "user")
-        if self.count is not None:
-            if (
-                isinstance(self.count, bool)
-                or not isinstance(self.count, int)
-                or not 1 <= self.count <= 1024
-            ):
-                raise PoolInputError(
-                    f"device count must be a whole number from 1 to 1024, got {self.count!r}"
-                )
-            if self.fraction is not None or self.memory_bytes is not None:
-                raise PoolInputError(
-                    "ask either for whole devices (count) or for a slice "
-                    "(fraction and/or memory), not both"
-                )
-        else:
-            if self.fraction is None and self.memory_bytes is None:
-                raise PoolInputError(
-                    "a request needs a fraction, a memory size or a count of whole devices"
-                )
-            if self.fraction is not None:
-                set_field(self, "fraction", parse_fraction(self.fraction))
-            if self.memory_bytes is not None:
-                set_field(
-                    self, "memory_bytes", parse_memory(self.memory_bytes, what="requested memory")
-                )
-        if self.vendor is not None:
-            if not isinstance(self.vendor, str) or not self.vendor.strip():
-                raise PoolInputError(f"vendor must be a non-empty string, got {self.vendor!r}")
-            set_field(self, "vendor", self.vendor.strip().lower())
-        if self.model is not None and (not isinstance(self.model, str) or not self.model):
-            raise PoolInputError(
-                f"model must be a non-empty glob such as '*H100*', got {self.model!r}"
-            )
-        if self.min_memory_bytes is not None:
-            set_field(
-                self, "min_memory_bytes", parse_memory(self.min_memory_bytes, what="minimum memory")
-            )
-        if isinstance(self.frameworks, str):  # type: ignore[unreachable]  # untyped callers
-            raise PoolInputError("frameworks must be a list of requirements such as ['torch>=2.4']")
-        reqs = tuple(
-            r if isinstance(r, FrameworkRequirement) else FrameworkRequirement.parse(r)
-            for r in self.frameworks
-        )
-        set_field(self, "frameworks", reqs)
-        if self.node is not None:
-            check_id(self.node, "node")
-        if (
-            isinstance(self.priority, bool)
-            or not isinstance(self.priority, int)
-            or abs(self.priority) > 1000
-        ):
-            raise PoolInputError(
-                f"priority must be a whole number from -1000 to 1000, got {self.priority!r}"
-            )
-        if not isinstance(self.wait, bool):
-            raise PoolInputError(f"wait must be true or false, got {self.wait!r}")
-        if self.queue_timeout_s is not None:
-            check_positive_seconds(self.queue_timeout_s, "queue timeout", allow_zero=True)
+        check_slice_fields(self)
 
     @property
     def devices_wanted(self) -> int:
@@ -332,3 +278,67 @@ class SliceRequest:
         if "frameworks" in kwargs and isinstance(kwargs["frameworks"], list):
             kwargs["frameworks"] = tuple(kwargs["frameworks"])
         return from_dict(cls, kwargs, fields)
+
+
+def check_slice_fields(record: SliceRequest | SliceOrder) -> None:
+    """Check and normalise the fields a slice request and a slice order share
+    (size, constraints, priority, waiting), in place: the one parse of each unit,
+    so both records say the same thing about the same bad value."""
+    if record.count is not None:
+        if (
+            isinstance(record.count, bool)
+            or not isinstance(record.count, int)
+            or not 1 <= record.count <= 1024
+        ):
+            raise PoolInputError(
+                f"device count must be a whole number from 1 to 1024, got {record.count!r}"
+            )
+        if record.fraction is not None or record.memory_bytes is not None:
+            raise PoolInputError(
+                "ask either for whole devices (count) or for a slice "
+                "(fraction and/or memory), not both"
+            )
+    else:
+        if record.fraction is None and record.memory_bytes is None:
+            raise PoolInputError(
+                "a request needs a fraction, a memory size or a count of whole devices"
+            )
+        if record.fraction is not None:
+            set_field(record, "fraction", parse_fraction(record.fraction))
+        if record.memory_bytes is not None:
+            set_field(
+                record, "memory_bytes", parse_memory(record.memory_bytes, what="requested memory")
+            )
+    if record.vendor is not None:
+        if not isinstance(record.vendor, str) or not record.vendor.strip():
+            raise PoolInputError(f"vendor must be a non-empty string, got {record.vendor!r}")
+        set_field(record, "vendor", record.vendor.strip().lower())
+    if record.model is not None and (not isinstance(record.model, str) or not record.model):
+        raise PoolInputError(
+            f"model must be a non-empty glob such as '*H100*', got {record.model!r}"
+        )
+    if record.min_memory_bytes is not None:
+        set_field(
+            record, "min_memory_bytes", parse_memory(record.min_memory_bytes, what="minimum memory")
+        )
+    if isinstance(record.frameworks, str):  # type: ignore[unreachable]  # untyped callers
+        raise PoolInputError("frameworks must be a list of requirements such as ['torch>=2.4']")
+    reqs = tuple(
+        r if isinstance(r, FrameworkRequirement) else FrameworkRequirement.parse(r)
+        for r in record.frameworks
+    )
+    set_field(record, "frameworks", reqs)
+    if record.node is not None:
+        check_id(record.node, "node")
+    if (
+        isinstance(record.priority, bool)
+        or not isinstance(record.priority, int)
+        or abs(record.priority) > 1000
+    ):
+        raise PoolInputError(
+            f"priority must be a whole number from -1000 to 1000, got {record.priority!r}"
+        )
+    if not isinstance(record.wait, bool):
+        raise PoolInputError(f"wait must be true or false, got {record.wait!r}")
+    if record.queue_timeout_s is not None:
+        check_positive_seconds(record.queue_timeout_s, "queue timeout", allow_zero=True)

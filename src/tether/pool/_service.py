@@ -15,12 +15,16 @@ and each part holds that core and adds one area:
 - :class:`~tether.pool._accounting.Accounting`: quotas, usage, /metrics figures.
 
 The facade only delegates; its methods are what ``_api``, ``_ui`` and the CLI call.
+It is typed both ways: requests come in as the orders of :mod:`tether.pool._orders`
+(the HTTP layer parses each body into one, once), and answers go out as the
+frozen views of :mod:`tether.pool._views` and :mod:`tether.pool._session_views`,
+each with the ``to_json()`` the API sends.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.pool._accounting import Accounting
@@ -28,11 +32,29 @@ from tether.pool._auth import Principal
 from tether.pool._core import ServiceConfig, ServiceCore
 from tether.pool._directory import Directory
 from tether.pool._group_sessions import Groups
+from tether.pool._metering import SessionReport
 from tether.pool._nodes import Nodes
+from tether.pool._orders import GroupOrder, SliceOrder
 from tether.pool._persist import Counters
 from tether.pool._secrets import SecretSource
+from tether.pool._session_views import GroupView, SessionView, TicketCheck
 from tether.pool._sessions import Sessions
 from tether.pool._store import Store
+from tether.pool._usage_views import GroupUsageView, Statistics, UsageView
+from tether.pool._views import (
+    Admission,
+    DeviceView,
+    IssuedToken,
+    MeView,
+    NodeBeatReply,
+    NodeRegistration,
+    NodeStatusView,
+    NodeView,
+    QuotaView,
+    TeamView,
+    TokenView,
+    UserView,
+)
 
 __all__ = ["PoolService", "ServiceConfig"]
 
@@ -84,43 +106,43 @@ class PoolService:
     def authenticate(self, token: str) -> Principal:
         return self.directory.authenticate(token)
 
-    def me(self, principal: Principal) -> dict[str, Any]:
+    def me(self, principal: Principal) -> MeView:
         return self.directory.me(principal)
 
-    def teams(self, principal: Principal) -> list[dict[str, Any]]:
+    def teams(self, principal: Principal) -> list[TeamView]:
         return self.directory.teams(principal)
 
-    def create_team(self, principal: Principal, name: str) -> dict[str, Any]:
+    def create_team(self, principal: Principal, name: str) -> TeamView:
         return self.directory.create_team(principal, name)
 
     def delete_team(self, principal: Principal, name: str) -> None:
         self.directory.delete_team(principal, name)
 
-    def users(self, principal: Principal) -> list[dict[str, Any]]:
+    def users(self, principal: Principal) -> list[UserView]:
         return self.directory.users(principal)
 
     def create_user(
         self, principal: Principal, *, name: str, admin: bool, teams: list[str]
-    ) -> dict[str, Any]:
+    ) -> UserView:
         return self.directory.create_user(principal, name=name, admin=admin, teams=teams)
 
     def set_membership(
         self, principal: Principal, team: str, user: str, *, member: bool
-    ) -> dict[str, Any]:
+    ) -> UserView:
         return self.directory.set_membership(principal, team, user, member=member)
 
-    def tokens(self, principal: Principal, user: str | None) -> list[dict[str, Any]]:
+    def tokens(self, principal: Principal, user: str | None) -> list[TokenView]:
         return self.directory.tokens(principal, user)
 
     def create_token(
         self, principal: Principal, *, kind: str, user: str | None, node: str | None, label: str
-    ) -> dict[str, Any]:
+    ) -> IssuedToken:
         return self.directory.create_token(principal, kind=kind, user=user, node=node, label=label)
 
-    def revoke_token(self, principal: Principal, token_id: str) -> dict[str, Any]:
+    def revoke_token(self, principal: Principal, token_id: str) -> TokenView:
         return self.directory.revoke_token(principal, token_id)
 
-    def quota(self, principal: Principal, team: str) -> dict[str, Any]:
+    def quota(self, principal: Principal, team: str) -> QuotaView:
         return self.directory.quota(principal, team)
 
     # ================================================================ nodes
@@ -134,7 +156,7 @@ class PoolService:
         devices: list[dict[str, Any]],
         replace: bool,
         sent_at: float | None,
-    ) -> dict[str, Any]:
+    ) -> NodeRegistration:
         return self.node_part.register_node(
             principal, name=name, address=address, devices=devices, replace=replace, sent_at=sent_at
         )
@@ -146,9 +168,9 @@ class PoolService:
         *,
         sent_at: float,
         device_ids: list[str] | None,
-        sessions: list[dict[str, Any]],
+        sessions: Sequence[SessionReport],
         registration: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> NodeBeatReply:
         return self.node_part.node_heartbeat(
             principal,
             name,
@@ -160,62 +182,69 @@ class PoolService:
 
     def admit(
         self, principal: Principal, name: str, *, registration: str, ticket: str
-    ) -> dict[str, Any]:
+    ) -> Admission:
         return self.node_part.admit(principal, name, registration=registration, ticket=ticket)
 
-    def node_admin(self, principal: Principal, name: str, action: str) -> dict[str, Any]:
+    def node_admin(self, principal: Principal, name: str, action: str) -> NodeStatusView:
         return self.node_part.node_admin(principal, name, action)
 
-    def nodes(self) -> list[dict[str, Any]]:
+    def nodes(self) -> list[NodeView]:
         return self.node_part.nodes()
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceView]:
         return self.node_part.devices()
 
     # ================================================================ sessions
 
-    def request_slice(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        return self.session_part.request_slice(principal, body)
+    def request_slice(self, principal: Principal, order: SliceOrder) -> SessionView:
+        """Place, queue or refuse ``order`` (RefusedError); the session."""
+        return self.session_part.request_slice(principal, order)
 
-    def session(self, principal: Principal, session_id: str) -> dict[str, Any]:
+    def team_for(self, principal: Principal, team: str | None) -> str:
+        """The team an order of ``principal`` naming ``team`` (None: none) is for;
+        raises what :meth:`request_slice` raises for a team it may not order for."""
+        return self.session_part.team_for(principal, team)[0]
+
+    def session(self, principal: Principal, session_id: str) -> SessionView:
         return self.session_part.session(principal, session_id)
 
     def sessions(
         self, principal: Principal, *, state: str | None = None, team: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[SessionView]:
         return self.session_part.sessions(principal, state=state, team=team)
 
-    def heartbeat(self, principal: Principal, session_id: str) -> dict[str, Any]:
+    def heartbeat(self, principal: Principal, session_id: str) -> SessionView:
         return self.session_part.heartbeat(principal, session_id)
 
-    def release(self, principal: Principal, session_id: str) -> dict[str, Any]:
+    def release(self, principal: Principal, session_id: str) -> SessionView:
         return self.session_part.release(principal, session_id)
 
-    def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> dict[str, Any]:
+    def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> TicketCheck:
         return self.session_part.verify_ticket(principal, ticket, node)
 
     # ================================================================ groups
 
-    def request_group(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        return self.group_part.request_group(principal, body)
+    def request_group(self, principal: Principal, order: GroupOrder) -> GroupView:
+        """Place, queue or refuse ``order`` as one unit (RefusedError); the group."""
+        return self.group_part.request_group(principal, order)
 
-    def group(self, principal: Principal, ref: str) -> dict[str, Any]:
+    def group(self, principal: Principal, ref: str) -> GroupView:
         return self.group_part.group(principal, ref)
 
-    def group_member(self, principal: Principal, ref: str, index: int) -> dict[str, Any]:
+    def group_member(self, principal: Principal, ref: str, index: int) -> SessionView:
         return self.group_part.group_member(principal, ref, index)
 
     def groups(
         self, principal: Principal, *, team: str | None = None, state: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupView]:
         return self.group_part.groups(principal, team=team, state=state)
 
-    def cancel_group(self, principal: Principal, ref: str) -> dict[str, Any]:
+    def cancel_group(self, principal: Principal, ref: str) -> GroupView:
         return self.group_part.cancel_group(principal, ref)
 
     def group_usage(
         self, principal: Principal, *, team: str | None, month: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[GroupUsageView]:
         return self.group_part.group_usage(principal, team=team, month=month)
 
     # ================================================================ accounting
@@ -228,7 +257,7 @@ class PoolService:
         max_share: float | None,
         max_memory: str | int | None,
         device_hours_per_month: float | None,
-    ) -> dict[str, Any]:
+    ) -> QuotaView:
         return self.accounting.set_quota(
             principal,
             team,
@@ -239,10 +268,10 @@ class PoolService:
 
     def usage(
         self, principal: Principal, *, team: str | None, user: str | None, month: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[UsageView]:
         """Rows per (month, team, user) plus each team's total (user ``*``)."""
         return self.accounting.usage(principal, team=team, user=user, month=month)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> Statistics:
         """Figures for /metrics, from the database (right under any replica)."""
         return self.accounting.statistics()

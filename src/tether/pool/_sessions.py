@@ -8,15 +8,15 @@ reads go to the database directly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from dataclasses import replace
 from typing import Any
 
 from tether._ticket import SessionTicket, TicketError, verify_any
 from tether._ticket import issue as issue_ticket
 from tether.pool._accounts import new_id
 from tether.pool._auth import Principal
-from tether.pool._core import ServiceCore, opt_memory
+from tether.pool._core import ServiceCore
 from tether.pool._db import Tx
 from tether.pool._directory import require_team, require_user, visible_team_ids
 from tether.pool._events import (
@@ -30,10 +30,12 @@ from tether.pool._events import (
     RequestCancelled,
     SliceRequested,
 )
-from tether.pool._model import Lease, PlacementPolicy
+from tether.pool._model import Lease
+from tether.pool._orders import SliceOrder
 from tether.pool._persist import NewSession
 from tether.pool._request import SliceRequest
 from tether.pool._session_store import SessionRow, session_lease
+from tether.pool._session_views import SessionView, TicketCheck
 from tether.pool._state import PoolState
 from tether.pool._values import PoolInputError, PoolNotFoundError
 from tether.poolapi import Forbidden, Gone, NotFound, PoolRequestError
@@ -49,15 +51,14 @@ class Sessions:
         self._core = core
         self._store = core.store
 
-    def request_slice(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        """Place, queue or refuse a request (RefusedError). Returns the session."""
+    def request_slice(self, principal: Principal, order: SliceOrder) -> SessionView:
+        """Place, queue or refuse ``order`` (RefusedError). Returns the session."""
         require_user(principal)
         assert principal.user_id is not None and principal.user_name is not None
-        team_name, team_id = self.resolve_team(principal, body.get("team"))
+        team_name, team_id = self.resolve_team(principal, order.team)
         session_id = new_id()
-        request, policy = request_from_body(
-            body, request_id=session_id, team=team_name, user=principal.user_name
-        )
+        request = filed_request(order, id=session_id, team=team_name, user=principal.user_name)
+        policy = order.policy
         stored = {**request.to_dict(), "policy": policy}
         new = NewSession(
             id=session_id,
@@ -67,7 +68,7 @@ class Sessions:
             priority=request.priority,
         )
 
-        name = str(body["name"]) if body.get("name") else None
+        name = order.name
 
         def work(tx: Tx, state: PoolState, now: float) -> tuple[Refused | None, _Placement]:
             decisions = self._core.handle(
@@ -91,7 +92,13 @@ class Sessions:
         # Placed: the answer is what was written, with no read back.
         placed, registration = placement
         row = placed_row(new, placed.lease, name=name, team=team_name, user=principal.user_name)
-        return {**self.session_out(row, placed.address), **self.ticket(row, registration)}
+        return self.with_ticket(SessionView.of(row, placed.address), row, registration)
+
+    def team_for(self, principal: Principal, team: str | None) -> tuple[str, str]:
+        """(name, id) of the team a user's order naming ``team`` is for; Forbidden
+        for a node's token, else as :meth:`resolve_team`."""
+        require_user(principal)
+        return self.resolve_team(principal, team)
 
     def resolve_team(self, principal: Principal, team: str | None) -> tuple[str, str]:
         """(name, id) of the team a request is for: ``team``, else the user's only one."""
@@ -121,7 +128,7 @@ class Sessions:
             raise Forbidden(f"you are not a member of team {team!r}")
         return team, ids[team]
 
-    def session(self, principal: Principal, session_id: str) -> dict[str, Any]:
+    def session(self, principal: Principal, session_id: str) -> SessionView:
         with self._store.db.transaction() as tx:
             row = self._store.session_tx(tx, session_id)
             address = registration = None
@@ -130,20 +137,23 @@ class Sessions:
                 if found is not None:
                     address, registration = found
         require_team(principal, row.team_id, what=f"session {session_id!r}")
-        out = self.session_out(row, address)
+        view = SessionView.of(row, address)
         if row.state == "queued":
-            out["position"] = self.position(session_id)
+            return replace(view, position=self.position(session_id))
         if row.state == "placed" and principal.user_id == row.user_id:
-            out.update(self.ticket(row, registration))
-        return out
+            return self.with_ticket(view, row, registration)
+        return view
 
     def position(self, session_id: str) -> int | None:
         return self._core.queue_position(session_id)
 
-    def ticket(self, row: SessionRow, registration: str | None) -> dict[str, Any]:
+    def with_ticket(
+        self, view: SessionView, row: SessionRow, registration: str | None
+    ) -> SessionView:
+        """``view`` (of ``row``) with a fresh ticket for its lease, if it holds one."""
         lease = session_lease(row)
         if lease is None:
-            return {}
+            return view
         now = self._core.clock()
         ticket = SessionTicket(
             session_id=row.id,
@@ -159,9 +169,9 @@ class Sessions:
         # Signed with the key of the node's current registration: an acceptor that
         # registered before (or someone who re-registered the node since) refuses it.
         text = issue_ticket(self._core.signing_key(lease.node, registration), ticket)
-        return {"ticket": text, "ticket_expires_at": ticket.expires_at}
+        return replace(view, ticket=text, ticket_expires_at=ticket.expires_at)
 
-    def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> dict[str, Any]:
+    def verify_ticket(self, principal: Principal, ticket: str, node: str | None) -> TicketCheck:
         """Check a ticket as its acceptor would (for acceptors that ask, and for admins)."""
         if principal.kind == "node":
             node = principal.node_name or node
@@ -180,49 +190,11 @@ class Sessions:
             raise PoolRequestError(
                 f"invalid ticket: {exc}", {"ticket_error": type(exc).__name__}
             ) from None
-        return {
-            "valid": True,
-            "claims": {
-                "session": claims.session_id,
-                "node": claims.node,
-                "devices": list(claims.device_ids),
-                "fraction": claims.fraction,
-                "memory_bytes": claims.memory_bytes,
-                "team": claims.team,
-                "user": claims.user,
-                "issued_at": claims.issued_at,
-                "expires_at": claims.expires_at,
-            },
-        }
-
-    @staticmethod
-    def session_out(row: SessionRow, address: str | None) -> dict[str, Any]:
-        request = {k: v for k, v in row.request.items() if v is not None and k != "id"}
-        return {
-            "id": row.id,
-            "name": row.name,
-            "team": row.team,
-            "user": row.user,
-            "state": row.state,
-            "submitted_at": row.submitted_at,
-            "request": request,
-            "reason": row.message,
-            "queue_deadline": row.queue_deadline,
-            "node": row.node_name,
-            "address": address,
-            "devices": [{"id": d, "fraction": f, "memory_bytes": m} for d, f, m in row.devices],
-            "share": row.share,
-            "memory_bytes": row.memory_bytes,
-            "started_at": row.started_at,
-            "last_heartbeat": row.last_heartbeat,
-            "ended_at": row.ended_at,
-            "end_reason": row.end_reason,
-            "metering": row.metering,
-        }
+        return TicketCheck(claims=claims)
 
     def sessions(
         self, principal: Principal, *, state: str | None = None, team: str | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[SessionView]:
         states = (state,) if state else ("queued", "placed")
         if state is not None and state not in ("queued", "placed", "ended"):
             raise PoolRequestError("state must be queued, placed or ended")
@@ -232,13 +204,13 @@ class Sessions:
             addresses = {n.name: n.address for n in self._store.nodes_tx(tx)}
         out = []
         for row in rows:
-            item = self.session_out(row, addresses.get(row.node_name or ""))
+            view = SessionView.of(row, addresses.get(row.node_name or ""))
             if row.state == "queued":
-                item["position"] = self.position(row.id)
-            out.append(item)
+                view = replace(view, position=self.position(row.id))
+            out.append(view)
         return out
 
-    def heartbeat(self, principal: Principal, session_id: str) -> dict[str, Any]:
+    def heartbeat(self, principal: Principal, session_id: str) -> SessionView:
         row = self._own_session(principal, session_id)
         if row.state != "ended":
 
@@ -255,14 +227,14 @@ class Sessions:
 
             self._core.mutate(work)
         current = self.session(principal, session_id)
-        if current["state"] == "ended":
+        if current.state == "ended":
             raise Gone(
-                f"session {session_id} has ended ({current['end_reason']})",
-                {"reason": current["end_reason"]},
+                f"session {session_id} has ended ({current.end_reason})",
+                {"reason": current.end_reason},
             )
         return current
 
-    def release(self, principal: Principal, session_id: str) -> dict[str, Any]:
+    def release(self, principal: Principal, session_id: str) -> SessionView:
         """End a lease or withdraw a queued request; releasing an ended one is harmless."""
         row = self._own_session(principal, session_id)
         if row.state == "ended":
@@ -288,14 +260,8 @@ class Sessions:
         if ended is None or row.state != "placed":
             return self.session(principal, session_id)
         # The lease read above, as its end was just written: no read back.
-        return self.session_out(
-            dataclasses.replace(
-                row,
-                state="ended",
-                ended_at=ended.end,
-                end_reason=ended.end_reason,
-            ),
-            None,
+        return SessionView.of(
+            replace(row, state="ended", ended_at=ended.end, end_reason=ended.end_reason), None
         )
 
     def _own_session(self, principal: Principal, session_id: str) -> SessionRow:
@@ -345,32 +311,13 @@ def placed_row(
     )
 
 
-def request_from_body(
-    body: dict[str, Any], *, request_id: str, team: str, user: str
-) -> tuple[SliceRequest, PlacementPolicy | None]:
-    """The slice a request body asks for (a session's, or a group's shape) and the
-    placement policy it names; PoolRequestError naming what is wrong."""
+def filed_request(order: SliceOrder, *, id: str, team: str, user: str) -> SliceRequest:
+    """The request the pool files for ``order`` (a session's, or a group's shape);
+    PoolRequestError if the resolved team or user cannot be in a request."""
     try:
-        policy = PlacementPolicy.parse_optional(body.get("policy"))
-        request = SliceRequest(
-            id=request_id,
-            fraction=body.get("fraction"),
-            memory_bytes=opt_memory(body.get("memory"), "requested memory"),
-            count=body.get("count"),
-            vendor=body.get("vendor"),
-            model=body.get("model"),
-            min_memory_bytes=opt_memory(body.get("min_memory"), "minimum memory"),
-            frameworks=tuple(body.get("frameworks") or ()),
-            node=body.get("node"),
-            team=team,
-            user=user,
-            priority=int(body.get("priority") or 0),
-            wait=bool(body.get("wait", True)),
-            queue_timeout_s=body.get("queue_timeout_s"),
-        )
+        return order.request(id=id, team=team, user=user)
     except PoolInputError as exc:
         raise PoolRequestError(str(exc)) from None
-    return request, policy
 
 
 def refusal_of(decisions: list[Decision], request_id: str) -> Refused | None:

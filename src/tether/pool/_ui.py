@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, Request, Response
@@ -43,6 +42,7 @@ from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
 from tether.pool._service import PoolService
 from tether.pool._ui_auth import COOKIE, LoginSessions, csrf_matches
+from tether.pool._usage_views import UsageView
 from tether.poolapi import PoolRequestError
 
 __all__ = ["mount_ui"]
@@ -133,7 +133,7 @@ def mount_ui(
             return None
         me = service.me(principal)
         viewer = pages.Viewer(
-            user=str(me["user"]), admin=bool(me["admin"]), teams=tuple(me["teams"]),
+            user=str(me.user), admin=me.admin, teams=me.teams,
             csrf=session.csrf,
         )  # fmt: skip
         return principal, viewer
@@ -231,21 +231,21 @@ def mount_ui(
     def quotas(principal: Principal, viewer: pages.Viewer) -> str:
         open_sessions = service.sessions(principal)
         month = service.usage(principal, team=None, user=None, month=None)
-        hours = {r["team"]: r["device_seconds"] / 3600.0 for r in month if r["user"] == "*"}
+        hours = {r.team: r.device_seconds / 3600.0 for r in month if r.user == "*"}
         lines = []
         for team in service.teams(principal):
-            name = team["name"]
+            name = team.name
             quota = service.quota(principal, name)
-            mine = [s for s in open_sessions if s["team"] == name]
-            placed = [s for s in mine if s["state"] == "placed"]
+            mine = [s for s in open_sessions if s.team == name]
+            placed = [s for s in mine if s.state == "placed"]
             lines.append(
                 pages.QuotaLine(
                     team=name,
-                    max_share=quota["max_share"],
-                    max_memory_bytes=quota["max_memory_bytes"],
-                    device_hours_per_month=quota["device_hours_per_month"],
-                    share_used=sum(float(s["share"] or 0) for s in placed),
-                    memory_used=sum(int(s["memory_bytes"] or 0) for s in placed),
+                    max_share=quota.max_share,
+                    max_memory_bytes=quota.max_memory_bytes,
+                    device_hours_per_month=quota.device_hours_per_month,
+                    share_used=sum(float(s.share or 0) for s in placed),
+                    memory_used=sum(int(s.memory_bytes or 0) for s in placed),
                     device_hours_used=hours.get(name, 0.0),
                     queued=len(mine) - len(placed),
                 )
@@ -257,8 +257,8 @@ def mount_ui(
         count = int(raw) if raw.isdigit() else _MONTHS_DEFAULT
         return pages.month_labels(clock(), max(1, min(count, _MONTHS_MAX)))
 
-    def usage_rows(principal: Principal, months: list[str]) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    def usage_rows(principal: Principal, months: list[str]) -> list[UsageView]:
+        rows: list[UsageView] = []
         for month in months:
             rows.extend(service.usage(principal, team=None, user=None, month=month))
         return rows
@@ -273,7 +273,7 @@ def mount_ui(
         months = months_of(request)
 
         def render(principal: Principal, viewer: pages.Viewer) -> str:
-            totals = [r for r in usage_rows(principal, months) if r["user"] == "*"]
+            totals = [r for r in usage_rows(principal, months) if r.user == "*"]
             href = f"/ui/usage.csv?months={len(months)}"
             return pages.usage_page(viewer, months, totals, csv_href=href)
 

@@ -2,8 +2,9 @@
 
 (Over 400 lines: one short function per page and the helpers they share; nothing else.)
 
-Each function takes the plain figures the service's public methods return
-(the same dicts the JSON API sends) and returns a whole page. Every value
+Each function takes the views the service's public methods return
+(:mod:`tether.pool._views`, :mod:`tether.pool._session_views`: what the JSON
+API sends, as records) and returns a whole page. Every value
 that came from outside -- names, ids, models, messages -- goes through
 :func:`esc`; markup is built only from literals here. No JavaScript, no
 external stylesheet, font or image: a page works offline and under a
@@ -20,11 +21,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether._version import __version__
 from tether.pool._ui_svg import bar_chart
 from tether.pool._values import format_memory
+
+if TYPE_CHECKING:
+    from tether.pool._session_views import SessionView
+    from tether.pool._usage_views import UsageView
+    from tether.pool._views import DeviceView, NodeView
 
 __all__ = [
     "PAGES",
@@ -65,10 +71,10 @@ class Viewer:
     teams: tuple[str, ...]
     csrf: str
 
-    def may_cancel(self, session: Mapping[str, Any]) -> bool:
+    def may_cancel(self, session: SessionView) -> bool:
         """Mirrors the service's rule (admins, or the session's own user); the
         service decides again when the form is posted."""
-        return self.admin or session.get("user") == self.user
+        return self.admin or session.user == self.user
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,10 +195,10 @@ def _num(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _cancel_form(session: Mapping[str, Any], viewer: Viewer, label: str, back: str) -> str:
+def _cancel_form(session: SessionView, viewer: Viewer, label: str, back: str) -> str:
     if not viewer.may_cancel(session):
         return '<span class="muted">-</span>'
-    sid = esc(session["id"])
+    sid = esc(session.id)
     return (
         f'<form class="inline cancel" method="post" action="/ui/sessions/{sid}/cancel">'
         f'<input type="hidden" name="csrf" value="{esc(viewer.csrf)}">'
@@ -201,8 +207,8 @@ def _cancel_form(session: Mapping[str, Any], viewer: Viewer, label: str, back: s
     )
 
 
-def _model(device: Mapping[str, Any]) -> str:
-    vendor, model = str(device.get("vendor") or ""), str(device.get("model") or "")
+def _model(device: DeviceView) -> str:
+    vendor, model = device.vendor or "", device.model or ""
     return model if vendor.lower() in model.lower() else f"{vendor} {model}".strip()
 
 
@@ -246,21 +252,21 @@ def login_page(message: str = "", *, status_note: str = "") -> str:
 
 def devices_page(
     viewer: Viewer,
-    nodes: Sequence[Mapping[str, Any]],
-    sessions: Sequence[Mapping[str, Any]],
+    nodes: Sequence[NodeView],
+    sessions: Sequence[SessionView],
     *,
     now: float,
 ) -> str:
     """Devices per node: allocated share and memory; metered use of the visible sessions."""
     used: dict[tuple[str, str], list[float]] = {}
     for s in sessions:
-        if s.get("state") != "placed" or not s.get("devices"):
+        if s.state != "placed" or not s.devices:
             continue
-        metering = s.get("metering") or {}
+        metering = s.metering or {}
         peak, util = metering.get("device_memory_hwm"), metering.get("device_util_mean")
-        devices = s["devices"]
-        for d in devices:
-            slot = used.setdefault((s.get("node") or "", d["id"]), [0.0, 0.0, 0.0])
+        devices = s.devices
+        for held in devices:
+            slot = used.setdefault((s.node or "", held.id), [0.0, 0.0, 0.0])
             if isinstance(peak, int | float):
                 slot[0] += peak / len(devices)  # a multi-device session's peak is split evenly
             if isinstance(util, int | float):
@@ -268,19 +274,19 @@ def devices_page(
                 slot[2] += 1
     parts = []
     for n in nodes:
-        status = esc(n["status"])
-        beat = _duration(now - n["last_heartbeat"]) + " ago" if n.get("last_heartbeat") else "-"
+        status = esc(n.status)
+        beat = _duration(now - n.last_heartbeat) + " ago" if n.last_heartbeat else "-"
         rows = []
-        for d in n["devices"]:
-            metered = used.get((n["name"], d["id"]))
-            memory = int(d["memory_bytes"])
-            share = float(d["allocated_share"])
-            alloc_mem = int(d["allocated_memory_bytes"])
+        for d in n.devices:
+            metered = used.get((n.name, d.id))
+            memory = int(d.memory_bytes)
+            share = float(d.allocated_share)
+            alloc_mem = int(d.allocated_memory_bytes)
             used_mem = _mem(round(metered[0])) if metered and metered[0] else "-"
             util = f"{metered[1] / metered[2]:.0f}%" if metered and metered[2] else "-"
             rows.append(
-                f'<tr class="device" data-node="{esc(n["name"])}" data-device="{esc(d["id"])}">'
-                f"<td>{esc(d['id'])}</td><td>{esc(_model(d))}</td>"
+                f'<tr class="device" data-node="{esc(n.name)}" data-device="{esc(d.id)}">'
+                f"<td>{esc(d.id)}</td><td>{esc(_model(d))}</td>"
                 f'<td class="num">{esc(format_memory(memory))}</td>'
                 f'<td>{_bar(share, 1.0)}<span class="share">{share:.2f}</span></td>'
                 f"<td>{_bar(alloc_mem, memory)}{esc(format_memory(alloc_mem))}</td>"
@@ -288,15 +294,15 @@ def devices_page(
             )
         heads = ("device", "model", "memory", "allocated share", "allocated memory")
         table = _table(
-            f"node-{n['name']}",
+            f"node-{n.name}",
             (*heads, "used memory (peak)", "utilisation (mean)"),
             rows,
             "no devices",
         )
         parts.append(
-            f'<section class="node" data-node="{esc(n["name"])}">'
-            f'<h2>{esc(n["name"])} <span class="status-{status}">{status}</span> '
-            f'<span class="muted">{esc(n["address"])} · heartbeat {esc(beat)}</span></h2>'
+            f'<section class="node" data-node="{esc(n.name)}">'
+            f'<h2>{esc(n.name)} <span class="status-{status}">{status}</span> '
+            f'<span class="muted">{esc(n.address)} · heartbeat {esc(beat)}</span></h2>'
             f"{table}</section>"
         )
     scope = "" if viewer.admin else " of your team's sessions"
@@ -311,24 +317,25 @@ def devices_page(
 
 
 def sessions_page(
-    viewer: Viewer, sessions: Sequence[Mapping[str, Any]], *, now: float, notice: str = ""
+    viewer: Viewer, sessions: Sequence[SessionView], *, now: float, notice: str = ""
 ) -> str:
     """Open leases with owner, team, slice, age, metered use and a cancel button."""
     rows = []
     for s in sessions:
-        if s.get("state") != "placed":
+        if s.state != "placed":
             continue
-        metering = s.get("metering") or {}
-        devices = ", ".join(d["id"] for d in s.get("devices") or ())
+        metering = s.metering or {}
+        devices = ", ".join(d.id for d in s.devices)
         util = metering.get("device_util_mean")
+        started = s.started_at if s.started_at is not None else now
         rows.append(
-            f'<tr class="session" id="session-{esc(s["id"])}" data-session="{esc(s["id"])}">'
-            f"<td><code>{esc(s['id'])}</code></td>"
-            f'<td class="name">{esc(s.get("name") or "")}</td><td>{esc(s["user"])}</td>'
-            f"<td>{esc(s['team'])}</td><td>{esc(s.get('node'))}</td><td>{esc(devices)}</td>"
-            f'<td class="num">{float(s.get("share") or 0):.2f}</td>'
-            f'<td class="num">{esc(_mem(s.get("memory_bytes")))}</td>'
-            f'<td class="num age">{esc(_duration(now - s["started_at"]))}</td>'
+            f'<tr class="session" id="session-{esc(s.id)}" data-session="{esc(s.id)}">'
+            f"<td><code>{esc(s.id)}</code></td>"
+            f'<td class="name">{esc(s.name or "")}</td><td>{esc(s.user)}</td>'
+            f"<td>{esc(s.team)}</td><td>{esc(s.node)}</td><td>{esc(devices)}</td>"
+            f'<td class="num">{float(s.share or 0):.2f}</td>'
+            f'<td class="num">{esc(_mem(s.memory_bytes))}</td>'
+            f'<td class="num age">{esc(_duration(now - started))}</td>'
             f'<td class="num">{esc(_mem(metering.get("device_memory_hwm")))}</td>'
             f'<td class="num">{esc(_mem(metering.get("memory_hwm")))}</td>'
             f'<td class="num">{esc(f"{util:.0f}%" if isinstance(util, int | float) else "-")}'
@@ -343,24 +350,24 @@ def sessions_page(
 
 
 def queue_page(
-    viewer: Viewer, sessions: Sequence[Mapping[str, Any]], *, now: float, notice: str = ""
+    viewer: Viewer, sessions: Sequence[SessionView], *, now: float, notice: str = ""
 ) -> str:
     """Queued requests in queue order, with their wait so far and time left."""
     queued = sorted(
-        (s for s in sessions if s.get("state") == "queued"),
-        key=lambda s: (s.get("position") is None, s.get("position") or 0, s["submitted_at"]),
+        (s for s in sessions if s.state == "queued"),
+        key=lambda s: (s.position is None, s.position or 0, s.submitted_at),
     )
     rows = []
     for s in queued:
-        deadline = s.get("queue_deadline")
+        deadline = s.queue_deadline
         left = _duration(deadline - now) if deadline is not None else "no limit"
         rows.append(
-            f'<tr class="queued" data-session="{esc(s["id"])}">'
-            f'<td class="num position">{esc(s.get("position") or "?")}</td>'
-            f"<td><code>{esc(s['id'])}</code></td><td>{esc(s['user'])}</td>"
-            f"<td>{esc(s['team'])}</td><td>{esc(_request_text(s.get('request') or {}))}</td>"
-            f'<td class="num wait">{esc(_duration(now - s["submitted_at"]))}</td>'
-            f'<td class="num">{esc(left)}</td><td>{esc(s.get("reason") or "")}</td>'
+            f'<tr class="queued" data-session="{esc(s.id)}">'
+            f'<td class="num position">{esc(s.position or "?")}</td>'
+            f"<td><code>{esc(s.id)}</code></td><td>{esc(s.user)}</td>"
+            f"<td>{esc(s.team)}</td><td>{esc(_request_text(s.request))}</td>"
+            f'<td class="num wait">{esc(_duration(now - s.submitted_at))}</td>'
+            f'<td class="num">{esc(left)}</td><td>{esc(s.reason or "")}</td>'
             f"<td>{_cancel_form(s, viewer, 'Withdraw', 'queue')}</td></tr>"
         )
     heads = ("position", "session", "user", "team", "asks for", "waiting", "gives up in", "why", "")
@@ -406,7 +413,7 @@ def quotas_page(viewer: Viewer, lines: Sequence[QuotaLine]) -> str:
 def usage_page(
     viewer: Viewer,
     months: Sequence[str],
-    totals: Sequence[Mapping[str, Any]],
+    totals: Sequence[UsageView],
     *,
     csv_href: str,
 ) -> str:
@@ -414,12 +421,15 @@ def usage_page(
 
     ``totals``: the service's usage rows with ``user == "*"`` (one per team and month).
     """
-    teams = sorted({str(r["team"]) for r in totals})
-    index = {(r["team"], r["month"]): r for r in totals}
+    teams = sorted({r.team for r in totals})
+    index = {(r.team, r.month): r for r in totals}
 
     def series(field: str) -> dict[str, list[float]]:
         return {
-            t: [float(index[(t, m)][field]) / 3600.0 if (t, m) in index else 0.0 for m in months]
+            t: [
+                float(getattr(index[(t, m)], field)) / 3600.0 if (t, m) in index else 0.0
+                for m in months
+            ]
             for t in teams
         }
 
@@ -442,13 +452,13 @@ def usage_page(
         )
     )
     rows = [
-        f'<tr class="usage" data-team="{esc(r["team"])}" data-month="{esc(r["month"])}">'
-        f"<td>{esc(r['month'])}</td><td>{esc(r['team'])}</td>"
-        f'<td class="num">{_num(r["device_seconds"] / 3600.0)}</td>'
-        f'<td class="num">{_num(r["memory_gib_seconds"] / 3600.0)}</td>'
-        f'<td class="num">{int(r["sessions"])}</td>'
-        f'<td class="num">{float(r["peak_share"]):.2f}</td></tr>'
-        for r in sorted(totals, key=lambda r: (r["month"], r["team"]))
+        f'<tr class="usage" data-team="{esc(r.team)}" data-month="{esc(r.month)}">'
+        f"<td>{esc(r.month)}</td><td>{esc(r.team)}</td>"
+        f'<td class="num">{_num(r.device_seconds / 3600.0)}</td>'
+        f'<td class="num">{_num(r.memory_gib_seconds / 3600.0)}</td>'
+        f'<td class="num">{int(r.sessions)}</td>'
+        f'<td class="num">{float(r.peak_share):.2f}</td></tr>'
+        for r in sorted(totals, key=lambda r: (r.month, r.team))
     ]
     table = _table(
         "usage",
