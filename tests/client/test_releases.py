@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tether.client._protocol import interleave_releases
+from tether.client._releases import interleave_releases
 from tether.wire._ops import RELEASE_TAG, frame_entry, unpack_batch, unpack_ids
 
 

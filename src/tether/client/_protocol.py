@@ -18,7 +18,8 @@ clock. :class:`~tether.client._session.Session` drives it over a channel:
 * **Releases.** :meth:`~ClientProtocol.release` (called from ``__del__``) only
   appends ``(hid, calls queued so far)`` to one queue. The ids go out inside
   the next batch, each after the calls queued before its proxy died
-  (:func:`interleave_releases`), or in a RELEASE frame before a synchronous
+  (:func:`~tether.client._releases.interleave_releases`), or in a RELEASE frame
+  before a synchronous
   call or when :data:`RELEASE_BATCH` have piled up.
 * **Frames in.** :meth:`~ClientProtocol.receive_frame` (or
   :meth:`~ClientProtocol.receive_data`, bytes through the protocol's own
@@ -42,7 +43,6 @@ session that is closed stays known as lost (:attr:`~ClientProtocol.lost`).
 
 from __future__ import annotations
 
-import bisect
 import enum
 from collections.abc import Callable
 from typing import Any, Final
@@ -59,12 +59,13 @@ from tether.client._events import (
     WarningFrame,
 )
 from tether.client._predict import Predictions, Template
+from tether.client._releases import interleave_releases
 from tether.wire import Flag, Frame, FrameDecoder, Kind
 from tether.wire._frames import Buffer, encode_frame
 from tether.wire._messages import Connection, Role
 from tether.wire._messages import State as WireState
 from tether.wire._ops import ENTRY_HEAD as _ENTRY_HEAD
-from tether.wire._ops import NONE, RELEASE_TAG, frame_entry, pack_ids
+from tether.wire._ops import NONE, frame_entry, pack_ids
 
 # Pipelined calls queued before they are written anyway. When the script
 # waits, the worker still has the last batch to run: small batches keep that
@@ -73,7 +74,6 @@ from tether.wire._ops import NONE, RELEASE_TAG, frame_entry, pack_ids
 FLUSH_EVERY: Final = 16
 FLUSH_BYTES: Final = 256 * 1024
 RELEASE_BATCH: Final = 256  # released handles sent together (or with the next sync)
-RELEASE_EVERY: Final = 4  # in a batch, released handles are grouped by this many calls
 
 _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
 _NESTED = int(Flag.NESTED)
@@ -387,35 +387,3 @@ class ClientProtocol:
         if self._released:
             released, self._released = self._released, []
             self._put(Kind.RELEASE, 0, 0, pack_ids([hid for hid, _ in released]))
-
-
-def interleave_releases(
-    metas: list[bytes], ids: list[int], at: list[int], every: int = RELEASE_EVERY
-) -> list[bytes]:
-    """A batch of entries (:func:`~tether.wire._ops.frame_entry`) with release
-    entries for ``ids`` in it.
-
-    ``at[i]`` is how many of the calls were queued when ``ids[i]``'s proxy died;
-    its release goes after those calls (never earlier: they may use it) and,
-    grouped by every ``every`` calls, at most ``every - 1`` calls later. So the
-    worker frees the previous step's tensors while it runs this one, as Python
-    does locally; with all releases at the end it held two steps' activations
-    at once. Grouping keeps a loop whose every call frees a temporary at a few
-    entries per batch.
-    """
-    n = len(metas)
-    if len(at) != len(ids):  # bookkeeping that does not add up: all last is always safe
-        return [*metas, frame_entry(RELEASE_TAG + pack_ids(ids))] if ids else list(metas)
-    # ``at`` never decreases: the ids released when the batch held at most b
-    # calls are a prefix, and may go before call b.
-    out: list[bytes] = []
-    j = 0
-    for b in range(0, n, every):
-        k = bisect.bisect_right(at, b, j)
-        if k > j:
-            out.append(frame_entry(RELEASE_TAG + pack_ids(ids[j:k])))
-            j = k
-        out += metas[b : b + every]
-    if j < len(ids):
-        out.append(frame_entry(RELEASE_TAG + pack_ids(ids[j:])))
-    return out
