@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import operator
 import pickle
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _protocol_pair import ProtocolPair, Proxy, encode
 from tether import ProtocolError
 from tether.acceptor._codec import error_payload
 from tether.acceptor._events import (
@@ -33,10 +33,8 @@ from tether.acceptor._events import (
 from tether.acceptor._protocol import TRANSITIONS, Input, State, WorkerProtocol
 from tether.acceptor._shell import WorkerShell
 from tether.client import _events as client_events
-from tether.client._protocol import ClientProtocol
 from tether.wire import Flag, Frame, FrameDecoder, Kind
-from tether.wire._compact import CompactEncoder
-from tether.wire._frames import Buffer, encode_frame, frame_bytes
+from tether.wire._frames import encode_frame, frame_bytes
 from tether.wire._ops import (
     NAMESPACE_TAG,
     NONE,
@@ -49,22 +47,9 @@ from tether.wire._ops import (
     pack_ids,
     shape_to_wire,
 )
-from tether.wire._requests import ReadGlobal, request_from_wire
 
 CALL, REPLY, NOTICE, REQUEST = int(Kind.CALL), int(Kind.REPLY), int(Kind.NOTICE), int(Kind.REQUEST)
 SYNC, BATCH, NESTED = int(Flag.SYNC), int(Flag.BATCH), int(Flag.NESTED)
-
-
-class _ProxyMeta(type):
-    pass
-
-
-class Proxy(metaclass=_ProxyMeta):
-    def __init__(self, hid: int) -> None:
-        self._t_id = hid
-
-
-_encode = CompactEncoder(_ProxyMeta).encode
 
 
 def frame(kind: int, flags: int = 0, seq: int = 0, meta: bytes = b"") -> Frame:
@@ -142,7 +127,7 @@ def test_a_failed_pipelined_call_defers_its_error_to_the_next_sync_call() -> Non
     assert sent(p) == []  # a pipelined call gets no reply
     # Later pipelined calls are skipped, their results poisoned with the same error.
     p.receive_frame(frame(CALL, 0, 2, call_meta(Items(False, (Handle(2, 0), Handle(3, 0))))))
-    compact = _encode(int(Op.CALL), Handle(4, 0), (operator.add, (1, 2), {}))
+    compact = encode(int(Op.CALL), Handle(4, 0), (operator.add, (1, 2), {}))
     assert compact is not None
     p.receive_frame(frame(CALL, 0, 3, compact))
     # The next synchronous call is answered with it, flagged DEFERRED, and never runs.
@@ -406,85 +391,9 @@ def test_garbage_from_the_client_only_raises_protocol_error(
         pass
 
 
-# -- back to back with the client's protocol -----------------------------------------------
-class Pair:
-    """ClientProtocol and the worker's shell (protocol and engine), connected by
-    bytes in memory, a byte at a time towards the client. The client answers
-    the worker's requests from ``names``, making ``nested`` calls first."""
-
-    def __init__(self, names: dict[str, Any] | None = None) -> None:
-        self.client = ClientProtocol()
-        self.worker = WorkerShell(self)
-        self.names = names or {}
-        self.nested: list[Any] = []  # calls the client makes while answering
-        self.client_events: list[Any] = []
-        self._inbox: deque[Frame] = deque()
-        self._wire = bytearray()
-        self._decoder = FrameDecoder()
-
-    # The worker's link.
-    def send_pieces(self, pieces: Sequence[Buffer]) -> None:
-        self._wire += frame_bytes(pieces)
-
-    def poll(self) -> Frame | None:
-        return self._inbox.popleft() if self._inbox else None
-
-    def recv(self) -> Frame:
-        """The worker waits: the client reads what it sent and answers."""
-        self._to_client()
-        self._to_worker()
-        if not self._inbox:
-            raise AssertionError("both ends wait")
-        return self._inbox.popleft()
-
-    def flush(self) -> None:
-        pass
-
-    def _to_worker(self) -> None:
-        self._decoder.feed(frame_bytes(self.client.data_to_send()))
-        while (f := self._decoder.next_frame()) is not None:
-            self._inbox.append(f)
-
-    def _to_client(self) -> None:
-        data, self._wire = bytes(self._wire), bytearray()
-        for i in range(len(data)):
-            for event in self.client.receive_data(data[i : i + 1]):
-                self.client_events.append(event)
-                if isinstance(event, client_events.Request):
-                    self._answer(event)
-
-    def _answer(self, event: client_events.Request) -> None:
-        _types, inner = pickle.loads(event.meta)
-        request = request_from_wire(pickle.loads(inner))
-        assert isinstance(request, ReadGlobal)
-        for fn, args in self.nested:  # the client's code, serving it, calls back
-            meta = _encode(int(Op.CALL), None, (fn, args, {}))
-            assert meta is not None
-            self.client.call(meta, sync=True, nested=True)
-        self.nested = []
-        found = request.name in self.names
-        self.client.respond(
-            event.rid, pickle.dumps((found, self.names.get(request.name))), (), error=False
-        )
-
-    def call(self, fn: Any, *args: Any, shape: Any = None) -> int:
-        meta = _encode(int(Op.CALL), shape, (fn, args, {}))
-        assert meta is not None
-        return self.client.call(meta, sync=shape is None)
-
-    def pump(self) -> list[Any]:
-        """Run what the client queued; the client's events since the last pump."""
-        self.client.emit_batch()
-        self._to_worker()
-        self.worker.pump()
-        self.worker.write()
-        self._to_client()
-        seen, self.client_events = self.client_events, []
-        return seen
-
-
+# -- back to back with the client's protocol (tests/_protocol_pair.py) -----------------
 def test_pipelined_calls_a_deferred_error_and_resume_back_to_back() -> None:
-    pair = Pair()
+    pair = ProtocolPair()
     ftid = pair.worker.engine.types.tid(float)
     pair.call(operator.mul, 3.0, 2, shape=Handle(1, ftid))
     pair.call(operator.truediv, Proxy(1), 0, shape=NONE)  # fails in the worker
@@ -500,7 +409,7 @@ def test_pipelined_calls_a_deferred_error_and_resume_back_to_back() -> None:
     assert pair.worker.protocol.state is State.OPEN
 
 
-def _script_fn(pair: Pair, source: str) -> Any:
+def _script_fn(pair: ProtocolPair, source: str) -> Any:
     code = compile(source, "script_mod.py", "exec")
     fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == "f")
     return pair.worker.engine.script.function(
@@ -509,7 +418,7 @@ def _script_fn(pair: Pair, source: str) -> Any:
 
 
 def test_a_request_round_trip_with_a_nested_call_back_to_back() -> None:
-    pair = Pair({"k": 5})
+    pair = ProtocolPair({"k": 5})
     f = _script_fn(pair, "def f(x):\n    return x * k\n")
     pair.nested = [(operator.add, (40, 2))]  # the client calls back while answering
     pair.worker.engine.handles[50] = f  # as if the client had shipped it
@@ -522,11 +431,15 @@ def test_a_request_round_trip_with_a_nested_call_back_to_back() -> None:
     assert pair.worker.protocol.waiting == 0
 
 
-@settings(max_examples=40, deadline=None)
+# Once for both ends: tests/client/test_protocol.py ran its own copy of this, 40
+# examples of its own, and its checks are here (the engine's failed state too).
+@settings(max_examples=80, deadline=None)
 @given(st.lists(st.sampled_from(["ok", "fail", "sync", "release"]), max_size=30))
 def test_any_mix_of_calls_keeps_both_protocols_in_step(steps: list[str]) -> None:
-    pair = Pair()
-    ftid = pair.worker.engine.types.tid(float)
+    """Every sync call gets exactly its reply, errors come out at the first sync
+    after them, and the worker's failed state clears once the client resumes."""
+    pair = ProtocolPair()
+    ftid = pair.engine.types.tid(float)
     next_hid, failing = 1, False
     for step in [*steps, "sync"]:
         if step == "ok":
@@ -540,11 +453,12 @@ def test_any_mix_of_calls_keeps_both_protocols_in_step(steps: list[str]) -> None
         elif step == "sync":
             seq = pair.call(operator.add, 1, 1)
             (event,) = pair.pump()
-            assert event.seq == seq
+            assert event.seq == seq  # type: ignore[union-attr]
             assert isinstance(event, client_events.Failed if failing else client_events.Reply)
             failing = False
-    pair.pump()
+    pair.pump()  # the last RESUME, if any
     assert pair.worker.protocol.state is State.OPEN
+    assert pair.worker.protocol.failed is None
 
 
 def test_the_last_word_follows_the_queued_output() -> None:
@@ -570,7 +484,7 @@ def test_an_answer_flagged_error_raises_where_the_engine_asked() -> None:
     shell.engine.handles[50] = shell.engine.script.function(
         7, ("script_mod", "script_mod.py", "", False), fn_code, None
     )
-    meta = _encode(int(Op.CALL), None, (Proxy(50), (), {}))
+    meta = encode(int(Op.CALL), None, (Proxy(50), (), {}))
     assert meta is not None
     link.push(CALL, SYNC, 1, meta)
     pump(shell)

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import operator
 import pickle
-from collections import deque
-from collections.abc import Sequence
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _protocol_pair import ProtocolPair, Proxy
 from tether import DeviceLost, ProtocolError, SessionClosed
 from tether.acceptor._engine import Engine
-from tether.acceptor._shell import WorkerShell
 from tether.client._events import (
     Event,
     Exhausted,
@@ -41,9 +38,8 @@ from tether.client._protocol import (
     State,
 )
 from tether.wire import Flag, Frame, FrameDecoder, Kind
-from tether.wire._compact import CompactEncoder
-from tether.wire._frames import Buffer, encode_frame, frame_bytes
-from tether.wire._ops import NONE, RELEASE_TAG, Handle, Op, unpack_batch, unpack_ids
+from tether.wire._frames import encode_frame, frame_bytes
+from tether.wire._ops import NONE, RELEASE_TAG, Handle, unpack_batch, unpack_ids
 
 
 def frames(proto: ClientProtocol) -> list[Frame]:
@@ -349,138 +345,58 @@ def test_a_frame_only_the_worker_may_not_send_is_refused() -> None:
         p.receive_data(frame_bytes(encode_frame(Kind.CALL, 0, 1, b"\x80")))
 
 
-# -- back to back with the worker's engine ------------------------------------------------
-class _ProxyMeta(type):
-    pass
-
-
-class Proxy(metaclass=_ProxyMeta):
-    def __init__(self, hid: int) -> None:
-        self._t_id = hid
-
-
-_encode = CompactEncoder(_ProxyMeta).encode
-
-
-class Pair:
-    """A client protocol and the real worker (protocol, shell and engine),
-    connected by bytes in memory."""
-
-    def __init__(self) -> None:
-        self.client = ClientProtocol()
-        self.wire = bytearray()  # worker -> client
-        self.inbox: deque[Frame] = deque()  # client -> worker
-        self.worker = WorkerShell(self)
-        self.engine: Engine = self.worker.engine
-        self.decoder = FrameDecoder()
-
-    # The worker's link: bytes out to ``wire``, frames in from ``inbox``.
-    def send_pieces(self, pieces: Sequence[Buffer]) -> None:
-        self.wire += frame_bytes(pieces)
-
-    def poll(self) -> Frame | None:
-        return self.inbox.popleft() if self.inbox else None
-
-    def recv(self) -> Frame:
-        raise AssertionError("the worker waits for a frame nobody will send")
-
-    def flush(self) -> None:
-        pass
-
-    def pump(self) -> list[Event]:
-        """Deliver the client's bytes to the worker, and its answers back a byte at a time."""
-        self.decoder.feed(frame_bytes(self.client.data_to_send()))
-        while (f := self.decoder.next_frame()) is not None:
-            self.inbox.append(f)
-        self.worker.pump()
-        self.worker.write()
-        data, self.wire = bytes(self.wire), bytearray()
-        events: list[Event] = []
-        for i in range(len(data)):
-            events += self.client.receive_data(data[i : i + 1])
-        return events
-
-    def call(self, fn: Any, *args: Any, shape: Any = None) -> int:
-        meta = _encode(int(Op.CALL), shape, (fn, args, {}))
-        assert meta is not None
-        return self.client.call(meta, sync=shape is None)
-
-
+# -- back to back with the worker's engine (tests/_protocol_pair.py) ---------------------
 def _tid(engine: Engine, cls: type) -> int:
     return engine.types.tid(cls)
 
 
 def test_pipelined_results_are_used_by_later_calls_and_read_at_the_sync() -> None:
-    pair = Pair()
+    pair = ProtocolPair()
     pair.call(operator.mul, 3.0, 2, shape=Handle(1, _tid(pair.engine, float)))
     pair.call(operator.add, Proxy(1), 1.5, shape=Handle(2, _tid(pair.engine, float)))
-    assert pair.pump() == [] and 2 not in pair.engine.handles  # queued, not yet written
+    assert pair.deliver() == [] and 2 not in pair.engine.handles  # queued, not yet written
     pair.client.emit_batch()  # as before a flush
-    assert pair.pump() == [] and pair.engine.handles[2] == 7.5  # ran, answered nothing
+    assert pair.deliver() == [] and pair.engine.handles[2] == 7.5  # ran, answered nothing
     pair.call(operator.truth, Proxy(2))
-    (reply,) = pair.pump()
+    (reply,) = pair.deliver()
     assert isinstance(reply, Reply) and reply.seq == 3
 
 
 def test_a_failed_pipelined_call_surfaces_at_the_next_sync_and_resume_reopens() -> None:
-    pair = Pair()
+    pair = ProtocolPair()
     pair.call(operator.truediv, 1, 0, shape=NONE)  # fails in the worker
     pair.call(operator.add, 1, 2, shape=NONE)  # skipped
     pair.call(operator.add, 1, 2)
-    (event,) = pair.pump()
+    (event,) = pair.deliver()
     assert isinstance(event, Failed) and event.deferred and event.seq == 3
     assert pair.worker.protocol.failed is not None
     pair.call(operator.add, 2, 2)  # the RESUME goes first
-    (event,) = pair.pump()
+    (event,) = pair.deliver()
     assert isinstance(event, Reply) and pair.worker.protocol.failed is None
 
 
 def test_a_misprediction_comes_back_as_a_notice_for_its_site() -> None:
-    pair = Pair()
+    pair = ProtocolPair()
     pair.client.predictions.learn("mul", HandleOf(_tid(pair.engine, float)))
     seq = pair.call(operator.mul, 3, 2, shape=Handle(1, _tid(pair.engine, float)))  # an int
     pair.client.predictions.sent(seq, "mul")
     pair.call(operator.add, 1, 1)
-    (event,) = pair.pump()
+    (event,) = pair.deliver()
     assert isinstance(event, Reply)
     assert pair.client.plan("mul") is None
 
 
 def test_released_handles_are_freed_in_the_worker() -> None:
-    pair = Pair()
+    pair = ProtocolPair()
     pair.call(operator.add, 1.0, 1.0, shape=Handle(1, _tid(pair.engine, float)))
     pair.client.release(1)
     pair.call(operator.add, 1, 1)
-    pair.pump()
+    pair.deliver()
     assert 1 not in pair.engine.handles
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.sampled_from(["ok", "fail", "sync", "release"]), max_size=30))
-def test_any_mix_of_calls_keeps_both_ends_in_step(steps: list[str]) -> None:
-    """Every sync call gets exactly its reply, errors come out at the first sync
-    after them, and the engine's failed state clears once the client resumes."""
-    pair = Pair()
-    ftid = _tid(pair.engine, float)
-    next_hid = 1
-    failed = False
-    for step in [*steps, "sync"]:
-        if step == "ok":
-            pair.call(operator.add, 1.0, 1.0, shape=Handle(next_hid, ftid))
-            next_hid += 1
-        elif step == "fail":
-            pair.call(operator.truediv, 1, 0, shape=NONE)
-            failed = True
-        elif step == "release" and next_hid > 1:
-            pair.client.release(next_hid - 1)
-        elif step == "sync":
-            seq = pair.call(operator.add, 1, 1)
-            events = [e for e in pair.pump() if not isinstance(e, Output)]
-            assert len(events) == 1 and events[0].seq == seq  # type: ignore[union-attr]
-            assert isinstance(events[0], Failed if failed else Reply)
-            failed = False
-    pair.pump()  # the last RESUME, if any
-    assert pair.worker.protocol.failed is None
+# Any mix of pipelined, failing, sync calls and releases, back to back: one
+# property test for both ends, in tests/acceptor/test_protocol.py.
 
 
 # No deadline: a flipped length byte may announce a big frame, and the decoder's

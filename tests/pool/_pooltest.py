@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tether.pool._orders import device_specs
+
 PG_BASE = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SERVER_START_TIMEOUT_S = 60.0
 
@@ -253,3 +255,5 @@ DEVICES = [
         "arch": "9.0", "frameworks": {"torch": "2.4.1+cu121", "cuda": "12.1"},
     },
 ]  # fmt: skip
+#: The same devices as the service takes them (the API builds these from the JSON).
+DEVICE_SPECS = device_specs(DEVICES)

@@ -144,6 +144,23 @@ def test_forbidden_actions_are_403_and_change_nothing(world: World) -> None:
 # --------------------------------------------------------------------------- bad input
 
 
+def test_a_bad_device_is_400_only_for_a_token_that_may_register_the_node(world: World) -> None:
+    bad = [DEVICES[0], {**DEVICES[1], "memory": "eighty gigs"}]
+    with pytest.raises(Forbidden, match="needs a node token"):
+        world.ann.register_node("gpu1", "tcp://127.0.0.1:7447", bad)
+    with pytest.raises(Forbidden, match="for node 'gpu1', not 'gpu2'"):
+        world.node.register_node("gpu2", "tcp://127.0.0.1:1", bad)
+    for devices, message in [
+        (bad, "device cuda:1 memory 'eighty gigs' is not a size"),
+        ([DEVICES[0], DEVICES[0]], "node gpu1: device id 'cuda:0' appears twice"),
+    ]:
+        body = {"name": "gpu1", "address": "tcp://10.9.9.9:1", "devices": devices}
+        status, resp = http("POST", world.url + "/v1/nodes", world.node_token, body)
+        assert status == 400, resp
+        assert message in _error(status, resp, "bad-request")
+    assert world.admin.nodes()[0]["address"] == "tcp://127.0.0.1:7447"  # unchanged
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

@@ -32,7 +32,7 @@ from tether.pool._front import Front, Workers
 from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
 
-from ._pooltest import DEVICES, db_url  # noqa: F401  (fixture)
+from ._pooltest import DEVICE_SPECS, db_url  # noqa: F401  (fixture)
 
 # Fields that differ between two sessions placed alike.
 VOLATILE = {"id", "submitted_at", "started_at", "last_heartbeat", "ended_at", "ticket",
@@ -140,7 +140,7 @@ def pair(db_url: str) -> Iterator[Pair]:  # noqa: F811
         service.authenticate(node),
         name="gpu1",
         address="tcp://127.0.0.1:7447",
-        devices=DEVICES[:1],
+        devices=DEVICE_SPECS[:1],
         replace=False,
         sent_at=time.time(),
     )

@@ -25,7 +25,7 @@ from tether.pool._state import PoolState
 from tether.pool._store import Store
 from tether.poolapi._problems import PoolRequestError
 
-from ._pooltest import DEVICES, db_url  # noqa: F401  (fixture)
+from ._pooltest import DEVICE_SPECS, db_url  # noqa: F401  (fixture)
 
 WAIT_S = 30.0
 
@@ -45,7 +45,7 @@ def _setup(store: Store) -> tuple[PoolService, Principal, Principal]:
     ann = store.authenticate(store.create_token(kind="user", user="ann", now=1.0)[1])
     node = store.authenticate(store.create_token(kind="node", node_name="gpu1", now=1.0)[1])
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     return service, ann, node
 

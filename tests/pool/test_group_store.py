@@ -14,7 +14,7 @@ from tether.pool._store import Store
 from tether.pool._values import PoolInputError
 from tether.poolapi._problems import Forbidden, NotFound, Refused
 
-from ._pooltest import DEVICES, FakeClock, db_url  # noqa: F401  (fixtures)
+from ._pooltest import DEVICE_SPECS, FakeClock, db_url  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _setup(store: Store, clock: FakeClock) -> tuple[PoolService, Principal, Prin
     bob = store.authenticate(store.create_token(kind="user", user="bob", now=1.0)[1])
     node = store.authenticate(store.create_token(kind="node", node_name="gpu1", now=1.0)[1])
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     return service, ann, bob, node
 

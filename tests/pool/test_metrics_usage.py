@@ -16,7 +16,7 @@ from tether.pool._service import PoolService, ServiceConfig
 from tether.pool._store import Store
 from tether.pool._usage_views import Statistics
 
-from ._pooltest import DEVICES, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
+from ._pooltest import DEVICE_SPECS, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -41,7 +41,12 @@ def _world(
     ann = store.authenticate(store.create_token(kind="user", user="ann", now=1.0)[1])
     node = store.authenticate(store.create_token(kind="node", node_name="gpu1", now=1.0)[1])
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES[:1], replace=False, sent_at=None
+        node,
+        name="gpu1",
+        address="tcp://h:7447",
+        devices=DEVICE_SPECS[:1],
+        replace=False,
+        sent_at=None,
     )
     return store, service, clock, ann, node
 

@@ -19,7 +19,7 @@ from tether.pool._store import Store
 from tether.pool._values import PoolInputError
 from tether.poolapi import Conflict, NotFound, PoolRequestError, Refused
 
-from ._pooltest import DEVICES, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
+from ._pooltest import DEVICE_SPECS, FakeClock, db_url, pg_url  # noqa: F401  (fixtures)
 
 LATEST = MIGRATIONS[-1][0]
 
@@ -139,7 +139,7 @@ def test_place_release_and_usage_are_persisted(store: Store) -> None:
     service = _service(store, clock, node_timeout_s=7200.0, lease_timeout_s=7200.0)
     _admin, ann, node = _principals(store)
     reg = service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     assert reg.status == "ready" and len(reg.ticket_key) == 64
     s = service.request_slice(ann, SliceOrder(fraction=0.5))
@@ -159,7 +159,12 @@ def test_the_store_refuses_to_over_allocate_below_the_policy(store: Store) -> No
     service = _service(store, clock)
     _admin, ann, node = _principals(store)
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES[:1], replace=False, sent_at=None
+        node,
+        name="gpu1",
+        address="tcp://h:7447",
+        devices=DEVICE_SPECS[:1],
+        replace=False,
+        sent_at=None,
     )
     s = service.request_slice(ann, SliceOrder(fraction=0.75))
     team_id, user_id = store.team("ml").id, store.user("ann").id
@@ -192,7 +197,7 @@ def test_a_crashed_pool_closes_dead_leases_at_their_last_heartbeat(db_url: str) 
     service = _service(store, clock, lease_timeout_s=60.0, node_timeout_s=60.0)
     _admin, ann, node = _principals(store)
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     alive = service.request_slice(ann, SliceOrder(fraction=0.5))
     dead = service.request_slice(ann, SliceOrder(fraction=0.5))
@@ -224,7 +229,12 @@ def test_queue_survives_a_restart_in_order(db_url: str) -> None:  # noqa: F811
     service = _service(store, clock)
     _admin, ann, node = _principals(store)
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES[:1], replace=False, sent_at=None
+        node,
+        name="gpu1",
+        address="tcp://h:7447",
+        devices=DEVICE_SPECS[:1],
+        replace=False,
+        sent_at=None,
     )
     holder = service.request_slice(ann, SliceOrder(fraction=1.0))
     first = service.request_slice(ann, SliceOrder(fraction=1.0))
@@ -248,7 +258,7 @@ def test_bad_input_changes_nothing(store: Store) -> None:
     service = _service(store, clock)
     _admin, ann, node = _principals(store)
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     with store.db.transaction() as tx:
         before = store.generation_tx(tx)
@@ -259,7 +269,12 @@ def test_bad_input_changes_nothing(store: Store) -> None:
         service.request_slice(ann, SliceOrder(fraction=0.5, team="nope"))
     with pytest.raises(Conflict, match="already registered and alive"):
         service.register_node(
-            node, name="gpu1", address="tcp://h:1", devices=DEVICES, replace=False, sent_at=None
+            node,
+            name="gpu1",
+            address="tcp://h:1",
+            devices=DEVICE_SPECS,
+            replace=False,
+            sent_at=None,
         )
     with pytest.raises(PoolRequestError, match="clock skew"):
         service.node_heartbeat(node, "gpu1", sent_at=clock.now + 3600, device_ids=None, sessions=[])
@@ -274,7 +289,7 @@ def test_refusal_names_the_quota_limit_and_what_is_left(store: Store) -> None:
     service = _service(store, clock)
     admin, ann, node = _principals(store)
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     service.set_quota(admin, "ml", max_share=1.0, max_memory=None, device_hours_per_month=None)
     service.request_slice(ann, SliceOrder(fraction=0.75))
@@ -303,7 +318,7 @@ def test_placing_and_releasing_answer_what_reading_the_session_gives(
     service = _service(store, clock)
     _admin, ann, node = _principals(store)
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     placed = service.request_slice(ann, order)
     assert placed.state == "placed" and placed.ticket
@@ -325,7 +340,7 @@ def test_queue_order_numbers_increase_across_replicas_and_restarts(store: Store)
     first = _service(store, clock)
     _admin, ann, node = _principals(store)
     first.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
     second = _service(store, clock)
     ids = []

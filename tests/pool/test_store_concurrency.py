@@ -18,7 +18,7 @@ import pytest
 from tether.pool._service import PoolService
 from tether.pool._store import Store
 
-from ._pooltest import DEVICES, pg_url, repo_env  # noqa: F401  (fixture)
+from ._pooltest import DEVICE_SPECS, pg_url, repo_env  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_concurrent_placement_never_double_allocates(pg_url: str) -> None:  # no
     _rec, token = store.create_token(kind="user", user="ann", now=1.0)
     node = store.authenticate(store.create_token(kind="node", now=1.0)[1])
     service.register_node(
-        node, name="gpu1", address="tcp://h:7447", devices=DEVICES, replace=False, sent_at=None
+        node, name="gpu1", address="tcp://h:7447", devices=DEVICE_SPECS, replace=False, sent_at=None
     )
 
     procs = [

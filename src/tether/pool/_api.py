@@ -41,7 +41,8 @@ from tether.pool import _schemas as s
 from tether.pool._auth import Principal
 from tether.pool._db import StoreUnavailable
 from tether.pool._metering import SessionReport
-from tether.pool._orders import GroupOrder, SliceOrder
+from tether.pool._model import DeviceSpec
+from tether.pool._orders import GroupOrder, SliceOrder, device_specs
 from tether.pool._service import PoolService
 from tether.pool._session_views import SessionView
 from tether.pool._ui import mount_ui
@@ -146,6 +147,19 @@ def group_order(service: PoolService, who: Principal, body: s.GroupIn) -> GroupO
         return GroupOrder.from_json(body.model_dump())
     except PoolInputError as exc:
         service.team_for(who, body.team)
+        raise PoolRequestError(str(exc)) from None
+
+
+def node_devices(
+    service: PoolService, who: Principal, body: s.NodeRegisterIn
+) -> tuple[DeviceSpec, ...]:
+    """The devices in ``who``'s ``POST /v1/nodes`` body, as :func:`slice_order`
+    makes an order: a bad device is answered as the service always answered it,
+    first whether ``who`` may register the node it names (403), then the 400."""
+    try:
+        return device_specs(d.model_dump() for d in body.devices)
+    except PoolInputError as exc:
+        service.require_node(who, body.name)
         raise PoolRequestError(str(exc)) from None
 
 
@@ -364,7 +378,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
             who,
             name=body.name,
             address=body.address,
-            devices=[d.model_dump() for d in body.devices],
+            devices=node_devices(service, who, body),
             replace=body.replace,
             sent_at=body.sent_at,
         ).to_json()

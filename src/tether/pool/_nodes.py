@@ -30,7 +30,7 @@ from tether.pool._events import (
 from tether.pool._metering import SessionReport, bounded
 from tether.pool._model import DeviceSpec, NodeSpec
 from tether.pool._state import PoolState
-from tether.pool._values import PoolInputError, PoolNotFoundError, parse_memory
+from tether.pool._values import PoolInputError, PoolNotFoundError
 from tether.pool._views import (
     Admission,
     DeviceView,
@@ -57,7 +57,7 @@ class Nodes:
         *,
         name: str,
         address: str,
-        devices: list[dict[str, Any]],
+        devices: Sequence[DeviceSpec],
         replace: bool,
         sent_at: float | None,
     ) -> NodeRegistration:
@@ -70,24 +70,15 @@ class Nodes:
         registration gets a fresh random id (returned here only; the database
         keeps its hash) and so a fresh ticket key: whoever re-registers a node gets
         a key the acceptor already serving it does not accept.
+
+        ``devices``: the node's devices as records (the API builds them from the
+        body once, after the same token check). Errors: 403 a token that may not
+        act for ``name``; 400 a bad address or a device id given twice; 409 a
+        live node not to be taken over; 400 the node's clock too far off.
         """
         require_node(principal, name)
         try:
-            spec = NodeSpec(
-                id=name,
-                address=address,
-                devices=tuple(
-                    DeviceSpec(
-                        id=d["id"],
-                        vendor=d["vendor"],
-                        model=d["model"],
-                        memory_bytes=parse_memory(d["memory"], what=f"device {d['id']} memory"),
-                        arch=d.get("arch", ""),
-                        frameworks=d.get("frameworks", {}),
-                    )
-                    for d in devices
-                ),
-            )
+            spec = NodeSpec(id=name, address=address, devices=tuple(devices))
         except PoolInputError as exc:
             raise PoolRequestError(str(exc)) from None
         registration = secrets.token_hex(16)

@@ -1,4 +1,5 @@
-"""What a caller orders from the pool's service: :class:`SliceOrder` and :class:`GroupOrder`.
+"""What a caller orders from the pool's service: :class:`SliceOrder` and
+:class:`GroupOrder`; and the devices a node registers (:func:`device_specs`).
 
 An order is a request before the pool has made it its own: it has no id yet,
 and its team is only what the caller named (the service resolves it against
@@ -7,20 +8,22 @@ from each request body, once; the records check their fields when built, with
 the same checks and messages as :class:`~tether.pool._request.SliceRequest`
 and :class:`~tether.pool._group_request.GroupRequest` (one parse, one message
 for each unit), so the service only turns an order into the request it files.
+A registering node's devices become :class:`~tether.pool._model.DeviceSpec`
+records here, once, in the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tether.pool._group_request import check_counts
-from tether.pool._model import PlacementPolicy
+from tether.pool._model import DeviceSpec, PlacementPolicy
 from tether.pool._request import FrameworkRequirement, SliceRequest, check_slice_fields
 from tether.pool._values import PoolInputError, check_id, parse_memory, set_field
 
-__all__ = ["GroupOrder", "SliceOrder"]
+__all__ = ["GroupOrder", "SliceOrder", "device_specs"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,3 +155,25 @@ class GroupOrder:
             min_count=body.get("min_count"),
             name=body.get("name") or None,
         )
+
+
+def device_specs(devices: Iterable[Mapping[str, Any]]) -> tuple[DeviceSpec, ...]:
+    """The devices of a ``POST /v1/nodes`` body as the records the pool keeps.
+
+    Each device is a mapping with the body's field names (``memory``: text such
+    as ``"80GiB"``, or bytes; ``arch`` and ``frameworks`` optional). A device's
+    memory is read before its other fields, as the service always read them, so
+    a device wrong in several ways gets the message it always got. Raises
+    :class:`PoolInputError` naming the device and the field.
+    """
+    return tuple(
+        DeviceSpec(
+            id=d["id"],
+            vendor=d["vendor"],
+            model=d["model"],
+            memory_bytes=parse_memory(d["memory"], what=f"device {d['id']} memory"),
+            arch=d.get("arch", ""),
+            frameworks=d.get("frameworks", {}),
+        )
+        for d in devices
+    )

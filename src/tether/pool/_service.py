@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from tether.pool._accounting import Accounting
 from tether.pool._auth import Principal
 from tether.pool._core import ServiceConfig, ServiceCore
-from tether.pool._directory import Directory
+from tether.pool._directory import Directory, require_node
 from tether.pool._group_sessions import Groups
 from tether.pool._metering import SessionReport
+from tether.pool._model import DeviceSpec
 from tether.pool._nodes import Nodes
 from tether.pool._orders import GroupOrder, SliceOrder
 from tether.pool._persist import Counters
@@ -153,13 +153,18 @@ class PoolService:
         *,
         name: str,
         address: str,
-        devices: list[dict[str, Any]],
+        devices: Sequence[DeviceSpec],
         replace: bool,
         sent_at: float | None,
     ) -> NodeRegistration:
         return self.node_part.register_node(
             principal, name=name, address=address, devices=devices, replace=replace, sent_at=sent_at
         )
+
+    def require_node(self, principal: Principal, name: str) -> None:
+        """Raises what :meth:`register_node` and :meth:`node_heartbeat` raise for a
+        token that may not act for node ``name`` (Forbidden); nothing otherwise."""
+        require_node(principal, name)
 
     def node_heartbeat(
         self,
