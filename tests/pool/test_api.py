@@ -355,8 +355,12 @@ def test_usage_json_and_csv(world: World) -> None:
     assert csv_text.splitlines()[0] == (
         "month,team,user,device_seconds,memory_gib_seconds,sessions,peak_share"
     )
-    status, _body = http("GET", world.url + "/v1/usage?month=2026-13", world.ann_token)
-    assert status == 400
+    # One parse and one message for a month, whatever is wrong with it.
+    for bad in ("2026-13", "december", "2026-1"):
+        for path in ("/v1/usage", "/v1/usage/groups"):
+            status, body = http("GET", f"{world.url}{path}?month={bad}", world.ann_token)
+            assert status == 400, (path, bad)
+            assert "give a UTC month as YYYY-MM" in str(body), (path, bad, body)
 
 
 def test_metrics_in_prometheus_format(world: World) -> None:

@@ -512,7 +512,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
 
     @app.get("/v1/groups/{ref}/usage", response_model=s.GroupUsageOut, responses=r, tags=["groups"])
     def group_usage_one(
-        ref: str, who: Who, month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None
+        ref: str, who: Who, month: Annotated[str | None, Query(max_length=32)] = None
     ) -> Any:
         """One group's usage in a month (its members' sums)."""
         group = service.group(who, ref)
@@ -565,7 +565,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
         who: Who,
         team: Annotated[str | None, Query(max_length=64)] = None,
         user: Annotated[str | None, Query(max_length=64)] = None,
-        month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+        month: Annotated[str | None, Query(max_length=32)] = None,
         format: Literal["json", "csv"] = "json",
     ) -> Any:
         """Usage per team, user and month (UTC; default this month), with team totals (user *)."""
@@ -589,7 +589,7 @@ def create_app(service: PoolService, *, public_metrics: bool = False) -> FastAPI
     def usage_groups(
         who: Who,
         team: Annotated[str | None, Query(max_length=64)] = None,
-        month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+        month: Annotated[str | None, Query(max_length=32)] = None,
         format: Literal["json", "csv"] = "json",
     ) -> Any:
         """Usage per group request in a month (UTC; default this month): one row per
