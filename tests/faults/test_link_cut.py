@@ -165,4 +165,8 @@ def test_a_cut_longer_than_the_window_ends_both_sides(link: Link, acceptor: Serv
         metered = _metered(log, c.session)
         figure("60 s link cut -> session time metered by the acceptor", metered)
         figure("60 s link cut -> session time observed", session_s)
-        assert abs(metered - session_s) <= HEARTBEAT_S
+        # The acceptor notices the end at one of its usage reports: one interval
+        # late at most on a quiet machine, two on a loaded one (seen: 10.5 s metered
+        # for 5.3 s observed while benchmarks ran). Either is far from the 60 s
+        # that metering to the end of the outage would give.
+        assert session_s - HEARTBEAT_S <= metered <= session_s + 2 * HEARTBEAT_S
