@@ -93,6 +93,7 @@ _SNAPSHOT_ITERATORS = frozenset(
 )  # fmt: skip
 _PREFETCH_MAX = 4096
 _CONTAINERS = (list, dict, set, bytearray)
+_FUNCTION = types.FunctionType
 # Iterating an existing container yields its items, which are places too.
 _CONTAINER_ITERATORS = frozenset(
     {"list_iterator", "tuple_iterator", "dict_valueiterator", "list_reverseiterator"}
@@ -122,6 +123,7 @@ class Engine:
         self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
         self._interned_hids: set[int] = set()  # never released: the client shares them
         self.types = TypeRegistry()
+        self._tids = self.types.ids
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
@@ -240,9 +242,9 @@ class Engine:
             return getattr(target, name)(*args, **kwargs)
         if op == Op.CALL:
             fn, args, kwargs = f
-            if is_caller_sensitive(fn):
+            if type(fn) is _FUNCTION and is_caller_sensitive(fn):  # (builtins never are)
                 return call_from_module(fn, args, kwargs, self.script.namespaces)
-            return fn(*args, **kwargs)
+            return fn(*args, **kwargs) if kwargs else fn(*args)
         if op == Op.GETATTR:
             value = getattr(f[0], f[1])
             if isinstance(f[0], types.ModuleType) and not is_plain(value):
@@ -310,7 +312,8 @@ class Engine:
     def _bind(self, shape: Shape, value: Any) -> None:
         if type(shape) is Handle:
             self.handles[shape.hid] = value
-            if self.types.tid(type(value)) != shape.tid:
+            tid = self._tids.get(type(value))  # the registry's table: no call when known
+            if (self.types.tid(type(value)) if tid is None else tid) != shape.tid:
                 raise _Mispredicted(f"result type changed to {type(value).__qualname__}")
             return
         if shape is DISCARD:

@@ -214,14 +214,15 @@ def unpack_batch(meta: bytes) -> list[bytes]:
 
     out = []
     pos, end = 0, len(meta)
-    view = memoryview(meta)
+    whole = meta if type(meta) is bytes else bytes(meta)  # one copy, then slices
+    unpack = _LEN.unpack_from
     while pos < end:
         if pos + 4 > end:
             raise ProtocolError("truncated call batch")
-        (n,) = _LEN.unpack_from(meta, pos)
+        (n,) = unpack(whole, pos)
         pos += 4
         if pos + n > end:
             raise ProtocolError("a call in a batch runs past its frame")
-        out.append(bytes(view[pos : pos + n]))
+        out.append(whole[pos : pos + n])
         pos += n
     return out
