@@ -229,18 +229,25 @@ def run_dc(args: argparse.Namespace, peers: list[str], workdir: Path) -> dict[st
 
 
 def tree_description() -> str:
-    """The commit measured, and whether src/ had uncommitted changes at the time."""
+    """The commit measured, and whether src/ had uncommitted changes at the time.
+
+    That is the checkout the ``tether`` package is imported from (the peers run
+    it), which is not this file's when ``PYTHONPATH`` points at another worktree
+    to measure an older commit beside this one."""
+    import tether
+
+    tree = Path(tether.__file__).resolve().parents[2]
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
+            cwd=tree,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "src"],
-            cwd=REPO,
+            cwd=tree,
             capture_output=True,
             text=True,
             check=True,
