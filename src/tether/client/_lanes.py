@@ -32,7 +32,7 @@ wire are those of the general path, so the worker cannot tell.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 from tether.client._predict import HandleOf, Predictions, Site
 from tether.wire._compact import SHAPE_HANDLE, SHAPE_NONE, CompactEncoder
@@ -55,7 +55,7 @@ class Lane(NamedTuple):
 
 
 #: A table of lanes: a Lane, or False where the call has no fixed layout.
-Table = dict[tuple[Any, ...], "Lane | bool"]
+Table = dict[tuple[Any, ...], "Lane | Literal[False]"]
 
 
 class Lanes:

@@ -359,7 +359,7 @@ class Session:
             a, b = args
             lane = self._op_lane((fn, type(a), type(b)))
             if lane:
-                result = self._on_lane(lane, args)  # type: ignore[arg-type]
+                result = self._on_lane(lane, args)
                 if result is not _OFF_LANE:
                     return result
         return self.apply_remote(fn, *args)
@@ -441,7 +441,7 @@ class Session:
         if lanes:
             lane = self._call_lane(call_key(target, args))
             if lane:
-                result = self._on_lane(lane, args)  # type: ignore[arg-type]
+                result = self._on_lane(lane, args)
                 if result is not _OFF_LANE:
                     return result
         draws = self.draws
@@ -477,7 +477,7 @@ class Session:
         if lanes and not discard:
             lane = self._method_lane(method_key(obj, name, args))
             if lane:
-                result = self._on_lane(lane, (obj, *args))  # type: ignore[arg-type]
+                result = self._on_lane(lane, (obj, *args))
                 if result is not _OFF_LANE:
                     return result
         if discard:
