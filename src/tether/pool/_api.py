@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, Protocol
+from dataclasses import fields
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
@@ -48,6 +49,7 @@ from tether.pool._session_views import SessionView
 from tether.pool._ui import mount_ui
 from tether.pool._usage_views import GroupUsageView, UsageView
 from tether.pool._values import PoolInputError
+from tether.pool._views import JsonView
 from tether.poolapi import PoolRequestError
 
 __all__ = [
@@ -163,11 +165,7 @@ def node_devices(
         raise PoolRequestError(str(exc)) from None
 
 
-class _View(Protocol):
-    def to_json(self) -> dict[str, Any]: ...
-
-
-def _json(views: Iterable[_View]) -> list[dict[str, Any]]:
+def _json(views: Iterable[JsonView]) -> list[dict[str, Any]]:
     """The JSON of a listing: each view's own."""
     return [v.to_json() for v in views]
 
@@ -626,54 +624,24 @@ def _bearer_from(request: Request) -> HTTPAuthorizationCredentials | None:
     return HTTPAuthorizationCredentials(scheme="Bearer", credentials=value.strip())
 
 
-_CSV_FIELDS = (
-    "month",
-    "team",
-    "user",
-    "device_seconds",
-    "memory_gib_seconds",
-    "sessions",
-    "peak_share",
-)
-
-
 def usage_csv(rows: Iterable[UsageView]) -> str:
     """Usage rows as CSV (the API's ``format=csv`` and the dashboard's export)."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=_CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        as_json = row.to_json()
-        writer.writerow({k: as_json[k] for k in _CSV_FIELDS})
-    return out.getvalue()
-
-
-_GROUP_CSV_FIELDS = (
-    "month",
-    "team",
-    "group",
-    "group_id",
-    "user",
-    "members",
-    "device_seconds",
-    "memory_gib_seconds",
-    "sessions",
-    "peak_share",
-)
+    return _csv(rows, UsageView)
 
 
 def group_usage_csv(rows: Iterable[GroupUsageView]) -> str:
     """Group usage rows as CSV (``GET /v1/usage?by=group&format=csv``)."""
+    return _csv(rows, GroupUsageView)
+
+
+def _csv(rows: Iterable[UsageView | GroupUsageView], view: type) -> str:
+    """``rows`` as CSV, a column per field of ``view`` in its order (the JSON's keys)."""
     import csv
     import io
 
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=_GROUP_CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(view)], lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        as_json = row.to_json()
-        writer.writerow({k: as_json[k] for k in _GROUP_CSV_FIELDS})
+        writer.writerow(row.to_json())
     return out.getvalue()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tether.pool._values import PoolInputError, set_field
+from tether.pool._views import JsonView
 
 if TYPE_CHECKING:
     from tether._ticket import SessionTicket
@@ -32,19 +33,16 @@ def _check_state(state: object, what: str) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LeaseDevice:
+class LeaseDevice(JsonView):
     """What a lease holds of one device."""
 
     id: str
     fraction: float
     memory_bytes: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "fraction": self.fraction, "memory_bytes": self.memory_bytes}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SessionView:
+class SessionView(JsonView):
     """A session as the API shows it.
 
     ``request``: what was asked for (the stored request's fields that are set,
@@ -80,6 +78,8 @@ class SessionView:
     ticket_expires_at: float | None = None
     index: int | None = None
 
+    OPTIONAL = frozenset({"position", "ticket", "ticket_expires_at", "index"})
+
     def __post_init__(self) -> None:
         _check_state(self.state, "a session's")
         set_field(self, "devices", tuple(self.devices))  # callers may hand in a list
@@ -112,27 +112,7 @@ class SessionView:
         )
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "team": self.team,
-            "user": self.user,
-            "state": self.state,
-            "submitted_at": self.submitted_at,
-            "request": dict(self.request),
-            "reason": self.reason,
-            "queue_deadline": self.queue_deadline,
-            "node": self.node,
-            "address": self.address,
-            "devices": [d.to_json() for d in self.devices],
-            "share": self.share,
-            "memory_bytes": self.memory_bytes,
-            "started_at": self.started_at,
-            "last_heartbeat": self.last_heartbeat,
-            "ended_at": self.ended_at,
-            "end_reason": self.end_reason,
-            "metering": None if self.metering is None else dict(self.metering),
-        }
+        out = JsonView.to_json(self)
         if self.state == "queued":
             out["position"] = self.position
         if self.ticket is not None:
@@ -144,7 +124,7 @@ class SessionView:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GroupView:
+class GroupView(JsonView):
     """A group as the API shows it.
 
     ``state``: queued, placed (some member holds its lease) or ended (refused,
@@ -175,32 +155,15 @@ class GroupView:
     position: int | None = None
     members: tuple[SessionView, ...] | None = None
 
+    OPTIONAL = frozenset({"position", "members"})
+
     def __post_init__(self) -> None:
         _check_state(self.state, "a group's")
         if self.members is not None:
             set_field(self, "members", tuple(self.members))  # callers may hand in a list
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "team": self.team,
-            "user": self.user,
-            "state": self.state,
-            "min_count": self.min_count,
-            "max_count": self.max_count,
-            "placed_count": self.placed_count,
-            "running": self.running,
-            "ended": self.ended,
-            "request": dict(self.request),
-            "policy": self.policy,
-            "submitted_at": self.submitted_at,
-            "queue_deadline": self.queue_deadline,
-            "placed_at": self.placed_at,
-            "ended_at": self.ended_at,
-            "end_reason": self.end_reason,
-            "reason": self.reason,
-        }
+        out = JsonView.to_json(self)
         if self.state == "queued":
             out["position"] = self.position
         if self.members is not None:

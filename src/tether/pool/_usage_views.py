@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tether.pool._views import JsonView
 
 if TYPE_CHECKING:
     from tether.pool._node_store import DeviceRow, NodeRow
@@ -21,7 +23,7 @@ __all__ = ["GroupUsageView", "Statistics", "TeamHolding", "UsageView"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UsageView:
+class UsageView(JsonView):
     """Usage of one (month, team, user) in ``/v1/usage``; user ``*`` is the team's total."""
 
     month: str
@@ -32,20 +34,9 @@ class UsageView:
     sessions: int
     peak_share: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "month": self.month,
-            "team": self.team,
-            "user": self.user,
-            "device_seconds": self.device_seconds,
-            "memory_gib_seconds": self.memory_gib_seconds,
-            "sessions": self.sessions,
-            "peak_share": self.peak_share,
-        }
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GroupUsageView:
+class GroupUsageView(JsonView):
     """Usage of one group in a month (``/v1/usage/groups``): its members' sums."""
 
     month: str
@@ -58,20 +49,6 @@ class GroupUsageView:
     memory_gib_seconds: float
     sessions: int
     peak_share: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "month": self.month,
-            "team": self.team,
-            "group": self.group,
-            "group_id": self.group_id,
-            "user": self.user,
-            "members": self.members,
-            "device_seconds": self.device_seconds,
-            "memory_gib_seconds": self.memory_gib_seconds,
-            "sessions": self.sessions,
-            "peak_share": self.peak_share,
-        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

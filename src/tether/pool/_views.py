@@ -2,9 +2,10 @@
 
 Every :class:`~tether.pool._service.PoolService` method returns records, not
 dicts; the shells (the HTTP API, the dashboard, /metrics) read attributes.
-Each view that the API sends has one :meth:`to_json` giving the exact body the
-API has always sent (the pydantic models of :mod:`tether.pool._schemas` then
-validate and order it), so ``tether.poolapi`` reads what it always read.
+Each view that the API sends is a :class:`JsonView`, whose :meth:`to_json`
+gives the exact body the API has always sent, derived from its fields (the
+pydantic models of :mod:`tether.pool._schemas` then validate and order it),
+so ``tether.poolapi`` reads what it always read.
 Views check what would make them lie (a state the API does not know) when
 built, as the requests do, and hold tuples where JSON has lists. Sessions and
 groups are in :mod:`tether.pool._session_views`, usage and the /metrics
@@ -14,8 +15,8 @@ figures in :mod:`tether.pool._usage_views`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tether.pool._values import PoolInputError, set_field
 
@@ -28,6 +29,7 @@ __all__ = [
     "Admission",
     "DeviceView",
     "IssuedToken",
+    "JsonView",
     "MeView",
     "NodeBeatReply",
     "NodeRegistration",
@@ -56,11 +58,41 @@ def _tuple(record: object, name: str) -> None:
         set_field(record, name, tuple(value))
 
 
+class JsonView:
+    """Base of the views the API sends. :meth:`to_json` is every field, in order,
+    as JSON has it: a tuple as a list, a mapping as a dict, a view as its own JSON.
+    Fields named in ``OPTIONAL`` are left out: the view's own ``to_json`` adds
+    them when the API sends them."""
+
+    __slots__ = ()
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        names = _SENT.get(type(self))
+        if names is None:
+            every = fields(self)  # type: ignore[arg-type]  # (subclasses are dataclasses)
+            names = _SENT[type(self)] = tuple(f.name for f in every if f.name not in self.OPTIONAL)
+        return {name: _plain(getattr(self, name)) for name in names}
+
+
+_SENT: dict[type, tuple[str, ...]] = {}  # view class -> the fields its to_json sends
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, JsonView):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
 # ------------------------------------------------------------------ directory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MeView:
+class MeView(JsonView):
     """Who a token is (``GET /v1/me``): a user (admin flag, teams) or a node."""
 
     kind: str
@@ -73,29 +105,17 @@ class MeView:
         _one_of(self.kind, ("user", "node"), "a principal's kind")
         _tuple(self, "teams")
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "user": self.user,
-            "admin": self.admin,
-            "teams": list(self.teams),
-            "node": self.node,
-        }
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TeamView:
+class TeamView(JsonView):
     """A team (``/v1/teams``)."""
 
     name: str
     created_at: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "created_at": self.created_at}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UserView:
+class UserView(JsonView):
     """A user with their teams (``/v1/users``, memberships)."""
 
     name: str
@@ -106,17 +126,9 @@ class UserView:
     def __post_init__(self) -> None:
         _tuple(self, "teams")
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "admin": self.admin,
-            "teams": list(self.teams),
-            "created_at": self.created_at,
-        }
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TokenView:
+class TokenView(JsonView):
     """A token as listed: never its secret (``/v1/tokens``)."""
 
     id: str
@@ -130,17 +142,6 @@ class TokenView:
     def __post_init__(self) -> None:
         _one_of(self.kind, ("user", "node"), "a token's kind")
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "user": self.user,
-            "node": self.node,
-            "label": self.label,
-            "created_at": self.created_at,
-            "revoked_at": self.revoked_at,
-        }
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IssuedToken(TokenView):
@@ -148,12 +149,9 @@ class IssuedToken(TokenView):
 
     token: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {**TokenView.to_json(self), "token": self.token}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class QuotaView:
+class QuotaView(JsonView):
     """A team's limits (``/v1/teams/{team}/quota``); None is unlimited."""
 
     team: str
@@ -170,20 +168,12 @@ class QuotaView:
             device_hours_per_month=row.device_hours_per_month,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "team": self.team,
-            "max_share": self.max_share,
-            "max_memory_bytes": self.max_memory_bytes,
-            "device_hours_per_month": self.device_hours_per_month,
-        }
-
 
 # ---------------------------------------------------------------------- nodes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NodeStatusView:
+class NodeStatusView(JsonView):
     """A node's status after a change (cordon, drain, uncordon)."""
 
     name: str
@@ -192,9 +182,6 @@ class NodeStatusView:
 
     def __post_init__(self) -> None:
         _one_of(self.status, NODE_STATUSES, "a node's status")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "last_heartbeat": self.last_heartbeat}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,16 +204,11 @@ class NodeRegistration(NodeStatusView):
         return self.ticket_keys[0]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **NodeStatusView.to_json(self),
-            "registration": self.registration,
-            "ticket_key": self.ticket_key,
-            "ticket_keys": list(self.ticket_keys),
-        }
+        return {**JsonView.to_json(self), "ticket_key": self.ticket_key}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NodeBeatReply:
+class NodeBeatReply(JsonView):
     """The answer to a node's heartbeat: its status, the sessions it should stop,
     and (when it showed its registration) its ticket keys now."""
 
@@ -240,15 +222,17 @@ class NodeBeatReply:
         if self.ticket_keys is not None:
             _tuple(self, "ticket_keys")
 
+    OPTIONAL = frozenset({"ticket_keys"})
+
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"status": self.status, "ended_sessions": list(self.ended_sessions)}
+        out = JsonView.to_json(self)
         if self.ticket_keys is not None:
             out["ticket_keys"] = list(self.ticket_keys)
         return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Admission:
+class Admission(JsonView):
     """A ticket admitted at its node: the session it opens, and the node's keys."""
 
     session_id: str
@@ -257,12 +241,9 @@ class Admission:
     def __post_init__(self) -> None:
         _tuple(self, "ticket_keys")
 
-    def to_json(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "ticket_keys": list(self.ticket_keys)}
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceView:
+class DeviceView(JsonView):
     """A registered device with what open leases hold of it (``/v1/devices``)."""
 
     node: str
@@ -291,22 +272,9 @@ class DeviceView:
             allocated_memory_bytes=memory,
         )
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "id": self.id,
-            "vendor": self.vendor,
-            "model": self.model,
-            "memory_bytes": self.memory_bytes,
-            "arch": self.arch,
-            "frameworks": dict(self.frameworks),
-            "allocated_share": self.allocated_share,
-            "allocated_memory_bytes": self.allocated_memory_bytes,
-        }
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NodeView:
+class NodeView(JsonView):
     """A node with its devices (``/v1/nodes``)."""
 
     name: str
@@ -319,13 +287,3 @@ class NodeView:
     def __post_init__(self) -> None:
         _one_of(self.status, NODE_STATUSES, "a node's status")
         _tuple(self, "devices")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "address": self.address,
-            "status": self.status,
-            "registered_at": self.registered_at,
-            "last_heartbeat": self.last_heartbeat,
-            "devices": [d.to_json() for d in self.devices],
-        }
