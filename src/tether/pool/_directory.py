@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tether.pool._accounts import TokenRecord, UserRow
+from tether.pool._accounts import UserRow
 from tether.pool._auth import Principal
 from tether.pool._db import Tx
 from tether.pool._store import Store
@@ -92,25 +92,13 @@ class Directory:
         require_admin(principal)
         return self._user_out(self.store.set_membership(team, user, member=member))
 
-    @staticmethod
-    def _token_out(record: TokenRecord) -> TokenView:
-        return TokenView(
-            id=record.id,
-            kind=record.kind,
-            user=record.user_name,
-            node=record.node_name,
-            label=record.label,
-            created_at=record.created_at,
-            revoked_at=record.revoked_at,
-        )
-
     def tokens(self, principal: Principal, user: str | None) -> list[TokenView]:
         require_user(principal)
         if not principal.is_admin:
             if user is not None and user != principal.user_name:
                 raise Forbidden("you can list only your own tokens")
             user = principal.user_name
-        return [self._token_out(t) for t in self.store.tokens(user)]
+        return [TokenView.of(t) for t in self.store.tokens(user)]
 
     def create_token(
         self,
@@ -140,23 +128,14 @@ class Directory:
             label=label,
             now=self._clock(),
         )
-        return IssuedToken(
-            id=record.id,
-            kind=record.kind,
-            user=record.user_name,
-            node=record.node_name,
-            label=record.label,
-            created_at=record.created_at,
-            revoked_at=record.revoked_at,
-            token=text,
-        )
+        return IssuedToken.of(record, token=text)
 
     def revoke_token(self, principal: Principal, token_id: str) -> TokenView:
         require_user(principal)
         record = self.store.token(token_id)
         if not principal.is_admin and record.user_name != principal.user_name:
             raise NotFound(f"no token with id {token_id!r} among yours")
-        return self._token_out(self.store.revoke_token(token_id, self._clock()))
+        return TokenView.of(self.store.revoke_token(token_id, self._clock()))
 
     def quota(self, principal: Principal, team: str) -> QuotaView:
         require_user(principal)

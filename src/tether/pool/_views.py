@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from tether.pool._values import PoolInputError, set_field
 
 if TYPE_CHECKING:
+    from tether.pool._accounts import TokenRecord
     from tether.pool._node_store import DeviceRow
     from tether.pool._store import QuotaRow
 
@@ -141,6 +142,20 @@ class TokenView(JsonView):
 
     def __post_init__(self) -> None:
         _one_of(self.kind, ("user", "node"), "a token's kind")
+
+    @classmethod
+    def of(cls, record: TokenRecord, **more: Any) -> Self:
+        """The view of a stored token (``more``: a subclass's own fields)."""
+        return cls(
+            id=record.id,
+            kind=record.kind,
+            user=record.user_name,
+            node=record.node_name,
+            label=record.label,
+            created_at=record.created_at,
+            revoked_at=record.revoked_at,
+            **more,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
