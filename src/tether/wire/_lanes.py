@@ -42,7 +42,6 @@ from typing import Any, Final
 
 from tether.wire._compact import (
     COMPACT_TAG,
-    HEADER,
     SHAPE_ANY,
     SHAPE_HANDLE,
     SHAPE_NONE,
@@ -209,6 +208,9 @@ class LaneReader:
         head = 1 if op == _CALL else 2
         if kwargs or len(items) != head + n:
             return None
+        # Each operand decode read is a handle, an int or a float, 9 bytes each,
+        # and decode read up to the end: so they are the last 9 * n bytes, and
+        # the tags read above are theirs when the classes agree with them.
         for item, tag in zip(items[head:], tags, strict=True):
             if type(item) is not _OPERAND_TYPES[tag]:
                 return None  # decode read something else at that place
@@ -219,34 +221,12 @@ class LaneReader:
                 return None
             holes.append((22, "q"))
         holes += [(first + 9 * i + 1, _OPERAND_CODES[t]) for i, t in enumerate(tags)]
-        # Everything outside the holes must be what decode read: the items
-        # before the operands end exactly where they start.
-        if not _ends_at(meta, head, first):
-            return None
         fmt, pos = "<", 0
         for offset, code in holes:
             fmt += f"{offset - pos}x{code}" if offset > pos else code
             pos = offset + 8
         fmt += f"{end - pos}x" if end > pos else ""
         return _compile(op, kind, shape, items, tags, fmt)
-
-
-def _ends_at(meta: bytes, head: int, first: int) -> bool:
-    """True if the first ``head`` items of ``meta`` end at offset ``first``."""
-    pos = 1 + HEADER.size
-    for _ in range(head):
-        tag = meta[pos]
-        if tag in _OPERAND_CODES:
-            pos += 9
-        elif tag == 0x67:  # g: u16 length
-            pos += 3 + int.from_bytes(meta[pos + 1 : pos + 3], "little")
-        elif tag in (0x73, 0x62):  # s, b: u32 length
-            pos += 5 + int.from_bytes(meta[pos + 1 : pos + 5], "little")
-        elif tag in (0x4E, 0x54, 0x46):  # N, T, F
-            pos += 1
-        else:
-            return False
-    return pos == first
 
 
 class _RawHandle(int):
