@@ -562,6 +562,9 @@ class Session:
         self._proto.check_open()
 
     def _send(self, op: Op, shape: Shape, fields: tuple[Any, ...], flags: int = 0) -> int:
+        # Whatever this does besides encoding and queueing (a quiet mark, pending
+        # draws, the script's rebinds, a nested call) _on_lane must leave to it or
+        # do the same: keep the two in step.
         quiet = self._quiet
         self._quiet = 0  # (it marks one call: not the ones made while this one waits)
         proto = self._proto
