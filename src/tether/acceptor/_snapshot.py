@@ -1,9 +1,11 @@
 """What the client answers from its read-only copies of small arrays (client/_replica.py):
-the arrays' contents, and which numpy functions it may compute on a copy itself."""
+the arrays' contents, which numpy functions it may compute on a copy itself, and the
+arrays it builds from plain data as this worker builds them."""
 
 from __future__ import annotations
 
 import io
+import weakref
 from typing import Any, Final
 
 #: numpy functions whose result on a whole array of numbers is one value that does not
@@ -13,6 +15,18 @@ REDUCTIONS: Final = ("max", "min", "amax", "amin", "argmax", "argmin", "any", "a
                      "count_nonzero")  # fmt: skip
 #: Array kinds those functions are exact for: booleans, integers, floats.
 EXACT_KINDS: Final = "biuf"
+#: numpy functions exact only on 64-bit integer arrays (wrapping addition and
+#: multiplication give the same bits in any order; a float sum's rounding does not).
+INT_REDUCTIONS: Final = ("sum", "prod")
+#: numpy functions that build a new array from plain data (numbers, lists of them, a
+#: shape): the client builds its copy itself and has the worker :func:`build` it.
+CONSTRUCTORS: Final = ("array", "asarray", "zeros", "ones", "arange")
+#: numpy functions that build a new array from one array the client has a copy of.
+COPIERS: Final = ("zeros_like", "ones_like", "copy")
+
+#: Memory the client named when it had it built: id of the array -> (the array, weakly;
+#: the client's key). Looked up by :func:`memory_root`.
+_NAMED: dict[int, tuple[weakref.ref[Any], int]] = {}
 
 
 def memory_root(array: Any) -> int | None:
@@ -26,7 +40,37 @@ def memory_root(array: Any) -> int | None:
         root = root.base
     if root.base is not None or not root.flags.owndata:
         return None
+    named = _NAMED.get(id(root))
+    if named is not None and named[0]() is root:
+        return named[1]
     return id(root)
+
+
+def build(name: str, key: int, *args: Any) -> Any:
+    """``numpy.<name>(*args)`` for one of :data:`CONSTRUCTORS` or :data:`COPIERS` (and
+    ``args[0].copy()`` for ``ndarray.copy``), its memory named ``key``
+    (negative: never an id) so that the client, which built its copy of it without
+    asking, knows which writes it can see."""
+    import numpy
+
+    array = args[0].copy() if name == "ndarray.copy" else getattr(numpy, name)(*args)
+    aid = id(array)
+
+    def forget(ref: weakref.ref[Any]) -> None:
+        if _NAMED.get(aid, (None,))[0] is ref:
+            del _NAMED[aid]
+
+    _NAMED[aid] = (weakref.ref(array, forget), key)
+    return array
+
+
+def default_int() -> str:
+    """The dtype numpy gives a list of Python ints here (``<i8`` on 64-bit Linux and
+    macOS, ``<i4`` on Windows before numpy 2): the client builds int arrays only
+    when its own numpy gives the same."""
+    import numpy
+
+    return numpy.array([0]).dtype.str
 
 
 def array_bytes(array: Any, limit: int, only_1d: bool = False) -> tuple[bytes, int | None] | None:
@@ -44,14 +88,22 @@ def array_bytes(array: Any, limit: int, only_1d: bool = False) -> tuple[bytes, i
     return out.getvalue(), memory_root(array)
 
 
-def reduction_name(fn: Any) -> str | None:
-    """``fn``'s name if it is one of numpy's :data:`REDUCTIONS`."""
+def numpy_name(fn: Any) -> str | None:
+    """``fn``'s name if it is one of numpy's :data:`REDUCTIONS`, :data:`INT_REDUCTIONS`,
+    :data:`CONSTRUCTORS` or :data:`COPIERS`."""
     import numpy
 
-    for name in REDUCTIONS:
+    for name in REDUCTIONS + INT_REDUCTIONS + CONSTRUCTORS + COPIERS:
         if getattr(numpy, name, None) is fn:
             return name
     return None
+
+
+def exact_for(name: str, dtype: Any) -> bool:
+    """True if reduction ``name`` gives the same on every machine for ``dtype``."""
+    if name in INT_REDUCTIONS:
+        return bool(dtype.kind in "iu" and dtype.itemsize == 8)
+    return bool(dtype.kind in EXACT_KINDS)
 
 
 def reduce_or_copy(name: str, array: Any, limit: int) -> tuple[bool, Any]:
@@ -61,7 +113,7 @@ def reduce_or_copy(name: str, array: Any, limit: int) -> tuple[bool, Any]:
 
     if (
         type(array) is numpy.ndarray
-        and array.dtype.kind in EXACT_KINDS
+        and exact_for(name, array.dtype)
         and array.size
         and array.nbytes <= limit
     ):

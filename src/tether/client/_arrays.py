@@ -20,8 +20,8 @@ import numbers
 import operator
 from typing import TYPE_CHECKING, Any, Final
 
+from tether.client._exact import EXACT_OPERATORS
 from tether.client._proxy import BINARY_OPERATORS, INPLACE_OPERATORS
-from tether.client._replica import EXACT_OPERATORS
 
 if TYPE_CHECKING:
     from tether.client._remoting import Remoting

@@ -10,10 +10,32 @@ read-only copy of the array instead:
   :data:`STREAK` reads in a row with nothing else sent;
 * order-free reductions of the whole array to one value (``np.max(x)``,
   ``x.argmax()``, ``np.any(x)``: ``acceptor/_snapshot.REDUCTIONS``) on arrays of
-  booleans, integers or floats: the first one asks the worker to send the array
-  instead of the answer when it is small (one round trip either way);
+  booleans, integers or floats, and sums and products of 64-bit int arrays
+  (``x.sum()``: wrapping arithmetic in any order gives the same bits): the first
+  one asks the worker to send the array instead of the answer when it is small (one
+  round trip either way);
 * iteration of a one-dimensional array: the copy is fetched instead of the items
-  (``client/_proxy.RemoteIterator``).
+  (``client/_proxy.RemoteIterator``);
+* ``x.tolist()``, ``x.item()`` and ``x.copy()`` (:data:`LOCAL_METHODS`), from a
+  good copy.
+
+Arrays the worker makes from what the client has are copied without asking
+(client/_exact.py says when the client's numpy gives the same):
+
+* results of arithmetic on good copies (``q1[s] + q2[s]``, ``np.array(state) +
+  action``): the call is sent, pipelined, and the copy made here (:meth:`made`);
+* arrays built from plain data (``np.array([i, j])``, ``np.zeros((4, 4))``,
+  ``np.arange(n)``) or from a good copy (``np.zeros_like(v)``, ``v.copy()``): the
+  worker builds the same under a memory key the client names
+  (``acceptor/_snapshot.build``), so that writes to it keep the copies of other
+  memory good as writes to fetched arrays do;
+* order-free reductions of plain data (``np.max(values)`` of a list of numbers).
+
+So the step ``(np.array(state) + action).tolist()`` of a grid world sends two calls
+and waits for none. A small array whose copy went stale is fetched again when an
+operation needs it, once rather than at each use. The copies of proxies the script
+dropped go with them, so the temporaries of a loop do not push the tables it keeps
+using out of the :data:`KEEP` copies kept.
 
 Coherence. A copy is good while the session's *epoch* has not moved: the epoch
 counts the calls sent that may change a remote object. Calls known to change
@@ -37,9 +59,11 @@ from __future__ import annotations
 
 import io
 import operator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from tether.client._draws import MISS
+from tether.client._exact import CONSTRUCTORS, COPIERS, INT_REDUCTIONS, REDUCTIONS, Exact
 
 if TYPE_CHECKING:
     from tether.client._remoting import Remoting
@@ -56,15 +80,11 @@ KEEP_BYTES: Final = 64 << 20
 #: Arrays whose kind and memory are remembered (forgotten all at once past this).
 KNOWN_MAX: Final = 1 << 16
 #: ndarray methods that are numpy's reductions of the same name (with no arguments).
-REDUCING_METHODS: Final = frozenset({"max", "min", "argmax", "argmin", "any", "all"})
-_EXACT_KINDS: Final = "biuf"  # as acceptor/_snapshot.EXACT_KINDS
-#: Operators whose result on float64 arrays is one IEEE operation per element: the
-#: same bits on every machine and numpy version (not ``**``, ``//``, ``%``, ``@``).
-EXACT_OPERATORS: Final = frozenset(
-    {operator.add, operator.sub, operator.mul, operator.truediv, operator.neg,
-     operator.pos, abs, operator.lt, operator.le, operator.gt, operator.ge, operator.eq,
-     operator.ne}
-)  # fmt: skip
+REDUCING_METHODS: Final = frozenset({"max", "min", "argmax", "argmin", "any", "all", "sum",
+                                     "prod"})  # fmt: skip
+#: ndarray methods (with no arguments) that a good copy answers: reductions, values
+#: (``tolist``, ``item``) and ``copy`` (built by the worker too, its copy made here).
+LOCAL_METHODS: Final = REDUCING_METHODS | {"tolist", "item", "copy"}
 _UNKNOWN: Final = object()
 
 
@@ -84,18 +104,36 @@ class Replicas:
         import numpy  # (the client has one: no copies are made without)
 
         self._np = numpy
+        self._exact = Exact(numpy)
         self._s = session
         self._copies: dict[int, _Copy] = {}  # handle id -> its copy
         self._known: dict[int, tuple[str, int | None]] = {}  # handle id -> (kind, memory)
         self._refused: set[int] = set()  # handle ids that cannot be copied
         self._unreduced: set[int] = set()  # handle ids reduced by the worker
+        self._unsummed: set[int] = set()  # the same, for INT_REDUCTIONS
         self._no_items: set[int] = set()  # handle ids not iterated over a copy
         self._large: set[int] = set()  # handle ids of arrays over SMALL_BYTES
+        self._small: set[int] = set()  # handle ids of arrays copied, at most SMALL_BYTES
         self._ndim: dict[int, int | None] = {}  # handle id -> ndim, when told
         self._streak = 0
         self._streak_epoch = -1
         self._helpers: Any = None  # the worker's acceptor/_snapshot module
-        self._reductions: dict[int, str | None] = {}  # function handle id -> numpy name
+        self._names: dict[int, str | None] = {}  # function handle id -> numpy name
+        self._default_int: str | None = None  # the worker's, asked when first needed
+        self._last_key = 0  # memory keys named for the worker (negative)
+
+    def forgetting(self, release: Callable[[int], None]) -> Callable[[int], None]:
+        """``release`` (what a dying proxy calls), dropping the handle's copy first:
+        the arrays a loop makes and drops (``np.array(state) + action``) do not push
+        the ones it keeps using out of :data:`KEEP`."""
+        copies = self._copies
+
+        def forget(hid: int) -> None:
+            if hid in copies:
+                del copies[hid]
+            release(hid)
+
+        return forget
 
     # -- what the session asks -------------------------------------------------------
     def known(self, obj: Any) -> tuple[str, int | None] | None:
@@ -114,14 +152,14 @@ class Replicas:
         """A write to memory ``root`` moved the epoch from ``before`` to ``after``:
         copies of other memory that were good stay good. With ``target``, the write
         was ``target[index] = value``: a good copy of ``target`` takes the same write
-        when it is one number of the copy's own kind (see :func:`_write_through`)."""
+        when it is one number of the copy's own kind (:meth:`Exact.write_through`)."""
         hid = None if target is None else target._t_id
         for h, copy in list(self._copies.items()):
             if copy.epoch != before or copy.root is None:
                 del self._copies[h]
-            elif copy.root != root or (
-                h == hid and _write_through(self._np, copy.array, index, value)
-            ):
+            elif copy.root != root:
+                copy.epoch = after
+            elif h == hid and self._exact.write_through(copy.array, index, value):
                 copy.epoch = after
             else:
                 del self._copies[h]
@@ -174,46 +212,80 @@ class Replicas:
             return self._s.value_remote(len, array)  # type: ignore[no-any-return]
 
     def reduce(self, fn: Any, array: Any) -> Any:
-        """``fn(array)`` for a remote function ``fn`` and a remote ndarray, or
-        :data:`MISS` when it must be sent as usual (``fn`` is not one of numpy's
-        order-free reductions, or the array cannot be copied)."""
-        name = self._reductions.get(fn._t_id, _UNKNOWN)
-        if name is _UNKNOWN:
-            reduction_name = self._snapshot().reduction_name
-            with self._s.quietly():
-                name = reduction_name(fn)
-            self._reductions[fn._t_id] = name
-        if name is None:
+        """``fn(array)`` for a remote function ``fn`` and a remote ndarray: one of
+        numpy's order-free reductions computed on a copy, or one of :data:`COPIERS`
+        built as in :meth:`from_plain`; :data:`MISS` when it must be sent as usual."""
+        name = self._name(fn)
+        if name in COPIERS:
+            local = self._good(array)
+            mine = None if local is None else self._exact.copied(name, local, self._worker_int)
+            if mine is None:
+                return MISS
+            return self._built(name, (array,), mine)  # np.zeros_like(v): new memory, known
+        if name not in REDUCTIONS:
             return MISS
-        return self._reduced(str(name), array, None)
+        return self._reduced(name, array, None)
 
-    def reduce_method(self, array: Any, name: str) -> Any:
-        """``array.<name>()`` for a name in :data:`REDUCING_METHODS`, or :data:`MISS`."""
-        return self._reduced(name, array, name)
+    def method(self, array: Any, name: str) -> Any:
+        """``array.<name>()`` for a name in :data:`LOCAL_METHODS`, or :data:`MISS`."""
+        if name in REDUCING_METHODS:
+            return self._reduced(name, array, name)
+        local = self._good(array)
+        if local is None or (name == "item" and local.size != 1):
+            return MISS
+        if name != "copy":
+            return getattr(local, name)()  # tolist, item: values
+        mine = local.copy()  # (as ndarray.copy makes it: C order)
+        mine.flags.writeable = False
+        return self._built("ndarray.copy", (array,), mine)
+
+    def from_plain(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``fn(*args)`` for a remote function ``fn`` and plain data (numbers, lists and
+        tuples of them): an array built here and by the worker alike (one of
+        :data:`CONSTRUCTORS`), or one of numpy's :data:`REDUCTIONS` computed here;
+        :data:`MISS` when it must be sent as usual."""
+        if kwargs or not args or not self._exact.plain(args):
+            return MISS
+        name = self._name(fn)
+        if name in REDUCTIONS:
+            return self._exact.reduce(name, args, self._worker_int)
+        if name not in CONSTRUCTORS:
+            return MISS
+        local = self._exact.build(name, args, self._worker_int)
+        if local is None:
+            return MISS
+        return self._built(name, args, local)
+
+    def _built(self, name: str, args: tuple[Any, ...], local: Any) -> Any:
+        """Have the worker build ``numpy.<name>(*args)`` (or copy ``args[0]``) under
+        a memory key named here, pipelined and quietly, and keep ``local`` as the
+        result's copy."""
+        self._last_key -= 1
+        key = self._last_key
+        build = self._snapshot().build
+        with self._s.quietly():  # a new array: nothing changes
+            result = build(name, key, *args)
+        if self._s.is_ndarray(result):
+            self._put(result._t_id, local, key)
+        return result
 
     def made(self, result: Any, fn: Any, args: tuple[Any, ...]) -> None:
-        """``result = fn(*args)`` was just sent, for one of :data:`EXACT_OPERATORS`: when
-        every operand is a float64 array with a good copy or a plain number, the result's
-        copy is made here, as numpy makes it everywhere (each element is one IEEE
-        operation), and the worker need not send it."""
-        numpy = self._np
+        """``result = fn(*args)`` was just sent, for one of ``_exact.EXACT_OPERATORS``:
+        when every operand is a plain number or an array with a good copy that
+        :class:`Exact` allows, the result's copy is made here and the worker need not
+        send it."""
+        exact = self._exact
         operands = []
         for a in args:
-            t = type(a)
-            if t is float or t is int or t is numpy.float64:
+            if exact.operand(a):
                 operands.append(a)
                 continue
-            local = self._valid(a._t_id) if hasattr(a, "_t_id") else None
-            if local is None or local.dtype != numpy.float64:
+            local = self._good(a) if hasattr(a, "_t_id") else None
+            if local is None or not exact.array_operand(local):
                 return
             operands.append(local)
-        try:
-            with numpy.errstate(all="ignore"):
-                value = fn(*operands)
-        except Exception:
-            return  # the worker raises it, where the script waits next
-        if type(value) is numpy.ndarray and value.dtype in (numpy.float64, numpy.bool_):
-            value.flags.writeable = False
+        value = exact.operate(fn, operands)
+        if value is not None:
             self._put(result._t_id, value, None)  # (new memory: no key known)
 
     def items(self, array: Any) -> Any:
@@ -229,7 +301,36 @@ class Replicas:
                 return None
         return local if local.ndim == 1 else None
 
+    def _worker_int(self) -> str:
+        """The worker's default int dtype (``acceptor/_snapshot.default_int``), asked once."""
+        if self._default_int is None:
+            default_int = self._snapshot().default_int
+            with self._s.quietly():
+                self._default_int = str(default_int())
+        return self._default_int
+
+    def _name(self, fn: Any) -> str | None:
+        """``fn``'s name if the worker says it is one of numpy's reductions or
+        constructors (asked once per function)."""
+        name = self._names.get(fn._t_id, _UNKNOWN)
+        if name is _UNKNOWN:
+            numpy_name = self._snapshot().numpy_name
+            with self._s.quietly():
+                name = numpy_name(fn)
+            self._names[fn._t_id] = name
+        return name  # type: ignore[return-value]
+
     # -- copies ----------------------------------------------------------------------
+    def _good(self, array: Any) -> Any:
+        """A good copy of ``array``: the one kept, or, for a small array whose copy
+        went stale, a new one (a round trip now, rather than one for each use of it
+        until the next call that may change it); else None."""
+        hid = array._t_id
+        local = self._valid(hid)
+        if local is None and hid in self._small:
+            local = self._fetch(array)
+        return local
+
     def _valid(self, hid: int) -> Any:
         """The copy of array ``hid`` if it is still good, else None."""
         copy = self._copies.get(hid)
@@ -242,7 +343,8 @@ class Replicas:
 
     def _reduced(self, name: str, array: Any, method: str | None) -> Any:
         hid = array._t_id
-        if hid in self._unreduced:
+        refused = self._unsummed if name in INT_REDUCTIONS else self._unreduced
+        if hid in refused:
             return MISS
         local = self._valid(hid)
         if local is None:
@@ -250,11 +352,11 @@ class Replicas:
             with self._s.quietly():
                 copied, answer = reduce_or_copy(name, array, SMALL_BYTES)
             if not copied:
-                self._unreduced.add(hid)  # (an array's size and kind never change)
+                refused.add(hid)  # (an array's size and kind never change)
                 return answer
             local = self._keep(hid, answer)
-        if local.dtype.kind not in _EXACT_KINDS or not local.size:
-            self._unreduced.add(hid)  # (a copy made for element reads)
+        if not local.size or not self._exact.reducible(name, local):
+            refused.add(hid)  # (a copy made for element reads)
             return MISS
         if method is not None:
             return getattr(local, method)()
@@ -289,41 +391,14 @@ class Replicas:
         copies[hid] = _Copy(self._s.epoch, local, root)
         if len(self._known) >= KNOWN_MAX:
             self._known.clear()
+            self._small.clear()
             self._ndim.clear()
         self._known[hid] = (local.dtype.kind, root)
+        if local.nbytes <= SMALL_BYTES:
+            self._small.add(hid)
         # (so that a row read of a 2-D array whose copy went stale is asked for as
         # usual, not answered by fetching the whole array again to find it does not fit)
         self._ndim[hid] = local.ndim
-
-
-def _write_through(numpy: Any, local: Any, index: Any, value: Any) -> bool:
-    """Apply ``local[index] = value`` to a copy, if it is one element set to a float
-    (a float array) or a bool (a bool array): writes numpy makes the same way
-    everywhere and that cannot fail once the index fits. False if not applied."""
-    kind = local.dtype.kind
-    if kind == "f":
-        if type(value) is not float and not isinstance(value, numpy.floating):
-            return False
-    elif kind != "b" or (type(value) is not bool and type(value) is not numpy.bool_):
-        return False
-    if isinstance(index, numpy.integer):
-        index = int(index)  # (an action drawn by numpy)
-    elif type(index) is tuple:
-        index = tuple(int(k) if isinstance(k, numpy.integer) else k for k in index)
-    if type(index) is int:
-        if local.ndim != 1 or not -len(local) <= index < len(local):
-            return False
-    elif type(index) is tuple and all(type(k) is int for k in index) and len(index) == local.ndim:
-        if not all(-n <= k < n for k, n in zip(index, local.shape, strict=True)):
-            return False
-    else:
-        return False
-    local.flags.writeable = True
-    try:
-        local[index] = value
-    finally:
-        local.flags.writeable = False
-    return True
 
 
 def _fits(local: Any, index: Any) -> bool:

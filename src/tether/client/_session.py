@@ -67,7 +67,7 @@ from tether.client._proxy import (
     RemoteType,
 )
 from tether.client._reissue import Warnings, rebuild_exception
-from tether.client._replica import REDUCING_METHODS, Replicas
+from tether.client._replica import LOCAL_METHODS, Replicas
 from tether.client._serve import Lender
 from tether.client._shipcode import CodeContext, dumps_code
 from tether.client._sites import call_site, is_function, next_site, operator_site, template_of
@@ -453,9 +453,14 @@ class Session:
             value = draws.call(target, args, kwargs)  # numpy.random drawn locally
             if value is not _MISS:
                 return value
+            replicas: Replicas = self.replicas  # type: ignore[assignment]  # (with draws)
             if len(args) == 1 and not kwargs and self.is_ndarray(args[0]):
-                value = self.replicas.reduce(target, args[0])  # type: ignore[union-attr]
+                value = replicas.reduce(target, args[0])
                 if value is not _MISS:  # np.max(q[s]) from a local copy
+                    return value
+            else:
+                value = replicas.from_plain(target, args, kwargs)
+                if value is not _MISS:  # np.array([i, j]): its copy made here
                     return value
         key = call_site(target, args, kwargs, self.types)
         result = self._predicted(key, Op.CALL, (target, args, kwargs))
@@ -487,14 +492,14 @@ class Session:
                 self._send(Op.CALLMETHOD, DISCARD, (obj, name, args, kwargs))
                 return None
         if (
-            name in REDUCING_METHODS
+            name in LOCAL_METHODS
             and self.replicas is not None
             and not args
             and not kwargs
             and self.is_ndarray(obj)
         ):
-            value = self.replicas.reduce_method(obj, name)
-            if value is not _MISS:  # q[s].max() from a local copy
+            value = self.replicas.method(obj, name)
+            if value is not _MISS:  # q[s].max(), x.tolist() from a local copy
                 return value
         key = ("m", type(obj)._t_tid, name)  # see tether.client._sites
         result = self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
@@ -763,18 +768,23 @@ class _Code:
 
 
 class _Quietly:
-    """What :meth:`Session.quietly` returns: marks the next call sent, under the lock."""
+    """What :meth:`Session.quietly` returns: marks the next call sent, under the lock.
+    Blocks nest: a helper that asks the worker something quietly while the block's own
+    call is being made (numpy.random's check of a new function) leaves the mark, if not
+    yet spent, to that call."""
 
-    __slots__ = ("_level", "_s")
+    __slots__ = ("_level", "_outer", "_s")
 
     def __init__(self, session: Session, level: int) -> None:
         self._s = session
         self._level = level
+        self._outer: list[int] = []  # the marks of the blocks this one is inside
 
     def __enter__(self) -> None:
         self._s._lock.acquire()
+        self._outer.append(self._s._quiet)
         self._s._quiet = self._level
 
     def __exit__(self, *exc: object) -> None:
-        self._s._quiet = 0
+        self._s._quiet = self._outer.pop()
         self._s._lock.release()

@@ -34,8 +34,9 @@ from tether.wire._frames import Buffer, Frame, encode_frame
 #: Bumped whenever a change makes old peers misunderstand new ones.
 #: 2: Kind.WARNING. 3: the client's array copies call the worker's
 #: acceptor/_snapshot.read_or_copy and reduce_or_copy, which older workers lack;
-#: a mirrored tuple goes back to the worker as ``_refs.tuple_of``.
-PROTOCOL_VERSION: Final = 3
+#: a mirrored tuple goes back to the worker as ``_refs.tuple_of``. 4: the client has
+#: arrays of plain data built by acceptor/_snapshot.build, under memory keys it names.
+PROTOCOL_VERSION: Final = 4
 
 
 class Kind(enum.IntEnum):

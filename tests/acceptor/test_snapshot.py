@@ -1,0 +1,79 @@
+"""The worker's half of the client's array copies (acceptor/_snapshot.py): memory keys,
+arrays built under a key the client named, and the names the client asks for."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy
+import pytest
+
+from tether.acceptor import _snapshot
+from tether.acceptor._snapshot import (
+    build,
+    default_int,
+    exact_for,
+    memory_root,
+    numpy_name,
+    reduce_or_copy,
+)
+
+
+def test_a_built_array_and_its_views_live_in_the_memory_the_client_named() -> None:
+    a = build("zeros", -7, (3, 4))
+    assert memory_root(a) == -7
+    assert memory_root(a[1:]) == -7 and memory_root(a.T[0]) == -7
+    assert memory_root(a.copy()) not in (-7, None)  # new memory: the worker's own key
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "expected"),
+    [
+        ("array", ([1, 2],), [1, 2]),
+        ("asarray", ((1.5, 2),), [1.5, 2.0]),
+        ("ones", (2,), [1.0, 1.0]),
+        ("arange", (5, 0, -2), [5, 3, 1]),
+        ("zeros_like", (numpy.array([3, 4]),), [0, 0]),
+        ("copy", (numpy.array([3.0]),), [3.0]),
+        ("ndarray.copy", (numpy.array([[1, 2]]).T,), [[1], [2]]),
+    ],
+)
+def test_build_makes_what_numpy_makes(
+    name: str, args: tuple[object, ...], expected: object
+) -> None:
+    built = build(name, -1, *args)
+    assert type(built) is numpy.ndarray and built.tolist() == expected
+    if name == "ndarray.copy":
+        assert built.flags.c_contiguous  # ndarray.copy, not numpy.copy's order K
+
+
+def test_a_key_dies_with_its_array() -> None:
+    a = build("array", -3, [1.0])
+    aid = id(a)
+    assert aid in _snapshot._NAMED
+    del a
+    gc.collect()
+    assert aid not in _snapshot._NAMED
+    # A new array that happens to get the old one's address is not in that memory.
+    b = numpy.array([2.0])
+    assert memory_root(b) == id(b)
+
+
+def test_the_names_the_client_asks_for() -> None:
+    assert numpy_name(numpy.max) == "max"
+    assert numpy_name(numpy.array) == "array"
+    assert numpy_name(numpy.zeros_like) == "zeros_like"
+    assert numpy_name(numpy.sum) == "sum"  # (made by the client on 64-bit ints only)
+    assert numpy_name(numpy.mean) is None
+    assert numpy_name(len) is None
+    assert default_int() == numpy.array([0]).dtype.str
+
+
+def test_the_worker_sends_a_copy_only_where_the_client_reduces_exactly() -> None:
+    ints, floats = numpy.arange(4), numpy.linspace(0.0, 1.0, 4)
+    copied, blob = reduce_or_copy("sum", ints, 1 << 10)
+    assert copied and blob[1] == memory_root(ints)
+    assert reduce_or_copy("sum", floats, 1 << 10) == (False, floats.sum())
+    assert reduce_or_copy("max", floats, 1 << 10)[0]
+    assert reduce_or_copy("max", floats, 8) == (False, 1.0)  # over the limit: answered
+    assert not exact_for("prod", numpy.dtype(numpy.int32))
