@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 NAMES = frozenset(
     {"handle", "interned", "cls", "module", "ref", "attr", "code", "exc_class", "tuple_mirror",
      "tuple_of", "client_file", "client_obj", "local", "script_fn", "script_cls",
-     "script_ref", "script_synced", "script_module", "np_scalar"}
+     "script_ref", "script_synced", "script_module", "np_scalar", "type_id"}
 )  # fmt: skip
 
 
@@ -64,6 +64,13 @@ def tuple_of(*args: Any) -> NoReturn:
     """Client to worker: ``(class hid, items)`` of such a mirror; the worker makes
     the tuple of its class again."""
     _outside("tuple_of")
+
+
+def type_id(*args: Any) -> NoReturn:
+    """Client to worker: ``(tid,)`` of a remote class the client knows only by the type
+    id the worker described it under (a mirror made for a result, never named): the
+    worker's class of that id."""
+    _outside("type_id")
 
 
 def interned(*args: Any) -> NoReturn:

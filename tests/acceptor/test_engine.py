@@ -118,6 +118,31 @@ def test_non_plain_results_come_back_as_handles_with_type_descriptors() -> None:
     assert b"tether._refs" in blob and b"handle" in blob
 
 
+class TypeRef:
+    """A class the client knows only by the type id the worker described it under."""
+
+    def __init__(self, tid: int) -> None:
+        self.tid = tid
+
+    def __reduce__(self) -> Any:
+        return (_refs.type_id, (self.tid,))
+
+
+def test_a_class_known_only_by_its_type_id_is_the_workers_class() -> None:
+    h = Harness()
+    h.call(Op.CALL, Handle(1, h.engine.types.tid(bytearray)), bytearray, (b"ab",), {})
+    tid = h.engine.types.tid(bytearray)  # (what the client got for the result's class)
+    h.call(Op.CALL, ANY, getattr, (TypeRef(tid), "__name__"), {}, sync=True)
+    assert pickle.loads(h.reply()[1]) == "bytearray"
+    h.call(Op.CALL, ANY, isinstance, (Ref(1), TypeRef(tid)), {}, sync=True)
+    assert pickle.loads(h.reply()[1]) is True
+    for bad in (len(h.engine.types.classes), -1):  # never described: refused, not guessed
+        h.call(Op.CALL, ANY, getattr, (TypeRef(bad), "__name__"), {}, sync=True)
+        flags, info = h.reply()
+        assert flags & Flag.ERROR, info
+        assert "no remote class has type id" in info["traceback"], info
+
+
 class Base:
     def hello(self) -> str:
         return "base"

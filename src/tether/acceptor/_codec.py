@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from tether import _refs
+from tether._errors import ProtocolError
 from tether.acceptor._clientobj import ClientObject
 from tether.wire._ops import TypeDesc
 
@@ -131,6 +132,7 @@ class TypeRegistry:
 
     def __init__(self) -> None:
         self.ids: dict[type, int] = {object: 0}
+        self.classes: list[type] = [object]  # tid -> class
         self.pending: list[TypeDesc] = []
 
     def tid(self, cls: type) -> int:
@@ -139,8 +141,15 @@ class TypeRegistry:
             bases = tuple(self.tid(b) for b in cls.__bases__)
             tid = len(self.ids)
             self.ids[cls] = tid
+            self.classes.append(cls)
             self.pending.append(describe(cls, tid, bases))
         return tid
+
+    def cls(self, tid: int) -> type:
+        """The class described under ``tid`` (``_refs.type_id``)."""
+        if type(tid) is not int or not 0 <= tid < len(self.classes):
+            raise ProtocolError(f"no remote class has type id {tid!r}")
+        return self.classes[tid]
 
     def take_pending(self) -> list[TypeDesc]:
         out, self.pending = self.pending, []

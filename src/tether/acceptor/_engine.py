@@ -149,6 +149,7 @@ class Engine:
             "script_module": script.module,
             "client_file": lambda oid, fname, mode: ClientFile(self.request, oid, fname, mode),
             "tuple_of": lambda hid, items: self.lookup(hid)(items),
+            "type_id": self.types.cls,
         }
 
     # -- handles --------------------------------------------------------------

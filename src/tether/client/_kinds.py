@@ -13,7 +13,6 @@ travelling by value. The picklers that use these answers are in
 from __future__ import annotations
 
 import argparse
-import pickle
 import random
 import types
 from collections.abc import Callable
@@ -42,11 +41,8 @@ def ref_reduce(obj: Any) -> Any:
         return (_refs.ref, (obj._t_id,))
     if isinstance(obj, RemoteType):
         hid = obj.__dict__.get("_t_cid")
-        if hid is None:
-            raise pickle.PicklingError(
-                f"remote class {obj.__qualname__} has no handle yet; "
-                "use it through its module attribute first"
-            )
+        if hid is None:  # (the class of a result: the worker knows it by its type id)
+            return (_refs.type_id, (obj._t_tid,))
         return (_refs.ref, (hid,))
     if isinstance(obj, RemoteModule):
         return (_refs.ref, (obj._t_id,))

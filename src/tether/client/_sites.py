@@ -85,7 +85,8 @@ def call_site(
     target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], types: dict[int, TypeDesc]
 ) -> tuple[Any, ...]:
     if isinstance(target, RemoteType):
-        return ("c", target.__dict__.get("_t_cid"))
+        cid = target.__dict__.get("_t_cid")
+        return ("c", cid) if cid is not None else ("ct-class", target._t_tid)
     tid = type(target)._t_tid
     if not is_function(types.get(tid)):
         return ("ct", tid)

@@ -35,7 +35,8 @@ from tether.wire._frames import Buffer, Frame, encode_frame
 #: 2: Kind.WARNING. 3: the client's array copies call the worker's
 #: acceptor/_snapshot.read_or_copy and reduce_or_copy, which older workers lack;
 #: a mirrored tuple goes back to the worker as ``_refs.tuple_of``. 4: the client has
-#: arrays of plain data built by acceptor/_snapshot.build, under memory keys it names.
+#: arrays of plain data built by acceptor/_snapshot.build, under memory keys it names,
+#: and names a class it has no handle of as ``_refs.type_id``.
 PROTOCOL_VERSION: Final = 4
 
 
