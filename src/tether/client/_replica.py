@@ -157,9 +157,9 @@ class Replicas:
         for h, copy in list(self._copies.items()):
             if copy.epoch != before or copy.root is None:
                 del self._copies[h]
-            elif copy.root != root:
-                copy.epoch = after
-            elif h == hid and self._exact.write_through(copy.array, index, value):
+            elif copy.root != root or (
+                h == hid and self._exact.write_through(copy.array, index, value)
+            ):
                 copy.epoch = after
             else:
                 del self._copies[h]
