@@ -48,6 +48,53 @@ def test_large_buffer_is_received_directly_into_its_own_memory() -> None:
     assert frame is not None and bytes(frame.buffers[0]) == payload
 
 
+def _receive_large(dec: FrameDecoder, payload: bytes) -> Frame:
+    """One frame with one large buffer, received as a channel receives it."""
+    data = frame_bytes(encode_frame(10, 0, 1, b"m", [payload]))
+    dec.feed(data[: HEADER_SIZE + 8 + 1])
+    assert dec.next_frame() is None
+    target = dec.direct_target()
+    assert target is not None and len(target) == len(payload)
+    target[:] = payload
+    dec.direct_filled(len(target))
+    frame = dec.next_frame()
+    assert frame is not None
+    return frame
+
+
+def test_a_large_buffer_let_go_of_is_received_into_again() -> None:
+    import numpy
+
+    dec = FrameDecoder()
+    size = 4 << 20  # the size from which buffers are mappings, kept for reuse
+    first = numpy.frombuffer(_receive_large(dec, b"a" * size).buffers[0], dtype=numpy.uint8)
+    base = first.base
+    second = _receive_large(dec, b"b" * size).buffers[0]
+    # The first array still lives: the second frame got other memory, and the first
+    # array's bytes are its own.
+    assert bytes(first[:3]) == b"aaa" and bytes(second[-3:]) == b"bbb"
+    assert second.obj is not base.obj
+    kept = id(base.obj)  # (its address: a reference would keep it in use)
+    del first, base
+    third = _receive_large(dec, b"c" * size).buffers[0]
+    assert id(third.obj) == kept  # (nothing else held it: used again)
+    assert bytes(third[:2]) == b"cc" and bytes(second[:2]) == b"bb"
+    fourth = _receive_large(dec, b"d" * (size + 1)).buffers[0]
+    assert id(fourth.obj) != kept and bytes(fourth[-1:]) == b"d"  # (another size)
+
+
+def test_at_most_a_few_large_buffers_are_kept() -> None:
+    from tether.wire._frames import KEEP_BUFFERS, Recycler
+
+    recycler = Recycler()
+    held = [recycler.take((4 << 20) + i * 4096) for i in range(KEEP_BUFFERS + 3)]
+    assert len(recycler._kept) <= KEEP_BUFFERS
+    assert all(len(m) == (4 << 20) + i * 4096 for i, m in enumerate(held))  # still the caller's
+    del held
+    recycler.take(1 << 20)  # small: a bytearray, nothing kept
+    assert len(recycler._kept) <= KEEP_BUFFERS
+
+
 def test_sender_refuses_a_frame_over_the_limit_before_sending() -> None:
     with pytest.raises(FrameTooLarge, match="over the connection's limit"):
         encode_frame(10, 0, 1, b"", [b"x" * 101], max_frame=100)

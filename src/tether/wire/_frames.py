@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -51,6 +52,10 @@ MAX_BUFFERS: Final = 4096
 #: Buffers at least this large are received straight into their own memory.
 _DIRECT_THRESHOLD: Final = 64 * 1024
 _POPULATE_THRESHOLD: Final = 4 << 20
+#: Large receive buffers a decoder keeps for the next buffer of the same size (see
+#: :class:`Recycler`): at most this many, and this many bytes the caller let go of.
+KEEP_BUFFERS: Final = 4
+KEEP_BYTES: Final = 512 << 20
 #: Huge pages, then populate for writing (Linux 5.14+; not in Python 3.11's mmap).
 _LARGE_ADVICE: Final = tuple(
     a
@@ -116,7 +121,7 @@ def frame_bytes(pieces: Sequence[Buffer]) -> bytes:
     return b"".join(bytes(p) for p in pieces)
 
 
-def _allocate(n: int) -> bytearray | mmap.mmap:
+def _allocate(n: int) -> mmap.mmap:
     """Memory for a large incoming buffer (it becomes the array's own memory).
 
     A fresh bytearray is zero-filled 4 KiB page by page as the socket writes
@@ -125,16 +130,67 @@ def _allocate(n: int) -> bytearray | mmap.mmap:
     (2 MiB pages: 512x fewer faults; hosts set THP to ``madvise`` by default)
     and populated for writing in one call before the data arrives. Measured on
     a 2-vCPU VM, receiving 64 MiB over loopback: bytearray 1.9 GB/s,
-    MAP_POPULATE 0.6 GB/s, huge pages populated up front 5.5 GB/s.
+    MAP_POPULATE 0.6 GB/s, huge pages populated up front 5.5 GB/s. (Buffers
+    under :data:`_POPULATE_THRESHOLD` are bytearrays: see :meth:`Recycler.take`.)
     """
-    if n < _POPULATE_THRESHOLD:
-        return bytearray(n)
     m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     for advice in _LARGE_ADVICE:
         # An older kernel, or THP off: the pages fault in as they are written.
         with contextlib.suppress(OSError):
             m.madvise(advice)
     return m
+
+
+class Recycler:
+    """Large receive buffers, used again once nothing but this holds them.
+
+    A received array lives in the buffer it was received into, so a buffer can only
+    be used again after the array (and every view, tensor or copy made over its
+    memory, each of which holds a reference to it) is gone: then the buffer's only
+    reference is this list's. Its pages are already populated, so the next buffer of
+    the same size (the script fetching predictions every step) is received without
+    page faults and without the host stalls that fresh huge pages meet on some VMs.
+    Kept: the last :data:`KEEP_BUFFERS` buffers of :data:`_POPULATE_THRESHOLD` bytes
+    or more; those let go of beyond :data:`KEEP_BYTES` are unmapped.
+    """
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: list[mmap.mmap] = []
+
+    def take(self, n: int) -> bytearray | mmap.mmap:
+        """Memory for an incoming buffer of ``n`` bytes: a kept one nobody uses, or new."""
+        if n < _POPULATE_THRESHOLD:
+            return bytearray(n)
+        kept = self._kept
+        for i in range(len(kept)):
+            if len(kept[i]) == n and self._free(kept, i):
+                m = kept.pop(i)
+                kept.append(m)  # (the last used go last)
+                return m
+        m = _allocate(n)
+        kept.append(m)  # (n is over the threshold: a mapping)
+        self._trim()
+        return m
+
+    @staticmethod
+    def _free(kept: list[mmap.mmap], i: int) -> bool:
+        # The list's reference and getrefcount's argument: nothing else holds it.
+        return sys.getrefcount(kept[i]) == 2
+
+    def _trim(self) -> None:
+        kept = self._kept
+        idle = sum(len(kept[i]) for i in range(len(kept)) if self._free(kept, i))
+        i = 0
+        while i < len(kept) and (len(kept) > KEEP_BUFFERS or idle > KEEP_BYTES):
+            if self._free(kept, i):
+                idle -= len(kept[i])
+                del kept[i]  # (unmapped now: nobody else holds it)
+            elif len(kept) > KEEP_BUFFERS:
+                del kept[i]  # (still the caller's: freed with its last user)
+            else:
+                i += 1
 
 
 class FrameDecoder:
@@ -150,10 +206,13 @@ class FrameDecoder:
     :meth:`direct_filled`.
     """
 
-    __slots__ = ("_buf", "_bufs", "_cur", "_dead", "_head", "_lens", "_max", "_meta", "_pos")
+    __slots__ = (
+        "_buf", "_bufs", "_cur", "_dead", "_head", "_kept", "_lens", "_max", "_meta", "_pos",
+    )  # fmt: skip
 
     def __init__(self, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._max = max_frame
+        self._kept = Recycler()
         self._buf = bytearray()
         self._dead = False
         self._reset()
@@ -299,7 +358,7 @@ class FrameDecoder:
                 self._open_direct(need)
 
     def _open_direct(self, need: int) -> None:
-        cur = _allocate(need)
+        cur = self._kept.take(need)
         have = len(self._buf)
         cur[:have] = self._buf
         self._buf.clear()
