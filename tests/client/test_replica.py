@@ -47,8 +47,9 @@ def grid(sweeps):
     table = np.zeros((3, 3))
     for _ in range(sweeps):
         old = table.copy()
-        for i in range(3):
-            for j in range(3):
+        rows, cols = table.shape
+        for i in range(rows):
+            for j in range(cols):
                 for action in ACTIONS:
                     x, y = grid_step([i, j], action)
                     if 0 <= x < 3 and 0 <= y < 3:

@@ -91,6 +91,9 @@ base[2] = 5.0
 print("view after write:", view.tolist(), float(view[1]))
 view[0] = -1.0
 print("base after view write:", base.tolist(), base.copy().tolist())
+print("shape:", base.shape, view.ndim, base.size, base.nbytes, view.itemsize)
+base.shape = (2, 2)  # in place: what was known of its shape is not any more
+print("reshaped:", base.shape, base.ndim, base.tolist(), view.shape)
 
 # The worker's own writes reach the copies.
 c = np.array([1.0, 2.0])

@@ -16,8 +16,8 @@ read-only copy of the array instead:
   round trip either way);
 * iteration of a one-dimensional array: the copy is fetched instead of the items
   (``client/_proxy.RemoteIterator``);
-* ``x.tolist()``, ``x.item()`` and ``x.copy()`` (:data:`LOCAL_METHODS`), from a
-  good copy.
+* ``x.tolist()``, ``x.item()`` and ``x.copy()`` (:data:`LOCAL_METHODS`), and
+  ``x.shape``, ``x.ndim``, ``x.size`` (:data:`SHAPE_ATTRS`), from a good copy.
 
 Arrays the worker makes from what the client has are copied without asking
 (client/_exact.py says when the client's numpy gives the same):
@@ -82,6 +82,8 @@ KNOWN_MAX: Final = 1 << 16
 #: ndarray methods that are numpy's reductions of the same name (with no arguments).
 REDUCING_METHODS: Final = frozenset({"max", "min", "argmax", "argmin", "any", "all", "sum",
                                      "prod"})  # fmt: skip
+#: ndarray attributes a good copy answers (plain numbers and tuples of them).
+SHAPE_ATTRS: Final = frozenset({"shape", "ndim", "size", "nbytes", "itemsize"})
 #: ndarray methods (with no arguments) that a good copy answers: reductions, values
 #: (``tolist``, ``item``) and ``copy`` (built by the worker too, its copy made here).
 LOCAL_METHODS: Final = REDUCING_METHODS | {"tolist", "item", "copy"}
@@ -210,6 +212,13 @@ class Replicas:
             self._streak, self._streak_epoch = 1, epoch
         with self._s.quietly():
             return self._s.apply_remote(operator.getitem, array, index)
+
+    def attribute(self, array: Any, name: str) -> Any:
+        """``array.<name>`` for a name in :data:`SHAPE_ATTRS` from a good copy, or
+        :data:`MISS` (no copy is fetched for it). ``x.shape = ...`` is a call that
+        may change anything: the copy is stale after it."""
+        local = self._valid(array._t_id)
+        return MISS if local is None else getattr(local, name)
 
     def length(self, array: Any) -> int:
         """``len(array)``: it changes nothing, so it keeps the copies good."""

@@ -67,7 +67,7 @@ from tether.client._proxy import (
     RemoteType,
 )
 from tether.client._reissue import Warnings, rebuild_exception
-from tether.client._replica import LOCAL_METHODS, Replicas
+from tether.client._replica import LOCAL_METHODS, SHAPE_ATTRS, Replicas
 from tether.client._serve import Lender
 from tether.client._shipcode import CodeContext, dumps_code
 from tether.client._sites import call_site, is_function, next_site, operator_site, template_of
@@ -322,6 +322,10 @@ class Session:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             if self.replicas is not None and (type(obj) is RemoteModule or self.is_ndarray(obj)):
+                if name in SHAPE_ATTRS and type(obj) is not RemoteModule:
+                    value = self.replicas.attribute(obj, name)
+                    if value is not _MISS:  # x.shape from a good copy
+                        return value
                 # np.argmax, x.shape: numpy's module and arrays have no attribute
                 # that changes an array or draws when it is read.
                 self._quiet = _QUIET_ALL
