@@ -109,6 +109,7 @@ class Replicas:
         self._exact = Exact(numpy)
         self._s = session
         self._copies: dict[int, _Copy] = {}  # handle id -> its copy
+        self._dropped: list[int] = []  # handle ids whose proxies died (see forgetting)
         self._known: dict[int, tuple[str, int | None]] = {}  # handle id -> (kind, memory)
         self._refused: set[int] = set()  # handle ids that cannot be copied
         self._unreduced: set[int] = set()  # handle ids reduced by the worker
@@ -125,14 +126,16 @@ class Replicas:
         self._last_key = 0  # memory keys named for the worker (negative)
 
     def forgetting(self, release: Callable[[int], None]) -> Callable[[int], None]:
-        """``release`` (what a dying proxy calls), dropping the handle's copy first:
-        the arrays a loop makes and drops (``np.array(state) + action``) do not push
-        the ones it keeps using out of :data:`KEEP`."""
-        copies = self._copies
+        """``release`` (what a dying proxy calls), also noting the handle's copy as
+        dropped: the arrays a loop makes and drops (``np.array(state) + action``) do
+        not push the ones it keeps using out of :data:`KEEP`. Noted, not deleted: a
+        proxy may die in any thread, or in the garbage collector while the copies
+        are being walked; they go at the next :meth:`_put`."""
+        copies, dropped = self._copies, self._dropped
 
         def forget(hid: int) -> None:
             if hid in copies:
-                del copies[hid]
+                dropped.append(hid)
             release(hid)
 
         return forget
@@ -400,7 +403,9 @@ class Replicas:
         return local
 
     def _put(self, hid: int, local: Any, root: int | None) -> None:
-        copies = self._copies
+        copies, dropped = self._copies, self._dropped
+        while dropped:
+            copies.pop(dropped.pop(), None)
         copies.pop(hid, None)
         total = local.nbytes + sum(c.array.nbytes for c in copies.values())
         while copies and (len(copies) >= KEEP or total > KEEP_BYTES):
