@@ -32,6 +32,8 @@ import enum
 import struct
 from typing import Final, NamedTuple
 
+from tether._errors import ProtocolError
+
 
 class Op(enum.IntEnum):
     IMPORT = 1
@@ -117,8 +119,6 @@ def shape_to_wire(shape: Shape) -> object:
 
 def shape_from_wire(raw: object, depth: int = 0) -> Shape:
     """The shape a pickled call carries; ProtocolError if it is none."""
-    from tether._errors import ProtocolError
-
     if raw is None:
         return None
     if raw == "N" or raw == "D":
@@ -167,8 +167,6 @@ def pack_ids(ids: list[int]) -> bytes:
 
 def unpack_ids(meta: bytes) -> list[int]:
     """Decode a RELEASE frame; ProtocolError if it is not a list of ids."""
-    from tether._errors import ProtocolError
-
     if len(meta) % 8:
         raise ProtocolError("a release frame must be a list of 64-bit ids")
     arr = array.array("q")
@@ -210,8 +208,6 @@ def pack_batch(metas: list[bytes]) -> bytes:
 
 def unpack_batch(meta: bytes) -> list[bytes]:
     """Split a batch; ProtocolError if the lengths do not add up."""
-    from tether._errors import ProtocolError
-
     out = []
     pos, end = 0, len(meta)
     whole = meta if type(meta) is bytes else bytes(meta)  # one copy, then slices
