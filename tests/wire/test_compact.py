@@ -74,7 +74,11 @@ def test_a_method_call_round_trips_with_each_result_shape(shape: Any) -> None:
     ("op", "shape", "fields", "compact"),
     [
         (Op.CALL, None, (operator.mul, ([1, 2],), {}), False),  # a container: pickle
-        (Op.CALL, None, (operator.mul, (1,), {"k": (1,)}), False),  # a keyword not plain
+        (Op.CALL, None, (operator.mul, (1,), {"k": [1]}), False),  # a keyword not plain
+        (Op.CALL, None, (operator.getitem, ((1, (2,)),), {}), False),  # a tuple in a tuple
+        (Op.CALL, None, (operator.getitem, (slice(1, slice(2)),), {}), False),  # nested slice
+        (Op.CALL, None, (operator.getitem, (slice((1,)),), {}), False),  # a tuple in a slice
+        (Op.CALL, None, (operator.getitem, ((slice(1, None), 0, ...),), {}), True),  # x[1:, 0, ...]
         (Op.CALL, None, (lambda x: x, (1,), {}), False),  # code: pickle (by value)
         (Op.CALL, None, ([].append, (1,), {}), False),  # a bound builtin is not module level
         (Op.CALL, None, (operator.mul, (2**63,), {}), False),  # past 64 bits
@@ -112,6 +116,12 @@ def _meta(op: int, n_items: int, body: bytes, kind: int = 0, n_kwargs: int = 0) 
         _meta(int(Op.NEXT), 2, b"NN"),  # next takes one item
         _meta(int(Op.GETATTR), 2, b"NN", n_kwargs=1),  # getattr takes no keywords
         _meta(int(Op.CALL), 1, b"N" + struct.pack("<H", 9) + b"k", n_kwargs=1),
+        _meta(int(Op.CALL), 1, b"SNN"),  # a slice with two parts
+        _meta(int(Op.CALL), 1, b"SSNNNNN"),  # a slice in a slice
+        _meta(int(Op.CALL), 1, b"t\x01t\x00"),  # a tuple in a tuple
+        _meta(int(Op.CALL), 1, b"SNt\x00N"),  # a tuple in a slice
+        _meta(int(Op.CALL), 1, b"t\x02N"),  # a tuple short of an item
+        _meta(int(Op.CALL), 1, b"t"),  # a tuple without its count
     ],
 )
 def test_malformed_compact_calls_are_protocol_errors(meta: bytes) -> None:
@@ -120,14 +130,18 @@ def test_malformed_compact_calls_are_protocol_errors(meta: bytes) -> None:
     assert peek_shape(meta) is None
 
 
-_plain = st.one_of(
+_scalar = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**63), 2**63 - 1),
     st.floats(allow_nan=False),
     st.text(),
     st.binary(),
+    st.just(...),
 )
+_slice = st.builds(slice, _scalar, _scalar, _scalar)
+#: What indexing passes (``x[i:j]``, ``x[:, 0]``, ``x[..., :k]``) besides plain values.
+_plain = st.one_of(_scalar, _slice, st.tuples(*[st.one_of(_scalar, _slice)] * 2), st.tuples())
 
 
 @settings(max_examples=300)
@@ -157,3 +171,24 @@ def test_any_plain_call_round_trips(args: list[Any], kwargs: dict[str, Any]) -> 
     meta = compact_call(Op.CALL, None, (operator.add, tuple(args), kwargs))
     assert meta is not None
     assert decode(meta, ref, name) == (Op.CALL, None, [operator.add, *args], kwargs or None)
+
+
+def _resolved(x: Any) -> Any:
+    """``x`` as the worker gets it: each proxy its object."""
+    if isinstance(x, Proxy):
+        return HANDLES[x._t_id]
+    if type(x) is slice:
+        return slice(_resolved(x.start), _resolved(x.stop), _resolved(x.step))
+    if type(x) is tuple:
+        return tuple(_resolved(p) for p in x)
+    return x
+
+
+def test_indexing_with_remote_bounds_round_trips() -> None:
+    """``data[i:i + 8]`` with ``i`` a remote scalar, and ``x[:, i]``: no pickle."""
+    a, b = Proxy(5), Proxy(9)
+    for key in (slice(a, b), (slice(None), a), (..., slice(None, b, 2)), slice(None)):
+        meta = compact_call(Op.CALL, Handle(3, 4), (operator.getitem, (a, key), {}))
+        assert meta is not None
+        expected = [operator.getitem, "tensor a", _resolved(key)]
+        assert decode(meta, ref, name) == (Op.CALL, Handle(3, 4), expected, None)

@@ -29,7 +29,12 @@ class Proxy(metaclass=_ProxyMeta):
 
 ENC = CompactEncoder(_ProxyMeta)
 CALL, CALLMETHOD = int(Op.CALL), int(Op.CALLMETHOD)
-FUNCTIONS = {"_operator:mul": operator.mul, "_operator:add": operator.add, "math:pow": math.pow}
+FUNCTIONS = {
+    "_operator:mul": operator.mul,
+    "_operator:add": operator.add,
+    "_operator:getitem": operator.getitem,
+    "math:pow": math.pow,
+}
 
 
 def _name(raw: bytes) -> Any:
@@ -60,7 +65,9 @@ def _general(meta: bytes) -> tuple[Any, ...]:
     op, shape, items, kwargs = decode(meta, _lookup, _name)
     if op == CALL:
         return (op, shape, items[0], tuple(items[1:]), kwargs or {})
-    return (op, shape, items[0], items[1], tuple(items[2:]), kwargs or {})
+    if op == CALLMETHOD:
+        return (op, shape, items[0], items[1], tuple(items[2:]), kwargs or {})
+    return (op, shape, *items)  # (a mangled op byte: GETATTR or NEXT, never a lane's)
 
 
 @st.composite
@@ -128,9 +135,22 @@ def test_calls_that_are_not_a_lanes_are_left_to_decode() -> None:
         meta = ENC.encode(CALL, Handle(4, 5), fields)
         assert meta is not None
         assert reader.read(meta, _lookup) is None
-        assert reader.read(meta, _lookup) is None  # remembered as no lane
+        assert reader.read(meta, _lookup) is None
     getattr_meta = ENC.encode(int(Op.GETATTR), None, (Proxy(1), "shape"))
     assert getattr_meta is not None and reader.read(getattr_meta, _lookup) is None
+
+
+def test_calls_that_are_not_a_lanes_leave_no_layout_behind() -> None:
+    """``data[i:i + 8]`` with a new ``i`` each time: the handle ids in the slice are
+    outside the operand holes, so a remembered "no lane" would key on them. (Ids
+    under 0x66 here: a byte that reads as an operand's tag where one would stand
+    makes the reader decode and remember the meta, at most 4,096 of them.)"""
+    reader = LaneReader(_name)
+    for hid in range(1, 100):
+        key = slice(Proxy(hid), Proxy(hid + 1))
+        meta = ENC.encode(CALL, Handle(hid, 5), (operator.getitem, (Proxy(9), key), {}))
+        assert meta is not None and reader.read(meta, _lookup) is None
+    assert len(reader._layouts) == 0
 
 
 @settings(max_examples=400)

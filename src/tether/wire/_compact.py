@@ -18,12 +18,16 @@ rather than the bytes. These calls travel in a fixed binary form instead
     n_kwargs x (u16 length, UTF-8 name, item)
 
 An item is a tag byte and its payload: ``N`` None, ``T`` True, ``F`` False,
-``i`` i64, ``f`` f64, ``h`` a handle id (i64), ``g`` a module-level function
-as ``u16 length + "module:qualname"``, ``s`` a str (u32 length + UTF-8), ``b``
-bytes (u32 length + raw). The items are the call's fields, flattened: ``CALL
+``E`` Ellipsis, ``i`` i64, ``f`` f64, ``h`` a handle id (i64), ``g`` a
+module-level function as ``u16 length + "module:qualname"``, ``s`` a str (u32
+length + UTF-8), ``b`` bytes (u32 length + raw), ``S`` a slice (three items,
+none a slice or a tuple), ``t`` a tuple (u8 count, then items, none a tuple).
+The last two are indexing: ``data[i:i + 8]`` with ``i`` a remote scalar,
+``x[:, 0]``, ``x[..., :k]``. The items are the call's fields, flattened: ``CALL
 fn(*args, **kwargs)`` is ``(fn, *args)``; ``CALLMETHOD`` is ``(target, name,
-*args)``; ``GETATTR`` and ``NEXT`` are their fields. Anything else (containers,
-big ints, code, files, buffers, nested result shapes) goes as a pickle.
+*args)``; ``GETATTR`` and ``NEXT`` are their fields. Anything else (lists and
+other containers, nested tuples, big ints, code, files, buffers, nested result
+shapes) goes as a pickle.
 
 Both halves live here: :class:`CompactEncoder` (the client's) and
 :func:`decode` (the worker's). The encoder knows remote objects only as
@@ -194,6 +198,23 @@ class CompactEncoder:
         elif t is bytes:
             fmt.append(f"cI{len(x)}s")
             values += (b"b", len(x), x)
+        elif t is slice:
+            fmt.append("c")
+            values.append(b"S")
+            for part in (x.start, x.stop, x.step):
+                if type(part) is slice or type(part) is tuple or not self._put(part, fmt, values):
+                    return False
+        elif t is tuple:
+            if len(x) > MAX_ITEMS:
+                return False
+            fmt.append("cB")
+            values += (b"t", len(x))
+            for part in x:
+                if type(part) is tuple or not self._put(part, fmt, values):
+                    return False
+        elif x is Ellipsis:
+            fmt.append("c")
+            values.append(b"E")
         else:
             return False
         return True
@@ -272,8 +293,17 @@ def decode(
     return op, shape, items, kwargs
 
 
+#: Where an item is: anywhere, inside a tuple, inside a slice (what each may hold).
+_TOP, _IN_TUPLE, _IN_SLICE = 0, 1, 2
+
+
 def _item(
-    meta: bytes, pos: int, end: int, ref: Callable[[int], Any], name: Callable[[bytes], Any]
+    meta: bytes,
+    pos: int,
+    end: int,
+    ref: Callable[[int], Any],
+    name: Callable[[bytes], Any],
+    where: int = _TOP,
 ) -> tuple[Any, int]:
     if pos >= end:
         raise ProtocolError("truncated compact call")
@@ -302,6 +332,25 @@ def _item(
         return True, pos
     if tag == 0x46:  # F
         return False, pos
+    if tag == 0x45:  # E
+        return Ellipsis, pos
+    if tag == 0x53 and where != _IN_SLICE:  # S
+        start, pos = _item(meta, pos, end, ref, name, _IN_SLICE)
+        stop, pos = _item(meta, pos, end, ref, name, _IN_SLICE)
+        step, pos = _item(meta, pos, end, ref, name, _IN_SLICE)
+        return slice(start, stop, step), pos
+    if tag == 0x74 and where == _TOP:  # t
+        if pos >= end:
+            raise ProtocolError("truncated compact call")
+        n = meta[pos]
+        pos += 1
+        parts = []
+        for _ in range(n):
+            part, pos = _item(meta, pos, end, ref, name, _IN_TUPLE)
+            parts.append(part)
+        return tuple(parts), pos
+    if tag == 0x53 or tag == 0x74:
+        raise ProtocolError("compact call with a slice or tuple nested where none may be")
     raise ProtocolError(f"compact call with an unknown item tag {tag}")
 
 

@@ -189,6 +189,15 @@ class LaneReader:
         return read(meta, lookup)  # type: ignore[no-any-return]
 
     def _learn(self, meta: bytes, key: bytes, op: int, n: int) -> Callable[..., Any] | None:
+        first = len(meta) - 9 * n
+        if (
+            not 0 <= n <= _MAX_VARIABLES
+            or first < 22
+            or any(meta[first + 9 * i] not in _OPERAND_CODES for i in range(n))
+        ):
+            # Not a lane's (a slice or a string among the last items): nothing is
+            # remembered, since its key may hold the bytes that vary from call to call.
+            return None
         if len(self._layouts) >= _MAX_LAYOUTS:
             self._layouts.clear()
         layout = self._layout(meta, op, n)

@@ -36,7 +36,8 @@ from tether.wire._frames import Buffer, Frame, encode_frame
 #: acceptor/_snapshot.read_or_copy and reduce_or_copy, which older workers lack;
 #: a mirrored tuple goes back to the worker as ``_refs.tuple_of``. 4: the client has
 #: arrays of plain data built by acceptor/_snapshot.build, under memory keys it names,
-#: and names a class it has no handle of as ``_refs.type_id``.
+#: names a class it has no handle of as ``_refs.type_id``, and writes slices, tuples
+#: and Ellipsis in compact calls (wire/_compact's ``S``, ``t``, ``E``).
 PROTOCOL_VERSION: Final = 4
 
 
