@@ -73,8 +73,12 @@ def test_a_method_call_round_trips_with_each_result_shape(shape: Any) -> None:
 @pytest.mark.parametrize(
     ("op", "shape", "fields", "compact"),
     [
-        (Op.CALL, None, (operator.mul, ([1, 2],), {}), False),  # a container: pickle
-        (Op.CALL, None, (operator.mul, (1,), {"k": [1]}), False),  # a keyword not plain
+        (Op.CALL, None, (operator.mul, ({1, 2},), {}), False),  # a set: pickle
+        (Op.CALL, None, (operator.mul, ([1, 2.5, None],), {}), True),  # a flat list
+        (Op.CALL, None, (operator.mul, (1,), {"k": {1: 2}}), False),  # a keyword not plain
+        (Op.CALL, None, (operator.mul, ([1, [2]],), {}), False),  # a list in a list
+        (Op.CALL, None, (operator.mul, ([1, (2,)],), {}), False),  # a tuple in a list
+        (Op.CALL, None, (operator.mul, ((1, [2]),), {}), False),  # a list in a tuple
         (Op.CALL, None, (operator.getitem, ((1, (2,)),), {}), False),  # a tuple in a tuple
         (Op.CALL, None, (operator.getitem, (slice(1, slice(2)),), {}), False),  # nested slice
         (Op.CALL, None, (operator.getitem, (slice((1,)),), {}), False),  # a tuple in a slice
@@ -122,6 +126,9 @@ def _meta(op: int, n_items: int, body: bytes, kind: int = 0, n_kwargs: int = 0) 
         _meta(int(Op.CALL), 1, b"SNt\x00N"),  # a tuple in a slice
         _meta(int(Op.CALL), 1, b"t\x02N"),  # a tuple short of an item
         _meta(int(Op.CALL), 1, b"t"),  # a tuple without its count
+        _meta(int(Op.CALL), 1, b"l\x01l\x00"),  # a list in a list
+        _meta(int(Op.CALL), 1, b"t\x01l\x00"),  # a list in a tuple
+        _meta(int(Op.CALL), 1, b"SNl\x00N"),  # a list in a slice
     ],
 )
 def test_malformed_compact_calls_are_protocol_errors(meta: bytes) -> None:
@@ -141,7 +148,13 @@ _scalar = st.one_of(
 )
 _slice = st.builds(slice, _scalar, _scalar, _scalar)
 #: What indexing passes (``x[i:j]``, ``x[:, 0]``, ``x[..., :k]``) besides plain values.
-_plain = st.one_of(_scalar, _slice, st.tuples(*[st.one_of(_scalar, _slice)] * 2), st.tuples())
+_plain = st.one_of(
+    _scalar,
+    _slice,
+    st.tuples(*[st.one_of(_scalar, _slice)] * 2),
+    st.tuples(),
+    st.lists(st.one_of(_scalar, _slice), max_size=4),
+)
 
 
 @settings(max_examples=300)
@@ -192,3 +205,17 @@ def test_indexing_with_remote_bounds_round_trips() -> None:
         assert meta is not None
         expected = [operator.getitem, "tensor a", _resolved(key)]
         assert decode(meta, ref, name) == (Op.CALL, Handle(3, 4), expected, None)
+
+
+def test_a_list_of_handles_travels_whole_and_one_list_passed_twice_is_pickled() -> None:
+    """``torch.stack([a, b])``: no pickle. ``f(xs, xs)``: pickle gives the worker one
+    list for both, as the script has one; written whole it would get two."""
+    a, b = Proxy(5), Proxy(9)
+    meta = compact_call(Op.CALL, Handle(3, 4), (operator.add, ([a, b], [b]), {}))
+    assert meta is not None
+    _op, _shape, items, _kwargs = decode(meta, ref, name)
+    assert items == [operator.add, ["tensor a", "tensor b"], ["tensor b"]]
+    assert type(items[1]) is list
+    xs = [a]
+    assert compact_call(Op.CALL, None, (operator.add, (xs, xs), {})) is None
+    assert compact_call(Op.CALL, None, (operator.add, (xs,), {"again": xs})) is None

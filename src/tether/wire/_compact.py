@@ -21,13 +21,14 @@ An item is a tag byte and its payload: ``N`` None, ``T`` True, ``F`` False,
 ``E`` Ellipsis, ``i`` i64, ``f`` f64, ``h`` a handle id (i64), ``g`` a
 module-level function as ``u16 length + "module:qualname"``, ``s`` a str (u32
 length + UTF-8), ``b`` bytes (u32 length + raw), ``S`` a slice (three items,
-none a slice or a tuple), ``t`` a tuple (u8 count, then items, none a tuple).
-The last two are indexing: ``data[i:i + 8]`` with ``i`` a remote scalar,
-``x[:, 0]``, ``x[..., :k]``. The items are the call's fields, flattened: ``CALL
+none a slice, tuple or list), ``t`` a tuple and ``l`` a list (u8 count, then
+items, none a tuple or list). They are indexing and the lists a step passes:
+``data[i:i + 8]`` with ``i`` a remote scalar, ``x[:, 0]``, ``x[..., :k]``,
+``torch.stack([a, b])``. The items are the call's fields, flattened: ``CALL
 fn(*args, **kwargs)`` is ``(fn, *args)``; ``CALLMETHOD`` is ``(target, name,
-*args)``; ``GETATTR`` and ``NEXT`` are their fields. Anything else (lists and
-other containers, nested tuples, big ints, code, files, buffers, nested result
-shapes) goes as a pickle.
+*args)``; ``GETATTR`` and ``NEXT`` are their fields. Anything else (dicts and
+other containers, nested tuples and lists, big ints, code, files, buffers,
+nested result shapes) goes as a pickle.
 
 Both halves live here: :class:`CompactEncoder` (the client's) and
 :func:`decode` (the worker's). The encoder knows remote objects only as
@@ -84,6 +85,7 @@ def pack(fmt: str, values: list[Any]) -> bytes:
 
 
 _BUILTIN_FUNCTION = types.BuiltinFunctionType
+_CONTAINERS: Final = frozenset({slice, tuple, list})  # (none holds another but a slice)
 _new_tuple: Any = tuple.__new__
 _CALL = int(Op.CALL)
 _CALLMETHOD = int(Op.CALLMETHOD)
@@ -97,13 +99,14 @@ class CompactEncoder:
     identity on the hot path: a call per item would cost more than the rest.)
     """
 
-    __slots__ = ("_meta", "_names")
+    __slots__ = ("_lists", "_meta", "_names")
 
     def __init__(self, handle_meta: type) -> None:
         self._meta = handle_meta
         #: Module-level builtin function -> (format piece, values) of its
         #: compact item, or () if it has none.
         self._names: dict[Any, tuple[Any, ...]] = {}
+        self._lists = 0  # lists the call being encoded passes (see _shares_a_list)
 
     def encode(self, op: int, shape: Shape, fields: tuple[Any, ...]) -> bytes | None:
         """The compact meta of a plain call, or None if it needs pickle."""
@@ -127,6 +130,7 @@ class CompactEncoder:
         if len(items) > MAX_ITEMS or n_kwargs > MAX_ITEMS:
             return None
         meta = self._meta
+        self._lists = 0
         fmt = ["<BBqqBB"]
         values: list[Any] = [int(op), kind, hid, tid, len(items), n_kwargs]
         for x in items:
@@ -148,6 +152,8 @@ class CompactEncoder:
                 values += (len(key), key)
                 if not self._put(x, fmt, values):
                     return None
+        if self._lists > 1 and _shares_a_list(items, kwargs):
+            return None  # f(xs, xs): pickle gives the worker one list, as the script has
         return pack("".join(fmt), values)
 
     @property
@@ -202,15 +208,21 @@ class CompactEncoder:
             fmt.append("c")
             values.append(b"S")
             for part in (x.start, x.stop, x.step):
-                if type(part) is slice or type(part) is tuple or not self._put(part, fmt, values):
+                if type(part) in _CONTAINERS or not self._put(part, fmt, values):
                     return False
-        elif t is tuple:
+        elif t is tuple or t is list:
             if len(x) > MAX_ITEMS:
                 return False
             fmt.append("cB")
-            values += (b"t", len(x))
+            if t is tuple:
+                values += (b"t", len(x))
+            else:
+                values += (b"l", len(x))
+                self._lists += 1
             for part in x:
-                if type(part) is tuple or not self._put(part, fmt, values):
+                if (type(part) is not slice and type(part) in _CONTAINERS) or not self._put(
+                    part, fmt, values
+                ):
                     return False
         elif x is Ellipsis:
             fmt.append("c")
@@ -218,6 +230,12 @@ class CompactEncoder:
         else:
             return False
         return True
+
+
+def _shares_a_list(items: tuple[Any, ...], kwargs: dict[str, Any] | None) -> bool:
+    """True if one list is passed twice (each is written whole: the worker would get two)."""
+    lists = [id(x) for x in (*items, *(kwargs or {}).values()) if type(x) is list]
+    return len(set(lists)) < len(lists)
 
 
 def _builtin_name(fn: Any) -> tuple[Any, ...]:
@@ -293,7 +311,7 @@ def decode(
     return op, shape, items, kwargs
 
 
-#: Where an item is: anywhere, inside a tuple, inside a slice (what each may hold).
+#: Where an item is: anywhere, inside a tuple or list, inside a slice (what each may hold).
 _TOP, _IN_TUPLE, _IN_SLICE = 0, 1, 2
 
 
@@ -339,7 +357,7 @@ def _item(
         stop, pos = _item(meta, pos, end, ref, name, _IN_SLICE)
         step, pos = _item(meta, pos, end, ref, name, _IN_SLICE)
         return slice(start, stop, step), pos
-    if tag == 0x74 and where == _TOP:  # t
+    if (tag == 0x74 or tag == 0x6C) and where == _TOP:  # t, l
         if pos >= end:
             raise ProtocolError("truncated compact call")
         n = meta[pos]
@@ -348,9 +366,9 @@ def _item(
         for _ in range(n):
             part, pos = _item(meta, pos, end, ref, name, _IN_TUPLE)
             parts.append(part)
-        return tuple(parts), pos
-    if tag == 0x53 or tag == 0x74:
-        raise ProtocolError("compact call with a slice or tuple nested where none may be")
+        return (tuple(parts) if tag == 0x74 else parts), pos
+    if tag == 0x53 or tag == 0x74 or tag == 0x6C:
+        raise ProtocolError("compact call with a slice, tuple or list nested where none may be")
     raise ProtocolError(f"compact call with an unknown item tag {tag}")
 
 
