@@ -1,41 +1,28 @@
 """Local copies of small remote arrays that the script reads element by element.
 
-Python loops over a remote numpy array's items (``x[i] * y[j]`` in a double
-loop, ``int(labels[k])``, ``[a for a, v in enumerate(q[s]) if v == np.max(q[s])]``)
-would cost a round trip per read. The client answers such reads from a local,
-read-only copy of the array instead:
+Python loops over a remote numpy array's items (``x[i] * y[j]``, ``int(labels[k])``,
+``[a for a, v in enumerate(q[s]) if v == np.max(q[s])]``) would cost a round trip per
+read. The client answers such reads from a local, read-only copy instead:
 
-* element reads (``x[i]``, ``x[i, j]``) and ``len``: an array of at most
-  :data:`SMALL_BYTES` comes with the first read; a larger one is fetched after
-  :data:`STREAK` reads in a row with nothing else sent;
-* order-free reductions of the whole array to one value (``np.max(x)``,
-  ``x.argmax()``, ``np.any(x)``: ``acceptor/_snapshot.REDUCTIONS``) on arrays of
-  booleans, integers or floats, and sums and products of 64-bit int arrays
-  (``x.sum()``: wrapping arithmetic in any order gives the same bits): the first
-  one asks the worker to send the array instead of the answer when it is small (one
-  round trip either way);
-* iteration of a one-dimensional array: the copy is fetched instead of the items
-  (``client/_proxy.RemoteIterator``);
-* ``x.tolist()``, ``x.item()`` and ``x.copy()`` (:data:`LOCAL_METHODS`), and
-  ``x.shape``, ``x.ndim``, ``x.size`` (:data:`SHAPE_ATTRS`), from a good copy.
+* element reads and ``len``: an array of at most :data:`SMALL_BYTES` comes with the
+  first read; a larger one is fetched after :data:`STREAK` reads in a row with nothing
+  else sent;
+* order-free reductions (``np.max(x)``, ``x.argmax()``: ``acceptor/_snapshot``) of
+  booleans, ints or floats, and sums and products of 64-bit ints: the first one asks
+  the worker for the array instead of the answer when it is small;
+* iteration of a one-dimensional array (``client/_proxy.RemoteIterator``);
+* :data:`LOCAL_METHODS` (``tolist``, ``item``, ``copy``) and :data:`SHAPE_ATTRS`.
 
 Arrays the worker makes from what the client has are copied without asking
-(client/_exact.py says when the client's numpy gives the same):
-
-* results of arithmetic on good copies (``q1[s] + q2[s]``, ``np.array(state) +
-  action``): the call is sent, pipelined, and the copy made here (:meth:`made`);
-* arrays built from plain data (``np.array([i, j])``, ``np.zeros((4, 4))``,
-  ``np.arange(n)``) or from a good copy (``np.zeros_like(v)``, ``v.copy()``): the
-  worker builds the same under a memory key the client names
-  (``acceptor/_snapshot.build``), so that writes to it keep the copies of other
-  memory good as writes to fetched arrays do;
-* order-free reductions of plain data (``np.max(values)`` of a list of numbers).
-
-So the step ``(np.array(state) + action).tolist()`` of a grid world sends two calls
-and waits for none. A small array whose copy went stale is fetched again when an
-operation needs it, once rather than at each use. The copies of proxies the script
-dropped go with them, so the temporaries of a loop do not push the tables it keeps
-using out of the :data:`KEEP` copies kept.
+(``client/_exact.py`` says when the client's numpy makes the same): results of
+arithmetic on good copies (:meth:`made`), and arrays built from plain data
+(``np.array([i, j])``, ``np.zeros((4, 4))``) or from a good copy (``np.zeros_like(v)``,
+``v.copy()``), which the worker builds under a memory key the client names
+(``acceptor/_snapshot.build``); reductions of plain data are computed here. So a grid
+world's step, ``(np.array(state) + action).tolist()``, waits for nothing. A small array
+whose copy went stale is fetched again when an operation needs it; the copies of
+proxies the script dropped go with them (a loop's temporaries do not push out the
+tables it keeps using).
 
 Coherence. A copy is good while the session's *epoch* has not moved: the epoch
 counts the calls sent that may change a remote object. Calls known to change
@@ -45,10 +32,8 @@ arithmetic on arrays whose kind is known (numbers: numpy runs no Python code).
 A write to one array (``q[s, a] = v``, ``q[s] += v``) moves the epoch, but when the
 worker has told which memory the array lives in (``acceptor/_snapshot.memory_root``:
 every array that could see the write lives in the same), copies of other memory stay
-good (:meth:`Replicas.wrote`). Any other call (a function that might change an array
-in place) makes every copy stale; the next read goes to the worker again. The
-values are the ones the worker would have returned: the client's numpy scalars
-(see ``_np_scalar``).
+good (:meth:`Replicas.wrote`). Any other call makes every copy stale. The values are
+the ones the worker would have returned: the client's numpy scalars.
 
 Only when the client has a numpy of its own (the worker then sends numpy's numbers
 by value), only for numbers, booleans and strings, and only for arrays up to
