@@ -47,6 +47,11 @@ def test_build_makes_what_numpy_makes(
         assert built.flags.c_contiguous  # ndarray.copy, not numpy.copy's order K
 
 
+def test_build_makes_only_the_constructors() -> None:
+    with pytest.raises(ValueError, match="not 'load'"):
+        build("load", -1, "/etc/passwd")
+
+
 def test_a_key_dies_with_its_array() -> None:
     a = build("array", -3, [1.0])
     aid = id(a)

@@ -53,7 +53,12 @@ def build(name: str, key: int, *args: Any) -> Any:
     asking, knows which writes it can see."""
     import numpy
 
-    array = args[0].copy() if name == "ndarray.copy" else getattr(numpy, name)(*args)
+    if name == "ndarray.copy":
+        array = args[0].copy()
+    elif name in CONSTRUCTORS or name in COPIERS:
+        array = getattr(numpy, name)(*args)
+    else:
+        raise ValueError(f"build makes numpy's constructors, not {name!r}")
     aid = id(array)
 
     def forget(ref: weakref.ref[Any]) -> None:
