@@ -162,7 +162,9 @@ class Exact:
             return True
         return bool(dtype.kind == "i" and dtype.str == self._default_int == worker_int())
 
-    def _checked(self, make: Callable[..., Any], args: tuple[Any, ...], worker_int: Any) -> Any:
+    def _checked(
+        self, make: Callable[..., Any], args: tuple[Any, ...], worker_int: Callable[[], str]
+    ) -> Any:
         try:
             local = make(*args)
         except Exception:

@@ -85,7 +85,7 @@ def pack(fmt: str, values: list[Any]) -> bytes:
 
 
 _BUILTIN_FUNCTION = types.BuiltinFunctionType
-_CONTAINERS: Final = frozenset({slice, tuple, list})  # (none holds another but a slice)
+_SEQUENCES: Final = (tuple, list)  # (one holds slices, never a tuple or list)
 _new_tuple: Any = tuple.__new__
 _CALL = int(Op.CALL)
 _CALLMETHOD = int(Op.CALLMETHOD)
@@ -208,7 +208,9 @@ class CompactEncoder:
             fmt.append("c")
             values.append(b"S")
             for part in (x.start, x.stop, x.step):
-                if type(part) in _CONTAINERS or not self._put(part, fmt, values):
+                if type(part) is slice or type(part) in _SEQUENCES:
+                    return False
+                if not self._put(part, fmt, values):
                     return False
         elif t is tuple or t is list:
             if len(x) > MAX_ITEMS:
@@ -220,9 +222,7 @@ class CompactEncoder:
                 values += (b"l", len(x))
                 self._lists += 1
             for part in x:
-                if (type(part) is not slice and type(part) in _CONTAINERS) or not self._put(
-                    part, fmt, values
-                ):
+                if type(part) in _SEQUENCES or not self._put(part, fmt, values):
                     return False
         elif x is Ellipsis:
             fmt.append("c")

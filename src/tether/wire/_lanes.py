@@ -205,14 +205,14 @@ class LaneReader:
         return layout
 
     def _layout(self, meta: bytes, op: int, n: int) -> Callable[..., Any] | None:
+        """The reader of ``meta``'s layout, or None; :meth:`_learn` has checked ``n``
+        and that the last ``n`` items' places hold operand tags."""
         end = len(meta)
         kind = meta[2]
-        if n < 0 or n > _MAX_VARIABLES or kind not in (SHAPE_ANY, SHAPE_NONE, SHAPE_HANDLE):
+        if kind not in (SHAPE_ANY, SHAPE_NONE, SHAPE_HANDLE):
             return None
         first = end - 9 * n  # where the operands start
         tags = [meta[first + 9 * i] for i in range(n)]
-        if any(t not in _OPERAND_CODES for t in tags):
-            return None
         _op, shape, items, kwargs = decode(meta, _RawHandle, self._name)
         head = 1 if op == _CALL else 2
         if kwargs or len(items) != head + n:
