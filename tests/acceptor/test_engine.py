@@ -14,6 +14,7 @@ from tether.acceptor._shell import WorkerShell
 from tether.client._codec import dumps
 from tether.client._shipcode import CodeContext
 from tether.wire import Flag, Kind
+from tether.wire._messages import NONE_NOTICE
 from tether.wire._ops import ANY, NONE, Handle, Items, Op, pack_ids, shape_to_wire
 from tether.wire._requests import ReadGlobal, WorkerRequest
 
@@ -288,3 +289,18 @@ def test_a_malformed_namespace_entry_is_a_protocol_error() -> None:
     h = Harness()
     with pytest.raises(ProtocolError):
         h.frame(Kind.CALL, 0, 1, NAMESPACE_TAG + b"garbage")
+
+
+def test_a_pipelined_call_that_returned_none_says_so_in_its_notice() -> None:
+    # The client must know a guess met None (not another class): such a site
+    # is never learnt again by place (client/_predict.Predictions.by_place).
+    h = Harness()
+    tid = h.engine.types.tid(list)
+    h.call(Op.CALL, Handle(1, tid), list, ((1,),), {})
+    h.call(Op.CALLMETHOD, Handle(2, tid), Ref(1), "clear", (), {})
+    kind, _flags, _seq, meta = h.sent.pop()
+    assert kind == Kind.NOTICE and bytes(meta) == NONE_NOTICE
+    assert h.engine.handles[2] is None  # the proxy made on the guess is None's
+    h.call(Op.CALL, Handle(3, tid), dict, (), {})
+    kind, _flags, _seq, meta = h.sent.pop()
+    assert kind == Kind.NOTICE and bytes(meta) != NONE_NOTICE

@@ -35,6 +35,7 @@ from tether.acceptor._shell import WorkerShell
 from tether.client import _events as client_events
 from tether.wire import Flag, Frame, FrameDecoder, Kind
 from tether.wire._frames import encode_frame, frame_bytes
+from tether.wire._messages import TOUCHED_NOTICE
 from tether.wire._ops import (
     NAMESPACE_TAG,
     NONE,
@@ -222,7 +223,7 @@ def test_a_notice_does_not_wait_for_the_output() -> None:
     assert sent(p) == [(int(Kind.OUTPUT), 0, 0, b"x")]
 
 
-def test_a_call_that_used_the_client_is_not_pipelined_again() -> None:
+def test_a_call_that_used_the_client_says_so() -> None:
     p = WorkerProtocol()
     p.receive_frame(frame(CALL, 0, 1, b"\x80a"))
     events(p)
@@ -235,7 +236,7 @@ def test_a_call_that_used_the_client_is_not_pipelined_again() -> None:
     p.write_warning("{}")
     p.reply(2, b"\x80v")
     out = sent(p)
-    assert notice(1, "the call uses the client's files or objects") in out
+    assert (NOTICE, 0, 1, TOUCHED_NOTICE) in out
     assert out[-1] == (REPLY, int(Flag.NOPIPE), 2, b"\x80v")
     # A call that touches nothing is pipelined as before.
     p.receive_frame(frame(CALL, SYNC, 3, b"\x80c"))

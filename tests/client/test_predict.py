@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from tether.client._predict import (
     NONE_AFTER,
+    TOUCHES_ALLOWED,
     HandleOf,
     ItemsOf,
     Predictions,
@@ -94,10 +95,52 @@ def test_a_notice_after_the_sync_point_is_ignored() -> None:
     assert p.predict("a") == HandleOf(1)
 
 
-def test_nopipe_stops_a_site() -> None:
+def test_a_call_that_used_the_client_makes_the_next_one_wait() -> None:
     p = Predictions()
-    p.learn("a", HandleOf(1), nopipe=True)
+    p.learn("a", HandleOf(1), nopipe=True)  # the first call paged in its globals
     assert p.predict("a") is None
+    p.learn("a", HandleOf(1))  # the next one needed nothing from the client
+    assert p.predict("a") == HandleOf(1)
+
+
+def test_a_site_that_uses_the_client_every_time_always_waits() -> None:
+    p = Predictions()
+    for _ in range(5):  # forward reads args.lr, a script object, on every call
+        p.learn("a", HandleOf(1), nopipe=True)
+        assert p.predict("a") is None
+    assert not p.is_never("a")
+
+
+def test_a_use_of_the_client_moves_the_sites_version_once() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    site = p.site("a")
+    assert site is not None
+    v = site.version
+    p.learn("a", HandleOf(1), nopipe=True)
+    p.learn("a", HandleOf(1), nopipe=True)
+    assert site.version == v + 1  # a lane planned before is stale
+    p.learn("a", HandleOf(1))
+    assert site.version == v + 2
+
+
+def test_a_site_whose_pipelined_calls_keep_using_the_client_stops_pipelining() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    for n in range(1, TOUCHES_ALLOWED + 1):
+        p.sent(n, "a")
+        p.touched(n)  # a branch read a global for the first time, answered late
+        assert p.predict("a") is None
+        p.learn("a", HandleOf(1))
+    assert p.is_never("a") and p.predict("a") is None
+
+
+def test_a_touch_keeps_what_the_site_returned_before() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    p.learn("a", NONE, nopipe=True)
+    p.learn("a", NONE)  # an object once, None now: this site never pipelines
+    assert p.is_never("a")
 
 
 def test_instantiate_numbers_handles_in_order() -> None:
@@ -119,3 +162,34 @@ _templates: st.SearchStrategy[Template] = st.recursive(
 def test_instantiated_ids_are_fresh_and_consecutive(template: Template, start: int) -> None:
     shape, next_id = instantiate(template, start)
     assert shape_handles(shape) == list(range(start, next_id))
+
+
+def test_a_site_whose_classes_vary_is_learnt_by_place() -> None:
+    p = Predictions()
+    p.learn("dot", HandleOf(1))  # x.dot(m): an array
+    p.sent(1, "dot")
+    p.mispredicted(1)  # then a number at the same site: (x - m).dot(x - m)
+    assert p.is_never("dot") and p.by_place("dot")
+
+
+def test_a_site_that_returned_none_is_never_learnt_by_place() -> None:
+    # d.get(k): None for some keys, a tensor for others, at one place as at
+    # many; a place learnt afresh would guess a tensor where None comes.
+    p = Predictions()
+    p.learn("get", NONE)
+    p.learn("get", HandleOf(1))
+    assert p.is_never("get") and not p.by_place("get")
+    q = Predictions()
+    q.learn("get", HandleOf(1))
+    q.sent(1, "get")
+    q.mispredicted(1, none=True)  # a pipelined guess met None
+    assert q.is_never("get") and not q.by_place("get")
+
+
+def test_a_site_that_kept_using_the_client_is_not_learnt_by_place() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    for n in range(TOUCHES_ALLOWED):
+        p.sent(n, "a")
+        p.touched(n)
+    assert p.is_never("a") and not p.by_place("a")

@@ -39,6 +39,7 @@ from tether.client._protocol import (
 )
 from tether.wire import Flag, Frame, FrameDecoder, Kind
 from tether.wire._frames import encode_frame, frame_bytes
+from tether.wire._messages import TOUCHED_NOTICE
 from tether.wire._ops import NONE, RELEASE_TAG, Handle, unpack_batch, unpack_ids
 
 
@@ -248,6 +249,18 @@ def test_a_notice_stops_pipelining_the_site_of_that_call() -> None:
     p.predictions.sent(seq, "site")
     assert p.receive_frame(frame(Kind.NOTICE, seq=seq, meta=b"mispredicted")) is None
     assert p.plan("site") is None
+    assert p.predictions.is_never("site")
+
+
+def test_a_notice_that_a_call_used_the_client_makes_the_next_call_wait() -> None:
+    p = ClientProtocol()
+    p.predictions.learn("site", HandleOf(3))
+    seq = p.call(b"\x80a", sync=False)
+    p.predictions.sent(seq, "site")
+    assert p.receive_frame(frame(Kind.NOTICE, seq=seq, meta=TOUCHED_NOTICE)) is None
+    assert p.plan("site") is None and not p.predictions.is_never("site")
+    p.predictions.learn("site", HandleOf(3))  # the next call waited and used nothing
+    assert p.plan("site") == HandleOf(3)
 
 
 def test_the_try_block_check_is_injected() -> None:

@@ -56,6 +56,7 @@ from tether.acceptor._unpickler import WorkerUnpickler, exception_class
 from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
 from tether.wire._lanes import LaneReader
+from tether.wire._messages import RETURNED_NONE
 from tether.wire._ops import (
     DISCARD,
     NONE,
@@ -313,6 +314,8 @@ class Engine:
     def _bind(self, shape: Shape, value: Any) -> None:
         if type(shape) is Handle:
             self.handles[shape.hid] = value
+            if value is None:
+                raise _Mispredicted(RETURNED_NONE)
             tid = self._tids.get(type(value))  # the registry's table: no call when known
             if (self.types.tid(type(value)) if tid is None else tid) != shape.tid:
                 raise _Mispredicted(f"result type changed to {type(value).__qualname__}")

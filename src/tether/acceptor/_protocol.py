@@ -42,9 +42,10 @@ bytes out, and hands the calls to the :class:`~tether.acceptor._engine.Engine`:
   is queued and goes out, consecutive writes to one stream merged, before
   every REPLY and REQUEST and when the shell is about to wait
   (:meth:`~WorkerProtocol.flush_output`).
-* **Touching the client.** A call that makes a request or warns must not be
-  pipelined again (the script must see the effect when the call returns):
-  its REPLY is flagged NOPIPE, or, pipelined, it gets a NOTICE.
+* **Touching the client.** A call that makes a request or warns is said to
+  have used the client (the script must see the effect when the call returns,
+  so the client waits for the next call of its site): its REPLY is flagged
+  NOPIPE, or, pipelined, it gets a NOTICE of its own (``TOUCHED_NOTICE``).
 
 States (:data:`TRANSITIONS`): OPEN, FAILED (a deferred error is pending) and
 CLOSED (the client said BYE). Nothing leaves CLOSED.
@@ -77,7 +78,7 @@ from tether.acceptor._events import (
 from tether.wire import Flag, Frame, FrameDecoder, Kind
 from tether.wire import _compact as compact
 from tether.wire._frames import Buffer, encode_frame
-from tether.wire._messages import Connection, Role
+from tether.wire._messages import NONE_NOTICE, RETURNED_NONE, TOUCHED_NOTICE, Connection, Role
 from tether.wire._messages import State as WireState
 from tether.wire._ops import (
     NAMESPACE_TAG,
@@ -98,7 +99,6 @@ _RESPONSE = int(Kind.RESPONSE)
 _NOPIPE = int(Flag.NOPIPE)
 _COMPACT = compact.COMPACT_TAG
 _new_tuple: Any = tuple.__new__
-_TOUCHED: Final = "the call uses the client's files or objects"
 
 
 class State(enum.Enum):
@@ -290,7 +290,7 @@ class WorkerProtocol:
         """What became of pipelined call ``seq`` (None: it ran as assumed)."""
         if outcome is None:
             if self.touched:
-                self._notice(seq, _TOUCHED)
+                self._put(Kind.NOTICE, 0, seq, TOUCHED_NOTICE)
         elif type(outcome) is CallFailed:
             self.failed = outcome.error
             self._enter(Input.FAIL)
@@ -324,7 +324,8 @@ class WorkerProtocol:
         self._put(_REPLY, flags, seq, error_payload(exc))
 
     def _notice(self, seq: int, text: str) -> None:
-        self._put(Kind.NOTICE, 0, seq, pickle.dumps(("mispredicted", text)))
+        meta = NONE_NOTICE if text == RETURNED_NONE else pickle.dumps(("mispredicted", text))
+        self._put(Kind.NOTICE, 0, seq, meta)
 
     def _poison(self, shape: Shape, err: BaseException) -> None:
         for hid in shape_handles(shape):

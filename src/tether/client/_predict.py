@@ -8,19 +8,30 @@ Each site remembers a :data:`Template` of its last result: None (the call
 returned None), :class:`HandleOf` one remote object of a type, or
 :class:`ItemsOf` a small list or tuple of those. A site is predictable once
 it has a template (None only after :data:`NONE_AFTER` times in a row: a
-method that returns None once may return a tensor next time) and the worker
-never said otherwise. A site that returned None one time and an object
-another (``dict.get``) is never predictable again; and the protocol uses a
-None prediction only where the script drops the result
-(:mod:`tether.client._usecheck`), since a pipelined None is the value itself.
+method that returns None once may return a tensor next time), the worker
+never said otherwise, and its last synchronous call did not use the client.
+A site that returned None one time and an object another (``dict.get``) is
+never predictable again; and the protocol uses a None prediction only where
+the script drops the result (:mod:`tether.client._usecheck`), since a
+pipelined None is the value itself.
 
 A predicted call is pipelined: the template is *instantiated* into a
 :data:`~tether.wire._ops.Shape` with fresh client-allocated handle ids, and
 the call is sent without waiting. The worker checks the shape when it runs
 the call; when the result differs it sends a NOTICE for that call's sequence
 number, and the site is never pipelined again (:meth:`Predictions.mispredicted`).
-A synchronous reply flagged NOPIPE (the call touched the client's files or
-objects) does the same.
+
+A call that used the client (asked it for a name, a file or an object's state,
+or warned) must have its answer while the script is where the call was made,
+so the site's next call waits, and the site pipelines again once one of its
+synchronous calls did not use the client. The first call of a method of the
+script's class pages in the globals it reads and the calls after it need
+nothing from the client; a ``forward`` that reads ``args.lr`` asks every time,
+and every call of it waits. A synchronous reply says so with the NOPIPE flag;
+a pipelined call that used the client (a branch that reads a global for the
+first time) gets a NOTICE saying so (:meth:`Predictions.touched`): that call
+was answered late, when the client next waited, so a site that does this
+:data:`TOUCHES_ALLOWED` times is never pipelined again.
 
 Pure: keys and templates in, templates and shapes out. No proxies, no
 session, no I/O; the session turns results into templates and shapes into
@@ -36,6 +47,9 @@ from tether.wire._ops import NONE, Handle, Items, Returns, Shape
 
 #: A site must return None this often in a row before None is assumed.
 NONE_AFTER: Final = 3
+
+#: How often a site's pipelined calls may use the client before it always waits.
+TOUCHES_ALLOWED: Final = 3
 
 
 class HandleOf(NamedTuple):
@@ -60,12 +74,15 @@ class Site:
     is never to be pipelined. ``version`` changes whenever its prediction may
     (a new template, never): what was planned from it is good while it stays."""
 
-    __slots__ = ("count", "never", "template", "version")
+    __slots__ = ("count", "never", "saw_none", "template", "touched", "touches", "version")
 
     def __init__(self) -> None:
         self.template: Template | None = None
         self.count = 0
         self.never = False
+        self.touched = False  # its last call used the client: the next one waits
+        self.touches = 0  # how many of its pipelined calls used the client
+        self.saw_none = False  # it returned None at least once
         self.version = 0
 
 
@@ -82,7 +99,7 @@ class Predictions:
         """The template to pipeline a call of ``key`` with, or None: call it
         synchronously and :meth:`learn` from the result."""
         p = self._sites.get(key)
-        if p is None or p.never:
+        if p is None or p.never or p.touched:
             return None
         template = p.template
         if template is NONE and p.count < NONE_AFTER:
@@ -91,14 +108,21 @@ class Predictions:
 
     def learn(self, key: Hashable, template: Template | None, *, nopipe: bool = False) -> None:
         """A synchronous call of ``key`` returned a value of ``template`` (None:
-        one that cannot be predicted); ``nopipe``: never pipeline the site."""
+        one that cannot be predicted); ``nopipe``: the call used the client, so
+        the next call of the site waits too."""
         p = self._sites.get(key)
         if p is None:
             p = self._sites[key] = Site()
         if nopipe:
-            p.never = True
-            p.version += 1
+            if not p.touched:
+                p.touched = True
+                p.version += 1
             return
+        if p.touched:
+            p.touched = False
+            p.version += 1
+        if template is NONE:
+            p.saw_none = True
         if template == p.template:
             p.count += 1
             return
@@ -114,14 +138,28 @@ class Predictions:
         """Call ``seq`` was pipelined as a prediction of ``key``."""
         self._pending[seq] = key
 
-    def mispredicted(self, seq: int) -> None:
-        """The worker found call ``seq``'s result unlike its prediction."""
+    def mispredicted(self, seq: int, *, none: bool = False) -> None:
+        """The worker found call ``seq``'s result unlike its prediction
+        (``none``: it was None)."""
         key = self._pending.get(seq)
         if key is not None:
             p = self._sites.get(key)
             if p is not None:
                 p.never = True
+                p.saw_none = p.saw_none or none
                 p.version += 1
+
+    def touched(self, seq: int) -> None:
+        """Pipelined call ``seq`` ran as predicted but used the client."""
+        key = self._pending.get(seq)
+        p = self._sites.get(key) if key is not None else None
+        if p is None:
+            return
+        p.touches += 1
+        if p.touches >= TOUCHES_ALLOWED:
+            p.never = True
+        p.touched = True
+        p.version += 1
 
     def synced(self) -> None:
         """Every call sent has run: no NOTICE can come for them any more."""
@@ -130,6 +168,15 @@ class Predictions:
     def site(self, key: Hashable) -> Site | None:
         """The record of site ``key`` (what a fast lane watches), if it has one."""
         return self._sites.get(key)
+
+    def by_place(self, key: Hashable) -> bool:
+        """Whether the calls of never-pipelined site ``key`` are to be learnt
+        apart by their place in the script: its results varied in class, never
+        between None and an object (one place may too, and a None guessed at
+        the place's first object would be a wrong value), and it stopped for no
+        use of the client."""
+        p = self._sites.get(key)
+        return p is not None and p.never and not p.saw_none and p.touches < TOUCHES_ALLOWED
 
     def is_never(self, key: Hashable) -> bool:
         p = self._sites.get(key)

@@ -62,7 +62,7 @@ from tether.client._predict import Predictions, Template
 from tether.client._releases import interleave_releases
 from tether.wire import Flag, Frame, FrameDecoder, Kind
 from tether.wire._frames import Buffer, encode_frame
-from tether.wire._messages import Connection, Role
+from tether.wire._messages import NONE_NOTICE, TOUCHED_NOTICE, Connection, Role
 from tether.wire._messages import State as WireState
 from tether.wire._ops import ENTRY_HEAD as _ENTRY_HEAD
 from tether.wire._ops import NONE, frame_entry, pack_ids
@@ -346,7 +346,10 @@ class ClientProtocol:
         if kind == Kind.NOTICE:
             if frame.seq == 0:  # the worker's last word: who ended the session, and why
                 return Lost(bytes(frame.meta).decode("utf-8", "replace"))
-            self.predictions.mispredicted(frame.seq)
+            if frame.meta == TOUCHED_NOTICE:  # ran as predicted, but used the client
+                self.predictions.touched(frame.seq)
+            else:
+                self.predictions.mispredicted(frame.seq, none=frame.meta == NONE_NOTICE)
             return None
         raise ProtocolError(f"the client does not expect frame kind {kind} here")
 

@@ -70,10 +70,17 @@ from tether.client._reissue import Warnings, rebuild_exception
 from tether.client._replica import LOCAL_METHODS, SHAPE_ATTRS, Replicas
 from tether.client._serve import Lender
 from tether.client._shipcode import CodeContext, dumps_code
-from tether.client._sites import call_site, is_function, next_site, operator_site, template_of
+from tether.client._sites import (
+    attr_site,
+    call_site,
+    is_function,
+    next_site,
+    operator_site,
+    template_of,
+)
 from tether.client._streams import original_stream, uninstall_ordered_streams
 from tether.client._trycheck import in_handler, note_transparent_with
-from tether.client._usecheck import result_used
+from tether.client._usecheck import call_place, result_used
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart
 from tether.wire import Flag
@@ -329,7 +336,10 @@ class Session:
                 # np.argmax, x.shape: numpy's module and arrays have no attribute
                 # that changes an array or draws when it is read.
                 self._quiet = _QUIET_ALL
-            return self._sync(Op.GETATTR, (obj, name))
+            key = attr_site(obj, name, self.types) if type(obj) is not RemoteModule else None
+            if key is None:
+                return self._sync(Op.GETATTR, (obj, name))
+            return self._predicted(key, Op.GETATTR, (obj, name))  # x.T: a view, pipelined
 
     def value(self, fn: Any, *args: Any) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
@@ -537,6 +547,14 @@ class Session:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         with self._lock:
             template = self._proto.plan(key)
+            if template is None and self._pred.by_place(key):
+                # The site's calls return different things: the calls made at one
+                # place in the script may not ((x - m).T.dot(c).dot(x - m): an
+                # array, then a number). Learn them apart.
+                place = call_place()
+                if place is not None:
+                    key = (key, place)
+                    template = self._proto.plan(key)
             if template is None:
                 value, flags = self._sync_flags(op, fields)
                 self._pred.learn(key, template_of(value), nopipe=bool(flags & Flag.NOPIPE))

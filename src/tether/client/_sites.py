@@ -17,8 +17,14 @@ call                   key                                              why
                                                                         arguments decide
 ``Cls(*args)``         ``("c", class handle)``                          a class makes its
                                                                         instances
-``obj(*args)``         ``("ct", type of obj)``                          a module's call
+``obj(*args)``         ``("ct", type of obj, arg kinds, keywords)``       a module's call,
+                                                                        the class its
+                                                                        arguments decide
+                                                                        (``model(x)``,
+                                                                        ``model(x, y)``)
 ``obj.m(*args)``       ``("m", type of obj, "m")``                      methods by type
+``x.T``, ``x.real``    ``("a", type of x, name)`` (arrays' and          views of an array
+                       tensors' :data:`VIEW_ATTRS` only)                are arrays
 ``next(it)``           ``("n", type of it)`` (library iterators only)   a DataLoader's
                                                                         batches alike
 =====================  ===============================================  ==================
@@ -47,6 +53,12 @@ _FUNCTION_TYPES: Final = frozenset(
      "_ArrayFunctionDispatcher", "ufunc"}  # numpy's functions and ufuncs
 )  # fmt: skip
 _GETITEM: Final = operator.getitem
+
+#: Attributes of arrays and tensors that are always an array or tensor (views and
+#: parts of it). Other attribute reads wait: ``p.grad`` is None on some tensors
+#: and a tensor on others, and a module's ``bias`` may be None; a pipelined guess
+#: would hand the script a proxy where it tests for None.
+VIEW_ATTRS: Final = frozenset({"T", "mT", "H", "mH", "real", "imag", "data"})
 
 
 def kind(x: Any) -> Any:
@@ -89,13 +101,26 @@ def call_site(
         return ("c", cid) if cid is not None else ("ct-class", target._t_tid)
     tid = type(target)._t_tid
     if not is_function(types.get(tid)):
-        return ("ct", tid)
+        if kwargs:
+            return ("ct", tid, *map(kind, args), *kwargs)
+        return ("ct", tid, *map(kind, args))
     # One function, results of the class its arguments decide (torch.fx's
     # map_arg: a tuple for a tuple, a dict for a dict), and of the keywords
     # given (numpy's random.choice(a) and choice(a, size=n)).
     if kwargs:
         return ("c", target._t_id, *map(kind, args), *kwargs)
     return ("c", target._t_id, *map(kind, args))
+
+
+def attr_site(obj: Any, name: str, types: dict[int, TypeDesc]) -> tuple[Any, ...] | None:
+    """The site of ``obj.name``, or None: read it synchronously."""
+    if name not in VIEW_ATTRS:
+        return None
+    tid = type(obj)._t_tid
+    desc = types.get(tid)
+    if desc is None or (desc.module, desc.qualname) not in _HOMOGENEOUS:
+        return None
+    return ("a", tid, name)
 
 
 def next_site(it: Any, types: dict[int, TypeDesc]) -> tuple[Any, ...] | None:

@@ -13,6 +13,10 @@ statement). Everything else waits for the value. Tether's own frames are
 skipped: the receiver is the first frame of other code (the script, or a
 library it called). Answers are cached per (code object, instruction offset),
 as in :mod:`tether.client._trycheck`.
+
+:func:`call_place` names the same frame's call by its instruction: the session
+keys a call site by it where the site alone does not say what a call returns
+(two ``.dot`` calls on one line, one making an array and one a number).
 """
 
 from __future__ import annotations
@@ -67,3 +71,21 @@ def result_used(skip: int = 2) -> bool:
             return verdict
         f = f.f_back
     return True
+
+
+def call_place(skip: int = 2) -> tuple[int, int] | None:
+    """Where the first frame above Tether's own (``skip`` frames up first) is
+    making its call: ``(id(code), instruction offset)``, stable for the session
+    (the code object is kept alive), or None if there is no such frame."""
+    f: types.FrameType | None = sys._getframe(skip)
+    while f is not None:
+        code = f.f_code
+        cid = id(code)
+        ours = _ours.get(cid)
+        if ours is None:
+            _codes[cid] = code
+            ours = _ours[cid] = code.co_filename.startswith(_PKG_DIR)
+        if not ours:
+            return (cid, f.f_lasti)
+        f = f.f_back
+    return None

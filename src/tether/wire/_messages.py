@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import json
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,6 +40,18 @@ from tether.wire._frames import Buffer, Frame, encode_frame
 #: names a class it has no handle of as ``_refs.type_id``, and writes slices, tuples
 #: and Ellipsis in compact calls (wire/_compact's ``S``, ``t``, ``E``).
 PROTOCOL_VERSION: Final = 4
+
+#: A NOTICE with a sequence number is ``pickle((tag, text))`` about that pipelined
+#: call: "mispredicted" (its result is of another class or structure than the
+#: client assumed), "none" (it returned None where an object was assumed; the
+#: whole meta is NONE_NOTICE) or "touched" (it ran as assumed but used the client:
+#: it asked for a name, a file or an object's state, or warned; TOUCHED_NOTICE).
+#: A client that knows only the first reading stops pipelining the site on any.
+RETURNED_NONE: Final = "the call returned None"
+NONE_NOTICE: Final = pickle.dumps(("none", RETURNED_NONE), protocol=5)
+TOUCHED_NOTICE: Final = pickle.dumps(
+    ("touched", "the call uses the client's files or objects"), protocol=5
+)
 
 
 class Kind(enum.IntEnum):
@@ -55,7 +68,7 @@ class Kind(enum.IntEnum):
     REPLY = 20
     OUTPUT = 21
     REQUEST = 22
-    NOTICE = 23
+    NOTICE = 23  # a pipelined call's result was not as predicted (see TOUCHED_NOTICE)
     WARNING = 24  # a warning issued in the worker, for the client's warnings machinery
     # either way, once both ends said so in the handshake ("liveness" in the infos)
     BEAT = 30  # "still here": sent only after a quiet spell; carries nothing
