@@ -92,6 +92,11 @@ class Draws:
             local = self._check_out()
         return getattr(local, name)(*args, **kwargs)
 
+    def is_draw(self, target: Any) -> bool:
+        """Whether remote function ``target`` is known to be a drawing method of
+        numpy's global generator (they change no array; none is ``shuffle``)."""
+        return self._names.get(target._t_id) is not None
+
     def _helpers(self) -> Any:
         if self._remote is None:
             with self._s.quietly():

@@ -106,9 +106,11 @@ _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
 _EXHAUSTED_FLAG = int(Flag.EXHAUSTED)
 _GETITEM: Final = operator.getitem
 _SETITEM: Final = operator.setitem
-#: How quiet the next call sent is (Session._quiet): it changes no remote object
-#: (_QUIET_ALL), or it only does not use numpy's global generator (_QUIET_RNG).
+#: How quiet the next call sent is (Session._quiet), in bits: it does not use numpy's
+#: global generator (_QUIET_RNG), it changes no remote object but that generator
+#: (_QUIET_ARRAYS: a draw), both (_QUIET_ALL).
 _QUIET_RNG: Final = 1
+_QUIET_ARRAYS: Final = 2
 _QUIET_ALL: Final = 3
 
 
@@ -476,6 +478,10 @@ class Session:
                 value = replicas.from_plain(target, args, kwargs)
                 if value is not _MISS:  # np.array([i, j]): its copy made here
                     return value
+            if draws.is_draw(target):
+                # np.random.choice(pop, size=2): drawn by the worker, it changes no
+                # array, so the copies and an array's iteration stay good.
+                self._quiet = _QUIET_ARRAYS
         key = call_site(target, args, kwargs, self.types)
         result = self._predicted(key, Op.CALL, (target, args, kwargs))
         if lanes:
@@ -597,7 +603,7 @@ class Session:
         proto = self._proto
         if proto.state is not State.OPEN:
             proto.check_open()
-        if self.draws_pending and not quiet:
+        if self.draws_pending and not quiet & _QUIET_RNG:
             self.draws.settle()  # type: ignore[union-attr]  # before anything that may draw
         if self._ns.tracked:
             changed = self._ns.changes()
@@ -616,7 +622,7 @@ class Session:
         # at once, inside the request (the calls queued before it wait for the
         # request to end, as they would locally).
         seq = proto.call(meta, buffers, flags & _SYNC, self._serving)
-        if quiet == _QUIET_ALL:
+        if quiet & _QUIET_ARRAYS:
             self._quiet_calls += 1
         if proto.flush_due:
             self._flush()
