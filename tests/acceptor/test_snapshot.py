@@ -11,6 +11,7 @@ import pytest
 from tether.acceptor import _snapshot
 from tether.acceptor._snapshot import (
     build,
+    counts_exactly,
     default_int,
     exact_for,
     memory_root,
@@ -69,7 +70,8 @@ def test_the_names_the_client_asks_for() -> None:
     assert numpy_name(numpy.array) == "array"
     assert numpy_name(numpy.zeros_like) == "zeros_like"
     assert numpy_name(numpy.sum) == "sum"  # (made by the client on 64-bit ints only)
-    assert numpy_name(numpy.mean) is None
+    assert numpy_name(numpy.mean) == "mean"  # (on booleans and small ints only)
+    assert numpy_name(numpy.median) is None
     assert numpy_name(len) is None
     assert default_int() == numpy.array([0]).dtype.str
 
@@ -81,4 +83,15 @@ def test_the_worker_sends_a_copy_only_where_the_client_reduces_exactly() -> None
     assert reduce_or_copy("sum", floats, 1 << 10) == (False, floats.sum())
     assert reduce_or_copy("max", floats, 1 << 10)[0]
     assert reduce_or_copy("max", floats, 8) == (False, 1.0)  # over the limit: answered
-    assert not exact_for("prod", numpy.dtype(numpy.int32))
+    assert not exact_for("prod", numpy.arange(3, dtype=numpy.int32))
+
+
+def test_a_mean_is_copied_for_only_where_its_float_sum_is_exact() -> None:
+    flags = numpy.arange(10) % 3 == 0
+    assert reduce_or_copy("mean", flags, 1 << 10)[0]  # booleans: counts
+    assert reduce_or_copy("mean", numpy.arange(100), 1 << 10)[0]
+    floats = numpy.linspace(0.0, 1.0, 7)
+    assert reduce_or_copy("mean", floats, 1 << 10) == (False, floats.mean())
+    huge = numpy.array([1 << 62, 3], dtype=numpy.int64)  # its float64 sum rounds
+    assert reduce_or_copy("mean", huge, 1 << 10) == (False, huge.mean())
+    assert not counts_exactly(numpy.zeros(0, dtype=numpy.int64))

@@ -150,3 +150,20 @@ def test_sums_and_products_only_of_64_bit_ints() -> None:
     assert EXACT.reduce("sum", ([1, 2],), same_int) == 3
     assert EXACT.reduce("sum", ([0.5, 2.0],), never) is MISS
     assert EXACT.reduce("prod", ([1 << 62, 4],), same_int) == 0  # wraps, as the worker's
+
+
+def test_means_of_booleans_and_small_ints_only() -> None:
+    flags = numpy.arange(7) % 2 == 0
+    assert EXACT.reducible("mean", flags) and EXACT.reducible("mean", numpy.arange(50))
+    assert not EXACT.reducible("mean", numpy.linspace(0.0, 1.0, 5))  # rounds by order
+    assert not EXACT.reducible("mean", numpy.array([1 << 62, 1], dtype=numpy.int64))
+    assert not EXACT.reducible("mean", numpy.zeros(0, dtype=numpy.int64))
+    assert EXACT.reduce("mean", ([True, False, True],), never) == 2 / 3
+    assert EXACT.reduce("mean", ([0.1, 0.2, 0.3],), never) is MISS
+
+
+@given(st.lists(st.integers(-(1 << 40), 1 << 40), min_size=1, max_size=200))
+def test_a_mean_of_small_ints_is_their_exact_sum_divided_once(values: list[int]) -> None:
+    array = numpy.array(values, dtype=numpy.int64)
+    assert EXACT.reducible("mean", array)
+    assert numpy.mean(array) == sum(values) / len(values)  # one rounding: the division

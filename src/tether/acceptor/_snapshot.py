@@ -18,6 +18,10 @@ EXACT_KINDS: Final = "biuf"
 #: numpy functions exact only on 64-bit integer arrays (wrapping addition and
 #: multiplication give the same bits in any order; a float sum's rounding does not).
 INT_REDUCTIONS: Final = ("sum", "prod")
+#: numpy functions exact on booleans and on integers whose sum stays below 2**53 (numpy
+#: sums them as float64: every partial sum is then an integer held exactly, in any
+#: order, and the one division rounds alike everywhere): ``np.mean(y == c)``.
+COUNT_REDUCTIONS: Final = ("mean",)
 #: numpy functions that build a new array from plain data (numbers, lists of them, a
 #: shape): the client builds its copy itself and has the worker :func:`build` it.
 CONSTRUCTORS: Final = ("array", "asarray", "zeros", "ones", "arange")
@@ -95,20 +99,35 @@ def array_bytes(array: Any, limit: int, only_1d: bool = False) -> tuple[bytes, i
 
 def numpy_name(fn: Any) -> str | None:
     """``fn``'s name if it is one of numpy's :data:`REDUCTIONS`, :data:`INT_REDUCTIONS`,
-    :data:`CONSTRUCTORS` or :data:`COPIERS`."""
+    :data:`COUNT_REDUCTIONS`, :data:`CONSTRUCTORS` or :data:`COPIERS`."""
     import numpy
 
-    for name in REDUCTIONS + INT_REDUCTIONS + CONSTRUCTORS + COPIERS:
+    for name in REDUCTIONS + INT_REDUCTIONS + COUNT_REDUCTIONS + CONSTRUCTORS + COPIERS:
         if getattr(numpy, name, None) is fn:
             return name
     return None
 
 
-def exact_for(name: str, dtype: Any) -> bool:
-    """True if reduction ``name`` gives the same on every machine for ``dtype``."""
+def exact_for(name: str, array: Any) -> bool:
+    """True if reduction ``name`` of ``array`` gives the same on every machine (as
+    client/_exact.Exact.reducible)."""
+    dtype = array.dtype
     if name in INT_REDUCTIONS:
         return bool(dtype.kind in "iu" and dtype.itemsize == 8)
+    if name in COUNT_REDUCTIONS:
+        return counts_exactly(array)
     return bool(dtype.kind in EXACT_KINDS)
+
+
+def counts_exactly(array: Any) -> bool:
+    """True for booleans, and integers whose float64 sum is exact in any order."""
+    kind = array.dtype.kind
+    if kind == "b":
+        return True
+    if kind not in "iu" or not array.size:
+        return False
+    big = max(abs(int(array.max())), abs(int(array.min())))
+    return bool(big * array.size < 1 << 53)
 
 
 def reduce_or_copy(name: str, array: Any, limit: int) -> tuple[bool, Any]:
@@ -118,7 +137,7 @@ def reduce_or_copy(name: str, array: Any, limit: int) -> tuple[bool, Any]:
 
     if (
         type(array) is numpy.ndarray
-        and exact_for(name, array.dtype)
+        and exact_for(name, array)
         and array.size
         and array.nbytes <= limit
     ):

@@ -12,7 +12,8 @@ for it, it may use its own numpy only for what these rules allow:
   ``np.zeros((4, 4))``, ``np.arange(n)``) and from one array (:data:`COPIERS`), when
   the result is float64 or bool, or an int array and both numpys give a list of ints
   the same dtype (the caller asks the worker, once);
-* numpy's order-free reductions (:data:`REDUCTIONS`) of plain data;
+* numpy's order-free reductions (:data:`REDUCTIONS`) of plain data, and means of
+  booleans and of integers whose sum is below 2**53 (:data:`COUNT_REDUCTIONS`);
 * one number written into a float or bool array.
 
 Pure: numpy in, arrays and verdicts out; no session, no I/O.
@@ -41,8 +42,10 @@ COPIERS: Final = frozenset({"zeros_like", "ones_like", "copy"})
 #: numpy reductions (as acceptor/_snapshot.REDUCTIONS and INT_REDUCTIONS) computed here
 #: on copies and plain data; the last two on 64-bit ints only (see :meth:`Exact.reducible`).
 REDUCTIONS: Final = frozenset({"max", "min", "amax", "amin", "argmax", "argmin", "any",
-                               "all", "count_nonzero", "sum", "prod"})  # fmt: skip
+                               "all", "count_nonzero", "sum", "prod", "mean"})  # fmt: skip
 INT_REDUCTIONS: Final = frozenset({"sum", "prod"})
+#: Exact on booleans and small integers only (acceptor/_snapshot.COUNT_REDUCTIONS).
+COUNT_REDUCTIONS: Final = frozenset({"mean"})
 #: Plain numbers in one call's arguments for it to be made here (at most).
 MAX_ITEMS: Final = 2048
 #: Elements of an array built here (at most).
@@ -118,6 +121,8 @@ class Exact:
             return MISS
         if name in INT_REDUCTIONS and value.dtype.kind != "i":
             return MISS  # (a float sum's rounding depends on the CPU's SIMD path)
+        if name in COUNT_REDUCTIONS and not self._counts(self._np.asarray(args[0])):
+            return MISS  # (a mean of floats rounds by the order of its sum)
         return value
 
     def reducible(self, name: str, local: Any) -> bool:
@@ -127,7 +132,20 @@ class Exact:
         dtype = local.dtype
         if name in INT_REDUCTIONS:
             return bool(dtype.kind in "iu" and dtype.itemsize == 8)
+        if name in COUNT_REDUCTIONS:
+            return self._counts(local)
         return bool(dtype.kind in "biuf")
+
+    def _counts(self, local: Any) -> bool:
+        """Booleans, or integers whose float64 sum is exact in any order (means of
+        them round once, alike; as acceptor/_snapshot.counts_exactly)."""
+        kind = local.dtype.kind
+        if kind == "b":
+            return True
+        if kind not in "iu" or not local.size:
+            return False
+        big = max(abs(int(local.max())), abs(int(local.min())))
+        return bool(big * local.size < 1 << 53)
 
     def operand(self, value: Any) -> bool:
         """True for a plain number :meth:`operate` takes as it is."""

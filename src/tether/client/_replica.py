@@ -48,7 +48,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from tether.client._draws import MISS
-from tether.client._exact import CONSTRUCTORS, COPIERS, INT_REDUCTIONS, REDUCTIONS, Exact
+from tether.client._exact import (
+    CONSTRUCTORS,
+    COPIERS,
+    COUNT_REDUCTIONS,
+    INT_REDUCTIONS,
+    REDUCTIONS,
+    Exact,
+)
 
 if TYPE_CHECKING:
     from tether.client._remoting import Remoting
@@ -66,7 +73,7 @@ KEEP_BYTES: Final = 64 << 20
 KNOWN_MAX: Final = 1 << 16
 #: ndarray methods that are numpy's reductions of the same name (with no arguments).
 REDUCING_METHODS: Final = frozenset({"max", "min", "argmax", "argmin", "any", "all", "sum",
-                                     "prod"})  # fmt: skip
+                                     "prod", "mean"})  # fmt: skip
 #: ndarray attributes a good copy answers (plain numbers and tuples of them).
 SHAPE_ATTRS: Final = frozenset({"shape", "ndim", "size", "nbytes", "itemsize"})
 #: ndarray methods (with no arguments) that a good copy answers: reductions, values
@@ -99,6 +106,7 @@ class Replicas:
         self._refused: set[int] = set()  # handle ids that cannot be copied
         self._unreduced: set[int] = set()  # handle ids reduced by the worker
         self._unsummed: set[int] = set()  # the same, for INT_REDUCTIONS
+        self._uncounted: set[int] = set()  # the same, for COUNT_REDUCTIONS
         self._no_items: set[int] = set()  # handle ids not iterated over a copy
         self._large: set[int] = set()  # handle ids of arrays over SMALL_BYTES
         self._small: set[int] = set()  # handle ids of arrays copied, at most SMALL_BYTES
@@ -348,7 +356,14 @@ class Replicas:
 
     def _reduced(self, name: str, array: Any, method: str | None) -> Any:
         hid = array._t_id
-        refused = self._unsummed if name in INT_REDUCTIONS else self._unreduced
+        if name in INT_REDUCTIONS:
+            refused = self._unsummed
+        elif name in COUNT_REDUCTIONS:
+            refused = self._uncounted
+        else:
+            refused = self._unreduced
+        if len(refused) >= KNOWN_MAX:
+            refused.clear()  # (a fresh array each step, reduced by the worker: forgotten)
         if hid in refused:
             return MISS
         local = self._valid(hid)
