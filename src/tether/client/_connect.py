@@ -129,6 +129,7 @@ def open_session(
     _WORKER_INFO[session] = dict(welcome.info)
     if scalars:
         session.replicas = Replicas(session)
+        session.on_mirror(session.replicas.specialize)
         session.forget = session.replicas.forgetting(session.forget)
         session.arrays = ArrayOps(session, session.replicas)
         session.draws = Draws(session)

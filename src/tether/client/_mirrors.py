@@ -46,6 +46,8 @@ class Mirrors:
         self._modules: dict[int, RemoteModule] = {}
         self._classes: dict[int, RemoteType] = {}
         self._interned: dict[int, RemoteObject] = {}
+        #: Called with each mirror class made, and its descriptor (see Session.on_mirror).
+        self.specialize: Callable[[TypeDesc, RemoteType], None] | None = None
 
     def resolvers(self) -> dict[str, Callable[..., Any]]:
         """The unpickler's resolvers for the references these objects answer."""
@@ -70,6 +72,8 @@ class Mirrors:
             desc = self.types[tid]
             bases = tuple(self.mirror(b) for b in desc.bases)
             m = self.by_tid[tid] = build_mirror(self.owner, desc, bases)
+            if self.specialize is not None:
+                self.specialize(desc, m)
         return m
 
     def handle(self, hid: int, tid: int) -> RemoteObject:

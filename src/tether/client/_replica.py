@@ -32,7 +32,8 @@ arithmetic on arrays whose kind is known (numbers: numpy runs no Python code).
 A write to one array (``q[s, a] = v``, ``q[s] += v``) moves the epoch, but when the
 worker has told which memory the array lives in (``acceptor/_snapshot.memory_root``:
 every array that could see the write lives in the same), copies of other memory stay
-good (:meth:`Replicas.wrote`). Any other call makes every copy stale. The values are
+good (:meth:`Replicas.wrote`). Any other call makes every copy stale. The table of
+copies, what it keeps and for how long, is ``client/_copies.py``. The values are
 the ones the worker would have returned: the client's numpy scalars.
 
 Only when the client has a numpy of its own (the worker then sends numpy's numbers
@@ -47,6 +48,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from tether.client._copies import KNOWN_MAX, SMALL_BYTES, CopyTable
 from tether.client._draws import MISS
 from tether.client._exact import (
     CONSTRUCTORS,
@@ -64,13 +66,6 @@ if TYPE_CHECKING:
 STREAK: Final = 16
 #: Larger arrays are never copied.
 MAX_BYTES: Final = 16 << 20
-#: Arrays up to this size come with the first read of one of their elements.
-SMALL_BYTES: Final = 16 << 10
-#: Copies kept at once, and their bytes at most (the oldest go first).
-KEEP: Final = 64
-KEEP_BYTES: Final = 64 << 20
-#: Arrays whose kind and memory are remembered (forgotten all at once past this).
-KNOWN_MAX: Final = 1 << 16
 #: ndarray methods that are numpy's reductions of the same name (with no arguments).
 REDUCING_METHODS: Final = frozenset({"max", "min", "argmax", "argmin", "any", "all", "sum",
                                      "prod", "mean"})  # fmt: skip
@@ -82,15 +77,6 @@ LOCAL_METHODS: Final = REDUCING_METHODS | {"tolist", "item", "copy"}
 _UNKNOWN: Final = object()
 
 
-class _Copy:
-    __slots__ = ("array", "epoch", "root")
-
-    def __init__(self, epoch: int, array: Any, root: int | None) -> None:
-        self.epoch = epoch
-        self.array = array
-        self.root = root
-
-
 class Replicas:
     """One session's local copies of remote arrays (see the module docstring)."""
 
@@ -100,17 +86,19 @@ class Replicas:
         self._np = numpy
         self._exact = Exact(numpy)
         self._s = session
-        self._copies: dict[int, _Copy] = {}  # handle id -> its copy
-        self._dropped: list[int] = []  # handle ids whose proxies died (see forgetting)
-        self._known: dict[int, tuple[str, int | None]] = {}  # handle id -> (kind, memory)
+        self._table = table = CopyTable(lambda: session.epoch)
+        self._copies = table.copies  # (read on the hot path)
+        self._known = table.known
+        self._small = table.small
+        self._ndim = table.ndim
+        self._valid = table.valid
+        self._put = table.put
         self._refused: set[int] = set()  # handle ids that cannot be copied
         self._unreduced: set[int] = set()  # handle ids reduced by the worker
         self._unsummed: set[int] = set()  # the same, for INT_REDUCTIONS
         self._uncounted: set[int] = set()  # the same, for COUNT_REDUCTIONS
         self._no_items: set[int] = set()  # handle ids not iterated over a copy
         self._large: set[int] = set()  # handle ids of arrays over SMALL_BYTES
-        self._small: set[int] = set()  # handle ids of arrays copied, at most SMALL_BYTES
-        self._ndim: dict[int, int | None] = {}  # handle id -> ndim, when told
         self._streak = 0
         self._streak_epoch = -1
         self._helpers: Any = None  # the worker's acceptor/_snapshot module
@@ -119,19 +107,10 @@ class Replicas:
         self._last_key = 0  # memory keys named for the worker (negative)
 
     def forgetting(self, release: Callable[[int], None]) -> Callable[[int], None]:
-        """``release`` (what a dying proxy calls), also noting the handle's copy as
-        dropped: the arrays a loop makes and drops (``np.array(state) + action``) do
-        not push the ones it keeps using out of :data:`KEEP`. Noted, not deleted: a
-        proxy may die in any thread, or in the garbage collector while the copies
-        are being walked; they go at the next :meth:`_put`."""
-        copies, dropped = self._copies, self._dropped
-
-        def forget(hid: int) -> None:
-            if hid in copies:
-                dropped.append(hid)
-            release(hid)
-
-        return forget
+        """``release`` (what a dying proxy calls), also dropping the handle's copy:
+        the arrays a loop makes and drops (``np.array(state) + action``) do not push
+        the ones it keeps using out (``client/_copies.CopyTable.forgetting``)."""
+        return self._table.forgetting(release)
 
     # -- what the session asks -------------------------------------------------------
     def known(self, obj: Any) -> tuple[str, int | None] | None:
@@ -152,15 +131,26 @@ class Replicas:
         was ``target[index] = value``: a good copy of ``target`` takes the same write
         when it is one number of the copy's own kind (:meth:`Exact.write_through`)."""
         hid = None if target is None else target._t_id
-        for h, copy in list(self._copies.items()):
-            if copy.epoch != before or copy.root is None:
-                del self._copies[h]
-            elif copy.root != root or (
-                h == hid and self._exact.write_through(copy.array, index, value)
-            ):
-                copy.epoch = after
-            else:
-                del self._copies[h]
+        write_through = self._exact.write_through
+        self._table.wrote(root, before, after, hid, lambda a: write_through(a, index, value))
+
+    def specialize(self, desc: Any, cls: type) -> None:
+        """Give numpy's ndarray mirror a ``__getitem__`` that reads an element of a good
+        one-dimensional copy before anything else: ``x[i]`` in a Python loop is one
+        frame, not four (the mirror's own method takes every other case)."""
+        generic = cls.__dict__.get("__getitem__")
+        if desc.module != "numpy" or desc.qualname != "ndarray" or generic is None:
+            return
+        copies, s = self._copies, self._s
+
+        def __getitem__(obj: Any, index: Any) -> Any:
+            if type(index) is int:
+                copy = copies.get(obj._t_id)
+                if copy is not None and copy.epoch == s.epoch and copy.array.ndim == 1:
+                    return copy.array[index]
+            return generic(obj, index)
+
+        setattr(cls, "__getitem__", __getitem__)
 
     def element(self, obj: Any, index: int) -> Any:
         """``obj[index]`` from a good one-dimensional copy of ``obj``, or
@@ -344,16 +334,6 @@ class Replicas:
             local = self._fetch(array)
         return local
 
-    def _valid(self, hid: int) -> Any:
-        """The copy of array ``hid`` if it is still good, else None."""
-        copy = self._copies.get(hid)
-        if copy is None:
-            return None
-        if copy.epoch == self._s.epoch:
-            return copy.array
-        del self._copies[hid]
-        return None
-
     def _reduced(self, name: str, array: Any, method: str | None) -> Any:
         hid = array._t_id
         if name in INT_REDUCTIONS:
@@ -401,26 +381,6 @@ class Replicas:
         local.flags.writeable = False
         self._put(hid, local, root)
         return local
-
-    def _put(self, hid: int, local: Any, root: int | None) -> None:
-        copies, dropped = self._copies, self._dropped
-        while dropped:
-            copies.pop(dropped.pop(), None)
-        copies.pop(hid, None)
-        total = local.nbytes + sum(c.array.nbytes for c in copies.values())
-        while copies and (len(copies) >= KEEP or total > KEEP_BYTES):
-            total -= copies.pop(next(iter(copies))).array.nbytes
-        copies[hid] = _Copy(self._s.epoch, local, root)
-        if len(self._known) >= KNOWN_MAX:
-            self._known.clear()
-            self._small.clear()
-            self._ndim.clear()
-        self._known[hid] = (local.dtype.kind, root)
-        if local.nbytes <= SMALL_BYTES:
-            self._small.add(hid)
-        # (so that a row read of a 2-D array whose copy went stale is asked for as
-        # usual, not answered by fetching the whole array again to find it does not fit)
-        self._ndim[hid] = local.ndim
 
 
 def _fits(local: Any, index: Any) -> bool:

@@ -380,6 +380,14 @@ class Session:
                     return result
         return self.apply_remote(fn, *args)
 
+    def on_mirror(self, specialize: Callable[[TypeDesc, RemoteType], None]) -> None:
+        """Have ``specialize`` see every mirror class, made so far and from now on."""
+        self._mx.specialize = specialize
+        for tid, cls in list(self._mirrors.items()):
+            desc = self.types.get(tid)
+            if desc is not None:
+                specialize(desc, cls)
+
     def is_ndarray(self, obj: Any) -> bool:
         """True for a proxy of a remote ``numpy.ndarray`` (not of a subclass)."""
         t = type(obj)
