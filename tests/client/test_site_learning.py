@@ -68,6 +68,11 @@ def run(counter):
         ys.append(shifted(torch.zeros(2)))
     out["every_call_reads"] = counter() - before
     out["ys"] = [y.tolist() for y in ys]
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    before = counter()
+    out["names"] = [name for name, _ in model.named_parameters()]
+    out["count"] = len(list(model.parameters()))
+    out["walks"] = counter() - before
     return out
 '''
 
@@ -169,3 +174,10 @@ def test_two_calls_on_one_line_that_return_apart_are_learnt_apart(
     # too (the dots shared a site that saw an array one time and a number the
     # next): three a sample.
     assert numpy_out["dots"] <= 35 + 10, numpy_out["dots"]
+
+
+def test_a_modules_parameters_come_in_one_reply(out: dict[str, Any], local: dict[str, Any]) -> None:
+    assert out["names"] == local["names"] and out["count"] == local["count"] == 4
+    # Two round trips a walk here (the method's first call, which its site learns
+    # from, and the walk); before, one more for each parameter and for the end: 14.
+    assert out["walks"] <= 4, out["walks"]

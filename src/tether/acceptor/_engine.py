@@ -29,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import itertools
 import operator
+import os
 import pickle
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -93,6 +95,15 @@ _SNAPSHOT_ITERATORS = frozenset(
      "str_iterator", "bytes_iterator"}
 )  # fmt: skip
 _PREFETCH_MAX = 4096
+#: torch.nn.Module's generators of its parameters and buffers, in torch's module.py:
+#: their items come with the iterator, all at once, as a tuple's do. They are fixed
+#: unless the loop adds or replaces a parameter of a module not reached yet (a module
+#: tree changed under ``named_modules()``, as adapters are put in, is not: those
+#: generators go item by item).
+_MEMBER_GENERATORS = frozenset(
+    {"Module.parameters", "Module.named_parameters", "Module.buffers", "Module.named_buffers"}
+)
+_MODULE_FILE = os.path.join("torch", "nn", "modules", "module.py")
 _CONTAINERS = (list, dict, set, bytearray)
 _FUNCTION = types.FunctionType
 # Iterating an existing container yields its items, which are places too.
@@ -267,6 +278,11 @@ class Engine:
                     # write to the array): a snapshot the client uses only while
                     # it has sent nothing else, re-reading items after that.
                     return (it, size, list(target), True)
+            if type(it) is types.GeneratorType and _is_member_generator(it.gi_code):
+                items = list(itertools.islice(it, _PREFETCH_MAX + 1))
+                if len(items) <= _PREFETCH_MAX:  # model.parameters(): one reply
+                    return (it, 0, items)
+                return (itertools.chain(items, it), None, None)
             n = exact_length(it)
             if n is not None and n <= _PREFETCH_MAX and type(it).__name__ in _SNAPSHOT_ITERATORS:
                 # Items that cannot change under the loop (a tensor's rows, a
@@ -394,3 +410,8 @@ class Engine:
         for value in values:
             for fn in iter_functions(value):
                 self.script.client_files.add(fn.__code__.co_filename)
+
+
+def _is_member_generator(code: types.CodeType) -> bool:
+    """True for the code of one of torch's :data:`_MEMBER_GENERATORS`."""
+    return code.co_qualname in _MEMBER_GENERATORS and code.co_filename.endswith(_MODULE_FILE)
