@@ -29,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
-import itertools
 import operator
-import os
 import pickle
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -39,13 +37,13 @@ from types import MappingProxyType
 from typing import Any
 
 from tether._errors import ObjectReleased, ProtocolError
+from tether.acceptor import _iteration as iteration
 from tether.acceptor._callers import call_from_module, is_caller_sensitive
 from tether.acceptor._clientobj import ClientObject
 from tether.acceptor._codec import (
     ByRef,
     TypeRegistry,
     WorkerPickler,
-    exact_length,
     is_plain,
     iter_functions,
     numpy_scalar_types,
@@ -88,22 +86,6 @@ class _Exhausted:
 EXHAUSTED = _Exhausted()
 
 
-#: Iterators whose items are fixed when iteration starts, and how many of them
-#: ITER sends at once.
-_SNAPSHOT_ITERATORS = frozenset(
-    {"tuple_iterator", "range_iterator", "longrange_iterator", "str_ascii_iterator",
-     "str_iterator", "bytes_iterator"}
-)  # fmt: skip
-_PREFETCH_MAX = 4096
-#: torch.nn.Module's generators of its parameters and buffers, in torch's module.py:
-#: their items come with the iterator, all at once, as a tuple's do. They are fixed
-#: unless the loop adds or replaces a parameter of a module not reached yet (a module
-#: tree changed under ``named_modules()``, as adapters are put in, is not: those
-#: generators go item by item).
-_MEMBER_GENERATORS = frozenset(
-    {"Module.parameters", "Module.named_parameters", "Module.buffers", "Module.named_buffers"}
-)
-_MODULE_FILE = os.path.join("torch", "nn", "modules", "module.py")
 _CONTAINERS = (list, dict, set, bytearray)
 _FUNCTION = types.FunctionType
 # Iterating an existing container yields its items, which are places too.
@@ -269,27 +251,7 @@ class Engine:
             except StopIteration:
                 return EXHAUSTED
         if op == Op.ITER:
-            target = f[0]
-            it = iter(target)
-            if type(target).__name__ == "ndarray" and type(target).__module__ == "numpy":
-                size = len(target)
-                if size <= _PREFETCH_MAX:
-                    # An array's items can change under the loop (the body may
-                    # write to the array): a snapshot the client uses only while
-                    # it has sent nothing else, re-reading items after that.
-                    return (it, size, list(target), True)
-            if type(it) is types.GeneratorType and _is_member_generator(it.gi_code):
-                items = list(itertools.islice(it, _PREFETCH_MAX + 1))
-                if len(items) <= _PREFETCH_MAX:  # model.parameters(): one reply
-                    return (it, 0, items)
-                return (itertools.chain(items, it), None, None)
-            n = exact_length(it)
-            if n is not None and n <= _PREFETCH_MAX and type(it).__name__ in _SNAPSHOT_ITERATORS:
-                # Items that cannot change under the loop (a tensor's rows, a
-                # tuple's items): all of them in this one reply, not a round trip
-                # each. Values stay values, other items become handles.
-                return (it, 0, list(it))
-            return (it, n, None)
+            return iteration.start(f[0], with_rows=bool(self.scalar_types))
         if op == Op.IMPORT:
             return importlib.import_module(f[0])
         if op == Op.MAKECLASS:
@@ -410,8 +372,3 @@ class Engine:
         for value in values:
             for fn in iter_functions(value):
                 self.script.client_files.add(fn.__code__.co_filename)
-
-
-def _is_member_generator(code: types.CodeType) -> bool:
-    """True for the code of one of torch's :data:`_MEMBER_GENERATORS`."""
-    return code.co_qualname in _MEMBER_GENERATORS and code.co_filename.endswith(_MODULE_FILE)

@@ -348,13 +348,17 @@ class RemoteIterator:
     has not moved (no call that may change a remote object was sent since, so
     nothing could have changed them); after such a call each item is read again
     from the object. A small one-dimensional array is iterated over its local copy
-    (client/_replica.py), checked the same way.
+    (client/_replica.py), checked the same way; the rows of a small array come with
+    its copy, and each row handed out has its own (``x[i]`` of a row reads it). The
+    snapshot lets go of each item it hands out: the loop holds it, as long as it likes.
     """
 
-    __slots__ = ("_it", "_items", "_k", "_left", "_n", "_obj", "_s", "_seq")
+    __slots__ = ("_it", "_items", "_k", "_left", "_list", "_n", "_obj", "_rows", "_s", "_seq")
 
     def __init__(self, session: Remoting, obj: Any) -> None:
         self._s = session
+        self._list: list[Any] | None = None
+        self._rows: Any = None
         local = session.local_items(obj)
         if local is not None:  # a small array: its local copy, checked the same way
             self._it = self._left = None
@@ -367,6 +371,9 @@ class RemoteIterator:
         self._obj = None
         if len(reply) > 3:  # a checked snapshot
             self._obj, self._seq, self._k, self._n = obj, session.epoch, 0, len(items)
+            self._items, self._list = None, items
+            if len(reply) > 4 and reply[4] is not None:  # rows, and the array's copy
+                self._rows = session.row_copies(obj, reply[4])
 
     def __iter__(self) -> RemoteIterator:
         return self
@@ -378,8 +385,14 @@ class RemoteIterator:
                 raise StopIteration
             self._k = k + 1
             if self._s.epoch == self._seq:
-                return next(self._items)
-            self._items = None
+                items = self._list
+                if items is None:
+                    return next(self._items)
+                item, items[k] = items[k], None
+                if self._rows is not None:
+                    self._s.row_copy(item, self._rows, k)
+                return item
+            self._items = self._list = self._rows = None
             return self._obj[k]
         if self._items is not None:
             return next(self._items)

@@ -304,6 +304,19 @@ class Replicas:
                 return None
         return local if local.ndim == 1 else None
 
+    def rows(self, array: Any, copied: tuple[bytes, int | None]) -> Any:
+        """The copy of ``array`` that came with its rows in an ITER reply, kept as
+        the array's copy; with its memory key, for :meth:`row`."""
+        return self._keep(array._t_id, copied), copied[1]
+
+    def row(self, row: Any, rows: Any, k: int) -> None:
+        """Row ``k`` of ``rows`` as the copy of the proxy ``row`` (the row the
+        iteration hands out now: its memory is the array's)."""
+        local, root = rows
+        mine = local[k].copy()  # (its own memory here: a write can go through it)
+        mine.flags.writeable = False
+        self._put(row._t_id, mine, root)
+
     def _worker_int(self) -> str:
         """The worker's default int dtype (``acceptor/_snapshot.default_int``), asked once."""
         if self._default_int is None:

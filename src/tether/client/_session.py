@@ -317,6 +317,14 @@ class Session:
             return self.replicas.items(obj)
         return None
 
+    def row_copies(self, array: Any, copied: Any) -> Any:
+        """The copy of ``array`` that came with its rows (kept as its copy), or None."""
+        return None if self.replicas is None else self.replicas.rows(array, copied)
+
+    def row_copy(self, row: Any, rows: Any, k: int) -> None:
+        """Row ``k`` of ``rows`` (from :meth:`row_copies`) as the copy of ``row``."""
+        self.replicas.row(row, rows, k)  # type: ignore[union-attr]  # (rows: replicas)
+
     @property
     def lost(self) -> bool:
         """True once the worker is gone (killed, or the connection broke)."""
