@@ -113,6 +113,8 @@ class Predictions:
         p = self._sites.get(key)
         if p is None:
             p = self._sites[key] = Site()
+        if template is NONE:
+            p.saw_none = True
         if nopipe:
             if not p.touched:
                 p.touched = True
@@ -121,8 +123,6 @@ class Predictions:
         if p.touched:
             p.touched = False
             p.version += 1
-        if template is NONE:
-            p.saw_none = True
         if template == p.template:
             p.count += 1
             return
