@@ -73,6 +73,10 @@ def run(counter):
     out["names"] = [name for name, _ in model.named_parameters()]
     out["count"] = len(list(model.parameters()))
     out["walks"] = counter() - before
+    ix = torch.arange(40) * 3
+    before = counter()
+    out["ints"] = [int(i) for i in ix] + [i.item() for i in ix]
+    out["item_reads"] = counter() - before
     return out
 '''
 
@@ -181,3 +185,11 @@ def test_a_modules_parameters_come_in_one_reply(out: dict[str, Any], local: dict
     # Two round trips a walk here (the method's first call, which its site learns
     # from, and the walk); before, one more for each parameter and for the end: 14.
     assert out["walks"] <= 4, out["walks"]
+
+
+def test_the_items_of_a_small_tensor_come_with_their_values(
+    out: dict[str, Any], local: dict[str, Any]
+) -> None:
+    assert out["ints"] == local["ints"]
+    # One round trip a walk (the items and their values); before, one an item: 80.
+    assert out["item_reads"] <= 2, out["item_reads"]

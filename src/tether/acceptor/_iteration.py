@@ -12,6 +12,10 @@ for a checked snapshot:
   nothing that may change an array, re-reading items after that; a small array
   iterated by rows comes with its values (``rows``: ``acceptor/_snapshot.array_bytes``)
   when the client keeps copies, so reading a row's elements waits for nothing;
+* a small one-dimensional CPU tensor's items (0-d views) come with their values
+  (``(iterator, 0, items, False, values)``): the client answers ``int(i)`` and
+  ``i.item()`` of them while it has sent nothing that may change the tensor
+  (``client/_itemvalues.py``);
 * otherwise, when the number of items left is known for sure, ``left``: the client
   fetches them pipelined; else None, one round trip an item.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import types
 from typing import Any, Final
 
@@ -62,6 +67,9 @@ def start(target: Any, *, with_rows: bool) -> tuple[Any, ...]:
         return (itertools.chain(items, it), None, None)
     n = exact_length(it)
     if n is not None and n <= PREFETCH_MAX and type(it).__name__ in SNAPSHOT_ITERATORS:
+        values = _values(target)
+        if values is not None:
+            return (it, 0, list(it), False, values)
         return (it, 0, list(it))
     return (it, n, None)
 
@@ -69,3 +77,18 @@ def start(target: Any, *, with_rows: bool) -> tuple[Any, ...]:
 def is_member_generator(code: types.CodeType) -> bool:
     """True for the code of one of torch's :data:`MEMBER_GENERATORS`."""
     return code.co_qualname in MEMBER_GENERATORS and code.co_filename.endswith(_MODULE_FILE)
+
+
+def _values(target: Any) -> list[Any] | None:
+    """A small plain 1-D tensor's values as Python numbers (its items' ``item()``), or
+    None: other objects, subclasses, complex, quantized and sparse tensors, and tensors
+    off the CPU (reading them would wait for the device, which the loop may not need)."""
+    torch = sys.modules.get("torch")
+    if torch is None or type(target) is not torch.Tensor or target.dim() != 1:
+        return None
+    if target.is_complex() or target.is_quantized or target.layout is not torch.strided:
+        return None
+    if target.device.type != "cpu":
+        return None
+    values: list[Any] = target.tolist()
+    return values

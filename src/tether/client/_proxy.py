@@ -351,6 +351,7 @@ class RemoteIterator:
     (client/_replica.py), checked the same way; the rows of a small array come with
     its copy, and each row handed out has its own (``x[i]`` of a row reads it). The
     snapshot lets go of each item it hands out: the loop holds it, as long as it likes.
+    A small 1-D tensor's items come with their values (client/_itemvalues.py).
     """
 
     __slots__ = ("_it", "_items", "_k", "_left", "_list", "_n", "_obj", "_rows", "_s", "_seq")
@@ -369,7 +370,9 @@ class RemoteIterator:
         self._it, self._left, items = reply[:3]
         self._items = iter(items) if items is not None else None
         self._obj = None
-        if len(reply) > 3:  # a checked snapshot
+        if len(reply) > 3 and reply[3] is False:  # fixed items, and their values
+            session.item_values(items, reply[4])
+        elif len(reply) > 3:  # a checked snapshot
             self._obj, self._seq, self._k, self._n = obj, session.epoch, 0, len(items)
             self._items, self._list = None, items
             if len(reply) > 4 and reply[4] is not None:  # rows, and the array's copy

@@ -55,6 +55,7 @@ from tether.client._codec import CallEncoder, ClientUnpickler, dumps_inband
 from tether.client._draws import MISS as _MISS
 from tether.client._draws import Draws
 from tether.client._events import Exhausted, Failed, Lost, Output, Reply, Request, WarningFrame
+from tether.client._itemvalues import ItemValues
 from tether.client._kinds import share_global
 from tether.client._lanes import Lane, Lanes, call_key, method_key
 from tether.client._mirrors import Mirrors
@@ -170,6 +171,8 @@ class Session:
         #: Batches of numpy.random draws (client/_draws.py), when the client has numpy.
         self.draws: Draws | None = None
         self.draws_pending = False
+        #: Values of the items of small tensors iterated (client/_itemvalues.py).
+        self._item_values = ItemValues()
         # Calls known to change nothing the script could see again (client/_replica.py):
         # _quiet marks the next call sent (_QUIET_ALL, or _QUIET_RNG: it does not use
         # numpy's global generator), _quiet_calls counts those sent.
@@ -321,6 +324,12 @@ class Session:
         """The copy of ``array`` that came with its rows (kept as its copy), or None."""
         return None if self.replicas is None else self.replicas.rows(array, copied)
 
+    def item_values(self, items: list[Any], values: list[Any]) -> None:
+        """``items`` (handles, from an iteration begun now) hold ``values``."""
+        note, epoch = self._item_values.note, self.epoch
+        for item, value in zip(items, values, strict=True):
+            note(item._t_id, value, epoch)
+
     def row_copy(self, row: Any, rows: Any, k: int) -> None:
         """Row ``k`` of ``rows`` (from :meth:`row_copies`) as the copy of ``row``."""
         self.replicas.row(row, rows, k)  # type: ignore[union-attr]  # (rows: replicas)
@@ -355,6 +364,10 @@ class Session:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         if fn is len and self.replicas is not None and self.is_ndarray(args[0]):
             return self.replicas.length(args[0])
+        if self._item_values and len(args) == 1:  # int(i), i from a small tensor's items
+            value = self._item_values.answer(fn, getattr(args[0], "_t_id", 0), self.epoch)
+            if value is not _MISS:
+                return value
         return self.value_remote(fn, *args)
 
     def value_remote(self, fn: Any, *args: Any) -> Any:
@@ -527,6 +540,10 @@ class Session:
                     return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs))
                 self._send(Op.CALLMETHOD, DISCARD, (obj, name, args, kwargs))
                 return None
+        if name == "item" and self._item_values and not args and not kwargs:
+            value = self._item_values.item(obj._t_id, self.epoch)
+            if value is not _MISS:
+                return value
         if (
             name in LOCAL_METHODS
             and self.replicas is not None
