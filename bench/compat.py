@@ -479,6 +479,10 @@ def print_table(rows: Sequence[Row], modes: Sequence[Mode], out: TextIO) -> None
         print(f"{mode.name}: {same}/{len(rows)} identical", file=out)
 
 
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -521,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--no-embedded leaves no mode to run; add --zero-install")
     scratch = Path(tempfile.mkdtemp(prefix="tether-compat-"))
     rows: list[Row] = []
+    # Stopped (SIGTERM, as timeout(1) and CI stop it): unwind as for an error, so the
+    # running script's group, the acceptor and the scratch folder go with the runner.
+    signal.signal(signal.SIGTERM, _stopped)
     try:
         with contextlib.ExitStack() as stack:
             modes = [] if args.no_embedded else [Mode("embedded", sys.executable)]

@@ -6,14 +6,17 @@ that its entry masks, ``differs.py`` prints whether the client loaded tether. Th
 committed to a real git repository, laid out by bench/compat/assemble.py from it, and run
 by the runner: its table and JSON must call the first identical and the second different.
 Remoting numpy needs no torch, so this runs wherever the test extra is installed.
+``slow.py`` runs until it is stopped: the runner stopped meanwhile leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,80 @@ def test_bad_list_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no 40-hex commit for a/b" in done.stderr
+
+
+def _lay_out(tmp_path: Path, names: tuple[str, ...], entries: str) -> tuple[Path, Path]:
+    """A fixtures repository of ``names``, its corpus list and its laid-out folder."""
+    mirror = tmp_path / "fixtures"
+    mirror.mkdir()
+    for name in names:
+        (mirror / name).write_bytes((FIXTURES / name).read_bytes())
+    _git(mirror, "init", "-q")
+    _git(mirror, "add", *names)
+    _git(mirror, "commit", "-q", "-m", "fixtures")
+    commit = _git(mirror, "rev-parse", "HEAD")
+    corpus_list = tmp_path / "corpus.toml"
+    corpus_list.write_text(
+        f'requires = ["numpy"]\n[defaults]\nremote = ["numpy"]\ntimeout = 120\n'
+        f'[repos]\n"tether/fixtures" = "{commit}"\n{entries}'
+    )
+    folder = tmp_path / "corpus"
+    laid = _run(
+        str(REPO / "bench" / "compat" / "assemble.py"), str(folder),
+        "--list", str(corpus_list), "--mirror", f"tether/fixtures={mirror / '.git'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert laid.returncode == 0, laid.stdout + laid.stderr
+    return corpus_list, folder
+
+
+def _running(name: str, *, under: Path) -> int | None:
+    """A process running script ``name`` with its working directory under ``under``."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:  # not a process, gone, or not ours to read
+            continue
+        if name.encode() in argv and cwd.startswith(str(under)):
+            return int(proc.name)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_stopped_runner_leaves_no_script_running_and_no_scratch(tmp_path: Path) -> None:
+    entries = '[[script]]\nname = "slow"\nrepo = "tether/fixtures"\npath = "slow.py"\n'
+    corpus_list, folder = _lay_out(tmp_path, ("slow.py",), entries)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
+    env["PYTHONPATH"] = str(REPO / "src")
+    env["TMPDIR"] = str(tmp_path)  # (the runner's scratch folder is made here)
+    compat = str(REPO / "bench" / "compat.py")
+    runner = subprocess.Popen(
+        [sys.executable, compat, str(folder), "--list", str(corpus_list)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        script = None
+        deadline = time.monotonic() + 120
+        while script is None and time.monotonic() < deadline:
+            script = _running("slow.py", under=tmp_path)
+            time.sleep(0.2)
+        assert script is not None, "the runner never started the script"
+        runner.send_signal(signal.SIGTERM)
+        _out, err = runner.communicate(timeout=60)
+    finally:
+        runner.kill()
+        runner.wait()
+    assert runner.returncode == 128 + signal.SIGTERM, err
+    deadline = time.monotonic() + 10
+    while _alive(script) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(script), "the script outlived the runner"
+    assert not list(tmp_path.glob("tether-compat-*")), "the scratch folder was left behind"
