@@ -82,7 +82,7 @@ def test_int_arrays_only_when_both_default_ints_agree() -> None:
 def test_plain_means_numbers_in_int64_within_a_budget() -> None:
     assert EXACT.plain((1, 2.5, True, numpy.float64(1), [1, (2, 3)], ()))
     assert not EXACT.plain((1 << 63,))
-    assert not EXACT.plain(("a",))
+    assert EXACT.plain(("a", ["b", "cd"]))  # numpy makes strings <U of the longest
     assert not EXACT.plain((numpy.float32(1),))
     assert not EXACT.plain(([None],))
     assert EXACT.plain(([0] * MAX_ITEMS,))
@@ -167,3 +167,13 @@ def test_a_mean_of_small_ints_is_their_exact_sum_divided_once(values: list[int])
     array = numpy.array(values, dtype=numpy.int64)
     assert EXACT.reducible("mean", array)
     assert numpy.mean(array) == sum(values) / len(values)  # one rounding: the division
+
+
+def test_what_a_choice_drew_is_taken_from_its_population() -> None:
+    words = ["ab", "cde", "f"]
+    taken = EXACT.build("take", (words, [2, 0, 2]), never)
+    assert taken.tolist() == ["f", "ab", "f"] and taken.dtype == numpy.dtype("<U3")
+    assert taken.dtype == numpy.random.RandomState(0).choice(words, 3).dtype
+    assert EXACT.build("take", (words, [3]), never) is None  # out of range: the worker's
+    assert EXACT.build("take", (words, [1.0]), never) is None
+    assert EXACT.build("take", ([1.5, 2.5], [1]), never).tolist() == [2.5]

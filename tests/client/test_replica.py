@@ -266,11 +266,12 @@ def test_a_grid_world_builds_adds_and_lists_small_arrays_without_waiting(
 
 def test_a_draw_made_by_the_worker_leaves_the_copies_good(out: dict[str, Any]) -> None:
     assert out["pairs"] == _local(PAIRS, "pairs", 10)
-    # A pair of strings is drawn by the worker (one round trip to list them) and
-    # the cut locally (one to check the generator out): two a pair. The draw
-    # changes no array, so the loop's np.arange stays good; before, every draw
-    # made its copy stale and each step read it again: three a pair.
-    assert out["pairs_syncs"] <= 2 * 10 + 2, out["pairs_syncs"]
+    # The pair's indices are drawn here, from the worker's generator checked out
+    # once, and the worker builds the pair from them (np.take), its copy made here:
+    # nothing waits. Drawn by the worker, a pair cost two round trips (listing it,
+    # checking the generator out again for the cut), and before draws left copies
+    # good, three.
+    assert out["pairs_syncs"] <= 2, out["pairs_syncs"]
 
 
 def test_means_of_booleans_and_small_ints_are_made_on_copies(out: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ INT_REDUCTIONS: Final = ("sum", "prod")
 COUNT_REDUCTIONS: Final = ("mean",)
 #: numpy functions that build a new array from plain data (numbers, lists of them, a
 #: shape): the client builds its copy itself and has the worker :func:`build` it.
-CONSTRUCTORS: Final = ("array", "asarray", "zeros", "ones", "arange")
+CONSTRUCTORS: Final = ("array", "asarray", "zeros", "ones", "arange", "take")
 #: numpy functions that build a new array from one array the client has a copy of.
 COPIERS: Final = ("zeros_like", "ones_like", "copy")
 

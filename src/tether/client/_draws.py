@@ -7,13 +7,18 @@ numpy's legacy functions with plain arguments (``binomial(1, 0.9)``,
 ``choice(letters)``, ``normal(-0.1, 1)``) from a local ``RandomState`` in that
 state, and checks it back in ahead of the next other call it sends. A draw that
 makes an array (``size=``, ``rand(3)``, a list of means) is sent to the worker,
-so arrays stay the worker's.
+so arrays stay the worker's; but for ``choice(population, size=k)`` of plain data
+(a genetic algorithm's parents) the indices are drawn here (:meth:`Draws.choice`:
+the same stream as the worker's choice, which draws by the population's size only)
+and the worker builds the array from them (``np.take``, client/_replica.py).
 
 The client learns once per function whether it is such a draw (one round trip).
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -21,6 +26,17 @@ if TYPE_CHECKING:
 
 #: What :meth:`Draws.call` returns when the call must go to the worker as usual.
 MISS: Final = object()
+#: Items ``choice(a, size=k)`` draws here at most.
+MAX_CHOSEN: Final = 4096
+#: numpy's ``RandomState.choice`` signature, to read a call's arguments as numpy does.
+_CHOICE: Final = inspect.Signature(
+    [
+        inspect.Parameter("a", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("size", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+        inspect.Parameter("replace", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=True),
+        inspect.Parameter("p", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+    ]
+)
 _UNKNOWN: Final = object()
 _PLAIN: Final = (int, float, str, bool, type(None))
 #: Where each drawing method takes its ``size`` (rand and randn take shapes).
@@ -91,6 +107,42 @@ class Draws:
         if local is None:
             local = self._check_out()
         return getattr(local, name)(*args, **kwargs)
+
+    def choice(
+        self,
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        buildable: Callable[[Any], bool],
+    ) -> Any:
+        """For ``np.random.choice(a, size=k[, replace][, p])`` with ``a`` a positive
+        int or a plain sequence that ``buildable`` accepts, ``p`` None or plain and
+        ``k`` an int: ``(a, indices)``, the indices drawn here; else :data:`MISS`."""
+        if self._names.get(target._t_id) != "choice":
+            return MISS
+        try:
+            bound = _CHOICE.bind(*args, **kwargs)
+        except TypeError:
+            return MISS  # the worker raises it, with numpy's words
+        bound.apply_defaults()
+        a, size, replace, p = bound.args
+        if type(size) is not int or not 0 < size <= MAX_CHOSEN or type(replace) is not bool:
+            return MISS
+        if p is not None and not _plain_sequence(p):
+            return MISS
+        if type(a) is int:
+            if a <= 0:
+                return MISS
+        elif not (_plain_sequence(a) and a and buildable(a)):
+            return MISS
+        local = self._local if self._local is not None else self._check_out()
+        state = local.get_state()
+        try:  # numpy's choice draws by the population's size alone
+            picked = local.choice(a if type(a) is int else len(a), size, replace, p)
+        except Exception:
+            local.set_state(state)
+            return MISS  # (numpy checks before it draws; the worker raises it)
+        return a, [int(i) for i in picked]
 
     def is_draw(self, target: Any) -> bool:
         """Whether remote function ``target`` is known to be a drawing method of

@@ -9,9 +9,10 @@ for it, it may use its own numpy only for what these rules allow:
   operands promote alike under numpy 1's value-based rules and numpy 2's (not bool
   arrays: numpy 1 makes ``True + 1`` by the value; not ints past 64 bits);
 * arrays built from plain data (:data:`CONSTRUCTORS`: ``np.array([i, j])``,
-  ``np.zeros((4, 4))``, ``np.arange(n)``) and from one array (:data:`COPIERS`), when
-  the result is float64 or bool, or an int array and both numpys give a list of ints
-  the same dtype (the caller asks the worker, once);
+  ``np.zeros((4, 4))``, ``np.arange(n)``, ``np.take(words, [2, 0])``) and from one
+  array (:data:`COPIERS`), when the result is float64, bool or strings, or an int
+  array and both numpys give a list of ints the same dtype (the caller asks the
+  worker, once);
 * numpy's order-free reductions (:data:`REDUCTIONS`) of plain data, and means of
   booleans and of integers whose sum is below 2**53 (:data:`COUNT_REDUCTIONS`);
 * one number written into a float or bool array.
@@ -36,7 +37,7 @@ EXACT_OPERATORS: Final = frozenset(
      operator.ne}
 )  # fmt: skip
 #: numpy functions that build an array from plain data (as acceptor/_snapshot.CONSTRUCTORS).
-CONSTRUCTORS: Final = frozenset({"array", "asarray", "zeros", "ones", "arange"})
+CONSTRUCTORS: Final = frozenset({"array", "asarray", "zeros", "ones", "arange", "take"})
 #: numpy functions that build an array from one array (acceptor/_snapshot.COPIERS).
 COPIERS: Final = frozenset({"zeros_like", "ones_like", "copy"})
 #: numpy reductions (as acceptor/_snapshot.REDUCTIONS and INT_REDUCTIONS) computed here
@@ -66,8 +67,8 @@ class Exact:
         self._default_int = numpy.array([0]).dtype.str
 
     def plain(self, args: tuple[Any, ...]) -> bool:
-        """True if ``args`` are numbers, or lists and tuples of numbers (at most
-        :data:`MAX_ITEMS` in all), that numpy reads the same everywhere."""
+        """True if ``args`` are numbers and strings, or lists and tuples of them (at
+        most :data:`MAX_ITEMS` in all), that numpy reads the same everywhere."""
         budget = [MAX_ITEMS]
         return all(self._plain(a, budget) for a in args)
 
@@ -78,7 +79,7 @@ class Exact:
             return budget[0] >= 0 and all(self._plain(v, budget) for v in value)
         if t is int:
             return bool(_INT64_MIN <= value < _INT64_END)
-        return t in self._scalars
+        return t in self._scalars or t is str
 
     def build(self, name: str, args: tuple[Any, ...], worker_int: Callable[[], str]) -> Any:
         """``numpy.<name>(*args)`` for one of :data:`CONSTRUCTORS` and :meth:`plain`
@@ -91,6 +92,12 @@ class Exact:
                 return None
             bounds = [0, int(args[0]), 1] if len(args) == 1 else [*map(int, args), 1][:3]
             if bounds[2] == 0 or len(range(*bounds)) > MAX_ELEMENTS:
+                return None
+        elif name == "take":  # np.take(population, indices): what a choice drew
+            if len(args) != 2 or not all(type(a) in (list, tuple) for a in args):
+                return None
+            n = len(args[0])
+            if not all(type(i) is int and 0 <= i < n for i in args[1]):
                 return None
         elif name == "zeros" or name == "ones":  # a shape
             if len(args) != 1:
@@ -173,10 +180,11 @@ class Exact:
         return value
 
     def agrees(self, dtype: Any, worker_int: Callable[[], str]) -> bool:
-        """True if the worker makes the same dtype of the same plain data: float64
-        and bool always, ints when the two numpys' default ints are one."""
+        """True if the worker makes the same dtype of the same plain data: float64,
+        bool and strings (``<U`` of the longest) always, ints when the two numpys'
+        default ints are one."""
         numpy = self._np
-        if dtype == numpy.float64 or dtype == numpy.bool_:
+        if dtype == numpy.float64 or dtype == numpy.bool_ or dtype.kind == "U":
             return True
         return bool(dtype.kind == "i" and dtype.str == self._default_int == worker_int())
 

@@ -5,39 +5,34 @@ Python loops over a remote numpy array's items (``x[i] * y[j]``, ``int(labels[k]
 read. The client answers such reads from a local, read-only copy instead:
 
 * element reads and ``len``: an array of at most :data:`SMALL_BYTES` comes with the
-  first read; a larger one is fetched after :data:`STREAK` reads in a row with nothing
-  else sent;
+  first read, a larger one after :data:`STREAK` reads in a row with nothing else sent;
 * order-free reductions (``np.max(x)``, ``x.argmax()``: ``acceptor/_snapshot``) of
-  booleans, ints or floats, and sums and products of 64-bit ints: the first one asks
-  the worker for the array instead of the answer when it is small;
-* iteration of a one-dimensional array (``client/_proxy.RemoteIterator``);
+  booleans, ints or floats, sums and products of 64-bit ints, means of booleans and
+  small ints: the first one asks for the array instead of the answer when it is small;
+* iteration of a one-dimensional array, and rows of a small one, each with its copy
+  (``client/_proxy.RemoteIterator``);
 * :data:`LOCAL_METHODS` (``tolist``, ``item``, ``copy``) and :data:`SHAPE_ATTRS`.
 
 Arrays the worker makes from what the client has are copied without asking
 (``client/_exact.py`` says when the client's numpy makes the same): results of
-arithmetic on good copies (:meth:`made`), and arrays built from plain data
-(``np.array([i, j])``, ``np.zeros((4, 4))``) or from a good copy (``np.zeros_like(v)``,
-``v.copy()``), which the worker builds under a memory key the client names
-(``acceptor/_snapshot.build``); reductions of plain data are computed here. So a grid
-world's step, ``(np.array(state) + action).tolist()``, waits for nothing. A small array
-whose copy went stale is fetched again when an operation needs it; the copies of
-proxies the script dropped go with them (a loop's temporaries do not push out the
-tables it keeps using).
+arithmetic on good copies (:meth:`made`), arrays built from plain data
+(``np.array([i, j])``, ``np.zeros((4, 4))``), from a good copy (``np.zeros_like(v)``,
+``v.copy()``) or from a choice's indices drawn here (:meth:`chosen`), which the worker
+builds under a memory key the client names (``acceptor/_snapshot.build``). So a grid
+world's step, ``(np.array(state) + action).tolist()``, waits for nothing. A small
+array whose copy went stale is fetched again when an operation needs it.
 
 Coherence. A copy is good while the session's *epoch* has not moved: the epoch
 counts the calls sent that may change a remote object. Calls known to change
 nothing keep it (:meth:`Session.quietly`): the reads, copies and reductions above,
-the checks of numpy's generator in and out (``client/_draws.py``), views, and
+numpy's draws and the checks of its generator (``client/_draws.py``), views, and
 arithmetic on arrays whose kind is known (numbers: numpy runs no Python code).
-A write to one array (``q[s, a] = v``, ``q[s] += v``) moves the epoch, but when the
-worker has told which memory the array lives in (``acceptor/_snapshot.memory_root``:
-every array that could see the write lives in the same), copies of other memory stay
-good (:meth:`Replicas.wrote`). Any other call makes every copy stale. The table of
-copies, what it keeps and for how long, is ``client/_copies.py``. The values are
-the ones the worker would have returned: the client's numpy scalars.
-
-Only when the client has a numpy of its own (the worker then sends numpy's numbers
-by value), only for numbers, booleans and strings, and only for arrays up to
+A write to one array (``q[s, a] = v``) moves the epoch, but when the worker has
+told which memory the array lives in (``acceptor/_snapshot.memory_root``), copies
+of other memory stay good (:meth:`Replicas.wrote`). Any other call makes every copy
+stale. The table of copies (what it keeps, for how long) is ``client/_copies.py``.
+The values are the worker's: the client's numpy scalars. Only when the client has a
+numpy of its own, only for numbers, booleans and strings, and only for arrays up to
 :data:`MAX_BYTES`.
 """
 
@@ -257,6 +252,27 @@ class Replicas:
         local = self._exact.build(name, args, self._worker_int)
         if local is None:
             return MISS
+        return self._built(name, args, local)
+
+    def takes(self, population: Any) -> bool:
+        """True if the worker builds ``population`` (plain data) as an array exactly
+        as it is built here: what :meth:`chosen` needs before a choice is drawn."""
+        return self._exact.plain((population,)) and (
+            self._exact.build("asarray", (list(population),), self._worker_int) is not None
+        )
+
+    def chosen(self, population: Any, picked: list[int]) -> Any:
+        """The array ``np.random.choice(population, size=k)`` makes of the indices
+        ``picked`` (drawn here): the worker builds ``np.take(population, picked)``
+        (``np.asarray(picked)`` for an int population), its copy made here."""
+        args: tuple[Any, ...]
+        if type(population) is int:
+            name, args = "asarray", (picked,)
+        else:
+            name, args = "take", (list(population), picked)
+        local = self._exact.build(name, args, self._worker_int)
+        if local is None:  # (checked by takes before the draw)
+            raise AssertionError(f"np.{name} of a chosen population was not built here")
         return self._built(name, args, local)
 
     def _built(self, name: str, args: tuple[Any, ...], local: Any) -> Any:

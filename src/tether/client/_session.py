@@ -499,6 +499,9 @@ class Session:
             if value is not _MISS:
                 return value
             replicas: Replicas = self.replicas  # type: ignore[assignment]  # (with draws)
+            picked = draws.choice(target, args, kwargs, replicas.takes)
+            if picked is not _MISS:  # choice(population, size=2): indices drawn here
+                return replicas.chosen(*picked)
             if len(args) == 1 and not kwargs and self.is_ndarray(args[0]):
                 value = replicas.reduce(target, args[0])
                 if value is not _MISS:  # np.max(q[s]) from a local copy
