@@ -45,17 +45,8 @@ def _git(repo: Path, *argv: str) -> str:
     return done.stdout.strip()
 
 
-def _list(commit: str) -> str:
-    return f"""
-requires = ["numpy"]
-
-[defaults]
-remote = ["numpy"]
-timeout = 120
-
-[repos]
-"tether/fixtures" = "{commit}"
-
+#: The entries of the list for same.py and differs.py.
+ENTRIES = """
 [[script]]
 name = "same"
 repo = "tether/fixtures"
@@ -84,24 +75,7 @@ def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_runner_tells_identical_from_different(tmp_path: Path) -> None:
-    mirror = tmp_path / "fixtures"
-    mirror.mkdir()
-    for name in ("same.py", "differs.py"):
-        (mirror / name).write_bytes((FIXTURES / name).read_bytes())
-    _git(mirror, "init", "-q")
-    _git(mirror, "add", "same.py", "differs.py")
-    _git(mirror, "commit", "-q", "-m", "fixtures")
-    commit = _git(mirror, "rev-parse", "HEAD")
-    corpus_list = tmp_path / "corpus.toml"
-    corpus_list.write_text(_list(commit))
-    folder = tmp_path / "corpus"
-
-    laid = _run(
-        str(REPO / "bench" / "compat" / "assemble.py"), str(folder),
-        "--list", str(corpus_list), "--mirror", f"tether/fixtures={mirror / '.git'}",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert laid.returncode == 0, laid.stdout + laid.stderr
+    corpus_list, folder, commit = _lay_out(tmp_path, ("same.py", "differs.py"), ENTRIES)
     assert (folder / "same" / "same.py").read_bytes() == (FIXTURES / "same.py").read_bytes()
     manifest = json.loads((folder / "MANIFEST.json").read_text())
     assert manifest["differs"]["commit"] == commit
@@ -136,8 +110,9 @@ def test_bad_list_is_a_clear_error(tmp_path: Path) -> None:
     assert "no 40-hex commit for a/b" in done.stderr
 
 
-def _lay_out(tmp_path: Path, names: tuple[str, ...], entries: str) -> tuple[Path, Path]:
-    """A fixtures repository of ``names``, its corpus list and its laid-out folder."""
+def _lay_out(tmp_path: Path, names: tuple[str, ...], entries: str) -> tuple[Path, Path, str]:
+    """A fixtures repository of ``names`` at a commit, the corpus list of ``entries``
+    for it and the folder bench/compat/assemble.py lays out from it."""
     mirror = tmp_path / "fixtures"
     mirror.mkdir()
     for name in names:
@@ -158,7 +133,7 @@ def _lay_out(tmp_path: Path, names: tuple[str, ...], entries: str) -> tuple[Path
         cwd=tmp_path,
     )  # fmt: skip
     assert laid.returncode == 0, laid.stdout + laid.stderr
-    return corpus_list, folder
+    return corpus_list, folder, commit
 
 
 def _running(name: str, *, under: Path) -> int | None:
@@ -184,7 +159,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_stopped_runner_leaves_no_script_running_and_no_scratch(tmp_path: Path) -> None:
     entries = '[[script]]\nname = "slow"\nrepo = "tether/fixtures"\npath = "slow.py"\n'
-    corpus_list, folder = _lay_out(tmp_path, ("slow.py",), entries)
+    corpus_list, folder, _commit = _lay_out(tmp_path, ("slow.py",), entries)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env["PYTHONPATH"] = str(REPO / "src")
     env["TMPDIR"] = str(tmp_path)  # (the runner's scratch folder is made here)

@@ -8,14 +8,11 @@ the local one in many more cases.)
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy
 import pytest
-from tests.e2e.e2e_harness import base_env, run_command
+from tests.e2e.e2e_harness import run_json_script
 
 TABULAR = '''
 def tabular(steps):
@@ -199,17 +196,7 @@ def _local(code: str, name: str, *args: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def out(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    folder: Path = tmp_path_factory.mktemp("replica")
-    (folder / "script.py").write_text(SCRIPT)
-    argv = [sys.executable, "-m", "tether", "run", "--remote", "numpy", "--"]
-    done = run_command(
-        [*argv, sys.executable, "script.py"],
-        cwd=folder,
-        env=base_env(with_src=True),
-        timeout=120,
-    )
-    assert done.status == 0 and not done.leftovers, done.describe()
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    result: dict[str, Any] = run_json_script(tmp_path_factory.mktemp("replica"), SCRIPT, "numpy")
     return result
 
 

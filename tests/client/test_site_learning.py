@@ -11,14 +11,12 @@ transpose is pipelined. The scripts count their round trips (the session's
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from tests.e2e.e2e_harness import base_env, run_command
+from tests.e2e.e2e_harness import run_json_script
 
 CODE = '''
 import types
@@ -109,16 +107,7 @@ print(json.dumps(run(lambda: session.stats["sync"])))
 
 
 def _remote(folder: Path, code: str, module: str) -> dict[str, Any]:
-    (folder / "script.py").write_text(code + RUNNER)
-    argv = [sys.executable, "-m", "tether", "run", "--remote", module, "--"]
-    done = run_command(
-        [*argv, sys.executable, "script.py"],
-        cwd=folder,
-        env=base_env(with_src=True),
-        timeout=120,
-    )
-    assert done.status == 0 and not done.leftovers, done.describe()
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    result: dict[str, Any] = run_json_script(folder, code + RUNNER, module)
     return result
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import json
 import os
 import selectors
 import shlex
@@ -76,6 +77,22 @@ class Completed:
             f"--- stdout (last {limit} chars) ---\n{self.stdout[-limit:]}\n"
             f"--- stderr (last {limit} chars) ---\n{self.stderr[-limit:]}"
         )
+
+
+def run_json_script(folder: Path, script: str, remote: str, *, timeout: float = 120) -> Any:
+    """Write ``script`` to ``folder/script.py``, run it under ``tether run --remote
+    remote`` (this checkout's tether) and return the JSON of its last stdout line;
+    the test fails, showing the run, if it did not exit 0 or left processes behind."""
+    (folder / "script.py").write_text(script)
+    argv = [sys.executable, "-m", "tether", "run", "--remote", remote, "--"]
+    done = run_command(
+        [*argv, sys.executable, "script.py"],
+        cwd=folder,
+        env=base_env(with_src=True),
+        timeout=timeout,
+    )
+    assert done.status == 0 and not done.leftovers, done.describe()
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def run_command(

@@ -55,22 +55,13 @@ def result_used(skip: int = 2) -> bool:
     """True unless the first frame above Tether's own (``skip`` frames up
     first: this function and its caller, by default) drops the value of the
     call it is making."""
-    f: types.FrameType | None = sys._getframe(skip)
-    while f is not None:
-        code = f.f_code
-        cid = id(code)
-        ours = _ours.get(cid)
-        if ours is None:
-            _codes[cid] = code
-            ours = _ours[cid] = code.co_filename.startswith(_PKG_DIR)
-        if not ours:
-            key = (cid, f.f_lasti)
-            verdict = _verdicts.get(key)
-            if verdict is None:
-                verdict = _verdicts[key] = _next_opname(code, f.f_lasti) != "POP_TOP"
-            return verdict
-        f = f.f_back
-    return True
+    place = call_place(skip + 1)
+    if place is None:
+        return True
+    verdict = _verdicts.get(place)
+    if verdict is None:
+        verdict = _verdicts[place] = _next_opname(_codes[place[0]], place[1]) != "POP_TOP"
+    return verdict
 
 
 def call_place(skip: int = 2) -> tuple[int, int] | None:
