@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.acceptor.serve_process import alive
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "compat_fixtures"
@@ -149,14 +150,6 @@ def _running(name: str, *, under: Path) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_stopped_runner_leaves_no_script_running_and_no_scratch(tmp_path: Path) -> None:
     entries = '[[script]]\nname = "slow"\nrepo = "tether/fixtures"\npath = "slow.py"\n'
     corpus_list, folder, _commit = _lay_out(tmp_path, ("slow.py",), entries)
@@ -182,7 +175,7 @@ def test_a_stopped_runner_leaves_no_script_running_and_no_scratch(tmp_path: Path
         runner.wait()
     assert runner.returncode == 128 + signal.SIGTERM, err
     deadline = time.monotonic() + 10
-    while _alive(script) and time.monotonic() < deadline:
+    while alive(script) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(script), "the script outlived the runner"
+    assert not alive(script), "the script outlived the runner"
     assert not list(tmp_path.glob("tether-compat-*")), "the scratch folder was left behind"

@@ -20,7 +20,6 @@ import numbers
 import operator
 from typing import TYPE_CHECKING, Any, Final
 
-from tether.client._draws import MISS
 from tether.client._exact import EXACT_OPERATORS
 from tether.client._proxy import BINARY_OPERATORS, INPLACE_OPERATORS
 
@@ -80,12 +79,10 @@ class ArrayOps:
         """``fn(*args)``: an operator with a remote operand."""
         s = self._s
         if fn is _GETITEM:
+            # (x[i] of a good 1-D copy never gets here: the ndarray mirror's own
+            # __getitem__ reads it first, Replicas.specialize)
             index = args[1]
-            if type(index) is int:
-                value = self._r.element(args[0], index)
-                if value is not MISS:  # x[i] in a Python loop: the copy, at once
-                    return value
-            elif type(index).__module__ == "numpy" and isinstance(index, numbers.Integral):
+            if type(index).__module__ == "numpy" and isinstance(index, numbers.Integral):
                 index = int(index)  # q[s][a] with an action drawn by numpy: the same read
             if (type(index) is int or type(index) is tuple) and s.is_ndarray(args[0]):
                 return self._r.read(args[0], index)

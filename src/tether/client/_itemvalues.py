@@ -47,10 +47,9 @@ class ItemValues:
     def answer(self, fn: Any, hid: int, epoch: int) -> Any:  # (hid 0: no handle)
         """``fn(item)`` for ``fn`` one of int, float, bool, operator.index, or
         :data:`MISS` where the worker must answer."""
-        known = self._values.get(hid)
-        if known is None or known[0] != epoch:
+        value = self.item(hid, epoch)
+        if value is MISS:
             return MISS
-        value = known[1]
         t = type(value)
         if fn is float or fn is bool:
             return fn(value)

@@ -147,14 +147,6 @@ class Replicas:
 
         setattr(cls, "__getitem__", __getitem__)
 
-    def element(self, obj: Any, index: int) -> Any:
-        """``obj[index]`` from a good one-dimensional copy of ``obj``, or
-        :data:`MISS`: the first thing tried for ``x[i]`` (no other check first)."""
-        copy = self._copies.get(getattr(obj, "_t_id", None))  # type: ignore[arg-type]
-        if copy is None or copy.epoch != self._s.epoch or copy.array.ndim != 1:
-            return MISS
-        return copy.array[index]
-
     def read(self, array: Any, index: Any) -> Any:
         """``array[index]`` for a remote ndarray and an int (or tuple of ints) index."""
         if type(index) is tuple and not all(type(k) is int for k in index):
