@@ -50,12 +50,13 @@ from tether.acceptor._codec import (
 )
 from tether.acceptor._events import CallFailed, Mispredicted, Outcome
 from tether.acceptor._files import ClientFile
+from tether.acceptor._fused import fuser
 from tether.acceptor._scriptcode import ScriptCode
 from tether.acceptor._spawn import spawn_by_value
 from tether.acceptor._unpickler import WorkerUnpickler, exception_class
 from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
-from tether.wire._lanes import LaneReader
+from tether.wire._lanes import NOT_RUN, LaneReader
 from tether.wire._messages import RETURNED_NONE
 from tether.wire._ops import (
     DISCARD,
@@ -121,8 +122,10 @@ class Engine:
         self._client_objects: dict[int, ClientObject] = {}
         self.resolved: dict[tuple[str, str], Any] = {}
         self._named: dict[bytes, Any] = {}  # the same for compact calls
-        # Compact calls of a layout read before: one unpack each (wire/_lanes.py).
-        self._lane = LaneReader(self._global).read
+        # Compact calls of a layout read before: one unpack each (wire/_lanes.py),
+        # and pipelined ones run by one function each (acceptor/_fused.py).
+        lanes = LaneReader(self._global, fuser(self.handles, self._tids, self._bound))
+        self._lane, self._run = lanes.read, lanes.run
         self.script = ScriptCode(request, self.client_object)
         self._refs = self._reference_kinds()
 
@@ -214,6 +217,9 @@ class Engine:
         shape: Shape = None
         try:
             if meta[:1] == COMPACT_TAG:
+                outcome = self._run(meta)
+                if outcome is not NOT_RUN:
+                    return outcome  # type: ignore[no-any-return]
                 msg = self._lane(meta, self.lookup) or self._compact(meta)
                 shape = msg[1]
             else:
@@ -224,6 +230,10 @@ class Engine:
             raise
         except BaseException as exc:
             return CallFailed(shape, exc)
+        return self._bound(shape, result)
+
+    def _bound(self, shape: Shape, result: Any) -> Outcome:
+        """Bind a pipelined call's result to its ids: None, or a Mispredicted."""
         try:
             self._bind(shape, result)
         except _Mispredicted as exc:

@@ -90,7 +90,11 @@ class WorkerShell:
                 if sync:
                     self._call_sync(seq, meta, buffers)
                 else:
-                    proto.pipelined(seq, engine.call_pipelined(meta, buffers))
+                    outcome = engine.call_pipelined(meta, buffers)
+                    if outcome is not None or proto.touched:  # else nothing to say
+                        proto.pipelined(seq, outcome)
+            elif type(event) is Release:
+                engine.release(event.hids)
             elif event is NEED_DATA:
                 frame = link.poll()
                 if frame is None:

@@ -21,6 +21,9 @@ i64 or an f64. That layout is a *lane*:
   items. Only a meta that ``decode`` read whole makes a layout, and another
   meta uses it only if every byte outside its holes is the same.
 
+* The worker's engine may also have each layout *run* a pipelined call in one
+  generated function (a ``fuse`` given to the reader: acceptor/_fused.py).
+
 Nothing on the wire says "lane": the bytes are ordinary compact calls, so each
 side uses lanes or not on its own. Measured on this project's 2-core test
 machine, for ``a * 0.999``: the client's general path 6.5 us a call, its lane
@@ -50,7 +53,7 @@ from tether.wire._compact import (
 )
 from tether.wire._ops import NONE, Handle, Op
 
-__all__ = ["LaneReader", "Packer", "packer"]
+__all__ = ["NOT_RUN", "Fuser", "LaneReader", "Packer", "RawHandle", "packer"]
 
 #: ``pack(hid, *variables)``: the batch entry of one call of a lane (see :func:`packer`).
 Packer = Callable[..., bytes]
@@ -144,6 +147,13 @@ def packer(
     return scope["pack"]  # type: ignore[no-any-return]
 
 
+#: ``fuse(op, shape, items, tags, fmt)``: a layout's runner, or None (see :class:`LaneReader`).
+Fuser = Callable[[int, Any, list[Any], list[int], str], "Callable[[bytes], Any] | None"]
+
+#: What :meth:`LaneReader.run` returns for a meta it has no runner for.
+NOT_RUN: Final[Any] = object()
+
+
 class LaneReader:
     """The worker's half of the lanes: ``read(meta, lookup)`` is what the
     engine would make of a compact call after :func:`decode` (``(op, shape,
@@ -157,16 +167,26 @@ class LaneReader:
     found by all its bytes outside the holes (the key: the length and every
     tag are among them), made once from ``decode``'s reading of a whole meta,
     so a meta whose reading by ``decode`` would differ never matches one.
+
+    With a ``fuse``, each layout may also get a *runner*: ``fuse(op, shape,
+    items, tags, fmt)`` is given what the layout was learnt from (``decode``'s
+    items, handles as :class:`RawHandle`; the operands' tags; the ``struct``
+    format that reads the holes: the result's id, the target's for a method,
+    the operands) and returns ``run(meta)`` or None. ``run(meta)`` is then
+    what :meth:`run` returns for the layout's metas: the engine carries out the
+    call in one function (acceptor/_fused.py), where ``read`` only reads it.
     """
 
-    __slots__ = ("_layouts", "_name")
+    __slots__ = ("_fuse", "_layouts", "_name")
 
-    def __init__(self, name: Callable[[bytes], Any]) -> None:
+    def __init__(self, name: Callable[[bytes], Any], fuse: Fuser | None = None) -> None:
         self._name = name
-        # key -> the layout's read, or None (no lane: decode reads it)
-        self._layouts: dict[bytes, Callable[..., Any] | None] = {}
+        self._fuse = fuse
+        # key -> the layout's (read, run or None), or None (no lane: decode reads it)
+        self._layouts: dict[bytes, tuple[Callable[..., Any], Any] | None] = {}
 
-    def read(self, meta: bytes, lookup: Callable[[int], Any]) -> tuple[Any, ...] | None:
+    def _entry(self, meta: bytes) -> tuple[Callable[..., Any], Any] | None:
+        """The layout of ``meta``: its ``(read, run)``, learnt on first sight, or None."""
         end = len(meta)
         if end < 22 or meta[0] != 1 or meta[20] != 0:  # the compact tag; no keywords
             return None
@@ -181,14 +201,27 @@ class LaneReader:
             return None
         if n > 1:  # the other operands' tags
             key += meta[end - 9 * n + 9 : end : 9]
-        read = self._layouts.get(key, _UNKNOWN)
-        if read is _UNKNOWN:
-            read = self._learn(meta, key, op, n)
-        if read is None:
-            return None
-        return read(meta, lookup)  # type: ignore[no-any-return]
+        entry = self._layouts.get(key, _UNKNOWN)
+        if entry is _UNKNOWN:
+            entry = self._learn(meta, key, op, n)
+        return entry  # type: ignore[no-any-return]
 
-    def _learn(self, meta: bytes, key: bytes, op: int, n: int) -> Callable[..., Any] | None:
+    def read(self, meta: bytes, lookup: Callable[[int], Any]) -> tuple[Any, ...] | None:
+        entry = self._entry(meta)
+        if entry is None:
+            return None
+        return entry[0](meta, lookup)  # type: ignore[no-any-return]
+
+    def run(self, meta: bytes) -> Any:
+        """What the layout's runner makes of ``meta``, or :data:`NOT_RUN`."""
+        entry = self._entry(meta)
+        if entry is None or entry[1] is None:
+            return NOT_RUN
+        return entry[1](meta)
+
+    def _learn(
+        self, meta: bytes, key: bytes, op: int, n: int
+    ) -> tuple[Callable[..., Any], Any] | None:
         first = len(meta) - 9 * n
         if (
             not 0 <= n <= _MAX_VARIABLES
@@ -204,16 +237,16 @@ class LaneReader:
         self._layouts[key] = layout
         return layout
 
-    def _layout(self, meta: bytes, op: int, n: int) -> Callable[..., Any] | None:
-        """The reader of ``meta``'s layout, or None; :meth:`_learn` has checked ``n``
-        and that the last ``n`` items' places hold operand tags."""
+    def _layout(self, meta: bytes, op: int, n: int) -> tuple[Callable[..., Any], Any] | None:
+        """The ``(read, run)`` of ``meta``'s layout, or None; :meth:`_learn` has
+        checked ``n`` and that the last ``n`` items' places hold operand tags."""
         end = len(meta)
         kind = meta[2]
         if kind not in (SHAPE_ANY, SHAPE_NONE, SHAPE_HANDLE):
             return None
         first = end - 9 * n  # where the operands start
         tags = [meta[first + 9 * i] for i in range(n)]
-        _op, shape, items, kwargs = decode(meta, _RawHandle, self._name)
+        _op, shape, items, kwargs = decode(meta, RawHandle, self._name)
         head = 1 if op == _CALL else 2
         if kwargs or len(items) != head + n:
             return None
@@ -226,7 +259,7 @@ class LaneReader:
         # The holes, by offset: the result's id, the target's, the operands.
         holes = [(3, "q")]
         if op == _CALLMETHOD:
-            if type(items[0]) is not _RawHandle or type(items[1]) is not str:
+            if type(items[0]) is not RawHandle or type(items[1]) is not str:
                 return None
             holes.append((22, "q"))
         holes += [(first + 9 * i + 1, _OPERAND_CODES[t]) for i, t in enumerate(tags)]
@@ -235,14 +268,16 @@ class LaneReader:
             fmt += f"{offset - pos}x{code}" if offset > pos else code
             pos = offset + 8
         fmt += f"{end - pos}x" if end > pos else ""
-        return _compile(op, kind, shape, items, tags, fmt)
+        read = _compile(op, kind, shape, items, tags, fmt)
+        run = self._fuse(op, shape, items, tags, fmt) if self._fuse is not None else None
+        return read, run
 
 
-class _RawHandle(int):
+class RawHandle(int):
     """A handle id as a layout is learned: told apart from an int operand."""
 
 
-_OPERAND_TYPES: Final = {_H: _RawHandle, _I: int, _F: float}
+_OPERAND_TYPES: Final = {_H: RawHandle, _I: int, _F: float}
 
 
 def _compile(
@@ -268,7 +303,7 @@ def _compile(
     args_src = f"({', '.join(args)},)" if args else "()"
     if op == _CALL:
         fn = items[0]
-        if type(fn) is _RawHandle:
+        if type(fn) is RawHandle:
             scope["FH"] = int(fn)
             fn_src = "lookup(FH)"
         else:
