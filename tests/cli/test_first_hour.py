@@ -89,6 +89,50 @@ def test_plain_run_prints_only_the_scripts_output_and_v_says_where(tmp_path: Pat
     assert "worker pid " in line and "device " in line and "tcp://127.0.0.1:" in line
 
 
+def _bare_python(tmp_path: Path) -> str:
+    """The python of a new venv with nothing installed: no tether, no cloudpickle, no torch."""
+    venv = tmp_path / "bare"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+        check=True, capture_output=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    return str(venv / "bin" / "python")
+
+
+def _run_command(tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "script.py").write_text(SCRIPT)
+    return subprocess.run(
+        [sys.executable, "-m", "tether", "run", "--remote", "torch", "--", *command],
+        env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
+
+
+def test_another_python_than_tethers_runs_the_script_remotely(tmp_path: Path) -> None:
+    """`tether` from one environment (pipx, a tools venv), the script's interpreter from
+    another: the client loads with Tether's own cloudpickle. This used to print "Error in
+    sitecustomize" and run the script locally (here: no torch, ModuleNotFoundError)."""
+    r = _run_command(tmp_path, _bare_python(tmp_path), "script.py")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "sum 3\n" and r.stderr == ""
+
+
+def test_a_python_that_cannot_load_the_client_stops_before_the_script(tmp_path: Path) -> None:
+    """Whatever keeps the client from loading (here a broken cloudpickle first on the
+    script's path), the script never starts on the wrong machine: one line, exit 1."""
+    broken = tmp_path / "broken" / "cloudpickle"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('broken on purpose')\n")
+    shell = f'PYTHONPATH="{broken.parent}:$PYTHONPATH" exec "$0" script.py'
+    r = _run_command(tmp_path, "sh", "-c", shell, _bare_python(tmp_path))
+    assert r.returncode == 1, r.stderr
+    line = _one_line(r.stderr)
+    assert line.startswith("tether: error: "), line
+    assert "cannot load Tether's client (ImportError: broken on purpose)" in line, line
+    assert r.stdout == ""
+    assert not (tmp_path / "ran").exists()
+
+
 def test_v_names_a_remote_acceptor_and_the_worker(tmp_path: Path) -> None:
     token, ready = tmp_path / "token", tmp_path / "ready"
     with (tmp_path / "serve.log").open("w") as log:

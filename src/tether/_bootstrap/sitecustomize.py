@@ -11,8 +11,19 @@ _here = os.path.dirname(os.path.abspath(__file__))
 if os.environ.get("TETHER_REMOTE"):
     from collections.abc import Iterable
 
-    from tether.client._bootstrap import activate
-    from tether.client._session import Session
+    try:
+        from tether.client._bootstrap import activate
+        from tether.client._session import Session
+    except Exception as exc:
+        # Python would print "Error in sitecustomize" and run the script here,
+        # on the wrong machine (or fail at its first remoted import): stop now.
+        sys.stderr.write(
+            f"tether: error: {sys.executable} cannot load Tether's client "
+            f"({type(exc).__name__}: {exc}); run the script with the Python that "
+            "Tether is installed in, or install tether in this one\n"
+        )
+        sys.stderr.flush()
+        os._exit(1)
 
     def _connect(remote: Iterable[str]) -> Session:
         # Loaded on the first remoted import only: most of a script's

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,28 @@ def _is_python(program: str) -> bool:
     return re.fullmatch(r"python(\d+(\.\d+)?)?", os.path.basename(program)) is not None
 
 
-def _bootstrap_env(env: dict[str, str]) -> None:
+def _bootstrap_env(env: dict[str, str], scratch: Path) -> None:
+    """PYTHONPATH for the command: Tether's bootstrap first, the caller's entries,
+    then where Tether and its one dependency, cloudpickle, are found.
+
+    The command's interpreter need not be this one (``tether`` installed with
+    pipx, the script run by its project's venv). Where cloudpickle does not sit
+    beside Tether (an editable install), ``scratch`` gets a link to it, so that
+    such an interpreter loads the client with the cloudpickle it was made for;
+    if it still cannot, the bootstrap says so and stops before the script runs.
+    """
+    import importlib.util
+
     package = Path(__file__).resolve().parent.parent  # src/tether, without importing the face
-    pkg_parent = str(package.parent)
+    pkg_parent = package.parent
     boot = str(package / "_bootstrap")
-    parts = [boot, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p], pkg_parent]
+    parts = [boot, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    parts.append(str(pkg_parent))
+    spec = importlib.util.find_spec("cloudpickle")  # found, not imported
+    where = list(spec.submodule_search_locations or ()) if spec is not None else []
+    if where and Path(where[0]).parent != pkg_parent:
+        (scratch / "cloudpickle").symlink_to(where[0], target_is_directory=True)
+        parts.append(str(scratch))
     env["PYTHONPATH"] = os.pathsep.join(parts)
 
 
@@ -173,9 +191,10 @@ def run(args: argparse.Namespace) -> int:
         env["TETHER_CONNECT"] = str(embedded.start())
         env["TETHER_TOKEN"] = embedded.token
         env["TETHER_LOCAL_ACCEPTOR"] = "1"  # for -v: "torch ran in a local worker"
-    _bootstrap_env(env)
     try:
-        return _run_child(command, env)
+        with tempfile.TemporaryDirectory(prefix="tether-run-") as scratch:
+            _bootstrap_env(env, Path(scratch))
+            return _run_child(command, env)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -207,7 +226,6 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
 def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> int:
     """Lease a slice, run the command against it, release it whatever happens."""
     import shutil
-    import tempfile
 
     from tether._api import lease as take_lease
     from tether._config import require_pool
@@ -261,7 +279,7 @@ def _run_pool(args: argparse.Namespace, command: list[str], env: dict[str, str])
         env["TETHER_CONNECT"] = lease.address
         env.pop("TETHER_TOKEN", None)
         env["TETHER_TOKEN_FILE"] = str(private / "ticket")
-        _bootstrap_env(env)
+        _bootstrap_env(env, private)
         return _run_child(command, env)
     finally:
         if lease is not None:
