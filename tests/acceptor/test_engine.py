@@ -304,3 +304,48 @@ def test_a_pipelined_call_that_returned_none_says_so_in_its_notice() -> None:
     h.call(Op.CALL, Handle(3, tid), dict, (), {})
     kind, _flags, _seq, meta = h.sent.pop()
     assert kind == Kind.NOTICE and bytes(meta) != NONE_NOTICE
+
+
+def _meta(op: Op, shape: Any, *fields: Any) -> bytes:
+    return dumps((op, shape_to_wire(shape), *fields), CodeContext(lambda obj: 0))[0]
+
+
+def test_a_failure_in_a_batch_skips_the_rest_of_it_and_its_releases_still_apply() -> None:
+    from tether.wire._ops import RELEASE_TAG, pack_batch
+
+    h = Harness()
+    tid = h.engine.types.tid(list)
+    h.call(Op.CALL, Handle(5, tid), list, ((1,),), {})
+    metas = [
+        _meta(Op.CALL, Handle(1, tid), list, ((),), {}),
+        _meta(Op.CALL, Handle(2, 0), operator.truediv, (1, 0), {}),  # fails
+        _meta(Op.CALL, Handle(3, tid), list, ((),), {}),  # skipped
+        RELEASE_TAG + pack_ids([5]),  # still applies
+        _meta(Op.CALLMETHOD, NONE, Ref(1), "append", (7,), {}),  # skipped
+    ]
+    h.frame(Kind.CALL, Flag.BATCH, 20, pack_batch(metas))
+    assert h.engine.handles[1] == [] and 3 not in h.engine.handles and 5 not in h.engine.handles
+    assert set(h.protocol.poisoned) == {2, 3}
+    h.seq = 30
+    h.call(Op.CALL, ANY, len, (Ref(1),), {}, sync=True)
+    flags, error = h.reply()
+    assert flags & Flag.DEFERRED and "division by zero" in repr(error)
+
+
+def test_a_call_of_a_batch_that_asks_the_client_says_so_and_the_rest_runs_after() -> None:
+    from tether.wire._messages import TOUCHED_NOTICE
+    from tether.wire._ops import pack_batch
+
+    h = PagingHarness({"k": 41})
+    h.engine.handles[50] = _script_function(h, "def f():\n    return k\n", "f")
+    tid = h.engine.types.tid(int)
+    metas = [
+        _meta(Op.CALL, Handle(1, tid), Ref(50), (), {}),  # pages k in
+        _meta(Op.CALL, Handle(2, tid), operator.add, (Ref(1), 1), {}),
+        _meta(Op.CALL, Handle(3, tid), Ref(50), (), {}),  # k is known now
+    ]
+    h.frame(Kind.CALL, Flag.BATCH, 10, pack_batch(metas))
+    assert [h.engine.handles[i] for i in (1, 2, 3)] == [41, 42, 41]
+    assert h.requests == [ReadGlobal("script_mod", "k")]
+    notices = [(seq, meta) for kind, _f, seq, meta in h.sent if kind == Kind.NOTICE]
+    assert notices == [(10, TOUCHED_NOTICE)]

@@ -21,6 +21,7 @@ from tether import ProtocolError
 from tether.acceptor._codec import error_payload
 from tether.acceptor._events import (
     NEED_DATA,
+    Batch,
     Call,
     CallFailed,
     Closed,
@@ -145,15 +146,36 @@ def test_a_failed_pipelined_call_defers_its_error_to_the_next_sync_call() -> Non
     assert p.state is State.OPEN and p.failed is None and 1 in p.poisoned
 
 
+def test_a_batch_is_handed_out_whole_while_nothing_waits_or_failed() -> None:
+    p = WorkerProtocol()
+    metas = [call_meta(Handle(1, 0)), RELEASE_TAG + pack_ids([9]), call_meta(Handle(2, 0))]
+    p.receive_frame(frame(CALL, BATCH, 10, pack_batch(metas)))
+    assert events(p) == [Batch(10, metas)]
+
+
 def test_a_failure_in_a_batch_skips_the_rest_of_it() -> None:
     p = WorkerProtocol()
     metas = [call_meta(Handle(1, 0)), call_meta(Handle(2, 0)), call_meta(Handle(3, 0))]
     p.receive_frame(frame(CALL, BATCH, 10, pack_batch(metas)))
-    first = p.next_event()
-    assert first == Call(10, False, metas[0], ())
+    assert p.next_event() == Batch(10, metas)
+    # The shell runs the first call, which fails, and hands the rest back.
     err = ValueError("x")
     p.pipelined(10, CallFailed(Handle(1, 0), err))
+    p.requeue(11, metas[1:])
     assert events(p) == [] and p.poisoned == {1: err, 2: err, 3: err}
+
+
+def test_a_batch_that_arrives_in_failed_is_skipped_entry_by_entry() -> None:
+    p = WorkerProtocol()
+    err = ValueError("x")
+    p.receive_frame(frame(CALL, 0, 1, call_meta(Handle(1, 0))))
+    first = p.next_event()
+    assert isinstance(first, Call)
+    p.pipelined(1, CallFailed(Handle(1, 0), err))
+    metas = [call_meta(Handle(2, 0)), RELEASE_TAG + pack_ids([1]), call_meta(Handle(3, 0))]
+    p.receive_frame(frame(CALL, BATCH, 2, pack_batch(metas)))
+    # Releases still apply (and forget the poison of what they release).
+    assert events(p) == [Release([1])] and p.poisoned == {2: err, 3: err}
 
 
 def test_releases_and_names_in_a_batch_keep_their_place_and_take_no_number() -> None:
@@ -166,6 +188,9 @@ def test_releases_and_names_in_a_batch_keep_their_place_and_take_no_number() -> 
         RELEASE_TAG + pack_ids([1, 2]),
     ]
     p.receive_frame(frame(CALL, BATCH, 20, pack_batch(entries)))
+    assert p.next_event() == Batch(20, entries)
+    # Handed back whole (as the shell hands back a batch's rest), entry by entry:
+    p.requeue(20, entries)
     assert events(p) == [
         Release([9]),
         Call(20, False, b"\x80a", ()),
@@ -270,13 +295,24 @@ def test_while_waiting_only_nested_calls_and_the_answer_come_through() -> None:
 def test_a_batch_interrupted_by_a_wait_resumes_after_it() -> None:
     p = WorkerProtocol()
     p.receive_frame(frame(CALL, BATCH, 1, pack_batch([b"\x80a", b"\x80b"])))
-    assert p.next_event() == Call(1, False, b"\x80a", ())
-    p.request(b"\x80q")
+    p.receive_frame(frame(CALL, BATCH, 3, pack_batch([b"\x80c"])))
+    assert p.next_event() == Batch(1, [b"\x80a", b"\x80b"])
+    p.request(b"\x80q")  # a, run by the shell, asks the client
     p.receive_frame(frame(CALL, 0, 5, b"\x80after"))
-    assert p.next_event() is NEED_DATA  # b waits until a is done
+    assert p.next_event() is NEED_DATA  # nothing else runs until a is done
     p.receive_frame(frame(Kind.RESPONSE, 0, 1, b""))
     assert isinstance(p.next_event(), Response)
-    assert events(p) == [Call(2, False, b"\x80b", ()), Call(5, False, b"\x80after", ())]
+    # A nested batch (the client's code serving a wait) comes entry by entry.
+    p.request(b"\x80q2")
+    p.receive_frame(frame(CALL, NESTED | BATCH, 7, pack_batch([b"\x80n1", b"\x80n2"])))
+    assert [p.next_event(), p.next_event()] == [
+        Call(7, False, b"\x80n1", ()),
+        Call(8, False, b"\x80n2", ()),
+    ]
+    p.receive_frame(frame(Kind.RESPONSE, 0, 2, b""))
+    assert isinstance(p.next_event(), Response)
+    # b is the shell's to run; the frames set aside come after, in order.
+    assert events(p) == [Batch(3, [b"\x80c"]), Call(5, False, b"\x80after", ())]
 
 
 def test_waits_nest_innermost_first() -> None:

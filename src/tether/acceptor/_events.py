@@ -29,6 +29,17 @@ class Call(NamedTuple):
     buffers: tuple[Any, ...]
 
 
+class Batch(NamedTuple):
+    """A batch of pipelined calls that may run straight through: ``entries`` in
+    order (calls, numbered from ``seq``, with release and namespace entries among
+    them, told apart by their first byte). The shell runs them; when one leaves
+    the session FAILED, the rest go back to the protocol
+    (:meth:`~tether.acceptor._protocol.WorkerProtocol.requeue`), which skips them."""
+
+    seq: int
+    entries: list[bytes]
+
+
 class Release(NamedTuple):
     """Handles the client let go of."""
 
@@ -61,7 +72,7 @@ class NeedData(enum.Enum):
 #: What ``next_event`` returns when it needs another frame.
 NEED_DATA: Final = NeedData.NEED_DATA
 
-Event = Call | Release | Names | Response | Closed
+Event = Call | Batch | Release | Names | Response | Closed
 
 
 class Mispredicted(NamedTuple):

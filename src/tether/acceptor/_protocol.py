@@ -64,6 +64,7 @@ from tether._errors import ProtocolError
 from tether.acceptor._codec import error_payload
 from tether.acceptor._events import (
     NEED_DATA,
+    Batch,
     Call,
     CallFailed,
     Closed,
@@ -215,7 +216,9 @@ class WorkerProtocol:
             if kind == _CALL:
                 flags, meta = frame.flags, frame.meta
                 if flags & _BATCH:
-                    self._unbatch(frame.seq, meta)
+                    if self.failed is None and not self._waits:
+                        return Batch(frame.seq, unpack_batch(meta))  # the shell runs it
+                    self._unbatch(frame.seq, unpack_batch(meta))
                 elif meta[:1] == NAMESPACE_TAG:
                     return Names(meta[1:])
                 elif self.failed is None:
@@ -236,10 +239,19 @@ class WorkerProtocol:
             else:
                 raise ProtocolError(f"the worker does not expect frame kind {kind} here")
 
-    def _unbatch(self, seq: int, meta: bytes) -> None:
+    def requeue(self, seq: int, entries: list[bytes]) -> None:
+        """The rest of a :class:`Batch`, from the call numbered ``seq``, for
+        :meth:`next_event` to hand out (or skip: the session has FAILED)."""
+        self._unbatch(seq, entries)
+
+    def released(self, packed: bytes) -> list[int]:
+        """The handle ids of a release entry of a :class:`Batch` (no longer poisoned)."""
+        return self._release(packed).hids
+
+    def _unbatch(self, seq: int, subs: list[bytes]) -> None:
         """Queue a batch's entries, numbering its calls from ``seq``."""
         entries = self._entries
-        for sub in unpack_batch(meta):
+        for sub in subs:
             if sub[:1] in _UNNUMBERED:
                 entries.append(sub)
             else:

@@ -22,10 +22,20 @@ from typing import Any, Protocol
 
 from tether._errors import SessionError
 from tether.acceptor._engine import EXHAUSTED, Engine
-from tether.acceptor._events import NEED_DATA, Call, Closed, Event, Names, Release, Response
+from tether.acceptor._events import (
+    NEED_DATA,
+    Batch,
+    Call,
+    Closed,
+    Event,
+    Names,
+    Release,
+    Response,
+)
 from tether.acceptor._protocol import WorkerProtocol
 from tether.wire import Frame, Kind
 from tether.wire._frames import Buffer
+from tether.wire._ops import NAMESPACE_TAG, RELEASE_TAG
 from tether.wire._requests import WorkerRequest, request_to_wire
 
 _CALL = int(Kind.CALL)
@@ -93,6 +103,8 @@ class WorkerShell:
                     outcome = engine.call_pipelined(meta, buffers)
                     if outcome is not None or proto.touched:  # else nothing to say
                         proto.pipelined(seq, outcome)
+            elif type(event) is Batch:
+                self._run_batch(event.seq, event.entries)
             elif type(event) is Release:
                 engine.release(event.hids)
             elif event is NEED_DATA:
@@ -109,6 +121,36 @@ class WorkerShell:
             else:
                 self.handle(event)
 
+    def _run_batch(self, seq: int, entries: list[bytes]) -> None:
+        """Run a :class:`Batch` straight through: what ``next_event`` and ``handle``
+        would do entry by entry, without an event for each. When a call leaves the
+        session FAILED (or something propagates), the rest goes back to the protocol."""
+        proto, engine = self.protocol, self.engine
+        i, n = 0, len(entries)
+        try:
+            while i < n:
+                sub = entries[i]
+                i += 1
+                tag = sub[:1]
+                if tag == RELEASE_TAG:
+                    engine.release(proto.released(sub[1:]))
+                    continue
+                if tag == NAMESPACE_TAG:
+                    engine.set_names(sub[1:])
+                    continue
+                proto.touched = False
+                seq += 1
+                outcome = engine.call_pipelined(sub, ())
+                if outcome is not None or proto.touched:
+                    proto.pipelined(seq - 1, outcome)
+                    # A call that waited for the client may have run nested calls
+                    # that failed: the session is FAILED even if this one ran.
+                    if proto.failed is not None:
+                        break
+        finally:
+            if i < n:
+                proto.requeue(seq, entries[i:])
+
     def handle(self, event: Event) -> None:
         """Carry out one event (a call runs, a release frees, names rebind)."""
         if type(event) is Call:
@@ -118,6 +160,8 @@ class WorkerShell:
                 self.protocol.pipelined(
                     event.seq, self.engine.call_pipelined(event.meta, event.buffers)
                 )
+        elif type(event) is Batch:
+            self._run_batch(event.seq, event.entries)
         elif type(event) is Release:
             self.engine.release(event.hids)
         elif type(event) is Names:
