@@ -35,7 +35,7 @@ def _engine(*, fused: bool) -> tuple[Engine, list[int]]:
     """An engine, and a list that counts the calls its runners took."""
     engine = Engine(_no_requests, poisoned={7: ValueError("poisoned by an earlier call")})
     taken: list[int] = []
-    run = engine._run
+    run = engine.run_lane
     if fused:
 
         def counted(meta: bytes) -> Any:
@@ -44,9 +44,9 @@ def _engine(*, fused: bool) -> tuple[Engine, list[int]]:
                 taken.append(1)
             return outcome
 
-        engine._run = counted
+        engine.run_lane = counted
     else:
-        engine._run = lambda meta: NOT_RUN
+        engine.run_lane = lambda meta: NOT_RUN
     engine.handles.update({1: Fraction(1, 2), 2: [1, 2], 3: _python_function, 4: len})
     return engine, taken
 

@@ -125,7 +125,10 @@ class Engine:
         # Compact calls of a layout read before: one unpack each (wire/_lanes.py),
         # and pipelined ones run by one function each (acceptor/_fused.py).
         lanes = LaneReader(self._global, fuser(self.handles, self._tids, self._bound))
-        self._lane, self._run = lanes.read, lanes.run
+        self._lane = lanes.read
+        #: ``run_lane(meta)``: a compact pipelined call run by its layout's runner
+        #: (its outcome), or NOT_RUN; :meth:`call_general` then runs it.
+        self.run_lane = lanes.run
         self.script = ScriptCode(request, self.client_object)
         self._refs = self._reference_kinds()
 
@@ -214,12 +217,17 @@ class Engine:
     def call_pipelined(self, meta: bytes, buffers: Sequence[Any]) -> Outcome:
         """Run a pipelined call and bind its result to the ids the client chose:
         None, or what went wrong (KeyboardInterrupt and SystemExit propagate)."""
+        if meta[:1] == COMPACT_TAG:
+            outcome = self.run_lane(meta)
+            if outcome is not NOT_RUN:
+                return outcome  # type: ignore[no-any-return]
+        return self.call_general(meta, buffers)
+
+    def call_general(self, meta: bytes, buffers: Sequence[Any]) -> Outcome:
+        """:meth:`call_pipelined` without the lanes' runners."""
         shape: Shape = None
         try:
             if meta[:1] == COMPACT_TAG:
-                outcome = self._run(meta)
-                if outcome is not NOT_RUN:
-                    return outcome  # type: ignore[no-any-return]
                 msg = self._lane(meta, self.lookup) or self._compact(meta)
                 shape = msg[1]
             else:

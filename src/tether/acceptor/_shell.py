@@ -34,9 +34,13 @@ from tether.acceptor._events import (
 )
 from tether.acceptor._protocol import WorkerProtocol
 from tether.wire import Frame, Kind
+from tether.wire._compact import COMPACT_TAG
 from tether.wire._frames import Buffer
+from tether.wire._lanes import NOT_RUN
 from tether.wire._ops import NAMESPACE_TAG, RELEASE_TAG
 from tether.wire._requests import WorkerRequest, request_to_wire
+
+_RELEASE, _NAMESPACE, _COMPACT = RELEASE_TAG[0], NAMESPACE_TAG[0], COMPACT_TAG[0]
 
 _CALL = int(Kind.CALL)
 
@@ -126,21 +130,26 @@ class WorkerShell:
         would do entry by entry, without an event for each. When a call leaves the
         session FAILED (or something propagates), the rest goes back to the protocol."""
         proto, engine = self.protocol, self.engine
+        run, general = engine.run_lane, engine.call_general
         i, n = 0, len(entries)
         try:
             while i < n:
                 sub = entries[i]
                 i += 1
-                tag = sub[:1]
-                if tag == RELEASE_TAG:
+                tag = sub[0]
+                if tag == _RELEASE:
                     engine.release(proto.released(sub[1:]))
                     continue
-                if tag == NAMESPACE_TAG:
+                if tag == _NAMESPACE:
                     engine.set_names(sub[1:])
                     continue
                 proto.touched = False
                 seq += 1
-                outcome = engine.call_pipelined(sub, ())
+                # A lane's runner if its layout has one (acceptor/_fused.py), else
+                # the engine's general path: Engine.call_pipelined in two steps.
+                outcome = run(sub) if tag == _COMPACT else NOT_RUN
+                if outcome is NOT_RUN:
+                    outcome = general(sub, ())
                 if outcome is not None or proto.touched:
                     proto.pipelined(seq - 1, outcome)
                     # A call that waited for the client may have run nested calls
