@@ -40,14 +40,18 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
+def _tether(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tether ARGV`` in ``tmp_path``, where the script is written first."""
+    (tmp_path / "script.py").write_text(SCRIPT)
     return subprocess.run(
-        [sys.executable, "-m", "tether", *argv, "--", sys.executable, str(script)],
+        [sys.executable, "-m", "tether", *argv],
         env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S,
         check=False,
     )  # fmt: skip
+
+
+def run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return _tether(tmp_path, *argv, "--", sys.executable, str(tmp_path / "script.py"))
 
 
 def _one_line(text: str) -> str:
@@ -57,15 +61,23 @@ def _one_line(text: str) -> str:
     return lines[0]
 
 
-def test_a_remote_typo_fails_at_once_naming_the_closest_module(tmp_path: Path) -> None:
-    r = run(tmp_path, "run", "--remote", "troch")
+def _stopped_before_the_script(r: subprocess.CompletedProcess[str], start: str, where: Path) -> str:
+    """The run failed in one line that starts with ``start``, before the first line of
+    the script in ``where`` (nothing ran on the wrong machine); that line."""
     assert r.returncode == 1, r.stderr
     line = _one_line(r.stderr)
-    assert line.startswith("tether: error: no module named 'troch' on the acceptor"), line
-    assert "did you mean 'torch'?" in line, line
+    assert line.startswith(start), line
     assert r.stdout == ""
-    # Failed before the script's first line: nothing ran with the local torch.
-    assert not (tmp_path / "ran").exists()
+    assert not (where / "ran").exists()
+    return line
+
+
+def test_a_remote_typo_fails_at_once_naming_the_closest_module(tmp_path: Path) -> None:
+    r = run(tmp_path, "run", "--remote", "troch")
+    line = _stopped_before_the_script(
+        r, "tether: error: no module named 'troch' on the acceptor", tmp_path
+    )
+    assert "did you mean 'torch'?" in line, line
 
 
 def test_a_remote_typo_fails_in_tether_connect_too() -> None:
@@ -100,12 +112,7 @@ def _bare_python(tmp_path: Path) -> str:
 
 
 def _run_command(tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "script.py").write_text(SCRIPT)
-    return subprocess.run(
-        [sys.executable, "-m", "tether", "run", "--remote", "torch", "--", *command],
-        env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_S,
-        check=False,
-    )  # fmt: skip
+    return _tether(tmp_path, "run", "--remote", "torch", "--", *command)
 
 
 def test_another_python_than_tethers_runs_the_script_remotely(tmp_path: Path) -> None:
@@ -125,12 +132,8 @@ def test_a_python_that_cannot_load_the_client_stops_before_the_script(tmp_path: 
     (broken / "__init__.py").write_text("raise ImportError('broken on purpose')\n")
     shell = f'PYTHONPATH="{broken.parent}:$PYTHONPATH" exec "$0" script.py'
     r = _run_command(tmp_path, "sh", "-c", shell, _bare_python(tmp_path))
-    assert r.returncode == 1, r.stderr
-    line = _one_line(r.stderr)
-    assert line.startswith("tether: error: "), line
+    line = _stopped_before_the_script(r, "tether: error: ", tmp_path)
     assert "cannot load Tether's client (ImportError: broken on purpose)" in line, line
-    assert r.stdout == ""
-    assert not (tmp_path / "ran").exists()
 
 
 def test_v_names_a_remote_acceptor_and_the_worker(tmp_path: Path) -> None:
@@ -214,13 +217,6 @@ def test_connection_failures_are_one_line_that_says_what_to_do(tmp_path: Path) -
     line = _one_line(r.stderr)
     assert line.startswith(f"tether: error: cannot reach the pool at http://127.0.0.1:{port}")
     assert "is it running" in line
-
-
-def _tether(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tether", *argv],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-    )  # fmt: skip
 
 
 def test_with_pool_the_token_options_name_the_pool_token(tmp_path: Path) -> None:
