@@ -722,11 +722,13 @@ class Session:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         channel = self.channel
         proto = self._proto
+        # No pipelined call sent since the last answer: this one is a round trip.
+        alone = not proto.unsynced
         warned: Exception | None = None  # a worker's warning that became an error
         while True:
             self._drain()  # recv writes it first
             try:
-                frame = channel.recv()
+                frame = channel.recv(alone=alone)
             except ChannelClosed as exc:
                 self._lose(str(exc))
             event = proto.receive_frame(frame)

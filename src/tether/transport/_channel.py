@@ -100,8 +100,10 @@ class Channel:
         self._frames: deque[Frame] = deque()
         self._rbuf = bytearray(_READ_CHUNK)
         self._spin = _spin_seconds()
-        self._last_wait = 0.0
-        self._missed = 0
+        # Per kind of wait (see recv): how long the last one took, and how many
+        # have slept without trying a spin since.
+        self._last_wait = [0.0, 0.0]
+        self._missed = [0, 0]
         self._closed = False
         self._ended: ChannelClosed | None = None  # raised once the frames before it are taken
         self._tls = isinstance(sock, ssl.SSLSocket)
@@ -246,8 +248,13 @@ class Channel:
         return self.sock.send(b"".join(parts))
 
     # -- receiving ----------------------------------------------------------
-    def recv(self, timeout: float | None = None) -> Frame:
+    def recv(self, timeout: float | None = None, *, alone: bool = False) -> Frame:
         """Flush, then return the next frame, waiting up to ``timeout`` seconds.
+
+        ``alone``: the caller waits for the answer to a request with no queued
+        work ahead of it (a round trip), not for work of unknown length. Such
+        waits decide whether to spin by one another only: a long wait behind
+        queued work says nothing of the next round trip (see :meth:`spins`).
 
         Raises TimeoutError when the timeout passes, ChannelClosed on EOF.
         """
@@ -256,29 +263,38 @@ class Channel:
             return self._frames.popleft()
         if self._read_available() and self._frames:
             return self._frames.popleft()
+        kind = 1 if alone else 0
         start = time.perf_counter()
-        # Spin only while spinning pays: the last answer came within the spin,
-        # so both ends stay awake and a round trip costs no wake-up. When
-        # answers take longer (real work, or a busy machine where the spin
-        # steals the CPU the peer needs), sleep at once, and try spinning again
-        # only every _RESPIN waits.
-        if self._spin and (self._last_wait <= self._spin or self._missed >= _RESPIN):
-            self._missed = 0
+        if self.spins(kind):
+            self._missed[kind] = 0
             until = start + self._spin
             while time.perf_counter() < until:
                 if self._read_available() and self._frames:
-                    self._last_wait = time.perf_counter() - start
+                    self._last_wait[kind] = time.perf_counter() - start
                     return self._frames.popleft()
         else:
-            self._missed += 1
+            self._missed[kind] += 1
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._frames:
             left = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1e3
             if not self._wait_read.poll(left):
                 raise TimeoutError("no frame from the peer in time")
             self._read_available()
-        self._last_wait = time.perf_counter() - start
+        self._last_wait[kind] = time.perf_counter() - start
         return self._frames.popleft()
+
+    def spins(self, kind: int) -> bool:
+        """Whether the next wait of ``kind`` (1: alone, 0: any other) spins first.
+
+        Spin only while spinning pays: the last answer of that kind came within
+        the spin, so both ends stay awake and a round trip costs no wake-up.
+        When answers take longer (real work, or a busy machine where the spin
+        steals the CPU the peer needs), sleep at once, and try spinning again
+        only every _RESPIN waits.
+        """
+        return bool(self._spin) and (
+            self._last_wait[kind] <= self._spin or self._missed[kind] >= _RESPIN
+        )
 
     def poll(self) -> Frame | None:
         """Return a frame that has already arrived, without waiting."""
