@@ -5,7 +5,10 @@ opens a session, runs the case in a loop for the given time while ``py-spy recor
 the client (this process) and the session's worker (CPU samples; ``--idle`` adds waiting
 threads), then prints each side's CPU time per round and the functions with the most
 samples, inclusive and self, with their source lines. Collapsed stacks are kept in
-``--out`` for flame graphs.
+``--out`` for flame graphs. The worker is found below the acceptor at any depth (a
+sandboxed one is bubblewrap's child); of it, only the main thread is summarized, and its
+waits count as samples (py-spy cannot tell a sandboxed process's blocked threads from
+running ones).
 py-spy must be installed (``pip install py-spy``); it needs ptrace rights (root, or
 ``kernel.yama.ptrace_scope=0``).
 """
@@ -72,20 +75,42 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def _workers(pid: int) -> list[int]:
+    """The session workers below process ``pid``, at any depth: a sandboxed worker
+    is bubblewrap's child, not the acceptor's."""
+    found, todo = [], _children(pid)
+    while todo:
+        child = todo.pop(0)
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"tether.acceptor._worker" in cmdline and b"bwrap" not in cmdline.split(b"\0")[0]:
+            found.append(child)
+        else:
+            todo += _children(child)
+    return found
+
+
 def _cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds used so far by process ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def summarize(path: Path, top: int) -> str:
-    """Top functions by inclusive and by self samples from a py-spy raw (collapsed) file."""
+#: The root frame of a thread other than the main one, in py-spy's collapsed stacks.
+_THREAD_ROOT = "Thread._bootstrap (threading.py:"
+
+
+def summarize(path: Path, top: int, *, main_only: bool = False) -> str:
+    """Top functions by inclusive and by self samples from a py-spy raw (collapsed) file;
+    ``main_only``: the main thread's samples only."""
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        if not stack or (main_only and stack.startswith(_THREAD_ROOT)):
             continue
         n = int(count)
         frames = [f.strip() for f in stack.split(";")]
@@ -143,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     peer = make_tether_peer(url.splitlines()[0], token.read_text().strip())
     work(peer)  # warm: imports, learned call sites, first-call costs
     serve_pid = servers._procs[0][1].pid
-    workers = _children(serve_pid)
+    workers = _workers(serve_pid)
     if not workers:
         print("could not find the session's worker process", file=sys.stderr)
         return 1
@@ -196,7 +221,12 @@ def main(argv: list[str] | None = None) -> int:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             print(f"  py-spy failed: {err.strip()[:500]}")
             continue
-        print(summarize(path, args.top))
+        if side == "worker":
+            # py-spy cannot tell a sandboxed worker's blocked threads (the watchdog,
+            # the stop reader) from running ones: its main thread does the work.
+            print("  (the main thread only; a sandboxed worker's waits are samples too:")
+            print("   read Channel.recv's poll as idle time)")
+        print(summarize(path, args.top, main_only=side == "worker"))
     return 0
 
 
