@@ -349,3 +349,14 @@ def test_a_call_of_a_batch_that_asks_the_client_says_so_and_the_rest_runs_after(
     assert h.requests == [ReadGlobal("script_mod", "k")]
     notices = [(seq, meta) for kind, _f, seq, meta in h.sent if kind == Kind.NOTICE]
     assert notices == [(10, TOUCHED_NOTICE)]
+
+
+def test_an_empty_entry_in_a_batch_fails_as_a_call_and_the_rest_is_skipped() -> None:
+    from tether.wire._ops import pack_batch
+
+    h = Harness()
+    tid = h.engine.types.tid(list)
+    h.frame(
+        Kind.CALL, Flag.BATCH, 5, pack_batch([b"", _meta(Op.CALL, Handle(1, tid), list, ((),), {})])
+    )
+    assert h.protocol.failed is not None and set(h.protocol.poisoned) == {1}

@@ -136,7 +136,7 @@ class WorkerShell:
             while i < n:
                 sub = entries[i]
                 i += 1
-                tag = sub[0]
+                tag = sub[0] if sub else -1  # an empty entry fails as a call, as before
                 if tag == _RELEASE:
                     engine.release(proto.released(sub[1:]))
                     continue
