@@ -7,6 +7,8 @@ import pickle
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from memory_link import MemoryLink, pump
 
 from tether import _refs
@@ -360,3 +362,35 @@ def test_an_empty_entry_in_a_batch_fails_as_a_call_and_the_rest_is_skipped() -> 
         Kind.CALL, Flag.BATCH, 5, pack_batch([b"", _meta(Op.CALL, Handle(1, tid), list, ((),), {})])
     )
     assert h.protocol.failed is not None and set(h.protocol.poisoned) == {1}
+
+
+_ENTRY_HEADS = [b"", b"\x01", b"\x02", b"\x03", b"\x80"]  # none, compact, release, names, pickle
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_ENTRY_HEADS), st.binary(max_size=40)), min_size=1, max_size=8
+    ),
+    st.booleans(),
+)
+def test_garbage_batches_fail_as_calls_or_protocol_errors(
+    entries: list[tuple[bytes, bytes]], valid_first: bool
+) -> None:
+    """The shell's batch loop, fed entries of every kind with random bodies (after a
+    valid call or not): the worker survives, and only a ProtocolError escapes."""
+    from tether._errors import ProtocolError
+    from tether.wire._ops import pack_batch
+
+    h = Harness()
+    subs = [head + body for head, body in entries]
+    if valid_first:
+        subs.insert(0, _meta(Op.CALL, Handle(1, h.engine.types.tid(list)), list, ((),), {}))
+    try:
+        h.frame(Kind.CALL, Flag.BATCH, 1, pack_batch(subs))
+    except ProtocolError:
+        return
+    h.seq = 100
+    h.call(Op.CALL, ANY, len, ((1, 2),), {}, sync=True)  # the session still answers
+    flags, _ = h.reply()
+    assert flags in (0, int(Flag.ERROR | Flag.DEFERRED))
