@@ -9,31 +9,15 @@ never a time: the peer answers after a delay far longer than the spin.
 
 from __future__ import annotations
 
-import socket
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from tether.transport import Channel
 from tether.transport._channel import _RESPIN
-from tether.wire import Kind, Role, State
+from tether.wire import Kind
 
 BOUND_S = 10.0
 LATE_S = 0.05  # far longer than the spin (100 us by default)
 ALONE, QUEUED = 1, 0
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[Channel, Channel]]:
-    a, b = socket.socketpair()
-    client = Channel(a, Role.CLIENT, state=State.OPEN)
-    server = Channel(b, Role.SERVER, state=State.OPEN)
-    try:
-        yield client, server
-    finally:
-        client.close()
-        server.close()
 
 
 def _wait_late(client: Channel, server: Channel, seq: int, *, alone: bool) -> None:

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart
-from tether.wire import Kind, Role, State
+from tether.wire import Kind
 
 BOUND_S = 10.0  # no wait here may take longer: a hang fails, it does not block the suite
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[Channel, Channel]]:
-    a, b = socket.socketpair()
-    client = Channel(a, Role.CLIENT, state=State.OPEN)
-    server = Channel(b, Role.SERVER, state=State.OPEN)
-    try:
-        yield client, server
-    finally:
-        client.close()
-        server.close()
 
 
 def _wait_for(condition: object, what: str) -> None:
