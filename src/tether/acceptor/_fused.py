@@ -41,7 +41,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tether.acceptor._events import CallFailed, Outcome
-from tether.wire._lanes import NOT_RUN, RawHandle
+from tether.wire._lanes import NOT_RUN, Fuser, RawHandle
 from tether.wire._ops import NONE, Handle, Op
 
 __all__ = ["fuser"]
@@ -53,9 +53,7 @@ _H: Final = 0x68  # an operand's tag: a handle
 Bind = Callable[[Any, Any], Outcome]
 
 
-def fuser(
-    handles: dict[int, Any], tids: dict[type, int], bind: Bind
-) -> Callable[[int, Any, list[Any], list[int], str], Callable[[bytes], Any] | None]:
+def fuser(handles: dict[int, Any], tids: dict[type, int], bind: Bind) -> Fuser:
     """The ``fuse`` of a :class:`~tether.wire._lanes.LaneReader` for one engine:
     runners that read and write ``handles`` (the engine's table, the same dict
     for its life), know classes by ``tids`` (its type registry's table) and

@@ -190,7 +190,7 @@ class WorkerProtocol:
                 entry = entries.popleft()
                 if isinstance(entry, bytes):
                     if entry[:1] == RELEASE_TAG:
-                        return self._release(entry[1:])
+                        return Release(self.released(entry[1:]))
                     return Names(entry[1:])
                 if self.failed is None:
                     self.touched = False
@@ -227,7 +227,7 @@ class WorkerProtocol:
                 else:
                     self._skip(frame.seq, flags, meta, frame.buffers)
             elif kind == Kind.RELEASE:
-                return self._release(frame.meta)
+                return Release(self.released(frame.meta))
             elif kind == Kind.RESUME:
                 self.failed = None
                 self._enter(Input.RESUME)
@@ -245,8 +245,13 @@ class WorkerProtocol:
         self._unbatch(seq, entries)
 
     def released(self, packed: bytes) -> list[int]:
-        """The handle ids of a release entry of a :class:`Batch` (no longer poisoned)."""
-        return self._release(packed).hids
+        """The handle ids of a release entry or frame, which are no longer poisoned."""
+        hids = unpack_ids(packed)
+        poisoned = self.poisoned
+        if poisoned:
+            for hid in hids:
+                poisoned.pop(hid, None)
+        return hids
 
     def _unbatch(self, seq: int, subs: list[bytes]) -> None:
         """Queue a batch's entries, numbering its calls from ``seq``."""
@@ -267,14 +272,6 @@ class WorkerProtocol:
             self._reply_error(seq, failed, deferred=True)
         else:
             self._poison(peek_shape(meta, buffers), failed)
-
-    def _release(self, packed: bytes) -> Release:
-        hids = unpack_ids(packed)
-        poisoned = self.poisoned
-        if poisoned:
-            for hid in hids:
-                poisoned.pop(hid, None)
-        return Release(hids)
 
     def _answered(self, frame: Frame) -> Response:
         self._waits.pop()
