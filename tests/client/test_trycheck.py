@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+import tether
 from tether.client._trycheck import in_handler
+
+_SRC = str(Path(tether.__file__).parent.parent)
 
 
 def probe() -> bool:
@@ -164,6 +171,48 @@ def test_handlers_are_classified_like_python_would_catch() -> None:
         [sys.executable, __file__], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert json.loads(out) == CASES
+
+
+_RUN_BY_RUNPY = """
+import json
+from tether.client._trycheck import in_handler
+
+def probe():
+    return in_handler(2)
+
+top = probe()
+try:
+    caught = probe()
+except RuntimeError:
+    caught = False
+print(json.dumps({"top": top, "caught": caught}))
+"""
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "import runpy; runpy.run_path('probe_script.py', run_name='__main__')",
+        "import runpy; runpy.run_module('probe_script', run_name='__main__')",
+        "-m",
+    ],
+)
+def test_a_script_started_by_runpy_is_not_inside_its_handlers(how: str, tmp_path: Path) -> None:
+    # runpy runs the script inside a with block (its temporary module); frozen in
+    # Python 3.11+, its frames name no file. The walk must stop at its runner, or
+    # every call of a script started this way would be synchronous.
+    (tmp_path / "probe_script.py").write_text(_RUN_BY_RUNPY)
+    args = ["-m", "probe_script"] if how == "-m" else ["-c", how]
+    out = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{_SRC}"},
+    ).stdout
+    assert json.loads(out) == {"top": False, "caught": True}
 
 
 if __name__ == "__main__":

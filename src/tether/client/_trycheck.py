@@ -222,6 +222,9 @@ _RUNNERS: Final = (
     ("execfile", "IPython/utils/py3compat.py"),
     ("_run_code", "runpy.py"),
     ("_run_module_as_main", "runpy.py"),
+    # Python 3.11+ freezes runpy: its code objects name no file.
+    ("_run_code", "<frozen runpy>"),
+    ("_run_module_as_main", "<frozen runpy>"),
 )
 _STOP: Final = 2
 
