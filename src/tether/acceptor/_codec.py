@@ -235,9 +235,11 @@ class WorkerPickler(pickle.Pickler):
         buffers: list[pickle.PickleBuffer],
         script_ids: dict[int, int] | None = None,
         scalar_types: frozenset[type] = frozenset(),
+        local_classes: frozenset[type] = frozenset(),
     ) -> None:
         super().__init__(file, protocol=5, buffer_callback=buffers.append)
         self._scalar_types = scalar_types
+        self._local_classes = local_classes
         self._new_handle = new_handle
         self._intern = intern
         self._interned = interned
@@ -260,6 +262,8 @@ class WorkerPickler(pickle.Pickler):
                 return obj.__reduce_ex__(5)
         if t in self._scalar_types:
             return (_refs.np_scalar, (obj.dtype.str, obj.tobytes()))
+        if t in self._local_classes:  # a numpy dtype: by value, as the client's own
+            return NotImplemented
         if t is ByRef:
             return (_refs.handle, (self._new_handle(obj.obj), self._types.tid(type(obj.obj))))
         if t is ClientObject:
@@ -267,8 +271,10 @@ class WorkerPickler(pickle.Pickler):
         if isinstance(obj, type):
             if issubclass(obj, BaseException):
                 return (_refs.exc_class, (exception_lineage(obj),))
-            if obj.__module__ == "builtins" or (
-                obj.__module__.partition(".")[0] in self._value_modules
+            if (
+                obj.__module__ == "builtins"
+                or obj.__module__.partition(".")[0] in self._value_modules
+                or obj in self._local_classes
             ):
                 return NotImplemented
             return (_refs.cls, (self._intern(obj), self._types.tid(obj)))
@@ -289,15 +295,40 @@ class WorkerPickler(pickle.Pickler):
 
 
 def numpy_scalar_types() -> frozenset[type]:
-    """numpy's scalar types of numbers and booleans (they travel by value to a
-    client that has numpy, see the module docstring)."""
+    """numpy's scalar types of numbers, booleans, strings and times (they travel
+    by value to a client that has numpy, see the module docstring)."""
     import numpy
 
     return frozenset(
         t
         for t in set(numpy.sctypeDict.values())
-        if issubclass(t, numpy.generic) and numpy.dtype(t).kind in "biufcUS"
+        if issubclass(t, numpy.generic) and numpy.dtype(t).kind in "biufcUSmM"
     )
+
+
+def numpy_local_classes() -> frozenset[type]:
+    """The numpy classes a client with a numpy of its own gets as its own (by
+    name), with the dtypes, which travel by value: the scalar types whose
+    instances travel by value and their abstract bases (``np.float64``,
+    ``np.number``, ``np.generic``), ``np.dtype`` and its classes.
+
+    The client's libraries use its own numpy: handed the script's ``x.dtype`` or
+    ``np.number``, they must see numpy's objects (``np.array(x, dtype=x.dtype)``
+    in scipy, ``df.select_dtypes(np.number)`` in pandas); and the script's
+    ``x.dtype == np.float64`` or ``isinstance(v, np.floating)`` then compares
+    objects of one numpy. ``np.void`` (a record, a view into its array) stays
+    remote, as its instances do.
+    """
+    import numpy
+
+    classes: set[type] = {numpy.dtype}
+    for t in numpy_scalar_types():
+        classes.update(c for c in t.__mro__ if issubclass(c, numpy.generic))
+    dtypes = getattr(numpy, "dtypes", None)
+    for c in vars(dtypes).values() if dtypes is not None else ():
+        if isinstance(c, type) and issubclass(c, numpy.dtype):
+            classes.add(c)
+    return frozenset(classes)
 
 
 def is_value_like(obj: Any) -> bool:

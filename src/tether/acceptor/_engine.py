@@ -46,6 +46,7 @@ from tether.acceptor._codec import (
     WorkerPickler,
     is_plain,
     iter_functions,
+    numpy_local_classes,
     numpy_scalar_types,
 )
 from tether.acceptor._events import CallFailed, Mispredicted, Outcome
@@ -109,9 +110,11 @@ class Engine:
         self.request = request
         self.value_modules = value_modules
         self.scalar_types: frozenset[type] = frozenset()
+        self.local_classes: frozenset[type] = frozenset()
         if "numpy" in scalar_modules:
             with contextlib.suppress(ImportError):  # no numpy here: none to send
                 self.scalar_types = numpy_scalar_types()
+                self.local_classes = numpy_local_classes()
         self.handles: dict[int, Any] = {}
         self._poisoned = poisoned  # the protocol's: result ids of calls that failed
         self._next_hid = -1
@@ -367,6 +370,7 @@ class Engine:
             buffers=buffers,
             script_ids=self.script.ids,
             scalar_types=self.scalar_types,
+            local_classes=self.local_classes,
         ).dump(value)
         inner = buf.getvalue()
         return pickle.dumps((self.types.take_pending(), inner), protocol=5), buffers
