@@ -17,7 +17,7 @@ from tether.client._codec import dumps
 from tether.client._shipcode import CodeContext
 from tether.wire import Flag, Kind
 from tether.wire._messages import NONE_NOTICE
-from tether.wire._ops import ANY, NONE, Handle, Items, Op, pack_ids, shape_to_wire
+from tether.wire._ops import ANY, NONE, Handle, Items, Op, TypeDesc, pack_ids, shape_to_wire
 from tether.wire._requests import ReadGlobal, WorkerRequest
 
 
@@ -394,3 +394,19 @@ def test_garbage_batches_fail_as_calls_or_protocol_errors(
     h.call(Op.CALL, ANY, len, ((1, 2),), {}, sync=True)  # the session still answers
     flags, _ = h.reply()
     assert flags in (0, int(Flag.ERROR | Flag.DEFERRED))
+
+
+def test_a_pipelined_result_of_another_class_names_it_in_the_notice() -> None:
+    """The client made a proxy of the class it guessed; the notice tells it the class
+    the result has (and describes it, the first time), so it can fix its proxy."""
+    h = Harness()
+    list_tid = h.engine.types.tid(list)
+    h.engine.types.take_pending()  # the client knows list already
+    h.call(Op.CALL, Handle(1, list_tid), sorted, ({3, 1, 2},), {})  # guessed right
+    h.call(Op.CALL, Handle(2, list_tid), frozenset, ((1, 2),), {})  # guessed wrong
+    assert h.engine.handles[2] == frozenset({1, 2})  # bound all the same
+    [(kind, _flags, seq, meta)] = h.sent
+    tag, why, tid, types = pickle.loads(meta)
+    assert (kind, seq, tag) == (Kind.NOTICE, 2, "mispredicted") and "frozenset" in why
+    assert tid == h.engine.types.tid(frozenset) and tid != list_tid
+    assert [TypeDesc(*t).name for t in types] == ["frozenset"]

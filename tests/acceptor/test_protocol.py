@@ -222,6 +222,15 @@ def test_a_misprediction_is_a_notice_and_a_changed_shape_poisons_its_ids() -> No
     assert p.poisoned == {5: err} and p.state is State.OPEN
 
 
+def test_a_result_of_another_class_is_named_in_its_notice() -> None:
+    p = WorkerProtocol()
+    desc = (7, "numpy", "float64", "float64", (), frozenset(), frozenset())
+    p.pipelined(3, Mispredicted("result type changed to float64", tid=7, types=(desc,)))
+    [(kind, _flags, seq, meta)] = sent(p)
+    assert (kind, seq) == (int(Kind.NOTICE), 3)
+    assert pickle.loads(meta) == ("mispredicted", "result type changed to float64", 7, [desc])
+
+
 def test_output_goes_out_merged_before_a_reply_and_a_request() -> None:
     p = WorkerProtocol()
     p.write_output("a", stderr=False)

@@ -86,6 +86,18 @@ def test_a_notice_for_a_pipelined_call_stops_its_site_for_good() -> None:
     assert p.predict("a") is None and p.is_never("a")
 
 
+def test_a_notice_hands_back_what_stood_for_the_result_until_the_sync_point() -> None:
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    p.sent(5, "a", "the proxy of 5")
+    p.sent(6, "a", "the proxy of 6")
+    p.sent(7, "a")  # nothing was made for it
+    assert p.mispredicted(5) == "the proxy of 5"
+    assert p.mispredicted(5) is None and p.mispredicted(7) is None
+    p.synced()
+    assert p.mispredicted(6) is None
+
+
 def test_a_notice_after_the_sync_point_is_ignored() -> None:
     p = Predictions()
     p.learn("a", HandleOf(1))

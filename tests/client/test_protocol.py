@@ -26,6 +26,7 @@ from tether.client._events import (
     Output,
     Reply,
     Request,
+    Retyped,
     WarningFrame,
 )
 from tether.client._predict import HandleOf
@@ -250,6 +251,28 @@ def test_a_notice_stops_pipelining_the_site_of_that_call() -> None:
     assert p.receive_frame(frame(Kind.NOTICE, seq=seq, meta=b"mispredicted")) is None
     assert p.plan("site") is None
     assert p.predictions.is_never("site")
+
+
+def test_a_notice_of_another_class_hands_back_what_was_made_for_the_call() -> None:
+    p = ClientProtocol()
+    p.predictions.learn("site", HandleOf(3))
+    made = [p.call(b"\x80a", sync=False) for _ in range(3)]
+    for seq in made:
+        p.predictions.sent(seq, "site", lambda seq=seq: f"proxy {seq}")
+    desc = (9, "numpy", "float64", "float64", (), frozenset(), frozenset())
+    retyped = p.receive_frame(
+        frame(Kind.NOTICE, seq=made[0], meta=pickle.dumps(("mispredicted", "x", 9, [desc])))
+    )
+    assert isinstance(retyped, Retyped)
+    assert (retyped.result(), retyped.tid, retyped.types) == ("proxy 1", 9, (desc,))
+    assert p.predictions.is_never("site")
+    # A notice that names no class (a None, a changed list) asks nothing of the proxy.
+    notice = pickle.dumps(("mispredicted", "result changed shape"))
+    assert p.receive_frame(frame(Kind.NOTICE, seq=made[1], meta=notice)) is None
+    # Once the calls are known to have run, nothing is kept for them.
+    p.predictions.synced()
+    late = pickle.dumps(("mispredicted", "x", 9, []))
+    assert p.receive_frame(frame(Kind.NOTICE, seq=made[2], meta=late)) is None
 
 
 def test_a_notice_that_a_call_used_the_client_makes_the_next_call_wait() -> None:

@@ -72,10 +72,13 @@ from tether.wire._requests import RequestFn
 
 
 class _Mispredicted(Exception):
-    def __init__(self, why: str, poison: Shape = None, error: BaseException | None = None) -> None:
+    def __init__(
+        self, why: str, poison: Shape = None, error: BaseException | None = None, tid: int = 0
+    ) -> None:
         super().__init__(why)
         self.poison = poison
         self.error = error
+        self.tid = tid  # the class the result has instead (a handle of another type)
 
 
 class _Exhausted:
@@ -248,7 +251,10 @@ class Engine:
         try:
             self._bind(shape, result)
         except _Mispredicted as exc:
-            return Mispredicted(str(exc), exc.poison, exc.error)
+            # The client made a proxy of the class it guessed: it gets the class the
+            # result has, with the descriptions of the types it has not seen yet.
+            types = tuple(self.types.take_pending()) if exc.tid else ()
+            return Mispredicted(str(exc), exc.poison, exc.error, exc.tid, types)
         return None
 
     # -- execution ------------------------------------------------------------
@@ -316,8 +322,10 @@ class Engine:
             if value is None:
                 raise _Mispredicted(RETURNED_NONE)
             tid = self._tids.get(type(value))  # the registry's table: no call when known
-            if (self.types.tid(type(value)) if tid is None else tid) != shape.tid:
-                raise _Mispredicted(f"result type changed to {type(value).__qualname__}")
+            if tid is None:
+                tid = self.types.tid(type(value))
+            if tid != shape.tid:
+                raise _Mispredicted(f"result type changed to {type(value).__qualname__}", tid=tid)
             return
         if shape is DISCARD:
             return

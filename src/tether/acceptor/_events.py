@@ -83,6 +83,8 @@ class Mispredicted(NamedTuple):
     why: str
     poison: Shape = None
     error: BaseException | None = None
+    tid: int = 0  # the class of the result, where it is a handle of another type
+    types: tuple[Any, ...] = ()  # descriptions of the types the client lacks (TypeDesc)
 
 
 class CallFailed(NamedTuple):

@@ -307,7 +307,7 @@ class WorkerProtocol:
         elif type(outcome) is Mispredicted:
             if outcome.error is not None:
                 self._poison(outcome.poison, outcome.error)
-            self._notice(seq, outcome.why)
+            self._notice(seq, outcome.why, outcome.tid, outcome.types)
 
     def request(self, meta: bytes, buffers: Sequence[Buffer] = ()) -> int:
         """Ask the client (``meta``: the engine's encoding of the request);
@@ -332,8 +332,13 @@ class WorkerProtocol:
         flags = Flag.ERROR | (Flag.DEFERRED if deferred else 0)
         self._put(_REPLY, flags, seq, error_payload(exc))
 
-    def _notice(self, seq: int, text: str) -> None:
-        meta = NONE_NOTICE if text == RETURNED_NONE else pickle.dumps(("mispredicted", text))
+    def _notice(self, seq: int, text: str, tid: int = 0, types: Sequence[Any] = ()) -> None:
+        if text == RETURNED_NONE:
+            meta = NONE_NOTICE
+        elif tid:  # the result is a handle of another class: the client fixes its proxy
+            meta = pickle.dumps(("mispredicted", text, tid, [tuple(t) for t in types]))
+        else:
+            meta = pickle.dumps(("mispredicted", text))
         self._put(Kind.NOTICE, 0, seq, meta)
 
     def _poison(self, shape: Shape, err: BaseException) -> None:

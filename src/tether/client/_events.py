@@ -8,7 +8,9 @@ proxies).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,5 +66,16 @@ class Lost:
     why: str
 
 
+@dataclass(frozen=True, slots=True)
+class Retyped:
+    """A pipelined call's result is a handle of class ``tid``, not of the class
+    guessed: ``result`` (a weak reference to the proxy made for it, which may be
+    gone) must take that class. ``types``: descriptions of types not seen before."""
+
+    result: Callable[[], Any]
+    tid: int
+    types: tuple[tuple[Any, ...], ...]
+
+
 #: What a received frame means; Reply, Exhausted and Failed end a wait.
-Event = Reply | Exhausted | Failed | Output | WarningFrame | Request | Lost
+Event = Reply | Exhausted | Failed | Output | WarningFrame | Request | Lost | Retyped

@@ -89,11 +89,14 @@ class Site:
 class Predictions:
     """The table of sites: see the module docstring."""
 
-    __slots__ = ("_pending", "_sites")
+    __slots__ = ("_pending", "_results", "_sites")
 
     def __init__(self) -> None:
         self._sites: dict[Hashable, Site] = {}
         self._pending: dict[int, Hashable] = {}  # seq of a pipelined call -> its site
+        # seq of a pipelined call -> what stands for its result (opaque here: the
+        # session's weak reference to its proxy), for a NOTICE to find
+        self._results: dict[int, object] = {}
 
     def predict(self, key: Hashable) -> Template | None:
         """The template to pipeline a call of ``key`` with, or None: call it
@@ -134,13 +137,16 @@ class Predictions:
             # hand the script a guess either way, so this site always waits.
             p.never = True
 
-    def sent(self, seq: int, key: Hashable) -> None:
-        """Call ``seq`` was pipelined as a prediction of ``key``."""
+    def sent(self, seq: int, key: Hashable, result: object = None) -> None:
+        """Call ``seq`` was pipelined as a prediction of ``key``; ``result``
+        stands for what the script was handed (see :meth:`mispredicted`)."""
         self._pending[seq] = key
+        if result is not None:
+            self._results[seq] = result
 
-    def mispredicted(self, seq: int, *, none: bool = False) -> None:
+    def mispredicted(self, seq: int, *, none: bool = False) -> object:
         """The worker found call ``seq``'s result unlike its prediction
-        (``none``: it was None)."""
+        (``none``: it was None). Returns what :meth:`sent` was given for it."""
         key = self._pending.get(seq)
         if key is not None:
             p = self._sites.get(key)
@@ -148,6 +154,7 @@ class Predictions:
                 p.never = True
                 p.saw_none = p.saw_none or none
                 p.version += 1
+        return self._results.pop(seq, None)
 
     def touched(self, seq: int) -> None:
         """Pipelined call ``seq`` ran as predicted but used the client."""
@@ -164,6 +171,7 @@ class Predictions:
     def synced(self) -> None:
         """Every call sent has run: no NOTICE can come for them any more."""
         self._pending.clear()
+        self._results.clear()
 
     def site(self, key: Hashable) -> Site | None:
         """The record of site ``key`` (what a fast lane watches), if it has one."""

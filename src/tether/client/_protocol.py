@@ -44,6 +44,7 @@ session that is closed stays known as lost (:attr:`~ClientProtocol.lost`).
 from __future__ import annotations
 
 import enum
+import pickle
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -56,6 +57,7 @@ from tether.client._events import (
     Output,
     Reply,
     Request,
+    Retyped,
     WarningFrame,
 )
 from tether.client._predict import Predictions, Template
@@ -348,10 +350,27 @@ class ClientProtocol:
                 return Lost(bytes(frame.meta).decode("utf-8", "replace"))
             if frame.meta == TOUCHED_NOTICE:  # ran as predicted, but used the client
                 self.predictions.touched(frame.seq)
-            else:
-                self.predictions.mispredicted(frame.seq, none=frame.meta == NONE_NOTICE)
-            return None
+                return None
+            if frame.meta == NONE_NOTICE:
+                self.predictions.mispredicted(frame.seq, none=True)
+                return None
+            return self._mispredicted(frame)
         raise ProtocolError(f"the client does not expect frame kind {kind} here")
+
+    def _mispredicted(self, frame: Frame) -> Retyped | None:
+        """A NOTICE that pipelined call ``frame.seq`` returned something else; a
+        Retyped event if its result is a handle of another class (the worker's
+        NOTICE says which: ``("mispredicted", why, tid, types)``)."""
+        result = self.predictions.mispredicted(frame.seq)
+        if not callable(result):
+            return None  # nothing was handed out for it, or it was synced since
+        try:
+            _, _, tid, types = pickle.loads(frame.meta)
+            if type(tid) is not int or tid <= 0:
+                return None
+            return Retyped(result, tid, tuple(tuple(t) for t in types))
+        except Exception:  # a notice of the result's class only, or none the client reads
+            return None
 
     # -- encoding ---------------------------------------------------------------------
     def _frame(

@@ -41,6 +41,7 @@ import pickle
 import struct
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -54,7 +55,16 @@ from tether.client._arrays import ArrayOps
 from tether.client._codec import CallEncoder, ClientUnpickler, dumps_inband
 from tether.client._draws import MISS as _MISS
 from tether.client._draws import Draws
-from tether.client._events import Exhausted, Failed, Lost, Output, Reply, Request, WarningFrame
+from tether.client._events import (
+    Exhausted,
+    Failed,
+    Lost,
+    Output,
+    Reply,
+    Request,
+    Retyped,
+    WarningFrame,
+)
 from tether.client._itemvalues import ItemValues
 from tether.client._kinds import share_global
 from tether.client._lanes import Lane, Lanes, call_key, method_key
@@ -119,6 +129,7 @@ _QUIET_ALL: Final = 3
 _OFF_LANE: Final = object()
 
 _new: Any = object.__new__
+_weakref: Any = weakref.ref  # what a NOTICE of another class finds the proxy by
 _new_tuple: Any = tuple.__new__
 _set_s: Any = RemoteObject.__dict__["_t_s"].__set__
 _set_id: Any = RemoteObject.__dict__["_t_id"].__set__
@@ -460,7 +471,7 @@ class Session:
                 if changed:
                     self._queue_names(changed)
             seq = proto.call_entry(entry)
-            self._pred.sent(seq, lane.key)
+            self._pred.sent(seq, lane.key, None if result is None else _weakref(result))
             if proto.flush_due:
                 self._flush()
             return result
@@ -614,7 +625,7 @@ class Session:
                 shape, self._next_id = instantiate(template, self._next_id)
                 result = self._proxies(shape)
             seq = self._send(op, shape, fields)
-            self._pred.sent(seq, key)
+            self._pred.sent(seq, key, _weakref(result) if type(shape) is Handle else None)
             return result
 
     def _proxies(self, shape: Shape) -> Any:
@@ -758,8 +769,24 @@ class Session:
                         self._muted -= 1
             elif isinstance(event, Request):
                 self._answer(event.rid, event.meta, event.buffers)
+            elif isinstance(event, Retyped):
+                self._retype(event)
             elif isinstance(event, Lost):
                 self._lose(event.why)
+
+    def _retype(self, event: Retyped) -> None:
+        """A pipelined result is of another class than guessed: its proxy takes
+        the class the worker says (``np.dot`` of two vectors is a number, not the
+        array the same site made before), so the script's operators, ``type()``
+        and the client's libraries see what the object is."""
+        for fields in event.types:
+            desc = TypeDesc(*fields)
+            self.types[desc.tid] = desc
+        proxy = event.result()
+        if proxy is None:
+            return  # the script let it go already
+        with contextlib.suppress(TypeError):  # a proxy of another layout keeps its class
+            object.__setattr__(proxy, "__class__", self._mirror(event.tid))
 
     def _answer(self, rid: int, meta: bytes, buffers: Any) -> None:
         """Serve one request of the worker's (names, sources, files, modules,
