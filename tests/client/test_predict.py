@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -96,6 +97,17 @@ def test_a_notice_hands_back_what_stood_for_the_result_until_the_sync_point() ->
     assert p.mispredicted(5) is None and p.mispredicted(7) is None
     p.synced()
     assert p.mispredicted(6) is None
+
+
+def test_the_table_of_pipelined_calls_asks_for_a_sync_when_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tether.client._predict.MAX_PENDING", 3)
+    p = Predictions()
+    p.learn("a", HandleOf(1))
+    assert [p.sent(seq, "a", f"proxy {seq}") for seq in (1, 2, 3)] == [False, False, True]
+    p.synced()
+    assert not p.sent(4, "a") and p.mispredicted(1) is None
 
 
 def test_a_notice_after_the_sync_point_is_ignored() -> None:

@@ -51,6 +51,9 @@ NONE_AFTER: Final = 3
 #: How often a site's pipelined calls may use the client before it always waits.
 TOUCHES_ALLOWED: Final = 3
 
+#: Pipelined calls remembered (for their NOTICEs) before the session makes sure they ran.
+MAX_PENDING: Final = 1 << 16
+
 
 class HandleOf(NamedTuple):
     """The site returns one remote object of type ``tid``."""
@@ -137,12 +140,19 @@ class Predictions:
             # hand the script a guess either way, so this site always waits.
             p.never = True
 
-    def sent(self, seq: int, key: Hashable, result: object = None) -> None:
+    def sent(self, seq: int, key: Hashable, result: object = None) -> bool:
         """Call ``seq`` was pipelined as a prediction of ``key``; ``result``
-        stands for what the script was handed (see :meth:`mispredicted`)."""
-        self._pending[seq] = key
+        stands for what the script was handed (see :meth:`mispredicted`).
+
+        True when :data:`MAX_PENDING` calls are remembered: the session then
+        makes sure they ran (a round trip), and :meth:`synced` forgets them. A
+        loop that never reads a value would otherwise grow the table for good
+        (200,000 pipelined calls: 44 MB)."""
+        pending = self._pending
+        pending[seq] = key
         if result is not None:
             self._results[seq] = result
+        return len(pending) >= MAX_PENDING
 
     def mispredicted(self, seq: int, *, none: bool = False) -> object:
         """The worker found call ``seq``'s result unlike its prediction

@@ -471,8 +471,9 @@ class Session:
                 if changed:
                     self._queue_names(changed)
             seq = proto.call_entry(entry)
-            self._pred.sent(seq, lane.key, None if result is None else _weakref(result))
-            if proto.flush_due:
+            if self._pred.sent(seq, lane.key, None if result is None else _weakref(result)):
+                self._sync(Op.PING, ())
+            elif proto.flush_due:
                 self._flush()
             return result
 
@@ -625,7 +626,8 @@ class Session:
                 shape, self._next_id = instantiate(template, self._next_id)
                 result = self._proxies(shape)
             seq = self._send(op, shape, fields)
-            self._pred.sent(seq, key, _weakref(result) if type(shape) is Handle else None)
+            if self._pred.sent(seq, key, _weakref(result) if type(shape) is Handle else None):
+                self._sync(Op.PING, ())
             return result
 
     def _proxies(self, shape: Shape) -> Any:
