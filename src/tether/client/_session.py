@@ -785,8 +785,8 @@ class Session:
             desc = TypeDesc(*fields)
             self.types[desc.tid] = desc
         proxy = event.result()
-        if proxy is None:
-            return  # the script let it go already
+        if proxy is None or event.tid not in self.types:
+            return  # the script let it go already (or a class never described: keep it)
         with contextlib.suppress(TypeError):  # a proxy of another layout keeps its class
             object.__setattr__(proxy, "__class__", self._mirror(event.tid))
 
