@@ -306,11 +306,12 @@ def numpy_scalar_types() -> frozenset[type]:
     )
 
 
-def numpy_local_classes() -> frozenset[type]:
+def numpy_local_classes(scalar_types: frozenset[type]) -> frozenset[type]:
     """The numpy classes a client with a numpy of its own gets as its own (by
     name), with the dtypes, which travel by value: the scalar types whose
-    instances travel by value and their abstract bases (``np.float64``,
-    ``np.number``, ``np.generic``), ``np.dtype`` and its classes.
+    instances travel by value (``scalar_types``, :func:`numpy_scalar_types`) and
+    their abstract bases (``np.float64``, ``np.number``, ``np.generic``),
+    ``np.dtype`` and its classes.
 
     The client's libraries use its own numpy: handed the script's ``x.dtype`` or
     ``np.number``, they must see numpy's objects (``np.array(x, dtype=x.dtype)``
@@ -322,7 +323,7 @@ def numpy_local_classes() -> frozenset[type]:
     import numpy
 
     classes: set[type] = {numpy.dtype}
-    for t in numpy_scalar_types():
+    for t in scalar_types:
         classes.update(c for c in t.__mro__ if issubclass(c, numpy.generic))
     dtypes = getattr(numpy, "dtypes", None)
     for c in vars(dtypes).values() if dtypes is not None else ():

@@ -117,7 +117,7 @@ class Engine:
         if "numpy" in scalar_modules:
             with contextlib.suppress(ImportError):  # no numpy here: none to send
                 self.scalar_types = numpy_scalar_types()
-                self.local_classes = numpy_local_classes()
+                self.local_classes = numpy_local_classes(self.scalar_types)
         self.handles: dict[int, Any] = {}
         self._poisoned = poisoned  # the protocol's: result ids of calls that failed
         self._next_hid = -1

@@ -781,9 +781,7 @@ class Session:
         the class the worker says (``np.dot`` of two vectors is a number, not the
         array the same site made before), so the script's operators, ``type()``
         and the client's libraries see what the object is."""
-        for fields in event.types:
-            desc = TypeDesc(*fields)
-            self.types[desc.tid] = desc
+        self._learn_types(event.types)
         proxy = event.result()
         if proxy is None or event.tid not in self.types:
             return  # the script let it go already (or a class never described: keep it)
@@ -809,11 +807,17 @@ class Session:
             out, bufs = self._encoder.dumps(TypeError(f"cannot send the answer: {exc}"))
         self._proto.respond(rid, out, tuple(b.raw() for b in bufs), error=bool(flags))
 
+    def _learn_types(self, descs: Any) -> None:
+        """Record the worker's descriptions of classes (``TypeDesc`` fields) that
+        came with a reply or a notice, before anything of those classes is made."""
+        for fields in descs:
+            desc = TypeDesc(*fields)
+            self.types[desc.tid] = desc
+
     def _decode(self, meta: bytes, buffers: Any) -> Any:
         try:
             types_, blob = pickle.loads(meta)
-            for desc in types_:
-                self.types[desc.tid] = TypeDesc(*desc)
+            self._learn_types(types_)
             return ClientUnpickler(self, io.BytesIO(blob), buffers).load()
         except TetherError:
             raise
