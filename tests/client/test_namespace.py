@@ -117,3 +117,83 @@ def test_the_version_tag_moves_on_every_change_of_its_own_dict_only() -> None:
         before = tag.value
         b["y"] = i
         assert tag.value == before
+
+
+# -- page-ins a pipelined call makes late ---------------------------------------------
+
+
+def test_a_late_name_rebound_while_calls_are_in_flight_travels_ahead_and_keeps_its_old_value(
+    module: types.ModuleType,
+) -> None:
+    ns = ScriptNamespaces()
+    name = module.__name__
+    module.OFFSET = 1.0
+    ns.watch(name, frozenset({"OFFSET", "len"}))  # shipped code may read these
+    assert ns.changes(inflight=False) is None
+    module.OFFSET = 100.0  # the script ran ahead of a pipelined call
+    assert ns.changes(inflight=True) == [(name, [("OFFSET", True, 100.0)])]
+    # The call made before the rebind pages it in now: it gets what it was made under,
+    # and the worker is not recorded as holding that (the new value went ahead).
+    assert ns.page(name, "OFFSET") == (True, 1.0)
+    assert ns.changes(inflight=True) is None
+    ns.settled()  # the worker has run everything sent
+    assert ns.page(name, "OFFSET") == (True, 100.0)
+
+
+def test_a_late_name_changed_with_nothing_in_flight_is_only_noted(
+    module: types.ModuleType,
+) -> None:
+    ns = ScriptNamespaces()
+    name = module.__name__
+    ns.watch(name, frozenset({"LATER"}))
+    module.LATER = 1  # defined after the code was shipped
+    assert ns.changes(inflight=False) is None  # no call can page the old value in
+    module.LATER = 2
+    assert ns.changes(inflight=True) == [(name, [("LATER", True, 2)])]
+    assert ns.page(name, "LATER") == (True, 1)  # the value at the last call sent
+
+
+def test_a_late_name_deleted_in_flight_pages_in_as_it_was_and_then_as_absent(
+    module: types.ModuleType,
+) -> None:
+    ns = ScriptNamespaces()
+    name = module.__name__
+    module.GONE = 1.0
+    ns.watch(name, frozenset({"GONE", "NEVER"}))
+    ns.changes(inflight=False)
+    del module.GONE
+    changed = ns.changes(inflight=True)
+    assert changed == [(name, [("GONE", False, _namespace._ABSENT)])]
+    assert ns.before == {(name, "GONE"): 1.0}
+    assert ns.page(name, "GONE") == (True, 1.0)
+    ns.settled()
+    assert ns.page(name, "GONE") == (False, None)
+    # A name that did not exist when the call was made raises NameError there, as locally.
+    module.NEVER = 5
+    assert ns.changes(inflight=True) == [(name, [("NEVER", True, 5)])]
+    assert ns.page(name, "NEVER") == (False, None)
+
+
+def test_names_already_held_or_written_back_are_not_late(module: types.ModuleType) -> None:
+    ns = ScriptNamespaces()
+    name = module.__name__
+    module.k = 1
+    ns.page(name, "k")
+    ns.watch(name, frozenset({"k", "n"}))
+    ns.wrote(name, "n", 3, True)  # the worker rebound n itself: it holds it
+    module.k = 2
+    assert ns.changes(inflight=True) == [(name, [("k", True, 2)])]
+    assert ns.before == {}  # k was held: its rebind is an ordinary write-update
+
+
+def test_late_names_are_checked_without_the_version_tag(
+    module: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_namespace, "_READ_TAG", None)
+    ns = ScriptNamespaces()
+    name = module.__name__
+    module.OFFSET = 1.0
+    ns.watch(name, frozenset({"OFFSET"}))
+    module.OFFSET = 2.0
+    assert ns.changes(inflight=True) == [(name, [("OFFSET", True, 2.0)])]
+    assert ns.page(name, "OFFSET") == (True, 1.0)

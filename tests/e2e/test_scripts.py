@@ -38,12 +38,7 @@ pytestmark = [
 ]
 
 # Scripts whose remote run is known to fail, with the reason (see the report).
-KNOWN_REMOTE_FAILURES: dict[str, str] = {
-    "late_global_read": (
-        "a global first read by a pipelined call is paged in at the client's next wait, "
-        "so the worker sees a rebind the script made in between (docs/remoting.md)"
-    ),
-}
+KNOWN_REMOTE_FAILURES: dict[str, str] = {}
 
 
 def run_remote_embedded(spec: ScriptSpec, root: Path) -> Completed:

@@ -47,12 +47,7 @@ CLIENT_VENV = REPO / ".venv-client"
 PIP_TIMEOUT_S = 900.0
 
 # Scripts whose zero-install run is known to fail, with the reason (see the report).
-KNOWN_FAILURES: dict[str, str] = {
-    "late_global_read": (
-        "a global first read by a pipelined call is paged in at the client's next wait, "
-        "so the worker sees a rebind the script made in between (docs/remoting.md)"
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 # Run inside the client venv: proves the setup is what this test claims.
 _PROBE = """

@@ -20,6 +20,18 @@ nothing. Names the worker rebinds itself (``global n; n += 1`` in shipped
 code) are written back to the client after the call (``setglobal``) and
 recorded here, so they are not sent back.
 
+Reads the script's run-ahead could overtake. A pipelined call may page a name in
+after the script has run ahead and rebound it (``OFFSET = 100.0`` between
+``y = model(x)`` and the next wait): the page-in must answer with the value the
+call was made under. So for the names the shipped code reads that the worker
+does not hold yet (:attr:`_Module.late`, from the code's loads of globals) the
+client keeps their values as of the last call sent; when one of them changes
+while calls are in flight, its new value is put in the call stream like any
+rebind, and the calls sent before it that page it in get the value they were
+made under (:attr:`ScriptNamespaces.before`) until the session next hears the
+worker has run everything sent (:meth:`ScriptNamespaces.settled`). A read
+through another module's attribute (``config.LR``) is not covered.
+
 Finding the changes must cost almost nothing per call, since most calls change
 nothing. CPython bumps a dict's private version tag on every mutation (PEP 509;
 ``ma_version_tag``); where a self-test shows that the tag can be read and
@@ -33,6 +45,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
+import itertools
+import operator
 import os
 import site
 import sys
@@ -43,6 +57,12 @@ from typing import Any
 
 #: The worker holds the builtin of this name (the script has no global of it).
 _ABSENT: Any = object()
+_NONE: Any = object()
+_ABSENTS = itertools.repeat(_ABSENT)
+_is_not = operator.is_not
+
+#: Rebinds to send: [(module, [(name, present, value)])].
+Changes = list[tuple[str, list[tuple[str, bool, Any]]]]
 
 #: Remoted modules that the client's libraries import from the client's own copy
 #: (see tether.client._importer); their remote proxies stay out of sys.modules.
@@ -156,12 +176,17 @@ _READ_TAG = _tag_reader()
 
 
 class _Module:
-    __slots__ = ("globals", "last", "name", "seen", "tag")
+    __slots__ = ("globals", "last", "late", "name", "seen", "tag", "tracked")
 
     def __init__(self, name: str, namespace: dict[str, Any]) -> None:
         self.name = name
         self.globals = namespace
+        #: What the worker holds: name -> value (``_ABSENT``: its builtin).
         self.seen: dict[str, Any] = {}
+        #: Names shipped code reads that the worker does not hold: name -> value
+        #: as of the last call sent (``_ABSENT``: not a global here).
+        self.late: dict[str, Any] = {}
+        self.tracked = False
         self.tag = _READ_TAG(namespace) if _READ_TAG is not None else None
         self.last = self.tag.value if self.tag is not None else 0
 
@@ -172,9 +197,13 @@ class ScriptNamespaces:
 
     def __init__(self) -> None:
         self._modules: dict[str, _Module] = {}
-        #: The modules the worker holds names of; empty for most of a session's
-        #: life, so the per-call check is one truth test.
+        #: The modules the worker holds names of or may page names in from;
+        #: empty for most of a session's life, so the per-call check is one
+        #: truth test.
         self.tracked: list[_Module] = []
+        #: (module, name) -> the value calls in flight were made under, for
+        #: names rebound since and sent ahead of the later calls.
+        self.before: dict[tuple[str, str], Any] = {}
 
     def _entry(self, module: str) -> _Module | None:
         entry = self._modules.get(module)
@@ -188,9 +217,31 @@ class ScriptNamespaces:
             if namespace is None:
                 return None
             entry = self._modules[module] = _Module(module, namespace)
-        if not entry.seen:
-            self.tracked.append(entry)
         return entry
+
+    def _track(self, entry: _Module) -> None:
+        if not entry.tracked:
+            entry.tracked = True
+            self.tracked.append(entry)
+
+    def watch(self, module: str, names: frozenset[str]) -> None:
+        """Shipped code of ``module`` may read ``names``: note, for those the
+        worker does not hold, their values now (the call being sent is made
+        under them)."""
+        entry = self._entry(module)
+        if entry is None:
+            return
+        seen, late, namespace = entry.seen, entry.late, entry.globals
+        for name in names:
+            if name not in seen and name not in late:
+                late[name] = namespace.get(name, _ABSENT)
+        if late:
+            self._track(entry)
+
+    def settled(self) -> None:
+        """The worker has run every call sent: no page-in can come from a call
+        made before a rebind any more."""
+        self.before.clear()
 
     def page(self, module: str, name: str) -> tuple[bool, Any]:
         """The worker reads ``name`` of ``module``: (found, value).
@@ -201,15 +252,20 @@ class ScriptNamespaces:
         entry = self._entry(module)
         if entry is None:
             return False, None
+        if self.before:
+            old = self.before.get((module, name), _NONE)
+            if old is not _NONE:  # a call made before the script rebound it
+                return (False, None) if old is _ABSENT else (True, old)
+        entry.late.pop(name, None)
         try:
             value = entry.globals[name]
         except KeyError:
             if hasattr(builtins, name):
                 entry.seen[name] = _ABSENT
-            elif not entry.seen:
-                self.tracked.remove(entry)
+                self._track(entry)
             return False, None
         entry.seen[name] = value
+        self._track(entry)
         return True, value
 
     def wrote(self, module: str, name: str, value: Any, present: bool) -> None:
@@ -223,13 +279,18 @@ class ScriptNamespaces:
         else:
             entry.globals.pop(name, None)
         entry.seen[name] = value if present else _ABSENT
+        entry.late.pop(name, None)
+        self.before.pop((module, name), None)
+        self._track(entry)
         if entry.tag is not None:
             entry.last = entry.tag.value
 
-    def changes(self) -> list[tuple[str, list[tuple[str, bool, Any]]]] | None:
+    def changes(self, inflight: bool = False) -> Changes | None:
         """The rebinds since the last call: [(module, [(name, present, value)])].
 
         Records them as sent. None (the common case) when nothing changed.
+        ``inflight``: calls sent before may not have run yet, so a name they
+        may still page in that changed is sent too (see the module docstring).
         """
         out = None
         for entry in self.tracked:
@@ -240,7 +301,7 @@ class ScriptNamespaces:
                     continue
                 entry.last = version
             namespace = entry.globals
-            changed = None
+            changed: list[tuple[str, bool, Any]] | None = None
             seen = entry.seen
             for name, old in seen.items():
                 new = namespace.get(name, _ABSENT)
@@ -248,6 +309,22 @@ class ScriptNamespaces:
                     if changed is None:
                         changed = []
                     changed.append((name, new is not _ABSENT, new))
+            late = entry.late
+            # (the any() of maps runs in C: the common answer is "none moved")
+            if late and any(map(_is_not, map(namespace.get, late, _ABSENTS), late.values())):
+                moved = [(name, old) for name, old in late.items()
+                         if namespace.get(name, _ABSENT) is not old]  # fmt: skip
+                for name, old in moved:
+                    new = namespace.get(name, _ABSENT)
+                    if inflight:
+                        del late[name]
+                        seen[name] = new
+                        self.before.setdefault((entry.name, name), old)
+                        if changed is None:
+                            changed = []
+                        changed.append((name, new is not _ABSENT, new))
+                    else:
+                        late[name] = new
             if changed:
                 for name, present, new in changed:
                     seen[name] = new if present else _ABSENT

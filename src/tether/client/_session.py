@@ -127,6 +127,8 @@ _QUIET_ALL: Final = 3
 
 #: What Session._on_lane returns when the call must take the general path.
 _OFF_LANE: Final = object()
+#: The events that end a wait: the worker has run every call sent before it.
+_ANSWERS: Final = (Reply, Failed, Exhausted)
 
 _new: Any = object.__new__
 _weakref: Any = weakref.ref  # what a NOTICE of another class finds the proxy by
@@ -175,7 +177,7 @@ class Session:
         self._ns = ScriptNamespaces()
         self._lender = Lender(remote_modules, self._ns)
         self._export = self._lender.export
-        self._code = CodeContext(self._export)
+        self._code = CodeContext(self._export, self._ns.watch)
         self._encoder = CallEncoder(self._code)
         #: Local copies of arrays read element by element, when the client has numpy.
         self.replicas: Replicas | None = None
@@ -467,7 +469,7 @@ class Session:
                 _set_s(result, self)
                 _set_id(result, hid)
             if self._ns.tracked:
-                changed = self._ns.changes()
+                changed = self._ns.changes(proto.unsynced)
                 if changed:
                     self._queue_names(changed)
             seq = proto.call_entry(entry)
@@ -655,7 +657,7 @@ class Session:
         if self.draws_pending and not quiet & _QUIET_RNG:
             self.draws.settle()  # type: ignore[union-attr]  # before anything that may draw
         if self._ns.tracked:
-            changed = self._ns.changes()
+            changed = self._ns.changes(proto.unsynced)
             if changed:
                 self._queue_names(changed)
         meta = self._compact(op, shape, fields)
@@ -683,9 +685,13 @@ class Session:
 
         A value that cannot travel inline is sent as "forget it": the worker
         pages it in again when its code next reads it, and fails there if it
-        cannot have it, as a read would.
+        cannot have it, as a read would. If calls in flight may still page in
+        that name's earlier value, the worker runs them first (one round trip),
+        or the later calls' page-in would get the earlier value too.
         """
         entries = []
+        before = self._ns.before
+        catch_up = False
         for module, names in changed:
             items: list[tuple[str, bytes | None]] = []
             for name, present, value in names:
@@ -695,8 +701,12 @@ class Session:
                         blob = dumps_inband(share_global(value, self._export), self._code)
                     except Exception:
                         blob = None
+                if blob is None and before and (module, name) in before:
+                    catch_up = True
                 items.append((name, blob))
             entries.append((module, items))
+        if catch_up:
+            self._sync(Op.PING, ())
         self._proto.names(NAMESPACE_TAG + pickle.dumps(entries, protocol=5))
 
     def _drain(self) -> None:
@@ -747,6 +757,8 @@ class Session:
             event = proto.receive_frame(frame)
             if event is None:
                 continue
+            if not self._serving and isinstance(event, _ANSWERS):
+                self._ns.settled()  # the worker has run every call sent
             if isinstance(event, Reply):
                 if warned is not None:
                     # Locally the script would have stopped at the warning.

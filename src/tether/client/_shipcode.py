@@ -28,7 +28,7 @@ from cloudpickle.cloudpickle import (  # the state setters cloudpickle's own red
 )
 
 from tether import _refs
-from tether._code import global_names
+from tether._code import global_names, read_globals
 from tether.client._kinds import _Shared, is_shared, needs_value, ref_reduce
 from tether.client._namespace import module_info, module_namespace
 
@@ -73,13 +73,20 @@ class CodeContext:
     """What a session lends its picklers for shipping the script's code.
 
     ``export(obj)`` lends a local object to the worker and returns its id;
+    ``watch(module, names)`` hears which globals shipped code may read;
     :attr:`sent` holds the ids of the script's functions and classes the worker
     has already built, which then travel as a bare reference. An id is marked
     sent while it is pickled; a pickle that fails takes its marks back.
     """
 
-    def __init__(self, export: Callable[[Any], int]) -> None:
+    def __init__(
+        self,
+        export: Callable[[Any], int],
+        watch: Callable[[str, frozenset[str]], None] | None = None,
+    ) -> None:
         self.export = export
+        #: Told the globals each shipped function of a script module may read.
+        self.watch = watch
         self.sent: set[int] = set()
         self._log: list[int] = []
 
@@ -253,6 +260,8 @@ class _CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
                 return (_refs.script_synced, (oid, inner, module, stored, cells))
         ctx.mark(oid)
         code = fn.__code__
+        if ctx.watch is not None:
+            ctx.watch(module, read_globals(code))
         empty = (
             None if fn.__closure__ is None else tuple(types.CellType() for _ in code.co_freevars)
         )
