@@ -142,8 +142,13 @@ def template_of(value: Any) -> Template | None:
     t = type(value)
     if isinstance(value, RemoteObject):
         return HandleOf(t._t_tid)
-    if (t is list or t is tuple) and 0 < len(value) <= 16:
+    # A tuple of handles has the arity of the code that makes it (``return a, b``,
+    # ``np.divmod``). A list's length follows the data (``np.array_split(x, n)``,
+    # ``times.tolist()``): a list pipelined at the last call's length would be a
+    # list of the wrong length if it changed, with nothing to put right, so a
+    # site that returns lists waits.
+    if t is tuple and 0 < len(value) <= 16:
         subs = tuple(template_of(v) for v in value)
         if all(s is not None and s is not NONE for s in subs):
-            return ItemsOf(t is list, subs)  # type: ignore[arg-type]
+            return ItemsOf(False, subs)  # type: ignore[arg-type]
     return None
