@@ -54,7 +54,7 @@ from tether.acceptor._files import ClientFile
 from tether.acceptor._fused import fuser
 from tether.acceptor._scriptcode import ScriptCode
 from tether.acceptor._spawn import spawn_by_value
-from tether.acceptor._unpickler import WorkerUnpickler, exception_class
+from tether.acceptor._unpickler import WorkerUnpickler, array_from, exception_class
 from tether.wire import _compact
 from tether.wire._compact import COMPACT_TAG
 from tether.wire._lanes import NOT_RUN, LaneReader
@@ -156,6 +156,7 @@ class Engine:
             "client_file": lambda oid, fname, mode: ClientFile(self.request, oid, fname, mode),
             "tuple_of": lambda hid, items: self.lookup(hid)(items),
             "type_id": self.types.cls,
+            "array": array_from,
         }
 
     # -- handles --------------------------------------------------------------

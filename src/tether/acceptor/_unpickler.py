@@ -46,6 +46,14 @@ class WorkerUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"unknown reference kind {name!r}") from None
 
 
+def array_from(buffer: Any, dtype: str, shape: tuple[int, ...]) -> Any:
+    """The array the client sent as ``_refs.array``: what numpy's own unpickling of
+    an out-of-band array makes (a view of the received buffer)."""
+    import numpy
+
+    return numpy.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+
 def exception_class(lineage: Sequence[tuple[str, str]]) -> type:
     """The class an exception's lineage names first (module, qualname)."""
     module, qualname = lineage[0]

@@ -32,6 +32,42 @@ if TYPE_CHECKING:
 _ref = _refs.ref
 _BUILTIN_FUNCTION = types.BuiltinFunctionType
 _ANCHORS = frozenset(getattr(_refs, name) for name in _refs.NAMES)
+_MISSING: Any = object()
+
+
+#: The client's numpy's ndarray class, once the pickler has met one.
+_NDARRAY: list[Any] = [None]
+#: dtype -> its ``str`` where that names it whole (numbers, strings), else None.
+_PLAIN_DTYPES: dict[Any, str | None] = {}
+
+
+def _plain_dtype(dtype: Any) -> str | None:
+    import numpy
+
+    name: str | None = dtype.str
+    if dtype.kind not in "biufcSU" or dtype.hasobject or numpy.dtype(name) != dtype:
+        name = None
+    if len(_PLAIN_DTYPES) < 256:
+        _PLAIN_DTYPES[dtype] = name
+    return name
+
+
+def _array_reduce(obj: Any) -> Any:
+    """One of the client's numpy arrays as ``_refs.array``: its buffer (out of
+    band) with its dtype's name and shape, instead of numpy's reduction, which
+    pickles the dtype object as well (10-15 us a small array, against 2-3). None
+    for arrays that need numpy's own (records, objects)."""
+    dtype = obj.dtype
+    name = _PLAIN_DTYPES.get(dtype, _MISSING)
+    if name is _MISSING:
+        name = _plain_dtype(dtype)
+    if name is None:
+        return None
+    if not obj.flags.c_contiguous:
+        import numpy
+
+        obj = numpy.ascontiguousarray(obj)
+    return (_refs.array, (pickle.PickleBuffer(obj), name, obj.shape))
 
 
 class ClientPickler(pickle.Pickler):
@@ -53,6 +89,10 @@ class ClientPickler(pickle.Pickler):
         t = type(obj)
         if type(t) is RemoteType:
             return (_ref, (obj._t_id,))
+        if t is _NDARRAY[0]:
+            r = _array_reduce(obj)
+            if r is not None:
+                return r
         if t is _BUILTIN_FUNCTION or (t is types.FunctionType and obj in _ANCHORS):
             return NotImplemented
         r = ref_reduce(obj)
@@ -66,6 +106,11 @@ class ClientPickler(pickle.Pickler):
             return (_refs.code, (dumps_code(obj, self._ctx),))
         if is_script_object(obj):
             return (_refs.client_obj, (self._export(obj),))
+        if t.__name__ == "ndarray" and t.__module__ == "numpy" and not _NDARRAY[0]:
+            _NDARRAY[0] = t  # the client's numpy, imported by now: the fast path above
+            r = _array_reduce(obj)
+            if r is not None:
+                return r
         if isinstance(obj, io.IOBase):
             # The script's own open file: remote code reads and writes it here.
             name = getattr(obj, "name", None)
