@@ -84,6 +84,7 @@ from tether.client._shipcode import CodeContext, dumps_code
 from tether.client._sites import (
     attr_site,
     call_site,
+    code_arity,
     is_function,
     next_site,
     operator_site,
@@ -613,7 +614,8 @@ class Session:
                     template = self._proto.plan(key)
             if template is None:
                 value, flags = self._sync_flags(op, fields)
-                self._pred.learn(key, template_of(value), nopipe=bool(flags & Flag.NOPIPE))
+                template = template_of(value, type(value) is not tuple or code_arity(key))
+                self._pred.learn(key, template, nopipe=bool(flags & Flag.NOPIPE))
                 return value
             shape: Shape
             if type(template) is HandleOf:  # one handle, the common case: inlined

@@ -135,19 +135,46 @@ def next_site(it: Any, types: dict[int, TypeDesc]) -> tuple[Any, ...] | None:
     return ("n", tid)
 
 
-def template_of(value: Any) -> Template | None:
-    """The prediction template of a result, or None if it cannot be predicted."""
+#: Methods whose tuples are as long as the data make them (``x.split(k)``: one
+#: tensor per piece; ``x.nonzero(as_tuple=True)``: one per dimension).
+DATA_ARITY_METHODS: Final = frozenset(
+    {"split", "chunk", "unbind", "tensor_split", "hsplit", "vsplit", "dsplit",
+     "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk",
+     "nonzero"}
+)  # fmt: skip
+
+
+def code_arity(key: Any) -> bool:
+    """Whether a tuple the site returns has the arity of code, not of data.
+
+    A tuple pipelined at the last call's length would be a tuple of the wrong
+    length if it changed, with nothing to put right once the script holds it
+    (``x.split(32)`` of the training set, then of the smaller validation set).
+    Calling an object (a module: ``out, (h, c) = lstm(x)``; ``logits, loss =
+    model(x, y)``), an operator, the next item of an iterator and a method other
+    than :data:`DATA_ARITY_METHODS` return what their code builds; a function
+    (``torch.split``, ``np.nonzero``) may be one whose arity follows the data, and
+    its tuples are not pipelined.
+    """
+    if type(key[0]) is tuple:  # (site, place): learnt apart by place in the script
+        key = key[0]
+    tag = key[0]
+    if tag == "m":
+        return key[2] not in DATA_ARITY_METHODS
+    return tag in ("ct", "o", "n")
+
+
+def template_of(value: Any, tuples: bool = True) -> Template | None:
+    """The prediction template of a result, or None if it cannot be predicted;
+    ``tuples``: whether a tuple is (see :func:`code_arity`)."""
     if value is None:
         return NONE
     t = type(value)
     if isinstance(value, RemoteObject):
         return HandleOf(t._t_tid)
-    # A tuple of handles has the arity of the code that makes it (``return a, b``,
-    # ``np.divmod``). A list's length follows the data (``np.array_split(x, n)``,
-    # ``times.tolist()``): a list pipelined at the last call's length would be a
-    # list of the wrong length if it changed, with nothing to put right, so a
-    # site that returns lists waits.
-    if t is tuple and 0 < len(value) <= 16:
+    # A list's length follows the data (``np.array_split(x, n)``, ``times.tolist()``):
+    # a site that returns lists waits, as one whose tuples' arity may change does.
+    if t is tuple and tuples and 0 < len(value) <= 16:
         subs = tuple(template_of(v) for v in value)
         if all(s is not None and s is not NONE for s in subs):
             return ItemsOf(False, subs)  # type: ignore[arg-type]
