@@ -128,6 +128,9 @@ _QUIET_ALL: Final = 3
 
 #: What Session._on_lane returns when the call must take the general path.
 _OFF_LANE: Final = object()
+#: A pipelined call's out-of-band buffers up to this size are copied when it is
+#: made; larger ones are written to the channel before the call returns.
+COPY_BUFFERS: Final = 64 << 10
 #: The events that end a wait: the worker has run every call sent before it.
 _ANSWERS: Final = (Reply, Failed, Exhausted)
 
@@ -671,13 +674,23 @@ class Session:
             except Exception as exc:
                 raise TypeError(f"cannot send this call to the worker: {exc}") from exc
             buffers = tuple(b.raw() for b in bufs)
+        send_now = False
+        if buffers and not flags & _SYNC:
+            # Out-of-band buffers are the script's own memory, read when the frame
+            # is written, not now: what the script writes into an array after a
+            # pipelined call (a loader refilling one buffer) would reach the
+            # worker. Small ones are copied; large ones are written at once.
+            if sum(b.nbytes for b in buffers) <= COPY_BUFFERS:
+                buffers = tuple(b.tobytes() for b in buffers)
+            else:
+                send_now = True
         # A call made while the worker waits for our answer: the worker runs it
         # at once, inside the request (the calls queued before it wait for the
         # request to end, as they would locally).
         seq = proto.call(meta, buffers, flags & _SYNC, self._serving)
         if quiet & _QUIET_ARRAYS:
             self._quiet_calls += 1
-        if proto.flush_due:
+        if send_now or proto.flush_due:
             self._flush()
         return seq
 
