@@ -410,3 +410,26 @@ def test_a_pipelined_result_of_another_class_names_it_in_the_notice() -> None:
     assert (kind, seq, tag) == (Kind.NOTICE, 2, "mispredicted") and "frozenset" in why
     assert tid == h.engine.types.tid(frozenset) and tid != list_tid
     assert [TypeDesc(*t).name for t in types] == ["frozenset"]
+
+
+def test_an_object_sent_twice_goes_under_one_handle_freed_by_the_last_release() -> None:
+    import types as _types
+
+    h = Harness()
+    tid = h.engine.types.tid(_types.SimpleNamespace)
+    h.call(Op.CALL, Handle(1, tid), _types.SimpleNamespace, (), {})
+    h.call(Op.CALL, Handle(2, tid), _types.SimpleNamespace, (), {})
+    h.call(Op.CALL, NONE, setattr, (Ref(1), "inner", Ref(2)), {})
+    inner = h.engine.handles[2]
+    for _ in range(2):  # model.inner read twice: the same worker handle both times
+        h.call(Op.CALL, ANY, getattr, (Ref(1), "inner"), {}, sync=True)
+        h.reply()
+    hid = h.engine._shared[id(inner)]
+    assert hid < 0 and h.engine.handles[hid] is inner and h.engine._resent[hid] == 1
+    h.frame(Kind.RELEASE, 0, 0, pack_ids([hid]))  # one of the two receipts
+    assert h.engine.handles[hid] is inner
+    h.frame(Kind.RELEASE, 0, 0, pack_ids([hid]))
+    assert hid not in h.engine.handles and id(inner) not in h.engine._shared
+    h.call(Op.CALL, ANY, getattr, (Ref(1), "inner"), {}, sync=True)  # read again: a new one
+    h.reply()
+    assert h.engine._shared[id(inner)] not in (hid, None)

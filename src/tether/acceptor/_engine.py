@@ -123,6 +123,10 @@ class Engine:
         self._next_hid = -1
         self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
         self._interned_hids: set[int] = set()  # never released: the client shares them
+        # Results sent under the worker's own ids: id(obj) -> its handle, and how
+        # many more times than once each was sent (share_handle, release).
+        self._shared: dict[int, int] = {}
+        self._resent: dict[int, int] = {}
         self.types = TypeRegistry()
         self._tids = self.types.ids
         self._client_objects: dict[int, ClientObject] = {}
@@ -166,6 +170,18 @@ class Engine:
         self.handles[hid] = obj
         return hid
 
+    def share_handle(self, obj: Any) -> int:
+        """The handle a result goes to the client under: the one ``obj`` went
+        under before if the client still holds it (so the script gets the same
+        proxy: ``m.weight is m.weight``), counted once more; else a new one."""
+        hid = self._shared.get(id(obj))
+        if hid is not None and self.handles.get(hid) is obj:
+            self._resent[hid] = self._resent.get(hid, 0) + 1
+            return hid
+        hid = self.new_handle(obj)
+        self._shared[id(obj)] = hid
+        return hid
+
     def intern(self, obj: Any) -> int:
         hid = self._interned.get(id(obj))
         if hid is None:
@@ -195,11 +211,24 @@ class Engine:
         self.script.set_names(meta, lambda blob: self._loads(blob, ()))
 
     def release(self, hids: Sequence[int]) -> None:
+        """The client let these handles go, once per time each was sent."""
         interned = self._interned_hids
         handles = self.handles
+        resent = self._resent
+        shared = self._shared
         for hid in hids:
-            if hid not in interned:
-                handles.pop(hid, None)
+            if hid in interned:
+                continue
+            more = resent.get(hid)
+            if more:  # sent again since: the client holds it still
+                if more == 1:
+                    del resent[hid]
+                else:
+                    resent[hid] = more - 1
+                continue
+            obj = handles.pop(hid, None)
+            if obj is not None and shared.get(id(obj)) == hid:
+                del shared[id(obj)]
 
     # -- calls ------------------------------------------------------------------------
     def call_sync(self, meta: bytes, buffers: Sequence[Any]) -> Any:
@@ -371,7 +400,7 @@ class Engine:
         buffers: list[pickle.PickleBuffer] = []
         WorkerPickler(
             buf,
-            new_handle=self.new_handle,
+            new_handle=self.share_handle,
             intern=self.intern,
             interned=self._interned,
             types_=self.types,

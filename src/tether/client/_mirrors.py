@@ -9,9 +9,11 @@ class or module is one object on the client, as it is in the worker.
 
 from __future__ import annotations
 
+import collections
 import sys
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tether.client._namespace import LOCAL_MODULES
 from tether.client._proxy import (
@@ -28,6 +30,14 @@ if TYPE_CHECKING:
     from tether.client._remoting import Remoting
 
 _new: Any = object.__new__
+_weakref = weakref.ref
+
+#: Classes whose objects a longer-lived object owns (see Mirrors._is_owned).
+OWNED_CLASSES: Final = frozenset(
+    {("torch.nn.parameter", "Parameter"), ("torch.nn.modules.module", "Module")}
+)
+#: How many proxies of such objects are kept after the script lets them go.
+PINNED: Final = 4096
 _set_s: Any = RemoteObject.__dict__["_t_s"].__set__
 _set_id: Any = RemoteObject.__dict__["_t_id"].__set__
 
@@ -46,6 +56,12 @@ class Mirrors:
         self._modules: dict[int, RemoteModule] = {}
         self._classes: dict[int, RemoteType] = {}
         self._interned: dict[int, RemoteObject] = {}
+        #: The proxies of the worker's handles, by id, while the script holds them,
+        #: and how many times each was received (when more than once).
+        self._live: dict[int, Any] = {}
+        self._receipts: dict[int, int] = {}
+        self._owned: dict[int, bool] = {}
+        self._pinned: collections.deque[RemoteObject] = collections.deque(maxlen=PINNED)
         #: Called with each mirror class made, and its descriptor (see Session.on_mirror).
         self.specialize: Callable[[TypeDesc, RemoteType], None] | None = None
 
@@ -77,10 +93,56 @@ class Mirrors:
         return m
 
     def handle(self, hid: int, tid: int) -> RemoteObject:
+        if hid < 0:
+            # The worker's numbering (ids it chose: results of waited calls) names
+            # one object by one id while the script holds it: the same proxy, so
+            # `m.weight is m.weight`, `id(p)` and sets of parameters hold. Each
+            # receipt is released when the proxy dies (see releasing).
+            ref = self._live.get(hid)
+            obj = ref() if ref is not None else None
+            if obj is not None:
+                self._receipts[hid] = self._receipts.get(hid, 1) + 1
+                if type(obj)._t_tid != tid:  # its class changed (obj.__class__ = ...)
+                    object.__setattr__(obj, "__class__", self.mirror(tid))
+                return obj  # type: ignore[no-any-return]
         obj = _new(self.mirror(tid))
         _set_s(obj, self.owner)
         _set_id(obj, hid)
+        if hid < 0:
+            self._live[hid] = _weakref(obj)
+            if self._is_owned(tid):
+                self._pinned.append(obj)
         return obj  # type: ignore[no-any-return]
+
+    def _is_owned(self, tid: int) -> bool:
+        """Whether objects of class ``tid`` belong to a longer-lived one (a model's
+        parameters and modules): their proxies are kept a while after the script
+        lets them go, so that ``id(p)`` stays what it was, as locally, where the
+        model keeps them (``ignored = list(map(id, model.fc.parameters()))``)."""
+        owned = self._owned.get(tid)
+        if owned is None:
+            desc = self.types.get(tid)
+            owned = desc is not None and (
+                (desc.module, desc.qualname) in OWNED_CLASSES
+                or any(self._is_owned(base) for base in desc.bases)
+            )
+            self._owned[tid] = owned
+        return owned
+
+    def releasing(self, release: Callable[[int], None]) -> Callable[[int], None]:
+        """``release`` (what a dying proxy calls), once for every time the worker
+        sent the handle: the worker frees it when the last is released, so a
+        release in flight cannot free what a reply sent meanwhile names again."""
+        live, receipts = self._live, self._receipts
+
+        def forget(hid: int) -> None:
+            if hid < 0:
+                live.pop(hid, None)
+                for _ in range(receipts.pop(hid, 1) - 1):
+                    release(hid)
+            release(hid)
+
+        return forget
 
     def interned(self, hid: int, tid: int) -> RemoteObject:
         obj = self._interned.get(hid)

@@ -171,7 +171,7 @@ class Session:
             session_id=session_id, address=address, in_handler=in_handler, result_used=result_used
         )
         self._pred = self._proto.predictions
-        self.forget = self._proto.release
+        self.forget = mirrors.releasing(self._proto.release)
         compact = CompactEncoder(RemoteType)
         self._compact = compact.encode
         self._lanes = lanes = Lanes(self._pred, compact, self._mirror)
