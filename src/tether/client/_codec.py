@@ -104,6 +104,10 @@ class ClientPickler(pickle.Pickler):
             if id(obj) in self._ctx.sent:  # the worker built it already
                 return (_refs.script_ref, (id(obj),))
             return (_refs.code, (dumps_code(obj, self._ctx),))
+        if t is classmethod or t is staticmethod:  # (Sub.__torch_function__ = classmethod(f))
+            return (t, (obj.__func__,))
+        if t is property:
+            return (property, (obj.fget, obj.fset, obj.fdel, obj.__doc__))
         if is_script_object(obj):
             return (_refs.client_obj, (self._export(obj),))
         if t.__name__ == "ndarray" and t.__module__ == "numpy" and not _NDARRAY[0]:

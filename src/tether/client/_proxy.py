@@ -284,9 +284,14 @@ class RemoteType(type):
             return value
 
     def __setattr__(cls, name: str, value: Any) -> None:
-        if name.startswith("_t_") or (name.startswith("__") and name.endswith("__")):
+        if name.startswith("_t_"):
             type.__setattr__(cls, name, value)
             return
+        if name.startswith("__") and name.endswith("__"):
+            # The script's own special method (``Sub.__torch_function__ =
+            # classmethod(f)`` after the class statement): the real class in the
+            # worker takes it, as a class body's would; the mirror too.
+            type.__setattr__(cls, name, value)
         cls.__dict__.get("_t_attrs", {}).pop(name, None)
         cls._t_s.apply_none(setattr, cls, name, value)
 

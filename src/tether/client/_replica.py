@@ -145,7 +145,7 @@ class Replicas:
                     return copy.array[index]
             return generic(obj, index)
 
-        setattr(cls, "__getitem__", __getitem__)
+        type.__setattr__(cls, "__getitem__", __getitem__)  # the mirror's only
 
     def read(self, array: Any, index: Any) -> Any:
         """``array[index]`` for a remote ndarray and an int (or tuple of ints) index."""
