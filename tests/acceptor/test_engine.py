@@ -424,12 +424,12 @@ def test_an_object_sent_twice_goes_under_one_handle_freed_by_the_last_release() 
     for _ in range(2):  # model.inner read twice: the same worker handle both times
         h.call(Op.CALL, ANY, getattr, (Ref(1), "inner"), {}, sync=True)
         h.reply()
-    hid = h.engine._shared[id(inner)]
-    assert hid < 0 and h.engine.handles[hid] is inner and h.engine._resent[hid] == 1
+    hid = h.engine.table._shared[id(inner)]
+    assert hid < 0 and h.engine.handles[hid] is inner and h.engine.table.sent_again(inner) == 1
     h.frame(Kind.RELEASE, 0, 0, pack_ids([hid]))  # one of the two receipts
     assert h.engine.handles[hid] is inner
     h.frame(Kind.RELEASE, 0, 0, pack_ids([hid]))
-    assert hid not in h.engine.handles and id(inner) not in h.engine._shared
+    assert hid not in h.engine.handles and h.engine.table.sent_again(inner) is None
     h.call(Op.CALL, ANY, getattr, (Ref(1), "inner"), {}, sync=True)  # read again: a new one
     h.reply()
-    assert h.engine._shared[id(inner)] not in (hid, None)
+    assert h.engine.table._shared[id(inner)] not in (hid, None)

@@ -1,10 +1,12 @@
-"""The worker's engine: a session's handle table and the execution of its calls.
+"""The worker's engine: the execution of a session's calls, over its handle table
+(:mod:`tether.acceptor._handles`).
 
 Theory of operation
 -------------------
 The client names results itself. A synchronous call (shape ANY) gets a REPLY
 with its value, pickled by :class:`WorkerPickler`: plain data by value, other
-objects as new worker-numbered handles (negative ids). A pipelined call carries
+objects as worker-numbered handles (negative ids; an object the client still
+holds goes under the id it went under before). A pipelined call carries
 the shape the client assumed (handle ids it allocated, or None) and gets no
 reply: the engine binds the result to those ids.
 
@@ -36,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from tether._errors import ObjectReleased, ProtocolError
+from tether._errors import ProtocolError
 from tether.acceptor import _iteration as iteration
 from tether.acceptor._callers import call_from_module, is_caller_sensitive
 from tether.acceptor._clientobj import ClientObject
@@ -52,6 +54,7 @@ from tether.acceptor._codec import (
 from tether.acceptor._events import CallFailed, Mispredicted, Outcome
 from tether.acceptor._files import ClientFile
 from tether.acceptor._fused import fuser
+from tether.acceptor._handles import Handles
 from tether.acceptor._scriptcode import ScriptCode
 from tether.acceptor._spawn import spawn_by_value
 from tether.acceptor._unpickler import WorkerUnpickler, array_from, exception_class
@@ -118,15 +121,14 @@ class Engine:
             with contextlib.suppress(ImportError):  # no numpy here: none to send
                 self.scalar_types = numpy_scalar_types()
                 self.local_classes = numpy_local_classes(self.scalar_types)
-        self.handles: dict[int, Any] = {}
-        self._poisoned = poisoned  # the protocol's: result ids of calls that failed
-        self._next_hid = -1
-        self._interned: dict[int, int] = {}  # id(obj) -> hid, for classes and modules
-        self._interned_hids: set[int] = set()  # never released: the client shares them
-        # Results sent under the worker's own ids: id(obj) -> its handle, and how
-        # many more times than once each was sent (share_handle, release).
-        self._shared: dict[int, int] = {}
-        self._resent: dict[int, int] = {}
+        #: The handle table (acceptor/_handles.py); ``handles`` is its plain dict.
+        self.table = table = Handles(poisoned)
+        self.handles: dict[int, Any] = table.objects
+        self.new_handle = table.new
+        self.share_handle = table.share
+        self.intern = table.intern
+        self.lookup = table.lookup
+        self.release = table.release
         self.types = TypeRegistry()
         self._tids = self.types.ids
         self._client_objects: dict[int, ClientObject] = {}
@@ -163,43 +165,6 @@ class Engine:
             "array": array_from,
         }
 
-    # -- handles --------------------------------------------------------------
-    def new_handle(self, obj: Any) -> int:
-        hid = self._next_hid
-        self._next_hid -= 1
-        self.handles[hid] = obj
-        return hid
-
-    def share_handle(self, obj: Any) -> int:
-        """The handle a result goes to the client under: the one ``obj`` went
-        under before if the client still holds it (so the script gets the same
-        proxy: ``m.weight is m.weight``), counted once more; else a new one."""
-        hid = self._shared.get(id(obj))
-        if hid is not None and self.handles.get(hid) is obj:
-            self._resent[hid] = self._resent.get(hid, 0) + 1
-            return hid
-        hid = self.new_handle(obj)
-        self._shared[id(obj)] = hid
-        return hid
-
-    def intern(self, obj: Any) -> int:
-        hid = self._interned.get(id(obj))
-        if hid is None:
-            hid = self.new_handle(obj)
-            self._interned[id(obj)] = hid
-            self._interned_hids.add(hid)
-        return hid
-
-    def lookup(self, hid: int) -> Any:
-        try:
-            return self.handles[hid]
-        except KeyError:
-            pass
-        err = self._poisoned.get(hid)
-        if err is not None:
-            raise err
-        raise ObjectReleased(f"remote object #{hid} was released or never existed")
-
     def client_object(self, oid: int) -> ClientObject:
         obj = self._client_objects.get(oid)
         if obj is None:
@@ -209,26 +174,6 @@ class Engine:
     def set_names(self, meta: bytes) -> None:
         """Apply the script's rebinds (a namespace entry of the call stream)."""
         self.script.set_names(meta, lambda blob: self._loads(blob, ()))
-
-    def release(self, hids: Sequence[int]) -> None:
-        """The client let these handles go, once per time each was sent."""
-        interned = self._interned_hids
-        handles = self.handles
-        resent = self._resent
-        shared = self._shared
-        for hid in hids:
-            if hid in interned:
-                continue
-            more = resent.get(hid)
-            if more:  # sent again since: the client holds it still
-                if more == 1:
-                    del resent[hid]
-                else:
-                    resent[hid] = more - 1
-                continue
-            obj = handles.pop(hid, None)
-            if obj is not None and shared.get(id(obj)) == hid:
-                del shared[id(obj)]
 
     # -- calls ------------------------------------------------------------------------
     def call_sync(self, meta: bytes, buffers: Sequence[Any]) -> Any:
@@ -402,7 +347,7 @@ class Engine:
             buf,
             new_handle=self.share_handle,
             intern=self.intern,
-            interned=self._interned,
+            interned=self.table.interned,
             types_=self.types,
             value_modules=self.value_modules,
             buffers=buffers,
