@@ -7,10 +7,9 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-from tether.client._mirrors import PINNED, Mirrors
+from tether.client._mirrors import Mirrors
 from tether.wire._ops import TypeDesc
 
-_PARAM = TypeDesc(2, "torch.nn.parameter", "Parameter", "Parameter", (), frozenset(), frozenset())
 _TENSOR = TypeDesc(1, "torch", "Tensor", "Tensor", (), frozenset(), frozenset())
 
 
@@ -20,7 +19,7 @@ class _Owner:
     def __init__(self) -> None:
         self.released: list[int] = []
         self.mirrors = Mirrors(self, frozenset({"torch"}))  # type: ignore[arg-type]
-        self.mirrors.types.update({1: _TENSOR, 2: _PARAM})
+        self.mirrors.types[1] = _TENSOR
         self.forget = self.mirrors.releasing(self.released.append)
 
 
@@ -44,15 +43,3 @@ def test_client_numbered_results_are_each_their_own_proxy() -> None:
     assert a is not b  # a pipelined result: the client chose the id, once
     del a, b
     assert owner.released == [4, 4]
-
-
-def test_parameters_are_kept_a_while_so_their_ids_stay() -> None:
-    owner = _Owner()
-    ident = id(owner.mirrors.handle(-9, 2))  # id(p) of a parameter, proxy dropped
-    assert owner.released == []
-    assert id(owner.mirrors.handle(-9, 2)) == ident
-    tensor_id = id(owner.mirrors.handle(-10, 1))  # a plain tensor is not kept
-    assert owner.released == [-10] and tensor_id
-    for hid in range(-100, -100 - PINNED, -1):  # a bounded number is kept
-        owner.mirrors.handle(hid, 2)
-    assert -9 in owner.released

@@ -9,11 +9,10 @@ class or module is one object on the client, as it is in the worker.
 
 from __future__ import annotations
 
-import collections
 import sys
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from tether.client._namespace import LOCAL_MODULES
 from tether.client._proxy import (
@@ -31,13 +30,6 @@ if TYPE_CHECKING:
 
 _new: Any = object.__new__
 _weakref = weakref.ref
-
-#: Classes whose objects a longer-lived object owns (see Mirrors._is_owned).
-OWNED_CLASSES: Final = frozenset(
-    {("torch.nn.parameter", "Parameter"), ("torch.nn.modules.module", "Module")}
-)
-#: How many proxies of such objects are kept after the script lets them go.
-PINNED: Final = 4096
 _set_s: Any = RemoteObject.__dict__["_t_s"].__set__
 _set_id: Any = RemoteObject.__dict__["_t_id"].__set__
 
@@ -60,8 +52,6 @@ class Mirrors:
         #: and how many times each was received (when more than once).
         self._live: dict[int, Any] = {}
         self._receipts: dict[int, int] = {}
-        self._owned: dict[int, bool] = {}
-        self._pinned: collections.deque[RemoteObject] = collections.deque(maxlen=PINNED)
         #: Called with each mirror class made, and its descriptor (see Session.on_mirror).
         self.specialize: Callable[[TypeDesc, RemoteType], None] | None = None
 
@@ -110,24 +100,7 @@ class Mirrors:
         _set_id(obj, hid)
         if hid < 0:
             self._live[hid] = _weakref(obj)
-            if self._is_owned(tid):
-                self._pinned.append(obj)
         return obj  # type: ignore[no-any-return]
-
-    def _is_owned(self, tid: int) -> bool:
-        """Whether objects of class ``tid`` belong to a longer-lived one (a model's
-        parameters and modules): their proxies are kept a while after the script
-        lets them go, so that ``id(p)`` stays what it was, as locally, where the
-        model keeps them (``ignored = list(map(id, model.fc.parameters()))``)."""
-        owned = self._owned.get(tid)
-        if owned is None:
-            desc = self.types.get(tid)
-            owned = desc is not None and (
-                (desc.module, desc.qualname) in OWNED_CLASSES
-                or any(self._is_owned(base) for base in desc.bases)
-            )
-            self._owned[tid] = owned
-        return owned
 
     def releasing(self, release: Callable[[int], None]) -> Callable[[int], None]:
         """``release`` (what a dying proxy calls), once for every time the worker
