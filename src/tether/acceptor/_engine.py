@@ -124,8 +124,6 @@ class Engine:
         #: The handle table (acceptor/_handles.py); ``handles`` is its plain dict.
         self.table = table = Handles(poisoned)
         self.handles: dict[int, Any] = table.objects
-        self.new_handle = table.new
-        self.share_handle = table.share
         self.intern = table.intern
         self.lookup = table.lookup
         self.release = table.release
@@ -345,7 +343,7 @@ class Engine:
         buffers: list[pickle.PickleBuffer] = []
         WorkerPickler(
             buf,
-            new_handle=self.share_handle,
+            new_handle=self.table.share,
             intern=self.intern,
             interned=self.table.interned,
             types_=self.types,

@@ -9,6 +9,7 @@ class or module is one object on the client, as it is in the worker.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import weakref
 from collections.abc import Callable
@@ -93,7 +94,7 @@ class Mirrors:
             if obj is not None:
                 self._receipts[hid] = self._receipts.get(hid, 1) + 1
                 if type(obj)._t_tid != tid:  # its class changed (obj.__class__ = ...)
-                    object.__setattr__(obj, "__class__", self.mirror(tid))
+                    self.retype(obj, tid)
                 return obj  # type: ignore[no-any-return]
         obj = _new(self.mirror(tid))
         _set_s(obj, self.owner)
@@ -101,6 +102,12 @@ class Mirrors:
         if hid < 0:
             self._live[hid] = _weakref(obj)
         return obj  # type: ignore[no-any-return]
+
+    def retype(self, proxy: RemoteObject, tid: int) -> None:
+        """Give ``proxy`` the mirror class of ``tid``: the worker says the object is
+        of that class (a proxy of another layout keeps its own)."""
+        with contextlib.suppress(TypeError):
+            object.__setattr__(proxy, "__class__", self.mirror(tid))
 
     def releasing(self, release: Callable[[int], None]) -> Callable[[int], None]:
         """``release`` (what a dying proxy calls), once for every time the worker

@@ -312,19 +312,18 @@ class ScriptNamespaces:
             late = entry.late
             # (the any() of maps runs in C: the common answer is "none moved")
             if late and any(map(_is_not, map(namespace.get, late, _ABSENTS), late.values())):
-                moved = [(name, old) for name, old in late.items()
-                         if namespace.get(name, _ABSENT) is not old]  # fmt: skip
-                for name, old in moved:
+                for name, old in list(late.items()):
                     new = namespace.get(name, _ABSENT)
-                    if inflight:
-                        del late[name]
-                        seen[name] = new
-                        self.before.setdefault((entry.name, name), old)
-                        if changed is None:
-                            changed = []
-                        changed.append((name, new is not _ABSENT, new))
-                    else:
+                    if new is old:
+                        continue
+                    if not inflight:
                         late[name] = new
+                        continue
+                    del late[name]  # sent below like a rebind; the worker holds it
+                    self.before.setdefault((entry.name, name), old)
+                    if changed is None:
+                        changed = []
+                    changed.append((name, new is not _ABSENT, new))
             if changed:
                 for name, present, new in changed:
                     seen[name] = new if present else _ABSENT

@@ -617,7 +617,7 @@ class Session:
                     template = self._proto.plan(key)
             if template is None:
                 value, flags = self._sync_flags(op, fields)
-                template = template_of(value, type(value) is not tuple or code_arity(key))
+                template = template_of(value, code_arity(key))
                 self._pred.learn(key, template, nopipe=bool(flags & Flag.NOPIPE))
                 return value
             shape: Shape
@@ -812,8 +812,7 @@ class Session:
         proxy = event.result()
         if proxy is None or event.tid not in self.types:
             return  # the script let it go already (or a class never described: keep it)
-        with contextlib.suppress(TypeError):  # a proxy of another layout keeps its class
-            object.__setattr__(proxy, "__class__", self._mirror(event.tid))
+        self._mx.retype(proxy, event.tid)
 
     def _answer(self, rid: int, meta: bytes, buffers: Any) -> None:
         """Serve one request of the worker's (names, sources, files, modules,
