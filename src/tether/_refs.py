@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 NAMES = frozenset(
     {"handle", "interned", "cls", "module", "ref", "attr", "code", "exc_class", "tuple_mirror",
-     "tuple_of", "client_file", "client_obj", "local", "script_fn", "script_cls",
+     "tuple_of", "client_file", "client_obj", "client_iter", "local", "script_fn", "script_cls",
      "script_ref", "script_synced", "script_module", "np_scalar", "type_id", "array"}
 )  # fmt: skip
 
@@ -83,6 +83,10 @@ def client_file(*args: Any) -> NoReturn:
 
 def client_obj(*args: Any) -> NoReturn:
     _outside("client_obj")
+
+
+def client_iter(*args: Any) -> NoReturn:
+    _outside("client_iter")
 
 
 def local(*args: Any) -> NoReturn:

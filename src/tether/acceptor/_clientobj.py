@@ -1,10 +1,17 @@
-"""Objects of the script's that remote code uses in place: its lists, dicts, sets.
+"""Objects of the script's that remote code uses in place: its lists, dicts, sets,
+and its iterators.
 
 A callback shipped from the script (a forward hook, a gradient hook, a
 collate function) that records into a list or dict of the script's must change
 the script's own object, not a copy. Such containers reach the worker as
 :class:`ClientObject`: every operation on it is a request to the client, which
 applies it to the real object. Iteration and ``repr`` read a snapshot.
+
+An iterator of the script's (``filter(lambda p: p.requires_grad,
+model.parameters())`` handed to an optimizer, a generator) reaches the worker
+as :class:`ClientIterator`: each ``next`` is a request, so the script's
+iterator advances as far as remote code takes it, no further, and its code
+(the lambda, the generator's body) runs in the script, as it would locally.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from tether.wire._requests import (
 )
 
 
-class ClientObject:
+class _Lent:
+    """An object the client lent: its attributes and methods, by request."""
+
     __slots__ = ("_oid", "_request")
 
     def __init__(self, request: RequestFn, oid: int) -> None:
@@ -45,10 +54,16 @@ class ClientObject:
         return method
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ClientObject.__slots__:
+        if name in _Lent.__slots__:
             object.__setattr__(self, name, value)
         else:
             self._request(ObjectSetAttr(self._oid, name, value))
+
+
+class ClientObject(_Lent):
+    """A container or object of the script's (see the module docstring)."""
+
+    __slots__ = ()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._call("__call__", *args, **kwargs)
@@ -95,3 +110,19 @@ class ClientObject:
     def __ior__(self, other: Any) -> ClientObject:
         self._call("__ior__", other)
         return self
+
+
+class ClientIterator(_Lent):
+    """An iterator of the script's: ``next`` asks the client for one item. (Not a
+    :class:`ClientObject`: ``list()`` must not find a ``__len__`` to ask for.)"""
+
+    __slots__ = ()
+
+    def __iter__(self) -> ClientIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return self._call("__next__")
+
+    def __repr__(self) -> str:
+        return self._call("__repr__")  # type: ignore[no-any-return]

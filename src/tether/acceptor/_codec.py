@@ -28,7 +28,7 @@ from typing import Any
 
 from tether import _refs
 from tether._errors import ProtocolError
-from tether.acceptor._clientobj import ClientObject
+from tether.acceptor._clientobj import ClientIterator, ClientObject
 from tether.wire._ops import TypeDesc
 
 _REFS_MODULE = "tether._refs"
@@ -266,7 +266,7 @@ class WorkerPickler(pickle.Pickler):
             return NotImplemented
         if t is ByRef:
             return (_refs.handle, (self._new_handle(obj.obj), self._types.tid(type(obj.obj))))
-        if t is ClientObject:
+        if t is ClientObject or t is ClientIterator:
             return (_refs.local, (obj._oid,))
         if isinstance(obj, type):
             if issubclass(obj, BaseException):

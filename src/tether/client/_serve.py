@@ -89,6 +89,15 @@ def serve_request(
         case ObjectSetAttr(oid, name, value):
             setattr(exported[oid], name, value)
             return None
+        case ObjectCall(oid, "__next__", ()):  # a lent iterator's next item
+            it = exported.get(oid)
+            if it is None:
+                raise StopIteration  # lent, ran out and let go
+            try:
+                return next(it)
+            except StopIteration:
+                del exported[oid]  # nothing to lend any more
+                raise
         case ObjectCall(oid, method, args, kwargs):
             return getattr(exported[oid], method)(*args, **(kwargs or {}))
         case ObjectSnapshot(oid):
