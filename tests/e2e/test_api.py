@@ -102,3 +102,42 @@ def test_prints_stay_in_order_across_sessions_one_after_another(
     for i in range(5):
         expected += [f"remote s {i}", f"remote t {i}", f"local {i}"]
     assert out.stdout.splitlines() == [*expected, "unwrapped: True"]
+
+
+def test_a_models_parameters_keep_their_ids_while_it_lives_and_go_with_it(
+    acceptor: Acceptor, tmp_path: Path
+) -> None:
+    """The fine-tuning recipe keys parameters by ``id`` after dropping them; the
+    proxies that keep those ids must not keep the worker's parameters alive once
+    the model is gone (a sweep over models would hold every model's weights)."""
+    out = _run(
+        acceptor,
+        tmp_path,
+        """
+        import gc
+
+        with tether.connect(URL, token=TOKEN) as s:
+            nn, weakref = s.import_module("torch.nn"), s.import_module("weakref")
+            model = nn.Sequential(nn.Linear(3, 3))
+            model.add_module("fc", nn.Linear(3, 2))
+            head = list(map(id, model.fc.parameters()))
+            print([id(p) in head for p in model.parameters()])
+            print([id(p) in head for p in model.fc.parameters()], id(model.fc) == id(model.fc))
+            refs = [weakref.ref(p) for p in model.parameters()]
+            print([str(r()) == "None" for r in refs])
+            model.fc = nn.Identity()  # the old head: let go by the model, and by its proxy
+            gc.collect()
+            print([str(r()) == "None" for r in refs])
+            del model
+            gc.collect()
+            print([str(r()) == "None" for r in refs])
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "[False, False, True, True]",
+        "[True, True] True",
+        "[False, False, False, False]",
+        "[False, False, True, True]",
+        "[True, True, True, True]",
+    ]

@@ -30,10 +30,19 @@ if TYPE_CHECKING:
     from tether.client._remoting import Remoting
 
 
+def _let_go(obj: RemoteObject) -> None:
+    """The script changed ``obj``'s attributes: it keeps nothing (client/_held.py)."""
+    try:  # noqa: SIM105
+        object.__delattr__(obj, "_t_held")
+    except AttributeError:
+        pass
+
+
 class RemoteObject:
     """Base of every proxy: an object that lives in a worker."""
 
-    __slots__ = ("__weakref__", "_t_id", "_t_s")
+    # _t_held: what a module's proxy keeps alive (client/_held.py), when it does.
+    __slots__ = ("__weakref__", "_t_held", "_t_id", "_t_s")
     _t_tid: ClassVar[int] = 0
     _t_methods: ClassVar[frozenset[str]] = frozenset()
     _t_s: Remoting
@@ -59,9 +68,11 @@ class RemoteObject:
         else:
             # An object of the script's stored on a remote object stays the
             # script's object (model.meter = meter; later model.meter is meter).
+            _let_go(self)
             self._t_s.apply_none(setattr, self, name, self._t_s.share(value))
 
     def __delattr__(self, name: str) -> None:
+        _let_go(self)
         self._t_s.apply_none(delattr, self, name)
 
     def __repr__(self) -> str:

@@ -65,6 +65,7 @@ from tether.client._events import (
     Retyped,
     WarningFrame,
 )
+from tether.client._held import ITEM_METHODS, Held
 from tether.client._itemvalues import ItemValues
 from tether.client._kinds import share_global
 from tether.client._lanes import Lane, Lanes, call_key, method_key
@@ -190,6 +191,8 @@ class Session:
         self.draws_pending = False
         #: Values of the items of small tensors iterated (client/_itemvalues.py).
         self._item_values = ItemValues()
+        #: Proxies that module proxies keep alive (client/_held.py).
+        self._held = Held(self.types)
         # Calls known to change nothing the script could see again (client/_replica.py):
         # _quiet marks the next call sent (_QUIET_ALL, or _QUIET_RNG: it does not use
         # numpy's global generator), _quiet_calls counts those sent.
@@ -374,7 +377,9 @@ class Session:
                 self._quiet = _QUIET_ALL
             key = attr_site(obj, name, self.types) if type(obj) is not RemoteModule else None
             if key is None:
-                return self._sync(Op.GETATTR, (obj, name))
+                value = self._sync(Op.GETATTR, (obj, name))
+                self._held.attribute(obj, name, value)  # model.fc: kept while model is
+                return value
             return self._predicted(key, Op.GETATTR, (obj, name))  # x.T: a view, pipelined
 
     def value(self, fn: Any, *args: Any) -> Any:
@@ -398,7 +403,10 @@ class Session:
         with self._lock:
             if op is Op.ITER and self.is_ndarray(target):
                 self._quiet = _QUIET_ALL  # an iterator over an array changes nothing
-            return self._sync(op, (target,))
+            reply = self._sync(op, (target,))
+            if op is Op.ITER:
+                self._held.iterated(target, reply)  # model.parameters()'s items
+            return reply
 
     def value_method(self, obj: Any, name: str, args: Any, kwargs: Any = None) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
@@ -554,6 +562,8 @@ class Session:
             if lane:
                 result = self._on_lane(lane, (obj, *args))
                 if result is not _OFF_LANE:
+                    if name in ITEM_METHODS:
+                        self._held.iterating(obj, name, result)
                     return result
         if discard:
             with self._lock:
@@ -579,6 +589,8 @@ class Session:
         result = self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
         if lanes:
             self._lanes.offer_method(key, obj, name, args)  # the next such call may take a lane
+        if name in ITEM_METHODS:
+            self._held.iterating(obj, name, result)  # its items: kept by obj (client/_held.py)
         return result
 
     def next_item(self, it: Any, *, more: bool) -> Any:
@@ -586,7 +598,10 @@ class Session:
         key = next_site(it, self.types) if more else None
         if key is None:
             with self._lock:
-                return self._sync(Op.NEXT, (it,))
+                item = self._sync(Op.NEXT, (it,))
+            if self._held.streams:  # model.modules()'s items, kept by the model
+                self._held.item(it, item)
+            return item
         return self._predicted(key, Op.NEXT, (it,))
 
     def make_class(
