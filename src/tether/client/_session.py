@@ -127,6 +127,8 @@ _QUIET_ARRAYS: Final = 2
 _QUIET_ALL: Final = 3
 
 
+#: Methods whose calls the session follows (Session._watched).
+_WATCHED_METHODS: Final = ITEM_METHODS | {"train", "eval"}
 #: What Session._on_lane returns when the call must take the general path.
 _OFF_LANE: Final = object()
 #: A pipelined call's out-of-band buffers up to this size are copied when it is
@@ -193,6 +195,10 @@ class Session:
         self._item_values = ItemValues()
         #: Proxies that module proxies keep alive (client/_held.py).
         self._held = Held(self.types)
+        #: The mode the script last gave a module (train(), eval()), and each module's
+        #: by handle: calls of objects are learnt apart by it (see _watched).
+        self._mode: bool | None = None
+        self._modes: dict[int, bool] = {}
         # Calls known to change nothing the script could see again (client/_replica.py):
         # _quiet marks the next call sent (_QUIET_ALL, or _QUIET_RNG: it does not use
         # numpy's global generator), _quiet_calls counts those sent.
@@ -540,7 +546,7 @@ class Session:
                 # np.random.choice(pop, size=2): drawn by the worker, it changes no
                 # array, so the copies and an array's iteration stay good.
                 self._quiet = _QUIET_ARRAYS
-        key = call_site(target, args, kwargs, self.types)
+        key = call_site(target, args, kwargs, self.types, self._modes.get(target._t_id, self._mode))
         result = self._predicted(key, Op.CALL, (target, args, kwargs))
         if lanes:
             self._lanes.offer_call(key, target, args)  # the next such call may take a lane
@@ -562,8 +568,8 @@ class Session:
             if lane:
                 result = self._on_lane(lane, (obj, *args))
                 if result is not _OFF_LANE:
-                    if name in ITEM_METHODS:
-                        self._held.iterating(obj, name, result)
+                    if name in _WATCHED_METHODS:
+                        self._watched(obj, name, args, kwargs, result)
                     return result
         if discard:
             with self._lock:
@@ -589,9 +595,24 @@ class Session:
         result = self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
         if lanes:
             self._lanes.offer_method(key, obj, name, args)  # the next such call may take a lane
+        if name in _WATCHED_METHODS:
+            self._watched(obj, name, args, kwargs, result)
+        return result
+
+    def _watched(
+        self, obj: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> None:
+        """After ``obj.name(*args, **kwargs)``, a method the session follows."""
         if name in ITEM_METHODS:
             self._held.iterating(obj, name, result)  # its items: kept by obj (client/_held.py)
-        return result
+            return
+        # model.train() / model.eval(): a module's calls may return other things in
+        # the other mode (an auxiliary head's (out, aux) while training, out when
+        # evaluating), so calls of objects are learnt apart by mode.
+        mode = args[0] if args else kwargs.get("mode", True) if name == "train" else False
+        if type(mode) is bool:
+            self._mode = self._modes[obj._t_id] = mode
+            self._lanes.calls.clear()
 
     def next_item(self, it: Any, *, more: bool) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out

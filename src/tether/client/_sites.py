@@ -17,11 +17,14 @@ call                   key                                              why
                                                                         arguments decide
 ``Cls(*args)``         ``("c", class handle)``                          a class makes its
                                                                         instances
-``obj(*args)``         ``("ct", type of obj, arg kinds, keywords)``       a module's call,
-                                                                        the class its
-                                                                        arguments decide
+``obj(*args)``         ``("ct", type of obj, mode, arg kinds,           a module's call,
+                       keywords)`` (mode: the last ``train()`` or       the class its
+                       ``eval()`` of obj, else of any module)           arguments and its
+                                                                        mode decide
                                                                         (``model(x)``,
-                                                                        ``model(x, y)``)
+                                                                        ``model(x, y)``;
+                                                                        ``out, aux`` when
+                                                                        training)
 ``obj.m(*args)``       ``("m", type of obj, "m")``                      methods by type
 ``x.T``, ``x.real``    ``("a", type of x, name)`` (arrays' and          views of an array
                        tensors' :data:`VIEW_ATTRS` only)                are arrays
@@ -94,16 +97,22 @@ def operator_site(fn: Any, args: tuple[Any, ...], types: dict[int, TypeDesc]) ->
 
 
 def call_site(
-    target: Any, args: tuple[Any, ...], kwargs: dict[str, Any], types: dict[int, TypeDesc]
+    target: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    types: dict[int, TypeDesc],
+    mode: bool | None = None,
 ) -> tuple[Any, ...]:
+    """The site of ``target(*args, **kwargs)``; ``mode``: the last ``train()`` or
+    ``eval()`` the script gave ``target`` (or any module), for calls of objects."""
     if isinstance(target, RemoteType):
         cid = target.__dict__.get("_t_cid")
         return ("c", cid) if cid is not None else ("ct-class", target._t_tid)
     tid = type(target)._t_tid
     if not is_function(types.get(tid)):
         if kwargs:
-            return ("ct", tid, *map(kind, args), *kwargs)
-        return ("ct", tid, *map(kind, args))
+            return ("ct", tid, mode, *map(kind, args), *kwargs)
+        return ("ct", tid, mode, *map(kind, args))
     # One function, results of the class its arguments decide (torch.fx's
     # map_arg: a tuple for a tuple, a dict for a dict), and of the keywords
     # given (numpy's random.choice(a) and choice(a, size=n)).
