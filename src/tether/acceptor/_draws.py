@@ -11,7 +11,8 @@ The numbers are the ones this process would have drawn: numpy keeps the legacy
 ``RandomState`` streams stable across versions (NEP 19), and both ends run the
 same algorithm from the same state.
 
-Only the legacy global generator's drawing methods qualify (:func:`drawing_name`).
+Only the legacy global generator's drawing methods qualify (:func:`drawing_name`),
+and its ``seed``, which the client repeats on its own numpy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ DRAWING: Final = frozenset(
      "vonmises", "wald", "weibull", "zipf"}
 )  # fmt: skip
 
+#: Its method that seeds it: named to the client too, which seeds its own numpy's
+#: global generator alike (the libraries' draws, client/_draws.py).
+SEEDING: Final = "seed"
+
 #: The state as plain data: (bit generator name, key words as bytes, position,
 #: has a cached Gaussian, the cached Gaussian).
 State = tuple[str, bytes, int, int, float]
@@ -41,11 +46,15 @@ def _global() -> Any:
 
 
 def drawing_name(fn: Any) -> str | None:
-    """``fn``'s name if it is a drawing method of numpy's global ``RandomState``."""
+    """``fn``'s name if it is a drawing method of numpy's global ``RandomState``,
+    or its :data:`SEEDING` method."""
     if getattr(fn, "__self__", None) is not _global():
-        return None
+        import numpy.random
+
+        # numpy.random.seed is a function of the module that seeds the global one
+        return SEEDING if fn is getattr(numpy.random, SEEDING, None) else None
     name = getattr(fn, "__name__", None)
-    return name if name in DRAWING else None
+    return name if name in DRAWING or name == SEEDING else None
 
 
 def check_out() -> State:

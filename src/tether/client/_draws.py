@@ -13,10 +13,18 @@ the same stream as the worker's choice, which draws by the population's size onl
 and the worker builds the array from them (``np.take``, client/_replica.py).
 
 The client learns once per function whether it is such a draw (one round trip).
+
+The client's libraries keep the client's own numpy (``--remote numpy``), so they
+draw from its global generator, not the worker's: scikit-learn's ``make_blobs()``
+with no ``random_state``. ``np.random.seed(n)`` in the script seeds both, so a
+seeded script stays seeded, and a library that draws right after the seed draws
+what it would have locally (after the script's own draws it would have drawn
+further along the one stream a plain run has; here it draws from its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -75,6 +83,15 @@ def _one_number(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> boo
     return True
 
 
+def _seed_client_numpy(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Seed the client's own numpy's global generator, the libraries' (see the
+    module docstring), as the script seeds the worker's."""
+    import numpy
+
+    with contextlib.suppress(Exception):  # the worker's seed raises it, in numpy's words
+        numpy.random.seed(*args, **kwargs)
+
+
 def _plain_sequence(a: Any) -> bool:
     return (type(a) is list or type(a) is tuple) and all(type(x) in _PLAIN for x in a)
 
@@ -101,6 +118,9 @@ class Draws:
                 name = self._names[hid] = drawing_name(target)
             if name is None:
                 return MISS
+        if name == "seed":
+            _seed_client_numpy(args, kwargs)
+            return MISS  # the worker's generator is seeded as the script asked
         if not _one_number(name, args, kwargs):
             return MISS  # arrays are the worker's to make
         local = self._local
@@ -146,7 +166,8 @@ class Draws:
 
     def is_draw(self, target: Any) -> bool:
         """Whether remote function ``target`` is known to be a drawing method of
-        numpy's global generator (they change no array; none is ``shuffle``)."""
+        numpy's global generator, or its seed (they change no array; none is
+        ``shuffle``)."""
         return self._names.get(target._t_id) is not None
 
     def _helpers(self) -> Any:
