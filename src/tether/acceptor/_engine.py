@@ -72,6 +72,7 @@ from tether.wire._ops import (
     shape_from_wire,
 )
 from tether.wire._requests import RequestFn
+from tether.wire._values import encode as encode_value
 
 
 class _Mispredicted(Exception):
@@ -340,6 +341,10 @@ class Engine:
         return found
 
     def dumps_value(self, value: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+        if not self.types.pending:
+            compact = encode_value(value)  # a float, an int, a bool, None, a str
+            if compact is not None:
+                return compact, []
         buf = io.BytesIO()
         buffers: list[pickle.PickleBuffer] = []
         WorkerPickler(

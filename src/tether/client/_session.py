@@ -114,9 +114,12 @@ from tether.wire._ops import (
 from tether.wire._requests import (
     request_from_wire,
 )
+from tether.wire._values import VALUE_TAG
+from tether.wire._values import decode as decode_value
 
 _SYNC = int(Flag.SYNC)  # plain ints on the hot path: enum arithmetic is slow
 _EXHAUSTED_FLAG = int(Flag.EXHAUSTED)
+_NOPIPE = int(Flag.NOPIPE)
 _GETITEM: Final = operator.getitem
 _SETITEM: Final = operator.setitem
 #: How quiet the next call sent is (Session._quiet), in bits: it does not use numpy's
@@ -453,7 +456,12 @@ class Session:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
         key = operator_site(fn, args, self.types)
         result = self._predicted(key, Op.CALL, (fn, args, {}))
-        if len(args) == 2 and len(key) == 4 and self.arrays is None:
+        if (
+            len(args) == 2
+            and len(key) == 4
+            and self.arrays is None
+            and (result is None or type(type(result)) is RemoteType)
+        ):
             self._lanes.offer_op(key, fn, *args)  # the next such call may take a lane
         return result
 
@@ -548,7 +556,7 @@ class Session:
                 self._quiet = _QUIET_ARRAYS
         key = call_site(target, args, kwargs, self.types, self._modes.get(target._t_id, self._mode))
         result = self._predicted(key, Op.CALL, (target, args, kwargs))
-        if lanes:
+        if lanes and (result is None or type(type(result)) is RemoteType):
             self._lanes.offer_call(key, target, args)  # the next such call may take a lane
         return result
 
@@ -593,7 +601,7 @@ class Session:
                 return value
         key = ("m", type(obj)._t_tid, name)  # see tether.client._sites
         result = self._predicted(key, Op.CALLMETHOD, (obj, name, args, kwargs))
-        if lanes:
+        if lanes and (result is None or type(type(result)) is RemoteType):
             self._lanes.offer_method(key, obj, name, args)  # the next such call may take a lane
         if name in _WATCHED_METHODS:
             self._watched(obj, name, args, kwargs, result)
@@ -654,7 +662,7 @@ class Session:
             if template is None:
                 value, flags = self._sync_flags(op, fields)
                 template = template_of(value, code_arity(key))
-                self._pred.learn(key, template, nopipe=bool(flags & Flag.NOPIPE))
+                self._pred.learn(key, template, nopipe=bool(flags & _NOPIPE))
                 return value
             shape: Shape
             if type(template) is HandleOf:  # one handle, the common case: inlined
@@ -877,6 +885,8 @@ class Session:
             self.types[desc.tid] = desc
 
     def _decode(self, meta: bytes, buffers: Any) -> Any:
+        if meta[:1] == VALUE_TAG:  # a plain value, compact (wire/_values.py)
+            return decode_value(meta)
         try:
             types_, blob = pickle.loads(meta)
             self._learn_types(types_)
