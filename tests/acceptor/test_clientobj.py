@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tether.acceptor._clientobj import ClientIterator, ClientObject
+from tether.acceptor._clientobj import ClientIterator, ClientObject, lent_iterator
 from tether.client._namespace import ScriptNamespaces
 from tether.client._serve import Lender
 from tether.wire._requests import WorkerRequest, request_from_wire, request_to_wire
@@ -86,3 +86,11 @@ def test_a_lent_iterators_error_reaches_remote_code() -> None:
     assert next(remote) == 1
     with pytest.raises(KeyError, match="boom"):
         next(remote)
+
+
+def test_a_lent_iterators_class_has_the_scripts_name_for_it() -> None:
+    gen = lent_iterator("generator")
+    assert gen.__name__ == "generator" and issubclass(gen, ClientIterator)
+    assert lent_iterator("generator") is gen
+    for odd in ("not a name", "", 3, "x" * 65):
+        assert lent_iterator(odd) is ClientIterator

@@ -72,3 +72,7 @@ class Countdown:
 print("vector:", nn.utils.parameters_to_vector(Countdown(3)).tolist())
 empty = filter(None, [])
 print("empty:", nn.utils.parameters_to_vector(iter([torch.ones(1)])).tolist(), list(empty))
+try:
+    torch.stack(p * 2 for p in model[2].parameters())  # a sequence is needed
+except TypeError as exc:
+    print("stack:", exc)

@@ -126,3 +126,20 @@ class ClientIterator(_Lent):
 
     def __repr__(self) -> str:
         return self._call("__repr__")  # type: ignore[no-any-return]
+
+
+_NAMED: dict[str, type[ClientIterator]] = {}
+
+
+def lent_iterator(name: Any) -> type[ClientIterator]:
+    """The class of a lent iterator whose class is called ``name`` in the script
+    (``generator``, ``filter``): what remote code's errors name, as locally
+    (``stack(): argument 'tensors' must be tuple of Tensors, not generator``)."""
+    if type(name) is not str or not name.isidentifier() or len(name) > 64:
+        return ClientIterator
+    cls = _NAMED.get(name)
+    if cls is None:
+        if len(_NAMED) >= 256:
+            return ClientIterator
+        cls = _NAMED[name] = type(name, (ClientIterator,), {"__slots__": ()})
+    return cls

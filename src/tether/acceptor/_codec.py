@@ -266,7 +266,7 @@ class WorkerPickler(pickle.Pickler):
             return NotImplemented
         if t is ByRef:
             return (_refs.handle, (self._new_handle(obj.obj), self._types.tid(type(obj.obj))))
-        if t is ClientObject or t is ClientIterator:
+        if t is ClientObject or isinstance(obj, ClientIterator):
             return (_refs.local, (obj._oid,))
         if isinstance(obj, type):
             if issubclass(obj, BaseException):

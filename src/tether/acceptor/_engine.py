@@ -41,7 +41,7 @@ from typing import Any
 from tether._errors import ProtocolError
 from tether.acceptor import _iteration as iteration
 from tether.acceptor._callers import call_from_module, is_caller_sensitive
-from tether.acceptor._clientobj import ClientIterator, ClientObject
+from tether.acceptor._clientobj import ClientObject, lent_iterator
 from tether.acceptor._codec import (
     ByRef,
     TypeRegistry,
@@ -153,7 +153,7 @@ class Engine:
             "code": self.loads_blob,
             "exc_class": exception_class,
             "client_obj": self.client_object,
-            "client_iter": lambda oid: ClientIterator(self.request, oid),
+            "client_iter": lambda oid, name="iterator": lent_iterator(name)(self.request, oid),
             "script_fn": script.function,
             "script_cls": script.cls,
             "script_ref": script.ref,

@@ -111,7 +111,7 @@ class ClientPickler(pickle.Pickler):
         if getattr(t, "__next__", None) is not None and not isinstance(obj, io.IOBase):
             # The script's iterator (a generator, ``filter(f, model.parameters())``
             # handed to an optimizer): lent, so that remote code advances it here.
-            return (_refs.client_iter, (self._export(obj),))
+            return (_refs.client_iter, (self._export(obj), t.__name__))
         if is_script_object(obj):
             return (_refs.client_obj, (self._export(obj),))
         if t.__name__ == "ndarray" and t.__module__ == "numpy" and not _NDARRAY[0]:
