@@ -1,10 +1,13 @@
 """When a channel's waits spin before they sleep, over real socket pairs.
 
-A wait spins while the last one of its kind was answered within the spin; after
-one that was not, the next waits of that kind sleep at once, and try a spin
-again every _RESPIN waits. A round trip (``recv(alone=True)``) is its own kind:
-a long wait for queued work says nothing of it. Only the decision is asserted,
-never a time: the peer answers after a delay far longer than the spin.
+A wait spins while the waits of its kind that spun were answered within the spin
+on average, and sooner than those that slept; after one that was answered far
+later, the next waits of that kind sleep at once, and try a spin again every
+_RESPIN waits. A quick answer to a wait that slept does not turn spinning back
+on: on a busy machine the spin itself is what makes answers late. A round trip
+(``recv(alone=True)``) is its own kind: a long wait for queued work says nothing
+of it. Only the decision is asserted, never a time: the peer answers after a
+delay far longer than the spin, or before the wait begins.
 """
 
 from __future__ import annotations
@@ -54,3 +57,15 @@ def test_a_round_trip_that_missed_the_spin_sleeps_then_tries_again(
         assert not client.spins(ALONE)
         _wait_late(client, server, seq, alone=True)
     assert client.spins(ALONE)  # every _RESPIN waits, a spin is tried again
+
+
+def test_a_quick_answer_to_a_wait_that_slept_does_not_turn_spinning_on(
+    pair: tuple[Channel, Channel],
+) -> None:
+    client, server = pair
+    _wait_late(client, server, 1, alone=True)
+    assert not client.spins(ALONE)
+    server.send(Kind.REPLY, 0, 2, b"early")  # there before the wait starts
+    server.flush()
+    assert client.recv(timeout=BOUND_S, alone=True).seq == 2
+    assert not client.spins(ALONE)  # only a spin that pays says spinning pays
