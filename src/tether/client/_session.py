@@ -617,7 +617,7 @@ class Session:
         # model.train() / model.eval(): a module's calls may return other things in
         # the other mode (an auxiliary head's (out, aux) while training, out when
         # evaluating), so calls of objects are learnt apart by mode.
-        mode = args[0] if args else kwargs.get("mode", True) if name == "train" else False
+        mode = (args[0] if args else kwargs.get("mode", True)) if name == "train" else False
         if type(mode) is bool:
             self._mode = self._modes[obj._t_id] = mode
             self._lanes.calls.clear()
