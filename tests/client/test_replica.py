@@ -143,8 +143,30 @@ train, test = np.random.RandomState(3).rand(40, 4), np.random.RandomState(4).ran
 before = syncs()
 out["rows"] = rows(train, test)
 out["rows_syncs"] = syncs() - before
+
+{PERCEPTRON}
+
+import matplotlib
+
+lib_X = matplotlib.cbook.np.array([[1.0, 2.0], [-1.5, 0.5], [2.0, -1.0], [-0.5, -2.0]])
+perceptron(lib_X, np.array([1, 1, 0, 0]), 1)  # (the first calls learn the functions)
+before = syncs()
+out["perceptron"] = perceptron(lib_X, np.array([1, 1, 0, 0]), 10)
+out["perceptron_syncs"] = syncs() - before
 print(json.dumps(out))
 """
+PERCEPTRON = '''
+def perceptron(X, y, epochs):
+    """A perceptron's updates over the client's own data, as MLfromscratch has them."""
+    w, b = np.zeros(X.shape[1]), 0.0
+    for _ in range(epochs):
+        for i, x_i in enumerate(X):
+            p = np.where(np.dot(x_i, w) + b >= 0, 1, 0)
+            u = 0.1 * (y[i] - p)
+            w += u * x_i
+            b += u
+    return [float(v) for v in w] + [float(b)]
+'''
 PAIRS = '''
 def pairs(n):
     """Parents drawn in pairs, as ML-From-Scratch's genetic algorithm draws them."""
@@ -184,6 +206,7 @@ SCRIPT = (
     .replace("{PAIRS}", PAIRS)
     .replace("{PRIORS}", PRIORS)
     .replace("{ROWS}", ROWS)
+    .replace("{PERCEPTRON}", PERCEPTRON)
 )
 
 
@@ -277,3 +300,12 @@ def test_rows_walked_in_a_loop_come_with_their_copies(out: dict[str, Any]) -> No
     # read): its rows and its values come in one reply. Before, each row's first
     # read fetched that row, 40 a walk: 218 here.
     assert out["rows_syncs"] <= 5 + 4, out["rows_syncs"]
+
+
+def test_numpys_functions_that_change_nothing_keep_the_copies(out: dict[str, Any]) -> None:
+    X = numpy.array([[1.0, 2.0], [-1.5, 0.5], [2.0, -1.0], [-0.5, -2.0]])
+    assert out["perceptron"] == _local(PERCEPTRON, "perceptron", X, numpy.array([1, 1, 0, 0]), 10)
+    # Each step waits for np.dot's number and for y[i] - p (a number too); y's copy
+    # stays good across np.dot, np.where and w += ... (three round trips a step when
+    # any of them dropped it).
+    assert out["perceptron_syncs"] <= 2 * 40 + 2, out["perceptron_syncs"]

@@ -24,9 +24,28 @@ INT_REDUCTIONS: Final = ("sum", "prod")
 COUNT_REDUCTIONS: Final = ("mean",)
 #: numpy functions that build a new array from plain data (numbers, lists of them, a
 #: shape): the client builds its copy itself and has the worker :func:`build` it.
-CONSTRUCTORS: Final = ("array", "asarray", "zeros", "ones", "arange", "take")
+CONSTRUCTORS: Final = ("array", "asarray", "zeros", "ones", "arange", "take", "where")
 #: numpy functions that build a new array from one array the client has a copy of.
 COPIERS: Final = ("zeros_like", "ones_like", "copy")
+
+#: numpy functions that change nothing, for arrays of numbers and given no ``out``:
+#: each makes a new array, a view or a number of its arguments (and runs no Python
+#: code of anyone's), so the client's copies of other arrays stay good across them.
+PURE: Final = (
+    "dot", "vdot", "inner", "outer", "matmul", "tensordot", "einsum", "where", "sum",
+    "mean", "std", "var", "average", "median", "percentile", "quantile", "prod", "cumsum",
+    "cumprod", "diff", "max", "min", "amax", "amin", "argmax", "argmin", "argsort", "sort",
+    "unique", "bincount", "histogram", "digitize", "searchsorted", "count_nonzero", "any",
+    "all", "nonzero", "flatnonzero", "argwhere", "clip", "round", "around", "concatenate",
+    "stack", "vstack", "hstack", "column_stack", "array", "asarray", "zeros", "ones",
+    "full", "empty", "zeros_like", "ones_like", "full_like", "arange", "linspace", "eye",
+    "identity", "diag", "trace", "reshape", "transpose", "ravel", "squeeze",
+    "expand_dims", "atleast_1d", "atleast_2d", "swapaxes", "flip", "roll", "tile",
+    "repeat", "take", "copy", "cov", "corrcoef", "array_equal", "allclose", "isclose",
+)  # fmt: skip
+#: Functions of numpy.linalg that change nothing the same way.
+PURE_LINALG: Final = ("norm", "inv", "pinv", "det", "solve", "eig", "eigh", "svd", "qr",
+                      "cholesky", "lstsq", "matrix_rank")  # fmt: skip
 
 #: Memory the client named when it had it built: id of the array -> (the array, weakly;
 #: the client's key). Looked up by :func:`memory_root`.
@@ -105,6 +124,27 @@ def numpy_name(fn: Any) -> str | None:
     for name in REDUCTIONS + INT_REDUCTIONS + COUNT_REDUCTIONS + CONSTRUCTORS + COPIERS:
         if getattr(numpy, name, None) is fn:
             return name
+    return None
+
+
+def pure_kind(fn: Any) -> str | None:
+    """What the client may take ``fn`` for when it calls it on arrays of numbers
+    with no ``out``: ``"pure"`` (one of :data:`PURE` or :data:`PURE_LINALG`),
+    ``"ufunc"`` (one of numpy's own ufuncs, not one ``frompyfunc`` made of Python
+    code), ``"array_ufunc"`` (``ndarray.__array_ufunc__``, which numpy calls for a
+    ufunc when an operand is the client's), or None: it may change anything."""
+    import numpy
+
+    if isinstance(fn, numpy.ufunc):
+        return "ufunc" if getattr(numpy, fn.__name__, None) is fn else None
+    if fn is numpy.ndarray.__array_ufunc__:
+        return "array_ufunc"
+    for name in PURE:
+        if getattr(numpy, name, None) is fn:
+            return "pure"
+    for name in PURE_LINALG:
+        if getattr(numpy.linalg, name, None) is fn:
+            return "pure"
     return None
 
 

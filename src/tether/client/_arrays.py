@@ -21,7 +21,7 @@ import operator
 from typing import TYPE_CHECKING, Any, Final
 
 from tether.client._exact import EXACT_OPERATORS
-from tether.client._proxy import BINARY_OPERATORS, INPLACE_OPERATORS
+from tether.client._proxy import BINARY_OPERATORS, INPLACE_OPERATORS, RemoteType
 
 if TYPE_CHECKING:
     from tether.client._remoting import Remoting
@@ -60,6 +60,11 @@ def plain_value(value: Any) -> bool:
     return t in (int, float, bool, complex) or t.__module__ == "numpy"
 
 
+#: ``ndarray.__array_ufunc__`` methods that make new arrays (not ``at``, which writes).
+_UFUNC_METHODS: Final = frozenset({"__call__", "reduce", "accumulate", "reduceat", "outer"})
+_PLAIN_KWARGS: Final = (int, float, bool, str, type(None))
+
+
 class ArrayOps:
     """One session's operators on remote arrays (see the module docstring)."""
 
@@ -70,6 +75,9 @@ class ArrayOps:
         self._r = replicas
         self._integer = numpy.integer
         self._float64 = numpy.float64
+        self._np = numpy
+        self._ufunc = numpy.ufunc
+        self._pure: dict[int, str | None] = {}  # function handle id -> its pure_kind
 
     def known(self, obj: Any) -> bool:
         """True for a remote ndarray whose kind a copy told (numbers, not objects)."""
@@ -105,7 +113,77 @@ class ArrayOps:
             result = s.apply_remote(fn, *args)
             if known is not None and known[1] is not None:
                 self._r.wrote(known[1], before, s.epoch)
+        if known is not None and result is not args[0] and s.is_ndarray(result):
+            # w += u * x rebinds w to a pipelined result: numpy's in-place operators
+            # return their operand, so it is the same array, of the same kind.
+            self._r.same_array(result, known)
         return result
+
+    def leaves_alone(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """True if remote function ``fn(*args, **kwargs)`` is one of numpy's that
+        change nothing and draw nothing (``acceptor/_snapshot.pure_kind``: ``np.dot``,
+        ``np.where``, a ufunc, numpy's dispatch of a ufunc to a remote operand) given
+        these arguments: numbers, the client's arrays of numbers, remote arrays whose
+        kind a copy told (not objects, whose methods a ufunc would run), and no
+        ``out``. Asks the worker once per function."""
+        if "out" in kwargs or not args:
+            return False
+        if not all(type(v) in _PLAIN_KWARGS or self._numeric(v) for v in kwargs.values()):
+            return False
+        # (The arguments first: the worker is asked about a function only for calls
+        # that could qualify, never for the helpers this asking calls.)
+        if len(args) >= 3 and type(args[2]) is str:
+            # ndarray.__array_ufunc__(self, ufunc, method, *inputs): numpy's own ufunc
+            # (the client's, when its numpy dispatches ``1 - y`` to a remote y)
+            return (
+                args[2] in _UFUNC_METHODS
+                and self._own_ufunc(args[1])
+                and self.known(args[0])
+                and all(self._numeric(a) for a in args[3:])
+                and self._pure_kind(fn) == "array_ufunc"
+            )
+        if not all(self._numeric(a) for a in args):
+            return False
+        kind = self._pure_kind(fn)
+        return kind == "pure" or kind == "ufunc"
+
+    def _pure_kind(self, fn: Any) -> str | None:
+        """What the worker says remote function ``fn`` is
+        (``acceptor/_snapshot.pure_kind``; asked once per function)."""
+        hid = fn._t_id
+        if hid in self._pure:
+            return self._pure[hid]
+        pure_kind = self._r.helpers().pure_kind
+        with self._s.quietly():
+            kind: str | None = pure_kind(fn)
+        if len(self._pure) >= 4096:
+            self._pure.clear()
+        self._pure[hid] = kind
+        return kind
+
+    def _own_ufunc(self, ufunc: Any) -> bool:
+        """True for one of numpy's own ufuncs, the worker's or the client's (not one
+        that ``frompyfunc`` made of Python code)."""
+        if type(type(ufunc)) is RemoteType:
+            return self._pure_kind(ufunc) == "ufunc"
+        return type(ufunc) is self._ufunc and getattr(self._np, ufunc.__name__, None) is ufunc
+
+    def _numeric(self, value: Any, depth: int = 0) -> bool:
+        """A number, the client's array of numbers, a remote array whose kind a copy
+        told, or a short list or tuple of those."""
+        t = type(value)
+        if type(t) is RemoteType:
+            return self.known(value)
+        if t is list or t is tuple:
+            return (
+                depth < 2 and len(value) <= 64 and all(self._numeric(v, depth + 1) for v in value)
+            )
+        if t in (int, float, bool):
+            return True
+        return (
+            t.__module__ == "numpy"
+            and getattr(getattr(value, "dtype", None), "kind", "O") in "biufc"
+        )
 
     def setitem(self, target: Any, index: Any, value: Any) -> bool:
         """Send ``target[index] = value`` if it is an array write that changes only

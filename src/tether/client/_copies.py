@@ -53,11 +53,12 @@ class CopyTable:
         """``release`` (what a dying proxy calls), also noting the handle's copy as
         dropped. Noted, not deleted: a proxy may die in any thread, or in the garbage
         collector while the copies are being walked; they go at the next :meth:`put`."""
-        copies, dropped = self.copies, self._dropped
+        copies, dropped, known = self.copies, self._dropped, self.known
 
         def forget(hid: int) -> None:
             if hid in copies:
                 dropped.append(hid)
+            known.pop(hid, None)  # (one dict operation: safe in any thread)
             release(hid)
 
         return forget

@@ -9,7 +9,8 @@ for it, it may use its own numpy only for what these rules allow:
   operands promote alike under numpy 1's value-based rules and numpy 2's (not bool
   arrays: numpy 1 makes ``True + 1`` by the value; not ints past 64 bits);
 * arrays built from plain data (:data:`CONSTRUCTORS`: ``np.array([i, j])``,
-  ``np.zeros((4, 4))``, ``np.arange(n)``, ``np.take(words, [2, 0])``) and from one
+  ``np.zeros((4, 4))``, ``np.arange(n)``, ``np.take(words, [2, 0])``,
+  ``np.where(x >= 0, 1, 0)``: a choice, no arithmetic) and from one
   array (:data:`COPIERS`), when the result is float64, bool or strings, or an int
   array and both numpys give a list of ints the same dtype (the caller asks the
   worker, once);
@@ -37,7 +38,7 @@ EXACT_OPERATORS: Final = frozenset(
      operator.ne}
 )  # fmt: skip
 #: numpy functions that build an array from plain data (as acceptor/_snapshot.CONSTRUCTORS).
-CONSTRUCTORS: Final = frozenset({"array", "asarray", "zeros", "ones", "arange", "take"})
+CONSTRUCTORS: Final = frozenset({"array", "asarray", "zeros", "ones", "arange", "take", "where"})
 #: numpy functions that build an array from one array (acceptor/_snapshot.COPIERS).
 COPIERS: Final = frozenset({"zeros_like", "ones_like", "copy"})
 #: numpy reductions (as acceptor/_snapshot.REDUCTIONS and INT_REDUCTIONS) computed here
@@ -98,6 +99,9 @@ class Exact:
                 return None
             n = len(args[0])
             if not all(type(i) is int and 0 <= i < n for i in args[1]):
+                return None
+        elif name == "where":  # np.where(x >= 0, 1, 0): a choice between plain data
+            if len(args) != 3:
                 return None
         elif name == "zeros" or name == "ones":  # a shape
             if len(args) != 1:

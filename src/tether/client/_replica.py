@@ -112,6 +112,10 @@ class Replicas:
         """The dtype kind and memory key of remote array ``obj``, if a copy told them."""
         return self._known.get(obj._t_id)
 
+    def same_array(self, proxy: Any, known: tuple[str, int | None]) -> None:
+        """``proxy`` is another handle of an array whose kind and memory are ``known``."""
+        self._known[proxy._t_id] = known
+
     def wrote(
         self,
         root: int,
@@ -161,7 +165,7 @@ class Replicas:
             ndim = self._ndim.get(hid)
             arity = len(index) if type(index) is tuple else 1
             if ndim is None or ndim == arity:
-                read_or_copy = self._snapshot().read_or_copy
+                read_or_copy = self.helpers().read_or_copy
                 with self._s.quietly():
                     how, answer = read_or_copy(array, index, SMALL_BYTES)
                 if how == 0:
@@ -273,7 +277,7 @@ class Replicas:
         result's copy."""
         self._last_key -= 1
         key = self._last_key
-        build = self._snapshot().build
+        build = self.helpers().build
         with self._s.quietly():  # a new array: nothing changes
             result = build(name, key, *args)
         if self._s.is_ndarray(result):
@@ -328,7 +332,7 @@ class Replicas:
     def _worker_int(self) -> str:
         """The worker's default int dtype (``acceptor/_snapshot.default_int``), asked once."""
         if self._default_int is None:
-            default_int = self._snapshot().default_int
+            default_int = self.helpers().default_int
             with self._s.quietly():
                 self._default_int = str(default_int())
         return self._default_int
@@ -338,7 +342,7 @@ class Replicas:
         constructors (asked once per function)."""
         name = self._names.get(fn._t_id, _UNKNOWN)
         if name is _UNKNOWN:
-            numpy_name = self._snapshot().numpy_name
+            numpy_name = self.helpers().numpy_name
             with self._s.quietly():
                 name = numpy_name(fn)
             self._names[fn._t_id] = name
@@ -369,7 +373,7 @@ class Replicas:
             return MISS
         local = self._valid(hid)
         if local is None:
-            reduce_or_copy = self._snapshot().reduce_or_copy
+            reduce_or_copy = self.helpers().reduce_or_copy
             with self._s.quietly():
                 copied, answer = reduce_or_copy(name, array, SMALL_BYTES)
             if not copied:
@@ -383,7 +387,8 @@ class Replicas:
             return getattr(local, method)()
         return getattr(self._np, name)(local)
 
-    def _snapshot(self) -> Any:
+    def helpers(self) -> Any:
+        """The worker's ``acceptor/_snapshot`` module (imported there once)."""
         if self._helpers is None:
             with self._s.quietly():
                 self._helpers = self._s.import_module("tether.acceptor._snapshot")
@@ -391,7 +396,7 @@ class Replicas:
 
     def _fetch(self, array: Any, *, only_1d: bool = False) -> Any:
         """The array's contents as a read-only local array (kept), or None."""
-        array_bytes = self._snapshot().array_bytes
+        array_bytes = self.helpers().array_bytes
         with self._s.quietly():
             copied = array_bytes(array, MAX_BYTES, only_1d)
         return None if copied is None else self._keep(array._t_id, copied)
