@@ -77,7 +77,6 @@ class ArrayOps:
         self._float64 = numpy.float64
         self._np = numpy
         self._ufunc = numpy.ufunc
-        self._pure: dict[int, str | None] = {}  # function handle id -> its pure_kind
 
     def known(self, obj: Any) -> bool:
         """True for a remote ndarray whose kind a copy told (numbers, not objects)."""
@@ -140,32 +139,19 @@ class ArrayOps:
                 and self._own_ufunc(args[1])
                 and self.known(args[0])
                 and all(self._numeric(a) for a in args[3:])
-                and self._pure_kind(fn) == "array_ufunc"
+                and self._r.asked("pure_kind", fn) == "array_ufunc"
             )
         if not all(self._numeric(a) for a in args):
             return False
-        kind = self._pure_kind(fn)
+        kind: str | None = self._r.asked("pure_kind", fn)
         return kind == "pure" or kind == "ufunc"
-
-    def _pure_kind(self, fn: Any) -> str | None:
-        """What the worker says remote function ``fn`` is
-        (``acceptor/_snapshot.pure_kind``; asked once per function)."""
-        hid = fn._t_id
-        if hid in self._pure:
-            return self._pure[hid]
-        pure_kind = self._r.helpers().pure_kind
-        with self._s.quietly():
-            kind: str | None = pure_kind(fn)
-        if len(self._pure) >= 4096:
-            self._pure.clear()
-        self._pure[hid] = kind
-        return kind
 
     def _own_ufunc(self, ufunc: Any) -> bool:
         """True for one of numpy's own ufuncs, the worker's or the client's (not one
         that ``frompyfunc`` made of Python code)."""
         if type(type(ufunc)) is RemoteType:
-            return self._pure_kind(ufunc) == "ufunc"
+            kind: str | None = self._r.asked("pure_kind", ufunc)
+            return kind == "ufunc"
         return type(ufunc) is self._ufunc and getattr(self._np, ufunc.__name__, None) is ufunc
 
     def _numeric(self, value: Any, depth: int = 0) -> bool:

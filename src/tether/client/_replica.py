@@ -97,7 +97,7 @@ class Replicas:
         self._streak = 0
         self._streak_epoch = -1
         self._helpers: Any = None  # the worker's acceptor/_snapshot module
-        self._names: dict[int, str | None] = {}  # function handle id -> numpy name
+        self._asked: dict[tuple[str, int], Any] = {}  # (helper, function id) -> answer
         self._default_int: str | None = None  # the worker's, asked when first needed
         self._last_key = 0  # memory keys named for the worker (negative)
 
@@ -209,7 +209,7 @@ class Replicas:
         """``fn(array)`` for a remote function ``fn`` and a remote ndarray: one of
         numpy's order-free reductions computed on a copy, or one of :data:`COPIERS`
         built as in :meth:`from_plain`; :data:`MISS` when it must be sent as usual."""
-        name = self._name(fn)
+        name = self.asked("numpy_name", fn)
         if name in COPIERS:
             local = self._good(array)
             mine = None if local is None else self._exact.copied(name, local, self._worker_int)
@@ -240,7 +240,7 @@ class Replicas:
         :data:`MISS` when it must be sent as usual."""
         if kwargs or not args or not self._exact.plain(args):
             return MISS
-        name = self._name(fn)
+        name = self.asked("numpy_name", fn)
         if name in REDUCTIONS:
             return self._exact.reduce(name, args, self._worker_int)
         if name not in CONSTRUCTORS:
@@ -337,16 +337,20 @@ class Replicas:
                 self._default_int = str(default_int())
         return self._default_int
 
-    def _name(self, fn: Any) -> str | None:
-        """``fn``'s name if the worker says it is one of numpy's reductions or
-        constructors (asked once per function)."""
-        name = self._names.get(fn._t_id, _UNKNOWN)
-        if name is _UNKNOWN:
-            numpy_name = self.helpers().numpy_name
+    def asked(self, helper: str, fn: Any) -> Any:
+        """What the worker's ``acceptor/_snapshot.<helper>`` says of remote function
+        ``fn`` (``numpy_name``: one of numpy's reductions or constructors;
+        ``pure_kind``: one that changes nothing), asked once per function."""
+        key = (helper, fn._t_id)
+        answer = self._asked.get(key, _UNKNOWN)
+        if answer is _UNKNOWN:
+            ask = getattr(self.helpers(), helper)
             with self._s.quietly():
-                name = numpy_name(fn)
-            self._names[fn._t_id] = name
-        return name  # type: ignore[return-value]
+                answer = ask(fn)
+            if len(self._asked) >= 4096:
+                self._asked.clear()
+            self._asked[key] = answer
+        return answer
 
     # -- copies ----------------------------------------------------------------------
     def _good(self, array: Any) -> Any:

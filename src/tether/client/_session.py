@@ -627,9 +627,11 @@ class Session:
         # the other mode (an auxiliary head's (out, aux) while training, out when
         # evaluating), so calls of objects are learnt apart by mode.
         mode = (args[0] if args else kwargs.get("mode", True)) if name == "train" else False
-        if type(mode) is bool:
+        if type(mode) is bool and (
+            mode is not self._mode or self._modes.get(obj._t_id) is not mode
+        ):
             self._mode = self._modes[obj._t_id] = mode
-            self._lanes.calls.clear()
+            self._lanes.calls.clear()  # (only on a change: many loops call train() every step)
 
     def next_item(self, it: Any, *, more: bool) -> Any:
         __tracebackhide__ = True  # IPython leaves Tether's frames out
