@@ -3,17 +3,49 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from tether.acceptor._draws import SEEDING, check_in, check_out, drawing_name
+from tether.acceptor._draws import (
+    GENERATOR_SHUFFLE,
+    SEEDING,
+    SHUFFLING,
+    check_in,
+    check_out,
+    drawing_name,
+    order,
+)
 
 
 def test_the_global_generators_draws_and_seed_are_named() -> None:
     assert drawing_name(np.random.normal) == "normal"
     assert drawing_name(np.random.rand) == "rand"
     assert drawing_name(np.random.seed) == SEEDING  # a function of the module
-    assert drawing_name(np.random.shuffle) is None  # it writes an array
     assert drawing_name(np.random.RandomState(0).normal) is None  # not the global one
     assert drawing_name(len) is None
+
+
+def test_shuffles_are_named_apart_from_draws() -> None:
+    # They change what they are given: the client runs the global one on the script's
+    # own lists and arrays, and has another generator's order drawn by order().
+    assert drawing_name(np.random.shuffle) == SHUFFLING
+    assert drawing_name(np.random.default_rng(1).shuffle) == GENERATOR_SHUFFLE
+    assert drawing_name(np.random.RandomState(1).shuffle) == GENERATOR_SHUFFLE
+    assert drawing_name(np.random.default_rng(1).permutation) is None
+    assert drawing_name(np.random.default_rng(1).integers) is None
+
+
+@pytest.mark.parametrize("make", [np.random.default_rng, np.random.RandomState])
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (7, 3), (5, 2, 2)])
+def test_an_order_is_what_shuffling_would_do(make: object, shape: tuple[int, ...]) -> None:
+    n = shape[0]
+    items = np.arange(int(np.prod(shape))).reshape(shape)
+    shuffled = items.copy()
+    plain, drawn = make(3), make(3)  # type: ignore[operator]
+    plain.shuffle(shuffled)
+    idx = order(drawn.shuffle, n)
+    assert sorted(idx) == list(range(n))
+    assert items[idx].tolist() == shuffled.tolist()
+    assert drawn.random() == plain.random()  # and the generator went on alike
 
 
 def test_a_state_checked_out_and_in_goes_on_where_the_client_left_off() -> None:

@@ -12,7 +12,11 @@ The numbers are the ones this process would have drawn: numpy keeps the legacy
 same algorithm from the same state.
 
 Only the legacy global generator's drawing methods qualify (:func:`drawing_name`),
-and its ``seed``, which the client repeats on its own numpy.
+and its ``seed``, which the client repeats on its own numpy, and its ``shuffle``,
+which the client runs on the checked-out generator when what it shuffles is the
+script's own list or array (a copy of it here would be shuffled instead). A
+generator of the script's (``default_rng(7).shuffle(order)``) shuffles such a list
+by :func:`order`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ DRAWING: Final = frozenset(
 #: global generator alike (the libraries' draws, client/_draws.py).
 SEEDING: Final = "seed"
 
+#: Its method that shuffles in place: named to the client, which shuffles the script's
+#: own lists and arrays itself (it changes what it is given: not a draw).
+SHUFFLING: Final = "shuffle"
+#: The ``shuffle`` of any other ``RandomState`` or ``Generator`` (the script's own
+#: ``default_rng(7)``): the client has such a list or array shuffled by :func:`order`.
+GENERATOR_SHUFFLE: Final = "generator shuffle"
+
 #: The state as plain data: (bit generator name, key words as bytes, position,
 #: has a cached Gaussian, the cached Gaussian).
 State = tuple[str, bytes, int, int, float]
@@ -47,14 +58,18 @@ def _global() -> Any:
 
 def drawing_name(fn: Any) -> str | None:
     """``fn``'s name if it is a drawing method of numpy's global ``RandomState``,
-    or its :data:`SEEDING` method."""
-    if getattr(fn, "__self__", None) is not _global():
+    or its :data:`SEEDING` or :data:`SHUFFLING` method; :data:`GENERATOR_SHUFFLE`
+    for the ``shuffle`` of another ``RandomState`` or ``Generator``."""
+    owner = getattr(fn, "__self__", None)
+    if owner is not _global():
         import numpy.random
 
+        if type(owner) in (numpy.random.RandomState, numpy.random.Generator):
+            return GENERATOR_SHUFFLE if getattr(fn, "__name__", None) == "shuffle" else None
         # numpy.random.seed is a function of the module that seeds the global one
         return SEEDING if fn is getattr(numpy.random, SEEDING, None) else None
     name = getattr(fn, "__name__", None)
-    return name if name in DRAWING or name == SEEDING else None
+    return name if name in DRAWING or name in (SEEDING, SHUFFLING) else None
 
 
 def check_out() -> State:
@@ -70,3 +85,13 @@ def check_in(state: State) -> None:
     name, raw, pos, has_gauss, cached = state
     keys = numpy.frombuffer(raw, dtype=numpy.uint32).copy()
     _global().set_state((name, keys, pos, has_gauss, cached))
+
+
+def order(shuffle: Any, n: int) -> list[int]:
+    """The order ``shuffle`` (a :data:`GENERATOR_SHUFFLE`) puts ``n`` items in,
+    drawn as shuffling them would draw: the client moves the script's own list
+    or array into it. Every shuffle of n items along the first axis draws alike,
+    whatever the items (a list, a vector, the rows of a matrix)."""
+    idx = list(range(n))
+    shuffle(idx)
+    return idx

@@ -29,6 +29,8 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from tether.client._proxy import RemoteType
+
 if TYPE_CHECKING:
     from tether.client._remoting import Remoting
 
@@ -46,6 +48,12 @@ _CHOICE: Final = inspect.Signature(
     ]
 )
 _UNKNOWN: Final = object()
+#: What the worker's ``drawing_name`` calls the global generator's seed and shuffle,
+#: and the shuffle of any other (acceptor/_draws.py: SEEDING, SHUFFLING,
+#: GENERATOR_SHUFFLE).
+_SEEDING: Final = "seed"
+_SHUFFLING: Final = "shuffle"
+_GENERATOR_SHUFFLE: Final = "generator shuffle"
 _PLAIN: Final = (int, float, str, bool, type(None))
 #: Where each drawing method takes its ``size`` (rand and randn take shapes).
 _SIZE_AT: Final = {
@@ -111,16 +119,24 @@ class Draws:
         if name is None:
             return MISS
         if name is _UNKNOWN:
-            if not all(type(a) in _PLAIN or _plain_sequence(a) for a in args):
+            if not (
+                all(type(a) in _PLAIN or _plain_sequence(a) for a in args)
+                or (len(args) == 1 and not kwargs and self._own_sequence(args[0]))
+            ):
                 return MISS  # (a proxy argument: not worth asking about the function)
             drawing_name = self._helpers().drawing_name
             with self._s.quietly():
                 name = self._names[hid] = drawing_name(target)
             if name is None:
                 return MISS
-        if name == "seed":
+        if name == _SEEDING:
             _seed_client_numpy(args, kwargs)
             return MISS  # the worker's generator is seeded as the script asked
+        if name in (_SHUFFLING, _GENERATOR_SHUFFLE):
+            if len(args) != 1 or kwargs or not self._own_sequence(args[0]):
+                return MISS  # a remote array is shuffled where it is
+            self._shuffle(target, name, args[0])
+            return None
         if not _one_number(name, args, kwargs):
             return MISS  # arrays are the worker's to make
         local = self._local
@@ -166,9 +182,41 @@ class Draws:
 
     def is_draw(self, target: Any) -> bool:
         """Whether remote function ``target`` is known to be a drawing method of
-        numpy's global generator, or its seed (they change no array; none is
-        ``shuffle``)."""
-        return self._names.get(target._t_id) is not None
+        numpy's global generator, or its seed (they change no array: ``shuffle``
+        does, and is not one)."""
+        name = self._names.get(target._t_id)
+        return name is not None and name != _SHUFFLING and name != _GENERATOR_SHUFFLE
+
+    def _shuffle(self, target: Any, name: str, x: Any) -> None:
+        """``np.random.shuffle(x)`` or ``rng.shuffle(x)`` (``target``) of the script's
+        own list or array ``x``: shuffled here, in place, in the order a plain run
+        gives; the worker's copy of it would be shuffled instead. The global
+        generator shuffles checked out; another's order is drawn by the worker
+        (one round trip): every shuffle of n items draws alike, whatever they are."""
+        if name == _SHUFFLING:
+            local = self._local if self._local is not None else self._check_out()
+            local.shuffle(x)
+            return
+        order = self._helpers().order
+        with self._s.quietly():  # (it changes that generator only: no array, no global draw)
+            idx = order(target, len(x))
+        if type(x) is list:
+            x[:] = [x[i] for i in idx]
+        else:
+            x[...] = x[idx]
+
+    @staticmethod
+    def _own_sequence(x: Any) -> bool:
+        """The script's own list, or an array of the client's numpy with a first axis."""
+        t = type(x)
+        if t is list:
+            return True
+        return (
+            t.__name__ == "ndarray"
+            and t.__module__ == "numpy"
+            and type(t) is not RemoteType  # (a remote array's mirror has the same name)
+            and x.ndim > 0
+        )
 
     def _helpers(self) -> Any:
         if self._remote is None:
