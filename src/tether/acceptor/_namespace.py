@@ -38,23 +38,37 @@ class ScriptNamespace(dict[str, Any]):
     ``NameError``, as locally).
     """
 
-    __slots__ = ("_t_module", "_t_request")
+    __slots__ = ("_t_module", "_t_paging", "_t_request")
 
     def __init__(self, module: str, request: RequestFn) -> None:
         super().__init__()
         self._t_module = module
         self._t_request = request
+        self._t_paging: set[str] = set()  # names being paged in now
 
     def __missing__(self, name: str) -> Any:
         if name[:2] == "__" and name[-2:] == "__":
             raise KeyError(name)  # module dunders are set here, never paged
+        paging = self._t_paging
+        if name in paging:
+            # Its value came as a reference to this very name (an object that
+            # pickles by its module and name): paging it in again would never end.
+            raise NameUnavailable(
+                f"name {name!r} of the script's module {self._t_module} cannot be used by "
+                "remote code: its value is sent as a reference to the name itself"
+            )
+        paging.add(name)
         try:
             found, value = self._t_request(ReadGlobal(self._t_module, name))
+        except NameUnavailable:
+            raise  # (said once, not once per level of what needed it)
         except Exception as exc:
             raise NameUnavailable(
                 f"name {name!r} of the script's module {self._t_module} cannot be used by "
                 f"remote code: {exc}"
             ) from exc
+        finally:
+            paging.discard(name)
         if found:
             self[name] = value
             return value

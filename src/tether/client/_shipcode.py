@@ -17,14 +17,17 @@ import io
 import marshal
 import pickle
 import types
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 from cloudpickle.cloudpickle import (  # the state setters cloudpickle's own reductions use
     _class_setstate,
+    _decompose_typevar,
     _dynamic_class_reduce,
     _function_setstate,
+    _make_typevar,
 )
 
 from tether import _refs
@@ -223,6 +226,13 @@ class _CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
             return (marshal.loads, (marshal.dumps(obj),))
         if t is types.ModuleType:
             return _module_reduce(obj)
+        if t is typing.TypeVar and module_namespace(obj.__module__) is not None:
+            # cloudpickle sends a TypeVar that its module holds (``ObsType =
+            # TypeVar("ObsType")`` beside a ``Generic[ObsType]`` class) as that
+            # module's attribute: for a script module the worker would page it in
+            # from here, as the same reference again. By value, one object per
+            # TypeVar in the worker (cloudpickle's tracker), as for one of __main__.
+            return (_make_typevar, _decompose_typevar(obj))
         if t is types.FunctionType or isinstance(obj, type):
             found = script_namespace_of(obj)
             if found is not None:
