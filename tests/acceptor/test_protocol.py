@@ -49,6 +49,7 @@ from tether.wire._ops import (
     pack_ids,
     shape_to_wire,
 )
+from tether.wire._values import decode as decode_value
 
 CALL, REPLY, NOTICE, REQUEST = int(Kind.CALL), int(Kind.REPLY), int(Kind.NOTICE), int(Kind.REQUEST)
 SYNC, BATCH, NESTED = int(Flag.SYNC), int(Flag.BATCH), int(Flag.NESTED)
@@ -539,3 +540,57 @@ def test_an_answer_flagged_error_raises_where_the_engine_asked() -> None:
     assert (reply.kind, reply.flags, reply.seq) == (REPLY, int(Flag.ERROR), 1)
     assert "the client cannot say" in pickle.loads(reply.meta)["traceback"]
     assert shell.protocol.waiting == 0 and shell.protocol.state is State.OPEN
+
+
+def test_a_request_that_raised_before_its_answer_leaves_no_wait_open() -> None:
+    """A page-in that never got its answer (a RecursionError of page-ins nested
+    too deep, an interrupt) must not leave its wait open: every later frame
+    would be set aside for it, and the session would hang."""
+    from memory_link import MemoryLink, pump
+
+    class BrokenOnce(MemoryLink):
+        broke = False
+
+        def recv(self) -> Any:
+            if not self.broke:
+                self.broke = True
+                raise RecursionError("maximum recursion depth exceeded")
+            return super().recv()
+
+    link = BrokenOnce(lambda link, request: (True, 5))
+    shell = WorkerShell(link)
+    code = compile("def f():\n    return k\n", "script_mod.py", "exec")
+    fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == "f")
+    shell.engine.handles[50] = shell.engine.script.function(
+        7, ("script_mod", "script_mod.py", "", False), fn_code, None
+    )
+    meta = encode(int(Op.CALL), None, (Proxy(50), (), {}))
+    assert meta is not None
+    link.push(CALL, SYNC, 1, meta)
+    pump(shell)
+    reply = link.frames[-1]
+    assert (reply.kind, reply.flags, reply.seq) == (REPLY, int(Flag.ERROR), 1)
+    assert "maximum recursion depth" in pickle.loads(reply.meta)["traceback"]
+    assert shell.protocol.waiting == 0
+    link.push(CALL, SYNC, 2, meta)  # the same call again: k is paged in this time
+    pump(shell)
+    reply = link.frames[-1]
+    assert (reply.kind, reply.seq) == (REPLY, 2) and not reply.flags & int(Flag.ERROR)
+    assert decode_value(bytes(reply.meta)) == 5
+
+
+def test_abandoning_a_wait_hands_out_what_came_meanwhile_and_drops_its_answer() -> None:
+    p = WorkerProtocol()
+    p.receive_frame(Frame(kind=CALL, flags=0, seq=1, meta=b"outer"))
+    (event,) = [p.next_event()]
+    assert isinstance(event, Call)
+    outer_rid = p.request(b"asked")
+    inner_rid = p.request(b"asked inside")  # a page-in made while unpickling the first
+    p.receive_frame(Frame(kind=CALL, flags=0, seq=2, meta=b"later"))
+    assert p.next_event() is NEED_DATA  # set aside: a wait is open
+    p.abandon(outer_rid)  # the outer frame unwound: the inner wait goes with it
+    assert p.waiting == 0
+    p.receive_frame(Frame(kind=int(Kind.RESPONSE), flags=0, seq=inner_rid, meta=b"late"))
+    event = p.next_event()
+    assert isinstance(event, Call) and event.seq == 2
+    assert p.next_event() is NEED_DATA  # the late answer was dropped

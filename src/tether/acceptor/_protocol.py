@@ -322,6 +322,21 @@ class WorkerProtocol:
         self._entries = deque()
         return rid
 
+    def abandon(self, rid: int) -> None:
+        """Stop waiting for request ``rid`` (and any wait opened inside it): what
+        asked raised before its answer came. The calls that arrived meanwhile
+        are handed out as usual; an answer that comes later is dropped. Without
+        this, every later frame would be set aside for a wait nobody is in, and
+        the session would hang."""
+        if rid not in self._waits:
+            return
+        while self._waits:
+            inner = self._entries  # nested calls not run yet: they go first
+            self._entries = self._outer.pop()
+            self._entries.extendleft(reversed(inner))
+            if self._waits.pop() == rid:
+                return
+
     def last_word(self, reason: str) -> None:
         """Why the worker ends the session (a NOTICE with no sequence number)."""
         self.flush_output()

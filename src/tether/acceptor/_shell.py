@@ -209,19 +209,26 @@ class WorkerShell:
             )
         proto, engine = self.protocol, self.engine
         meta, buffers = engine.dumps_value((kind, payload))  # the wire form
-        proto.request(meta, [b.raw() for b in buffers])
-        while True:
-            event = proto.next_event()
-            if event is NEED_DATA:
-                self.write()
-                self._receive(self.link.recv())
-            elif type(event) is Response:
-                value = engine.loads(event.meta, event.buffers)
-                if event.error:
-                    raise value
-                return value
-            else:
-                self.handle(event)
+        rid = proto.request(meta, [b.raw() for b in buffers])
+        try:
+            while True:
+                event = proto.next_event()
+                if event is NEED_DATA:
+                    self.write()
+                    self._receive(self.link.recv())
+                elif type(event) is Response:
+                    break
+                else:
+                    self.handle(event)
+        except BaseException:
+            # (a RecursionError of nested page-ins, an interrupt): the wait must
+            # not outlive the frame that opened it
+            proto.abandon(rid)
+            raise
+        value = engine.loads(event.meta, event.buffers)
+        if event.error:
+            raise value
+        return value
 
     def last_word(self, reason: str) -> None:
         """Tell the client why the session ends, and write it out now."""
