@@ -34,7 +34,9 @@ bytes out, and hands the calls to the :class:`~tether.acceptor._engine.Engine`:
   sides would wait for each other) and that RESPONSE; every other frame is
   set aside and interpreted, in order, once no wait is open, before any frame
   that arrives later. The entries of a batch interrupted by a wait resume
-  after it. A wait may open inside a nested call's wait, innermost first.
+  after it. A wait may open inside a nested call's wait, innermost first. A
+  wait whose asker raised before the answer came is closed by
+  :meth:`~WorkerProtocol.abandon` (its late answer is then dropped).
 * **Bytes out.** Replies, notices, requests and the queued output are encoded
   as they are decided and wait in the protocol until
   :meth:`~WorkerProtocol.data_to_send`. The script's output
@@ -49,6 +51,9 @@ bytes out, and hands the calls to the :class:`~tether.acceptor._engine.Engine`:
 
 States (:data:`TRANSITIONS`): OPEN, FAILED (a deferred error is pending) and
 CLOSED (the client said BYE). Nothing leaves CLOSED.
+
+The module runs over 400 lines: it is one state machine, which reads best whole,
+and this account of it.
 """
 
 from __future__ import annotations
@@ -323,11 +328,9 @@ class WorkerProtocol:
         return rid
 
     def abandon(self, rid: int) -> None:
-        """Stop waiting for request ``rid`` (and any wait opened inside it): what
-        asked raised before its answer came. The calls that arrived meanwhile
-        are handed out as usual; an answer that comes later is dropped. Without
-        this, every later frame would be set aside for a wait nobody is in, and
-        the session would hang."""
+        """Stop waiting for request ``rid`` and any wait opened inside it (what
+        asked raised first): else every later frame would be set aside for a
+        wait nobody is in, and the session would hang."""
         if rid not in self._waits:
             return
         while self._waits:
