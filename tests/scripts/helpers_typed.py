@@ -1,10 +1,11 @@
 """Typed helpers, as a gymnasium-style package writes them: TypeVars and Generic classes."""
 
-from typing import Generic, TypeVar
+from typing import Generic, NewType, TypeVar
 
 ObsType = TypeVar("ObsType")
 ActType = TypeVar("ActType")
 T_co = TypeVar("T_co", covariant=True)
+Temperature = NewType("Temperature", float)  # pickles as this very global: lent
 
 
 class Space(Generic[T_co]):

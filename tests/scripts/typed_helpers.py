@@ -3,14 +3,15 @@
 Typed code (gymnasium's `Env(Generic[ObsType, ActType])`, a replay buffer
 `Generic[T]`) keeps its TypeVars as globals of its module. Remote code that reads
 such a class pages the TypeVars in; each must arrive as a TypeVar, once, not as a
-reference to the global it is being paged in for.
+reference to the global it is being paged in for. A `NewType` of such a module
+pickles as that global too: remote code calls the script's own.
 """
 
 from typing import Generic, TypeVar
 
 import torch
 import torch.nn as nn
-from helpers_typed import ActType, Env, ObsType, Space
+from helpers_typed import ActType, Env, ObsType, Space, Temperature
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -32,7 +33,7 @@ class Policy(nn.Module):
         self.space = env.observation_space
 
     def forward(self, x):
-        return torch.softmax(self.fc(x), dim=-1)
+        return torch.softmax(self.fc(x) / Temperature(2.0), dim=-1)
 
 
 class CartLike(Env[torch.Tensor, int]):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import random
 import types
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,24 @@ _IMMUTABLE = frozenset(
 _STATEFUL_MODULES = frozenset({"random"})
 #: Attribute namespaces scripts keep their settings in, and change in place.
 _NAMESPACES = frozenset({argparse.Namespace, types.SimpleNamespace})
+
+
+def pickles_as_own_global(value: Any, module: str) -> bool:
+    """True if ``value``, a global of the script's module ``module``, pickles as a
+    reference to a global of that module (a ``NewType``, a ``ParamSpec``, a
+    named singleton): the worker, paging it in, would meet the same reference
+    and page it in again. Such a value is lent instead. Not a ``TypeVar``,
+    which the code pickler sends by value; not the module's functions and
+    classes, which travel as code."""
+    t = type(value)
+    if t is typing.TypeVar or isinstance(value, type) or t is types.FunctionType:
+        return False
+    if getattr(value, "__module__", None) != module:
+        return False
+    try:
+        return isinstance(value.__reduce_ex__(5), str)
+    except Exception:
+        return False
 
 
 def share_global(value: Any, export: Callable[[Any], int]) -> Any:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tether.client._kinds import _Shared, is_shared, share_global
+from tether.client._kinds import _Shared, is_shared, pickles_as_own_global, share_global
 from tether.client._namespace import ScriptNamespaces, is_user_file
 from tether.wire._requests import (
     IsDir,
@@ -144,7 +144,11 @@ class Lender:
         """The answer to ``request``; its exceptions go back to the worker."""
         if type(request) is ReadGlobal:  # the worker reads a name of a script module
             found, value = self.namespaces.page(request.module, request.name)
-            return (found, share_global(value, self.export) if found else None)
+            if not found:
+                return (False, None)
+            if pickles_as_own_global(value, request.module):
+                return (True, _Shared(self.export(value)))  # UserId = NewType(...): lent
+            return (True, share_global(value, self.export))
         if type(request) is WriteGlobal:  # shipped code rebound a name of a script module
             self.namespaces.wrote(request.module, request.name, request.value, request.present)
             return None
