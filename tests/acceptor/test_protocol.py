@@ -518,6 +518,19 @@ def test_the_last_word_follows_the_queued_output() -> None:
     ]
 
 
+def _call_reading_a_global(shell: WorkerShell) -> bytes:
+    """The CALL meta of a script function ``f()`` that returns its module's ``k``
+    (which the worker pages in from the client)."""
+    code = compile("def f():\n    return k\n", "script_mod.py", "exec")
+    fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == "f")
+    shell.engine.handles[50] = shell.engine.script.function(
+        7, ("script_mod", "script_mod.py", "", False), fn_code, None
+    )
+    meta = encode(int(Op.CALL), None, (Proxy(50), (), {}))
+    assert meta is not None
+    return meta
+
+
 def test_an_answer_flagged_error_raises_where_the_engine_asked() -> None:
     from memory_link import MemoryLink, pump
 
@@ -526,13 +539,7 @@ def test_an_answer_flagged_error_raises_where_the_engine_asked() -> None:
 
     link = MemoryLink(answer)
     shell = WorkerShell(link)
-    code = compile("def f():\n    return k\n", "script_mod.py", "exec")
-    fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == "f")
-    shell.engine.handles[50] = shell.engine.script.function(
-        7, ("script_mod", "script_mod.py", "", False), fn_code, None
-    )
-    meta = encode(int(Op.CALL), None, (Proxy(50), (), {}))
-    assert meta is not None
+    meta = _call_reading_a_global(shell)
     link.push(CALL, SYNC, 1, meta)
     pump(shell)
     *asked, reply = link.frames
@@ -559,13 +566,7 @@ def test_a_request_that_raised_before_its_answer_leaves_no_wait_open() -> None:
 
     link = BrokenOnce(lambda link, request: (True, 5))
     shell = WorkerShell(link)
-    code = compile("def f():\n    return k\n", "script_mod.py", "exec")
-    fn_code = next(c for c in code.co_consts if getattr(c, "co_name", None) == "f")
-    shell.engine.handles[50] = shell.engine.script.function(
-        7, ("script_mod", "script_mod.py", "", False), fn_code, None
-    )
-    meta = encode(int(Op.CALL), None, (Proxy(50), (), {}))
-    assert meta is not None
+    meta = _call_reading_a_global(shell)
     link.push(CALL, SYNC, 1, meta)
     pump(shell)
     reply = link.frames[-1]
