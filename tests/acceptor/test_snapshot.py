@@ -95,3 +95,35 @@ def test_a_mean_is_copied_for_only_where_its_float_sum_is_exact() -> None:
     huge = numpy.array([1 << 62, 3], dtype=numpy.int64)  # its float64 sum rounds
     assert reduce_or_copy("mean", huge, 1 << 10) == (False, huge.mean())
     assert not counts_exactly(numpy.zeros(0, dtype=numpy.int64))
+
+
+def test_functions_that_write_into_their_first_argument_are_named() -> None:
+    for fn in (numpy.copyto, numpy.put, numpy.place, numpy.putmask, numpy.fill_diagonal):
+        assert _snapshot.pure_kind(fn) == "writes"
+    assert _snapshot.pure_kind(numpy.add.at) == "writes"
+    assert _snapshot.pure_kind(numpy.add) == "ufunc"  # (with out=, the client sees the out)
+    assert _snapshot.pure_kind(numpy.add.reduce) is None
+
+
+def test_a_call_writing_into_copies_says_what_they_hold_after_it() -> None:
+    X = numpy.zeros(4)
+    result, written = _snapshot.call_writing(numpy.put, (X, [1, 2], [5.0, 6.0]), {}, [("a", 0)])
+    assert result is None
+    ((dtype, shape, raw),) = written
+    assert numpy.frombuffer(raw, dtype=dtype).reshape(shape).tolist() == [0.0, 5.0, 6.0, 0.0]
+
+
+def test_an_out_numpy_returns_is_named_so_the_client_returns_its_own() -> None:
+    out = numpy.zeros(3)
+    result, written = _snapshot.call_writing(
+        numpy.add, (numpy.ones(3), 2), {"out": out}, [("o", -1)]
+    )
+    assert result == "out" and written[0][1] == (3,)
+    q, r = numpy.zeros(2), numpy.zeros(2)
+    result, written = _snapshot.call_writing(
+        numpy.divmod, (numpy.array([7.0, 9.0]), 4), {"out": (q, r)}, [("o", 1)]
+    )
+    assert result == "out"
+    assert numpy.frombuffer(written[0][2]).tolist() == [3.0, 1.0]  # only the item asked for
+    result, _ = _snapshot.call_writing(numpy.sum, (numpy.ones(3),), {"out": numpy.zeros(())}, [])
+    assert result == "out"

@@ -49,6 +49,8 @@ PURE_LINALG: Final = ("norm", "inv", "pinv", "det", "solve", "eig", "eigh", "svd
 
 #: Memory the client named when it had it built: id of the array -> (the array, weakly;
 #: the client's key). Looked up by :func:`memory_root`.
+#: numpy functions that write into their first argument (and return None).
+WRITERS: Final = ("copyto", "put", "place", "putmask", "fill_diagonal")
 _NAMED: dict[int, tuple[weakref.ref[Any], int]] = {}
 
 
@@ -132,9 +134,16 @@ def pure_kind(fn: Any) -> str | None:
     with no ``out``: ``"pure"`` (one of :data:`PURE` or :data:`PURE_LINALG`),
     ``"ufunc"`` (one of numpy's own ufuncs, not one ``frompyfunc`` made of Python
     code), ``"array_ufunc"`` (``ndarray.__array_ufunc__``, which numpy calls for a
-    ufunc when an operand is the client's), or None: it may change anything."""
+    ufunc when an operand is the client's), ``"writes"`` (it writes into its first
+    argument: one of :data:`WRITERS`, a ufunc's ``at``), or None: it may change
+    anything."""
     import numpy
 
+    if isinstance(getattr(fn, "__self__", None), numpy.ufunc) and fn.__name__ == "at":
+        return "writes"
+    for name in WRITERS:
+        if getattr(numpy, name, None) is fn:
+            return "writes"
     if isinstance(fn, numpy.ufunc):
         return "ufunc" if getattr(numpy, fn.__name__, None) is fn else None
     if fn is numpy.ndarray.__array_ufunc__:
@@ -202,3 +211,34 @@ def read_or_copy(array: Any, index: Any, limit: int) -> tuple[int, Any]:
     if type(array) is not numpy.ndarray or arity != array.ndim:
         return 2, getattr(array, "ndim", None)
     return 0, array[index]
+
+
+#: Where :func:`call_writing` finds an array the client lent by value: a positional
+#: argument (``("a", i)``), ``out`` itself (``("o", -1)``) or an item of an ``out``
+#: tuple (``("o", i)``).
+Place = tuple[str, int]
+#: An array's contents as plain data: dtype string, shape, bytes.
+Contents = tuple[str, tuple[int, ...], bytes]
+
+
+def call_writing(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], places: list[Place]
+) -> tuple[Any, list[Contents]]:
+    """``fn(*args, **kwargs)`` where the arrays at ``places`` are copies of the
+    client's own, which ``fn`` writes into (``np.copyto(X, y)``, ``out=X``):
+    its result, ``"out"`` when that is ``out`` itself (a ufunc's), and what
+    the copies hold after it, for the client to write into its arrays."""
+    result = fn(*args, **kwargs)
+    out: Any = kwargs.get("out")
+    arrays = [args[i] if where == "a" else out if i < 0 else out[i] for where, i in places]
+    if out is not None and (
+        result is out
+        or (
+            type(out) is tuple
+            and type(result) is tuple
+            and len(result) == len(out)
+            and all(r is o for r, o in zip(result, out, strict=True))
+        )
+    ):
+        result = "out"
+    return result, [(a.dtype.str, a.shape, a.tobytes()) for a in arrays]

@@ -20,6 +20,7 @@ import numbers
 import operator
 from typing import TYPE_CHECKING, Any, Final
 
+from tether.client._draws import MISS
 from tether.client._exact import EXACT_OPERATORS
 from tether.client._proxy import BINARY_OPERATORS, INPLACE_OPERATORS, RemoteType
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from tether.client._replica import Replicas
 
 _GETITEM: Final = operator.getitem
+_MISS: Final = MISS
 _PLAIN_KEYS: Final = (int, type(None), type(Ellipsis))
 _MAKES: Final = "makes"
 _WRITES: Final = "writes"
@@ -145,6 +147,46 @@ class ArrayOps:
             return False
         kind: str | None = self._r.asked("pure_kind", fn)
         return kind == "pure" or kind == "ufunc"
+
+    def writes_own(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``fn(*args, **kwargs)`` when it writes into arrays of the client's own
+        numpy (``np.copyto(X, y)``, ``np.put(X, i, v)``, ``np.add.at(X, i, 1)``,
+        ``np.add(a, b, out=X)``), which travel by value: the worker writes into
+        its copies and sends back what they hold, and the client writes that into
+        its arrays, so the script sees its own array changed, as locally (an
+        ``out`` that numpy returns is the script's array again). :data:`MISS` for
+        any other call. Asks the worker once per function whether it writes its
+        first argument (``acceptor/_snapshot.pure_kind``)."""
+        out: Any = kwargs.get("out")
+        places: list[tuple[str, int]] = []
+        if out is not None:
+            if self._own(out):
+                places.append(("o", -1))
+            elif type(out) is tuple:
+                places += [("o", i) for i, o in enumerate(out) if self._own(o)]
+        if args and self._own(args[0]) and self._r.asked("pure_kind", fn) == "writes":
+            places.append(("a", 0))
+        if not places:
+            return _MISS
+        call_writing = self._r.helpers().call_writing
+        result, written = call_writing(fn, args, kwargs, places)
+        for (where, i), (dtype, shape, raw) in zip(places, written, strict=True):
+            target = args[i] if where == "a" else out if i < 0 else out[i]
+            target[...] = self._np.frombuffer(raw, dtype=dtype).reshape(shape)
+        if type(result) is str and result == "out":
+            return out  # numpy returns the script's own out array
+        return result
+
+    def at_writes_own(self, ufunc: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``ufunc.at(X, ...)`` of a remote ufunc, with ``X`` the script's own array:
+        as :meth:`writes_own` (``np.add.at(counts, labels, 1)``); else :data:`MISS`."""
+        if not (args and self._own(args[0])):
+            return _MISS
+        return self.writes_own(self._s.getattr(ufunc, "at"), args, kwargs)
+
+    def _own(self, value: Any) -> bool:
+        """An array of the client's own numpy holding numbers, booleans or strings."""
+        return type(value) is self._np.ndarray and value.dtype.kind in "biufcUS"
 
     def _own_ufunc(self, ufunc: Any) -> bool:
         """True for one of numpy's own ufuncs, the worker's or the client's (not one

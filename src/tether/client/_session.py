@@ -554,6 +554,10 @@ class Session:
                 # np.random.choice(pop, size=2): drawn by the worker, it changes no
                 # array, so the copies and an array's iteration stay good.
                 self._quiet = _QUIET_ARRAYS
+        if self.arrays is not None and not isinstance(target, RemoteType) and (args or kwargs):
+            value = self.arrays.writes_own(target, args, kwargs)
+            if value is not _MISS:  # np.copyto(X, y) of the script's own X: written back
+                return value
         if (
             self.arrays is not None
             and not self._quiet
@@ -594,6 +598,10 @@ class Session:
                     return self._sync(Op.CALLMETHOD, (obj, name, args, kwargs))
                 self._send(Op.CALLMETHOD, DISCARD, (obj, name, args, kwargs))
                 return None
+        if name == "at" and self.arrays is not None:
+            value = self.arrays.at_writes_own(obj, args, kwargs)
+            if value is not _MISS:  # np.add.at(counts, labels, 1) of the script's own counts
+                return value
         if name == "item" and self._item_values and not args and not kwargs:
             value = self._item_values.item(obj._t_id, self.epoch)
             if value is not _MISS:
