@@ -47,7 +47,12 @@ CLIENT_VENV = REPO / ".venv-client"
 PIP_TIMEOUT_S = 900.0
 
 # Scripts whose zero-install run is known to fail, with the reason (see the report).
-KNOWN_FAILURES: dict[str, str] = {}
+KNOWN_FAILURES: dict[str, str] = {
+    "multiprocessing_fork": (
+        "processes the worker forks print to the acceptor's own output, which is not the "
+        "client's with a separate acceptor (docs/remoting.md); their work is the same"
+    ),
+}
 
 # Run inside the client venv: proves the setup is what this test claims.
 _PROBE = """

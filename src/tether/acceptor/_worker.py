@@ -41,6 +41,7 @@ from tether.acceptor._files import (
 from tether.acceptor._modfinder import ClientModuleFinder
 from tether.acceptor._protocol import WorkerProtocol
 from tether.acceptor._shell import WorkerShell
+from tether.acceptor._spawn import page_for_fork
 from tether.acceptor._watchdog import watch
 from tether.transport import Channel, ChannelClosed
 from tether.transport._heart import Heart
@@ -57,11 +58,20 @@ class _Stream(io.TextIOBase):
     def __init__(self, protocol: WorkerProtocol, *, stderr: bool) -> None:
         self._protocol = protocol
         self._stderr = stderr
+        self._pid = os.getpid()
 
     def writable(self) -> bool:
         return True
 
     def write(self, s: str) -> int:
+        if os.getpid() != self._pid:
+            # A process the worker forked (torch.multiprocessing with "fork") cannot
+            # use the session's socket: its output goes to the worker's own stream.
+            real = sys.__stderr__ if self._stderr else sys.__stdout__
+            if real is not None:
+                real.write(s)
+                real.flush()
+            return len(s)
         self._protocol.write_output(s, stderr=self._stderr)
         return len(s)
 
@@ -178,6 +188,7 @@ class Worker:
         script = self.engine.script
         sys.stdout = _Stream(self.protocol, stderr=False)
         sys.stderr = _Stream(self.protocol, stderr=True)
+        os.register_at_fork(before=page_for_fork)  # the names a forked process needs
         # Every warning reaches the client, which applies the script's filters
         # (de-duplication included): none may be swallowed here.
         warnings.resetwarnings()
