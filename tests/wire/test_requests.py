@@ -8,6 +8,7 @@ import pytest
 
 from tether import ProtocolError
 from tether.wire._requests import (
+    FlushOutput,
     IsDir,
     ListDir,
     ModuleSource,
@@ -42,6 +43,7 @@ CASES: list[tuple[WorkerRequest, tuple[str, Any]]] = [
     (IsDir("/d"), ("isdir", "/d")),
     (ReadFile("/f"), ("read", "/f")),
     (WriteFile("/f", b"x", False), ("write", ("/f", b"x", False))),
+    (FlushOutput(), ("flush", None)),
 ]
 
 
@@ -55,7 +57,15 @@ def test_each_request_has_the_wire_form_of_earlier_versions(
 
 @pytest.mark.parametrize(
     "message",
-    [None, ("global",), ("nope", 1), ("global", ("m",)), ("objcall", (1, "f")), [("read", "/")]],
+    [
+        None,
+        ("global",),
+        ("nope", 1),
+        ("global", ("m",)),
+        ("objcall", (1, "f")),
+        [("read", "/")],
+        ("flush", 1),
+    ],
 )
 def test_malformed_requests_are_protocol_errors(message: Any) -> None:
     with pytest.raises(ProtocolError):

@@ -22,6 +22,7 @@ from typing import Any, Final
 from tether._code import global_names
 from tether.acceptor._codec import iter_functions
 from tether.acceptor._namespace import ScriptNamespace
+from tether.wire._requests import FlushOutput, RequestFn
 
 
 def spawn_by_value(obj: Any) -> None:
@@ -68,9 +69,12 @@ def _function_by_value(pickler: Any, obj: Any) -> Any:
 MAX_REACHED: Final = 10_000
 
 
-def page_for_fork() -> None:
+def page_for_fork(request: RequestFn) -> None:
     """Before the worker forks (``os.register_at_fork``): if multiprocessing is
-    launching a process, page in what its target and arguments will read."""
+    launching a process, have the client write out what the script printed so
+    far (the child prints to the same terminal: multiprocessing flushes the
+    streams before it forks, for the same reason), and page in what the
+    process's target and arguments will read."""
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "_launch" and "process_obj" in frame.f_locals:
@@ -79,6 +83,7 @@ def page_for_fork() -> None:
             args = getattr(process, "_args", ())
             # (on failure the child says what it lacks, as before)
             with contextlib.suppress(Exception):
+                request(FlushOutput())
                 _page_reachable([getattr(process, "_target", None), *args, *kwargs.values()])
             return
         frame = frame.f_back  # type: ignore[assignment]

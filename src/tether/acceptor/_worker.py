@@ -188,7 +188,8 @@ class Worker:
         script = self.engine.script
         sys.stdout = _Stream(self.protocol, stderr=False)
         sys.stderr = _Stream(self.protocol, stderr=True)
-        os.register_at_fork(before=page_for_fork)  # the names a forked process needs
+        # what a process forked to run the script's code needs from the client
+        os.register_at_fork(before=lambda: page_for_fork(self.request))
         # Every warning reaches the client, which applies the script's filters
         # (de-duplication included): none may be swallowed here.
         warnings.resetwarnings()

@@ -9,6 +9,7 @@ which also keeps optional-import probes of frameworks from pulling client code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import linecache
@@ -20,6 +21,7 @@ from typing import Any
 from tether.client._kinds import _Shared, is_shared, pickles_as_own_global, share_global
 from tether.client._namespace import ScriptNamespaces, is_user_file
 from tether.wire._requests import (
+    FlushOutput,
     IsDir,
     ListDir,
     ModuleSource,
@@ -116,6 +118,11 @@ def serve_request(
         case WriteFile(path, data, append):
             with open(path, "ab" if append else "wb") as f:
                 f.write(data)
+            return None
+        case FlushOutput():
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # (a closed or odd stream: nothing to do)
+                    stream.flush()
             return None
     raise ValueError(f"unknown request {request!r}")
 

@@ -23,6 +23,7 @@ kind              record                                 answer
 ``isdir``         :class:`IsDir`                         ``os.path.isdir``
 ``read``          :class:`ReadFile`                      the file's bytes
 ``write``         :class:`WriteFile`                     None
+``flush``         :class:`FlushOutput`                   None
 ================  =====================================  ==================================
 """
 
@@ -127,6 +128,12 @@ class WriteFile:
     append: bool
 
 
+@dataclass(frozen=True, slots=True)
+class FlushOutput:
+    """Write out what the script printed so far (the worker is about to fork a
+    process that prints to the same terminal, as multiprocessing flushes first)."""
+
+
 WorkerRequest = (
     ReadGlobal
     | WriteGlobal
@@ -141,6 +148,7 @@ WorkerRequest = (
     | IsDir
     | ReadFile
     | WriteFile
+    | FlushOutput
 )
 
 
@@ -179,6 +187,8 @@ def request_to_wire(request: WorkerRequest) -> tuple[str, Any]:
             return "read", path
         case WriteFile(path, data, append):
             return "write", (path, data, append)
+        case FlushOutput():
+            return "flush", None
     raise TypeError(f"not a worker request: {request!r}")
 
 
@@ -206,6 +216,8 @@ def request_from_wire(message: Any) -> WorkerRequest:
     if type(message) is not tuple or len(message) != 2 or type(message[0]) is not str:
         raise ProtocolError(f"malformed worker request {message!r:.80}")
     kind, payload = message
+    if kind == "flush" and payload is None:
+        return FlushOutput()
     single = _SINGLE.get(kind)
     if single is not None:
         return single(payload)  # type: ignore[no-any-return]
