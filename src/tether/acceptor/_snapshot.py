@@ -47,10 +47,11 @@ PURE: Final = (
 PURE_LINALG: Final = ("norm", "inv", "pinv", "det", "solve", "eig", "eigh", "svd", "qr",
                       "cholesky", "lstsq", "matrix_rank")  # fmt: skip
 
-#: Memory the client named when it had it built: id of the array -> (the array, weakly;
-#: the client's key). Looked up by :func:`memory_root`.
 #: numpy functions that write into their first argument (and return None).
 WRITERS: Final = ("copyto", "put", "place", "putmask", "fill_diagonal")
+
+#: Memory the client named when it had it built: id of the array -> (the array, weakly;
+#: the client's key). Looked up by :func:`memory_root`.
 _NAMED: dict[int, tuple[weakref.ref[Any], int]] = {}
 
 

@@ -39,17 +39,20 @@ def spawn_by_value(obj: Any) -> None:
         ForkingPickler.reducer_override = _function_by_value  # type: ignore[method-assign]
 
 
-def _page_globals(obj: Any) -> None:
+def _page_globals(obj: Any) -> list[Any]:
     """Read every global name the object's code uses, so that names not yet
-    paged in from the client travel with it to a spawned process."""
+    paged in from the client travel with it to a spawned process (or are there
+    for a forked one); returns the values read."""
+    values = []
     for fn in iter_functions(obj):
         namespace = fn.__globals__
         if isinstance(namespace, ScriptNamespace):
             for name in global_names(fn.__code__):
                 try:
-                    namespace[name]
+                    values.append(namespace[name])
                 except Exception:
                     continue
+    return values
 
 
 def _by_value(obj: Any) -> Any:
@@ -107,19 +110,9 @@ def _page_reachable(roots: list[Any]) -> None:
         if t is not types.FunctionType and not issubclass(t, type):
             todo.append(t)  # an instance: its class's methods
             continue
+        todo += [v for v in _page_globals(obj) if isinstance(v, (types.FunctionType, type))]
         for fn in iter_functions(obj):
-            namespace = fn.__globals__
-            if not isinstance(namespace, ScriptNamespace):
-                continue
-            for cell in fn.__closure__ or ():
-                try:
-                    todo.append(cell.cell_contents)
-                except ValueError:
-                    continue
-            for name in global_names(fn.__code__):
-                try:
-                    value = namespace[name]
-                except Exception:
-                    continue
-                if isinstance(value, (types.FunctionType, type)):
-                    todo.append(value)
+            if isinstance(fn.__globals__, ScriptNamespace):
+                for cell in fn.__closure__ or ():
+                    with contextlib.suppress(ValueError):  # (an empty cell)
+                        todo.append(cell.cell_contents)

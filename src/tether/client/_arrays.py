@@ -148,7 +148,9 @@ class ArrayOps:
         kind: str | None = self._r.asked("pure_kind", fn)
         return kind == "pure" or kind == "ufunc"
 
-    def writes_own(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def writes_own(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *, writer: bool = False
+    ) -> Any:
         """``fn(*args, **kwargs)`` when it writes into arrays of the client's own
         numpy (``np.copyto(X, y)``, ``np.put(X, i, v)``, ``np.add.at(X, i, 1)``,
         ``np.add(a, b, out=X)``), which travel by value: the worker writes into
@@ -156,7 +158,7 @@ class ArrayOps:
         its arrays, so the script sees its own array changed, as locally (an
         ``out`` that numpy returns is the script's array again). :data:`MISS` for
         any other call. Asks the worker once per function whether it writes its
-        first argument (``acceptor/_snapshot.pure_kind``)."""
+        first argument (``acceptor/_snapshot.pure_kind``), unless ``writer`` says."""
         out: Any = kwargs.get("out")
         places: list[tuple[str, int]] = []
         if out is not None:
@@ -164,7 +166,7 @@ class ArrayOps:
                 places.append(("o", -1))
             elif type(out) is tuple:
                 places += [("o", i) for i, o in enumerate(out) if self._own(o)]
-        if args and self._own(args[0]) and self._r.asked("pure_kind", fn) == "writes":
+        if args and self._own(args[0]) and (writer or self._r.asked("pure_kind", fn) == "writes"):
             places.append(("a", 0))
         if not places:
             return _MISS
@@ -182,7 +184,8 @@ class ArrayOps:
         as :meth:`writes_own` (``np.add.at(counts, labels, 1)``); else :data:`MISS`."""
         if not (args and self._own(args[0])):
             return _MISS
-        return self.writes_own(self._s.getattr(ufunc, "at"), args, kwargs)
+        # (every ufunc's at writes into its first argument: nothing to ask)
+        return self.writes_own(self._s.getattr(ufunc, "at"), args, kwargs, writer=True)
 
     def _own(self, value: Any) -> bool:
         """An array of the client's own numpy holding numbers, booleans or strings."""

@@ -554,19 +554,15 @@ class Session:
                 # np.random.choice(pop, size=2): drawn by the worker, it changes no
                 # array, so the copies and an array's iteration stay good.
                 self._quiet = _QUIET_ARRAYS
-        if self.arrays is not None and not isinstance(target, RemoteType) and (args or kwargs):
-            value = self.arrays.writes_own(target, args, kwargs)
+        arrays = self.arrays
+        if arrays is not None and not isinstance(target, RemoteType):
+            value = arrays.writes_own(target, args, kwargs)
             if value is not _MISS:  # np.copyto(X, y) of the script's own X: written back
                 return value
-        if (
-            self.arrays is not None
-            and not self._quiet
-            and not isinstance(target, RemoteType)
-            and self.arrays.leaves_alone(target, args, kwargs)
-        ):
-            # np.dot(x_i, w), np.exp(z), numpy's dispatch of 1 - y to a remote y: a
-            # new array or number, nothing changes (client/_arrays.py)
-            self._quiet = _QUIET_ALL
+            if not self._quiet and arrays.leaves_alone(target, args, kwargs):
+                # np.dot(x_i, w), np.exp(z), numpy's dispatch of 1 - y to a remote y: a
+                # new array or number, nothing changes (client/_arrays.py)
+                self._quiet = _QUIET_ALL
         key = call_site(target, args, kwargs, self.types, self._modes.get(target._t_id, self._mode))
         result = self._predicted(key, Op.CALL, (target, args, kwargs))
         if lanes and (result is None or type(type(result)) is RemoteType):

@@ -291,8 +291,7 @@ class _CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
         # stay the script's objects: a torch decorator applied in the worker
         # copies them onto its wrapper (functools.wraps), and the script reads
         # them back from that wrapper as its own list or dict, as locally.
-        export = ctx.export
-        state = {k: _Shared(export(v)) if is_shared(v) else v for k, v in fn.__dict__.items()}
+        state = {k: ctx.share(v) for k, v in fn.__dict__.items()}
         info = module_info(module, namespace)
         return (
             _refs.script_fn,
